@@ -1,0 +1,143 @@
+// The resolved model that travels from the coordinator to every site: each
+// design column as an expression over the site's variables, the coding of
+// categorical levels already decided (from all sites' levels), the grouping
+// terms and the response. Sites evaluate it on their own rows and never see
+// anything but this specification.
+
+/// A design-matrix column as an expression over one row's variables.
+///
+/// Expressions are data, not code: a site evaluates them with a small
+/// interpreter, so a coordinator cannot make a site run anything else.
+public indirect enum Expr: Sendable, Hashable {
+    /// A constant.
+    case number(Double)
+    /// The value of a numeric variable.
+    case variable(String)
+    /// 1 when the variable's value equals `level`, else 0 (treatment-contrast
+    /// dummy). Text variables compare as text; numeric variables compare
+    /// their R-formatted value (`RNumberFormat.format`), as `factor(x)` does.
+    case indicator(String, level: String)
+    /// 1 when the variable is missing, else 0 (the missing-indicator column).
+    case isMissing(String)
+    case unary(UnaryFunction, Expr)
+    case binary(BinaryOperator, Expr, Expr)
+
+    /// Every variable the expression reads.
+    public var variables: [String] {
+        switch self {
+        case .number: return []
+        case .variable(let v), .indicator(let v, _), .isMissing(let v): return [v]
+        case .unary(_, let e): return e.variables
+        case .binary(_, let a, let b):
+            var out = a.variables
+            for v in b.variables where !out.contains(v) { out.append(v) }
+            return out
+        }
+    }
+
+    /// Variables whose missingness makes the expression missing (all but
+    /// those read only through `isMissing`).
+    public var requiredVariables: [String] {
+        switch self {
+        case .number, .isMissing: return []
+        case .variable(let v), .indicator(let v, _): return [v]
+        case .unary(_, let e): return e.requiredVariables
+        case .binary(_, let a, let b):
+            var out = a.requiredVariables
+            for v in b.requiredVariables where !out.contains(v) { out.append(v) }
+            return out
+        }
+    }
+}
+
+public enum UnaryFunction: String, Sendable, Hashable, Codable, CaseIterable {
+    case log, exp, sqrt, negate
+}
+
+public enum BinaryOperator: String, Sendable, Hashable, Codable, CaseIterable {
+    case add = "+", subtract = "-", multiply = "*", divide = "/", power = "^"
+}
+
+/// A named column of a design matrix (`(Intercept)`, `sexM`, `I(age^2)`).
+public struct DesignColumn: Sendable, Hashable, Codable {
+    public var name: String
+    public var expr: Expr
+    public init(name: String, expr: Expr) { self.name = name; self.expr = expr }
+}
+
+/// What identifies a random-effects group.
+public enum Grouping: Sendable, Hashable {
+    /// One group per site: `(1 | site)`.
+    case site
+    /// Groups nested within a site, identified by the combination of these
+    /// variables' values at that site (`site:ward:patient` → ["ward", "patient"]).
+    /// Equal codes at two sites are different groups.
+    case withinSite([String])
+}
+
+/// One random-effects term `(columns | group)` with an unstructured
+/// lower-triangular relative covariance factor.
+public struct RandomTerm: Sendable, Hashable, Codable {
+    /// The group as lme4's `VarCorr` names it (`site`, `site:cask`, `Subject.1`).
+    public var name: String
+    public var grouping: Grouping
+    public var columns: [DesignColumn]
+    public init(name: String, grouping: Grouping, columns: [DesignColumn]) {
+        self.name = name; self.grouping = grouping; self.columns = columns
+    }
+    /// Number of covariance parameters θ of this term.
+    public var thetaCount: Int { columns.count * (columns.count + 1) / 2 }
+}
+
+public enum Family: String, Sendable, Hashable, Codable { case gaussian, binomial, poisson }
+public enum Link: String, Sendable, Hashable, Codable { case identity, logit, probit, cloglog, log }
+
+/// The response: one expression, or binomial successes and failures.
+public enum Response: Sendable, Hashable {
+    case value(Expr)
+    case binomial(successes: Expr, failures: Expr)
+}
+
+/// The complete, resolved model a site evaluates on its rows.
+public struct ModelSpec: Sendable, Hashable, Codable {
+    /// The formula as the analyst wrote it (for the audit log and reports).
+    public var formula: String
+    public var family: Family
+    public var link: Link
+    public var response: Response
+    /// Fixed-effects columns, in R's `model.matrix` order.
+    public var fixed: [DesignColumn]
+    /// Random-effects terms in lme4's order (θ is laid out in this order).
+    public var terms: [RandomTerm]
+    public var weights: Expr?
+    public var offset: Expr?
+
+    public init(formula: String, family: Family = .gaussian, link: Link = .identity,
+                response: Response, fixed: [DesignColumn], terms: [RandomTerm],
+                weights: Expr? = nil, offset: Expr? = nil) {
+        self.formula = formula; self.family = family; self.link = link
+        self.response = response; self.fixed = fixed; self.terms = terms
+        self.weights = weights; self.offset = offset
+    }
+
+    /// Every variable a row must have for complete-case analysis, in first-use order.
+    public var requiredVariables: [String] {
+        var out: [String] = []
+        func add(_ vs: [String]) { for v in vs where !out.contains(v) { out.append(v) } }
+        switch response {
+        case .value(let e): add(e.requiredVariables)
+        case .binomial(let s, let f): add(s.requiredVariables); add(f.requiredVariables)
+        }
+        for c in fixed { add(c.expr.requiredVariables) }
+        for t in terms {
+            for c in t.columns { add(c.expr.requiredVariables) }
+            if case .withinSite(let vs) = t.grouping { add(vs) }
+        }
+        if let w = weights { add(w.requiredVariables) }
+        if let o = offset { add(o.requiredVariables) }
+        return out
+    }
+
+    /// Number of covariance parameters θ.
+    public var thetaCount: Int { terms.reduce(0) { $0 + $1.thetaCount } }
+}

@@ -1,0 +1,2 @@
+import SiteAgent
+print("fedmix-agent: not yet implemented")

@@ -1,0 +1,2 @@
+import Coordinator
+print("fedmix: not yet implemented")
