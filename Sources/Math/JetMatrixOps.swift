@@ -1,0 +1,246 @@
+// Blocked linear algebra on jet matrices: the operations a site's
+// contribution is made of. Each is the textbook algorithm with every scalar
+// operation replaced by its jet counterpart, so derivatives are exact.
+
+public enum LinearAlgebraError: Error, Equatable, CustomStringConvertible {
+    case notPositiveDefinite(pivot: Int)
+    case singular(what: String)
+
+    public var description: String {
+        switch self {
+        case .notPositiveDefinite(let k):
+            return "matrix is not positive definite (pivot \(k + 1))"
+        case .singular(let what):
+            return "\(what) is singular"
+        }
+    }
+}
+
+extension JetMatrix {
+    /// In-place lower Cholesky factor (upper triangle set to zero).
+    public mutating func choleskyInPlace() throws {
+        precondition(rows == cols, "Cholesky needs a square matrix")
+        let n = rows, w = space.width
+        let kernel = JetKernel(space)
+        var tmp = [Double](repeating: 0, count: w)
+        try storage.withUnsafeMutableBufferPointer { sp in
+            let s = sp.baseAddress!
+            try tmp.withUnsafeMutableBufferPointer { tp in
+                let t = tp.baseAddress!
+                for j in 0..<n {
+                    let djj = s + (j + j * n) * w
+                    for k in 0..<j {
+                        let ljk = s + (j + k * n) * w
+                        kernel.mulAdd(djj, ljk, ljk, -1)
+                    }
+                    guard djj[0] > 0, djj[0].isFinite else { throw LinearAlgebraError.notPositiveDefinite(pivot: j) }
+                    kernel.sqrt(djj, djj)
+                    for i in (j + 1)..<max(n, j + 1) {
+                        let dij = s + (i + j * n) * w
+                        for k in 0..<j {
+                            kernel.mulAdd(dij, s + (i + k * n) * w, s + (j + k * n) * w, -1)
+                        }
+                        for c in 0..<w { t[c] = dij[c] }
+                        kernel.divide(dij, t, djj)
+                    }
+                    for i in 0..<j { // zero the upper triangle (column j, rows above)
+                        let dij = s + (i + j * n) * w
+                        for c in 0..<w { dij[c] = 0 }
+                    }
+                }
+            }
+        }
+    }
+
+    /// self ← L⁻¹ self, L lower triangular (forward substitution).
+    public mutating func solveLowerInPlace(_ l: JetMatrix) {
+        precondition(l.rows == rows && l.cols == rows, "solve: shapes do not match")
+        let n = rows, w = space.width
+        let kernel = JetKernel(space)
+        var tmp = [Double](repeating: 0, count: w)
+        l.storage.withUnsafeBufferPointer { lp in
+            let lb = lp.baseAddress!
+            storage.withUnsafeMutableBufferPointer { bp in
+                let b = bp.baseAddress!
+                tmp.withUnsafeMutableBufferPointer { tp in
+                    let t = tp.baseAddress!
+                    for col in 0..<cols {
+                        let cb = b + col * n * w
+                        for i in 0..<n {
+                            let bi = cb + i * w
+                            for k in 0..<i { kernel.mulAdd(bi, lb + (i + k * n) * w, cb + k * w, -1) }
+                            for c in 0..<w { t[c] = bi[c] }
+                            kernel.divide(bi, t, lb + (i + i * n) * w)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// self ← L⁻ᵀ self, L lower triangular (back substitution).
+    public mutating func solveLowerTransposeInPlace(_ l: JetMatrix) {
+        let n = rows, w = space.width
+        let kernel = JetKernel(space)
+        var tmp = [Double](repeating: 0, count: w)
+        l.storage.withUnsafeBufferPointer { lp in
+            let lb = lp.baseAddress!
+            storage.withUnsafeMutableBufferPointer { bp in
+                let b = bp.baseAddress!
+                tmp.withUnsafeMutableBufferPointer { tp in
+                    let t = tp.baseAddress!
+                    for col in 0..<cols {
+                        let cb = b + col * n * w
+                        for i in stride(from: n - 1, through: 0, by: -1) {
+                            let bi = cb + i * w
+                            for k in (i + 1)..<max(n, i + 1) { kernel.mulAdd(bi, lb + (k + i * n) * w, cb + k * w, -1) }
+                            for c in 0..<w { t[c] = bi[c] }
+                            kernel.divide(bi, t, lb + (i + i * n) * w)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// self += sign · op(a) · op(b), op = transpose when asked.
+    public mutating func addProduct(_ a: JetMatrix, transposeA: Bool = false,
+                                    _ b: JetMatrix, transposeB: Bool = false, sign: Double = 1) {
+        let m = transposeA ? a.cols : a.rows
+        let inner = transposeA ? a.rows : a.cols
+        let n = transposeB ? b.rows : b.cols
+        precondition((transposeB ? b.cols : b.rows) == inner && rows == m && cols == n, "product: shapes do not match")
+        let w = space.width
+        let kernel = JetKernel(space)
+        let ar = a.rows, br = b.rows
+        a.storage.withUnsafeBufferPointer { ap in
+            b.storage.withUnsafeBufferPointer { bp in
+                storage.withUnsafeMutableBufferPointer { cp in
+                    let A = ap.baseAddress!, B = bp.baseAddress!, C = cp.baseAddress!
+                    for j in 0..<n {
+                        for k in 0..<inner {
+                            let bkj = B + (transposeB ? (j + k * br) : (k + j * br)) * w
+                            if bkj[0] == 0 && space.order == 0 { continue }
+                            for i in 0..<m {
+                                let aik = A + (transposeA ? (k + i * ar) : (i + k * ar)) * w
+                                kernel.mulAdd(C + (i + j * m) * w, aik, bkj, sign)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// self += sign · op(a) · c where c is a constant matrix.
+    public mutating func addProduct(_ a: JetMatrix, transposeA: Bool = false, constant c: Matrix, sign: Double = 1) {
+        let m = transposeA ? a.cols : a.rows
+        let inner = transposeA ? a.rows : a.cols
+        precondition(c.rows == inner && rows == m && cols == c.cols, "product: shapes do not match")
+        let w = space.width, ar = a.rows
+        a.storage.withUnsafeBufferPointer { ap in
+            storage.withUnsafeMutableBufferPointer { cp in
+                let A = ap.baseAddress!, C = cp.baseAddress!
+                for j in 0..<c.cols {
+                    for k in 0..<inner {
+                        let f = sign * c.data[k + j * inner]
+                        if f == 0 { continue }
+                        for i in 0..<m {
+                            let aik = A + (transposeA ? (k + i * ar) : (i + k * ar)) * w
+                            let cij = C + (i + j * m) * w
+                            for q in 0..<w { cij[q] += f * aik[q] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// self += sign · c · op(b) where c is a constant matrix.
+    public mutating func addProduct(constant c: Matrix, transposeC: Bool = false, _ b: JetMatrix, sign: Double = 1) {
+        let m = transposeC ? c.cols : c.rows
+        let inner = transposeC ? c.rows : c.cols
+        precondition(b.rows == inner && rows == m && cols == b.cols, "product: shapes do not match")
+        let w = space.width
+        b.storage.withUnsafeBufferPointer { bp in
+            storage.withUnsafeMutableBufferPointer { cp in
+                let B = bp.baseAddress!, C = cp.baseAddress!
+                for j in 0..<b.cols {
+                    for k in 0..<inner {
+                        let bkj = B + (k + j * inner) * w
+                        for i in 0..<m {
+                            let f = sign * (transposeC ? c.data[k + i * c.rows] : c.data[i + k * c.rows])
+                            if f == 0 { continue }
+                            let cij = C + (i + j * m) * w
+                            for q in 0..<w { cij[q] += f * bkj[q] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds `x` to the value of every diagonal entry.
+    public mutating func addToDiagonal(_ x: Double) {
+        for i in 0..<min(rows, cols) { storage[offset(i, i)] += x }
+    }
+
+    /// Σ log of the diagonal entries, times `scale` (2 for log|L|² of a Cholesky factor).
+    public func sumLogDiagonal(scale: Double) -> ScalarJet {
+        var out = ScalarJet(space: space)
+        let kernel = JetKernel(space)
+        storage.withUnsafeBufferPointer { sp in
+            out.storage.withUnsafeMutableBufferPointer { op in
+                for i in 0..<min(rows, cols) { kernel.logAdd(op.baseAddress!, sp.baseAddress! + offset(i, i), scale) }
+            }
+        }
+        return out
+    }
+
+    /// Re-expresses a jet in fewer parameters as a jet in more: local
+    /// parameter k is global parameter `map[k]` (map sorted ascending).
+    public func lifted(to global: JetSpace, map: [Int]) -> JetMatrix {
+        var out = JetMatrix(rows: rows, cols: cols, space: global)
+        out.addLifted(self, map: map)
+        return out
+    }
+
+    /// self += lifted(local)
+    public mutating func addLifted(_ local: JetMatrix, map: [Int], sign: Double = 1,
+                                   rowOffset: Int = 0, colOffset: Int = 0) {
+        let ls = local.space, gs = space
+        let lw = ls.width, gw = gs.width
+        let order = min(ls.order, gs.order)
+        for j in 0..<local.cols {
+            for i in 0..<local.rows {
+                let lo = (i + j * local.rows) * lw
+                let go = ((i + rowOffset) + (j + colOffset) * rows) * gw
+                storage[go] += sign * local.storage[lo]
+                if order >= 1 {
+                    for k in 0..<ls.parameters { storage[go + 1 + map[k]] += sign * local.storage[lo + 1 + k] }
+                }
+                if order >= 2 {
+                    for k in 0..<ls.pairFirst.count {
+                        let a = ls.pairFirst[k], b = ls.pairSecond[k]
+                        storage[go + gs.secondIndex(map[a], map[b])] += sign * local.storage[lo + 1 + ls.parameters + k]
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension ScalarJet {
+    /// self += sign · lifted(local)
+    public mutating func addLifted(_ local: ScalarJet, map: [Int], sign: Double = 1) {
+        let ls = local.space
+        storage[0] += sign * local.storage[0]
+        let order = min(ls.order, space.order)
+        if order >= 1 { for k in 0..<ls.parameters { storage[1 + map[k]] += sign * local.storage[1 + k] } }
+        if order >= 2 {
+            for k in 0..<ls.pairFirst.count {
+                storage[space.secondIndex(map[ls.pairFirst[k]], map[ls.pairSecond[k]])] += sign * local.storage[1 + ls.parameters + k]
+            }
+        }
+    }
+}

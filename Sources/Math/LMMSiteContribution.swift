@@ -1,0 +1,174 @@
+// One site's contribution to the profiled (RE)ML criterion of a linear mixed
+// model, as in DESIGN.md: with L Lᵀ = ΛᵀZᵀZΛ + I over the site's random
+// effects, the site returns
+//     S = [X y]ᵀ[X y] − Cᵀ(LLᵀ)⁻¹C,  C = ΛᵀZᵀ[X y]   (= [[A, g], [gᵀ, s]])
+//     ℓ = log|L|²
+// with exact first and second derivatives in θ. Summed over sites they give
+// the pooled fit's criterion exactly.
+
+/// A site's (A, g, s, ℓ) at one θ, as jets in θ.
+public struct LMMContribution: Sendable, Equatable {
+    /// [[A, g], [gᵀ, s]] with derivatives.
+    public var schur: JetMatrix
+    /// log|L|² with derivatives.
+    public var logDet: ScalarJet
+    /// Rows used.
+    public var rows: Int
+}
+
+/// The site-level random effects of one site after the fit.
+public struct SiteLevelEffects: Sendable, Equatable {
+    /// b = Λu for the factor grouped by the site (r values).
+    public var effects: [Double]
+    /// Conditional covariance σ² Λ (LLᵀ)⁻¹ Λᵀ of those effects (r×r).
+    public var conditionalCovariance: Matrix
+}
+
+public enum LMMSite {
+    /// Evaluates the site's contribution at θ with derivatives up to `order`.
+    public static func evaluate(_ b: SiteBlocks, structure: CovarianceStructure,
+                                theta: [Double], order: Int) throws -> LMMContribution {
+        try factorize(b, structure: structure, theta: theta, order: order).contribution
+    }
+
+    /// The conditional modes and conditional covariance of the site-level
+    /// effects, given the final θ, β and σ (nil when no term is grouped by site).
+    public static func siteEffects(_ b: SiteBlocks, structure: CovarianceStructure, theta: [Double],
+                                   beta: [Double], sigma: Double) throws -> SiteLevelEffects? {
+        guard let sf = b.siteFactor, let tf = b.tail.last, tf.factor == sf else { return nil }
+        let fz = try factorize(b, structure: structure, theta: theta, order: 0)
+        let lt = fz.tailFactor.valueMatrix
+        let xt = fz.tailCross.valueMatrix
+        let td = b.tailDimension, p = b.width - 1
+        var rhs = [Double](repeating: 0, count: td)
+        for i in 0..<td {
+            var v = xt[i, p]
+            for j in 0..<p { v -= xt[i, j] * beta[j] }
+            rhs[i] = v
+        }
+        let u = Dense.solveLowerTranspose(lt, rhs)
+        let r = structure.factorDimension(sf)
+        let t = structure.factorMatrix(sf, theta: theta)
+        let o = tf.offset
+        var effects = [Double](repeating: 0, count: r)
+        for i in 0..<r { for k in 0..<r { effects[i] += t[i, k] * u[o + k] } }
+        // (L_ss L_ssᵀ)⁻¹ for the trailing diagonal block of the tail factor.
+        var lss = Matrix(rows: r, cols: r)
+        for j in 0..<r { for i in 0..<r { lss[i, j] = lt[o + i, o + j] } }
+        let inv = Dense.inverseFromCholesky(lss)
+        var cov = Dense.multiply(Dense.multiply(t, inv), Dense.transpose(t))
+        for k in 0..<cov.data.count { cov.data[k] *= sigma * sigma }
+        return SiteLevelEffects(effects: effects, conditionalCovariance: cov)
+    }
+
+    struct Factorization {
+        var contribution: LMMContribution
+        var tailFactor: JetMatrix
+        var tailCross: JetMatrix
+    }
+
+    static func factorize(_ b: SiteBlocks, structure: CovarianceStructure,
+                          theta: [Double], order: Int) throws -> Factorization {
+        let m = structure.thetaCount
+        let global = JetSpace(parameters: m, order: order)
+        let width = b.width, td = b.tailDimension
+        var logDet = ScalarJet(space: global)
+
+        // 1. The per-level blocks of the first factor, in its own θ only.
+        var mtt: JetMatrix? = nil, mtw: JetMatrix? = nil, mww: JetMatrix? = nil
+        var localMap: [Int] = []
+        if let lb = b.first {
+            localMap = structure.factorParameters(lb.factor)
+            let local = JetSpace(parameters: localMap.count, order: order)
+            let t1 = structure.factorJet(lb.factor, theta: theta, space: local, parameterMap: localMap)
+            let r = lb.dimension
+            var accTT = JetMatrix(rows: td, cols: td, space: local)
+            var accTW = JetMatrix(rows: td, cols: width, space: local)
+            var accWW = JetMatrix(rows: width, cols: width, space: local)
+            var accLog = ScalarJet(space: local)
+            for l in 0..<lb.levels {
+                let zz = Matrix(rows: r, cols: r, data: Array(lb.zz[(l * r * r)..<((l + 1) * r * r)]))
+                let zw = Matrix(rows: r, cols: width, data: Array(lb.zw[(l * r * width)..<((l + 1) * r * width)]))
+                let cs = lb.crossStart[l], ce = lb.crossStart[l + 1]
+                let nc = ce - cs
+                let zt = Matrix(rows: r, cols: nc, data: Array(lb.crossValues[(cs * r)..<(ce * r)]))
+
+                var k = JetMatrix(rows: r, cols: r, space: local)
+                k.addProduct(constant: zz, t1)
+                var f = JetMatrix(rows: r, cols: r, space: local)
+                f.addProduct(t1, transposeA: true, k)
+                f.addToDiagonal(1)
+                try f.choleskyInPlace()
+                let ld = f.sumLogDiagonal(scale: 2)
+                for q in 0..<local.width { accLog.storage[q] += ld.storage[q] }
+
+                var xw = JetMatrix(rows: r, cols: width, space: local)
+                xw.addProduct(t1, transposeA: true, constant: zw)
+                xw.solveLowerInPlace(f)
+                accWW.addProduct(xw, transposeA: true, xw, sign: 1)
+                if nc > 0 {
+                    var y = JetMatrix(rows: r, cols: nc, space: local)
+                    y.addProduct(t1, transposeA: true, constant: zt)
+                    y.solveLowerInPlace(f)
+                    var yy = JetMatrix(rows: nc, cols: nc, space: local)
+                    yy.addProduct(y, transposeA: true, y)
+                    var yw = JetMatrix(rows: nc, cols: width, space: local)
+                    yw.addProduct(y, transposeA: true, xw)
+                    let cols = Array(lb.crossColumn[cs..<ce])
+                    scatterAdd(&accTT, yy, rows: cols, cols: cols)
+                    scatterAdd(&accTW, yw, rows: cols, cols: Array(0..<width))
+                }
+            }
+            mtt = accTT; mtw = accTW; mww = accWW
+            logDet.addLifted(accLog, map: localMap)
+        }
+
+        // 2. The dense tail, in all of θ.
+        let all = Array(0..<m)
+        var lambda = JetMatrix(rows: td, cols: td, space: global)
+        for tf in b.tail {
+            let tj = structure.factorJet(tf.factor, theta: theta, space: global, parameterMap: all)
+            let r = structure.factorDimension(tf.factor)
+            for lvl in 0..<tf.levels {
+                let o = tf.offset + lvl * r
+                for j in 0..<r { for i in 0..<r {
+                    let src = tj.offset(i, j), dst = lambda.offset(o + i, o + j)
+                    for q in 0..<global.width { lambda.storage[dst + q] = tj.storage[src + q] }
+                } }
+            }
+        }
+        var ktt = JetMatrix(constant: Matrix(rows: td, cols: td, data: b.tt), space: global)
+        var ktw = JetMatrix(constant: Matrix(rows: td, cols: width, data: b.tw), space: global)
+        var sww = JetMatrix(constant: Matrix(rows: width, cols: width, data: b.ww), space: global)
+        if let mtt { ktt.addLifted(mtt, map: localMap, sign: -1) }
+        if let mtw { ktw.addLifted(mtw, map: localMap, sign: -1) }
+        if let mww { sww.addLifted(mww, map: localMap, sign: -1) }
+
+        var tmp = JetMatrix(rows: td, cols: td, space: global)
+        tmp.addProduct(ktt, lambda)
+        var btt = JetMatrix(rows: td, cols: td, space: global)
+        btt.addProduct(lambda, transposeA: true, tmp)
+        btt.addToDiagonal(1)
+        var btw = JetMatrix(rows: td, cols: width, space: global)
+        btw.addProduct(lambda, transposeA: true, ktw)
+
+        try btt.choleskyInPlace()
+        btw.solveLowerInPlace(btt)
+        sww.addProduct(btw, transposeA: true, btw, sign: -1)
+        let tl = btt.sumLogDiagonal(scale: 2)
+        for q in 0..<global.width { logDet.storage[q] += tl.storage[q] }
+        return Factorization(contribution: LMMContribution(schur: sww, logDet: logDet, rows: b.rows),
+                             tailFactor: btt, tailCross: btw)
+    }
+
+    /// dst[rows[i], cols[j]] += src[i, j]
+    static func scatterAdd(_ dst: inout JetMatrix, _ src: JetMatrix, rows: [Int], cols: [Int]) {
+        let w = src.space.width
+        for (j, cj) in cols.enumerated() {
+            for (i, ri) in rows.enumerated() {
+                let so = src.offset(i, j), d = dst.offset(ri, cj)
+                for q in 0..<w { dst.storage[d + q] += src.storage[so + q] }
+            }
+        }
+    }
+}
