@@ -14,6 +14,7 @@ public struct LMMContribution: Sendable, Equatable {
     public var logDet: ScalarJet
     /// Rows used.
     public var rows: Int
+    public init(schur: JetMatrix, logDet: ScalarJet, rows: Int) { self.schur = schur; self.logDet = logDet; self.rows = rows }
 }
 
 /// The site-level random effects of one site after the fit.

@@ -1,0 +1,114 @@
+// The result of a fit, in the stable JSON form documented in the README.
+// Field names follow the README; they change only with a major version.
+
+import Foundation
+
+public struct FitResult: Codable, Sendable {
+    public struct Model: Codable, Sendable {
+        public var formula: String
+        public var family: String
+        public var link: String
+        public var method: String
+    }
+    public struct FixedEffect: Codable, Sendable {
+        public var name: String
+        public var estimate: Double
+        public var stdError: Double
+        public var statistic: Double
+        public var pValue: Double
+        public var ciLower: Double
+        public var ciUpper: Double
+        enum CodingKeys: String, CodingKey {
+            case name, estimate, stdError = "std_error", statistic, pValue = "p_value", ciLower = "ci_lower", ciUpper = "ci_upper"
+        }
+    }
+    public struct VarianceComponent: Codable, Sendable {
+        public var group: String
+        public var var1: String?
+        public var var2: String?
+        public var vcov: Double
+        public var sdcor: Double
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(group, forKey: .group)
+            try c.encode(var1, forKey: .var1)   // explicit null, as R's NA
+            try c.encode(var2, forKey: .var2)
+            try c.encode(vcov, forKey: .vcov)
+            try c.encode(sdcor, forKey: .sdcor)
+        }
+    }
+    public struct SiteResult: Codable, Sendable {
+        public var site: String
+        public var nRows: Int
+        public var nUsed: Int
+        /// Missing values per model variable; a string such as "<5" when suppressed by the site.
+        public var missing: [String: MissingCount]
+        /// Conditional modes of the site-level random effects, by term column.
+        public var effects: [String: Double]
+        public var condSD: [String: Double]
+        /// Partially pooled site coefficients (lme4's `coef()`).
+        public var coefficients: [String: Double]
+        public var bytesSent: Int
+        public var bytesReceived: Int
+        enum CodingKeys: String, CodingKey {
+            case site, nRows = "n_rows", nUsed = "n_used", missing, effects, condSD = "cond_sd", coefficients
+            case bytesSent = "bytes_sent", bytesReceived = "bytes_received"
+        }
+    }
+
+    public var model: Model
+    public var converged: Bool
+    public var singular: Bool
+    public var messages: [String]
+    public var nObs: Int
+    public var nSites: Int
+    public var nGroups: [String: Int]
+    public var fixedEffects: [FixedEffect]
+    public var theta: [Double]
+    public var thetaNames: [String]
+    public var varianceComponents: [VarianceComponent]
+    public var sigma: Double
+    public var loglik: Double
+    public var aic: Double
+    public var bic: Double
+    public var objective: Double
+    public var icc: [String: Double]
+    public var sites: [SiteResult]
+    public var evaluations: Int
+    public var rounds: Int
+    public var bytesSent: Int
+    public var bytesReceived: Int
+    public var elapsedSeconds: Double
+    /// Group names in lme4's order (for the text summary).
+    public var groupOrder: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case model, converged, singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
+        case fixedEffects = "fixed_effects", theta, thetaNames = "theta_names"
+        case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
+        case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
+        case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order"
+    }
+
+    /// The JSON form (pretty-printed, keys sorted).
+    public func json() throws -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try e.encode(self), as: UTF8.self)
+    }
+}
+
+/// A missing count as reported: exact, or suppressed ("<5").
+public enum MissingCount: Codable, Sendable, Equatable {
+    case exact(Int)
+    case suppressed(String)
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let v = try? c.decode(Int.self) { self = .exact(v) } else { self = .suppressed(try c.decode(String.self)) }
+    }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self { case .exact(let v): try c.encode(v); case .suppressed(let s): try c.encode(s) }
+    }
+    public var text: String { switch self { case .exact(let v): return String(v); case .suppressed(let s): return s } }
+}

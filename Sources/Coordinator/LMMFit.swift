@@ -1,0 +1,85 @@
+// The federated LMM fit: prepare at every site, optimize θ on the summed
+// contributions (one round per evaluation, or none when every term is
+// grouped by site and the sites sent their θ-free sums), then finalize.
+// The pooled fit is this fit with one site.
+
+import Foundation
+import Math
+import Protocol
+
+public struct FitOptions: Sendable {
+    public var method: EstimationMethod = .reml
+    public var maxEvaluations = 100
+    public init(method: EstimationMethod = .reml) { self.method = method }
+}
+
+public enum LMMFit {
+    /// Fits `spec` on `dataset` at every site of the federation.
+    public static func run(_ federation: Federation, dataset: String, spec: ModelSpec,
+                           options: FitOptions = FitOptions()) throws -> FitResult {
+        let started = Date()
+        let roundsBefore = federation.rounds
+        let session = UUID().uuidString.lowercased()
+        let prepared = try federation.round({ _ in .prepare(PrepareRequest(session: session, dataset: dataset, model: spec)) }) { reply, site in
+            guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
+            return p
+        }
+        let structure = spec.covarianceStructure
+        for (site, p) in zip(federation.sites, prepared) where p.summary.groups.count != spec.terms.count {
+            throw SiteFailure(site: site, message: "reported group counts for \(p.summary.groups.count) terms, the model has \(spec.terms.count)")
+        }
+        let blocks: [SiteBlocks]? = spec.allTermsGroupedBySite ? try prepared.enumerated().map { i, p in
+            guard let b = p.blocks else { throw SiteFailure(site: federation.sites[i], message: "sent no θ-free sums for a site-grouped model") }
+            return b
+        } : nil
+
+        var evaluations = 0
+        var lastTotals: (theta: [Double], totals: LMMTotals)? = nil
+        func totals(_ theta: [Double], order: Int) throws -> LMMTotals {
+            let parts: [LMMContribution]
+            if let blocks {
+                parts = try blocks.map { try LMMSite.evaluate($0, structure: structure, theta: theta, order: order) }
+            } else {
+                parts = try federation.round({ _ in .evaluate(EvaluateRequest(session: session, theta: theta, order: order)) }) { reply, site in
+                    guard case .contribution(let c) = reply else { throw unexpected(reply, site, expected: "contribution") }
+                    let part = try c.contribution()
+                    guard part.schur.rows == spec.fixedCount + 1, part.schur.space.parameters == structure.thetaCount,
+                          part.schur.space.order == order else {
+                        throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")
+                    }
+                    return part
+                }
+            }
+            return LMMTotals(summing: parts)
+        }
+
+        var optimizer = BoundedNewton(lower: structure.lowerBounds)
+        optimizer.maxEvaluations = options.maxEvaluations
+        let result = try optimizer.minimize(from: structure.initialTheta) { theta in
+            evaluations += 1
+            let t = try totals(theta, order: 2)
+            lastTotals = (theta, t)
+            let d = try ProfiledCriterion.evaluate(t, method: options.method)
+            let m = theta.count
+            return .init(value: d.value, gradient: d.gradient, hessian: Matrix(rows: m, cols: m, data: d.hessian))
+        }
+        let thetaHat = result.x
+        let finalTotals: LMMTotals
+        if let lt = lastTotals, lt.theta == thetaHat { finalTotals = lt.totals }
+        else { finalTotals = try totals(thetaHat, order: 0); evaluations += 1 }
+        let est = try ProfiledCriterion.estimates(finalTotals, method: options.method)
+
+        let finals = try federation.round({ _ in
+            .finalize(FinalizeRequest(session: session, theta: thetaHat, beta: est.beta, sigma: est.sigma))
+        }) { reply, site in
+            guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
+            return f
+        }
+        return ResultBuilder(spec: spec, method: options.method, structure: structure, sites: federation.sites,
+                             prepared: prepared, finals: finals, theta: thetaHat, objective: result.value,
+                             estimates: est, nObs: finalTotals.rows, optimizer: result).build(
+            evaluations: evaluations, rounds: federation.rounds - roundsBefore,
+            bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,
+            elapsed: Date().timeIntervalSince(started))
+    }
+}

@@ -1,0 +1,134 @@
+// Turns the optimum into what an analyst reads: fixed effects with Wald
+// statistics, variance components in lme4's `as.data.frame(VarCorr)` shape
+// and order, ICCs, and each site's partially pooled estimates.
+
+import Foundation
+import Math
+import Protocol
+
+struct ResultBuilder {
+    let spec: ModelSpec
+    let method: EstimationMethod
+    let structure: CovarianceStructure
+    let sites: [String]
+    let prepared: [PrepareReply]
+    let finals: [FinalizeReply]
+    let theta: [Double]
+    let objective: Double
+    let estimates: (beta: [Double], sigma: Double, unscaledCovariance: Matrix, residualSumOfSquares: Double)
+    let nObs: Int
+    let optimizer: BoundedNewton.Result
+
+    /// Number of levels of each term's grouping factor over all sites.
+    var groupCounts: [Int] {
+        spec.terms.indices.map { t in
+            spec.terms[t].grouping == .site ? prepared.count : prepared.reduce(0) { $0 + $1.summary.groups[t] }
+        }
+    }
+
+    /// lme4 orders terms by decreasing number of levels (reversing ties) when
+    /// the order as written is not already non-increasing.
+    var lme4Order: [Int] {
+        let nl = groupCounts
+        let increasing = zip(nl, nl.dropFirst()).contains { $0 < $1 }
+        guard increasing else { return Array(nl.indices) }
+        let ascending = nl.indices.sorted { nl[$0] != nl[$1] ? nl[$0] < nl[$1] : $0 < $1 }
+        return ascending.reversed()
+    }
+
+    func build(evaluations: Int, rounds: Int, bytesSent: [Int], bytesReceived: [Int], elapsed: Double) -> FitResult {
+        let p = spec.fixedCount
+        let sigma = estimates.sigma
+        let z = 1.959963984540054
+        var fixed: [FitResult.FixedEffect] = []
+        for (i, c) in spec.fixed.enumerated() {
+            let b = estimates.beta[i]
+            let se = sigma * estimates.unscaledCovariance[i, i].squareRoot()
+            let stat = b / se
+            fixed.append(.init(name: c.name, estimate: b, stdError: se, statistic: stat,
+                               pValue: erfc(abs(stat) / 2.0.squareRoot()), ciLower: b - z * se, ciUpper: b + z * se))
+        }
+        // Variance components and θ in lme4's order.
+        let order = lme4Order
+        let offsets = structure.thetaOffsets
+        var names: [String] = []
+        var seen: [String: Int] = [:]
+        for t in order {
+            let base = spec.terms[t].name
+            if let k = seen[base] { names.append("\(base).\(k)"); seen[base] = k + 1 } else { names.append(base); seen[base] = 1 }
+        }
+        var vc: [FitResult.VarianceComponent] = []
+        var thetaOut: [Double] = [], thetaNames: [String] = []
+        var icc: [String: Double] = [:]
+        var interceptVariances: [(String, Double)] = []
+        for (k, t) in order.enumerated() {
+            let term = spec.terms[t]
+            let r = term.columns.count
+            var tm = Matrix(rows: r, cols: r)
+            var q = offsets[t]
+            for j in 0..<r { for i in j..<r {
+                tm[i, j] = theta[q]
+                thetaOut.append(theta[q])
+                thetaNames.append(i == j ? "\(names[k]).\(term.columns[i].name)"
+                                         : "\(names[k]).\(term.columns[i].name).\(term.columns[j].name)")
+                q += 1
+            } }
+            var cov = Dense.multiply(tm, Dense.transpose(tm))
+            for e in 0..<cov.data.count { cov.data[e] *= sigma * sigma }
+            for i in 0..<r {
+                vc.append(.init(group: names[k], var1: term.columns[i].name, var2: nil, vcov: cov[i, i], sdcor: cov[i, i].squareRoot()))
+                if term.columns[i].name == "(Intercept)" { interceptVariances.append((names[k], cov[i, i])) }
+            }
+            for i in 0..<r { for j in (i + 1)..<max(r, i + 1) {
+                let sd = (cov[i, i] * cov[j, j]).squareRoot()
+                vc.append(.init(group: names[k], var1: term.columns[i].name, var2: term.columns[j].name,
+                                vcov: cov[i, j], sdcor: sd > 0 ? cov[i, j] / sd : 0))
+            } }
+        }
+        vc.append(.init(group: "Residual", var1: nil, var2: nil, vcov: sigma * sigma, sdcor: sigma))
+        let totalIntercept = interceptVariances.reduce(sigma * sigma) { $0 + $1.1 }
+        for (g, v) in interceptVariances { icc[g] = v / totalIntercept }
+
+        var nGroups: [String: Int] = [:]
+        for (t, n) in groupCounts.enumerated() { nGroups[spec.terms[t].name] = n }
+
+        // Sites: conditional modes of site-level effects and lme4's coef().
+        let siteColumns = spec.terms.filter { $0.grouping == .site }.flatMap { term in term.columns.map { (term.name, $0.name) } }
+        let duplicated = Set(siteColumns.map(\.1).filter { n in siteColumns.filter { $0.1 == n }.count > 1 })
+        let keys = siteColumns.map { duplicated.contains($0.1) ? "\($0.0).\($0.1)" : $0.1 }
+        var siteResults: [FitResult.SiteResult] = []
+        for (i, site) in sites.enumerated() {
+            let s = prepared[i].summary
+            var effects: [String: Double] = [:], condSD: [String: Double] = [:]
+            var coefficients: [String: Double] = [:]
+            for (j, c) in spec.fixed.enumerated() { coefficients[c.name] = estimates.beta[j] }
+            if let e = finals[i].effects, let cc = finals[i].conditionalCovariance, e.count == keys.count {
+                let r = e.count
+                for (a, key) in keys.enumerated() {
+                    effects[key] = e[a]
+                    condSD[key] = cc[a + a * r].squareRoot()
+                    if coefficients[siteColumns[a].1] != nil { coefficients[siteColumns[a].1]! += e[a] }
+                }
+            }
+            siteResults.append(.init(site: site, nRows: s.rows, nUsed: s.used,
+                                     missing: s.missing.mapValues { $0.exactValue.map(MissingCount.exact) ?? .suppressed($0.description) },
+                                     effects: effects, condSD: condSD, coefficients: coefficients,
+                                     bytesSent: bytesSent[i], bytesReceived: bytesReceived[i]))
+        }
+        let npar = Double(p + theta.count + 1)
+        let loglik = -objective / 2
+        var messages: [String] = []
+        let singular = structure.isSingular(theta: theta)
+        if singular { messages.append("boundary (singular) fit: see help('isSingular')") }
+        if !optimizer.converged { messages.append("Model failed to converge: \(optimizer.message)") }
+        return FitResult(
+            model: .init(formula: spec.formula, family: spec.family.rawValue, link: spec.link.rawValue, method: method.rawValue),
+            converged: optimizer.converged, singular: singular, messages: messages,
+            nObs: nObs, nSites: sites.count, nGroups: nGroups,
+            fixedEffects: fixed, theta: thetaOut, thetaNames: thetaNames, varianceComponents: vc,
+            sigma: sigma, loglik: loglik, aic: -2 * loglik + 2 * npar, bic: -2 * loglik + log(Double(nObs)) * npar,
+            objective: objective, icc: icc, sites: siteResults, evaluations: evaluations, rounds: rounds,
+            bytesSent: bytesSent.reduce(0, +), bytesReceived: bytesReceived.reduce(0, +),
+            elapsedSeconds: elapsed, groupOrder: names)
+    }
+}

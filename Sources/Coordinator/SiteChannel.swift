@@ -1,0 +1,53 @@
+// How the coordinator talks to one site. Over TLS in production; in-process
+// in tests, where requests and answers still go through the exact protocol
+// lines, so both paths exercise the same encoding.
+
+import Foundation
+import Protocol
+import Synchronization
+
+/// A request/answer connection to one site.
+public protocol SiteChannel: AnyObject, Sendable {
+    /// The site's name (from its hello).
+    var site: String { get }
+    /// Sends one request and waits for its answer.
+    func call(_ request: Request) throws -> Reply
+    /// Application bytes sent and received so far.
+    var bytesSent: Int { get }
+    var bytesReceived: Int { get }
+    func close()
+}
+
+/// A failure at or on the way to a named site.
+public struct SiteFailure: Error, CustomStringConvertible, Equatable {
+    public var site: String
+    public var message: String
+    public var code: String?
+    public init(site: String, message: String, code: String? = nil) { self.site = site; self.message = message; self.code = code }
+    public var description: String { "site \"\(site)\": \(message)" }
+}
+
+/// A channel to a handler in this process, through protocol lines.
+public final class InProcessChannel: SiteChannel {
+    public let site: String
+    private let handler: @Sendable (String) -> String
+    private let state = Mutex<(id: Int, sent: Int, received: Int)>((0, 0, 0))
+
+    public init(site: String, handler: @escaping @Sendable (String) -> String) {
+        self.site = site; self.handler = handler
+    }
+
+    public func call(_ request: Request) throws -> Reply {
+        let id = state.withLock { $0.id += 1; return $0.id }
+        let line = try LineCodec.encode(request, id: id)
+        let answer = handler(line)
+        state.withLock { $0.sent += line.utf8.count + 1; $0.received += answer.utf8.count + 1 }
+        let (rid, reply) = try LineCodec.decodeReply(answer)
+        guard rid == id else { throw SiteFailure(site: site, message: "answered request \(rid) instead of \(id)") }
+        return reply
+    }
+
+    public var bytesSent: Int { state.withLock { $0.sent } }
+    public var bytesReceived: Int { state.withLock { $0.received } }
+    public func close() {}
+}

@@ -1,0 +1,248 @@
+// The fedmix line protocol: one compact JSON object per line. The agent
+// speaks first with its hello; the coordinator answers with its own; then
+// every request carries an id that its answer echoes. Everything a site
+// sends is an aggregate over its rows and is logged at the site first.
+
+import Math
+
+/// Protocol version spoken by this build. A peer with another version is refused.
+public let protocolVersion = 1
+/// Default longest line accepted (bytes), enforced while reading.
+public let defaultMaxLineBytes = 16 * 1024 * 1024
+
+/// First line each side sends.
+public struct Hello: Codable, Sendable, Equatable {
+    public var type = "hello"
+    public var protocolVersion: Int
+    public var role: String            // "agent" or "coordinator"
+    public var site: String?           // the agent's site name
+    public var software: String
+    public var maxLineBytes: Int
+    enum CodingKeys: String, CodingKey {
+        case type, protocolVersion = "protocol", role, site, software, maxLineBytes = "max_line_bytes"
+    }
+    public init(role: String, site: String?, software: String, maxLineBytes: Int = defaultMaxLineBytes) {
+        self.protocolVersion = fedmixProtocolVersion; self.role = role; self.site = site
+        self.software = software; self.maxLineBytes = maxLineBytes
+    }
+}
+/// Alias kept separate so `Hello.init` reads the module constant unambiguously.
+public let fedmixProtocolVersion = protocolVersion
+
+/// A count that may be suppressed because it is below the disclosure threshold.
+/// On the wire: a number, or a string such as "<5".
+public enum DisclosedCount: Codable, Sendable, Equatable, CustomStringConvertible {
+    case exact(Int)
+    case below(Int)
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let v = try? c.decode(Int.self) { self = .exact(v); return }
+        let s = try c.decode(String.self)
+        guard s.hasPrefix("<"), let v = Int(s.dropFirst()) else {
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "a count is a number or \"<N\"")
+        }
+        self = .below(v)
+    }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self { case .exact(let v): try c.encode(v); case .below(let v): try c.encode("<\(v)") }
+    }
+    public var description: String {
+        switch self { case .exact(let v): return String(v); case .below(let v): return "<\(v)" }
+    }
+    /// The exact value, if disclosed.
+    public var exactValue: Int? { if case .exact(let v) = self { return v }; return nil }
+}
+
+// MARK: - Requests
+
+public struct DescribeRequest: Codable, Sendable, Equatable {
+    public var dataset: String
+    public init(dataset: String) { self.dataset = dataset }
+}
+
+public struct PrepareRequest: Codable, Sendable, Equatable {
+    /// Chosen by the coordinator; a repeated prepare with the same session
+    /// and model is idempotent, so a coordinator can resume after a reconnect.
+    public var session: String
+    public var dataset: String
+    public var model: ModelSpec
+    public init(session: String, dataset: String, model: ModelSpec) {
+        self.session = session; self.dataset = dataset; self.model = model
+    }
+}
+
+public struct EvaluateRequest: Codable, Sendable, Equatable {
+    public var session: String
+    public var theta: [Double]
+    /// 0: value only, 1: with gradient, 2: with gradient and Hessian in θ.
+    public var order: Int
+    public init(session: String, theta: [Double], order: Int) { self.session = session; self.theta = theta; self.order = order }
+}
+
+public struct FinalizeRequest: Codable, Sendable, Equatable {
+    public var session: String
+    public var theta: [Double]
+    public var beta: [Double]
+    public var sigma: Double
+    public init(session: String, theta: [Double], beta: [Double], sigma: Double) {
+        self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma
+    }
+}
+
+public enum Request: Sendable, Equatable {
+    case describe(DescribeRequest)
+    case prepare(PrepareRequest)
+    case evaluate(EvaluateRequest)
+    case finalize(FinalizeRequest)
+    case ping
+
+    public var typeName: String {
+        switch self {
+        case .describe: return "describe"
+        case .prepare: return "prepare"
+        case .evaluate: return "evaluate"
+        case .finalize: return "finalize"
+        case .ping: return "ping"
+        }
+    }
+}
+
+// MARK: - Replies
+
+/// One variable as a site describes it: type, missingness, and for text
+/// variables (and numeric ones with few distinct values) the levels.
+public struct VariableDescription: Codable, Sendable, Equatable {
+    public struct Level: Codable, Sendable, Equatable {
+        public var level: String
+        public var count: DisclosedCount
+        public init(level: String, count: DisclosedCount) { self.level = level; self.count = count }
+    }
+    public var name: String
+    public var type: VariableInfo.Kind
+    public var missing: DisclosedCount
+    /// Distinct non-missing values.
+    public var distinct: Int
+    /// Nil when the variable has too many distinct values to list (identifiers).
+    public var levels: [Level]?
+    public init(name: String, type: VariableInfo.Kind, missing: DisclosedCount, distinct: Int, levels: [Level]?) {
+        self.name = name; self.type = type; self.missing = missing; self.distinct = distinct; self.levels = levels
+    }
+}
+
+public struct SiteDescription: Codable, Sendable, Equatable {
+    public var site: String
+    public var dataset: String
+    public var rows: Int
+    public var variables: [VariableDescription]
+    public init(site: String, dataset: String, rows: Int, variables: [VariableDescription]) {
+        self.site = site; self.dataset = dataset; self.rows = rows; self.variables = variables
+    }
+}
+
+/// What a site reports about the rows a model uses.
+public struct SiteSummary: Codable, Sendable, Equatable {
+    public var rows: Int
+    public var used: Int
+    /// Missing values per model variable (among all rows).
+    public var missing: [String: DisclosedCount]
+    /// Levels of each random-effects term's grouping factor among used rows, in model term order.
+    public var groups: [Int]
+    public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int]) {
+        self.rows = rows; self.used = used; self.missing = missing; self.groups = groups
+    }
+}
+
+public struct PrepareReply: Codable, Sendable, Equatable {
+    public var session: String
+    public var summary: SiteSummary
+    /// The θ-free sums, sent only when every term is grouped by the site
+    /// (then the coordinator iterates alone and the fit needs one round).
+    public var blocks: SiteBlocks?
+    public init(session: String, summary: SiteSummary, blocks: SiteBlocks?) {
+        self.session = session; self.summary = summary; self.blocks = blocks
+    }
+}
+
+/// A matrix of jets on the wire.
+public struct WireJetMatrix: Codable, Sendable, Equatable {
+    public var rows: Int
+    public var cols: Int
+    public var parameters: Int
+    public var order: Int
+    public var values: [Double]
+    public init(_ m: JetMatrix) {
+        rows = m.rows; cols = m.cols; parameters = m.space.parameters; order = m.space.order; values = m.storage
+    }
+    public func jetMatrix() throws -> JetMatrix {
+        guard (0...2).contains(order), parameters >= 0, rows >= 0, cols >= 0, parameters <= 1000 else {
+            throw ProtocolError.invalidMessage("jet matrix has an invalid shape")
+        }
+        var m = JetMatrix(rows: rows, cols: cols, space: JetSpace(parameters: parameters, order: order))
+        guard values.count == m.storage.count else {
+            throw ProtocolError.invalidMessage("jet matrix has \(values.count) values, its shape needs \(m.storage.count)")
+        }
+        m.storage = values
+        return m
+    }
+}
+
+public struct ContributionReply: Codable, Sendable, Equatable {
+    public var session: String
+    public var rows: Int
+    public var schur: WireJetMatrix
+    public var logDet: [Double]
+    enum CodingKeys: String, CodingKey { case session, rows, schur, logDet = "log_det" }
+    public init(session: String, contribution c: LMMContribution) {
+        self.session = session; rows = c.rows; schur = WireJetMatrix(c.schur); logDet = c.logDet.storage
+    }
+    public func contribution() throws -> LMMContribution {
+        let s = try schur.jetMatrix()
+        var l = ScalarJet(space: s.space)
+        guard logDet.count == l.storage.count else { throw ProtocolError.invalidMessage("log_det has the wrong length") }
+        l.storage = logDet
+        return LMMContribution(schur: s, logDet: l, rows: rows)
+    }
+}
+
+public struct FinalizeReply: Codable, Sendable, Equatable {
+    public var session: String
+    /// Conditional modes of the site-level effects (nil when no term is grouped by site).
+    public var effects: [Double]?
+    /// Their conditional covariance, r×r column-major.
+    public var conditionalCovariance: [Double]?
+    enum CodingKeys: String, CodingKey { case session, effects, conditionalCovariance = "conditional_covariance" }
+    public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?) {
+        self.session = session; self.effects = effects; self.conditionalCovariance = conditionalCovariance
+    }
+}
+
+/// An error answer. The message never contains data values.
+public struct ErrorReply: Codable, Sendable, Equatable, Error, CustomStringConvertible {
+    public var code: String
+    public var fatal: Bool
+    public var message: String
+    public init(code: String, fatal: Bool, message: String) { self.code = code; self.fatal = fatal; self.message = message }
+    public var description: String { "\(message) [\(code)]" }
+}
+
+public enum Reply: Sendable, Equatable {
+    case described(SiteDescription)
+    case prepared(PrepareReply)
+    case contribution(ContributionReply)
+    case finalized(FinalizeReply)
+    case pong
+    case error(ErrorReply)
+
+    public var typeName: String {
+        switch self {
+        case .described: return "described"
+        case .prepared: return "prepared"
+        case .contribution: return "contribution"
+        case .finalized: return "finalized"
+        case .pong: return "pong"
+        case .error: return "error"
+        }
+    }
+}

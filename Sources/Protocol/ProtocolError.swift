@@ -1,0 +1,35 @@
+/// Problems with what a peer sent. Messages name the field, never a value.
+public enum ProtocolError: Error, Equatable, CustomStringConvertible {
+    case invalidJSON(String)
+    case invalidMessage(String)
+    case unknownType(String)
+    case wrongFieldType(field: String, expected: String)
+    case missingField(String)
+    case versionMismatch(ours: Int, theirs: Int)
+    case unexpected(String)
+
+    public var code: String {
+        switch self {
+        case .invalidJSON: return "invalid_json"
+        case .invalidMessage: return "invalid_message"
+        case .unknownType: return "unknown_type"
+        case .wrongFieldType: return "wrong_field_type"
+        case .missingField: return "missing_field"
+        case .versionMismatch: return "version_mismatch"
+        case .unexpected: return "unexpected_message"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .invalidJSON(let why): return "the line is not valid JSON (\(why))"
+        case .invalidMessage(let why): return "invalid message: \(why)"
+        case .unknownType(let t): return "unknown message type \"\(t)\"; expected describe, prepare, evaluate, finalize or ping"
+        case .wrongFieldType(let f, let e): return "field \"\(f)\" has the wrong type: expected \(e)"
+        case .missingField(let f): return "field \"\(f)\" is missing"
+        case .versionMismatch(let o, let t):
+            return "protocol version mismatch: this side speaks version \(o), the peer \(t); upgrade the older side"
+        case .unexpected(let why): return "unexpected message: \(why)"
+        }
+    }
+}

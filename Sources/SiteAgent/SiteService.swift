@@ -1,0 +1,272 @@
+// The agent's request handler: answers describe, prepare, evaluate and
+// finalize with aggregates of the site's rows. Transport-independent: the
+// TLS server and the in-process channel both feed it protocol lines.
+
+import Foundation
+import Math
+import Protocol
+import Synchronization
+
+/// Where a dataset's rows come from.
+public enum DatasetSource: Sendable {
+    case csv(path: String, types: [String: ColumnType])
+    case sqliteTable(path: String, table: String, types: [String: ColumnType])
+    case sqliteQuery(path: String, query: String, types: [String: ColumnType])
+    case table(DataTable)
+}
+
+/// The site's disclosure rules (see docs/PRIVACY.md).
+public struct DisclosurePolicy: Sendable, Equatable {
+    /// Least number of rows a fit may use at this site.
+    public var minRows = 10
+    /// Least count reported exactly; smaller counts are shown as "<min_cell".
+    public var minCell = 5
+    /// Most distinct values of a variable whose levels `describe` lists.
+    public var maxListedLevels = 50
+    /// Most requests answered within one session.
+    public var maxRoundsPerSession = 200
+    public init() {}
+
+    /// No thresholds: for `fedmix local`, where every row is already on the
+    /// analyst's machine and the agents only reproduce the federated path.
+    public static let off: DisclosurePolicy = {
+        var p = DisclosurePolicy()
+        p.minRows = 1; p.minCell = 1; p.maxListedLevels = 1000; p.maxRoundsPerSession = 100_000
+        return p
+    }()
+}
+
+/// Identity of the peer a request came from (for the audit log and limits).
+public struct PeerIdentity: Sendable, Equatable {
+    public var subject: String
+    public var fingerprint: String
+    public init(subject: String, fingerprint: String) { self.subject = subject; self.fingerprint = fingerprint }
+    public static let inProcess = PeerIdentity(subject: "in-process", fingerprint: "")
+}
+
+public final class SiteService: Sendable {
+    public let site: String
+    public let siteColumn: String?
+    public let policy: DisclosurePolicy
+    /// How long an idle session is kept (seconds).
+    public let sessionTimeout: Double
+    private let sources: [String: DatasetSource]
+    private let tables = Mutex<[String: DataTable]>([:])
+    private let sessions = Mutex<[String: Session]>([:])
+
+    struct Session: Sendable {
+        var dataset: String
+        var frame: ModelFrame
+        var rounds: Int
+        var lastUsed: Date
+    }
+
+    public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
+                policy: DisclosurePolicy = DisclosurePolicy(), sessionTimeout: Double = 3600) {
+        self.site = site; self.sources = datasets; self.siteColumn = siteColumn
+        self.policy = policy; self.sessionTimeout = sessionTimeout
+    }
+
+    /// Answers one protocol line with one protocol line. Never throws: every
+    /// problem becomes an error answer.
+    public func handle(line: String, peer: PeerIdentity = .inProcess) -> String {
+        let id = LineCodec.peekID(line) ?? 0
+        let reply: Reply
+        do {
+            let (_, request) = try LineCodec.decodeRequest(line)
+            reply = handle(request, peer: peer)
+        } catch let e as ProtocolError {
+            reply = .error(ErrorReply(code: e.code, fatal: false, message: e.description))
+        } catch {
+            reply = .error(ErrorReply(code: "invalid_message", fatal: false, message: "\(error)"))
+        }
+        do { return try LineCodec.encode(reply, id: id) } catch {
+            return (try? LineCodec.encode(Reply.error(ErrorReply(code: "internal", fatal: false,
+                message: "the answer could not be encoded (a non-finite number)")), id: id)) ?? "{}"
+        }
+    }
+
+    public func handle(_ request: Request, peer: PeerIdentity = .inProcess) -> Reply {
+        do {
+            switch request {
+            case .ping: return .pong
+            case .describe(let r): return .described(try describe(r))
+            case .prepare(let r): return .prepared(try prepare(r))
+            case .evaluate(let r): return .contribution(try evaluate(r))
+            case .finalize(let r): return .finalized(try finalize(r))
+            }
+        } catch let e as SiteError {
+            return .error(ErrorReply(code: e.code, fatal: false, message: e.description))
+        } catch let e as ModelFrameError {
+            return .error(ErrorReply(code: e.code, fatal: false, message: "site \"\(site)\": \(e.description)"))
+        } catch let e as LinearAlgebraError {
+            return .error(ErrorReply(code: "numerical", fatal: false, message: "site \"\(site)\": \(e.description)"))
+        } catch {
+            return .error(ErrorReply(code: "dataset_error", fatal: false, message: "site \"\(site)\": \(error)"))
+        }
+    }
+
+    // MARK: describe
+
+    func describe(_ r: DescribeRequest) throws -> SiteDescription {
+        let table = try load(r.dataset)
+        var vars: [VariableDescription] = []
+        for c in table.columns {
+            var counts: [String: Int] = [:]
+            var numericValues: [String: Double] = [:]
+            var missing = 0
+            switch c.data {
+            case .numeric(let v):
+                for x in v { if let x { let k = RNumberFormat.format(x); counts[k, default: 0] += 1; numericValues[k] = x } else { missing += 1 } }
+            case .text(let v):
+                for x in v { if let x { counts[x, default: 0] += 1 } else { missing += 1 } }
+            }
+            var levels: [VariableDescription.Level]? = nil
+            let listLimit = c.isNumeric ? min(20, policy.maxListedLevels) : policy.maxListedLevels
+            if counts.count <= listLimit {
+                let keys: [String] = c.isNumeric
+                    ? counts.keys.sorted { numericValues[$0]! < numericValues[$1]! }
+                    : counts.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+                levels = keys.map { .init(level: $0, count: disclosed(counts[$0]!)) }
+            }
+            vars.append(VariableDescription(name: c.name, type: c.isNumeric ? .numeric : .text,
+                                            missing: disclosed(missing), distinct: counts.count, levels: levels))
+        }
+        return SiteDescription(site: site, dataset: r.dataset, rows: table.rowCount, variables: vars)
+    }
+
+    /// A count as it may be disclosed: zero and counts ≥ min_cell exactly, others as "<min_cell".
+    func disclosed(_ n: Int) -> DisclosedCount {
+        (n == 0 || n >= policy.minCell) ? .exact(n) : .below(policy.minCell)
+    }
+
+    // MARK: prepare / evaluate / finalize
+
+    func prepare(_ r: PrepareRequest) throws -> PrepareReply {
+        if let existing = sessions.withLock({ $0[r.session] }) {
+            guard existing.frame.spec == r.model, existing.dataset == r.dataset else {
+                throw SiteError.sessionConflict(r.session)
+            }
+            return reply(for: r.session, existing.frame)
+        }
+        let table = try load(r.dataset)
+        let frame: ModelFrame
+        do { frame = try ModelFrame(table: table, spec: r.model, dataset: r.dataset) }
+        catch ModelFrameError.noCompleteRows(_, let n) { throw ModelFrameError.noCompleteRows(site: site, rows: n) }
+        guard frame.used >= policy.minRows else {
+            throw SiteError.disclosure("the model would use \(frame.used < policy.minCell ? "fewer than \(policy.minCell)" : String(frame.used)) rows at this site; the site's minimum is \(policy.minRows) (rule min_rows)")
+        }
+        let now = Date()
+        sessions.withLock { s in
+            s = s.filter { now.timeIntervalSince($0.value.lastUsed) < sessionTimeout }
+            s[r.session] = Session(dataset: r.dataset, frame: frame, rounds: 1, lastUsed: now)
+        }
+        return reply(for: r.session, frame)
+    }
+
+    private func reply(for session: String, _ frame: ModelFrame) -> PrepareReply {
+        let summary = SiteSummary(rows: frame.rows, used: frame.used,
+                                  missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts)
+        return PrepareReply(session: session, summary: summary,
+                            blocks: frame.spec.allTermsGroupedBySite ? frame.blocks : nil)
+    }
+
+    private func session(_ id: String) throws -> Session {
+        let now = Date()
+        let s: Session? = sessions.withLock { all in
+            guard var s = all[id], now.timeIntervalSince(s.lastUsed) < sessionTimeout else { all[id] = nil; return nil }
+            s.rounds += 1; s.lastUsed = now
+            all[id] = s
+            return s
+        }
+        guard let s else { throw SiteError.unknownSession(id) }
+        guard s.rounds <= policy.maxRoundsPerSession else {
+            throw SiteError.disclosure("session has used its \(policy.maxRoundsPerSession) rounds (rule max_rounds_per_session)")
+        }
+        return s
+    }
+
+    func evaluate(_ r: EvaluateRequest) throws -> ContributionReply {
+        let s = try session(r.session)
+        let structure = s.frame.spec.covarianceStructure
+        try validate(theta: r.theta, structure: structure)
+        guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
+        let c = try LMMSite.evaluate(s.frame.blocks, structure: structure, theta: r.theta, order: r.order)
+        return ContributionReply(session: r.session, contribution: c)
+    }
+
+    func finalize(_ r: FinalizeRequest) throws -> FinalizeReply {
+        let s = try session(r.session)
+        let structure = s.frame.spec.covarianceStructure
+        try validate(theta: r.theta, structure: structure)
+        guard r.beta.count == s.frame.spec.fixedCount, r.sigma > 0 else {
+            throw SiteError.invalid("beta must have one value per fixed effect and sigma must be positive")
+        }
+        let e = try LMMSite.siteEffects(s.frame.blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
+        return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data)
+    }
+
+    private func validate(theta: [Double], structure: CovarianceStructure) throws {
+        guard theta.count == structure.thetaCount else {
+            throw SiteError.invalid("theta has \(theta.count) values; the model has \(structure.thetaCount)")
+        }
+        for (t, lb) in zip(theta, structure.lowerBounds) where !(t >= lb) || !t.isFinite {
+            throw SiteError.invalid("theta is outside its bounds")
+        }
+    }
+
+    // MARK: data
+
+    func load(_ dataset: String) throws -> DataTable {
+        if let t = tables.withLock({ $0[dataset] }) { return t }
+        guard let source = sources[dataset] else { throw SiteError.unknownDataset(dataset, known: sources.keys.sorted()) }
+        let table: DataTable
+        switch source {
+        case .table(let t): table = t
+        case .csv(let path, let types): table = try CSVReader.read(path: path, types: types)
+        case .sqliteTable(let path, let name, let types): table = try SQLiteSource.read(path: path, table: name, types: types)
+        case .sqliteQuery(let path, let query, let types): table = try SQLiteSource.read(path: path, query: query, types: types)
+        }
+        try checkSiteColumn(table)
+        tables.withLock { $0[dataset] = table }
+        return table
+    }
+
+    func checkSiteColumn(_ table: DataTable) throws {
+        guard let name = siteColumn, let c = table.column(named: name) else { return }
+        var bad = 0
+        for i in 0..<table.rowCount where !c.isMissing(i) && ModelFrame.key(c, i) != site { bad += 1 }
+        if bad > 0 { throw ModelFrameError.siteColumnMismatch(column: name, site: site, rows: bad) }
+    }
+}
+
+/// Refusals and request problems at a site.
+public enum SiteError: Error, Equatable, CustomStringConvertible {
+    case unknownDataset(String, known: [String])
+    case unknownSession(String)
+    case sessionConflict(String)
+    case disclosure(String)
+    case invalid(String)
+
+    public var code: String {
+        switch self {
+        case .unknownDataset: return "unknown_dataset"
+        case .unknownSession: return "unknown_session"
+        case .sessionConflict: return "session_conflict"
+        case .disclosure: return "disclosure_refused"
+        case .invalid: return "invalid_request"
+        }
+    }
+    public var description: String {
+        switch self {
+        case .unknownDataset(let d, let known):
+            return "this site has no dataset \"\(d)\" (it has: \(known.joined(separator: ", ")))"
+        case .unknownSession(let s):
+            return "session \(s) is unknown or expired; prepare it again"
+        case .sessionConflict(let s):
+            return "session \(s) was prepared with a different model; use a new session id"
+        case .disclosure(let why): return "refused by the site's disclosure rules: \(why)"
+        case .invalid(let why): return "invalid request: \(why)"
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import XCTest
+import Coordinator
+import SiteAgent
+import Protocol
+
+/// The project's copy of the lme4 reference cases (Tests/Fixtures/reference).
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures/reference")
+
+    static func caseDirectory(_ name: String) -> URL { root.appendingPathComponent(name) }
+
+    /// Site CSV files of a case, sorted by name.
+    static func siteFiles(_ name: String) throws -> [URL] {
+        let dir = caseDirectory(name).appendingPathComponent("sites")
+        return try FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: nil)
+            .filter { $0.pathExtension == "csv" }
+            .sorted { $0.lastPathComponent.utf8.lexicographicallyPrecedes($1.lastPathComponent.utf8) }
+    }
+
+    static func pooledFile(_ name: String) -> URL { caseDirectory(name).appendingPathComponent("pooled.csv") }
+
+    static func reference(_ name: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: caseDirectory(name).appendingPathComponent("reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
+    static func fit(_ name: String, _ key: String) throws -> [String: Any] {
+        (try reference(name)["fits"] as! [String: Any])[key] as! [String: Any]
+    }
+}
+
+/// In-process federation of SiteServices over protocol lines, one per file.
+func inProcessFederation(files: [URL], siteColumn: String? = "site", policy: DisclosurePolicy = .off) -> Federation {
+    let channels: [SiteChannel] = files.map { url in
+        let site = url.deletingPathExtension().lastPathComponent
+        let service = SiteService(site: site, datasets: ["data": .csv(path: url.path, types: [:])],
+                                  siteColumn: siteColumn, policy: policy)
+        return InProcessChannel(site: site) { service.handle(line: $0) }
+    }
+    return Federation(channels: channels)
+}
+
+/// Relative difference, guarded near zero.
+func relativeError(_ a: Double, _ b: Double) -> Double {
+    abs(a - b) / max(abs(b), 1e-8)
+}
+
+/// Asserts a fit agrees with lme4's reference at DESIGN.md's LMM tolerances:
+/// criterion within 1e-6 absolute (and never worse by more), estimates, SEs,
+/// variance components within `rel` relative. Returns the worst relative error.
+@discardableResult
+func assertMatchesReference(_ r: FitResult, _ ref: [String: Any], rel: Double = 1e-4,
+                            file: StaticString = #filePath, line: UInt = #line) -> Double {
+    var worst = 0.0
+    func check(_ a: Double, _ b: Double, _ what: String, tol: Double) {
+        let e = relativeError(a, b)
+        worst = max(worst, e)
+        XCTAssertLessThanOrEqual(e, tol, "\(what): fedmix \(a), lme4 \(b)", file: file, line: line)
+    }
+    let objective = ref["objective"] as! Double
+    XCTAssertLessThanOrEqual(r.objective - objective, 1e-6, "criterion worse than lme4's", file: file, line: line)
+    XCTAssertEqual(r.objective, objective, accuracy: 1e-6, "criterion", file: file, line: line)
+    XCTAssertEqual(r.nObs, ref["n_obs"] as! Int, file: file, line: line)
+    let fe = ref["fixed_effects"] as! [[String: Any]]
+    XCTAssertEqual(r.fixedEffects.map(\.name), fe.map { $0["name"] as! String }, file: file, line: line)
+    for (mine, theirs) in zip(r.fixedEffects, fe) {
+        check(mine.estimate, theirs["estimate"] as! Double, "\(mine.name) estimate", tol: rel)
+        check(mine.stdError, theirs["std_error"] as! Double, "\(mine.name) SE", tol: rel)
+    }
+    let vc = ref["variance_components"] as! [[String: Any]]
+    XCTAssertEqual(r.varianceComponents.count, vc.count, file: file, line: line)
+    for (mine, theirs) in zip(r.varianceComponents, vc) {
+        XCTAssertEqual(mine.group, theirs["grp"] as? String, file: file, line: line)
+        XCTAssertEqual(mine.var1, theirs["var1"] as? String, file: file, line: line)
+        XCTAssertEqual(mine.var2, theirs["var2"] as? String, file: file, line: line)
+        check(mine.vcov, theirs["vcov"] as! Double, "vcov \(mine.group) \(mine.var1 ?? "") \(mine.var2 ?? "")", tol: rel)
+        check(mine.sdcor, theirs["sdcor"] as! Double, "sdcor \(mine.group)", tol: rel)
+    }
+    check(r.sigma, ref["sigma"] as! Double, "sigma", tol: rel)
+    XCTAssertEqual(r.loglik, ref["loglik"] as! Double, accuracy: 1e-6, file: file, line: line)
+    XCTAssertEqual(r.aic, ref["aic"] as! Double, accuracy: 1e-5, file: file, line: line)
+    XCTAssertEqual(r.bic, ref["bic"] as! Double, accuracy: 1e-5, file: file, line: line)
+    let theta = ref["theta"] as? [Double] ?? [ref["theta"] as! Double]
+    XCTAssertEqual(r.theta.count, theta.count, file: file, line: line)
+    XCTAssertEqual(r.singular, ref["singular"] as! Bool, file: file, line: line)
+    if let groups = ref["n_groups"] as? [String: Int] { XCTAssertEqual(r.nGroups, groups, file: file, line: line) }
+    return worst
+}
