@@ -332,7 +332,7 @@ final class CSVReaderTests: XCTestCase {
             XCTAssertEqual(path, dir.path)
         }
         let empty = dir.appendingPathComponent("empty.csv").path
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        XCTAssertTrue(FileManager.default.createFile(atPath: empty, contents: Data()))
         assertError(.emptyFile(source: empty)) { try CSVReader.read(path: empty) }
     }
 
