@@ -391,5 +391,15 @@ final class CSVReaderTests: XCTestCase {
             best = min(best, seconds)
         }
         print("CSV parse: 1,000,000 rows x 6 columns, \(bytes.count) bytes, best of 3: \(best) s")
+
+        let dir = try temporaryDirectory()
+        let path = dir.appendingPathComponent("perf.csv").path
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let start = DispatchTime.now().uptimeNanoseconds
+        let table = try CSVReader.read(path: path)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        XCTAssertEqual(table.columnNames, ["id", "age", "weight", "sex", "ward", "y"])
+        XCTAssertEqual(table.columns.map(\.isNumeric), [true, true, true, false, false, true])
+        print("CSV read from file (same data): \(seconds) s")
     }
 }
