@@ -1,2 +1,4 @@
+import Foundation
 import Coordinator
-print("fedmix: not yet implemented")
+
+exit(FedmixCommand.run(Array(CommandLine.arguments.dropFirst())))

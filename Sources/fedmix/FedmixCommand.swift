@@ -1,0 +1,58 @@
+import Foundation
+import Coordinator
+import Protocol
+import SiteAgent
+import Math
+
+/// `fedmix`: the coordinator's command line.
+enum FedmixCommand {
+    static let usage = """
+    fedmix \(fedmixVersion): federated mixed-effects models (lme4 formulas) over hospitals' site agents
+
+    Usage:
+      fedmix demo [--format text|json]
+          Simulated multi-site registry, local agents over TLS, fit and partial pooling.
+      fedmix local PATH... --formula F [--ml] [--format text|json] [--output FILE]
+          Each CSV file (or each CSV in a folder) is one site; fits over local agents.
+      fedmix fit --sites FILE --dataset NAME --formula F [--ml] [--format text|json] [--output FILE]
+      fedmix describe --sites FILE --dataset NAME [--format text|json]
+      fedmix certs init DIR
+      fedmix certs issue --ca DIR --name NAME --out DIR
+      fedmix bench [--rows N] [--sites K]
+      fedmix --version
+    """
+
+    static func run(_ args: [String]) -> Int32 {
+        guard let command = args.first else { print(usage); return 0 }
+        let rest = Array(args.dropFirst())
+        do {
+            switch command {
+            case "--version", "version": print("fedmix \(fedmixVersion) (protocol \(protocolVersion))"); return 0
+            case "help", "--help", "-h": print(usage); return 0
+            case "local": return try LocalCommand.run(rest)
+            default: throw UsageError("unknown command \"\(command)\"; run fedmix help")
+            }
+        } catch let e as UsageError {
+            FileHandle.standardError.write("fedmix: \(e.message)\n")
+            return 2
+        } catch {
+            FileHandle.standardError.write("fedmix: error: \(error)\n")
+            return 1
+        }
+    }
+}
+
+extension FileHandle {
+    func write(_ s: String) { write(Data(s.utf8)) }
+}
+
+/// Writes a result as text or JSON, to a file or standard output.
+func emit(_ r: FitResult, format: String, output: String?) throws {
+    let text: String
+    switch format {
+    case "text": text = Report.text(r)
+    case "json": text = try r.json() + "\n"
+    default: throw UsageError("--format must be text or json")
+    }
+    if let output { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text, terminator: "") }
+}

@@ -1,0 +1,57 @@
+import Foundation
+import Coordinator
+import Protocol
+import SiteAgent
+import Math
+
+/// `fedmix local PATH...`: one site per CSV file.
+enum LocalCommand {
+    static func run(_ args: [String]) throws -> Int32 {
+        let a = try Arguments(args, options: ["formula", "format", "output", "dataset"], flags: ["ml"])
+        guard !a.positionals.isEmpty else { throw UsageError("give at least one CSV file or folder of CSV files") }
+        let formula = try a.require("formula")
+        let files = try siteFiles(a.positionals)
+        let federation = try LocalFederation.inProcess(files: files)
+        defer { federation.close() }
+        let result = try Analysis.fit(federation, dataset: "data", formula: formula,
+                                      options: FitOptions(method: a.has("ml") ? .ml : .reml))
+        try emit(result, format: a.value("format") ?? "text", output: a.value("output"))
+        return 0
+    }
+
+    /// Expands folders into their CSV files; one file is one site (name = file stem).
+    static func siteFiles(_ paths: [String]) throws -> [URL] {
+        var out: [URL] = []
+        for p in paths {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else {
+                throw UsageError("\(p): no such file or folder")
+            }
+            if isDir.boolValue {
+                let files = try FileManager.default.contentsOfDirectory(atPath: p).filter { $0.hasSuffix(".csv") }
+                    .sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+                guard !files.isEmpty else { throw UsageError("\(p): the folder has no .csv files") }
+                out += files.map { URL(fileURLWithPath: p).appendingPathComponent($0) }
+            } else {
+                out.append(URL(fileURLWithPath: p))
+            }
+        }
+        let names = out.map { $0.deletingPathExtension().lastPathComponent }
+        if let dup = names.first(where: { n in names.filter { $0 == n }.count > 1 }) {
+            throw UsageError("two files would both be site \"\(dup)\"; site names are file names without .csv and must differ")
+        }
+        return out
+    }
+}
+
+/// Site agents for local files.
+enum LocalFederation {
+    /// Agents in this process, reached through protocol lines.
+    static func inProcess(files: [URL]) throws -> Federation {
+        Federation(channels: files.map { url in
+            let site = url.deletingPathExtension().lastPathComponent
+            let service = SiteService(site: site, datasets: ["data": .csv(path: url.path, types: [:])], policy: .off)
+            return InProcessChannel(site: site) { service.handle(line: $0) }
+        })
+    }
+}
