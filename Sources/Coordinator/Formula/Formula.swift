@@ -1,0 +1,374 @@
+// A parsed lme4 formula: the response, the fixed-effects terms (R's
+// terms.formula of the formula without its bars) and the random-effects
+// terms (each bar, with `||` and `/` expanded). Parsing needs no data;
+// `resolve` (FormulaResolver.swift) turns it into a ModelSpec once the
+// variables' types and levels are known.
+
+/// One random-effects term `(lhs | grouping)` after `||` and `/` expansion.
+public struct RandomEffectsTerm: Sendable, Hashable {
+    /// The terms of the left side (`1 + x` → intercept and x).
+    public var lhs: ModelTerms
+    /// The grouping factor's components as written after expansion:
+    /// `["site"]`, `["site", "cask"]`, `["Subject"]`, `["g1", "g2"]`.
+    public var grouping: [String]
+    /// Where each grouping component appears in the formula.
+    public var groupingPositions: [Int]
+    /// The bar as written (before expansion).
+    public var source: FormulaNode
+
+    /// The group's name: the components joined by ":" (`site:cask`).
+    public var name: String { grouping.joined(separator: ":") }
+    /// Position of the bar in the formula.
+    public var position: Int { source.operatorPosition }
+}
+
+/// An lme4 model formula, parsed and expanded.
+public struct Formula: Sendable, Hashable, CustomStringConvertible {
+    /// The formula as written.
+    public let text: String
+    /// The left side of `~`.
+    public let response: FormulaNode
+    /// The right side of `~`, as written.
+    public let rhs: FormulaNode
+    /// The right side without its random-effects terms (lme4's `nobars`);
+    /// nil when nothing but bars is left (an implicit intercept).
+    public let fixedPart: FormulaNode?
+    /// Fixed-effects terms, intercept and offsets, as R's `terms()` gives them.
+    public let fixed: ModelTerms
+    /// The bars (`|` and `||` nodes) as written, in formula order.
+    public let bars: [FormulaNode]
+    /// Random-effects terms after expanding `||` and `/`, in formula order.
+    public let random: [RandomEffectsTerm]
+
+    public var description: String { text }
+
+    /// Every variable the formula reads, in order of first appearance
+    /// (`site`, which denotes the site itself, is not a variable).
+    public var variablesUsed: [String] {
+        var found: [(String, Int)] = []
+        response.names(into: &found)
+        rhs.names(into: &found)
+        var out: [String] = []
+        for (n, _) in found where n != FormulaChecker.site && !out.contains(n) { out.append(n) }
+        return out
+    }
+
+    /// Variable names with the position of their first appearance.
+    var variableOccurrences: [(String, Int)] {
+        var found: [(String, Int)] = []
+        response.names(into: &found)
+        rhs.names(into: &found)
+        var seen: Set<String> = []
+        return found.filter { $0.0 != FormulaChecker.site && seen.insert($0.0).inserted }
+    }
+
+    /// Parses and checks a formula such as
+    /// `use01 ~ age + I(age^2) + urban + livch + (1 | site)`.
+    public static func parse(_ text: String) throws -> Formula {
+        let lexer = FormulaLexer(text)
+        let errors = lexer.errors
+        var parser = FormulaParser(tokens: try lexer.tokens(), errors: errors)
+        let (response, rhs) = try parser.parseFormula()
+        let checker = FormulaChecker(errors: errors)
+
+        try checker.checkResponse(response)
+        let (fixedPart, bars) = try checker.splitBars(rhs)
+        if let fixedPart { try checker.checkTerms(fixedPart, random: false, interaction: false) }
+        let fixed = ModelTerms.build(fixedPart)
+        if let clash = fixed.variables.first(where: { $0.deparsed == response.unparenthesized.deparsed }) {
+            throw errors.error("the response \(clash.deparsed) also appears on the right side of ~; remove it from the terms", clash)
+        }
+        var random: [RandomEffectsTerm] = []
+        for bar in bars { random += try checker.expandBar(bar) }
+        guard !random.isEmpty else {
+            throw errors.error("fedmix fits mixed models: add a random-effects term such as (1 | site)", rhs)
+        }
+        return Formula(text: text, response: response, rhs: rhs, fixedPart: fixedPart, fixed: fixed,
+                       bars: bars, random: random)
+    }
+}
+
+/// Structural checks that need no data: which functions and operators may
+/// appear where, the reserved word `site`, bars, grouping factors.
+struct FormulaChecker {
+    static let site = "site"
+    static let supportedFunctions = "factor, I, log, exp, sqrt, offset, cbind, missing"
+    let errors: FormulaErrors
+
+    private func reserved(_ n: FormulaNode) -> FormulaError {
+        errors.error("'site' is reserved: it stands for the site itself and can only be a grouping factor, e.g. (1 | site) or (1 | site:ward)", n)
+    }
+
+    private func unknownFunction(_ f: String, _ n: FormulaNode) -> FormulaError {
+        errors.error("function \(f) is not supported; supported: \(Self.supportedFunctions)", at: n.position, f)
+    }
+
+    private func arity(_ f: String, _ n: FormulaNode, _ example: String) -> FormulaError {
+        errors.error("\(f)() takes exactly one argument, e.g. \(example)", n)
+    }
+
+    private func requireVariable(_ f: String, _ call: FormulaNode, _ args: [FormulaNode], example: String) throws {
+        guard args.count == 1, case .name(let v) = args[0].unparenthesized.kind else {
+            throw errors.error("\(f)() takes a single variable name, e.g. \(example)", call)
+        }
+        if v == Self.site { throw reserved(args[0]) }
+    }
+
+    // MARK: Response
+
+    func checkResponse(_ node: FormulaNode) throws {
+        let n = node.unparenthesized
+        if case .call(let f, let args) = n.kind {
+            switch f {
+            case "cbind":
+                guard args.count == 2 else {
+                    throw errors.error("cbind() takes two arguments: cbind(successes, failures)", n)
+                }
+                for a in args { try checkArithmetic(a, context: "cbind()") }
+                return
+            case "missing":
+                try requireVariable("missing", n, args, example: "missing(x)")
+                return
+            case "factor":
+                throw errors.error("factor() cannot be the response; a binomial response is a 0/1 variable, a two-level text variable or cbind(successes, failures)", n)
+            case "offset":
+                throw errors.error("offset() cannot be the response; add it to the right side: y ~ x + offset(log(exposure)) + (1 | site)", n)
+            default: break
+            }
+        }
+        if let bar = n.firstBar {
+            throw errors.error("'|' cannot be used in the response; random-effects terms go on the right side of ~, e.g. y ~ x + (1 | site)", at: bar.operatorPosition, bar.deparsed)
+        }
+        try checkArithmetic(n, context: "the response")
+        var names: [(String, Int)] = []
+        n.names(into: &names)
+        if names.isEmpty {
+            throw errors.error("the response must be a variable (or an expression of variables), e.g. y ~ x + (1 | site)", n)
+        }
+    }
+
+    // MARK: Arithmetic (inside I(), log(), offset(), the response)
+
+    func checkArithmetic(_ n: FormulaNode, context: String) throws {
+        switch n.kind {
+        case .name(let s):
+            if s == Self.site { throw reserved(n) }
+        case .number: break
+        case .paren(let a), .unary(_, let a):
+            try checkArithmetic(a, context: context)
+        case .binary(let op, let a, let b):
+            switch op {
+            case .plus, .minus, .times, .divide, .power:
+                try checkArithmetic(a, context: context)
+                try checkArithmetic(b, context: context)
+            case .colon:
+                throw errors.error("':' is not arithmetic; inside \(context) use * to multiply", at: n.operatorPosition, ":")
+            case .bar, .doubleBar:
+                throw errors.error("'\(op.rawValue)' cannot be used inside \(context); random-effects terms are added to the right side, e.g. + (1 | site)", at: n.operatorPosition, op.rawValue)
+            case .tilde:
+                throw errors.error("'~' cannot be used inside \(context)", at: n.operatorPosition, "~")
+            }
+        case .call(let f, let args):
+            switch f {
+            case "I", "log", "exp", "sqrt":
+                guard args.count == 1 else { throw arity(f, n, "\(f)(x)") }
+                try checkArithmetic(args[0], context: context)
+            case "missing":
+                try requireVariable("missing", n, args, example: "missing(x)")
+            case "factor":
+                throw errors.error("factor() cannot be used inside \(context); use factor(x) as a term of its own", n)
+            case "offset":
+                throw errors.error("offset() cannot be used inside \(context); add it as a term: + offset(...)", n)
+            case "cbind":
+                throw errors.error("cbind(successes, failures) is only allowed as the response, on the left of ~", n)
+            default:
+                throw unknownFunction(f, n)
+            }
+        }
+    }
+
+    // MARK: Terms (fixed part and left sides of bars)
+
+    func checkTerms(_ n: FormulaNode, random: Bool, interaction: Bool) throws {
+        switch n.kind {
+        case .name(let s):
+            if s == Self.site { throw reserved(n) }
+        case .number(let v):
+            if v != 0 && v != 1 {
+                throw errors.error("the number \(n.deparsed) cannot be a term; only 0 and 1 (drop or keep the intercept) may appear outside I(); for arithmetic use I(), e.g. I(2 * x)", n)
+            }
+            if interaction {
+                throw errors.error("the intercept (\(n.deparsed)) cannot be part of an interaction; add or remove it with + 1 or - 1", n)
+            }
+        case .paren(let a):
+            try checkTerms(a, random: random, interaction: interaction)
+        case .unary(let op, let a):
+            if op == .plus { try checkTerms(a, random: random, interaction: interaction); return }
+            guard case .number(let v) = a.unparenthesized.kind, v == 0 || v == 1 else {
+                throw errors.error("a minus sign before a term is not supported: -1 removes the intercept, a - b removes term b, and a negated covariate is written I(-x)", at: n.operatorPosition, "-")
+            }
+            if interaction {
+                throw errors.error("the intercept (-\(a.deparsed)) cannot be part of an interaction; add or remove it with + 1 or - 1", n)
+            }
+        case .binary(let op, let a, let b):
+            switch op {
+            case .plus, .minus:
+                try checkTerms(a, random: random, interaction: interaction)
+                try checkTerms(b, random: random, interaction: interaction)
+            case .colon, .times:
+                try checkTerms(a, random: random, interaction: true)
+                try checkTerms(b, random: random, interaction: true)
+            case .power:
+                throw errors.error("the power operator ^ in \(n.deparsed) is not supported outside I(): write I(x^2) for a squared covariate, and write interactions out with * or : instead of (a + b)^2", at: n.operatorPosition, "^")
+            case .divide:
+                throw errors.error("the nesting operator / in \(n.deparsed) is only supported in grouping factors, e.g. (1 | site/ward); in the fixed part write a + a:b, or I(a/b) for a ratio", at: n.operatorPosition, "/")
+            case .bar, .doubleBar:
+                throw errors.error("'\(op.rawValue)' cannot be used in the fixed part: random-effects terms are added on their own with +, e.g. y ~ x + (1 | site)", at: n.operatorPosition, op.rawValue)
+            case .tilde:
+                throw errors.error("'~' can appear only once, between the response and the terms", at: n.operatorPosition, "~")
+            }
+        case .call(let f, let args):
+            switch f {
+            case "factor":
+                try requireVariable("factor", n, args, example: "factor(period)")
+            case "I", "log", "exp", "sqrt":
+                guard args.count == 1 else { throw arity(f, n, f == "I" ? "I(x^2)" : "\(f)(x)") }
+                try checkArithmetic(args[0], context: "\(f)()")
+            case "missing":
+                try requireVariable("missing", n, args, example: "missing(x)")
+            case "offset":
+                if random {
+                    throw errors.error("offset() cannot be used inside a random-effects term; add it to the fixed part: + offset(...)", n)
+                }
+                if interaction {
+                    throw errors.error("offset() cannot be part of an interaction; add it on its own: + offset(...)", n)
+                }
+                guard args.count == 1 else { throw arity(f, n, "offset(log(exposure))") }
+                try checkArithmetic(args[0], context: "offset()")
+            case "cbind":
+                throw errors.error("cbind(successes, failures) is only allowed as the response, on the left of ~", n)
+            default:
+                throw unknownFunction(f, n)
+            }
+        }
+    }
+
+    // MARK: Bars
+
+    /// lme4's findbars/nobars: bars added with + (possibly in parentheses)
+    /// are random-effects terms; what remains is the fixed part.
+    func splitBars(_ rhs: FormulaNode) throws -> (FormulaNode?, [FormulaNode]) {
+        switch rhs.kind {
+        case .binary(.bar, _, _), .binary(.doubleBar, _, _):
+            throw errors.error("a random-effects term must be in parentheses: write (\(rhs.deparsed)); '|' cannot be used in the fixed part", at: rhs.operatorPosition, rhs.deparsed)
+        default:
+            return try split(rhs)
+        }
+    }
+
+    private func split(_ n: FormulaNode) throws -> (FormulaNode?, [FormulaNode]) {
+        switch n.kind {
+        case .binary(.plus, let a, let b):
+            let (fa, ba) = try split(a)
+            let (fb, bb) = try split(b)
+            let fixed: FormulaNode?
+            switch (fa, fb) {
+            case (nil, nil): fixed = nil
+            case (let x?, nil): fixed = x
+            case (nil, let y?): fixed = y
+            case (let x?, let y?):
+                fixed = FormulaNode(kind: .binary(.plus, x, y), position: n.position, length: n.length,
+                                    operatorPosition: n.operatorPosition)
+            }
+            return (fixed, ba + bb)
+        case .paren(let inner):
+            let u = inner.unparenthesized
+            if case .binary(let op, _, _) = u.kind, op == .bar || op == .doubleBar { return (nil, [u]) }
+            let (f, b) = try split(inner)
+            if b.isEmpty { return (n, []) }
+            return (f.map { FormulaNode(kind: .paren($0), position: n.position, length: n.length) }, b)
+        case .binary(let op, _, _) where op == .bar || op == .doubleBar:
+            throw errors.error("a random-effects term must be in parentheses: write (\(n.deparsed))", at: n.operatorPosition, op.rawValue)
+        default:
+            return (n, [])
+        }
+    }
+
+    /// Checks one bar and expands `||` (lme4's expandDoubleVerts) and `/`
+    /// in the grouping factor (lme4's expandSlash).
+    func expandBar(_ bar: FormulaNode) throws -> [RandomEffectsTerm] {
+        guard case .binary(let op, let lhs, let rhs) = bar.kind else { return [] }
+        for side in [lhs, rhs] {
+            if let inner = side.firstBar {
+                throw errors.error("random-effects terms cannot be nested: '\(inner.deparsed)' is inside '\(bar.deparsed)'; write each term in its own parentheses, e.g. (1 | a) + (1 | b)", at: inner.operatorPosition, inner.deparsed)
+            }
+        }
+        try checkTerms(lhs, random: true, interaction: false)
+        let lhsTerms = ModelTerms.build(lhs)
+        if lhsTerms.terms.isEmpty && !lhsTerms.intercept {
+            throw errors.error("the random-effects term (\(bar.deparsed)) has no columns; write (1 \(op.rawValue) g) for a random intercept", bar)
+        }
+        let groupings = try expandGrouping(rhs)
+        for g in groupings {
+            var seen: Set<String> = []
+            for (i, (name, pos)) in g.enumerated() {
+                if name == Self.site && i > 0 {
+                    throw errors.error("'site' must come first in a grouping factor: write (… | site:\(g.filter { $0.0 != Self.site }.map(\.0).joined(separator: ":"))) or use site/… for nested groups", at: pos, name)
+                }
+                if !seen.insert(name).inserted {
+                    throw errors.error("\(name) appears twice in the grouping factor \(rhs.deparsed)", at: pos, name)
+                }
+            }
+        }
+        var parts: [ModelTerms] = []
+        if op == .doubleBar {
+            if lhsTerms.intercept {
+                parts.append(ModelTerms(variables: [], terms: [], intercept: true, offsets: []))
+            }
+            for t in lhsTerms.terms {
+                // Each term on its own without intercept, as lme4 rewrites
+                // (a + b || g) into (1 | g) + (0 + a | g) + (0 + b | g).
+                let vars = t.variables.map { lhsTerms.variables[$0] }
+                let single = ModelTerm(label: t.label, variables: Array(0..<vars.count),
+                                       codes: vars.count == 1 ? [1] : Array(repeating: 2, count: vars.count))
+                parts.append(ModelTerms(variables: vars, terms: [single], intercept: false, offsets: []))
+            }
+        } else {
+            parts = [lhsTerms]
+        }
+        var out: [RandomEffectsTerm] = []
+        for p in parts {
+            for g in groupings {
+                out.append(RandomEffectsTerm(lhs: p, grouping: g.map(\.0), groupingPositions: g.map(\.1), source: bar))
+            }
+        }
+        return out
+    }
+
+    private func badGrouping(_ n: FormulaNode) -> FormulaError {
+        errors.error("the grouping factor \(n.deparsed) must be a variable or variables joined by : or / (e.g. site, site:ward, site/ward); to group by an expression, create that variable at the sites", n)
+    }
+
+    /// `g1/g2` → [[g1], [g1, g2]]; `g1:g2` → [[g1, g2]].
+    private func expandGrouping(_ n: FormulaNode) throws -> [[(String, Int)]] {
+        switch n.kind {
+        case .name(let s): return [[(s, n.position)]]
+        case .paren(let a): return try expandGrouping(a)
+        case .binary(.colon, _, _): return [try components(n)]
+        case .binary(.divide, let a, let b):
+            let outer = try components(a)
+            return try expandGrouping(a) + expandGrouping(b).map { outer + $0 }
+        default: throw badGrouping(n)
+        }
+    }
+
+    private func components(_ n: FormulaNode) throws -> [(String, Int)] {
+        switch n.kind {
+        case .name(let s): return [(s, n.position)]
+        case .paren(let a): return try components(a)
+        case .binary(.colon, let a, let b), .binary(.divide, let a, let b):
+            return try components(a) + components(b)
+        default: throw badGrouping(n)
+        }
+    }
+}

@@ -1,0 +1,282 @@
+import Protocol
+
+// Resolves a parsed Formula against the variables' metadata into the
+// ModelSpec the sites evaluate: the response, R's model.matrix columns for
+// the fixed part and for each random-effects term, groupings and offsets.
+
+extension Formula {
+    /// Resolves `f` into a `ModelSpec`, given every variable's type and
+    /// levels (from `describe`). Family and link are stored as given.
+    public static func resolve(_ f: Formula, variables: [String: VariableInfo],
+                               family: Family, link: Link) throws -> ModelSpec {
+        try FormulaResolver(formula: f, variables: variables, family: family).resolve(link: link)
+    }
+
+    /// Same as `Formula.resolve(self, variables:family:link:)`.
+    public func resolve(variables: [String: VariableInfo], family: Family, link: Link) throws -> ModelSpec {
+        try Formula.resolve(self, variables: variables, family: family, link: link)
+    }
+}
+
+/// Resolves formulas; an alternative spelling of `Formula.resolve`.
+public struct ModelResolver: Sendable {
+    public var variables: [String: VariableInfo]
+    public init(variables: [String: VariableInfo]) { self.variables = variables }
+    public func resolve(_ f: Formula, family: Family, link: Link) throws -> ModelSpec {
+        try Formula.resolve(f, variables: variables, family: family, link: link)
+    }
+    public func resolve(_ text: String, family: Family, link: Link) throws -> ModelSpec {
+        try resolve(Formula.parse(text), family: family, link: link)
+    }
+}
+
+struct FormulaResolver {
+    let formula: Formula
+    let variables: [String: VariableInfo]
+    let family: Family
+    let errors: FormulaErrors
+
+    init(formula: Formula, variables: [String: VariableInfo], family: Family) {
+        self.formula = formula
+        self.variables = variables
+        self.family = family
+        self.errors = FormulaErrors(formula: formula.text)
+    }
+
+    /// A formula variable once its type is known.
+    enum Resolved {
+        /// One column (`x`, `I(age^2)`, `log(dose)`, `missing(x)`).
+        case numeric(name: String, expr: Expr)
+        /// A factor: the name prefixing its columns (`sex`, `factor(period)`),
+        /// the data variable and its levels in R's order.
+        case factor(name: String, variable: String, levels: [String])
+
+        var isFactor: Bool { if case .factor = self { return true }; return false }
+    }
+
+    func resolve(link: Link) throws -> ModelSpec {
+        // Unknown variables first, in the order they appear.
+        for (name, pos) in formula.variableOccurrences where variables[name] == nil {
+            throw unknownVariable(name, at: pos)
+        }
+        let response = try resolveResponse(formula.response)
+        let fixed = try columns(formula.fixed)
+        var offset: Expr?
+        for o in formula.fixed.offsets {
+            let e = try arithmetic(o, context: "offset()")
+            offset = offset.map { .binary(.add, $0, e) } ?? e
+        }
+        var terms: [RandomTerm] = []
+        for r in formula.random {
+            let cols = try columns(r.lhs)
+            let grouping: Grouping
+            if r.grouping.first == FormulaChecker.site {
+                grouping = r.grouping.count == 1 ? .site : .withinSite(Array(r.grouping.dropFirst()))
+            } else {
+                grouping = .withinSite(r.grouping)
+            }
+            terms.append(RandomTerm(name: r.name, grouping: grouping, columns: cols))
+        }
+        return ModelSpec(formula: formula.text, family: family, link: link, response: response,
+                         fixed: fixed, terms: terms, weights: nil, offset: offset)
+    }
+
+    // MARK: Variables
+
+    private func unknownVariable(_ name: String, at pos: Int) -> FormulaError {
+        var msg = "unknown variable \(name): no site reported a variable of that name"
+        let close = variables.keys.filter { Self.editDistance($0.lowercased(), name.lowercased()) <= 2 }.sorted()
+        if let best = close.min(by: { Self.editDistance($0, name) < Self.editDistance($1, name) }) {
+            msg += "; did you mean \(best)?"
+        } else {
+            msg += "; check the spelling against the variables the sites describe"
+        }
+        return errors.error(msg, at: pos, name)
+    }
+
+    private func info(_ name: String, _ node: FormulaNode) throws -> VariableInfo {
+        guard let v = variables[name] else { throw unknownVariable(name, at: node.position) }
+        return v
+    }
+
+    private func levels(of name: String, _ info: VariableInfo, _ node: FormulaNode) throws -> [String] {
+        guard let levels = info.levels else {
+            throw errors.error("levels of \(name) are not known (too many distinct values); a factor needs its list of levels: use \(name) as a grouping factor, e.g. (1 | \(name)), or recode it at the sites", node)
+        }
+        guard levels.count >= 2 else {
+            let shown = levels.first.map { " (\"\($0)\")" } ?? ""
+            throw errors.error("\(name) has \(levels.count) level\(levels.count == 1 ? "" : "s")\(shown) at the sites; a factor needs at least two levels: remove the term", node)
+        }
+        return levels
+    }
+
+    /// Types one formula variable of a term.
+    private func resolveVariable(_ node: FormulaNode) throws -> Resolved {
+        let n = node.unparenthesized
+        switch n.kind {
+        case .name(let name):
+            let v = try info(name, n)
+            switch v.kind {
+            case .numeric: return .numeric(name: name, expr: .variable(name))
+            case .text: return .factor(name: name, variable: name, levels: try levels(of: name, v, n))
+            }
+        case .call("factor", let args):
+            guard case .name(let name) = args[0].unparenthesized.kind else { break }
+            let v = try info(name, args[0])
+            return .factor(name: n.deparsed, variable: name, levels: try levels(of: name, v, n))
+        case .call("missing", let args):
+            guard case .name(let name) = args[0].unparenthesized.kind else { break }
+            _ = try info(name, args[0])
+            return .numeric(name: n.deparsed, expr: .isMissing(name))
+        default:
+            break
+        }
+        return .numeric(name: n.deparsed, expr: try arithmetic(n, context: n.deparsed))
+    }
+
+    /// An arithmetic expression over numeric variables.
+    func arithmetic(_ n: FormulaNode, context: String) throws -> Expr {
+        switch n.kind {
+        case .name(let name):
+            let v = try info(name, n)
+            if v.kind == .text {
+                throw errors.error("\(name) is a text variable and cannot be used in arithmetic (in \(context)); use it as a factor term (\(name) or factor(\(name))), or recode it as a number at the sites", n)
+            }
+            return .variable(name)
+        case .number(let x):
+            return .number(x)
+        case .paren(let a):
+            return try arithmetic(a, context: context)
+        case .unary(let op, let a):
+            let e = try arithmetic(a, context: context)
+            if op == .plus { return e }
+            if case .number(let x) = e { return .number(-x) }
+            return .unary(.negate, e)
+        case .binary(let op, let a, let b):
+            let bop: BinaryOperator
+            switch op {
+            case .plus: bop = .add
+            case .minus: bop = .subtract
+            case .times: bop = .multiply
+            case .divide: bop = .divide
+            case .power: bop = .power
+            default:
+                throw errors.error("'\(op.rawValue)' is not arithmetic; use + - * / ^ inside \(context)", at: n.operatorPosition, op.rawValue)
+            }
+            return .binary(bop, try arithmetic(a, context: context), try arithmetic(b, context: context))
+        case .call(let f, let args):
+            switch f {
+            case "I": return try arithmetic(args[0], context: context)
+            case "log": return .unary(.log, try arithmetic(args[0], context: context))
+            case "exp": return .unary(.exp, try arithmetic(args[0], context: context))
+            case "sqrt": return .unary(.sqrt, try arithmetic(args[0], context: context))
+            case "missing":
+                guard case .name(let name) = args[0].unparenthesized.kind else { break }
+                _ = try info(name, args[0])
+                return .isMissing(name)
+            default: break
+            }
+            throw errors.error("function \(f) is not supported; supported: \(FormulaChecker.supportedFunctions)", at: n.position, f)
+        }
+    }
+
+    // MARK: Response
+
+    private func resolveResponse(_ node: FormulaNode) throws -> Response {
+        let n = node.unparenthesized
+        switch n.kind {
+        case .call("cbind", let args):
+            guard family == .binomial else {
+                throw errors.error("cbind(successes, failures) is a binomial response, but the family is \(family.rawValue); fit it with family binomial", n)
+            }
+            return .binomial(successes: try arithmetic(args[0], context: "cbind()"),
+                             failures: try arithmetic(args[1], context: "cbind()"))
+        case .call("missing", let args):
+            guard case .name(let name) = args[0].unparenthesized.kind else { break }
+            _ = try info(name, args[0])
+            return .value(.isMissing(name))
+        case .name(let name):
+            let v = try info(name, n)
+            guard v.kind == .text else { return .value(.variable(name)) }
+            guard family == .binomial else {
+                throw errors.error("the response \(name) is a text variable; a \(family.rawValue) response must be numeric (a text response with two levels needs family binomial)", n)
+            }
+            guard let levels = v.levels, levels.count == 2 else {
+                let count = v.levels.map { "\($0.count) levels" } ?? "unknown levels"
+                throw errors.error("the response \(name) is a text variable with \(count); a binomial response needs exactly two levels (the second counts as success), a 0/1 variable or cbind(successes, failures)", n)
+            }
+            return .value(.indicator(name, level: levels[1]))
+        default:
+            break
+        }
+        return .value(try arithmetic(n, context: "the response"))
+    }
+
+    // MARK: model.matrix
+
+    /// R's model.matrix columns for a set of terms: intercept first, then
+    /// each term's columns, the first variable of an interaction varying
+    /// fastest.
+    func columns(_ t: ModelTerms) throws -> [DesignColumn] {
+        var resolved: [Int: Resolved] = [:]
+        for term in t.terms {
+            for v in term.variables where resolved[v] == nil {
+                resolved[v] = try resolveVariable(t.variables[v])
+            }
+        }
+        var codes = t.terms.map(\.codes)
+        if !t.intercept {
+            // model.matrix: without an intercept, the first factor of the
+            // first term that has one is coded by indicators of all levels.
+            search: for (j, term) in t.terms.enumerated() {
+                for (k, v) in term.variables.enumerated() where resolved[v]!.isFactor {
+                    codes[j][k] = 2
+                    break search
+                }
+            }
+        }
+        var out: [DesignColumn] = []
+        if t.intercept { out.append(DesignColumn(name: "(Intercept)", expr: .number(1))) }
+        for (j, term) in t.terms.enumerated() {
+            var cols: [DesignColumn] = []
+            for (k, v) in term.variables.enumerated() {
+                let own: [DesignColumn]
+                switch resolved[v]! {
+                case .numeric(let name, let expr):
+                    own = [DesignColumn(name: name, expr: expr)]
+                case .factor(let name, let variable, let levels):
+                    let used = codes[j][k] == 1 ? Array(levels.dropFirst()) : levels
+                    own = used.map { DesignColumn(name: name + $0, expr: .indicator(variable, level: $0)) }
+                }
+                if k == 0 {
+                    cols = own
+                } else {
+                    var next: [DesignColumn] = []
+                    for c in own {
+                        for p in cols {
+                            next.append(DesignColumn(name: p.name + ":" + c.name, expr: .binary(.multiply, p.expr, c.expr)))
+                        }
+                    }
+                    cols = next
+                }
+            }
+            out += cols
+        }
+        return out
+    }
+
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var prev = Array(0...b.count)
+        for i in 1...a.count {
+            var cur = [i] + Array(repeating: 0, count: b.count)
+            for j in 1...b.count {
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            prev = cur
+        }
+        return prev[b.count]
+    }
+}
