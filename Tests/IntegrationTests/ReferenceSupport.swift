@@ -29,6 +29,13 @@ enum Fixtures {
     static func fit(_ name: String, _ key: String) throws -> [String: Any] {
         (try reference(name)["fits"] as! [String: Any])[key] as! [String: Any]
     }
+
+    /// lme4 refitted at tight optimizer tolerances (Tests/Fixtures/tools/lme4-tight.R).
+    static func tight(_ name: String, _ key: String) throws -> [String: Any] {
+        let url = root.deletingLastPathComponent().appendingPathComponent("reference-tight.json")
+        let all = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        return all["\(name)/\(key)"] as! [String: Any]
+    }
 }
 
 /// In-process federation of SiteServices over protocol lines, one per file.
@@ -61,7 +68,7 @@ func assertMatchesReference(_ r: FitResult, _ ref: [String: Any], rel: Double = 
     }
     let objective = ref["objective"] as! Double
     XCTAssertLessThanOrEqual(r.objective - objective, 1e-6, "criterion worse than lme4's", file: file, line: line)
-    XCTAssertEqual(r.objective, objective, accuracy: 1e-6, "criterion", file: file, line: line)
+    XCTAssertGreaterThanOrEqual(r.objective - objective, -1e-5, "criterion far below lme4's: check the reference", file: file, line: line)
     XCTAssertEqual(r.nObs, ref["n_obs"] as! Int, file: file, line: line)
     let fe = ref["fixed_effects"] as! [[String: Any]]
     XCTAssertEqual(r.fixedEffects.map(\.name), fe.map { $0["name"] as! String }, file: file, line: line)
@@ -79,12 +86,49 @@ func assertMatchesReference(_ r: FitResult, _ ref: [String: Any], rel: Double = 
         check(mine.sdcor, theirs["sdcor"] as! Double, "sdcor \(mine.group)", tol: rel)
     }
     check(r.sigma, ref["sigma"] as! Double, "sigma", tol: rel)
-    XCTAssertEqual(r.loglik, ref["loglik"] as! Double, accuracy: 1e-6, file: file, line: line)
+    XCTAssertEqual(r.loglik, ref["loglik"] as! Double, accuracy: 1e-5, file: file, line: line)
     XCTAssertEqual(r.aic, ref["aic"] as! Double, accuracy: 1e-5, file: file, line: line)
     XCTAssertEqual(r.bic, ref["bic"] as! Double, accuracy: 1e-5, file: file, line: line)
     let theta = ref["theta"] as? [Double] ?? [ref["theta"] as! Double]
     XCTAssertEqual(r.theta.count, theta.count, file: file, line: line)
     XCTAssertEqual(r.singular, ref["singular"] as! Bool, file: file, line: line)
     if let groups = ref["n_groups"] as? [String: Int] { XCTAssertEqual(r.nGroups, groups, file: file, line: line) }
+    return worst
+}
+
+/// Asserts a fit agrees with lme4 refitted at tight tolerances: criterion to
+/// 1e-7 absolute, everything else to `rel` relative. Returns the worst error.
+@discardableResult
+func assertMatchesTightReference(_ r: FitResult, _ t: [String: Any], rel: Double = 1e-6,
+                                 file: StaticString = #filePath, line: UInt = #line) -> Double {
+    var worst = 0.0
+    func check(_ a: Double, _ b: Double, _ what: String, floor: Double = 1e-8) {
+        let e = abs(a - b) / max(abs(b), floor)
+        worst = max(worst, e)
+        XCTAssertLessThanOrEqual(e, rel, "\(what): fedmix \(a), lme4 (tight) \(b)", file: file, line: line)
+    }
+    XCTAssertEqual(r.objective, t["objective"] as! Double, accuracy: 1e-7, "criterion vs tight lme4", file: file, line: line)
+    for (k, f) in r.fixedEffects.enumerated() {
+        check(f.estimate, (t["estimates"] as! [Double])[k], "\(f.name) estimate", floor: f.stdError)
+        check(f.stdError, (t["std_errors"] as! [Double])[k], "\(f.name) SE")
+    }
+    for (k, v) in r.varianceComponents.enumerated() {
+        check(v.vcov, (t["vcov"] as! [Double])[k], "vcov \(v.group) \(v.var1 ?? "") \(v.var2 ?? "")")
+        check(v.sdcor, (t["sdcor"] as! [Double])[k], "sdcor \(v.group)")
+    }
+    check(r.sigma, t["sigma"] as! Double, "sigma")
+    if let effects = t["site_effects"] as? [[String: Any]] {
+        let names = r.varianceComponents.filter { $0.group == "site" && $0.var2 == nil }
+        for e in effects {
+            let site = e["site"] as! String
+            guard let mine = r.sites.first(where: { $0.site == site }) else { XCTFail("no site \(site)", file: file, line: line); continue }
+            for (k, vcomp) in names.enumerated() {
+                let n = vcomp.var1!
+                // near-zero modes: relative to the effect's standard deviation
+                check(mine.effects[n] ?? .nan, (e["effects"] as! [Double])[k], "site \(site) effect \(n)", floor: vcomp.sdcor)
+                check(mine.condSD[n] ?? .nan, (e["cond_sd"] as! [Double])[k], "site \(site) cond sd \(n)")
+            }
+        }
+    }
     return worst
 }
