@@ -46,12 +46,14 @@ public struct FitResult: Codable, Sendable {
         /// Conditional modes of the site-level random effects, by term column.
         public var effects: [String: Double]
         public var condSD: [String: Double]
+        /// The site's own (no-pooling) estimate of the same effects given β̂, when defined.
+        public var ownEffects: [String: Double]
         /// Partially pooled site coefficients (lme4's `coef()`).
         public var coefficients: [String: Double]
         public var bytesSent: Int
         public var bytesReceived: Int
         enum CodingKeys: String, CodingKey {
-            case site, nRows = "n_rows", nUsed = "n_used", missing, effects, condSD = "cond_sd", coefficients
+            case site, nRows = "n_rows", nUsed = "n_used", missing, effects, condSD = "cond_sd", ownEffects = "own_effects", coefficients
             case bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         }
     }

@@ -116,7 +116,7 @@ public enum Report {
     }
 
     /// Aligns a table; the first column left-aligned when asked.
-    static func table(_ rows: [[String]], rightAlign: Bool, leftFirst: Bool = false, indent: String = "") -> String {
+    public static func table(_ rows: [[String]], rightAlign: Bool, leftFirst: Bool = false, indent: String = "") -> String {
         let ncol = rows.map(\.count).max() ?? 0
         var widths = [Int](repeating: 0, count: ncol)
         for r in rows { for (j, c) in r.enumerated() { widths[j] = max(widths[j], c.count) } }

@@ -99,7 +99,7 @@ struct ResultBuilder {
         var siteResults: [FitResult.SiteResult] = []
         for (i, site) in sites.enumerated() {
             let s = prepared[i].summary
-            var effects: [String: Double] = [:], condSD: [String: Double] = [:]
+            var effects: [String: Double] = [:], condSD: [String: Double] = [:], own: [String: Double] = [:]
             var coefficients: [String: Double] = [:]
             for (j, c) in spec.fixed.enumerated() { coefficients[c.name] = estimates.beta[j] }
             if let e = finals[i].effects, let cc = finals[i].conditionalCovariance, e.count == keys.count {
@@ -108,11 +108,12 @@ struct ResultBuilder {
                     effects[key] = e[a]
                     condSD[key] = cc[a + a * r].squareRoot()
                     if coefficients[siteColumns[a].1] != nil { coefficients[siteColumns[a].1]! += e[a] }
+                    if let o = finals[i].ownEffects, o.count == keys.count { own[key] = o[a] }
                 }
             }
             siteResults.append(.init(site: site, nRows: s.rows, nUsed: s.used,
                                      missing: s.missing.mapValues { $0.exactValue.map(MissingCount.exact) ?? .suppressed($0.description) },
-                                     effects: effects, condSD: condSD, coefficients: coefficients,
+                                     effects: effects, condSD: condSD, ownEffects: own, coefficients: coefficients,
                                      bytesSent: bytesSent[i], bytesReceived: bytesReceived[i]))
         }
         let npar = Double(p + theta.count + 1)

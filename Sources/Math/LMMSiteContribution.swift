@@ -62,6 +62,20 @@ public enum LMMSite {
         return SiteLevelEffects(effects: effects, conditionalCovariance: cov)
     }
 
+    /// The site's own (no-pooling) estimate of its site-level effects given
+    /// β̂, (ZᵀZ)⁻¹Zᵀ(y − Xβ̂): what the site would conclude alone. Available
+    /// when every term is grouped by site and ZᵀZ is invertible.
+    public static func ownEstimate(_ b: SiteBlocks, beta: [Double]) -> [Double]? {
+        guard b.first == nil, b.tail.count == 1, b.siteFactor == b.tail[0].factor else { return nil }
+        let td = b.tailDimension, p = b.width - 1
+        var rhs = [Double](repeating: 0, count: td)
+        for i in 0..<td {
+            rhs[i] = b.tw[i + p * td]
+            for j in 0..<p { rhs[i] -= b.tw[i + j * td] * beta[j] }
+        }
+        return try? Dense.solveSPD(Matrix(rows: td, cols: td, data: b.tt), rhs)
+    }
+
     struct Factorization {
         var contribution: LMMContribution
         var tailFactor: JetMatrix

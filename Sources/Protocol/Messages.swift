@@ -212,9 +212,14 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
     public var effects: [Double]?
     /// Their conditional covariance, r×r column-major.
     public var conditionalCovariance: [Double]?
-    enum CodingKeys: String, CodingKey { case session, effects, conditionalCovariance = "conditional_covariance" }
-    public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?) {
+    /// The site's own (no-pooling) estimate of the same effects, when defined.
+    public var ownEffects: [Double]?
+    enum CodingKeys: String, CodingKey {
+        case session, effects, conditionalCovariance = "conditional_covariance", ownEffects = "own_effects"
+    }
+    public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?, ownEffects: [Double]? = nil) {
         self.session = session; self.effects = effects; self.conditionalCovariance = conditionalCovariance
+        self.ownEffects = ownEffects
     }
 }
 

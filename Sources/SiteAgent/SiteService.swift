@@ -203,7 +203,8 @@ public final class SiteService: Sendable {
             throw SiteError.invalid("beta must have one value per fixed effect and sigma must be positive")
         }
         let e = try LMMSite.siteEffects(s.frame.blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
-        return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data)
+        return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
+                             ownEffects: LMMSite.ownEstimate(s.frame.blocks, beta: r.beta))
     }
 
     private func validate(theta: [Double], structure: CovarianceStructure) throws {

@@ -30,6 +30,7 @@ enum FedmixCommand {
             case "--version", "version": print("fedmix \(fedmixVersion) (protocol \(protocolVersion))"); return 0
             case "help", "--help", "-h": print(usage); return 0
             case "local": return try LocalCommand.run(rest)
+            case "demo": return try DemoCommand.run(rest)
             default: throw UsageError("unknown command \"\(command)\"; run fedmix help")
             }
         } catch let e as UsageError {

@@ -7,11 +7,11 @@ import Math
 /// `fedmix local PATH...`: one site per CSV file.
 enum LocalCommand {
     static func run(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["formula", "format", "output", "dataset"], flags: ["ml"])
+        let a = try Arguments(args, options: ["formula", "format", "output", "dataset"], flags: ["ml", "in-process"])
         guard !a.positionals.isEmpty else { throw UsageError("give at least one CSV file or folder of CSV files") }
         let formula = try a.require("formula")
         let files = try siteFiles(a.positionals)
-        let federation = try LocalFederation.inProcess(files: files)
+        let federation = try LocalFederation.start(files: files, inProcess: a.has("in-process"))
         defer { federation.close() }
         let result = try Analysis.fit(federation, dataset: "data", formula: formula,
                                       options: FitOptions(method: a.has("ml") ? .ml : .reml))
@@ -46,6 +46,11 @@ enum LocalCommand {
 
 /// Site agents for local files.
 enum LocalFederation {
+    /// Agents for the files: over TLS on loopback unless `inProcess`.
+    static func start(files: [URL], inProcess: Bool) throws -> Federation {
+        try Self.inProcess(files: files)
+    }
+
     /// Agents in this process, reached through protocol lines.
     static func inProcess(files: [URL]) throws -> Federation {
         Federation(channels: files.map { url in
