@@ -294,6 +294,11 @@ final class FormulaTests: XCTestCase {
             let f = try Formula.parse(text)
             XCTAssertEqual(f.fixed.intercept, intercept, text)
         }
+        // Bars before a minus, as lme4's nobars reads them (checked with lme4):
+        // y ~ x + (1 | g) - 1 has no intercept; y ~ (1 | g) - 1 keeps it.
+        XCTAssertEqual(try Formula.parse("y ~ x + (1 | g) - 1").fixed.intercept, false)
+        XCTAssertEqual(try Formula.parse("y ~ x + (1 | g) - 1").random.map(\.name), ["g"])
+        XCTAssertEqual(try Formula.parse("y ~ (1 | g) - 1").fixed.intercept, true)
         let s = try spec("y ~ x - 1 + (1|site)", vars(num("y"), num("x")))
         XCTAssertEqual(names(s.fixed), ["x"])
         let t = try spec("y ~ (1|site)", vars(num("y")))
@@ -564,6 +569,9 @@ final class FormulaTests: XCTestCase {
         let n = "y ~ -x + (1 | site)"
         assertFormulaError(n, message: "a minus sign before a term is not supported: -1 removes the intercept, a - b removes term b, and a negated covariate is written I(-x)",
                            position: 4, term: "-")
+        let o = "y ~ x - (1 | g)"
+        assertFormulaError(o, message: "a random-effects term cannot be subtracted; remove '- (1 | g)'",
+                           position: at("|", o), term: "1 | g")
         let p = "y ~ y + x + (1 | site)"
         assertFormulaError(p, message: "the response y also appears on the right side of ~; remove it from the terms",
                            position: 4, term: "y")
