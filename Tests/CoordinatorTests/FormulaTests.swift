@@ -225,6 +225,41 @@ final class FormulaTests: XCTestCase {
         XCTAssertEqual(names(try spec("y ~ 0 + f*g + (1|site)", v).fixed), ["fa", "fb", "fc", "gB", "fb:gB", "fc:gB"])
     }
 
+    /// Column names checked by hand against R 4.2.2 / lme4 (lFormula) on
+    /// data with these types; the tests do not need R.
+    func testRVerifiedModelMatrixNames() throws {
+        let v = vars(num("y"), num("x"), num("z"), num("grp"), text("a", lv123), text("b", lv123),
+                     text("f", abc), text("g", ["A", "B"]))
+        let cases: [(String, [String])] = [
+            ("y ~ a:b + a:f", ["(Intercept)", "a1:b1", "a2:b1", "a3:b1", "a1:b2", "a2:b2", "a3:b2", "a1:b3", "a2:b3", "a3:b3",
+                               "a1:fb", "a2:fb", "a3:fb", "a1:fc", "a2:fc", "a3:fc"]),
+            ("y ~ a:f + b:f + f", ["(Intercept)", "fb", "fc", "a2:fa", "a3:fa", "a2:fb", "a3:fb", "a2:fc", "a3:fc",
+                                   "fa:b2", "fb:b2", "fc:b2", "fa:b3", "fb:b3", "fc:b3"]),
+            ("y ~ x:a + z:a", ["(Intercept)", "x:a1", "x:a2", "x:a3", "a1:z", "a2:z", "a3:z"]),
+            ("y ~ z:x + x", ["(Intercept)", "x", "z:x"]),
+            ("y ~ 0 + a:b + a", ["a1", "a2", "a3", "a1:b2", "a2:b2", "a3:b2", "a1:b3", "a2:b3", "a3:b3"]),
+            ("y ~ 0 + x + a:b", ["x", "a1:b1", "a2:b1", "a3:b1", "a1:b2", "a2:b2", "a3:b2", "a1:b3", "a2:b3", "a3:b3"]),
+            ("y ~ 0 + x:f + a", ["a1", "a2", "a3", "x:fa", "x:fb", "x:fc"]),
+            ("y ~ (a + b)*f - a", ["(Intercept)", "b2", "b3", "fb", "fc", "a2:fa", "a3:fa", "a2:fb", "a3:fb", "a2:fc", "a3:fc",
+                                   "b2:fb", "b3:fb", "b2:fc", "b3:fc"]),
+            ("y ~ a*x*f - a:x:f", ["(Intercept)", "a2", "a3", "x", "fb", "fc", "a2:x", "a3:x", "a2:fb", "a3:fb", "a2:fc", "a3:fc",
+                                   "x:fb", "x:fc"]),
+            ("y ~ f:g:x", ["(Intercept)", "fa:gA:x", "fb:gA:x", "fc:gA:x", "fa:gB:x", "fb:gB:x", "fc:gB:x"]),
+            ("y ~ x:f:g + f", ["(Intercept)", "fb", "fc", "x:fa:gA", "x:fb:gA", "x:fc:gA", "x:fa:gB", "x:fb:gB", "x:fc:gB"]),
+        ]
+        for (f, expected) in cases {
+            XCTAssertEqual(names(try spec(f + " + (1 | grp)", v).fixed), expected, f)
+        }
+        XCTAssertEqual(names(try spec("y ~ x + (a*f | grp)", v).terms[0].columns),
+                       ["(Intercept)", "a2", "a3", "fb", "fc", "a2:fb", "a3:fb", "a2:fc", "a3:fc"])
+        XCTAssertEqual(names(try spec("y ~ x + (0 + a:f | grp)", v).terms[0].columns),
+                       ["a1:fa", "a2:fa", "a3:fa", "a1:fb", "a2:fb", "a3:fb", "a1:fc", "a2:fc", "a3:fc"])
+        // Variables removed with - still take their place in the variable
+        // order (R 4.x's terms()): b comes before c, d before c.
+        XCTAssertEqual(try Formula.parse("y ~ x - b + c + b:c + (1 | grp)").fixed.termLabels, ["x", "c", "b:c"])
+        XCTAssertEqual(try Formula.parse("y ~ x - b:d + c + d:c + (1 | grp)").fixed.termLabels, ["x", "c", "d:c"])
+    }
+
     func testTermOrderingAndDuplicates() throws {
         let f = try Formula.parse("y ~ c:a + b + a + b + a:c + log(z) + (1 | site)")
         XCTAssertEqual(f.fixed.termLabels, ["b", "a", "log(z)", "c:a"])
@@ -259,6 +294,11 @@ final class FormulaTests: XCTestCase {
             let f = try Formula.parse(text)
             XCTAssertEqual(f.fixed.intercept, intercept, text)
         }
+        // Bars before a minus, as lme4's nobars reads them (checked with lme4):
+        // y ~ x + (1 | g) - 1 has no intercept; y ~ (1 | g) - 1 keeps it.
+        XCTAssertEqual(try Formula.parse("y ~ x + (1 | g) - 1").fixed.intercept, false)
+        XCTAssertEqual(try Formula.parse("y ~ x + (1 | g) - 1").random.map(\.name), ["g"])
+        XCTAssertEqual(try Formula.parse("y ~ (1 | g) - 1").fixed.intercept, true)
         let s = try spec("y ~ x - 1 + (1|site)", vars(num("y"), num("x")))
         XCTAssertEqual(names(s.fixed), ["x"])
         let t = try spec("y ~ (1|site)", vars(num("y")))
@@ -529,6 +569,9 @@ final class FormulaTests: XCTestCase {
         let n = "y ~ -x + (1 | site)"
         assertFormulaError(n, message: "a minus sign before a term is not supported: -1 removes the intercept, a - b removes term b, and a negated covariate is written I(-x)",
                            position: 4, term: "-")
+        let o = "y ~ x - (1 | g)"
+        assertFormulaError(o, message: "a random-effects term cannot be subtracted; remove '- (1 | g)'",
+                           position: at("|", o), term: "1 | g")
         let p = "y ~ y + x + (1 | site)"
         assertFormulaError(p, message: "the response y also appears on the right side of ~; remove it from the terms",
                            position: 4, term: "y")

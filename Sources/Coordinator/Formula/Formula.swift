@@ -281,6 +281,18 @@ struct FormulaChecker {
                                     operatorPosition: n.operatorPosition)
             }
             return (fixed, ba + bb)
+        case .binary(.minus, let a, let b):
+            // y ~ x + (1 | g) - 1. Like lme4's nobars, when nothing but bars
+            // is left of the minus, the right side stands alone: lme4 turns
+            // y ~ (1 | g) - 1 into y ~ 1 (the intercept stays).
+            if let bar = b.firstBar {
+                throw errors.error("a random-effects term cannot be subtracted; remove '- (\(bar.deparsed))'", at: bar.operatorPosition, bar.deparsed)
+            }
+            let (fa, ba) = try split(a)
+            guard !ba.isEmpty else { return (n, []) }
+            guard let fa else { return (b, ba) }
+            return (FormulaNode(kind: .binary(.minus, fa, b), position: n.position, length: n.length,
+                                operatorPosition: n.operatorPosition), ba)
         case .paren(let inner):
             let u = inner.unparenthesized
             if case .binary(let op, _, _) = u.kind, op == .bar || op == .doubleBar { return (nil, [u]) }

@@ -44,7 +44,7 @@ public struct ModelTerms: Sendable, Hashable {
         guard let rhs else {
             return ModelTerms(variables: [], terms: [], intercept: true, offsets: [])
         }
-        b.extract(rhs, checkOnly: false)
+        b.extract(rhs)
         let raw = b.encode(rhs)
         // Offsets: variables that are offset(...) calls; terms containing them go.
         var offsetIndices: Set<Int> = []
@@ -92,29 +92,17 @@ struct TermsBuilder {
         return variables.count - 1
     }
 
-    private static func isZeroOne(_ n: FormulaNode) -> Bool {
-        if case .number(let v) = n.kind { return v == 0 || v == 1 }
-        return false
-    }
-
-    /// R's ExtractVars: installs variables in order of appearance; the
-    /// right side of `-` is only checked (its new variables come last).
-    mutating func extract(_ n: FormulaNode, checkOnly: Bool) {
+    /// R's ExtractVars: installs variables in order of appearance in the
+    /// text, including those on the right of `-` (as R 4.x does), so that
+    /// they order the variables of interactions.
+    mutating func extract(_ n: FormulaNode) {
         switch n.kind {
         case .number: return
-        case .name, .call:
-            if !checkOnly { _ = install(n) }
-        case .paren(let a): extract(a, checkOnly: checkOnly)
-        case .unary(let op, let a): extract(a, checkOnly: op == .minus ? true : checkOnly)
+        case .name, .call: _ = install(n)
+        case .paren(let a), .unary(_, let a): extract(a)
         case .binary(let op, let a, let b):
-            switch op {
-            case .minus:
-                extract(a, checkOnly: checkOnly); extract(b, checkOnly: true)
-            case .power:
-                extract(a, checkOnly: checkOnly)
-            default:
-                extract(a, checkOnly: checkOnly); extract(b, checkOnly: checkOnly)
-            }
+            extract(a)
+            if op != .power { extract(b) }
         }
     }
 
