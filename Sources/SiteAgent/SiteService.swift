@@ -25,6 +25,10 @@ public struct DisclosurePolicy: Sendable, Equatable {
     public var maxListedLevels = 50
     /// Most requests answered within one session.
     public var maxRoundsPerSession = 200
+    /// Most model parameters per row used (DataSHIELD's nfilter.glm).
+    public var maxParametersPerRow = 0.33
+    /// Most sessions per coordinator identity per day.
+    public var maxSessionsPerDay = 100
     public init() {}
 
     /// No thresholds: for `fedmix local`, where every row is already on the
@@ -32,6 +36,7 @@ public struct DisclosurePolicy: Sendable, Equatable {
     public static let off: DisclosurePolicy = {
         var p = DisclosurePolicy()
         p.minRows = 1; p.minCell = 1; p.maxListedLevels = 1000; p.maxRoundsPerSession = 100_000
+        p.maxParametersPerRow = .infinity; p.maxSessionsPerDay = .max
         return p
     }()
 }
@@ -50,6 +55,9 @@ public final class SiteService: Sendable {
     public let policy: DisclosurePolicy
     /// How long an idle session is kept (seconds).
     public let sessionTimeout: Double
+    /// Variables that may be used (nil: all) and variables that never may.
+    public let allowedVariables: Set<String>?
+    public let deniedVariables: Set<String>
     private let sources: [String: DatasetSource]
     private let tables = Mutex<[String: DataTable]>([:])
     private let sessions = Mutex<[String: Session]>([:])
@@ -62,9 +70,23 @@ public final class SiteService: Sendable {
     }
 
     public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
-                policy: DisclosurePolicy = DisclosurePolicy(), sessionTimeout: Double = 3600) {
+                policy: DisclosurePolicy = DisclosurePolicy(), sessionTimeout: Double = 3600,
+                allowedVariables: [String]? = nil, deniedVariables: [String] = []) {
         self.site = site; self.sources = datasets; self.siteColumn = siteColumn
         self.policy = policy; self.sessionTimeout = sessionTimeout
+        self.allowedVariables = allowedVariables.map(Set.init); self.deniedVariables = Set(deniedVariables)
+    }
+
+    /// The service an agent configuration describes.
+    public convenience init(config: AgentConfig) {
+        self.init(site: config.site, datasets: config.dataSources, siteColumn: config.siteColumn,
+                  policy: config.disclosure, sessionTimeout: config.sessionTimeoutSeconds,
+                  allowedVariables: config.allowedVariables, deniedVariables: config.deniedVariables)
+    }
+
+    /// Whether the site's rules let a variable be used or described.
+    public func mayUse(_ variable: String) -> Bool {
+        !deniedVariables.contains(variable) && (allowedVariables?.contains(variable) ?? true)
     }
 
     /// Answers one protocol line with one protocol line. Never throws: every
@@ -111,7 +133,7 @@ public final class SiteService: Sendable {
     func describe(_ r: DescribeRequest) throws -> SiteDescription {
         let table = try load(r.dataset)
         var vars: [VariableDescription] = []
-        for c in table.columns {
+        for c in table.columns where mayUse(c.name) {
             var counts: [String: Int] = [:]
             var numericValues: [String: Double] = [:]
             var missing = 0
@@ -149,12 +171,19 @@ public final class SiteService: Sendable {
             }
             return reply(for: r.session, existing.frame)
         }
+        for v in ModelFrame.allVariables(r.model) + r.model.requiredVariables where !mayUse(v) {
+            throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
+        }
         let table = try load(r.dataset)
         let frame: ModelFrame
         do { frame = try ModelFrame(table: table, spec: r.model, dataset: r.dataset) }
         catch ModelFrameError.noCompleteRows(_, let n) { throw ModelFrameError.noCompleteRows(site: site, rows: n) }
         guard frame.used >= policy.minRows else {
             throw SiteError.disclosure("the model would use \(frame.used < policy.minCell ? "fewer than \(policy.minCell)" : String(frame.used)) rows at this site; the site's minimum is \(policy.minRows) (rule min_rows)")
+        }
+        let parameters = r.model.fixedCount + r.model.thetaCount + 1
+        guard Double(parameters) <= policy.maxParametersPerRow * Double(frame.used) else {
+            throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
         let now = Date()
         sessions.withLock { s in
