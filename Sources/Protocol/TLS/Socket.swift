@@ -90,6 +90,18 @@ enum Socket {
         throw lastError
     }
 
+    /// Reads and drops whatever input is already queued, without waiting.
+    /// Closing a socket with unread input makes the kernel send RST instead
+    /// of FIN, and a peer that receives RST may lose the TLS alert sent just
+    /// before, which explains why it was refused.
+    static func discardPendingInput(_ fd: Int32) {
+        var scratch = [UInt8](repeating: 0, count: 4096)
+        for _ in 0..<16 {
+            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n <= 0 { return }
+        }
+    }
+
     static func setNoDelay(_ fd: Int32) {
         var one: Int32 = 1
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))

@@ -153,6 +153,7 @@ public final class TLSConnection: @unchecked Sendable {
                                            readTimeout: ioTimeout, writeTimeout: ioTimeout)
         } catch {
             SSL_free(ssl)
+            Socket.discardPendingInput(fd)
             _ = Glibc.close(fd)
             throw error
         }
@@ -322,8 +323,12 @@ public final class TLSConnection: @unchecked Sendable {
             }
             // A partly written record cannot be resumed with other data.
             fatal = fatal || kind == SSL_ERROR_SSL || kind == SSL_ERROR_SYSCALL
-            writeFailure = error
-            throw error
+            // A peer that refused this side (e.g. its certificate, after a
+            // TLS 1.3 handshake that looked complete here) sent an alert
+            // before closing; report that instead of the bare reset.
+            let reported = (error == .connectionReset || error == .unexpectedEOF) ? (pendingAlert() ?? error) : error
+            writeFailure = reported
+            throw reported
         }
     }
 
@@ -354,6 +359,21 @@ public final class TLSConnection: @unchecked Sendable {
             fatal = fatal || kind == SSL_ERROR_SSL || kind == SSL_ERROR_SYSCALL
             throw failRead(Self.classifyIOFailure(kind: kind, errnoValue: savedErrno, entries: entries, operation: .read))
         }
+    }
+
+    /// A fatal alert already received from the peer, read without waiting.
+    private func pendingAlert() -> TLSError? {
+        guard let ssl, fd >= 0 else { return nil }
+        Socket.setBlocking(fd, false)
+        defer { Socket.setBlocking(fd, true) }
+        var got = 0
+        OpenSSLErrors.clear()
+        let rc = chunk.withUnsafeMutableBytes { SSL_read_ex(ssl, $0.baseAddress, 1, &got) }
+        let entries = OpenSSLErrors.drain()
+        guard rc != 1, let alert = entries.first(where: { $0.alertCode != nil }) else { return nil }
+        let error = TLSError.rejectedByPeer(alertCode: alert.alertCode!, alert: alert.text)
+        readFailure = error
+        return error
     }
 
     private func failRead(_ error: TLSError) -> TLSError {
