@@ -36,6 +36,10 @@ static inline void fedmix_SSL_CTX_harden(SSL_CTX *ctx) {
     SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
 }
 
+static inline int fedmix_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) {
+    return (int)SSL_CTX_set_max_proto_version(ctx, version);
+}
+
 static inline int fedmix_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
     return (int)SSL_set_tlsext_host_name(ssl, name);
 }

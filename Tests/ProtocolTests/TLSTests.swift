@@ -241,6 +241,49 @@ final class TLSTests: XCTestCase {
         _ = server.next()
     }
 
+    func testTLS12ClientIsServed() throws {
+        let server = try EchoServer(context: try serverContext())
+        defer { XCTAssertTrue(server.stop()) }
+        let client = try TLSConnection.connect(host: "127.0.0.1", port: server.listener.port,
+                                               context: try TLSContext.client(identity: f.siteA, maximumVersion: TLS1_2_VERSION),
+                                               serverName: "server.fedmix", timeout: 5)
+        XCTAssertEqual(client.protocolVersion, "TLSv1.2")
+        guard case .accepted(_, _, let version)? = server.next() else { return XCTFail("not accepted") }
+        XCTAssertEqual(version, "TLSv1.2")
+        try client.writeLine("old but fine")
+        XCTAssertEqual(try client.readLine(), "echo: old but fine")
+        client.close()
+        XCTAssertEqual(server.next(), .peerClosed(linesEchoed: 1))
+    }
+
+    func testTLS12ClientWithNameNotAllowedFailsInConnect() throws {
+        // With TLS 1.2 the server verifies the client before its Finished, so
+        // the refusal reaches the client inside connect().
+        let server = try EchoServer(context: try serverContext())
+        defer { XCTAssertTrue(server.stop()) }
+        XCTAssertThrowsError(try TLSConnection.connect(host: "127.0.0.1", port: server.listener.port,
+                                                       context: try TLSContext.client(identity: f.siteB, maximumVersion: TLS1_2_VERSION),
+                                                       serverName: "server.fedmix", timeout: 5)) { error in
+            guard case .rejectedByPeer(let code, _)? = error as? TLSError else { return XCTFail("\(error)") }
+            XCTAssertEqual(code, 40)
+        }
+        XCTAssertEqual(server.next(), .handshakeFailed(.peerNameNotAllowed(names: ["site-b"], allowed: ["site-a"])))
+        try assertServes(server)
+    }
+
+    func testTLS11ClientIsRefused() throws {
+        let server = try EchoServer(context: try serverContext())
+        defer { XCTAssertTrue(server.stop()) }
+        XCTAssertThrowsError(try TLSConnection.connect(host: "127.0.0.1", port: server.listener.port,
+                                                       context: try TLSContext.client(identity: f.siteA, maximumVersion: TLS1_1_VERSION),
+                                                       serverName: "server.fedmix", timeout: 5)) { error in
+            XCTAssertEqual(error as? TLSError, .rejectedByPeer(alertCode: 70, alert: "tlsv1 alert protocol version"))
+        }
+        guard case .handshakeFailed(.handshakeFailed(let detail))? = server.next() else { return XCTFail("no refusal") }
+        XCTAssertTrue(detail.contains("unsupported protocol"), detail)
+        try assertServes(server)
+    }
+
     // MARK: - Refused connections (the server keeps serving after each)
 
     func testClientCertificateFromAnotherCAIsRefused() throws {

@@ -112,6 +112,7 @@ public final class TLSConnection: @unchecked Sendable {
                     }
                 } else {
                     // SNI only for names (RFC 6066 forbids IP literals).
+                    X509_VERIFY_PARAM_set_hostflags(param, UInt32(X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
                     guard X509_VERIFY_PARAM_set1_host(param, serverName, 0) == 1,
                           fedmix_SSL_set_tlsext_host_name(ssl, serverName) == 1 else {
                         throw TLSError.configuration("cannot check host name \(serverName): \(OpenSSLErrors.drainSummary())")

@@ -104,7 +104,14 @@ public final class TLSContext: @unchecked Sendable {
         try make(role: .client, identity: identity, allowedPeerNames: [])
     }
 
-    private static func make(role: Role, identity: TLSIdentity, allowedPeerNames: [String]) throws -> TLSContext {
+    /// A client limited to an older TLS version (TLS1_2_VERSION, ...): for
+    /// tests of version negotiation only.
+    static func client(identity: TLSIdentity, maximumVersion: Int32) throws -> TLSContext {
+        try make(role: .client, identity: identity, allowedPeerNames: [], maximumVersion: maximumVersion)
+    }
+
+    private static func make(role: Role, identity: TLSIdentity, allowedPeerNames: [String],
+                             maximumVersion: Int32? = nil) throws -> TLSContext {
         ignoreSIGPIPE()
         OpenSSLErrors.clear()
         guard let ctx = SSL_CTX_new(role == .server ? TLS_server_method() : TLS_client_method()) else {
@@ -114,9 +121,19 @@ public final class TLSContext: @unchecked Sendable {
             guard fedmix_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 else {
                 throw TLSError.configuration("cannot require TLS 1.2: \(OpenSSLErrors.drainSummary())")
             }
+            if let maximumVersion {
+                // Lets tests play an old client: below TLS 1.2 also needs a
+                // lower security level.
+                SSL_CTX_set_security_level(ctx, 0)
+                _ = fedmix_SSL_CTX_set_min_proto_version(ctx, 0)
+                guard fedmix_SSL_CTX_set_max_proto_version(ctx, maximumVersion) == 1 else {
+                    throw TLSError.configuration("cannot limit the TLS version: \(OpenSSLErrors.drainSummary())")
+                }
+            }
             fedmix_SSL_CTX_harden(ctx)
             // TLS 1.2 only: forward-secret AEAD suites. (TLS 1.3 suites are all AEAD.)
-            guard SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") == 1 else {
+            let ciphers = maximumVersion == nil ? "ECDHE+AESGCM:ECDHE+CHACHA20" : "ALL:@SECLEVEL=0"
+            guard SSL_CTX_set_cipher_list(ctx, ciphers) == 1 else {
                 throw TLSError.configuration("cannot set cipher list: \(OpenSSLErrors.drainSummary())")
             }
             let fingerprint = try loadIdentity(ctx, identity)
