@@ -65,9 +65,12 @@ public final class TLSConnection: @unchecked Sendable {
         self.peerAddress = peerAddress
         self.readTimeout = readTimeout
         self.writeTimeout = writeTimeout
-        guard let cert = SSL_get1_peer_certificate(ssl) else {
-            // Unreachable with SSL_VERIFY_PEER; refuse rather than trust.
-            throw TLSError.noPeerCertificate
+        // Both unreachable with SSL_VERIFY_PEER; refuse rather than trust.
+        guard let cert = SSL_get1_peer_certificate(ssl) else { throw TLSError.noPeerCertificate }
+        let verify = Int32(SSL_get_verify_result(ssl))
+        guard verify == X509_V_OK else {
+            X509_free(cert)
+            throw TLSError.peerCertificateRejected(subject: "", reason: String(cString: X509_verify_cert_error_string(Int(verify))))
         }
         defer { X509_free(cert) }
         peerSubject = X509Fields.subject(cert)
