@@ -55,7 +55,17 @@ public final class Federation: @unchecked Sendable {
     public var bytesSent: [Int] { channels.map(\.bytesSent) }
     public var bytesReceived: [Int] { channels.map(\.bytesReceived) }
 
-    public func close() { channels.forEach { $0.close() } }
+    /// Runs after the channels close (e.g. to stop local agents).
+    public var onClose: (@Sendable () -> Void)? {
+        get { closeHook.withLock { $0 } }
+        set { closeHook.withLock { $0 = newValue } }
+    }
+    private let closeHook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    public func close() {
+        channels.forEach { $0.close() }
+        closeHook.withLock { hook in hook?(); hook = nil }
+    }
 }
 
 /// An answer of the wrong kind.

@@ -46,13 +46,14 @@ enum LocalCommand {
 
 /// Site agents for local files.
 enum LocalFederation {
-    /// Agents for the files: over TLS on loopback unless `inProcess`.
+    /// One agent per file: over mutual TLS on loopback with throwaway
+    /// certificates (the production path), or in this process.
     static func start(files: [URL], inProcess: Bool) throws -> Federation {
-        try Self.inProcess(files: files)
+        inProcess ? Self.inProcess(files: files) : try LocalAgents(files: files).federation
     }
 
     /// Agents in this process, reached through protocol lines.
-    static func inProcess(files: [URL]) throws -> Federation {
+    static func inProcess(files: [URL]) -> Federation {
         Federation(channels: files.map { url in
             let site = url.deletingPathExtension().lastPathComponent
             let service = SiteService(site: site, datasets: ["data": .csv(path: url.path, types: [:])], policy: .off)
