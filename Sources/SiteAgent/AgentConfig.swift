@@ -180,5 +180,6 @@ public struct AgentConfig: Sendable, Equatable {
 public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public var path: String
     public var message: String
+    public init(path: String, message: String) { self.path = path; self.message = message }
     public var description: String { "\(path): \(message)" }
 }

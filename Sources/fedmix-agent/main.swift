@@ -1,2 +1,5 @@
+import Foundation
 import SiteAgent
-print("fedmix-agent: not yet implemented")
+import Protocol
+
+exit(AgentCommand.run(Array(CommandLine.arguments.dropFirst())))

@@ -31,6 +31,9 @@ enum FedmixCommand {
             case "help", "--help", "-h": print(usage); return 0
             case "local": return try LocalCommand.run(rest)
             case "demo": return try DemoCommand.run(rest)
+            case "fit": return try RemoteCommands.fit(rest)
+            case "describe": return try RemoteCommands.describe(rest)
+            case "certs": return try CertsCommand.run(rest)
             default: throw UsageError("unknown command \"\(command)\"; run fedmix help")
             }
         } catch let e as UsageError {
