@@ -35,8 +35,10 @@ public enum Analysis {
                            options: FitOptions = FitOptions()) throws -> FitResult {
         let started = Date()
         let descriptions = try describe(federation, dataset: dataset)
-        let spec = try resolve(formula: formula, descriptions: descriptions)
-        var result = try LMMFit.run(federation, dataset: dataset, spec: spec, options: options)
+        let spec = try resolve(formula: formula, descriptions: descriptions, family: options.family, link: options.link)
+        var result = options.family == .gaussian
+            ? try LMMFit.run(federation, dataset: dataset, spec: spec, options: options)
+            : try GLMMFit.run(federation, dataset: dataset, spec: spec, options: options)
         result.elapsedSeconds = Date().timeIntervalSince(started)
         return result
     }

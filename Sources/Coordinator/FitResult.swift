@@ -37,6 +37,11 @@ public struct FitResult: Codable, Sendable {
             try c.encode(sdcor, forKey: .sdcor)
         }
     }
+    public struct ResponseScale: Codable, Sendable {
+        public var estimate: Double
+        public var lower: Double
+        public var upper: Double
+    }
     public struct SiteResult: Codable, Sendable {
         public var site: String
         public var nRows: Int
@@ -52,7 +57,11 @@ public struct FitResult: Codable, Sendable {
         public var coefficients: [String: Double]
         public var bytesSent: Int
         public var bytesReceived: Int
+        /// GLMMs: the site's intercept on the response scale (e.g. its adjusted
+        /// probability at covariates 0) with a 95% conditional interval.
+        public var responseScale: ResponseScale?
         enum CodingKeys: String, CodingKey {
+            case responseScale = "response_scale"
             case site, nRows = "n_rows", nUsed = "n_used", missing, effects, condSD = "cond_sd", ownEffects = "own_effects", coefficients
             case bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         }
@@ -83,13 +92,18 @@ public struct FitResult: Codable, Sendable {
     public var elapsedSeconds: Double
     /// Group names in lme4's order (for the text summary).
     public var groupOrder: [String]
+    /// GLMMs: quadrature points (1 = Laplace).
+    public var nAGQ: Int?
+    /// GLMMs with nAGQ > 1: the objective as lme4 reports it, which omits the
+    /// saturated model's constant (Σ −2 log p(y | μ = y)); nil otherwise.
+    public var lme4Objective: Double?
 
     enum CodingKeys: String, CodingKey {
         case model, converged, singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
         case fixedEffects = "fixed_effects", theta, thetaNames = "theta_names"
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
-        case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order"
+        case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective"
     }
 
     /// The JSON form (pretty-printed, keys sorted).

@@ -8,9 +8,17 @@ import Math
 import Protocol
 
 public struct FitOptions: Sendable {
+    /// REML or ML (linear mixed models).
     public var method: EstimationMethod = .reml
+    public var family: Family = .gaussian
+    /// Nil: the family's canonical link.
+    public var link: Link? = nil
+    /// Quadrature points for GLMMs (1 = Laplace).
+    public var nAGQ = 1
     public var maxEvaluations = 100
-    public init(method: EstimationMethod = .reml) { self.method = method }
+    public init(method: EstimationMethod = .reml, family: Family = .gaussian, link: Link? = nil, nAGQ: Int = 1) {
+        self.method = method; self.family = family; self.link = link; self.nAGQ = nAGQ
+    }
 }
 
 public enum LMMFit {

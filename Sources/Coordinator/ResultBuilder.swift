@@ -45,7 +45,7 @@ struct ResultBuilder {
             let b = estimates.beta[i]
             let se = sigma * estimates.unscaledCovariance[i, i].squareRoot()
             let stat = b / se
-            fixed.append(.init(name: c.name, estimate: b, stdError: se, statistic: stat,
+            fixed.append(.init(name: c.name, estimate: b, stdError: se.isFinite ? se : .nan, statistic: stat,
                                pValue: erfc(abs(stat) / 2.0.squareRoot()), ciLower: b - z * se, ciUpper: b + z * se))
         }
         // Variance components and θ in lme4's order.
@@ -85,9 +85,13 @@ struct ResultBuilder {
                                 vcov: cov[i, j], sdcor: sd > 0 ? cov[i, j] / sd : 0))
             } }
         }
-        vc.append(.init(group: "Residual", var1: nil, var2: nil, vcov: sigma * sigma, sdcor: sigma))
-        let totalIntercept = interceptVariances.reduce(sigma * sigma) { $0 + $1.1 }
-        for (g, v) in interceptVariances { icc[g] = v / totalIntercept }
+        if spec.family == .gaussian {
+            vc.append(.init(group: "Residual", var1: nil, var2: nil, vcov: sigma * sigma, sdcor: sigma))
+        }
+        if let residual = latentResidualVariance {
+            let totalIntercept = interceptVariances.reduce(residual) { $0 + $1.1 }
+            for (g, v) in interceptVariances { icc[g] = v / totalIntercept }
+        }
 
         var nGroups: [String: Int] = [:]
         for (t, n) in groupCounts.enumerated() { nGroups[spec.terms[t].name] = n }
@@ -111,12 +115,18 @@ struct ResultBuilder {
                     if let o = finals[i].ownEffects, o.count == keys.count { own[key] = o[a] }
                 }
             }
+            var responseScale: FitResult.ResponseScale? = nil
+            if spec.family != .gaussian, let b0 = coefficients["(Intercept)"], let sd = condSD["(Intercept)"],
+               let d = GLMDistribution(rawValue: spec.family.rawValue), let l = GLMLink(rawValue: spec.link.rawValue) {
+                let fam = GLMFamily(d, l)
+                responseScale = .init(estimate: fam.mu(b0), lower: fam.mu(b0 - 1.959963984540054 * sd), upper: fam.mu(b0 + 1.959963984540054 * sd))
+            }
             siteResults.append(.init(site: site, nRows: s.rows, nUsed: s.used,
                                      missing: s.missing.mapValues { $0.exactValue.map(MissingCount.exact) ?? .suppressed($0.description) },
                                      effects: effects, condSD: condSD, ownEffects: own, coefficients: coefficients,
-                                     bytesSent: bytesSent[i], bytesReceived: bytesReceived[i]))
+                                     bytesSent: bytesSent[i], bytesReceived: bytesReceived[i], responseScale: responseScale))
         }
-        let npar = Double(p + theta.count + 1)
+        let npar = Double(p + theta.count + (spec.family == .gaussian ? 1 : 0))
         let loglik = -objective / 2
         var messages: [String] = []
         let singular = structure.isSingular(theta: theta)
@@ -130,6 +140,18 @@ struct ResultBuilder {
             sigma: sigma, loglik: loglik, aic: -2 * loglik + 2 * npar, bic: -2 * loglik + log(Double(nObs)) * npar,
             objective: objective, icc: icc, sites: siteResults, evaluations: evaluations, rounds: rounds,
             bytesSent: bytesSent.reduce(0, +), bytesReceived: bytesReceived.reduce(0, +),
-            elapsedSeconds: elapsed, groupOrder: names)
+            elapsedSeconds: elapsed, groupOrder: names, nAGQ: nil, lme4Objective: nil)
+    }
+
+    /// The residual variance on the latent scale, for ICCs: σ² (gaussian),
+    /// π²/3 (logit), 1 (probit), π²/6 (cloglog); none for Poisson.
+    var latentResidualVariance: Double? {
+        switch (spec.family, spec.link) {
+        case (.gaussian, _): return estimates.sigma * estimates.sigma
+        case (.binomial, .logit): return Double.pi * Double.pi / 3
+        case (.binomial, .probit): return 1
+        case (.binomial, .cloglog): return Double.pi * Double.pi / 6
+        default: return nil
+        }
     }
 }

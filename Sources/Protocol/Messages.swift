@@ -76,9 +76,17 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
 public struct EvaluateRequest: Codable, Sendable, Equatable {
     public var session: String
     public var theta: [Double]
-    /// 0: value only, 1: with gradient, 2: with gradient and Hessian in θ.
+    /// 0: value only, 1: with gradient, 2: with gradient and Hessian
+    /// (in θ for LMMs; in (θ, β) for GLMMs).
     public var order: Int
-    public init(session: String, theta: [Double], order: Int) { self.session = session; self.theta = theta; self.order = order }
+    /// Fixed effects (GLMMs only: their objective is not profiled over β).
+    public var beta: [Double]?
+    /// Quadrature points (GLMMs; 1 = Laplace).
+    public var nAGQ: Int?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq" }
+    public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil) {
+        self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
+    }
 }
 
 public struct FinalizeRequest: Codable, Sendable, Equatable {
@@ -206,6 +214,27 @@ public struct ContributionReply: Codable, Sendable, Equatable {
     }
 }
 
+/// A site's GLMM objective D_k with its derivatives in (θ, β).
+public struct GLMMContributionReply: Codable, Sendable, Equatable {
+    public var session: String
+    public var rows: Int
+    public var parameters: Int
+    public var order: Int
+    /// Value, gradient, upper-triangle Hessian (the jet layout).
+    public var objective: [Double]
+    public init(session: String, rows: Int, objective: ScalarJet) {
+        self.session = session; self.rows = rows
+        parameters = objective.space.parameters; order = objective.space.order; self.objective = objective.storage
+    }
+    public func jet() throws -> ScalarJet {
+        guard (0...2).contains(order), (0...1000).contains(parameters) else { throw ProtocolError.invalidMessage("objective has an invalid shape") }
+        var j = ScalarJet(space: JetSpace(parameters: parameters, order: order))
+        guard objective.count == j.storage.count else { throw ProtocolError.invalidMessage("objective has the wrong length") }
+        j.storage = objective
+        return j
+    }
+}
+
 public struct FinalizeReply: Codable, Sendable, Equatable {
     public var session: String
     /// Conditional modes of the site-level effects (nil when no term is grouped by site).
@@ -214,12 +243,17 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
     public var conditionalCovariance: [Double]?
     /// The site's own (no-pooling) estimate of the same effects, when defined.
     public var ownEffects: [Double]?
+    /// GLMMs: Σ −2 log p(y | μ = y) over the site's rows (the constant lme4's
+    /// nAGQ > 1 objective leaves out), so reports can show lme4's figure too.
+    public var saturatedDeviance: Double?
     enum CodingKeys: String, CodingKey {
         case session, effects, conditionalCovariance = "conditional_covariance", ownEffects = "own_effects"
+        case saturatedDeviance = "saturated_deviance"
     }
-    public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?, ownEffects: [Double]? = nil) {
+    public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?, ownEffects: [Double]? = nil,
+                saturatedDeviance: Double? = nil) {
         self.session = session; self.effects = effects; self.conditionalCovariance = conditionalCovariance
-        self.ownEffects = ownEffects
+        self.ownEffects = ownEffects; self.saturatedDeviance = saturatedDeviance
     }
 }
 
@@ -236,6 +270,7 @@ public enum Reply: Sendable, Equatable {
     case described(SiteDescription)
     case prepared(PrepareReply)
     case contribution(ContributionReply)
+    case glmmContribution(GLMMContributionReply)
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
@@ -245,6 +280,7 @@ public enum Reply: Sendable, Equatable {
         case .described: return "described"
         case .prepared: return "prepared"
         case .contribution: return "contribution"
+        case .glmmContribution: return "glmm_contribution"
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"

@@ -64,9 +64,16 @@ public final class SiteService: Sendable {
 
     struct Session: Sendable {
         var dataset: String
-        var frame: ModelFrame
+        var model: ModelSpec
+        var fit: PreparedFit
         var rounds: Int
         var lastUsed: Date
+    }
+
+    /// What a session keeps between rounds: an LMM's θ-free sums, or a GLMM's rows.
+    enum PreparedFit: Sendable {
+        case lmm(ModelFrame)
+        case glmm(GLMMFrame, GLMMSite)
     }
 
     public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
@@ -114,13 +121,15 @@ public final class SiteService: Sendable {
             case .ping: return .pong
             case .describe(let r): return .described(try describe(r))
             case .prepare(let r): return .prepared(try prepare(r))
-            case .evaluate(let r): return .contribution(try evaluate(r))
+            case .evaluate(let r): return try evaluate(r)
             case .finalize(let r): return .finalized(try finalize(r))
             }
         } catch let e as SiteError {
             return .error(ErrorReply(code: e.code, fatal: false, message: e.description))
         } catch let e as ModelFrameError {
             return .error(ErrorReply(code: e.code, fatal: false, message: "site \"\(site)\": \(e.description)"))
+        } catch let e as GLMMError {
+            return .error(ErrorReply(code: "glmm_failed", fatal: false, message: "site \"\(site)\": \(e.description)"))
         } catch let e as LinearAlgebraError {
             return .error(ErrorReply(code: "numerical", fatal: false, message: "site \"\(site)\": \(e.description)"))
         } catch {
@@ -166,38 +175,52 @@ public final class SiteService: Sendable {
 
     func prepare(_ r: PrepareRequest) throws -> PrepareReply {
         if let existing = sessions.withLock({ $0[r.session] }) {
-            guard existing.frame.spec == r.model, existing.dataset == r.dataset else {
+            guard existing.model == r.model, existing.dataset == r.dataset else {
                 throw SiteError.sessionConflict(r.session)
             }
-            return reply(for: r.session, existing.frame)
+            return reply(for: r.session, existing.fit)
         }
         for v in ModelFrame.allVariables(r.model) + r.model.requiredVariables where !mayUse(v) {
             throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
         }
         let table = try load(r.dataset)
-        let frame: ModelFrame
-        do { frame = try ModelFrame(table: table, spec: r.model, dataset: r.dataset) }
-        catch ModelFrameError.noCompleteRows(_, let n) { throw ModelFrameError.noCompleteRows(site: site, rows: n) }
-        guard frame.used >= policy.minRows else {
-            throw SiteError.disclosure("the model would use \(frame.used < policy.minCell ? "fewer than \(policy.minCell)" : String(frame.used)) rows at this site; the site's minimum is \(policy.minRows) (rule min_rows)")
+        let fit: PreparedFit
+        do {
+            if r.model.family == .gaussian {
+                fit = .lmm(try ModelFrame(table: table, spec: r.model, dataset: r.dataset))
+            } else {
+                let frame = try GLMMFrame(table: table, spec: r.model, dataset: r.dataset)
+                fit = .glmm(frame, GLMMSite(frame.data))
+            }
+        } catch ModelFrameError.noCompleteRows(_, let n) { throw ModelFrameError.noCompleteRows(site: site, rows: n) }
+        let used = fit.used
+        guard used >= policy.minRows else {
+            throw SiteError.disclosure("the model would use \(used < policy.minCell ? "fewer than \(policy.minCell)" : String(used)) rows at this site; the site's minimum is \(policy.minRows) (rule min_rows)")
         }
-        let parameters = r.model.fixedCount + r.model.thetaCount + 1
-        guard Double(parameters) <= policy.maxParametersPerRow * Double(frame.used) else {
+        let parameters = r.model.fixedCount + r.model.thetaCount + (r.model.family == .gaussian ? 1 : 0)
+        guard Double(parameters) <= policy.maxParametersPerRow * Double(used) else {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
         let now = Date()
         sessions.withLock { s in
             s = s.filter { now.timeIntervalSince($0.value.lastUsed) < sessionTimeout }
-            s[r.session] = Session(dataset: r.dataset, frame: frame, rounds: 1, lastUsed: now)
+            s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, rounds: 1, lastUsed: now)
         }
-        return reply(for: r.session, frame)
+        return reply(for: r.session, fit)
     }
 
-    private func reply(for session: String, _ frame: ModelFrame) -> PrepareReply {
-        let summary = SiteSummary(rows: frame.rows, used: frame.used,
-                                  missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts)
-        return PrepareReply(session: session, summary: summary,
-                            blocks: frame.spec.allTermsGroupedBySite ? frame.blocks : nil)
+    private func reply(for session: String, _ fit: PreparedFit) -> PrepareReply {
+        switch fit {
+        case .lmm(let frame):
+            let summary = SiteSummary(rows: frame.rows, used: frame.used,
+                                      missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts)
+            return PrepareReply(session: session, summary: summary,
+                                blocks: frame.spec.allTermsGroupedBySite ? frame.blocks : nil)
+        case .glmm(let frame, _):
+            let summary = SiteSummary(rows: frame.rows, used: frame.used,
+                                      missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts)
+            return PrepareReply(session: session, summary: summary, blocks: nil)
+        }
     }
 
     private func session(_ id: String) throws -> Session {
@@ -215,25 +238,43 @@ public final class SiteService: Sendable {
         return s
     }
 
-    func evaluate(_ r: EvaluateRequest) throws -> ContributionReply {
+    func evaluate(_ r: EvaluateRequest) throws -> Reply {
         let s = try session(r.session)
-        let structure = s.frame.spec.covarianceStructure
+        let structure = s.model.covarianceStructure
         try validate(theta: r.theta, structure: structure)
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
-        let c = try LMMSite.evaluate(s.frame.blocks, structure: structure, theta: r.theta, order: r.order)
-        return ContributionReply(session: r.session, contribution: c)
+        switch s.fit {
+        case .lmm(let frame):
+            let c = try LMMSite.evaluate(frame.blocks, structure: structure, theta: r.theta, order: r.order)
+            return .contribution(ContributionReply(session: r.session, contribution: c))
+        case .glmm(let frame, let site):
+            guard let beta = r.beta, beta.count == s.model.fixedCount, beta.allSatisfy(\.isFinite) else {
+                throw SiteError.invalid("a GLMM evaluation needs beta with one finite value per fixed effect")
+            }
+            let nAGQ = r.nAGQ ?? 1
+            guard (1...25).contains(nAGQ) else { throw SiteError.invalid("nagq must be between 1 and 25") }
+            let jet = try site.evaluate(theta: r.theta, beta: beta, order: r.order, nAGQ: nAGQ)
+            return .glmmContribution(GLMMContributionReply(session: r.session, rows: frame.used, objective: jet))
+        }
     }
 
     func finalize(_ r: FinalizeRequest) throws -> FinalizeReply {
         let s = try session(r.session)
-        let structure = s.frame.spec.covarianceStructure
+        let structure = s.model.covarianceStructure
         try validate(theta: r.theta, structure: structure)
-        guard r.beta.count == s.frame.spec.fixedCount, r.sigma > 0 else {
-            throw SiteError.invalid("beta must have one value per fixed effect and sigma must be positive")
+        guard r.beta.count == s.model.fixedCount, r.sigma > 0, r.beta.allSatisfy(\.isFinite) else {
+            throw SiteError.invalid("beta must have one finite value per fixed effect and sigma must be positive")
         }
-        let e = try LMMSite.siteEffects(s.frame.blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
-        return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
-                             ownEffects: LMMSite.ownEstimate(s.frame.blocks, beta: r.beta))
+        switch s.fit {
+        case .lmm(let frame):
+            let e = try LMMSite.siteEffects(frame.blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
+            return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
+                                 ownEffects: LMMSite.ownEstimate(frame.blocks, beta: r.beta))
+        case .glmm(_, let site):
+            let e = try site.siteEffects(theta: r.theta, beta: r.beta)
+            return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
+                                 saturatedDeviance: site.saturatedConstant)
+        }
     }
 
     private func validate(theta: [Double], structure: CovarianceStructure) throws {
@@ -298,5 +339,11 @@ public enum SiteError: Error, Equatable, CustomStringConvertible {
         case .disclosure(let why): return "refused by the site's disclosure rules: \(why)"
         case .invalid(let why): return "invalid request: \(why)"
         }
+    }
+}
+
+extension SiteService.PreparedFit {
+    var used: Int {
+        switch self { case .lmm(let f): return f.used; case .glmm(let f, _): return f.used }
     }
 }

@@ -12,7 +12,8 @@ enum FedmixCommand {
     Usage:
       fedmix demo [--format text|json]
           Simulated multi-site registry, local agents over TLS, fit and partial pooling.
-      fedmix local PATH... --formula F [--ml] [--format text|json] [--output FILE]
+      fedmix local PATH... --formula F [--ml] [--family binomial|poisson [--link L] [--nagq N]]
+                   [--format text|json] [--output FILE]
           Each CSV file (or each CSV in a folder) is one site; fits over local agents.
       fedmix fit --sites FILE --dataset NAME --formula F [--ml] [--format text|json] [--output FILE]
       fedmix describe --sites FILE --dataset NAME [--format text|json]
@@ -59,4 +60,20 @@ func emit(_ r: FitResult, format: String, output: String?) throws {
     default: throw UsageError("--format must be text or json")
     }
     if let output { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text, terminator: "") }
+}
+
+/// --ml, --family, --link, --nagq as fit options.
+func fitOptions(_ a: Arguments) throws -> FitOptions {
+    guard let family = Family(rawValue: a.value("family") ?? "gaussian") else {
+        throw UsageError("--family must be gaussian, binomial or poisson")
+    }
+    var link: Link? = nil
+    if let l = a.value("link") {
+        guard let parsed = Link(rawValue: l) else { throw UsageError("--link must be logit, probit, cloglog, log or identity") }
+        link = parsed
+    }
+    guard let nagq = Int(a.value("nagq") ?? "1"), (1...25).contains(nagq) else { throw UsageError("--nagq must be a whole number from 1 to 25") }
+    if family == .gaussian && (a.value("nagq") != nil) { throw UsageError("--nagq applies to GLMMs (--family binomial or poisson)") }
+    if family != .gaussian && a.has("ml") { throw UsageError("--ml applies to linear mixed models; GLMMs are always fitted by maximum likelihood") }
+    return FitOptions(method: a.has("ml") ? .ml : .reml, family: family, link: link, nAGQ: nagq)
 }

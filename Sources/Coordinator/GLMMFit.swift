@@ -1,0 +1,104 @@
+// The federated GLMM fit: each round sends (θ, β) to every site, which finds
+// its conditional modes locally and returns its Laplace (or adaptive
+// Gauss–Hermite) contribution with gradient and Hessian; the coordinator
+// takes trust-region Newton steps on the sum. As lme4 does by default, the
+// fixed effects' covariance is the β block of 2·H⁻¹ at the optimum.
+
+import Foundation
+import Math
+import Protocol
+
+public enum GLMMFit {
+    public static func run(_ federation: Federation, dataset: String, spec: ModelSpec,
+                           options: FitOptions = FitOptions()) throws -> FitResult {
+        let started = Date()
+        let roundsBefore = federation.rounds
+        let nAGQ = options.nAGQ
+        let structure = spec.covarianceStructure
+        if nAGQ > 1 && !(structure.terms.count == 1 && structure.terms[0].dimension == 1) {
+            throw UsageError("--nagq \(nAGQ) needs a single scalar random-effects term such as (1 | site); use --nagq 1 (Laplace) for this model")
+        }
+        guard (1...25).contains(nAGQ) else { throw UsageError("--nagq must be between 1 and 25") }
+        let session = UUID().uuidString.lowercased()
+        let prepared = try federation.round({ _ in .prepare(PrepareRequest(session: session, dataset: dataset, model: spec)) }) { reply, site in
+            guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
+            return p
+        }
+        let m = structure.thetaCount, p = spec.fixedCount
+        var evaluations = 0
+        func evaluate(_ par: [Double]) throws -> BoundedNewton.Evaluation {
+            evaluations += 1
+            let theta = Array(par[0..<m]), beta = Array(par[m...])
+            let parts = try federation.round({ _ in
+                .evaluate(EvaluateRequest(session: session, theta: theta, order: 2, beta: beta, nAGQ: nAGQ))
+            }) { reply, site in
+                guard case .glmmContribution(let c) = reply else { throw unexpected(reply, site, expected: "glmm_contribution") }
+                let j = try c.jet()
+                guard j.space.parameters == m + p, j.space.order == 2 else {
+                    throw SiteFailure(site: site, message: "sent an objective of the wrong shape")
+                }
+                return j
+            }
+            let total = parts.dropFirst().reduce(parts[0], +)
+            let n = m + p
+            return .init(value: total.value, gradient: total.gradient, hessian: Matrix(rows: n, cols: n, data: total.hessian))
+        }
+        var optimizer = BoundedNewton(lower: structure.lowerBounds + [Double](repeating: -.infinity, count: p))
+        optimizer.maxEvaluations = options.maxEvaluations
+        optimizer.gradientTolerance = 1e-6
+        optimizer.decrementTolerance = 1e-10
+        let result = try optimizer.minimize(from: structure.initialTheta + [Double](repeating: 0, count: p), evaluate: evaluate)
+        let theta = Array(result.x[0..<m]), beta = Array(result.x[m...])
+        if let big = beta.firstIndex(where: { abs($0) > 15 }) {
+            throw FitFailure("the estimate of \(spec.fixed[big].name) is diverging (|β| > 15 on the link scale): the outcome is (quasi-)separated by this term, at one site or overall. Remove or coarsen the term, or check for sites where the outcome never (or always) occurs within a category")
+        }
+        let covariance = fixedEffectsCovariance(hessian: result.hessian, thetaCount: m)
+        let finals = try federation.round({ _ in
+            .finalize(FinalizeRequest(session: session, theta: theta, beta: beta, sigma: 1))
+        }) { reply, site in
+            guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
+            return f
+        }
+        let nObs = prepared.reduce(0) { $0 + $1.summary.used }
+        var r = ResultBuilder(spec: spec, method: .ml, structure: structure, sites: federation.sites,
+                              prepared: prepared, finals: finals, theta: theta, objective: result.value,
+                              estimates: (beta, 1, covariance, 0), nObs: nObs, optimizer: result).build(
+            evaluations: evaluations, rounds: federation.rounds - roundsBefore,
+            bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,
+            elapsed: Date().timeIntervalSince(started))
+        r.model.method = nAGQ == 1 ? "Laplace" : "AGQ nAGQ=\(nAGQ)"
+        r.nAGQ = nAGQ
+        if nAGQ > 1 {
+            r.lme4Objective = result.value - finals.reduce(0) { $0 + ($1.saturatedDeviance ?? 0) }
+        }
+        return r
+    }
+
+    /// β block of 2·H⁻¹ (lme4's `vcov` with use.hessian); falls back to
+    /// 2·(H_ββ)⁻¹ when the full Hessian is not positive definite (θ on its bound).
+    static func fixedEffectsCovariance(hessian h: Matrix, thetaCount m: Int) -> Matrix {
+        let n = h.rows, p = n - m
+        var cov = Matrix(rows: p, cols: p)
+        if let l = try? Dense.cholesky(h) {
+            let inv = Dense.inverseFromCholesky(l)
+            for j in 0..<p { for i in 0..<p { cov[i, j] = 2 * inv[m + i, m + j] } }
+            return cov
+        }
+        var hb = Matrix(rows: p, cols: p)
+        for j in 0..<p { for i in 0..<p { hb[i, j] = h[m + i, m + j] } }
+        if let l = try? Dense.cholesky(hb) {
+            let inv = Dense.inverseFromCholesky(l)
+            for k in 0..<inv.data.count { cov.data[k] = 2 * inv.data[k] }
+        } else {
+            for k in 0..<cov.data.count { cov.data[k] = .nan }
+        }
+        return cov
+    }
+}
+
+/// A fit that cannot give a trustworthy answer, with what to do about it.
+public struct FitFailure: Error, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,114 @@
+// Distributions and links of generalized linear mixed models, written as R's
+// `binomial()` and `poisson()` families compute them (same clamping of the
+// inverse link), so that deviances agree with glmer's to rounding.
+
+import Foundation
+
+public enum GLMDistribution: String, Sendable, Codable { case binomial, poisson }
+public enum GLMLink: String, Sendable, Codable { case logit, probit, cloglog, log, identity }
+
+public struct GLMFamily: Sendable, Equatable, Codable {
+    public var distribution: GLMDistribution
+    public var link: GLMLink
+    public init(_ distribution: GLMDistribution, _ link: GLMLink) { self.distribution = distribution; self.link = link }
+
+    /// Whether the pair is supported.
+    public var isValid: Bool {
+        switch distribution {
+        case .binomial: return [.logit, .probit, .cloglog].contains(link)
+        case .poisson: return [.log].contains(link)
+        }
+    }
+
+    static let eps = Double.ulpOfOne
+    static let thresh = 30.0
+
+    /// μ = g⁻¹(η)
+    @inline(__always) public func mu(_ eta: Double) -> Double {
+        switch link {
+        case .logit:
+            let e = eta < -Self.thresh ? Self.eps : (eta > Self.thresh ? 1 / Self.eps : Foundation.exp(eta))
+            return e / (1 + e)
+        case .probit:
+            let t = -qnormEpsilon
+            let x = min(max(eta, -t), t)
+            return 0.5 * Foundation.erfc(-x / 2.0.squareRoot())
+        case .cloglog:
+            return max(min(-Foundation.expm1(-Foundation.exp(eta)), 1 - Self.eps), Self.eps)
+        case .log:
+            return max(Foundation.exp(eta), Self.eps)
+        case .identity:
+            return eta
+        }
+    }
+
+    /// dμ/dη
+    @inline(__always) public func muEta(_ eta: Double) -> Double {
+        switch link {
+        case .logit:
+            if eta > Self.thresh || eta < -Self.thresh { return Self.eps }
+            let o = Foundation.exp(-abs(eta))
+            return o / ((1 + o) * (1 + o))
+        case .probit:
+            return max(Foundation.exp(-0.5 * eta * eta) / (2 * Double.pi).squareRoot(), Self.eps)
+        case .cloglog:
+            let e = min(eta, 700)
+            return max(Foundation.exp(e) * Foundation.exp(-Foundation.exp(e)), Self.eps)
+        case .log:
+            return max(Foundation.exp(eta), Self.eps)
+        case .identity:
+            return 1
+        }
+    }
+
+    /// V(μ)
+    @inline(__always) public func variance(_ mu: Double) -> Double {
+        switch distribution {
+        case .binomial: return mu * (1 - mu)
+        case .poisson: return mu
+        }
+    }
+
+    /// −2 log p(y | μ) for one row (binomial: y successes of n trials).
+    @inline(__always) public func minusTwoLogLik(y: Double, n: Double, mu: Double) -> Double {
+        switch distribution {
+        case .binomial:
+            let f = n - y
+            var ll = lchoose(n, y)
+            if y > 0 { ll += y * Foundation.log(mu) }
+            if f > 0 { ll += f * Foundation.log1p(-mu) }
+            return -2 * ll
+        case .poisson:
+            return -2 * ((y > 0 ? y * Foundation.log(mu) : 0) - mu - Foundation.lgamma(y + 1))
+        }
+    }
+
+    /// −2 log p(y | μ = y): the saturated model's term, which lme4's
+    /// nAGQ > 1 objective leaves out.
+    public func saturatedMinusTwoLogLik(y: Double, n: Double) -> Double {
+        switch distribution {
+        case .binomial: return minusTwoLogLik(y: y, n: n, mu: n > 0 ? min(max(y / n, 0), 1) : 0.5)
+        case .poisson: return y > 0 ? minusTwoLogLik(y: y, n: n, mu: y) : 0
+        }
+    }
+
+    /// Prior-weighted Fisher weight n (dμ/dη)² / V(μ) and working residual (y/n − μ)/(dμ/dη).
+    @inline(__always) public func weightAndResidual(y: Double, n: Double, eta: Double) -> (w: Double, r: Double, mu: Double) {
+        let m = mu(eta), d = muEta(eta)
+        switch distribution {
+        case .binomial:
+            let v = max(variance(m), Self.eps)
+            return (n * d * d / v, (y / n - m) / d, m)
+        case .poisson:
+            return (d * d / max(m, Self.eps), (y - m) / d, m)
+        }
+    }
+
+    @inline(__always) func lchoose(_ n: Double, _ k: Double) -> Double {
+        if k == 0 || k == n { return 0 }
+        return Foundation.lgamma(n + 1) - Foundation.lgamma(k + 1) - Foundation.lgamma(n - k + 1)
+    }
+}
+
+/// R's probit threshold: −qnorm(DBL_EPSILON).
+let qnormEpsilon = -8.125890664701906

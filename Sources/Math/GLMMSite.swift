@@ -1,0 +1,297 @@
+// One site's contribution to a GLMM's Laplace (or adaptive Gauss–Hermite)
+// objective, computed on the site's own rows:
+//     D_k(θ, β) = −2 Σ log p(y_i | μ_i(û)) + ‖û‖² + log|M(û)|,
+//     M = ΛᵀZᵀW(û)ZΛ + I,
+// where û are the site's conditional modes, found here by penalized
+// iteratively reweighted least squares with step halving. Summed over sites
+// this is glmer's objective on the pooled rows, because every random effect
+// belongs to one site. Derivatives in (θ, β) come from differences of D_k on
+// the site's rows, so a round returns value, gradient and Hessian together.
+
+import Foundation
+
+/// A site's rows for a GLMM, as the site holds them.
+public struct GLMMSiteData: Sendable {
+    public var family: GLMFamily
+    public var structure: CovarianceStructure
+    public var siteFactor: Int?
+    public var rows: Int
+    public var p: Int
+    /// rows × p, row-major.
+    public var x: [Double]
+    /// Successes (binomial) or counts (Poisson).
+    public var y: [Double]
+    /// Trials (binomial; 1 for a 0/1 response), 1 for Poisson.
+    public var n: [Double]
+    public var offset: [Double]
+    /// Per factor: the level of each row at this site.
+    public var levels: [[Int]]
+    public var levelCounts: [Int]
+    /// Per factor: rows × r_f random-effects values, row-major.
+    public var z: [[Double]]
+
+    public init(family: GLMFamily, structure: CovarianceStructure, siteFactor: Int?, p: Int, x: [Double], y: [Double],
+                n: [Double], offset: [Double], levels: [[Int]], levelCounts: [Int], z: [[Double]]) {
+        self.family = family; self.structure = structure; self.siteFactor = siteFactor
+        rows = y.count; self.p = p; self.x = x; self.y = y; self.n = n; self.offset = offset
+        self.levels = levels; self.levelCounts = levelCounts; self.z = z
+    }
+}
+
+public enum GLMMError: Error, Equatable, CustomStringConvertible {
+    case modesDidNotConverge(iterations: Int)
+    case nonFinite
+    case quadratureNeedsOneScalarTerm
+
+    public var description: String {
+        switch self {
+        case .modesDidNotConverge(let k):
+            return "the conditional modes did not converge in \(k) iterations (PIRLS); the model may be too complex for this site's rows, or the outcome may be separated by a covariate"
+        case .nonFinite:
+            return "the objective is not finite at these parameters (fitted probabilities at 0 or 1)"
+        case .quadratureNeedsOneScalarTerm:
+            return "adaptive Gauss–Hermite quadrature (nAGQ > 1) needs a single scalar random-effects term, e.g. (1 | site); use the Laplace approximation (nAGQ = 1)"
+        }
+    }
+}
+
+/// Computes a site's GLMM contributions; remembers the last conditional
+/// modes to start the next search from them.
+public final class GLMMSite: @unchecked Sendable {
+    public let data: GLMMSiteData
+    private let layout: SiteBlocks
+    private let uOffsets: [Int]         // per factor: offset of level 0 in u
+    private let lock = NSLock()
+    private var warmModes: [Double]?
+    /// Convergence threshold on the largest PIRLS step.
+    public var modeTolerance = 1e-11
+    public var maxIterations = 200
+
+    public init(_ data: GLMMSiteData) {
+        self.data = data
+        let b = SiteBlocksBuilder(structure: data.structure, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor).finish()
+        layout = b
+        var offsets = [Int](repeating: 0, count: data.structure.factorCount)
+        let n1 = b.first.map { $0.levels * $0.dimension } ?? 0
+        if let f = b.first { offsets[f.factor] = 0 }
+        for t in b.tail { offsets[t.factor] = n1 + t.offset }
+        uOffsets = offsets
+    }
+
+    /// Number of random effects at the site.
+    public var dimension: Int { (layout.first.map { $0.levels * $0.dimension } ?? 0) + layout.tailDimension }
+
+    struct Modes {
+        var u: [Double]
+        var penalizedDeviance: Double   // Σ dev + ‖u‖²
+        var factor: BlockedFactor
+        var eta: [Double]
+        var weights: [Double]
+    }
+
+    /// b = Λu per factor and level (flat per factor: levels × r_f).
+    func effects(_ u: [Double], theta: [Double]) -> [[Double]] {
+        let s = data.structure
+        return (0..<s.factorCount).map { f in
+            let t = s.factorMatrix(f, theta: theta), r = t.rows
+            var b = [Double](repeating: 0, count: data.levelCounts[f] * r)
+            for l in 0..<data.levelCounts[f] {
+                let o = uOffsets[f] + l * r
+                for i in 0..<r { var v = 0.0; for k in 0...i { v += t[i, k] * u[o + k] }; b[l * r + i] = v }
+            }
+            return b
+        }
+    }
+
+    func linearPredictor(_ u: [Double], theta: [Double], beta: [Double]) -> [Double] {
+        let b = effects(u, theta: theta)
+        let p = data.p
+        var eta = [Double](repeating: 0, count: data.rows)
+        for i in 0..<data.rows {
+            var e = data.offset[i]
+            for j in 0..<p { e += data.x[i * p + j] * beta[j] }
+            for f in 0..<b.count {
+                let r = data.z[f].count / max(data.rows, 1)
+                let l = data.levels[f][i]
+                for a in 0..<r { e += data.z[f][i * r + a] * b[f][l * r + a] }
+            }
+            eta[i] = e
+        }
+        return eta
+    }
+
+    func deviance(_ eta: [Double]) -> Double {
+        var d = 0.0
+        for i in 0..<data.rows { d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.mu(eta[i])) }
+        return d
+    }
+
+    /// The conditional modes û at (θ, β) by PIRLS with step halving.
+    func modes(theta: [Double], beta: [Double], start: [Double]?) throws -> Modes {
+        let q = dimension
+        var u = start ?? [Double](repeating: 0, count: q)
+        if u.count != q { u = [Double](repeating: 0, count: q) }
+        let s = data.structure
+        let nf = s.factorCount
+        let dims = (0..<nf).map { s.factorDimension($0) }
+        var iteration = 0
+        while true {
+            iteration += 1
+            let eta = linearPredictor(u, theta: theta, beta: beta)
+            var builder = SiteBlocksBuilder(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor)
+            var dev = 0.0
+            var weights = [Double](repeating: 0, count: data.rows)
+            var zrow: [[Double]] = dims.map { [Double](repeating: 0, count: $0) }
+            var lv = [Int](repeating: 0, count: nf)
+            for i in 0..<data.rows {
+                let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
+                dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
+                weights[i] = w
+                let sw = w.squareRoot()
+                for f in 0..<nf {
+                    lv[f] = data.levels[f][i]
+                    for a in 0..<dims[f] { zrow[f][a] = data.z[f][i * dims[f] + a] * sw }
+                }
+                builder.add(w: [sw * r], levels: lv, z: zrow)
+            }
+            let blocks = builder.finish()
+            let factor = try BlockedFactor(blocks, structure: s, theta: theta)
+            let pen = dev + u.reduce(0) { $0 + $1 * $1 }
+            guard pen.isFinite else { throw GLMMError.nonFinite }
+            // c = Λᵀ ZᵀW r − u
+            var zwr = [Double](repeating: 0, count: q)
+            if let lb = blocks.first { for k in 0..<(lb.levels * lb.dimension) { zwr[k] = lb.zw[k] } }
+            let n1 = blocks.first.map { $0.levels * $0.dimension } ?? 0
+            for k in 0..<blocks.tailDimension { zwr[n1 + k] = blocks.tw[k] }
+            var c = [Double](repeating: 0, count: q)
+            for f in 0..<nf {
+                let t = s.factorMatrix(f, theta: theta), r = dims[f]
+                for l in 0..<data.levelCounts[f] {
+                    let o = uOffsets[f] + l * r
+                    for k in 0..<r { var v = 0.0; for i in k..<r { v += t[i, k] * zwr[o + i] }; c[o + k] = v - u[o + k] }
+                }
+            }
+            let delta = factor.solve(c)
+            let size = delta.reduce(0) { max($0, abs($1)) }
+            if size <= modeTolerance * max(1, u.reduce(0) { max($0, abs($1)) }) || q == 0 {
+                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights)
+            }
+            guard iteration < maxIterations else { throw GLMMError.modesDidNotConverge(iterations: iteration) }
+            // Step halving on the penalized deviance.
+            var step = 1.0
+            var accepted = false
+            for _ in 0..<30 {
+                let trial = zip(u, delta).map { $0 + step * $1 }
+                let d = deviance(linearPredictor(trial, theta: theta, beta: beta)) + trial.reduce(0) { $0 + $1 * $1 }
+                if d.isFinite && d <= pen + 1e-10 * abs(pen) { u = trial; accepted = true; break }
+                step *= 0.5
+            }
+            if !accepted {
+                // No decrease possible: we are at the mode to rounding.
+                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights)
+            }
+        }
+    }
+
+    /// D_k(θ, β): the Laplace objective (nAGQ = 1) or adaptive Gauss–Hermite with `nAGQ` points.
+    public func objective(theta: [Double], beta: [Double], nAGQ: Int = 1, start: [Double]? = nil) throws -> (value: Double, modes: [Double]) {
+        let m = try modes(theta: theta, beta: beta, start: start)
+        if nAGQ <= 1 { return (m.penalizedDeviance + m.factor.logDet, m.u) }
+        let s = data.structure
+        guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm }
+        let rule = GaussHermiteRule(points: nAGQ)
+        let th = theta[0]
+        let groups = data.levelCounts[0]
+        // Per group: rows, Σ w z², and h_g at the mode.
+        var rowsOf = [[Int]](repeating: [], count: groups)
+        for i in 0..<data.rows { rowsOf[data.levels[0][i]].append(i) }
+        var total = 0.0
+        for g in 0..<groups {
+            let ug = m.u[uOffsets[0] + g]
+            var swz = 0.0
+            for i in rowsOf[g] { swz += m.weights[i] * data.z[0][i] * data.z[0][i] }
+            let mgg = 1 + th * th * swz
+            func h(_ u: Double) -> Double {
+                var d = u * u
+                for i in rowsOf[g] {
+                    let e = m.eta[i] + data.z[0][i] * th * (u - ug)
+                    d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.mu(e))
+                }
+                return d
+            }
+            let h0 = h(ug)
+            let sd = 1 / mgg.squareRoot()
+            var sum = 0.0
+            for (z, w) in zip(rule.nodes, rule.weights) {
+                sum += w * Foundation.exp(-(h(ug + z * sd) - h0 - z * z) / 2)
+            }
+            total += h0 + Foundation.log(mgg) - 2 * Foundation.log(sum)
+        }
+        guard total.isFinite else { throw GLMMError.nonFinite }
+        return (total, m.u)
+    }
+
+    /// Value, gradient and Hessian of D_k in the parameters (θ…, β…), the
+    /// derivatives by central differences on the site's rows.
+    public func evaluate(theta: [Double], beta: [Double], order: Int, nAGQ: Int = 1) throws -> ScalarJet {
+        let mTheta = theta.count
+        let params = theta + beta
+        let np = params.count
+        let space = JetSpace(parameters: np, order: order)
+        var out = ScalarJet(space: space)
+        let start = lock.withLock { warmModes }
+        let center = try objective(theta: theta, beta: beta, nAGQ: nAGQ, start: start)
+        lock.withLock { warmModes = center.modes }
+        out.storage[0] = center.value
+        guard order >= 1 else { return out }
+        let steps = params.map { 1e-4 * max(1, abs($0)) }
+        func at(_ shifts: [(Int, Double)]) throws -> Double {
+            var q = params
+            for (k, d) in shifts { q[k] += d }
+            return try objective(theta: Array(q[0..<mTheta]), beta: Array(q[mTheta...]), nAGQ: nAGQ, start: center.modes).value
+        }
+        var plus = [Double](repeating: 0, count: np), minus = plus
+        for k in 0..<np {
+            plus[k] = try at([(k, steps[k])])
+            minus[k] = try at([(k, -steps[k])])
+            out.storage[1 + k] = (plus[k] - minus[k]) / (2 * steps[k])
+        }
+        guard order >= 2 else { return out }
+        for j in 0..<np {
+            for i in 0...j {
+                let v: Double
+                if i == j {
+                    v = (plus[j] - 2 * center.value + minus[j]) / (steps[j] * steps[j])
+                } else {
+                    let hi = steps[i], hj = steps[j]
+                    let pp = try at([(i, hi), (j, hj)]), pm = try at([(i, hi), (j, -hj)])
+                    let mp = try at([(i, -hi), (j, hj)]), mm = try at([(i, -hi), (j, -hj)])
+                    v = (pp - pm - mp + mm) / (4 * hi * hj)
+                }
+                out.storage[space.secondIndex(i, j)] = v
+            }
+        }
+        return out
+    }
+
+    /// Conditional modes and conditional covariance of the site-level effects.
+    public func siteEffects(theta: [Double], beta: [Double]) throws -> SiteLevelEffects? {
+        guard let sf = data.siteFactor else { return nil }
+        let m = try modes(theta: theta, beta: beta, start: lock.withLock { warmModes })
+        let t = data.structure.factorMatrix(sf, theta: theta)
+        let r = t.rows
+        let o = uOffsets[sf]
+        let us = Array(m.u[o..<(o + r)])
+        let effects = Dense.multiply(t, us)
+        let inv = m.factor.trailingInverse(size: r)
+        let cov = Dense.multiply(Dense.multiply(t, inv), Dense.transpose(t))
+        return SiteLevelEffects(effects: effects, conditionalCovariance: cov)
+    }
+
+    /// Σ −2 log p(y | μ = y) over the rows: what lme4's nAGQ > 1 objective omits.
+    public var saturatedConstant: Double {
+        var s = 0.0
+        for i in 0..<data.rows { s += data.family.saturatedMinusTwoLogLik(y: data.y[i], n: data.n[i]) }
+        return s
+    }
+}

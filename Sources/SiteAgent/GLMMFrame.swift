@@ -1,0 +1,102 @@
+// Builds a GLMM's rows at one site: fixed-effects values, response as
+// successes and trials, offset, and each factor's site-local levels and
+// random-effects values. The rows stay at the site; only D_k and its
+// derivatives leave it.
+
+import Math
+import Protocol
+
+public struct GLMMFrame: Sendable {
+    public let spec: ModelSpec
+    public let rows: Int
+    public let used: Int
+    public let missing: [String: Int]
+    public let groupCounts: [Int]
+    public let data: GLMMSiteData
+
+    public init(table: DataTable, spec: ModelSpec, dataset: String) throws {
+        self.spec = spec
+        rows = table.rowCount
+        guard let distribution = GLMDistribution(rawValue: spec.family.rawValue),
+              let link = GLMLink(rawValue: spec.link.rawValue), GLMFamily(distribution, link).isValid else {
+            throw ModelFrameError.unsupported("family \(spec.family.rawValue) with link \(spec.link.rawValue) is not supported; use binomial with logit, probit or cloglog, or poisson with log")
+        }
+        if spec.weights != nil { throw ModelFrameError.unsupported("prior weights are not supported for GLMMs yet; for binomial trials use cbind(successes, failures)") }
+        let required = spec.requiredVariables
+        var columns: [String: DataTable.Column] = [:]
+        for v in required + ModelFrame.allVariables(spec) where columns[v] == nil {
+            guard let c = table.column(named: v) else { throw ModelFrameError.unknownVariable(v, dataset: dataset) }
+            columns[v] = c
+        }
+        var missing: [String: Int] = [:]
+        var complete = [Bool](repeating: true, count: rows)
+        for v in required {
+            let c = columns[v]!
+            var m = 0
+            for i in 0..<rows where c.isMissing(i) { m += 1; complete[i] = false }
+            missing[v] = m
+        }
+        self.missing = missing
+        let usedRows = (0..<rows).filter { complete[$0] }
+        used = usedRows.count
+        guard used > 0 else { throw ModelFrameError.noCompleteRows(site: "", rows: rows) }
+        let ev = ExpressionEvaluator(columns: columns, rows: usedRows)
+        let p = spec.fixed.count
+        var x = [Double](repeating: 0, count: used * p)
+        for (j, c) in spec.fixed.enumerated() {
+            let col = try ev.evaluate(c.expr, name: c.name)
+            for i in 0..<used { x[i * p + j] = col[i] }
+        }
+        var y: [Double], n: [Double]
+        switch spec.response {
+        case .value(let e):
+            y = try ev.evaluate(e, name: "response")
+            n = [Double](repeating: 1, count: used)
+            if distribution == .binomial, let bad = y.firstIndex(where: { $0 != 0 && $0 != 1 }) {
+                _ = bad
+                throw ModelFrameError.unsupported("a binomial response must be 0/1, a two-level text variable, or cbind(successes, failures); some rows have other values")
+            }
+        case .binomial(let s, let f):
+            guard distribution == .binomial else { throw ModelFrameError.unsupported("cbind(successes, failures) needs family binomial") }
+            y = try ev.evaluate(s, name: "successes")
+            let failures = try ev.evaluate(f, name: "failures")
+            n = zip(y, failures).map { $0 + $1 }
+            if zip(y, failures).contains(where: { $0 < 0 || $1 < 0 || $0 != $0.rounded() || $1 != $1.rounded() }) {
+                throw ModelFrameError.unsupported("cbind(successes, failures) needs non-negative whole numbers; some rows have other values")
+            }
+        }
+        if distribution == .poisson, y.contains(where: { $0 < 0 || $0 != $0.rounded() }) {
+            throw ModelFrameError.unsupported("a Poisson response must be a non-negative count; some rows have other values")
+        }
+        let offset = try spec.offset.map { try ev.evaluate($0, name: "offset") } ?? [Double](repeating: 0, count: used)
+        let groupings = spec.factorGroupings
+        var levels: [[Int]] = [], counts: [Int] = []
+        for g in groupings {
+            switch g {
+            case .site: levels.append([Int](repeating: 0, count: used)); counts.append(1)
+            case .withinSite(let vs):
+                var map: [String: Int] = [:]
+                var idx = [Int](repeating: 0, count: used)
+                let keyColumns = vs.map { columns[$0]! }
+                for (k, i) in usedRows.enumerated() {
+                    let key = keyColumns.map { ModelFrame.key($0, i) }.joined(separator: "\u{1F}")
+                    if let l = map[key] { idx[k] = l } else { let l = map.count; map[key] = l; idx[k] = l }
+                }
+                levels.append(idx); counts.append(map.count)
+            }
+        }
+        groupCounts = spec.terms.map { counts[groupings.firstIndex(of: $0.grouping)!] }
+        var z: [[Double]] = []
+        for (f, g) in groupings.enumerated() {
+            let cols = try spec.terms.filter { $0.grouping == g }.flatMap { t in try t.columns.map { try ev.evaluate($0.expr, name: $0.name) } }
+            let r = cols.count
+            var zf = [Double](repeating: 0, count: used * r)
+            for i in 0..<used { for a in 0..<r { zf[i * r + a] = cols[a][i] } }
+            z.append(zf)
+            _ = f
+        }
+        data = GLMMSiteData(family: GLMFamily(distribution, link), structure: spec.covarianceStructure,
+                            siteFactor: spec.siteFactorIndex, p: p, x: x, y: y, n: n, offset: offset,
+                            levels: levels, levelCounts: counts, z: z)
+    }
+}
