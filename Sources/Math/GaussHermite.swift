@@ -13,7 +13,29 @@ public struct GaussHermiteRule: Sendable, Equatable {
         var j = Matrix(rows: n, cols: n)
         for k in 1..<max(n, 1) { let b = Double(k).squareRoot(); j[k - 1, k] = b; j[k, k - 1] = b }
         let (values, vectors) = Dense.symmetricEigen(j)
-        var nodes = values, weights = (0..<n).map { vectors[0, $0] * vectors[0, $0] }
+        var nodes = values
+        _ = vectors
+        // Polish each node by Newton's method on the orthonormal Hermite
+        // polynomial p_n, and take weights from the Christoffel function
+        // 1 / Σ_{k<n} p_k(x)², which is accurate for the extreme nodes too.
+        func orthonormal(_ x: Double) -> (pn: Double, pn1: Double, christoffel: Double) {
+            var prev = 0.0, cur = 1.0, sum = 1.0
+            for k in 0..<n {
+                let next = (x * cur - Double(k).squareRoot() * prev) / Double(k + 1).squareRoot()
+                prev = cur; cur = next
+                if k + 1 < n { sum += cur * cur }
+            }
+            return (cur, prev, sum)
+        }
+        for k in 0..<n {
+            for _ in 0..<5 {
+                let (pn, pn1, _) = orthonormal(nodes[k])
+                let derivative = Double(n).squareRoot() * pn1
+                if derivative == 0 { break }
+                nodes[k] -= pn / derivative
+            }
+        }
+        var weights = nodes.map { 1 / orthonormal($0).christoffel }
         // exact symmetry: average mirrored pairs
         for k in 0..<(n / 2) {
             let a = 0.5 * (nodes[n - 1 - k] - nodes[k]); nodes[k] = -a; nodes[n - 1 - k] = a
