@@ -35,9 +35,9 @@ final class LineCodecTests: XCTestCase {
         Double.greatestFiniteMagnitude, -Double.greatestFiniteMagnitude,
         Double.greatestFiniteMagnitude.nextDown,
         1.0, -1.0, 1.0.nextUp, 1.0.nextDown, 0.1, 0.2, 0.30000000000000004, 1.0 / 3.0,
-        9_007_199_254_740_992, 9_007_199_254_740_994, 1e22, 1e23, 1e-7, 5e-324 * 1e16,
+        9_007_199_254_740_992, 9_007_199_254_740_994, 1e22, 1e23, 1e-7, Double.leastNonzeroMagnitude * 1e16,
         123_456_789.123_456_79, -2.718_281_828_459_045, Double.pi, Double.ulpOfOne,
-        1e308, 1e-308, 4.940_656_458_412_465e-300, 2.225_073_858_507_201e-308,
+        1e308, 1e-308, 4.940_656_458_412_465e-300, Double(bitPattern: 0x0008_0000_0000_0001),
     ]
 
     /// `count` doubles: the edge values, then random bit patterns (every
