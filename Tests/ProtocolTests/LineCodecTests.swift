@@ -583,3 +583,32 @@ final class LineCodecTests: XCTestCase {
         }
     }
 }
+
+// MARK: - Known bugs (these tests fail until the production code is fixed)
+
+extension LineCodecTests {
+    /// Valid JSON that is not an object (an array, a number) is not a message.
+    /// The error must say the line must be an object, not blame a field with
+    /// an empty name.
+    func testJSONThatIsNotAnObjectIsRefused() {
+        for line in ["[1, 2]", "42", "\"ping\"", "null"] {
+            guard let e = requestError(line) else { continue }
+            XCTAssertTrue(["invalid_json", "invalid_message"].contains(e.code), "line \(line): \(e.code) \(e)")
+            XCTAssertTrue(e.description.contains("object"), "line \(line): \(e)")
+            XCTAssertFalse(e.description.contains("field \"\""), "line \(line): the error blames a field with no name: \(e)")
+        }
+    }
+
+    /// A coordinator that receives a reply of an unknown type is told which
+    /// reply types exist, not the request types.
+    func testUnknownReplyTypeErrorListsTheReplyTypes() {
+        guard let e = replyError("{\"id\":7,\"type\":\"fitted\"}") else { return }
+        XCTAssertEqual(e.code, "unknown_type")
+        XCTAssertTrue(e.description.contains("\"fitted\""), e.description)
+        for known in ["described", "prepared", "contribution", "finalized", "pong", "error"] {
+            XCTAssertTrue(e.description.contains(known), "\(e.description) does not list the reply type \(known)")
+        }
+        XCTAssertFalse(e.description.contains("expected describe, prepare, evaluate, finalize or ping"),
+                       "a reply is checked against the request types: \(e.description)")
+    }
+}

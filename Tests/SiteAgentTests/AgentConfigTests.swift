@@ -295,3 +295,38 @@ final class AgentConfigTests: XCTestCase {
                        "datasets.main.csv must be a path, and a CSV dataset has no sqlite, table or query")
     }
 }
+
+// MARK: - Known bugs (these tests fail until the production code is fixed)
+
+extension AgentConfigTests {
+    /// 0 and 1 are numbers a hospital writes: min_cell 1 turns suppression
+    /// off, max_params_per_row 1 allows one parameter per row, a session
+    /// timeout of 1 second. JSON true/false must stay refused.
+    func testThresholdsOfZeroAndOneAreAccepted() {
+        let cases: [(String, Any, (AgentConfig) -> Double)] = [
+            ("min_rows", 1, { Double($0.disclosure.minRows) }),
+            ("min_cell", 1, { Double($0.disclosure.minCell) }),
+            ("min_cell", 0, { Double($0.disclosure.minCell) }),
+            ("max_params_per_row", 1, { $0.disclosure.maxParametersPerRow }),
+            ("max_rounds_per_session", 1, { Double($0.disclosure.maxRoundsPerSession) }),
+            ("max_sessions_per_day", 1, { Double($0.disclosure.maxSessionsPerDay) }),
+            ("max_listed_levels", 0, { Double($0.disclosure.maxListedLevels) }),
+        ]
+        for (key, value, read) in cases {
+            do {
+                let c = try parse(withDisclosure(key, value))
+                XCTAssertEqual(read(c), Double("\(value)"), "disclosure.\(key)")
+            } catch {
+                XCTFail("disclosure.\(key) = \(value) refused: \(error)")
+            }
+        }
+        do {
+            let c = try parse(with { $0["session_timeout_seconds"] = 1; $0["max_line_bytes"] = 1 })
+            XCTAssertEqual(c.sessionTimeoutSeconds, 1)
+            XCTAssertEqual(c.maxLineBytes, 1)
+        } catch {
+            XCTFail("session_timeout_seconds = 1 / max_line_bytes = 1 refused: \(error)")
+        }
+        XCTAssertEqual(configError(withDisclosure("min_cell", true)), "\"disclosure.min_cell\" must be a non-negative integer")
+    }
+}
