@@ -20,7 +20,7 @@ public enum Analysis {
         let parsed = try Formula.parse(formula)
         let catalog = VariableCatalog(descriptions)
         try catalog.requireVariables(parsed.variablesUsed)
-        let spec = try Formula.resolve(parsed, variables: try catalog.variables(), family: family,
+        let spec = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
                                        link: link ?? defaultLink(family))
         try catalog.requireNesting(spec)
         return spec

@@ -38,6 +38,9 @@ public enum LMMFit {
         }
         let blocks: [SiteBlocks]? = spec.allTermsGroupedBySite ? try prepared.enumerated().map { i, p in
             guard let b = p.blocks else { throw SiteFailure(site: federation.sites[i], message: "sent no θ-free sums for a site-grouped model") }
+            if let why = b.inconsistency(structure: structure, width: spec.fixedCount + 1) {
+                throw SiteFailure(site: federation.sites[i], message: "sent inconsistent sums (\(why))")
+            }
             return b
         } : nil
 

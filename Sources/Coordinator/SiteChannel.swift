@@ -24,7 +24,10 @@ public struct SiteFailure: Error, CustomStringConvertible, Equatable {
     public var message: String
     public var code: String?
     public init(site: String, message: String, code: String? = nil) { self.site = site; self.message = message; self.code = code }
-    public var description: String { "site \"\(site)\": \(message)" }
+    /// Names the site once, whether or not the agent's message already does.
+    public var description: String {
+        message.hasPrefix("site \"\(site)\"") ? message : "site \"\(site)\": \(message)"
+    }
 }
 
 /// A channel to a handler in this process, through protocol lines.

@@ -16,11 +16,11 @@ public struct VariableCatalog: Sendable {
 
     public init(_ sites: [SiteDescription]) { self.sites = sites }
 
-    /// Merged metadata for every variable present at all sites.
-    public func variables() throws -> [String: VariableInfo] {
+    /// Merged metadata for the named variables (all when nil) present at all sites.
+    public func variables(_ names: Set<String>? = nil) throws -> [String: VariableInfo] {
         guard let first = sites.first else { return [:] }
         var out: [String: VariableInfo] = [:]
-        for v in first.variables {
+        for v in first.variables where names?.contains(v.name) ?? true {
             let views = sites.compactMap { s in s.variables.first { $0.name == v.name } }
             guard views.count == sites.count else { continue }
             // A column that is entirely missing at a site says nothing about its type there.
@@ -82,7 +82,9 @@ public struct VariableCatalog: Sendable {
                 }
             }
             if !shared.isEmpty {
-                throw CatalogError(message: "grouping factor \"\(term.name)\" crosses sites: \(Set(shared).count) of its codes occur at more than one site (\(list(sitesInvolved))). fedmix fits factors nested within sites. If the codes are local to each site (equal codes are different groups), write (… | site:\(term.name)); a factor shared by several sites cannot be fitted without pooling rows")
+                let lhs = term.columns.map { $0.name == "(Intercept)" ? "1" : $0.name }
+                let written = (lhs.first == "1" ? lhs : ["0"] + lhs).joined(separator: " + ")
+                throw CatalogError(message: "grouping factor \"\(term.name)\" crosses sites: \(Set(shared).count) of its codes occur at more than one site (\(list(sitesInvolved))). fedmix fits factors nested within sites. If the codes are local to each site (equal codes are different groups), write (\(written) | site:\(term.name)); a factor shared by several sites cannot be fitted without pooling rows")
             }
         }
     }

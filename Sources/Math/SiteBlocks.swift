@@ -179,3 +179,36 @@ public struct SiteBlocksBuilder {
         return out
     }
 }
+
+extension SiteBlocks {
+    /// Checks that blocks received from a site are consistent with the model
+    /// (sizes, indices, finiteness), so a faulty or hostile peer cannot make
+    /// the coordinator index out of bounds. Returns a reason, or nil when valid.
+    public func inconsistency(structure: CovarianceStructure, width expectedWidth: Int) -> String? {
+        guard width == expectedWidth else { return "blocks have \(width) columns; the model has \(expectedWidth)" }
+        guard rows >= 0 else { return "negative row count" }
+        var td = 0
+        for t in tail {
+            guard (0..<structure.factorCount).contains(t.factor), t.levels >= 0, t.levels <= 10_000_000, t.offset == td else {
+                return "tail layout is inconsistent"
+            }
+            td += t.levels * structure.factorDimension(t.factor)
+        }
+        guard td == tailDimension, td <= 100_000 else { return "tail dimension is inconsistent" }
+        guard tt.count == td * td, tw.count == td * width, ww.count == width * width else { return "block sizes do not match" }
+        if let f = first {
+            guard (0..<structure.factorCount).contains(f.factor), f.dimension == structure.factorDimension(f.factor),
+                  f.levels >= 0, f.levels <= 100_000_000 else { return "per-level blocks are inconsistent" }
+            let r = f.dimension
+            guard f.zz.count == f.levels * r * r, f.zw.count == f.levels * r * width, f.crossStart.count == f.levels + 1,
+                  f.crossStart.first == 0, f.crossStart.last == f.crossColumn.count,
+                  zip(f.crossStart, f.crossStart.dropFirst()).allSatisfy({ $0 <= $1 }),
+                  f.crossValues.count == f.crossColumn.count * r,
+                  f.crossColumn.allSatisfy({ (0..<td).contains($0) }),
+                  (f.zz + f.zw + f.crossValues).allSatisfy(\.isFinite) else { return "per-level blocks are inconsistent" }
+        }
+        guard (tt + tw + ww).allSatisfy(\.isFinite) else { return "blocks contain non-finite numbers" }
+        if let s = siteFactor, !(0..<structure.factorCount).contains(s) { return "site factor out of range" }
+        return nil
+    }
+}

@@ -94,11 +94,14 @@ public enum LineCodec {
         case "finalized": return (id, .finalized(try decode(FinalizeReply.self, line)))
         case "pong": return (id, .pong)
         case "error": return (id, .error(try decode(ErrorReply.self, line)))
-        default: throw ProtocolError.unknownType(String(h.type.prefix(40)))
+        default: throw ProtocolError.unknownReplyType(String(h.type.prefix(40)))
         }
     }
 
     static func decode<T: Decodable>(_ type: T.Type, _ line: String) throws -> T {
+        guard line.utf8.first(where: { $0 != 0x20 && $0 != 0x09 }) == UInt8(ascii: "{") else {
+            throw ProtocolError.invalidJSON("a protocol line must be one JSON object, {...}")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: Data(line.utf8))
         } catch let DecodingError.typeMismatch(t, ctx) {
@@ -108,7 +111,7 @@ public enum LineCodec {
         } catch let DecodingError.keyNotFound(k, ctx) {
             throw ProtocolError.missingField(path(ctx.codingPath + [k]))
         } catch let DecodingError.dataCorrupted(ctx) {
-            if ctx.codingPath.isEmpty { throw ProtocolError.invalidJSON("not a JSON object") }
+            if ctx.codingPath.isEmpty { throw ProtocolError.invalidJSON("the line is not a complete JSON object") }
             throw ProtocolError.invalidMessage("field \"\(path(ctx.codingPath))\": \(ctx.debugDescription)")
         }
     }

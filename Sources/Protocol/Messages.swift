@@ -184,8 +184,14 @@ public struct WireJetMatrix: Codable, Sendable, Equatable {
         rows = m.rows; cols = m.cols; parameters = m.space.parameters; order = m.space.order; values = m.storage
     }
     public func jetMatrix() throws -> JetMatrix {
-        guard (0...2).contains(order), parameters >= 0, rows >= 0, cols >= 0, parameters <= 1000 else {
+        guard (0...2).contains(order), (0...1000).contains(parameters), (0...100_000).contains(rows), (0...100_000).contains(cols) else {
             throw ProtocolError.invalidMessage("jet matrix has an invalid shape")
+        }
+        let width = JetSpace(parameters: parameters, order: 0).width + (order >= 1 ? parameters : 0) + (order >= 2 ? parameters * (parameters + 1) / 2 : 0)
+        let (cells, o1) = rows.multipliedReportingOverflow(by: cols)
+        let (count, o2) = cells.multipliedReportingOverflow(by: width)
+        guard !o1, !o2, count == values.count else {
+            throw ProtocolError.invalidMessage("jet matrix has \(values.count) values, which does not match its shape")
         }
         var m = JetMatrix(rows: rows, cols: cols, space: JetSpace(parameters: parameters, order: order))
         guard values.count == m.storage.count else {

@@ -3,6 +3,7 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
     case invalidJSON(String)
     case invalidMessage(String)
     case unknownType(String)
+    case unknownReplyType(String)
     case wrongFieldType(field: String, expected: String)
     case missingField(String)
     case versionMismatch(ours: Int, theirs: Int)
@@ -12,7 +13,7 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .invalidJSON: return "invalid_json"
         case .invalidMessage: return "invalid_message"
-        case .unknownType: return "unknown_type"
+        case .unknownType, .unknownReplyType: return "unknown_type"
         case .wrongFieldType: return "wrong_field_type"
         case .missingField: return "missing_field"
         case .versionMismatch: return "version_mismatch"
@@ -25,6 +26,7 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
         case .invalidJSON(let why): return "the line is not valid JSON (\(why))"
         case .invalidMessage(let why): return "invalid message: \(why)"
         case .unknownType(let t): return "unknown message type \"\(t)\"; expected describe, prepare, evaluate, finalize or ping"
+        case .unknownReplyType(let t): return "unknown answer type \"\(t)\"; expected described, prepared, contribution, glmm_contribution, finalized, pong or error"
         case .wrongFieldType(let f, let e): return "field \"\(f)\" has the wrong type: expected \(e)"
         case .missingField(let f): return "field \"\(f)\" is missing"
         case .versionMismatch(let o, let t):

@@ -158,17 +158,21 @@ public struct AgentConfig: Sendable, Equatable {
         }
         func int(_ o: [String: Any], _ k: String, at: String) throws -> Int? {
             guard let v = o[k] else { return nil }
-            guard let n = v as? NSNumber, !(v is Bool), n.doubleValue == n.doubleValue.rounded(), n.intValue >= 0 else {
+            guard let n = v as? NSNumber, !Self.isJSONBoolean(v), n.doubleValue == n.doubleValue.rounded(), n.intValue >= 0 else {
                 throw ConfigError(path: path, message: "\"\(at)\(k)\" must be a non-negative integer")
             }
             return n.intValue
         }
         func number(_ o: [String: Any], _ k: String, at: String) throws -> Double? {
             guard let v = o[k] else { return nil }
-            guard let n = v as? NSNumber, !(v is Bool), n.doubleValue >= 0 else {
+            guard let n = v as? NSNumber, !Self.isJSONBoolean(v), n.doubleValue >= 0 else {
                 throw ConfigError(path: path, message: "\"\(at)\(k)\" must be a non-negative number")
             }
             return n.doubleValue
+        }
+        /// JSON true/false (on Linux, 0 and 1 also pass `is Bool`; the class tells them apart).
+        static func isJSONBoolean(_ v: Any) -> Bool {
+            String(describing: type(of: v as AnyObject)).contains("Boolean")
         }
         func resolve(_ p: String) -> String {
             p.hasPrefix("/") ? p : URL(fileURLWithPath: base).appendingPathComponent(p).standardizedFileURL.path

@@ -27,18 +27,22 @@ public enum ModelFrameError: Error, Equatable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    public var description: String { description(minCell: 1) }
+
+    /// The message with row counts below `minCell` shown as "fewer than minCell".
+    public func description(minCell: Int) -> String {
+        func rows(_ n: Int) -> String { n < minCell ? "fewer than \(minCell) rows" : "\(n) row(s)" }
         switch self {
         case .unknownVariable(let v, let d):
             return "variable \"\(v)\" is not in dataset \"\(d)\" at this site; check the spelling or the site's allowed variables"
         case .notNumeric(let v):
             return "variable \"\(v)\" is text here but the model uses it as a number; use it as a factor, or declare its type as numeric in the agent's configuration"
         case .nonFinite(let c, let n):
-            return "column \"\(c)\" is not finite in \(n) row(s) (log or sqrt of a negative number, or a division by zero); transform the variable differently"
+            return "column \"\(c)\" is not finite in \(rows(n)) (log or sqrt of a negative number, or a division by zero); transform the variable differently"
         case .siteColumnMismatch(let c, let s, let n):
-            return "\(n) row(s) have a value in column \"\(c)\" other than this site's name \"\(s)\"; each site's data must hold only its own rows"
-        case .noCompleteRows(let s, let n):
-            return "site \"\(s)\": none of its \(n) rows has every variable the model needs; remove the site from the fit or fix its data"
+            return "\(rows(n)) have a value in column \"\(c)\" other than this site's name \"\(s)\"; each site's data must hold only its own rows"
+        case .noCompleteRows(_, let n):
+            return "none of its \(n) rows has every variable the model needs; remove the site from the fit or fix its data"
         case .unsupported(let what):
             return what
         }

@@ -127,7 +127,7 @@ public final class SiteService: Sendable {
         } catch let e as SiteError {
             return .error(ErrorReply(code: e.code, fatal: false, message: e.description))
         } catch let e as ModelFrameError {
-            return .error(ErrorReply(code: e.code, fatal: false, message: "site \"\(site)\": \(e.description)"))
+            return .error(ErrorReply(code: e.code, fatal: false, message: "site \"\(site)\": \(e.description(minCell: policy.minCell))"))
         } catch let e as GLMMError {
             return .error(ErrorReply(code: "glmm_failed", fatal: false, message: "site \"\(site)\": \(e.description)"))
         } catch let e as LinearAlgebraError {

@@ -460,8 +460,8 @@ final class LineCodecTests: XCTestCase {
     }
 
     func testUnknownReplyTypeIsRefused() {
-        assertProtocolError(.unknownType("fitted")) { try LineCodec.decodeReply("{\"id\":7,\"type\":\"fitted\"}") }
-        assertProtocolError(.unknownType("ping")) { try LineCodec.decodeReply("{\"id\":7,\"type\":\"ping\"}") }
+        assertProtocolError(.unknownReplyType("fitted")) { try LineCodec.decodeReply("{\"id\":7,\"type\":\"fitted\"}") }
+        assertProtocolError(.unknownReplyType("ping")) { try LineCodec.decodeReply("{\"id\":7,\"type\":\"ping\"}") }
     }
 
     // MARK: DisclosedCount
