@@ -52,7 +52,9 @@ public enum GLMMFit {
         if let big = beta.firstIndex(where: { abs($0) > 15 }) {
             throw FitFailure("the estimate of \(spec.fixed[big].name) is diverging (|β| > 15 on the link scale): the outcome is (quasi-)separated by this term, at one site or overall. Remove or coarsen the term, or check for sites where the outcome never (or always) occurs within a category")
         }
-        let covariance = fixedEffectsCovariance(hessian: result.hessian, thetaCount: m)
+        guard let covariance = fixedEffectsCovariance(hessian: result.hessian, thetaCount: m) else {
+            throw FitFailure("the fixed effects are not identified at the optimum (their information matrix is singular): some columns are collinear, or the outcome is separated by a term. Remove or merge the offending terms (e.g. categories with no events)")
+        }
         let finals = try federation.round({ _ in
             .finalize(FinalizeRequest(session: session, theta: theta, beta: beta, sigma: 1))
         }) { reply, site in
@@ -76,7 +78,7 @@ public enum GLMMFit {
 
     /// β block of 2·H⁻¹ (lme4's `vcov` with use.hessian); falls back to
     /// 2·(H_ββ)⁻¹ when the full Hessian is not positive definite (θ on its bound).
-    static func fixedEffectsCovariance(hessian h: Matrix, thetaCount m: Int) -> Matrix {
+    static func fixedEffectsCovariance(hessian h: Matrix, thetaCount m: Int) -> Matrix? {
         let n = h.rows, p = n - m
         var cov = Matrix(rows: p, cols: p)
         if let l = try? Dense.cholesky(h) {
@@ -86,12 +88,9 @@ public enum GLMMFit {
         }
         var hb = Matrix(rows: p, cols: p)
         for j in 0..<p { for i in 0..<p { hb[i, j] = h[m + i, m + j] } }
-        if let l = try? Dense.cholesky(hb) {
-            let inv = Dense.inverseFromCholesky(l)
-            for k in 0..<inv.data.count { cov.data[k] = 2 * inv.data[k] }
-        } else {
-            for k in 0..<cov.data.count { cov.data[k] = .nan }
-        }
+        guard let l = try? Dense.cholesky(hb) else { return nil }
+        let inv = Dense.inverseFromCholesky(l)
+        for k in 0..<inv.data.count { cov.data[k] = 2 * inv.data[k] }
         return cov
     }
 }

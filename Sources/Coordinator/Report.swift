@@ -71,13 +71,13 @@ public enum Report {
         line()
         line(siteEffects ? "Sites (conditional modes of site effects with 95% intervals; partially pooled coefficients):"
                          : "Sites:")
-        var st: [[String]] = [["site", "rows", "used"]]
+        var st: [[String]] = [["site", "rows", "used", "sent", "received"]]
         let effectNames = r.sites.first?.effects.keys.sorted(by: { a, b in a == "(Intercept)" || (b != "(Intercept)" && a < b) }) ?? []
         for e in effectNames { st[0].append(e); st[0].append("95% interval") }
         let coefNames = effectNames.filter { n in r.fixedEffects.contains { $0.name == n } }
         for c in coefNames { st[0].append("coef \(c)") }
         for s in r.sites {
-            var row = [s.site, String(s.nRows), String(s.nUsed)]
+            var row = [s.site, String(s.nRows), String(s.nUsed), bytes(s.bytesSent), bytes(s.bytesReceived)]
             for e in effectNames {
                 let v = s.effects[e] ?? .nan, sd = s.condSD[e] ?? .nan
                 row.append(fmt(v, digits: 4))
@@ -87,6 +87,20 @@ public enum Report {
             st.append(row)
         }
         out += table(st, rightAlign: true, leftFirst: true)
+        if r.sites.contains(where: { $0.responseScale != nil }) {
+            line()
+            line("Sites on the response scale (inverse link of the partially pooled intercept, other covariates at 0; 95% conditional interval):")
+            var rs: [[String]] = [["site", "estimate", "95% interval"]]
+            for s in r.sites {
+                guard let v = s.responseScale else { continue }
+                rs.append([s.site, fmt(v.estimate, digits: 4), "[\(fmt(v.lower, digits: 4)), \(fmt(v.upper, digits: 4))]"])
+            }
+            out += table(rs, rightAlign: true, leftFirst: true)
+        }
+        if let l = r.lme4Objective {
+            line()
+            line("−2 log-likelihood \(fmt(r.objective, digits: 7)) includes the binomial coefficients; lme4 reports \(fmt(l, digits: 7)) for nAGQ > 1, leaving out the saturated model's constant.")
+        }
         for m in r.messages { line(m) }
         line()
         line("fedmix: \(r.nSites) sites, \(r.rounds) rounds, \(r.evaluations) criterion evaluations, "

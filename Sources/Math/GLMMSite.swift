@@ -135,9 +135,11 @@ public final class GLMMSite: @unchecked Sendable {
         let nf = s.factorCount
         let dims = (0..<nf).map { s.factorDimension($0) }
         var iteration = 0
+        var nextEta: [Double]? = nil
+        var wbuf = [0.0]
         while true {
             iteration += 1
-            let eta = linearPredictor(u, theta: theta, beta: beta)
+            let eta = nextEta ?? linearPredictor(u, theta: theta, beta: beta)
             var builder = SiteBlocksBuilder(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor)
             var dev = 0.0
             var weights = [Double](repeating: 0, count: data.rows)
@@ -152,7 +154,8 @@ public final class GLMMSite: @unchecked Sendable {
                     lv[f] = data.levels[f][i]
                     for a in 0..<dims[f] { zrow[f][a] = data.z[f][i * dims[f] + a] * sw }
                 }
-                builder.add(w: [sw * r], levels: lv, z: zrow)
+                wbuf[0] = sw * r
+                builder.add(w: wbuf, levels: lv, z: zrow)
             }
             let blocks = builder.finish()
             let factor = try BlockedFactor(blocks, structure: s, theta: theta)
@@ -182,8 +185,9 @@ public final class GLMMSite: @unchecked Sendable {
             var accepted = false
             for _ in 0..<30 {
                 let trial = zip(u, delta).map { $0 + step * $1 }
-                let d = deviance(linearPredictor(trial, theta: theta, beta: beta)) + trial.reduce(0) { $0 + $1 * $1 }
-                if d.isFinite && d <= pen + 1e-10 * abs(pen) { u = trial; accepted = true; break }
+                let trialEta = linearPredictor(trial, theta: theta, beta: beta)
+                let d = deviance(trialEta) + trial.reduce(0) { $0 + $1 * $1 }
+                if d.isFinite && d <= pen + 1e-10 * abs(pen) { u = trial; nextEta = trialEta; accepted = true; break }
                 step *= 0.5
             }
             if !accepted {
