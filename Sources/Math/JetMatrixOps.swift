@@ -16,6 +16,66 @@ public enum LinearAlgebraError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// Scalar jet arithmetic on raw storage, as `JetKernel` does it. The
+/// blocked operations below are generic over it so that the common case of
+/// one parameter to second order (a scalar random effect per level) runs
+/// without loops over parameters, with exactly JetKernel's expressions.
+protocol JetArithmetic {
+    var order: Int { get }
+    /// c += sign · a · b
+    func mulAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ sign: Double)
+    /// c = √a (in place allowed).
+    func sqrt(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>)
+    /// c = a / b (c may alias a, not b).
+    func divide(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>)
+    /// c += sign · log(a)
+    func logAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ sign: Double)
+}
+
+extension JetKernel: JetArithmetic {}
+
+/// JetKernel for one parameter to second order (width 3: value, first and
+/// second derivative), written out. Every expression is JetKernel's with
+/// n = 1 and the single pair (0, 0), in the same order of operations.
+struct OneParameterJet: JetArithmetic {
+    var order: Int { 2 }
+
+    @inline(__always)
+    func mulAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ sign: Double) {
+        let a0 = a[0], b0 = b[0]
+        c[0] += sign * a0 * b0
+        c[1] += sign * (a[1] * b0 + a0 * b[1])
+        c[2] += sign * (a[2] * b0 + a[1] * b[1] + a[1] * b[1] + a0 * b[2])
+    }
+
+    @inline(__always)
+    func sqrt(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>) {
+        let s0 = a[0].squareRoot()
+        let h = 0.5 / s0
+        let si = a[1] * h, sj = a[1] * h
+        c[2] = (a[2] - 2 * si * sj) * h
+        c[1] = a[1] * h
+        c[0] = s0
+    }
+
+    @inline(__always)
+    func divide(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>) {
+        let b0 = b[0]
+        let c0 = a[0] / b0
+        c[1] = (a[1] - c0 * b[1]) / b0
+        c[2] = (a[2] - c[1] * b[1] - c[1] * b[1] - c0 * b[2]) / b0
+        c[0] = c0
+    }
+
+    @inline(__always)
+    func logAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ sign: Double) {
+        let a0 = a[0]
+        c[0] += sign * _log(a0)
+        c[1] += sign * a[1] / a0
+        c[2] += sign * (a[2] / a0 - a[1] * a[1] / (a0 * a0))
+    }
+}
+
 /// The blocked operations on raw jet storage (entry-major, column-major
 /// entries; `w` numbers per entry). `JetMatrix`'s methods and the per-level
 /// loop of a site's contribution both run these, so they compute the same
@@ -25,7 +85,7 @@ enum JetBlas {
     /// In-place lower Cholesky factor of the n×n matrix at `s` (upper triangle
     /// set to zero). `t` is scratch space for one entry.
     @inline(__always)
-    static func cholesky(_ s: UnsafeMutablePointer<Double>, n: Int, w: Int, kernel: JetKernel,
+    static func cholesky<K: JetArithmetic>(_ s: UnsafeMutablePointer<Double>, n: Int, w: Int, kernel: K,
                          scratch t: UnsafeMutablePointer<Double>) throws {
         for j in 0..<n {
             let djj = s + (j + j * n) * w
@@ -52,8 +112,8 @@ enum JetBlas {
 
     /// b ← L⁻¹ b for the n×cols matrix at `b`, L n×n lower triangular.
     @inline(__always)
-    static func solveLower(_ b: UnsafeMutablePointer<Double>, n: Int, cols: Int, _ lb: UnsafePointer<Double>,
-                           w: Int, kernel: JetKernel, scratch t: UnsafeMutablePointer<Double>) {
+    static func solveLower<K: JetArithmetic>(_ b: UnsafeMutablePointer<Double>, n: Int, cols: Int, _ lb: UnsafePointer<Double>,
+                           w: Int, kernel: K, scratch t: UnsafeMutablePointer<Double>) {
         for col in 0..<cols {
             let cb = b + col * n * w
             for i in 0..<n {
@@ -67,10 +127,10 @@ enum JetBlas {
 
     /// C (m×n) += sign · op(A) · op(B); A has `ar` rows, B `br` rows.
     @inline(__always)
-    static func addProduct(_ C: UnsafeMutablePointer<Double>, m: Int, n: Int, inner: Int,
+    static func addProduct<K: JetArithmetic>(_ C: UnsafeMutablePointer<Double>, m: Int, n: Int, inner: Int,
                            _ A: UnsafePointer<Double>, ar: Int, transposeA: Bool,
                            _ B: UnsafePointer<Double>, br: Int, transposeB: Bool,
-                           sign: Double, w: Int, kernel: JetKernel) {
+                           sign: Double, w: Int, kernel: K) {
         let order = kernel.order
         for j in 0..<n {
             for k in 0..<inner {

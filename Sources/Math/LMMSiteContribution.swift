@@ -154,8 +154,21 @@ public enum LMMSite {
     static func accumulateLevels(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int,
                                  tt accTT: inout JetMatrix, tw accTW: inout JetMatrix, ww accWW: inout JetMatrix,
                                  logDet accLog: inout ScalarJet) throws {
-        let local = t1.space, w = local.width
-        let kernel = JetKernel(local)
+        let local = t1.space
+        if local.parameters == 1 && local.order == 2 {
+            try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, tt: &accTT, tw: &accTW, ww: &accWW,
+                                 logDet: &accLog, kernel: OneParameterJet())
+        } else {
+            try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, tt: &accTT, tw: &accTW, ww: &accWW,
+                                 logDet: &accLog, kernel: JetKernel(local))
+        }
+    }
+
+    @inline(__always)
+    static func accumulateLevels<K: JetArithmetic>(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int,
+                                 tt accTT: inout JetMatrix, tw accTW: inout JetMatrix, ww accWW: inout JetMatrix,
+                                 logDet accLog: inout ScalarJet, kernel: K) throws {
+        let w = t1.space.width
         let r = lb.dimension
         var ncMax = 0
         for l in 0..<lb.levels { ncMax = max(ncMax, lb.crossStart[l + 1] - lb.crossStart[l]) }
