@@ -16,38 +16,180 @@ public enum LinearAlgebraError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// Scalar jet arithmetic on raw storage, as `JetKernel` does it. The
+/// blocked operations below are generic over it so that the common case of
+/// one parameter to second order (a scalar random effect per level) runs
+/// without loops over parameters, with exactly JetKernel's expressions.
+protocol JetArithmetic {
+    var order: Int { get }
+    /// c += sign · a · b
+    func mulAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ sign: Double)
+    /// c = √a (in place allowed).
+    func sqrt(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>)
+    /// c = a / b (c may alias a, not b).
+    func divide(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>)
+    /// c += sign · log(a)
+    func logAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ sign: Double)
+}
+
+extension JetKernel: JetArithmetic {}
+
+/// JetKernel for one parameter to second order (width 3: value, first and
+/// second derivative), written out. Every expression is JetKernel's with
+/// n = 1 and the single pair (0, 0), in the same order of operations.
+struct OneParameterJet: JetArithmetic {
+    var order: Int { 2 }
+
+    @inline(__always)
+    func mulAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ sign: Double) {
+        let a0 = a[0], b0 = b[0]
+        c[0] += sign * a0 * b0
+        c[1] += sign * (a[1] * b0 + a0 * b[1])
+        c[2] += sign * (a[2] * b0 + a[1] * b[1] + a[1] * b[1] + a0 * b[2])
+    }
+
+    @inline(__always)
+    func sqrt(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>) {
+        let s0 = a[0].squareRoot()
+        let h = 0.5 / s0
+        let si = a[1] * h, sj = a[1] * h
+        c[2] = (a[2] - 2 * si * sj) * h
+        c[1] = a[1] * h
+        c[0] = s0
+    }
+
+    @inline(__always)
+    func divide(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>) {
+        let b0 = b[0]
+        let c0 = a[0] / b0
+        c[1] = (a[1] - c0 * b[1]) / b0
+        c[2] = (a[2] - c[1] * b[1] - c[1] * b[1] - c0 * b[2]) / b0
+        c[0] = c0
+    }
+
+    @inline(__always)
+    func logAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ sign: Double) {
+        let a0 = a[0]
+        c[0] += sign * _log(a0)
+        c[1] += sign * a[1] / a0
+        c[2] += sign * (a[2] / a0 - a[1] * a[1] / (a0 * a0))
+    }
+}
+
+/// The blocked operations on raw jet storage (entry-major, column-major
+/// entries; `w` numbers per entry). `JetMatrix`'s methods and the per-level
+/// loop of a site's contribution both run these, so they compute the same
+/// numbers in the same order; callers own the memory (no allocation here).
+@usableFromInline
+enum JetBlas {
+    /// In-place lower Cholesky factor of the n×n matrix at `s` (upper triangle
+    /// set to zero). `t` is scratch space for one entry.
+    @inline(__always)
+    static func cholesky<K: JetArithmetic>(_ s: UnsafeMutablePointer<Double>, n: Int, w: Int, kernel: K,
+                         scratch t: UnsafeMutablePointer<Double>) throws {
+        for j in 0..<n {
+            let djj = s + (j + j * n) * w
+            for k in 0..<j {
+                let ljk = s + (j + k * n) * w
+                kernel.mulAdd(djj, ljk, ljk, -1)
+            }
+            guard djj[0] > 0, djj[0].isFinite else { throw LinearAlgebraError.notPositiveDefinite(pivot: j) }
+            kernel.sqrt(djj, djj)
+            for i in (j + 1)..<max(n, j + 1) {
+                let dij = s + (i + j * n) * w
+                for k in 0..<j {
+                    kernel.mulAdd(dij, s + (i + k * n) * w, s + (j + k * n) * w, -1)
+                }
+                for c in 0..<w { t[c] = dij[c] }
+                kernel.divide(dij, t, djj)
+            }
+            for i in 0..<j { // zero the upper triangle (column j, rows above)
+                let dij = s + (i + j * n) * w
+                for c in 0..<w { dij[c] = 0 }
+            }
+        }
+    }
+
+    /// b ← L⁻¹ b for the n×cols matrix at `b`, L n×n lower triangular.
+    @inline(__always)
+    static func solveLower<K: JetArithmetic>(_ b: UnsafeMutablePointer<Double>, n: Int, cols: Int, _ lb: UnsafePointer<Double>,
+                           w: Int, kernel: K, scratch t: UnsafeMutablePointer<Double>) {
+        for col in 0..<cols {
+            let cb = b + col * n * w
+            for i in 0..<n {
+                let bi = cb + i * w
+                for k in 0..<i { kernel.mulAdd(bi, lb + (i + k * n) * w, cb + k * w, -1) }
+                for c in 0..<w { t[c] = bi[c] }
+                kernel.divide(bi, t, lb + (i + i * n) * w)
+            }
+        }
+    }
+
+    /// C (m×n) += sign · op(A) · op(B); A has `ar` rows, B `br` rows.
+    @inline(__always)
+    static func addProduct<K: JetArithmetic>(_ C: UnsafeMutablePointer<Double>, m: Int, n: Int, inner: Int,
+                           _ A: UnsafePointer<Double>, ar: Int, transposeA: Bool,
+                           _ B: UnsafePointer<Double>, br: Int, transposeB: Bool,
+                           sign: Double, w: Int, kernel: K) {
+        let order = kernel.order
+        for j in 0..<n {
+            for k in 0..<inner {
+                let bkj = B + (transposeB ? (j + k * br) : (k + j * br)) * w
+                if bkj[0] == 0 && order == 0 { continue }
+                for i in 0..<m {
+                    let aik = A + (transposeA ? (k + i * ar) : (i + k * ar)) * w
+                    kernel.mulAdd(C + (i + j * m) * w, aik, bkj, sign)
+                }
+            }
+        }
+    }
+
+    /// C (m×ccols) += sign · op(A) · c, c a constant inner×ccols matrix (column-major).
+    @inline(__always)
+    static func addProduct(_ C: UnsafeMutablePointer<Double>, m: Int, inner: Int,
+                           _ A: UnsafePointer<Double>, ar: Int, transposeA: Bool,
+                           constant c: UnsafePointer<Double>, ccols: Int, sign: Double, w: Int) {
+        for j in 0..<ccols {
+            for k in 0..<inner {
+                let f = sign * c[k + j * inner]
+                if f == 0 { continue }
+                for i in 0..<m {
+                    let aik = A + (transposeA ? (k + i * ar) : (i + k * ar)) * w
+                    let cij = C + (i + j * m) * w
+                    for q in 0..<w { cij[q] += f * aik[q] }
+                }
+            }
+        }
+    }
+
+    /// C (m×bcols) += sign · op(c) · B, c a constant matrix with `crows` rows, B inner×bcols.
+    @inline(__always)
+    static func addProduct(_ C: UnsafeMutablePointer<Double>, m: Int, inner: Int,
+                           constant c: UnsafePointer<Double>, crows: Int, transposeC: Bool,
+                           _ B: UnsafePointer<Double>, bcols: Int, sign: Double, w: Int) {
+        for j in 0..<bcols {
+            for k in 0..<inner {
+                let bkj = B + (k + j * inner) * w
+                for i in 0..<m {
+                    let f = sign * (transposeC ? c[k + i * crows] : c[i + k * crows])
+                    if f == 0 { continue }
+                    let cij = C + (i + j * m) * w
+                    for q in 0..<w { cij[q] += f * bkj[q] }
+                }
+            }
+        }
+    }
+}
+
 extension JetMatrix {
     /// In-place lower Cholesky factor (upper triangle set to zero).
     public mutating func choleskyInPlace() throws {
         precondition(rows == cols, "Cholesky needs a square matrix")
         let n = rows, w = space.width
         let kernel = JetKernel(space)
-        var tmp = [Double](repeating: 0, count: w)
-        try storage.withUnsafeMutableBufferPointer { sp in
-            let s = sp.baseAddress!
-            try tmp.withUnsafeMutableBufferPointer { tp in
-                let t = tp.baseAddress!
-                for j in 0..<n {
-                    let djj = s + (j + j * n) * w
-                    for k in 0..<j {
-                        let ljk = s + (j + k * n) * w
-                        kernel.mulAdd(djj, ljk, ljk, -1)
-                    }
-                    guard djj[0] > 0, djj[0].isFinite else { throw LinearAlgebraError.notPositiveDefinite(pivot: j) }
-                    kernel.sqrt(djj, djj)
-                    for i in (j + 1)..<max(n, j + 1) {
-                        let dij = s + (i + j * n) * w
-                        for k in 0..<j {
-                            kernel.mulAdd(dij, s + (i + k * n) * w, s + (j + k * n) * w, -1)
-                        }
-                        for c in 0..<w { t[c] = dij[c] }
-                        kernel.divide(dij, t, djj)
-                    }
-                    for i in 0..<j { // zero the upper triangle (column j, rows above)
-                        let dij = s + (i + j * n) * w
-                        for c in 0..<w { dij[c] = 0 }
-                    }
-                }
+        try withUnsafeTemporaryAllocation(of: Double.self, capacity: w) { tp in
+            try storage.withUnsafeMutableBufferPointer { sp in
+                try JetBlas.cholesky(sp.baseAddress!, n: n, w: w, kernel: kernel, scratch: tp.baseAddress!)
             }
         }
     }
@@ -55,24 +197,13 @@ extension JetMatrix {
     /// self ← L⁻¹ self, L lower triangular (forward substitution).
     public mutating func solveLowerInPlace(_ l: JetMatrix) {
         precondition(l.rows == rows && l.cols == rows, "solve: shapes do not match")
-        let n = rows, w = space.width
+        let n = rows, w = space.width, cols = self.cols
         let kernel = JetKernel(space)
-        var tmp = [Double](repeating: 0, count: w)
-        l.storage.withUnsafeBufferPointer { lp in
-            let lb = lp.baseAddress!
-            storage.withUnsafeMutableBufferPointer { bp in
-                let b = bp.baseAddress!
-                tmp.withUnsafeMutableBufferPointer { tp in
-                    let t = tp.baseAddress!
-                    for col in 0..<cols {
-                        let cb = b + col * n * w
-                        for i in 0..<n {
-                            let bi = cb + i * w
-                            for k in 0..<i { kernel.mulAdd(bi, lb + (i + k * n) * w, cb + k * w, -1) }
-                            for c in 0..<w { t[c] = bi[c] }
-                            kernel.divide(bi, t, lb + (i + i * n) * w)
-                        }
-                    }
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: w) { tp in
+            l.storage.withUnsafeBufferPointer { lp in
+                storage.withUnsafeMutableBufferPointer { bp in
+                    JetBlas.solveLower(bp.baseAddress!, n: n, cols: cols, lp.baseAddress!, w: w, kernel: kernel,
+                                       scratch: tp.baseAddress!)
                 }
             }
         }
@@ -116,17 +247,8 @@ extension JetMatrix {
         a.storage.withUnsafeBufferPointer { ap in
             b.storage.withUnsafeBufferPointer { bp in
                 storage.withUnsafeMutableBufferPointer { cp in
-                    let A = ap.baseAddress!, B = bp.baseAddress!, C = cp.baseAddress!
-                    for j in 0..<n {
-                        for k in 0..<inner {
-                            let bkj = B + (transposeB ? (j + k * br) : (k + j * br)) * w
-                            if bkj[0] == 0 && space.order == 0 { continue }
-                            for i in 0..<m {
-                                let aik = A + (transposeA ? (k + i * ar) : (i + k * ar)) * w
-                                kernel.mulAdd(C + (i + j * m) * w, aik, bkj, sign)
-                            }
-                        }
-                    }
+                    JetBlas.addProduct(cp.baseAddress!, m: m, n: n, inner: inner, ap.baseAddress!, ar: ar, transposeA: transposeA,
+                                       bp.baseAddress!, br: br, transposeB: transposeB, sign: sign, w: w, kernel: kernel)
                 }
             }
         }
@@ -139,18 +261,10 @@ extension JetMatrix {
         precondition(c.rows == inner && rows == m && cols == c.cols, "product: shapes do not match")
         let w = space.width, ar = a.rows
         a.storage.withUnsafeBufferPointer { ap in
-            storage.withUnsafeMutableBufferPointer { cp in
-                let A = ap.baseAddress!, C = cp.baseAddress!
-                for j in 0..<c.cols {
-                    for k in 0..<inner {
-                        let f = sign * c.data[k + j * inner]
-                        if f == 0 { continue }
-                        for i in 0..<m {
-                            let aik = A + (transposeA ? (k + i * ar) : (i + k * ar)) * w
-                            let cij = C + (i + j * m) * w
-                            for q in 0..<w { cij[q] += f * aik[q] }
-                        }
-                    }
+            c.data.withUnsafeBufferPointer { dp in
+                storage.withUnsafeMutableBufferPointer { cp in
+                    JetBlas.addProduct(cp.baseAddress!, m: m, inner: inner, ap.baseAddress!, ar: ar, transposeA: transposeA,
+                                       constant: dp.baseAddress!, ccols: c.cols, sign: sign, w: w)
                 }
             }
         }
@@ -163,18 +277,10 @@ extension JetMatrix {
         precondition(b.rows == inner && rows == m && cols == b.cols, "product: shapes do not match")
         let w = space.width
         b.storage.withUnsafeBufferPointer { bp in
-            storage.withUnsafeMutableBufferPointer { cp in
-                let B = bp.baseAddress!, C = cp.baseAddress!
-                for j in 0..<b.cols {
-                    for k in 0..<inner {
-                        let bkj = B + (k + j * inner) * w
-                        for i in 0..<m {
-                            let f = sign * (transposeC ? c.data[k + i * c.rows] : c.data[i + k * c.rows])
-                            if f == 0 { continue }
-                            let cij = C + (i + j * m) * w
-                            for q in 0..<w { cij[q] += f * bkj[q] }
-                        }
-                    }
+            c.data.withUnsafeBufferPointer { dp in
+                storage.withUnsafeMutableBufferPointer { cp in
+                    JetBlas.addProduct(cp.baseAddress!, m: m, inner: inner, constant: dp.baseAddress!, crows: c.rows,
+                                       transposeC: transposeC, bp.baseAddress!, bcols: b.cols, sign: sign, w: w)
                 }
             }
         }

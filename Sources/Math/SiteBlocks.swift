@@ -49,18 +49,37 @@ public struct SiteBlocks: Sendable, Codable, Equatable {
 }
 
 /// Accumulates `SiteBlocks` row by row.
+///
+/// Every accumulator entry receives its rows' terms in row order, whichever
+/// of `add(w:levels:z:)` and `addColumns(w:levels:z:)` is used, so the sums
+/// are the same bit for bit. Neither allocates per row.
 public struct SiteBlocksBuilder {
     public let structure: CovarianceStructure
     public let width: Int
-    private var blocks: SiteBlocks
+    private let levelCounts: [Int]
+    private let siteFactor: Int?
     private let firstFactor: Int?
     private let firstDim: Int
-    private let tailIndex: [Int: Int]   // factor → position in blocks.tail
+    private let firstLevels: Int
     private let factorDims: [Int]
-    // per first-level: tail column → entry position (built while accumulating)
-    private var crossMaps: [[Int: Int]]
+    /// Offset of factor f's values within a row's concatenated z values.
+    private let zOffsets: [Int]
+    private let zWidth: Int
+    private let tail: [SiteBlocks.TailFactor]
+    private let tailDimension: Int
+    /// Tail columns every row touches (Σ r over the tail factors).
+    private let tailRowWidth: Int
+    private var rows = 0
+    /// All dense sums in one buffer: ww, tt, tw, zz, zw at the offsets below.
+    private var acc: [Double]
+    private let oTT: Int, oTW: Int, oZZ: Int, oZW: Int
+    /// Per first-factor level: tail columns met so far (in order of first
+    /// appearance) and their r sums each; `crossMaps` indexes the columns
+    /// of levels that meet many (crossed factors).
     private var crossCols: [[Int]]
     private var crossVals: [[Double]]
+    private var crossMaps: [[Int: Int]]
+    private static let linearSearchLimit = 16
 
     /// `levelCounts[f]` is the number of levels factor f has at this site;
     /// `siteFactor` is the factor grouped by the site itself, if any (it has
@@ -69,8 +88,13 @@ public struct SiteBlocksBuilder {
     public init(structure: CovarianceStructure, width: Int, levelCounts: [Int], siteFactor: Int?) {
         self.structure = structure
         self.width = width
+        self.levelCounts = levelCounts
+        self.siteFactor = siteFactor
         let dims = (0..<structure.factorCount).map { structure.factorDimension($0) }
         factorDims = dims
+        var zo: [Int] = [], z = 0
+        for d in dims { zo.append(z); z += d }
+        zOffsets = zo; zWidth = z
         // The within-site factor with the most levels goes first.
         var first: Int? = nil
         for f in 0..<structure.factorCount where f != siteFactor {
@@ -78,105 +102,231 @@ public struct SiteBlocksBuilder {
         }
         firstFactor = first
         firstDim = first.map { dims[$0] } ?? 0
+        firstLevels = first.map { levelCounts[$0] } ?? 0
         // Tail: other within-site factors by decreasing levels, then the site factor.
         var rest = (0..<structure.factorCount).filter { $0 != first && $0 != siteFactor }
             .sorted { levelCounts[$0] != levelCounts[$1] ? levelCounts[$0] > levelCounts[$1] : $0 < $1 }
         if let s = siteFactor { rest.append(s) }
         var tail: [SiteBlocks.TailFactor] = []
-        var off = 0
-        var index: [Int: Int] = [:]
+        var off = 0, rowWidth = 0
         for f in rest {
-            index[f] = tail.count
             tail.append(.init(factor: f, levels: levelCounts[f], offset: off))
             off += levelCounts[f] * dims[f]
+            rowWidth += dims[f]
         }
-        tailIndex = index
-        var lb: SiteBlocks.LevelBlocks? = nil
-        if let f = first {
-            let r = dims[f], l = levelCounts[f]
-            lb = .init(factor: f, levels: l, dimension: r,
-                       zz: Array(repeating: 0, count: l * r * r),
-                       zw: Array(repeating: 0, count: l * r * width),
-                       crossStart: [], crossColumn: [], crossValues: [])
-        }
-        let firstLevels = first.map { levelCounts[$0] } ?? 0
-        crossMaps = Array(repeating: [:], count: firstLevels)
-        crossCols = Array(repeating: [], count: firstLevels)
-        crossVals = Array(repeating: [], count: firstLevels)
-        blocks = SiteBlocks(width: width, rows: 0, first: lb, siteFactor: siteFactor, tail: tail, tailDimension: off,
-                            tt: Array(repeating: 0, count: off * off),
-                            tw: Array(repeating: 0, count: off * width),
-                            ww: Array(repeating: 0, count: width * width))
+        self.tail = tail
+        tailDimension = off
+        tailRowWidth = rowWidth
+        let r = firstDim, l = firstLevels
+        oTT = width * width
+        oTW = oTT + off * off
+        oZZ = oTW + off * width
+        oZW = oZZ + l * r * r
+        acc = Array(repeating: 0, count: oZW + l * r * width)
+        crossCols = Array(repeating: [], count: l)
+        crossVals = Array(repeating: [], count: l)
+        crossMaps = Array(repeating: [:], count: l)
     }
 
     /// Adds one complete row. `w` holds the fixed-effects values then the
     /// response; `levels[f]` is the row's level of factor f at this site;
     /// `z[f]` the row's random-effects values for factor f (r_f numbers).
     public mutating func add(w: [Double], levels: [Int], z: [[Double]]) {
-        blocks.rows += 1
-        let width = self.width
-        blocks.ww.withUnsafeMutableBufferPointer { ww in
-            for j in 0..<width { let wj = w[j]; if wj == 0 { continue }
-                for i in 0...j { ww[i + j * width] += w[i] * wj } }
-        }
-        // tail columns of this row
-        var tcols: [Int] = []
-        var tvals: [Double] = []
-        for t in blocks.tail {
-            let r = factorDims[t.factor]
-            let base = t.offset + levels[t.factor] * r
-            for a in 0..<r { tcols.append(base + a); tvals.append(z[t.factor][a]) }
-        }
-        let td = blocks.tailDimension
-        for (b, cb) in tcols.enumerated() {
-            let vb = tvals[b]
-            if vb == 0 { continue }
-            for (a, ca) in tcols.enumerated() where ca <= cb { blocks.tt[ca + cb * td] += tvals[a] * vb }
-            for j in 0..<width { blocks.tw[cb + j * td] += vb * w[j] }
-        }
-        if let f = firstFactor {
-            let r = firstDim, l = levels[f], zf = z[f]
-            for b in 0..<r { for a in 0...b { blocks.first!.zz[l * r * r + a + b * r] += zf[a] * zf[b] } }
-            for j in 0..<width { for a in 0..<r { blocks.first!.zw[l * r * width + a + j * r] += zf[a] * w[j] } }
-            for (b, cb) in tcols.enumerated() {
-                let vb = tvals[b]
-                let e: Int
-                if let found = crossMaps[l][cb] { e = found } else {
-                    e = crossCols[l].count
-                    crossMaps[l][cb] = e
-                    crossCols[l].append(cb)
-                    crossVals[l].append(contentsOf: repeatElement(0, count: r))
+        precondition(w.count == width && levels.count == factorDims.count && z.count == factorDims.count,
+                     "a row needs width values, one level and one z vector per factor")
+        var zRow = [Double](repeating: 0, count: zWidth)
+        for f in 0..<factorDims.count { for a in 0..<factorDims[f] { zRow[zOffsets[f] + a] = z[f][a] } }
+        w.withUnsafeBufferPointer { wp in
+            levels.withUnsafeBufferPointer { lp in
+                zRow.withUnsafeBufferPointer { zp in
+                    addRows(count: 1, w: wp.baseAddress!, levels: lp.baseAddress!, z: zp.baseAddress!)
                 }
-                for a in 0..<r { crossVals[l][e * r + a] += zf[a] * vb }
             }
         }
     }
 
+    /// Adds complete rows given column by column: `w[j][k]` is value j
+    /// (fixed effects, then the response) of row k, `levels[f][k]` the
+    /// row's level of factor f, `z[f][a][k]` its a-th random-effects value
+    /// for factor f. Same sums as adding the rows one by one, in order.
+    public mutating func addColumns(w: [[Double]], levels: [[Int]], z: [[[Double]]]) {
+        let nf = factorDims.count
+        precondition(w.count == width && levels.count == nf && z.count == nf, "one column per value, level and z")
+        let n = w.first?.count ?? 0
+        let chunk = 1024
+        var wBuf = [Double](repeating: 0, count: chunk * width)
+        var lBuf = [Int](repeating: 0, count: chunk * nf)
+        var zBuf = [Double](repeating: 0, count: chunk * max(zWidth, 1))
+        var start = 0
+        while start < n {
+            let m = min(chunk, n - start)
+            // Row-major copies of this chunk.
+            wBuf.withUnsafeMutableBufferPointer { wb in
+                for j in 0..<width {
+                    w[j].withUnsafeBufferPointer { col in
+                        for k in 0..<m { wb[k * width + j] = col[start + k] }
+                    }
+                }
+            }
+            lBuf.withUnsafeMutableBufferPointer { lb in
+                for f in 0..<nf {
+                    levels[f].withUnsafeBufferPointer { col in
+                        for k in 0..<m { lb[k * nf + f] = col[start + k] }
+                    }
+                }
+            }
+            zBuf.withUnsafeMutableBufferPointer { zb in
+                for f in 0..<nf {
+                    for a in 0..<factorDims[f] {
+                        let o = zOffsets[f] + a, zw = zWidth
+                        z[f][a].withUnsafeBufferPointer { col in
+                            for k in 0..<m { zb[k * zw + o] = col[start + k] }
+                        }
+                    }
+                }
+            }
+            wBuf.withUnsafeBufferPointer { wp in
+                lBuf.withUnsafeBufferPointer { lp in
+                    zBuf.withUnsafeBufferPointer { zp in
+                        addRows(count: m, w: wp.baseAddress!, levels: lp.baseAddress!, z: zp.baseAddress!)
+                    }
+                }
+            }
+            start += m
+        }
+    }
+
+    /// Adds `count` rows stored row-major: w[k·width + j], levels[k·F + f],
+    /// z[k·zWidth + zOffsets[f] + a].
+    private mutating func addRows(count: Int, w wAll: UnsafePointer<Double>, levels lAll: UnsafePointer<Int>,
+                                  z zAll: UnsafePointer<Double>) {
+        let width = self.width, nf = factorDims.count, zWidth = self.zWidth
+        let td = tailDimension, tw = tailRowWidth
+        let r = firstDim
+        let oTT = self.oTT, oTW = self.oTW, oZZ = self.oZZ, oZW = self.oZW
+        let tail = self.tail, factorDims = self.factorDims, zOffsets = self.zOffsets, firstFactor = self.firstFactor
+        rows += count
+        // Move the accumulators out of self while the loop holds pointers into them.
+        var acc = self.acc; self.acc = []
+        var crossCols = self.crossCols; self.crossCols = []
+        var crossVals = self.crossVals; self.crossVals = []
+        var crossMaps = self.crossMaps; self.crossMaps = []
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: max(tw, 1)) { tcolsBuf in
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: max(tw, 1)) { tvalsBuf in
+            let tcols = tcolsBuf.baseAddress!, tvals = tvalsBuf.baseAddress!
+            acc.withUnsafeMutableBufferPointer { accBuf in
+                let A = accBuf.baseAddress!
+                let ww = A, tt = A + oTT, twp = A + oTW, zz = A + oZZ, zw = A + oZW
+                for k in 0..<count {
+                    let w = wAll + k * width, lv = lAll + k * nf, z = zAll + k * zWidth
+                    for j in 0..<width {
+                        let wj = w[j]
+                        if wj == 0 { continue }
+                        let col = ww + j * width
+                        for i in 0...j { col[i] += w[i] * wj }
+                    }
+                    // tail columns of this row
+                    var nt = 0
+                    for t in tail {
+                        let f = t.factor, rf = factorDims[f]
+                        let base = t.offset + lv[f] * rf, zf = z + zOffsets[f]
+                        for a in 0..<rf { tcols[nt] = base + a; tvals[nt] = zf[a]; nt += 1 }
+                    }
+                    for b in 0..<nt {
+                        let vb = tvals[b], cb = tcols[b]
+                        if vb == 0 { continue }
+                        for a in 0..<nt where tcols[a] <= cb { tt[tcols[a] + cb * td] += tvals[a] * vb }
+                        for j in 0..<width { twp[cb + j * td] += vb * w[j] }
+                    }
+                    guard let f = firstFactor else { continue }
+                    let l = lv[f], zf = z + zOffsets[f]
+                    let zzl = zz + l * r * r
+                    for b in 0..<r { for a in 0...b { zzl[a + b * r] += zf[a] * zf[b] } }
+                    let zwl = zw + l * r * width
+                    for j in 0..<width { for a in 0..<r { zwl[a + j * r] += zf[a] * w[j] } }
+                    for b in 0..<nt {
+                        let vb = tvals[b]
+                        let e = Self.crossEntry(level: l, column: tcols[b], r: r, &crossCols, &crossVals, &crossMaps)
+                        crossVals[l].withUnsafeMutableBufferPointer { cv in
+                            let c = cv.baseAddress! + e * r
+                            for a in 0..<r { c[a] += zf[a] * vb }
+                        }
+                    }
+                }
+            }
+        }
+        }
+        self.acc = acc
+        self.crossCols = crossCols
+        self.crossVals = crossVals
+        self.crossMaps = crossMaps
+    }
+
+    /// The entry of tail column `c` among level `l`'s cross products (created with zeros if new).
+    @inline(__always)
+    private static func crossEntry(level l: Int, column c: Int, r: Int, _ crossCols: inout [[Int]],
+                                   _ crossVals: inout [[Double]], _ crossMaps: inout [[Int: Int]]) -> Int {
+        let n = crossCols[l].count
+        if n <= linearSearchLimit {
+            let found: Int? = crossCols[l].withUnsafeBufferPointer { cp in
+                for e in 0..<n where cp[e] == c { return e }
+                return nil
+            }
+            if let found { return found }
+        } else if let found = crossMaps[l][c] {
+            return found
+        }
+        crossCols[l].append(c)
+        crossVals[l].append(contentsOf: repeatElement(0, count: r))
+        if n == linearSearchLimit {
+            // This level meets many tail columns (crossed factors): index them.
+            var m: [Int: Int] = [:]
+            for (i, x) in crossCols[l].enumerated() { m[x] = i }
+            crossMaps[l] = m
+        } else if n > linearSearchLimit {
+            crossMaps[l][c] = n
+        }
+        return n
+    }
+
     /// The accumulated blocks (symmetric parts mirrored, cross entries sorted).
     public func finish() -> SiteBlocks {
-        var out = blocks
-        let width = self.width
-        for j in 0..<width { for i in 0..<j { out.ww[j + i * width] = out.ww[i + j * width] } }
-        let td = out.tailDimension
-        for j in 0..<td { for i in 0..<j { out.tt[j + i * td] = out.tt[i + j * td] } }
-        if var lb = out.first {
-            let r = lb.dimension
-            for l in 0..<lb.levels {
-                for b in 0..<r { for a in 0..<b { lb.zz[l * r * r + b + a * r] = lb.zz[l * r * r + a + b * r] } }
+        let width = self.width, td = tailDimension
+        var ww = Array(acc[0..<oTT])
+        var tt = Array(acc[oTT..<oTW])
+        let tw = Array(acc[oTW..<oZZ])
+        for j in 0..<width { for i in 0..<j { ww[j + i * width] = ww[i + j * width] } }
+        for j in 0..<td { for i in 0..<j { tt[j + i * td] = tt[i + j * td] } }
+        var lb: SiteBlocks.LevelBlocks? = nil
+        if let f = firstFactor {
+            let r = firstDim, levels = firstLevels
+            var zz = Array(acc[oZZ..<oZW])
+            let zw = Array(acc[oZW...])
+            for l in 0..<levels {
+                for b in 0..<r { for a in 0..<b { zz[l * r * r + b + a * r] = zz[l * r * r + a + b * r] } }
             }
             var start = [0], cols: [Int] = [], vals: [Double] = []
-            for l in 0..<lb.levels {
-                let order = crossCols[l].indices.sorted { crossCols[l][$0] < crossCols[l][$1] }
-                for e in order {
-                    cols.append(crossCols[l][e])
-                    vals.append(contentsOf: crossVals[l][(e * r)..<((e + 1) * r)])
+            start.reserveCapacity(levels + 1)
+            for l in 0..<levels {
+                let cc = crossCols[l], cv = crossVals[l]
+                var sorted = true
+                for e in cc.indices.dropFirst() where cc[e - 1] > cc[e] { sorted = false; break }
+                if sorted {
+                    cols.append(contentsOf: cc); vals.append(contentsOf: cv)
+                } else {
+                    let order = cc.indices.sorted { cc[$0] < cc[$1] }
+                    for e in order {
+                        cols.append(cc[e])
+                        vals.append(contentsOf: cv[(e * r)..<((e + 1) * r)])
+                    }
                 }
                 start.append(cols.count)
             }
-            lb.crossStart = start; lb.crossColumn = cols; lb.crossValues = vals
-            out.first = lb
+            lb = .init(factor: f, levels: levels, dimension: r, zz: zz, zw: zw,
+                       crossStart: start, crossColumn: cols, crossValues: vals)
         }
-        return out
+        return SiteBlocks(width: width, rows: rows, first: lb, siteFactor: siteFactor, tail: tail,
+                          tailDimension: td, tt: tt, tw: tw, ww: ww)
     }
 }
 

@@ -82,12 +82,7 @@ public struct ModelFrame: Sendable {
         }
         var missing: [String: Int] = [:]
         var complete = [Bool](repeating: true, count: rows)
-        for v in required {
-            let c = columns[v]!
-            var m = 0
-            for i in 0..<rows where c.isMissing(i) { m += 1; complete[i] = false }
-            missing[v] = m
-        }
+        for v in required { missing[v] = Self.markMissing(columns[v]!, &complete) }
         self.missing = missing
         let usedRows = (0..<rows).filter { complete[$0] }
         used = usedRows.count
@@ -111,14 +106,8 @@ public struct ModelFrame: Sendable {
             case .site:
                 levelIndex.append([Int](repeating: 0, count: used)); levelCounts.append(1)
             case .withinSite(let vs):
-                var map: [String: Int] = [:]
-                var idx = [Int](repeating: 0, count: used)
-                let keyColumns = vs.map { columns[$0]! }
-                for (k, i) in usedRows.enumerated() {
-                    let key = keyColumns.map { Self.key($0, i) }.joined(separator: "\u{1F}")
-                    if let l = map[key] { idx[k] = l } else { let l = map.count; map[key] = l; idx[k] = l }
-                }
-                levelIndex.append(idx); levelCounts.append(map.count)
+                let (idx, count) = Self.levelIndex(vs.map { columns[$0]! }, rows: usedRows)
+                levelIndex.append(idx); levelCounts.append(count)
             }
         }
         groupCounts = spec.terms.map { levelCounts[groupings.firstIndex(of: $0.grouping)!] }
@@ -129,18 +118,93 @@ public struct ModelFrame: Sendable {
         }
         var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
                                         levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
-        var w = [Double](repeating: 0, count: wcols.count)
-        var lv = [Int](repeating: 0, count: groupings.count)
-        var z: [[Double]] = zcols.map { [Double](repeating: 0, count: $0.count) }
-        for k in 0..<used {
-            for j in 0..<wcols.count { w[j] = wcols[j][k] }
-            for f in 0..<groupings.count {
-                lv[f] = levelIndex[f][k]
-                for a in 0..<zcols[f].count { z[f][a] = zcols[f][a][k] }
-            }
-            builder.add(w: w, levels: lv, z: z)
-        }
+        builder.addColumns(w: wcols, levels: levelIndex, z: zcols)
         blocks = builder.finish()
+    }
+
+    /// Counts the missing values of a column and clears their rows in `complete`.
+    static func markMissing(_ c: DataTable.Column, _ complete: inout [Bool]) -> Int {
+        var m = 0
+        switch c.data {
+        case .numeric(let v):
+            for i in v.indices where v[i] == nil { m += 1; complete[i] = false }
+        case .text(let v):
+            for i in v.indices where v[i] == nil { m += 1; complete[i] = false }
+        }
+        return m
+    }
+
+    /// The level of every row in `rows` for the combination of `keyColumns`,
+    /// numbered by first appearance, and the number of levels. Two rows are in
+    /// the same group when every key column has the same text (`key`) for
+    /// them: numbers compare as R prints them.
+    static func levelIndex(_ keyColumns: [DataTable.Column], rows: [Int]) -> (index: [Int], count: Int) {
+        var codes = [Int](repeating: 0, count: rows.count)
+        var count = rows.isEmpty ? 0 : 1
+        for (n, c) in keyColumns.enumerated() {
+            let (cc, nc) = columnCodes(c, rows: rows)
+            if n == 0 { codes = cc; count = nc; continue }
+            // Combine with the previous columns' groups, again by first appearance.
+            var map: [Int: Int] = [:]
+            map.reserveCapacity(max(count, nc))
+            for k in codes.indices {
+                let key = codes[k] * nc + cc[k]
+                if let l = map[key] { codes[k] = l } else { let l = map.count; map[key] = l; codes[k] = l }
+            }
+            count = map.count
+        }
+        return (codes, count)
+    }
+
+    /// Codes of one column's text (`key`) over `rows`, by first appearance.
+    static func columnCodes(_ c: DataTable.Column, rows: [Int]) -> (codes: [Int], count: Int) {
+        var codes = [Int](repeating: 0, count: rows.count)
+        switch c.data {
+        case .text(let v):
+            var map: [String: Int] = [:]
+            for (k, i) in rows.enumerated() {
+                let s = v[i]!
+                if let l = map[s] { codes[k] = l } else { let l = map.count; map[s] = l; codes[k] = l }
+            }
+            return (codes, map.count)
+        case .numeric(let v):
+            // Integers below 1e15 print as themselves: distinct integers are distinct levels.
+            var lo = Double.infinity, hi = -Double.infinity, integral = true
+            for i in rows {
+                let x = v[i]!
+                if !(x == x.rounded() && abs(x) < 1e15) { integral = false; break }
+                lo = min(lo, x); hi = max(hi, x)
+            }
+            if integral && !rows.isEmpty && hi - lo < Double(4 * rows.count + 1024) {
+                let base = Int(lo)
+                var table = [Int](repeating: -1, count: Int(hi) - base + 1)
+                var n = 0
+                for (k, i) in rows.enumerated() {
+                    let t = Int(v[i]!) - base
+                    if table[t] < 0 { table[t] = n; n += 1 }
+                    codes[k] = table[t]
+                }
+                return (codes, n)
+            }
+            // Distinct values first (−0 is 0), then merge values that print alike.
+            var map: [UInt64: Int] = [:]
+            var values: [Double] = []
+            for (k, i) in rows.enumerated() {
+                let x = v[i]! == 0 ? 0 : v[i]!
+                if let l = map[x.bitPattern] { codes[k] = l } else {
+                    let l = values.count; map[x.bitPattern] = l; values.append(x); codes[k] = l
+                }
+            }
+            if integral { return (codes, values.count) }
+            var byText: [String: Int] = [:]
+            var merged = [Int](repeating: 0, count: values.count)
+            for (p, x) in values.enumerated() {
+                let s = RNumberFormat.format(x)
+                if let l = byText[s] { merged[p] = l } else { let l = byText.count; byText[s] = l; merged[p] = l }
+            }
+            if byText.count < values.count { for k in codes.indices { codes[k] = merged[codes[k]] } }
+            return (codes, byText.count)
+        }
     }
 
     /// The text identifying a row's group: numbers as R would print them.
@@ -183,7 +247,16 @@ struct ExpressionEvaluator {
         case .indicator(let v, let level):
             switch columns[v]!.data {
             case .text(let data): return rows.map { data[$0]! == level ? 1 : 0 }
-            case .numeric(let data): return rows.map { RNumberFormat.format(data[$0]!) == level ? 1 : 0 }
+            case .numeric(let data):
+                // Format each distinct value once.
+                var seen: [UInt64: Double] = [:]
+                return rows.map { i in
+                    let x = data[i]!
+                    if let r = seen[x.bitPattern] { return r }
+                    let r: Double = RNumberFormat.format(x) == level ? 1 : 0
+                    seen[x.bitPattern] = r
+                    return r
+                }
             }
         case .isMissing(let v):
             let c = columns[v]!

@@ -19,7 +19,7 @@ enum FedmixCommand {
       fedmix describe --sites FILE --dataset NAME [--format text|json]
       fedmix certs init DIR
       fedmix certs issue --ca DIR --name NAME --out DIR
-      fedmix bench [--rows N] [--sites K]
+      fedmix bench [--rows N[,N...]] [--sites K]   (simulated rows; timing, rounds, bytes, memory)
       fedmix --version
     """
 
@@ -35,6 +35,7 @@ enum FedmixCommand {
             case "fit": return try RemoteCommands.fit(rest)
             case "describe": return try RemoteCommands.describe(rest)
             case "certs": return try CertsCommand.run(rest)
+            case "bench": return try BenchCommand.run(rest)
             default: throw UsageError("unknown command \"\(command)\"; run fedmix help")
             }
         } catch let e as UsageError {

@@ -1,0 +1,348 @@
+import Foundation
+import Coordinator
+import Protocol
+import SiteAgent
+import Math
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `fedmix bench`: fits the two benchmark models (BenchmarkData) on
+/// simulated rows, in process and over site agents on loopback TLS, and
+/// reports time, rounds, traffic and peak memory. Each configuration runs in
+/// a child process of its own, so that its peak memory is its own.
+enum BenchCommand {
+    enum Model: String, CaseIterable, Codable {
+        case slope, patient
+        var formula: String {
+            switch self {
+            case .slope: return BenchmarkData.slopeFormula
+            case .patient: return BenchmarkData.patientFormula
+            }
+        }
+        /// lme4's time at 100 000 rows on the reference machine (seconds).
+        var lme4Seconds100k: Double { self == .slope ? 6.5 : 5.3 }
+    }
+
+    enum Mode: String, CaseIterable, Codable {
+        case inProcess = "in-process", federated
+    }
+
+    /// One configuration's figures.
+    struct Measurement: Codable {
+        var rows: Int
+        var sites: Int
+        var model: Model
+        var mode: Mode
+        /// Generating the rows and the sites' DataTables.
+        var generateSeconds: Double
+        /// Site services, or certificates + agents + TLS connections.
+        var setupSeconds: Double
+        /// Describe round and formula resolution.
+        var describeSeconds: Double
+        /// Prepare round: every site evaluates the model on its rows.
+        var prepareSeconds: Double
+        /// From the last prepare answer to the finalize answers.
+        var fitSeconds: Double
+        var evaluations: Int
+        var rounds: Int
+        var bytesSent: Int
+        var bytesReceived: Int
+        var peakRSSBytes: Int
+        var objective: Double
+        var theta: [Double]
+        var beta: [Double]
+        var sigma: Double
+        var converged: Bool
+        var messages: [String]
+        var isolated: Bool
+
+        var designSeconds: Double { describeSeconds + prepareSeconds }
+        /// What lme4's timing covers: model frame and design from in-memory rows, and the fit.
+        var analysisSeconds: Double { designSeconds + fitSeconds }
+    }
+
+    static let resultPrefix = "FEDMIX-BENCH-RESULT "
+
+    static func run(_ args: [String]) throws -> Int32 {
+        let a = try Arguments(args, options: ["rows", "sites", "models", "modes", "seed", "single"],
+                              flags: ["no-isolate", "json"])
+        let seed = try UInt64(a.value("seed") ?? "20260101").orThrow("--seed must be a non-negative integer")
+        if let single = a.value("single") {
+            // Child: one configuration, one result line.
+            let parts = single.split(separator: ":").map(String.init)
+            guard parts.count == 4, let rows = Int(parts[0]), let sites = Int(parts[1]),
+                  let model = Model(rawValue: parts[2]), let mode = Mode(rawValue: parts[3]) else {
+                throw UsageError("--single ROWS:SITES:MODEL:MODE")
+            }
+            let m = try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: true)
+            let data = try JSONEncoder().encode(m)
+            print(resultPrefix + String(decoding: data, as: UTF8.self))
+            return 0
+        }
+        let rowsList = try (a.value("rows") ?? "100000,1000000").split(separator: ",").map {
+            try Int($0.replacingOccurrences(of: "_", with: "")).orThrow("--rows takes numbers (a comma list), e.g. 100000,1000000")
+        }
+        let sites = try Int(a.value("sites") ?? "50").orThrow("--sites must be a number")
+        guard sites > 0, rowsList.allSatisfy({ $0 >= 10 * sites }) else {
+            throw UsageError("--sites must be positive and every --rows at least 10 rows per site")
+        }
+        let models = try (a.value("models") ?? "slope,patient").split(separator: ",").map {
+            try Model(rawValue: String($0)).orThrow("--models takes slope,patient")
+        }
+        let modes = try (a.value("modes") ?? "in-process,federated").split(separator: ",").map {
+            try Mode(rawValue: String($0)).orThrow("--modes takes in-process,federated")
+        }
+        let isolate = !a.has("no-isolate")
+
+        print("fedmix bench: \(sites) sites, rows \(rowsList.map(group).joined(separator: ", ")), seed \(seed), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        for (i, m) in models.enumerated() { print("  model \(i + 1) (\(m.rawValue)): \(m.formula)") }
+        print("  each configuration in \(isolate ? "its own process (peak memory is its own)" : "this process (peak memory is cumulative)")\n")
+        var results: [Measurement] = []
+        let total = rowsList.count * models.count * modes.count
+        for rows in rowsList {
+            for mode in modes {
+                for model in models {
+                    let m = isolate
+                        ? try runChild(rows: rows, sites: sites, model: model, mode: mode, seed: seed)
+                        : try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: false)
+                    results.append(m)
+                    print("[\(results.count)/\(total)] " + block(m))
+                }
+            }
+        }
+        print(table(results))
+        if a.has("json") {
+            let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]
+            print(String(decoding: try e.encode(results), as: UTF8.self))
+        }
+        return 0
+    }
+
+    // MARK: one configuration
+
+    static func measure(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, isolated: Bool) throws -> Measurement {
+        let t0 = monotonicSeconds()
+        let tables: [(site: String, table: DataTable)] = {
+            let data = BenchmarkData.generate(rows: rows, sites: sites, seed: seed)
+            return data.sites.map { ($0.name, table($0)) }
+        }()
+        let t1 = monotonicSeconds()
+        let base: Federation
+        var agents: BenchAgents? = nil
+        switch mode {
+        case .inProcess:
+            base = Federation(channels: tables.map { s in
+                let service = SiteService(site: s.site, datasets: ["data": .table(s.table)], siteColumn: nil)
+                return InProcessChannel(site: s.site) { service.handle(line: $0) }
+            })
+        case .federated:
+            agents = try BenchAgents(tables: tables)
+            base = agents!.federation
+        }
+        defer { agents?.close() }
+        let clock = RoundClock()
+        let federation = Federation(channels: base.channels.map { TimedChannel($0, clock: clock) })
+        let t2 = monotonicSeconds()
+        let sent0 = federation.bytesSent.reduce(0, +), received0 = federation.bytesReceived.reduce(0, +)
+        let descriptions = try Analysis.describe(federation, dataset: "data")
+        let spec = try Analysis.resolve(formula: model.formula, descriptions: descriptions)
+        let t3 = monotonicSeconds()
+        let result = try LMMFit.run(federation, dataset: "data", spec: spec, options: FitOptions(method: .reml))
+        let t4 = monotonicSeconds()
+        let tp = clock.lastPrepare ?? t3
+        return Measurement(
+            rows: rows, sites: sites, model: model, mode: mode,
+            generateSeconds: t1 - t0, setupSeconds: t2 - t1, describeSeconds: t3 - t2,
+            prepareSeconds: tp - t3, fitSeconds: t4 - tp,
+            evaluations: result.evaluations, rounds: result.rounds,
+            bytesSent: federation.bytesSent.reduce(0, +) - sent0,
+            bytesReceived: federation.bytesReceived.reduce(0, +) - received0,
+            peakRSSBytes: peakRSS(), objective: result.objective, theta: result.theta,
+            beta: result.fixedEffects.map(\.estimate), sigma: result.sigma, converged: result.converged,
+            messages: result.messages, isolated: isolated)
+    }
+
+    /// A site's rows as the table an agent would have read.
+    static func table(_ s: BenchmarkData.Site) -> DataTable {
+        DataTable(columns: s.columns.map { .init(name: $0.name, data: .numeric($0.values.map { Optional($0) })) },
+                  rowCount: s.rows)
+    }
+
+    /// Runs one configuration in a child process (`fedmix bench --single …`).
+    static func runChild(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64) throws -> Measurement {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Bundle.main.executablePath ?? CommandLine.arguments[0])
+        p.arguments = ["bench", "--single", "\(rows):\(sites):\(model.rawValue):\(mode.rawValue)", "--seed", String(seed)]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard p.terminationStatus == 0,
+              let line = text.split(separator: "\n").last(where: { $0.hasPrefix(resultPrefix) }) else {
+            throw BenchError("the benchmark of \(model.rawValue) at \(rows) rows (\(mode.rawValue)) failed (exit status \(p.terminationStatus))")
+        }
+        return try JSONDecoder().decode(Measurement.self, from: Data(line.dropFirst(resultPrefix.count).utf8))
+    }
+
+    // MARK: output
+
+    static func block(_ m: Measurement) -> String {
+        let modeText = m.mode == .inProcess
+            ? "in-process (\(m.sites) SiteServices on in-memory DataTables, protocol lines)"
+            : "federated (\(m.sites) agents, mutual TLS on loopback, in-memory DataTables)"
+        var out = "\(m.model.formula)\n"
+        out += "      rows \(group(m.rows)), sites \(m.sites), mode \(modeText)\n"
+        out += "      time     data generation \(secs(m.generateSeconds)) + design building \(secs(m.designSeconds))"
+        out += " (describe \(secs(m.describeSeconds)), prepare \(secs(m.prepareSeconds)))"
+        out += " = \(secs(m.generateSeconds + m.designSeconds)); fitting \(secs(m.fitSeconds))\n"
+        out += "               design + fitting \(secs(m.analysisSeconds))"
+        out += m.mode == .federated ? "; agents, certificates and TLS connections \(secs(m.setupSeconds))\n" : "\n"
+        out += "      fit      \(m.evaluations) criterion evaluations, \(m.rounds) rounds (+1 describe), REML criterion \(String(format: "%.6f", m.objective))\(m.converged ? "" : ", NOT CONVERGED")\n"
+        for msg in m.messages { out += "               \(msg)\n" }
+        out += "               β = [\(m.beta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], θ = [\(m.theta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], σ = \(String(format: "%.4f", m.sigma))\n"
+        out += "      traffic  sent \(bytes(m.bytesSent)), received \(bytes(m.bytesReceived)) (coordinator side, describe to finalize)\n"
+        out += "      memory   peak RSS \(bytes(m.peakRSSBytes))\(m.isolated ? "" : " (cumulative: this process ran earlier configurations)")\n"
+        return out
+    }
+
+    static func table(_ ms: [Measurement]) -> String {
+        var rows = [["rows", "model", "mode", "gen", "design", "gen+design", "fit", "design+fit", "vs lme4", "evals", "rounds", "sent", "received", "peak RSS"]]
+        for m in ms {
+            let speedup = m.rows == 100_000 ? String(format: "%.0fx", m.model.lme4Seconds100k / m.analysisSeconds) : ""
+            rows.append([group(m.rows), m.model.rawValue, m.mode.rawValue, secs(m.generateSeconds), secs(m.designSeconds),
+                         secs(m.generateSeconds + m.designSeconds), secs(m.fitSeconds), secs(m.analysisSeconds), speedup,
+                         String(m.evaluations), String(m.rounds), bytes(m.bytesSent), bytes(m.bytesReceived),
+                         bytes(m.peakRSSBytes)])
+        }
+        var out = "Summary (times in seconds; design = describe + prepare rounds; fit = evaluations + finalize;\n"
+        out += "vs lme4: lme4's time at 100,000 rows (6.5 s slope model, 5.3 s patient model) over design+fit;\n"
+        out += "rounds exclude the describe round; traffic counts describe to finalize)\n"
+        out += Report.table(rows, rightAlign: true, leftFirst: true)
+        return out
+    }
+
+    static func secs(_ s: Double) -> String { s < 10 ? String(format: "%.3f s", s) : String(format: "%.1f s", s) }
+    static func group(_ n: Int) -> String {
+        let s = String(n)
+        var out = ""
+        for (i, c) in s.enumerated() {
+            if i > 0 && (s.count - i) % 3 == 0 { out.append(",") }
+            out.append(c)
+        }
+        return out
+    }
+    static func bytes(_ n: Int) -> String {
+        let x = Double(n)
+        if n >= 1 << 30 { return String(format: "%.2f GB", x / Double(1 << 30)) }
+        if n >= 1 << 20 { return String(format: "%.1f MB", x / Double(1 << 20)) }
+        if n >= 1 << 10 { return String(format: "%.1f kB", x / Double(1 << 10)) }
+        return "\(n) B"
+    }
+
+    /// Peak resident set size of this process (bytes).
+    static func peakRSS() -> Int {
+        var u = rusage()
+        #if os(Linux)
+        guard getrusage(RUSAGE_SELF.rawValue, &u) == 0 else { return 0 }
+        #else
+        guard getrusage(RUSAGE_SELF, &u) == 0 else { return 0 }
+        #endif
+        #if os(Linux)
+        return Int(u.ru_maxrss) * 1024      // kilobytes on Linux
+        #else
+        return Int(u.ru_maxrss)             // bytes on macOS
+        #endif
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+extension Optional {
+    func orThrow(_ message: String) throws -> Wrapped {
+        guard let v = self else { throw UsageError(message) }
+        return v
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// When the last prepare answer arrived (the end of the prepare round).
+final class RoundClock: Sendable {
+    private let prepared = Mutex<Double?>(nil)
+    func markPrepared() {
+        let t = monotonicSeconds()
+        prepared.withLock { $0 = max($0 ?? t, t) }
+    }
+    var lastPrepare: Double? { prepared.withLock { $0 } }
+}
+
+/// A channel that notes when prepare answers arrive, to split design from fit.
+final class TimedChannel: SiteChannel {
+    let inner: any SiteChannel
+    let clock: RoundClock
+    init(_ inner: any SiteChannel, clock: RoundClock) { self.inner = inner; self.clock = clock }
+    var site: String { inner.site }
+    func call(_ request: Request) throws -> Reply {
+        let reply = try inner.call(request)
+        if case .prepare = request { clock.markPrepared() }
+        return reply
+    }
+    var bytesSent: Int { inner.bytesSent }
+    var bytesReceived: Int { inner.bytesReceived }
+    func close() { inner.close() }
+}
+
+/// One agent per site on loopback with throwaway certificates (as
+/// LocalAgents, but serving in-memory tables).
+final class BenchAgents {
+    let directory: String
+    let servers: [AgentServer]
+    let federation: Federation
+
+    init(tables: [(site: String, table: DataTable)]) throws {
+        directory = NSTemporaryDirectory() + "fedmix-bench-\(getpid())-\(UUID().uuidString.prefix(8))"
+        let ca = directory + "/ca"
+        try Certificates.createAuthority(directory: ca, commonName: "fedmix bench CA (throwaway)", days: 1)
+        try Certificates.issue(caDirectory: ca, name: "coordinator", outDirectory: directory + "/coordinator", days: 1)
+        var servers: [AgentServer] = []
+        var sites: [SitesFile.Site] = []
+        do {
+            for (i, s) in tables.enumerated() {
+                let name = "agent-\(i)"
+                try Certificates.issue(caDirectory: ca, name: name, outDirectory: directory + "/" + name, days: 1)
+                let context = try TLSContext.server(identity: TLSIdentity(directory: directory + "/" + name, caPath: ca + "/ca.pem"),
+                                                    allowedPeerNames: ["coordinator"])
+                let service = SiteService(site: s.site, datasets: ["data": .table(s.table)], siteColumn: nil)
+                let server = try AgentServer(service: service, host: "127.0.0.1", port: 0, context: context,
+                                             log: AgentLog(enabled: ProcessInfo.processInfo.environment["FEDMIX_AGENT_LOG"] != nil))
+                server.start()
+                servers.append(server)
+                sites.append(.init(name: s.site, host: "127.0.0.1", port: server.port, serverName: name))
+            }
+            let sitesFile = SitesFile(identity: TLSIdentity(directory: directory + "/coordinator", caPath: ca + "/ca.pem"), sites: sites)
+            federation = try sitesFile.connect()
+        } catch {
+            servers.forEach { $0.stop() }
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+        self.servers = servers
+    }
+
+    func close() {
+        federation.close()
+        servers.forEach { $0.stop() }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
