@@ -60,14 +60,29 @@ public struct FitResult: Codable, Sendable {
         /// GLMMs: the site's intercept on the response scale (e.g. its adjusted
         /// probability at covariates 0) with a 95% conditional interval.
         public var responseScale: ResponseScale?
+        /// Share of the site's rows that complete-case analysis drops.
+        public var droppedShare: Double
+        /// The site's share of all sites' rows, before and after dropping incomplete rows.
+        public var shareBefore: Double
+        public var shareAfter: Double
+        /// Combinations of missing model variables with their counts (a
+        /// string such as "<5" when suppressed by the site).
+        public var missingPatterns: [Pattern]
+        public struct Pattern: Codable, Sendable {
+            public var missing: [String]
+            public var count: MissingCount
+        }
         enum CodingKeys: String, CodingKey {
-            case responseScale = "response_scale"
+            case responseScale = "response_scale", droppedShare = "dropped_share", shareBefore = "share_before"
+            case shareAfter = "share_after", missingPatterns = "missing_patterns"
             case site, nRows = "n_rows", nUsed = "n_used", missing, effects, condSD = "cond_sd", ownEffects = "own_effects", coefficients
             case bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         }
     }
 
     public var model: Model
+    /// Model variables in first-use order (the missing-data table's columns).
+    public var variables: [String]
     public var converged: Bool
     public var singular: Bool
     public var messages: [String]
@@ -99,7 +114,7 @@ public struct FitResult: Codable, Sendable {
     public var lme4Objective: Double?
 
     enum CodingKeys: String, CodingKey {
-        case model, converged, singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
+        case model, variables, converged, singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
         case fixedEffects = "fixed_effects", theta, thetaNames = "theta_names"
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"

@@ -89,7 +89,7 @@ public enum Report {
         out += table(st, rightAlign: true, leftFirst: true)
         if r.sites.contains(where: { $0.responseScale != nil }) {
             line()
-            line("Sites on the response scale (inverse link of the partially pooled intercept, other covariates at 0; 95% conditional interval):")
+            line("Sites on the response scale (inverse link at the average covariates of all rows used, with the site's effect; 95% conditional interval):")
             var rs: [[String]] = [["site", "estimate", "95% interval"]]
             for s in r.sites {
                 guard let v = s.responseScale else { continue }
@@ -101,11 +101,33 @@ public enum Report {
             line()
             line("−2 log-likelihood \(fmt(r.objective, digits: 7)) includes the binomial coefficients; lme4 reports \(fmt(l, digits: 7)) for nAGQ > 1, leaving out the saturated model's constant.")
         }
+        out += "\n" + missingTable(r)
         for m in r.messages { line(m) }
         line()
         line("fedmix: \(r.nSites) sites, \(r.rounds) rounds, \(r.evaluations) criterion evaluations, "
              + "\(bytes(r.bytesSent)) sent, \(bytes(r.bytesReceived)) received, \(String(format: "%.2f", r.elapsedSeconds)) s; "
              + (r.converged ? "converged" : "NOT converged"))
+        return out
+    }
+
+    /// Per-site missing data for the model's variables, sites losing most first.
+    public static func missingTable(_ r: FitResult) -> String {
+        let vars = r.variables
+        var rows: [[String]] = [["site", "rows", "used", "dropped"] + vars]
+        for s in r.sites.sorted(by: { $0.droppedShare != $1.droppedShare ? $0.droppedShare > $1.droppedShare : $0.site < $1.site }) {
+            var row = [s.site, String(s.nRows), String(s.nUsed), String(format: "%.1f%%", 100 * s.droppedShare)]
+            for v in vars {
+                switch s.missing[v] {
+                case .exact(let n)?: row.append(n == 0 ? "-" : String(format: "%d (%.0f%%)", n, 100 * Double(n) / Double(max(s.nRows, 1))))
+                case .suppressed(let t)?: row.append(t)
+                case nil: row.append("?")
+                }
+            }
+            rows.append(row)
+        }
+        let total = r.sites.reduce(0) { $0 + $1.nRows }, used = r.sites.reduce(0) { $0 + $1.nUsed }
+        var out = "Missing data (model variables; complete-case analysis uses \(used) of \(total) rows, \(String(format: "%.1f%%", 100 * Double(used) / Double(max(total, 1))))):\n"
+        out += table(rows, rightAlign: true, leftFirst: true)
         return out
     }
 

@@ -18,6 +18,8 @@ struct ResultBuilder {
     let estimates: (beta: [Double], sigma: Double, unscaledCovariance: Matrix, residualSumOfSquares: Double)
     let nObs: Int
     let optimizer: BoundedNewton.Result
+    /// Warn when complete-case analysis drops more than this share of a site's rows.
+    var maxDroppedShare = 0.2
 
     /// Number of levels of each term's grouping factor over all sites.
     var groupCounts: [Int] {
@@ -101,6 +103,15 @@ struct ResultBuilder {
         let duplicated = Set(siteColumns.map(\.1).filter { n in siteColumns.filter { $0.1 == n }.count > 1 })
         let keys = siteColumns.map { duplicated.contains($0.1) ? "\($0.0).\($0.1)" : $0.1 }
         var siteResults: [FitResult.SiteResult] = []
+        let totalRows = max(prepared.reduce(0) { $0 + $1.summary.rows }, 1)
+        let totalUsed = max(prepared.reduce(0) { $0 + $1.summary.used }, 1)
+        // Average covariate profile over all used rows (GLMM response scale).
+        var meanX: [Double]? = nil
+        if prepared.allSatisfy({ $0.summary.columnSums?.count == p }) {
+            var sums = [Double](repeating: 0, count: p)
+            for s in prepared { for j in 0..<p { sums[j] += s.summary.columnSums![j] } }
+            meanX = sums.map { $0 / Double(totalUsed) }
+        }
         for (i, site) in sites.enumerated() {
             let s = prepared[i].summary
             var effects: [String: Double] = [:], condSD: [String: Double] = [:], own: [String: Double] = [:]
@@ -116,15 +127,23 @@ struct ResultBuilder {
                 }
             }
             var responseScale: FitResult.ResponseScale? = nil
-            if spec.family != .gaussian, let b0 = coefficients["(Intercept)"], let sd = condSD["(Intercept)"],
+            if spec.family != .gaussian, let b0 = effects["(Intercept)"], let sd = condSD["(Intercept)"], let xbar = meanX,
                let d = GLMDistribution(rawValue: spec.family.rawValue), let l = GLMLink(rawValue: spec.link.rawValue) {
                 let fam = GLMFamily(d, l)
-                responseScale = .init(estimate: fam.mu(b0), lower: fam.mu(b0 - 1.959963984540054 * sd), upper: fam.mu(b0 + 1.959963984540054 * sd))
+                var eta = b0
+                for j in 0..<p { eta += xbar[j] * estimates.beta[j] }
+                responseScale = .init(estimate: fam.mu(eta), lower: fam.mu(eta - 1.959963984540054 * sd), upper: fam.mu(eta + 1.959963984540054 * sd))
+            }
+            let patterns = (s.patterns ?? []).map {
+                FitResult.SiteResult.Pattern(missing: $0.missing, count: $0.count.exactValue.map(MissingCount.exact) ?? .suppressed($0.count.description))
             }
             siteResults.append(.init(site: site, nRows: s.rows, nUsed: s.used,
                                      missing: s.missing.mapValues { $0.exactValue.map(MissingCount.exact) ?? .suppressed($0.description) },
                                      effects: effects, condSD: condSD, ownEffects: own, coefficients: coefficients,
-                                     bytesSent: bytesSent[i], bytesReceived: bytesReceived[i], responseScale: responseScale))
+                                     bytesSent: bytesSent[i], bytesReceived: bytesReceived[i], responseScale: responseScale,
+                                     droppedShare: s.rows > 0 ? 1 - Double(s.used) / Double(s.rows) : 0,
+                                     shareBefore: Double(s.rows) / Double(totalRows), shareAfter: Double(s.used) / Double(totalUsed),
+                                     missingPatterns: patterns))
         }
         let npar = Double(p + theta.count + (spec.family == .gaussian ? 1 : 0))
         let loglik = -objective / 2
@@ -132,8 +151,14 @@ struct ResultBuilder {
         let singular = structure.isSingular(theta: theta)
         if singular { messages.append("boundary (singular) fit: see help('isSingular')") }
         if !optimizer.converged { messages.append("Model failed to converge: \(optimizer.message)") }
+        let losing = siteResults.filter { $0.droppedShare > maxDroppedShare }.sorted { $0.droppedShare > $1.droppedShare }
+        if !losing.isEmpty {
+            let list = losing.map { String(format: "%@ (drops %.0f%%; %.1f%% of all rows before, %.1f%% after)", $0.site, 100 * $0.droppedShare, 100 * $0.shareBefore, 100 * $0.shareAfter) }
+            messages.append("complete-case analysis drops more than \(Int(100 * maxDroppedShare))% of the rows at \(losing.count) site(s): " + list.joined(separator: "; ") + ". These sites are under-represented; see the missing-data table, and consider `fedmix sensitivity`.")
+        }
         return FitResult(
             model: .init(formula: spec.formula, family: spec.family.rawValue, link: spec.link.rawValue, method: method.rawValue),
+            variables: spec.requiredVariables,
             converged: optimizer.converged, singular: singular, messages: messages,
             nObs: nObs, nSites: sites.count, nGroups: nGroups,
             fixedEffects: fixed, theta: thetaOut, thetaNames: thetaNames, varianceComponents: vc,

@@ -149,6 +149,14 @@ public struct SiteDescription: Codable, Sendable, Equatable {
     }
 }
 
+/// One combination of missing model variables and how many rows have it.
+public struct MissingPattern: Codable, Sendable, Equatable {
+    /// The model variables missing together (empty: complete rows).
+    public var missing: [String]
+    public var count: DisclosedCount
+    public init(missing: [String], count: DisclosedCount) { self.missing = missing; self.count = count }
+}
+
 /// What a site reports about the rows a model uses.
 public struct SiteSummary: Codable, Sendable, Equatable {
     public var rows: Int
@@ -157,8 +165,17 @@ public struct SiteSummary: Codable, Sendable, Equatable {
     public var missing: [String: DisclosedCount]
     /// Levels of each random-effects term's grouping factor among used rows, in model term order.
     public var groups: [Int]
-    public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int]) {
+    /// Missing-data patterns over the model's variables (counts below the
+    /// site's min_cell suppressed).
+    public var patterns: [MissingPattern]?
+    /// Sums over used rows of each fixed-effects column (for averages such as
+    /// the covariate profile of response-scale estimates).
+    public var columnSums: [Double]?
+    enum CodingKeys: String, CodingKey { case rows, used, missing, groups, patterns, columnSums = "column_sums" }
+    public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int],
+                patterns: [MissingPattern]? = nil, columnSums: [Double]? = nil) {
         self.rows = rows; self.used = used; self.missing = missing; self.groups = groups
+        self.patterns = patterns; self.columnSums = columnSums
     }
 }
 

@@ -66,6 +66,7 @@ public final class SiteService: Sendable {
         var dataset: String
         var model: ModelSpec
         var fit: PreparedFit
+        var patterns: [MissingPattern]
         var rounds: Int
         var lastUsed: Date
     }
@@ -178,7 +179,7 @@ public final class SiteService: Sendable {
             guard existing.model == r.model, existing.dataset == r.dataset else {
                 throw SiteError.sessionConflict(r.session)
             }
-            return reply(for: r.session, existing.fit)
+            return reply(for: r.session, existing.fit, patterns: existing.patterns)
         }
         for v in ModelFrame.allVariables(r.model) + r.model.requiredVariables where !mayUse(v) {
             throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
@@ -201,24 +202,43 @@ public final class SiteService: Sendable {
         guard Double(parameters) <= policy.maxParametersPerRow * Double(used) else {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
+        let patterns = missingPatterns(table, variables: r.model.requiredVariables)
         let now = Date()
         sessions.withLock { s in
             s = s.filter { now.timeIntervalSince($0.value.lastUsed) < sessionTimeout }
-            s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, rounds: 1, lastUsed: now)
+            s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, patterns: patterns, rounds: 1, lastUsed: now)
         }
-        return reply(for: r.session, fit)
+        return reply(for: r.session, fit, patterns: patterns)
     }
 
-    private func reply(for session: String, _ fit: PreparedFit) -> PrepareReply {
+    /// Counts of each combination of missing model variables, smallest counts suppressed.
+    func missingPatterns(_ table: DataTable, variables: [String]) -> [MissingPattern] {
+        let columns = variables.compactMap { table.column(named: $0) }
+        var counts: [[Bool]: Int] = [:]
+        var key = [Bool](repeating: false, count: columns.count)
+        for i in 0..<table.rowCount {
+            for (k, c) in columns.enumerated() { key[k] = c.isMissing(i) }
+            counts[key, default: 0] += 1
+        }
+        return counts.map { k, n in
+            MissingPattern(missing: zip(columns, k).filter(\.1).map(\.0.name), count: disclosed(n))
+        }.sorted { ($0.missing.count, $0.missing.joined(separator: ",")) < ($1.missing.count, $1.missing.joined(separator: ",")) }
+    }
+
+    private func reply(for session: String, _ fit: PreparedFit, patterns: [MissingPattern]) -> PrepareReply {
         switch fit {
         case .lmm(let frame):
             let summary = SiteSummary(rows: frame.rows, used: frame.used,
-                                      missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts)
+                                      missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
+                                      patterns: patterns)
             return PrepareReply(session: session, summary: summary,
                                 blocks: frame.spec.allTermsGroupedBySite ? frame.blocks : nil)
         case .glmm(let frame, _):
+            var sums = [Double](repeating: 0, count: frame.data.p)
+            for i in 0..<frame.data.rows { for j in 0..<frame.data.p { sums[j] += frame.data.x[i * frame.data.p + j] } }
             let summary = SiteSummary(rows: frame.rows, used: frame.used,
-                                      missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts)
+                                      missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
+                                      patterns: patterns, columnSums: sums)
             return PrepareReply(session: session, summary: summary, blocks: nil)
         }
     }

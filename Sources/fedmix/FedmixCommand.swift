@@ -17,6 +17,8 @@ enum FedmixCommand {
           Each CSV file (or each CSV in a folder) is one site; fits over local agents.
       fedmix fit --sites FILE --dataset NAME --formula F [--ml] [--format text|json] [--output FILE]
       fedmix describe --sites FILE --dataset NAME [--format text|json]
+      fedmix simulate trauma|hypertension --out DIR [--scale X]
+          Writes a simulated multi-site registry (trauma: site-structured missing lactate).
       fedmix certs init DIR
       fedmix certs issue --ca DIR --name NAME --out DIR
       fedmix bench [--rows N[,N...]] [--sites K]   (simulated rows; timing, rounds, bytes, memory)
@@ -35,6 +37,7 @@ enum FedmixCommand {
             case "fit": return try RemoteCommands.fit(rest)
             case "describe": return try RemoteCommands.describe(rest)
             case "certs": return try CertsCommand.run(rest)
+            case "simulate": return try SimulateCommand.run(rest)
             case "bench": return try BenchCommand.run(rest)
             default: throw UsageError("unknown command \"\(command)\"; run fedmix help")
             }
