@@ -30,16 +30,35 @@ public enum Analysis {
         switch f { case .gaussian: return .identity; case .binomial: return .logit; case .poisson: return .log }
     }
 
-    /// describe → resolve → fit.
+    /// describe → resolve → fit, with a missing-data strategy.
     public static func fit(_ federation: Federation, dataset: String, formula: String,
-                           options: FitOptions = FitOptions()) throws -> FitResult {
+                           options: FitOptions = FitOptions(),
+                           missingData: MissingDataStrategy = MissingDataStrategy()) throws -> FitResult {
         let started = Date()
         let descriptions = try describe(federation, dataset: dataset)
-        let spec = try resolve(formula: formula, descriptions: descriptions, family: options.family, link: options.link)
+        return try fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
+                       options: options, missingData: missingData, started: started)
+    }
+
+    /// Fits with descriptions already in hand (several analyses share one describe round).
+    public static func fit(_ federation: Federation, dataset: String, formula: String, descriptions: [SiteDescription],
+                           options: FitOptions, missingData: MissingDataStrategy, started: Date = Date()) throws -> FitResult {
+        let excluded = try missingData.sitesToExclude(descriptions)
+        let kept = federation.channels.filter { c in !excluded.contains { $0.site == c.site } }
+        guard !kept.isEmpty else { throw UsageError("every site would be excluded by --exclude-sites-missing-above") }
+        let used = excluded.isEmpty ? federation : Federation(channels: kept)
+        let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
+        var spec = try resolve(formula: formula, descriptions: keptDescriptions, family: options.family, link: options.link)
+        spec = try missingData.apply(to: spec, variables: try VariableCatalog(keptDescriptions).variables())
         var result = options.family == .gaussian
-            ? try LMMFit.run(federation, dataset: dataset, spec: spec, options: options)
-            : try GLMMFit.run(federation, dataset: dataset, spec: spec, options: options)
+            ? try LMMFit.run(used, dataset: dataset, spec: spec, options: options)
+            : try GLMMFit.run(used, dataset: dataset, spec: spec, options: options)
         result.elapsedSeconds = Date().timeIntervalSince(started)
+        result.excludedSites = excluded.map(\.site)
+        for (v, c) in missingData.indicators.sorted(by: { $0.key < $1.key }) {
+            result.messages.append("missing-indicator method: \(v) filled with \(RNumberFormat.format(c)) where missing; column missing(\(v)) added")
+        }
+        for e in excluded { result.messages.append("site \(e.site) left out: \(e.reason)") }
         return result
     }
 }

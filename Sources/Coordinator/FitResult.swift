@@ -112,13 +112,15 @@ public struct FitResult: Codable, Sendable {
     /// GLMMs with nAGQ > 1: the objective as lme4 reports it, which omits the
     /// saturated model's constant (Σ −2 log p(y | μ = y)); nil otherwise.
     public var lme4Objective: Double?
+    /// Sites left out by a missing-data rule (--exclude-sites-missing-above).
+    public var excludedSites: [String] = []
 
     enum CodingKeys: String, CodingKey {
         case model, variables, converged, singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
         case fixedEffects = "fixed_effects", theta, thetaNames = "theta_names"
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
-        case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective"
+        case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
     }
 
     /// The JSON form (pretty-printed, keys sorted).

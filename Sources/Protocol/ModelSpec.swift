@@ -19,6 +19,9 @@ public indirect enum Expr: Sendable, Hashable {
     case indicator(String, level: String)
     /// 1 when the variable is missing, else 0 (the missing-indicator column).
     case isMissing(String)
+    /// The variable's value, or `with` where it is missing (the
+    /// missing-indicator method's filled covariate).
+    case filled(String, with: Double)
     case unary(UnaryFunction, Expr)
     case binary(BinaryOperator, Expr, Expr)
 
@@ -26,7 +29,7 @@ public indirect enum Expr: Sendable, Hashable {
     public var variables: [String] {
         switch self {
         case .number: return []
-        case .variable(let v), .indicator(let v, _), .isMissing(let v): return [v]
+        case .variable(let v), .indicator(let v, _), .isMissing(let v), .filled(let v, _): return [v]
         case .unary(_, let e): return e.variables
         case .binary(_, let a, let b):
             var out = a.variables
@@ -39,7 +42,7 @@ public indirect enum Expr: Sendable, Hashable {
     /// those read only through `isMissing`).
     public var requiredVariables: [String] {
         switch self {
-        case .number, .isMissing: return []
+        case .number, .isMissing, .filled: return []
         case .variable(let v), .indicator(let v, _): return [v]
         case .unary(_, let e): return e.requiredVariables
         case .binary(_, let a, let b):

@@ -3,7 +3,7 @@
 // enum encodings.
 
 extension Expr: Codable {
-    private enum Key: String, CodingKey { case num, `var`, level, missing, fn, arg, op, args }
+    private enum Key: String, CodingKey { case num, `var`, level, missing, fill, with, fn, arg, op, args }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: Key.self)
@@ -17,6 +17,7 @@ extension Expr: Codable {
             self = .indicator(v[0], level: v[1]); return
         }
         if let v = try c.decodeIfPresent(String.self, forKey: .missing) { self = .isMissing(v); return }
+        if let v = try c.decodeIfPresent(String.self, forKey: .fill) { self = .filled(v, with: try c.decode(Double.self, forKey: .with)); return }
         if let f = try c.decodeIfPresent(UnaryFunction.self, forKey: .fn) {
             self = .unary(f, try c.decode(Expr.self, forKey: .arg)); return
         }
@@ -29,7 +30,7 @@ extension Expr: Codable {
             self = .binary(op, args[0], args[1]); return
         }
         throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
-            debugDescription: "an expression needs one of num, var, level, missing, fn, op"))
+            debugDescription: "an expression needs one of num, var, level, missing, fill, fn, op"))
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -39,6 +40,7 @@ extension Expr: Codable {
         case .variable(let v): try c.encode(v, forKey: .var)
         case .indicator(let v, let l): try c.encode([v, l], forKey: .level)
         case .isMissing(let v): try c.encode(v, forKey: .missing)
+        case .filled(let v, let x): try c.encode(v, forKey: .fill); try c.encode(x, forKey: .with)
         case .unary(let f, let a): try c.encode(f, forKey: .fn); try c.encode(a, forKey: .arg)
         case .binary(let op, let a, let b): try c.encode(op, forKey: .op); try c.encode([a, b], forKey: .args)
         }

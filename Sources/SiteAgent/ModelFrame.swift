@@ -261,6 +261,9 @@ struct ExpressionEvaluator {
         case .isMissing(let v):
             let c = columns[v]!
             return rows.map { c.isMissing($0) ? 1 : 0 }
+        case .filled(let v, let x):
+            guard case .numeric(let data) = columns[v]!.data else { throw ModelFrameError.notNumeric(v) }
+            return rows.map { data[$0] ?? x }
         case .unary(let f, let a):
             let x = try eval(a)
             switch f {

@@ -17,6 +17,10 @@ enum FedmixCommand {
           Each CSV file (or each CSV in a folder) is one site; fits over local agents.
       fedmix fit --sites FILE --dataset NAME --formula F [--ml] [--format text|json] [--output FILE]
       fedmix describe --sites FILE --dataset NAME [--format text|json]
+      fedmix sensitivity (PATH... | --sites FILE --dataset NAME) --formula F
+                   [--exclude-sites-missing-above VAR=F[,F...]] [--missing-indicator VAR=VALUE]
+          Main complete-case fit next to each alternative, with shifts and dropped sites.
+      Missing data in fit/local: [--exclude-sites-missing-above VAR=F] [--missing-indicator VAR=VALUE]
       fedmix simulate trauma|hypertension --out DIR [--scale X]
           Writes a simulated multi-site registry (trauma: site-structured missing lactate).
       fedmix certs init DIR
@@ -38,6 +42,7 @@ enum FedmixCommand {
             case "describe": return try RemoteCommands.describe(rest)
             case "certs": return try CertsCommand.run(rest)
             case "simulate": return try SimulateCommand.run(rest)
+            case "sensitivity": return try SensitivityCommand.run(rest)
             case "bench": return try BenchCommand.run(rest)
             default: throw UsageError("unknown command \"\(command)\"; run fedmix help")
             }
@@ -80,4 +85,17 @@ func fitOptions(_ a: Arguments) throws -> FitOptions {
     if family == .gaussian && (a.value("nagq") != nil) { throw UsageError("--nagq applies to GLMMs (--family binomial or poisson)") }
     if family != .gaussian && a.has("ml") { throw UsageError("--ml applies to linear mixed models; GLMMs are always fitted by maximum likelihood") }
     return FitOptions(method: a.has("ml") ? .ml : .reml, family: family, link: link, nAGQ: nagq)
+}
+
+/// --exclude-sites-missing-above and --missing-indicator as a strategy.
+func missingDataStrategy(_ a: Arguments) throws -> MissingDataStrategy {
+    var s = MissingDataStrategy()
+    for (v, f) in try MissingDataStrategy.parseAssignments(a.values["exclude-sites-missing-above"] ?? [], option: "exclude-sites-missing-above") {
+        guard f.count == 1 else { throw UsageError("--exclude-sites-missing-above takes one fraction per variable in a fit; use fedmix sensitivity for several") }
+        s.excludeAbove[v] = f[0]
+    }
+    for (v, c) in try MissingDataStrategy.parseAssignments(a.values["missing-indicator"] ?? [], option: "missing-indicator") {
+        s.indicators[v] = c[0]
+    }
+    return s
 }

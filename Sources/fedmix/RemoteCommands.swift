@@ -6,12 +6,12 @@ import SiteAgent
 /// `fedmix fit` and `fedmix describe` against agents listed in a sites file.
 enum RemoteCommands {
     static func fit(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["sites", "dataset", "formula", "format", "output", "family", "link", "nagq"], flags: ["ml"])
+        let a = try Arguments(args, options: ["sites", "dataset", "formula", "format", "output", "family", "link", "nagq", "exclude-sites-missing-above", "missing-indicator"], flags: ["ml"])
         let sites = try SitesFile.load(path: try a.require("sites"))
         let federation = try sites.connect()
         defer { federation.close() }
         let result = try Analysis.fit(federation, dataset: try a.require("dataset"), formula: try a.require("formula"),
-                                      options: try fitOptions(a))
+                                      options: try fitOptions(a), missingData: try missingDataStrategy(a))
         try emit(result, format: a.value("format") ?? "text", output: a.value("output"))
         return 0
     }
