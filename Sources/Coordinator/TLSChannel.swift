@@ -51,7 +51,15 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
         nextID += 1
         let id = nextID
         do {
-            try connection.writeLine(LineCodec.encode(request, id: id))
+            do { try connection.writeLine(LineCodec.encode(request, id: id)) } catch let e as TLSError {
+                // The agent may have refused the request (e.g. its line limit) and
+                // closed: its fatal error answer says why, so prefer it.
+                if let line = try? connection.readLine(maxBytes: maxLineBytes),
+                   case .error(let reply)? = try? LineCodec.decodeReply(line).reply {
+                    throw SiteFailure(site: site, message: reply.message, code: reply.code)
+                }
+                throw e
+            }
             guard let line = try connection.readLine(maxBytes: maxLineBytes) else {
                 throw SiteFailure(site: site, message: "the agent closed the connection (the site disappeared mid-fit)")
             }

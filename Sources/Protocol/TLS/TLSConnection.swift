@@ -374,6 +374,12 @@ public final class TLSConnection: @unchecked Sendable {
         OpenSSLErrors.clear()
         let rc = chunk.withUnsafeMutableBytes { SSL_read_ex(ssl, $0.baseAddress, 1, &got) }
         let entries = OpenSSLErrors.drain()
+        if rc == 1 && got > 0 {
+            // Ordinary data (e.g. the peer's error answer): keep it for the next read.
+            buffer.append(contentsOf: chunk[0..<got])
+            bytesRead += got
+            return nil
+        }
         guard rc != 1, let alert = entries.first(where: { $0.alertCode != nil }) else { return nil }
         let error = TLSError.rejectedByPeer(alertCode: alert.alertCode!, alert: alert.text)
         readFailure = error
