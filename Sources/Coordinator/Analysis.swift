@@ -49,7 +49,7 @@ public enum Analysis {
         let used = excluded.isEmpty ? federation : Federation(channels: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
         var spec = try resolve(formula: formula, descriptions: keptDescriptions, family: options.family, link: options.link)
-        spec = try missingData.apply(to: spec, variables: try VariableCatalog(keptDescriptions).variables())
+        spec = try missingData.apply(to: spec, variables: try VariableCatalog(keptDescriptions).variables(Set(missingData.indicators.keys)))
         var result = options.family == .gaussian
             ? try LMMFit.run(used, dataset: dataset, spec: spec, options: options)
             : try GLMMFit.run(used, dataset: dataset, spec: spec, options: options)

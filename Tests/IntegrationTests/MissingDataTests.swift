@@ -85,7 +85,7 @@ final class MissingDataTests: XCTestCase {
             // the same resolved model, with the site as a column of the pooled rows
             let keptDescriptions = descriptions.filter { kept.contains($0.site) }
             var spec = try Analysis.resolve(formula: c.formula, descriptions: keptDescriptions, family: .binomial)
-            spec = try c.strategy.apply(to: spec, variables: try VariableCatalog(keptDescriptions).variables())
+            spec = try c.strategy.apply(to: spec, variables: try VariableCatalog(keptDescriptions).variables(Set(c.strategy.indicators.keys)))
             let one = inProcessFederation(files: [try pooled(keeping: kept)], siteColumn: nil)
             let pooledFit = try GLMMFit.run(one, dataset: "data", spec: spec.groupingSiteByColumn("site"),
                                             options: FitOptions(family: .binomial))

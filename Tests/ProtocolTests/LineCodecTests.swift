@@ -450,7 +450,7 @@ final class LineCodecTests: XCTestCase {
         guard let e2 = requestError("{\"id\":1,\"type\":\"prepare\",\"session\":\"s\",\"dataset\":\"d\",\"model\":\(noKind)}") else { return }
         XCTAssertEqual(e2.code, "invalid_message")
         XCTAssertTrue(e2.description.contains("model.response.value.arg"), e2.description)
-        XCTAssertTrue(e2.description.contains("num, var, level, missing, fn, op"), e2.description)
+        XCTAssertTrue(e2.description.contains("num, var, level, missing, fill, fn, op"), e2.description)
 
         let badCount = "{\"id\":1,\"type\":\"described\",\"site\":\"A\",\"dataset\":\"d\",\"rows\":3,\"variables\":[{\"name\":\"x\",\"type\":\"numeric\",\"missing\":\"few\",\"distinct\":1}]}"
         guard let e3 = replyError(badCount) else { return }
