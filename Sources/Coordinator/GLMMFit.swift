@@ -29,7 +29,11 @@ public enum GLMMFit {
         func evaluate(_ par: [Double]) throws -> BoundedNewton.Evaluation {
             evaluations += 1
             let theta = Array(par[0..<m]), beta = Array(par[m...])
-            let parts = try federation.round({ _ in
+            if let big = beta.firstIndex(where: { abs($0) > 30 }) {
+                throw FitFailure("the estimate of \(spec.fixed[big].name) diverges (|β| > 30 on the link scale): the outcome is (quasi-)separated by this term, at one site or overall. Remove or coarsen the term, or check for categories in which the outcome never (or always) occurs")
+            }
+            let parts: [ScalarJet]
+            do { parts = try federation.round({ _ in
                 .evaluate(EvaluateRequest(session: session, theta: theta, order: 2, beta: beta, nAGQ: nAGQ))
             }) { reply, site in
                 guard case .glmmContribution(let c) = reply else { throw unexpected(reply, site, expected: "glmm_contribution") }
@@ -38,6 +42,10 @@ public enum GLMMFit {
                     throw SiteFailure(site: site, message: "sent an objective of the wrong shape")
                 }
                 return j
+            }
+            } catch let f as SiteFailure where f.code == "glmm_failed" && evaluations > 1 {
+                // A trial step too far (e.g. probabilities at 0 or 1 at a site): step back.
+                throw InfeasiblePoint(f.description)
             }
             let total = parts.dropFirst().reduce(parts[0], +)
             let n = m + p

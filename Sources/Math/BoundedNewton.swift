@@ -3,6 +3,14 @@
 // hospital, so the method uses the exact gradient and Hessian the sites
 // return and needs about as many evaluations as Newton iterations.
 
+/// Thrown by an objective at a point where it cannot be evaluated (e.g.
+/// fitted probabilities at 0 or 1): the optimizer shrinks its step and tries
+/// again. Any other error ends the optimization.
+public struct InfeasiblePoint: Error, Sendable {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+}
+
 public struct BoundedNewton {
     /// Value, gradient and Hessian at a point.
     public struct Evaluation: Sendable {
@@ -83,7 +91,7 @@ public struct BoundedNewton {
                 break
             }
             let trial: Evaluation
-            do { trial = try evaluate(candidate) } catch {
+            do { trial = try evaluate(candidate) } catch is InfeasiblePoint {
                 evaluations += 1
                 radius = 0.25 * stepNorm
                 continue
