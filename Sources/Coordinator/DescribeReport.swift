@@ -13,9 +13,13 @@ public enum DescribeReport {
         for n in names {
             let views = sites.map { s in s.variables.first { $0.name == n } }
             let type = views.compactMap { $0?.type.rawValue }.first ?? "?"
-            rows.append([n, type] + views.map { v in
+            rows.append([n, type] + zip(sites, views).map { site, v in
                 guard let v else { return "absent" }
-                return v.missing == .exact(0) ? "-" : "\(v.missing) missing"
+                switch v.missing {
+                case .exact(0): return "-"
+                case .exact(let m): return String(format: "%d missing (%.0f%%)", m, 100 * Double(m) / Double(max(site.rows, 1)))
+                case .below: return "\(v.missing) missing"
+                }
             })
         }
         out += Report.table(rows, rightAlign: true, leftFirst: true)
