@@ -122,14 +122,14 @@ public struct ModelFrame: Sendable {
         blocks = builder.finish()
     }
 
-    /// Counts the missing values of a column and clears their rows in `complete`.
+    /// Counts the missing values of a column among the table's rows and clears their rows in `complete`.
     static func markMissing(_ c: DataTable.Column, _ complete: inout [Bool]) -> Int {
         var m = 0
         switch c.data {
         case .numeric(let v):
-            for i in v.indices where v[i] == nil { m += 1; complete[i] = false }
+            for i in complete.indices where v[i] == nil { m += 1; complete[i] = false }
         case .text(let v):
-            for i in v.indices where v[i] == nil { m += 1; complete[i] = false }
+            for i in complete.indices where v[i] == nil { m += 1; complete[i] = false }
         }
         return m
     }

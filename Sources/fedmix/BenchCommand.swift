@@ -50,6 +50,9 @@ enum BenchCommand {
         var bytesSent: Int
         var bytesReceived: Int
         var peakRSSBytes: Int
+        /// Process CPU time (user + system, all threads) of generation, setup,
+        /// describe, prepare and fit: less sensitive than wall time to a busy machine.
+        var cpuSeconds: [Double]?
         /// Peak RSS when generation, setup, describe and prepare had finished (it only grows).
         var peakRSSByPhase: [Int]?
         var objective: Double
@@ -149,12 +152,12 @@ enum BenchCommand {
     // MARK: one configuration
 
     static func measure(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, isolated: Bool) throws -> Measurement {
-        let t0 = monotonicSeconds()
+        let t0 = monotonicSeconds(), c0 = cpuSeconds()
         let tables: [(site: String, table: DataTable)] = {
             let data = BenchmarkData.generate(rows: rows, sites: sites, seed: seed)
             return data.sites.map { ($0.name, table($0)) }
         }()
-        let t1 = monotonicSeconds()
+        let t1 = monotonicSeconds(), c1 = cpuSeconds()
         var peaks = [peakRSS()]
         let base: Federation
         var agents: BenchAgents? = nil
@@ -171,16 +174,16 @@ enum BenchCommand {
         defer { agents?.close() }
         let clock = RoundClock()
         let federation = Federation(channels: base.channels.map { TimedChannel($0, clock: clock) })
-        let t2 = monotonicSeconds()
+        let t2 = monotonicSeconds(), c2 = cpuSeconds()
         peaks.append(peakRSS())
         let sent0 = federation.bytesSent.reduce(0, +), received0 = federation.bytesReceived.reduce(0, +)
         let descriptions = try Analysis.describe(federation, dataset: "data")
         let spec = try Analysis.resolve(formula: model.formula, descriptions: descriptions)
-        let t3 = monotonicSeconds()
+        let t3 = monotonicSeconds(), c3 = cpuSeconds()
         peaks.append(peakRSS())
         let result = try LMMFit.run(federation, dataset: "data", spec: spec, options: FitOptions(method: .reml))
-        let t4 = monotonicSeconds()
-        let tp = clock.lastPrepare ?? t3
+        let t4 = monotonicSeconds(), c4 = cpuSeconds()
+        let tp = clock.lastPrepare ?? t3, cp = clock.cpuAtPrepare ?? c3
         return Measurement(
             rows: rows, sites: sites, model: model, mode: mode,
             generateSeconds: t1 - t0, setupSeconds: t2 - t1, describeSeconds: t3 - t2,
@@ -188,7 +191,7 @@ enum BenchCommand {
             evaluations: result.evaluations, rounds: result.rounds,
             bytesSent: federation.bytesSent.reduce(0, +) - sent0,
             bytesReceived: federation.bytesReceived.reduce(0, +) - received0,
-            peakRSSBytes: peakRSS(), peakRSSByPhase: peaks + [clock.peakAtPrepare ?? 0], objective: result.objective, theta: result.theta,
+            peakRSSBytes: peakRSS(), cpuSeconds: [c1 - c0, c2 - c1, c3 - c2, cp - c3, c4 - cp], peakRSSByPhase: peaks + [clock.peakAtPrepare ?? 0], objective: result.objective, theta: result.theta,
             beta: result.fixedEffects.map(\.estimate), sigma: result.sigma, converged: result.converged,
             messages: result.messages, isolated: isolated)
     }
@@ -233,6 +236,9 @@ enum BenchCommand {
         out += " = \(secs(m.generateSeconds + m.designSeconds)); fitting \(secs(m.fitSeconds))\n"
         out += "               design + fitting \(secs(m.analysisSeconds))"
         out += m.mode == .federated ? "; agents, certificates and TLS connections \(secs(m.setupSeconds))\n" : "\n"
+        if let c = m.cpuSeconds, c.count == 5 {
+            out += "      CPU      generation \(secs(c[0])), describe \(secs(c[2])), prepare \(secs(c[3])), fitting \(secs(c[4])) (all threads)\n"
+        }
         out += "      fit      \(m.evaluations) criterion evaluations, \(m.rounds) rounds (+1 describe), REML criterion \(String(format: "%.6f", m.objective))\(m.converged ? "" : ", NOT CONVERGED")\n"
         for msg in m.messages { out += "               \(msg)\n" }
         out += "               β = [\(m.beta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], θ = [\(m.theta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], σ = \(String(format: "%.4f", m.sigma))\n"
@@ -245,18 +251,22 @@ enum BenchCommand {
 
     static func table(_ ms: [Measurement]) -> String {
         var rows = [["rows", "model", "mode", "gen", "describe", "prepare", "gen+design", "fit", "design+fit",
-                     "vs lme4", "w/o describe", "evals", "rounds", "sent", "received", "peak RSS"]]
+                     "vs lme4", "w/o describe", "CPU describe", "CPU prepare", "CPU fit",
+                     "evals", "rounds", "sent", "received", "peak RSS"]]
         for m in ms {
             func speedup(_ t: Double) -> String { m.rows == 100_000 ? String(format: "%.1fx", m.model.lme4Seconds100k / t) : "" }
             rows.append([group(m.rows), m.model.rawValue, m.mode.rawValue, secs(m.generateSeconds), secs(m.describeSeconds),
                          secs(m.prepareSeconds), secs(m.generateSeconds + m.designSeconds), secs(m.fitSeconds),
                          secs(m.analysisSeconds), speedup(m.analysisSeconds), speedup(m.prepareSeconds + m.fitSeconds),
+                         m.cpuSeconds.map { secs($0[2]) } ?? "", m.cpuSeconds.map { secs($0[3]) } ?? "",
+                         m.cpuSeconds.map { secs($0[4]) } ?? "",
                          String(m.evaluations), String(m.rounds), bytes(m.bytesSent), bytes(m.bytesReceived),
                          bytes(m.peakRSSBytes)])
         }
         var out = "Summary: design = describe round + prepare round (the sites build their designs); fit = evaluations + finalize.\n"
         out += "vs lme4: lme4's time at 100,000 rows (6.5 s slope model, 5.3 s patient model) over design+fit, and over\n"
-        out += "prepare+fit (without the describe round). Rounds exclude describe; traffic counts describe to finalize.\n"
+        out += "prepare+fit (without the describe round). CPU: process CPU time, all threads (agents included when federated).\n"
+        out += "Rounds exclude describe; traffic counts describe to finalize.\n"
         out += Report.table(rows, rightAlign: true, leftFirst: true)
         return out
     }
@@ -307,6 +317,18 @@ extension Optional {
     }
 }
 
+/// CPU time of this process so far (user + system, all threads).
+func cpuSeconds() -> Double {
+    var u = rusage()
+    #if os(Linux)
+    guard getrusage(RUSAGE_SELF.rawValue, &u) == 0 else { return 0 }
+    #else
+    guard getrusage(RUSAGE_SELF, &u) == 0 else { return 0 }
+    #endif
+    func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) * 1e-6 }
+    return s(u.ru_utime) + s(u.ru_stime)
+}
+
 func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -315,12 +337,13 @@ func monotonicSeconds() -> Double {
 
 /// When the last prepare answer arrived (the end of the prepare round).
 final class RoundClock: Sendable {
-    private let prepared = Mutex<(time: Double, peak: Int)?>(nil)
+    private let prepared = Mutex<(time: Double, cpu: Double, peak: Int)?>(nil)
     func markPrepared() {
-        let t = monotonicSeconds(), peak = BenchCommand.peakRSS()
-        prepared.withLock { $0 = (max($0?.time ?? t, t), max($0?.peak ?? peak, peak)) }
+        let t = monotonicSeconds(), cpu = cpuSeconds(), peak = BenchCommand.peakRSS()
+        prepared.withLock { $0 = (max($0?.time ?? t, t), max($0?.cpu ?? cpu, cpu), max($0?.peak ?? peak, peak)) }
     }
     var lastPrepare: Double? { prepared.withLock { $0?.time } }
+    var cpuAtPrepare: Double? { prepared.withLock { $0?.cpu } }
     var peakAtPrepare: Int? { prepared.withLock { $0?.peak } }
 }
 
