@@ -108,6 +108,34 @@ public struct BlockedFactor {
         return x
     }
 
+    /// L⁻¹x for a vector supported on one level's block of the first factor
+    /// (`first`, r1 values; nil level when there is no first factor) and the
+    /// tail (`tail`, dense). Returns the two parts of L⁻¹x (the other levels'
+    /// parts are zero): per-row leverages and traces cost O(r1² + td²).
+    public func solveLower(level l: Int?, first v1: [Double], tail vt: [Double]) -> (first: [Double], tail: [Double]) {
+        var rhs = vt
+        var y: [Double] = []
+        if let l, let lb = blocks.first {
+            y = Dense.solveLower(l1[l], v1)
+            let td = blocks.tailDimension
+            if td > 0 && y1[l].cols > 0 {
+                var acc = [Double](repeating: 0, count: td)
+                let cs = lb.crossStart[l], r = lb.dimension
+                for a in 0..<y1[l].cols {
+                    var v = 0.0
+                    for i in 0..<r { v += y1[l][i, a] * y[i] }
+                    acc[lb.crossColumn[cs + a]] += v
+                }
+                for j in 0..<td {
+                    var v = 0.0
+                    for i in 0..<td { v += lambdaT[i, j] * acc[i] }
+                    rhs[j] -= v
+                }
+            }
+        }
+        return (y, blocks.tailDimension > 0 ? Dense.solveLower(lt, rhs) : [])
+    }
+
     /// (LLᵀ)⁻¹ restricted to the trailing tail block of size r (the site factor).
     public func trailingInverse(size r: Int) -> Matrix {
         let td = blocks.tailDimension

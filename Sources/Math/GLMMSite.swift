@@ -80,6 +80,11 @@ public final class GLMMSite: @unchecked Sendable {
 
     /// Number of random effects at the site.
     public var dimension: Int { (layout.first.map { $0.levels * $0.dimension } ?? 0) + layout.tailDimension }
+    var firstDimension: Int { layout.first.map { $0.levels * $0.dimension } ?? 0 }
+    var firstFactorIndex: Int? { layout.first?.factor }
+    var layoutTailDimension: Int { layout.tailDimension }
+    func tailOffset(_ f: Int) -> Int { layout.tail.first { $0.factor == f }!.offset }
+    func uOffset(_ f: Int) -> Int { uOffsets[f] }
 
     struct Modes {
         var u: [Double]
@@ -235,8 +240,10 @@ public final class GLMMSite: @unchecked Sendable {
         return (total, m.u)
     }
 
-    /// Value, gradient and Hessian of D_k in the parameters (θ…, β…), the
-    /// derivatives by central differences on the site's rows.
+    /// Value, gradient and Hessian of D_k in the parameters (θ…, β…). For
+    /// the Laplace approximation the gradient is exact (GLMMGradient.swift)
+    /// and the Hessian its central differences; for adaptive quadrature both
+    /// come from central differences of D_k. Either way on the site's rows.
     public func evaluate(theta: [Double], beta: [Double], order: Int, nAGQ: Int = 1) throws -> ScalarJet {
         let mTheta = theta.count
         let params = theta + beta
@@ -244,15 +251,38 @@ public final class GLMMSite: @unchecked Sendable {
         let space = JetSpace(parameters: np, order: order)
         var out = ScalarJet(space: space)
         let start = lock.withLock { warmModes }
+        let steps = params.map { 1e-4 * max(1, abs($0)) }
+        func split(_ q: [Double]) -> ([Double], [Double]) { (Array(q[0..<mTheta]), Array(q[mTheta...])) }
+        if nAGQ <= 1 {
+            let center = try laplaceValueAndGradient(theta: theta, beta: beta, start: start)
+            lock.withLock { warmModes = center.modes }
+            out.storage[0] = center.value
+            guard order >= 1 else { return out }
+            for k in 0..<np { out.storage[1 + k] = center.gradient[k] }
+            guard order >= 2 else { return out }
+            var columns: [[Double]] = []
+            for k in 0..<np {
+                var qp = params, qm = params
+                qp[k] += steps[k]; qm[k] -= steps[k]
+                let (tp, bp) = split(qp), (tm, bm) = split(qm)
+                let gp = try laplaceValueAndGradient(theta: tp, beta: bp, start: center.modes).gradient
+                let gm = try laplaceValueAndGradient(theta: tm, beta: bm, start: center.modes).gradient
+                columns.append((0..<np).map { (gp[$0] - gm[$0]) / (2 * steps[k]) })
+            }
+            for j in 0..<np { for i in 0...j {
+                out.storage[space.secondIndex(i, j)] = 0.5 * (columns[j][i] + columns[i][j])
+            } }
+            return out
+        }
         let center = try objective(theta: theta, beta: beta, nAGQ: nAGQ, start: start)
         lock.withLock { warmModes = center.modes }
         out.storage[0] = center.value
         guard order >= 1 else { return out }
-        let steps = params.map { 1e-4 * max(1, abs($0)) }
         func at(_ shifts: [(Int, Double)]) throws -> Double {
             var q = params
             for (k, d) in shifts { q[k] += d }
-            return try objective(theta: Array(q[0..<mTheta]), beta: Array(q[mTheta...]), nAGQ: nAGQ, start: center.modes).value
+            let (t, b) = split(q)
+            return try objective(theta: t, beta: b, nAGQ: nAGQ, start: center.modes).value
         }
         var plus = [Double](repeating: 0, count: np), minus = plus
         for k in 0..<np {

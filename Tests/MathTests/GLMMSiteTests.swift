@@ -181,3 +181,35 @@ final class GLMMSiteTests: XCTestCase {
         }
     }
 }
+
+extension GLMMSiteTests {
+    func testExactGradientMatchesFiniteDifferences() throws {
+        var rng = SeededGenerator(seed: 31)
+        let helper = self
+        let cases: [(GLMFamily, CovarianceStructure, Int?, [Int])] = [
+            (GLMFamily(.binomial, .logit), CovarianceStructure(terms: [.init(dimension: 1, factor: 0)]), 0, [1]),
+            (GLMFamily(.binomial, .probit), CovarianceStructure(terms: [.init(dimension: 2, factor: 0)]), 0, [1]),
+            (GLMFamily(.poisson, .log), CovarianceStructure(terms: [.init(dimension: 1, factor: 0), .init(dimension: 1, factor: 1)]), 1, [6, 1]),
+            (GLMFamily(.binomial, .cloglog), CovarianceStructure(terms: [.init(dimension: 1, factor: 0), .init(dimension: 2, factor: 1)]), 1, [5, 1]),
+            (GLMFamily(.binomial, .logit), CovarianceStructure(terms: [.init(dimension: 2, factor: 0), .init(dimension: 1, factor: 1)]), 1, [7, 1]),
+        ]
+        for (family, structure, sf, levels) in cases {
+            let data = helper.randomSites(&rng, family: family, structure: structure, siteFactor: sf, levelsPerSite: levels,
+                                          sites: 1, rowsPerSite: 50, p: 2)[0]
+            let site = GLMMSite(data)
+            let theta = structure.initialTheta.enumerated().map { i, t in t == 1 ? 0.5 + 0.15 * Double(i) : 0.25 }
+            let beta = [-0.2, 0.5]
+            let exact = try site.laplaceValueAndGradient(theta: theta, beta: beta)
+            let params = theta + beta
+            for k in 0..<params.count {
+                let h = 1e-5
+                func f(_ d: Double) throws -> Double {
+                    var q = params; q[k] += d
+                    return try site.objective(theta: Array(q[0..<theta.count]), beta: Array(q[theta.count...])).value
+                }
+                let fd = (try -f(2 * h) + 8 * f(h) - 8 * f(-h) + f(-2 * h)) / (12 * h)
+                XCTAssertEqual(exact.gradient[k], fd, accuracy: 2e-8 * max(1, abs(fd)), "\(family) parameter \(k)")
+            }
+        }
+    }
+}
