@@ -181,6 +181,7 @@ public final class SiteService: Sendable {
             }
             return reply(for: r.session, existing.fit, patterns: existing.patterns)
         }
+        try validate(model: r.model)
         for v in ModelFrame.allVariables(r.model) + r.model.requiredVariables where !mayUse(v) {
             throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
         }
@@ -295,6 +296,18 @@ public final class SiteService: Sendable {
             return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                  saturatedDeviance: site.saturatedConstant)
         }
+    }
+
+    /// Bounds on a model's shape, so no specification can make the site
+    /// allocate without limit or build an empty random-effects term.
+    private func validate(model m: ModelSpec) throws {
+        guard m.fixed.count <= 500 else { throw SiteError.invalid("the model has more than 500 fixed-effects columns") }
+        guard (1...50).contains(m.terms.count) else { throw SiteError.invalid("a mixed model needs 1 to 50 random-effects terms") }
+        for t in m.terms {
+            guard (1...20).contains(t.columns.count) else { throw SiteError.invalid("random-effects term \(t.name) must have 1 to 20 columns") }
+            if case .withinSite(let vs) = t.grouping, vs.isEmpty { throw SiteError.invalid("random-effects term \(t.name) has no grouping variable") }
+        }
+        guard m.family == .gaussian ? m.link == .identity : true else { throw SiteError.invalid("a gaussian model uses the identity link") }
     }
 
     private func validate(theta: [Double], structure: CovarianceStructure) throws {
