@@ -53,6 +53,7 @@ public enum GLMMFit {
         }
         var optimizer = BoundedNewton(lower: structure.lowerBounds + [Double](repeating: -.infinity, count: p))
         optimizer.maxEvaluations = options.maxEvaluations
+        optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         optimizer.gradientTolerance = 1e-6
         optimizer.decrementTolerance = 1e-10
         let result = try optimizer.minimize(from: structure.initialTheta + [Double](repeating: 0, count: p), evaluate: evaluate)

@@ -40,6 +40,10 @@ public struct BoundedNewton {
     /// …or the predicted decrease of a Newton step is below this.
     public var decrementTolerance = 1e-12
     public var initialRadius = 1.0
+    /// Relative rounding level of the objective (e.g. 2e-16·√rows for a sum
+    /// over rows): decreases below it cannot be measured, so a Newton step
+    /// predicting less ends the search instead of being retried.
+    public var relativeNoise = 1e-15
 
     public init(lower: [Double]) { self.lower = lower }
 
@@ -66,6 +70,9 @@ public struct BoundedNewton {
                 for (b, j) in free.enumerated() { hf[a, b] = e.hessian[i, j] }
             }
             let (stepFree, newtonDecrement) = trustRegionStep(gradient: gf, hessian: hf, radius: radius)
+            // The criterion's own rounding (it sums over up to millions of rows)
+            // bounds how small a decrease can be measured.
+            let noise = relativeNoise * max(1, abs(e.value))
             if let nd = newtonDecrement, nd < decrementTolerance {
                 converged = true; message = "converged: Newton decrement \(nd)"; break
             }
@@ -99,6 +106,14 @@ public struct BoundedNewton {
             evaluations += 1
             let actual = e.value - trial.value
             let rho = actual / predicted
+            if !(rho > 1e-4) && predicted < 10 * noise && newtonDecrement != nil {
+                // A Newton step whose gain is below the criterion's rounding level
+                // could not be measured: we are at the optimum to rounding.
+                if trial.value <= e.value + 10 * noise { x = candidate; e = trial }
+                converged = true
+                message = "converged: predicted decrease \(predicted) at the criterion's rounding level"
+                break
+            }
             if rho > 1e-4 && trial.value.isFinite {
                 x = candidate; e = trial
             }

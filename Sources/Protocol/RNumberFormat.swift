@@ -1,27 +1,31 @@
 import Foundation
 
-/// Formats numbers the way R's `as.character` does (15 significant digits,
-/// no trailing zeros), so that `factor(x)` on a numeric variable yields the
-/// level labels R would (`factor(period)2`, `factor(dose)0.5`).
+/// Formats numbers the way R's `as.character` and `deparse` do (up to 15
+/// significant digits; fixed notation unless scientific is narrower), so
+/// `factor(x)` on a numeric variable and `I()` terms get R's names
+/// (`factor(period)2`, `factor(dose)1e+05`, `I(x * 1e-04)`).
 public enum RNumberFormat {
     public static func format(_ x: Double) -> String {
         if x.isNaN { return "NaN" }
         if x.isInfinite { return x > 0 ? "Inf" : "-Inf" }
-        if x == x.rounded(), abs(x) < 1e15 { return String(Int64(x)) }
-        var s = String(format: "%.15g", x)
-        if s.contains("e") {
-            // R writes 1e-05, 1.5e+20: keep C's exponent form, trimmed mantissa.
-            let parts = s.split(separator: "e", maxSplits: 1).map(String.init)
-            var mant = parts[0]
-            if mant.contains(".") {
-                while mant.hasSuffix("0") { mant.removeLast() }
-                if mant.hasSuffix(".") { mant.removeLast() }
-            }
-            s = mant + "e" + parts[1]
-        } else if s.contains(".") {
-            while s.hasSuffix("0") { s.removeLast() }
-            if s.hasSuffix(".") { s.removeLast() }
-        }
-        return s
+        if x == 0 { return "0" }
+        let neg = x < 0
+        // 15 significant digits: d.dddddddddddddde±XX
+        let sci = String(format: "%.14e", abs(x))
+        guard let eIndex = sci.firstIndex(of: "e"), let exponent = Int(sci[sci.index(after: eIndex)...]) else { return sci }
+        var digits = sci[..<eIndex].filter { $0 != "." }
+        while digits.count > 1 && digits.hasSuffix("0") { digits.removeLast() }
+        let nsig = digits.count
+        let rgt = max(0, nsig - exponent - 1)
+        let left = exponent >= 0 ? exponent + 1 : 1
+        let fixedWidth = (neg ? 1 : 0) + left + (rgt > 0 ? rgt + 1 : 0)
+        let expDigits = abs(exponent) >= 100 ? 3 : 2
+        let sciWidth = (neg ? 1 : 0) + (nsig > 1 ? nsig + 1 : 1) + 2 + expDigits
+        if fixedWidth <= sciWidth { return String(format: "%.\(rgt)f", x) }
+        var mantissa = String(digits.first!)
+        if nsig > 1 { mantissa += "." + digits.dropFirst() }
+        let expText = String(abs(exponent))
+        let paddedExp = String(repeating: "0", count: max(0, expDigits - expText.count)) + expText
+        return (neg ? "-" : "") + mantissa + "e" + (exponent < 0 ? "-" : "+") + paddedExp
     }
 }

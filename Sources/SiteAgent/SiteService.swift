@@ -144,25 +144,34 @@ public final class SiteService: Sendable {
         let table = try load(r.dataset)
         var vars: [VariableDescription] = []
         for c in table.columns where mayUse(c.name) {
-            var counts: [String: Int] = [:]
-            var numericValues: [String: Double] = [:]
             var missing = 0
+            var levels: [VariableDescription.Level]? = nil
+            let distinct: Int
             switch c.data {
             case .numeric(let v):
-                for x in v { if let x { let k = RNumberFormat.format(x); counts[k, default: 0] += 1; numericValues[k] = x } else { missing += 1 } }
+                // Count by value; format only the values that will be listed.
+                var counts: [Double: Int] = [:]
+                for x in v { if let x { counts[x == 0 ? 0 : x, default: 0] += 1 } else { missing += 1 } }
+                distinct = counts.count
+                if distinct <= min(20, policy.maxListedLevels) {
+                    var merged: [(String, Double, Int)] = []
+                    for (x, n) in counts.sorted(by: { $0.key < $1.key }) {
+                        let label = RNumberFormat.format(x)
+                        if let last = merged.last, last.0 == label { merged[merged.count - 1].2 += n } else { merged.append((label, x, n)) }
+                    }
+                    levels = merged.map { .init(level: $0.0, count: disclosed($0.2)) }
+                }
             case .text(let v):
+                var counts: [String: Int] = [:]
                 for x in v { if let x { counts[x, default: 0] += 1 } else { missing += 1 } }
-            }
-            var levels: [VariableDescription.Level]? = nil
-            let listLimit = c.isNumeric ? min(20, policy.maxListedLevels) : policy.maxListedLevels
-            if counts.count <= listLimit {
-                let keys: [String] = c.isNumeric
-                    ? counts.keys.sorted { numericValues[$0]! < numericValues[$1]! }
-                    : counts.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-                levels = keys.map { .init(level: $0, count: disclosed(counts[$0]!)) }
+                distinct = counts.count
+                if distinct <= policy.maxListedLevels {
+                    levels = counts.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+                        .map { .init(level: $0, count: disclosed(counts[$0]!)) }
+                }
             }
             vars.append(VariableDescription(name: c.name, type: c.isNumeric ? .numeric : .text,
-                                            missing: disclosed(missing), distinct: counts.count, levels: levels))
+                                            missing: disclosed(missing), distinct: distinct, levels: levels))
         }
         return SiteDescription(site: site, dataset: r.dataset, rows: table.rowCount, variables: vars)
     }

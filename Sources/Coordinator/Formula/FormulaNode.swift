@@ -1,3 +1,4 @@
+import Protocol
 import Foundation
 
 /// The operators of R's formula and arithmetic syntax that fedmix parses.
@@ -122,29 +123,5 @@ enum RDeparse {
     /// A double as R's `deparse` prints it: up to 15 significant digits,
     /// fixed notation unless scientific is narrower (`1e+05`, `1e-04`,
     /// `0.001`, `2.5`).
-    static func number(_ x: Double) -> String {
-        if x.isNaN { return "NaN" }
-        if x.isInfinite { return x > 0 ? "Inf" : "-Inf" }
-        if x == 0 { return "0" }
-        let neg = x < 0
-        let sci = String(format: "%.14e", abs(x))          // d.dddddddddddddde±XX
-        let parts = sci.split(separator: "e")
-        var digits = parts[0].replacingOccurrences(of: ".", with: "")
-        let exponent = Int(parts[1])!
-        while digits.count > 1 && digits.hasSuffix("0") { digits.removeLast() }
-        let nsig = digits.count
-        let rgt = max(0, nsig - exponent - 1)
-        let left = exponent >= 0 ? exponent + 1 : 1
-        let fixedWidth = (neg ? 1 : 0) + left + (rgt > 0 ? rgt + 1 : 0)
-        let expDigits = abs(exponent) >= 100 ? 3 : 2
-        let sciWidth = (neg ? 1 : 0) + (nsig > 1 ? nsig + 1 : 1) + 2 + expDigits
-        if fixedWidth <= sciWidth {
-            return String(format: "%.\(rgt)f", x)
-        }
-        var mantissa = String(digits.first!)
-        if nsig > 1 { mantissa += "." + digits.dropFirst() }
-        let expText = String(abs(exponent))
-        let paddedExp = String(repeating: "0", count: max(0, expDigits - expText.count)) + expText
-        return (neg ? "-" : "") + mantissa + "e" + (exponent < 0 ? "-" : "+") + paddedExp
-    }
+    static func number(_ x: Double) -> String { RNumberFormat.format(x) }
 }
