@@ -8,21 +8,23 @@ import Synchronization
 import Glibc
 #endif
 
-/// `fedmix bench`: fits the two benchmark models (BenchmarkData) on
+/// `fedmix bench`: fits the three benchmark models (BenchmarkData) on
 /// simulated rows, in process and over site agents on loopback TLS, and
 /// reports time, rounds, traffic and peak memory. Each configuration runs in
 /// a child process of its own, so that its peak memory is its own.
 enum BenchCommand {
     enum Model: String, CaseIterable, Codable {
-        case slope, patient
+        case slope, patient, binary
         var formula: String {
             switch self {
             case .slope: return BenchmarkData.slopeFormula
             case .patient: return BenchmarkData.patientFormula
+            case .binary: return BenchmarkData.binaryFormula
             }
         }
+        var options: FitOptions { self == .binary ? FitOptions(family: .binomial) : FitOptions(method: .reml) }
         /// lme4's time at 100 000 rows on the reference machine (seconds).
-        var lme4Seconds100k: Double { self == .slope ? 6.5 : 5.3 }
+        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20 } }
     }
 
     enum Mode: String, CaseIterable, Codable {
@@ -73,11 +75,12 @@ enum BenchCommand {
     static let resultPrefix = "FEDMIX-BENCH-RESULT "
 
     static let help = """
-    fedmix bench [--rows N[,N...]] [--sites K] [--models slope,patient] [--modes in-process,federated]
+    fedmix bench [--rows N[,N...]] [--sites K] [--models slope,patient,binary] [--modes in-process,federated]
                  [--repeat R] [--seed S] [--json] [--no-isolate]
       Simulated rows (BenchmarkData: x1, x2, x3 ~ N(0,1), about 5 rows per patient) split over K sites,
-      fitted with \(Model.slope.formula) (slope)
-      and \(Model.patient.formula) (patient),
+      fitted with \(Model.slope.formula) (slope),
+      \(Model.patient.formula) (patient)
+      and the GLMM \(Model.binary.formula) (binary, binomial logit, Laplace),
       in process (SiteService on in-memory DataTables) and over one agent per site on loopback mutual TLS.
       Defaults: --rows 100000,1000000 --sites 50 --repeat 1. Each configuration runs in a child process
       so that its peak memory (getrusage ru_maxrss) is its own; --repeat R keeps the fastest of R runs.
@@ -108,8 +111,8 @@ enum BenchCommand {
         guard sites > 0, rowsList.allSatisfy({ $0 >= 10 * sites }) else {
             throw UsageError("--sites must be positive and every --rows at least 10 rows per site")
         }
-        let models = try (a.value("models") ?? "slope,patient").split(separator: ",").map {
-            try Model(rawValue: String($0)).orThrow("--models takes slope,patient")
+        let models = try (a.value("models") ?? "slope,patient,binary").split(separator: ",").map {
+            try Model(rawValue: String($0)).orThrow("--models takes slope,patient,binary")
         }
         let modes = try (a.value("modes") ?? "in-process,federated").split(separator: ",").map {
             try Mode(rawValue: String($0)).orThrow("--modes takes in-process,federated")
@@ -178,10 +181,12 @@ enum BenchCommand {
         peaks.append(peakRSS())
         let sent0 = federation.bytesSent.reduce(0, +), received0 = federation.bytesReceived.reduce(0, +)
         let descriptions = try Analysis.describe(federation, dataset: "data")
-        let spec = try Analysis.resolve(formula: model.formula, descriptions: descriptions)
+        let spec = try Analysis.resolve(formula: model.formula, descriptions: descriptions, family: model.options.family)
         let t3 = monotonicSeconds(), c3 = cpuSeconds()
         peaks.append(peakRSS())
-        let result = try LMMFit.run(federation, dataset: "data", spec: spec, options: FitOptions(method: .reml))
+        let result = model == .binary
+            ? try GLMMFit.run(federation, dataset: "data", spec: spec, options: model.options)
+            : try LMMFit.run(federation, dataset: "data", spec: spec, options: model.options)
         let t4 = monotonicSeconds(), c4 = cpuSeconds()
         let tp = clock.lastPrepare ?? t3, cp = clock.cpuAtPrepare ?? c3
         return Measurement(

@@ -14,6 +14,8 @@ public struct BenchmarkData: Sendable {
     /// by site and by patient within site (one round per evaluation).
     public static let slopeFormula = "y ~ x1 + x2 + x3 + (1 + x1 | site)"
     public static let patientFormula = "y ~ x1 + x2 + x3 + (1 | site) + (1 | site:patient)"
+    /// The GLMM benchmark: a binary outcome with a random intercept by site.
+    public static let binaryFormula = "yb ~ x1 + x2 + x3 + (1 | site)"
 
     /// The parameters the data are simulated from.
     public struct Truth: Sendable, Equatable {
@@ -38,6 +40,8 @@ public struct BenchmarkData: Sendable {
         /// Patient codes 1, 2, … local to the site (as `site:patient`).
         public var patient: [Double]
         public var y: [Double]
+        /// Binary outcome: logit P(yb = 1) = −0.5 + 0.4 x1 − 0.3 x2 + 0.2 x3 + 0.5·(site intercept / its SD).
+        public var yb: [Double] = []
         /// The site's true intercept and x1-slope deviations.
         public var siteEffects: (intercept: Double, slope: Double)
         public var patients: Int
@@ -45,15 +49,15 @@ public struct BenchmarkData: Sendable {
 
         /// The columns in a fixed order: patient, x1, x2, x3, y.
         public var columns: [(name: String, values: [Double])] {
-            [("patient", patient), ("x1", x1), ("x2", x2), ("x3", x3), ("y", y)]
+            [("patient", patient), ("x1", x1), ("x2", x2), ("x3", x3), ("y", y), ("yb", yb)]
         }
 
         /// The site's rows as CSV (with a `site` column), e.g. for lme4.
         public func csv(header: Bool = true) -> String {
-            var out = header ? "site,patient,x1,x2,x3,y\n" : ""
+            var out = header ? "site,patient,x1,x2,x3,y,yb\n" : ""
             out.reserveCapacity(rows * 80)
             for i in 0..<rows {
-                out += "\(name),\(Int(patient[i])),\(x1[i]),\(x2[i]),\(x3[i]),\(y[i])\n"
+                out += "\(name),\(Int(patient[i])),\(x1[i]),\(x2[i]),\(x3[i]),\(y[i]),\(Int(yb[i]))\n"
             }
             return out
         }
@@ -110,7 +114,16 @@ public struct BenchmarkData: Sendable {
                 y.append(b[0] + u0 + up + (b[1] + u1) * a + b[2] * c + b[3] * d + e)
             }
         }
-        return Site(name: name, x1: x1, x2: x2, x3: x3, patient: patient, y: y,
-                    siteEffects: (u0, u1), patients: p)
+        // The binary outcome draws from a stream of its own, so y is unchanged.
+        var rngB = SeededRandom(seed: (seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15) ^ 0xB1A5_ED0B_1A57_0001)
+        var yb = [Double](); yb.reserveCapacity(n)
+        for i in 0..<y.count {
+            let eta = -0.5 + 0.4 * x1[i] - 0.3 * x2[i] + 0.2 * x3[i] + 0.5 * z1
+            yb.append(rngB.uniform() < 1 / (1 + Foundation.exp(-eta)) ? 1 : 0)
+        }
+        var site = Site(name: name, x1: x1, x2: x2, x3: x3, patient: patient, y: y,
+                        siteEffects: (u0, u1), patients: p)
+        site.yb = yb
+        return site
     }
 }
