@@ -219,7 +219,7 @@ public enum AgentCheck {
                 return AgentCheckResult(check: "chain", status: .ok, detail: "the certificate was issued by \(issuer) (in \(config.tls.ca))")
             case .untrusted(let reason):
                 return AgentCheckResult(check: "chain", status: .fail,
-                    detail: "the certificate \(config.tls.certificate) does not chain to the CA in \(config.tls.ca): \(reason)",
+                    detail: "verifying \(config.tls.certificate) against the CA in \(config.tls.ca) (as a coordinator will) failed: \(reason)",
                     fix: "use a certificate issued by the deployment CA (fedmix certs issue --ca CA_DIR ...), or set tls.ca to the CA that issued it")
             }
         } catch {
