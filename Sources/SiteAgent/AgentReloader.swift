@@ -100,7 +100,8 @@ public final class AgentReloader: Sendable {
         return out
     }
 
-    /// Reloads on every SIGHUP (from now until the process ends).
+    /// Reloads on every SIGHUP (from now until the process ends: the signal
+    /// source and this reloader keep each other alive on purpose).
     public func reloadOnSIGHUP() {
         signal(SIGHUP, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "fedmix-agent.reload"))

@@ -52,8 +52,9 @@ enum AgentCommand {
             return s
         }
         FileHandle.standardOutput.write(Data("fedmix-agent: site \(config.site) listening on \(config.host):\(server.port)\n".utf8))
-        server.serve()
-        _ = sources
+        // Keeps the signal sources alive while serving (`_ = sources` after
+        // serve() let optimized builds release them early: SIGTERM was lost).
+        withExtendedLifetime(sources) { server.serve() }
         return 0
     }
 }
