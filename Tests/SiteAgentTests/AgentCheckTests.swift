@@ -403,3 +403,37 @@ final class AgentCheckTests: XCTestCase {
         }
     }
 }
+
+/// deploy/agent.json, the example the runbook documents key by key.
+final class DeployExampleTests: XCTestCase {
+    func testDeployExampleConfiguration() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("deploy/agent.json")
+        let data = try Data(contentsOf: url)
+        let config = try AgentConfig.parse(data, path: url.path, baseDirectory: "/etc/fedmix")
+        XCTAssertEqual(config.site, "hospital-a")
+        XCTAssertEqual(config.port, 7443)
+        XCTAssertEqual(config.tls.allowedCoordinators, ["coordinator"])
+        XCTAssertEqual(config.auditLog, "/var/lib/fedmix/audit.log")
+        XCTAssertEqual(config.datasets.count, 3)
+
+        // Every key the parser accepts appears in the example (and so in the README's table).
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
+        XCTAssertEqual(Set(object.keys), ["site", "listen", "tls", "datasets", "site_column", "allowed_variables",
+                                          "denied_variables", "audit_log", "disclosure", "session_timeout_seconds", "max_line_bytes"])
+        XCTAssertEqual(Set((object["tls"] as? [String: Any] ?? [:]).keys), ["certificate", "key", "ca", "allowed_coordinators"])
+        XCTAssertEqual(Set((object["disclosure"] as? [String: Any] ?? [:]).keys),
+                       ["min_rows", "min_cell", "max_params_per_row", "max_rounds_per_session", "max_sessions_per_day", "max_listed_levels"])
+        let datasetKeys = (object["datasets"] as? [String: [String: Any]] ?? [:]).values.reduce(into: Set<String>()) { $0.formUnion($1.keys) }
+        XCTAssertEqual(datasetKeys, ["csv", "sqlite", "table", "query", "types"])
+
+        let readme = try String(contentsOf: url.deletingLastPathComponent().appendingPathComponent("README.md"), encoding: .utf8)
+        for key in ["site", "listen", "tls.certificate", "tls.key", "tls.ca", "tls.allowed_coordinators", "datasets.NAME.csv",
+                    "datasets.NAME.sqlite", "datasets.NAME.table", "datasets.NAME.query", "datasets.NAME.types", "site_column",
+                    "allowed_variables", "denied_variables", "audit_log", "disclosure.min_rows", "disclosure.min_cell",
+                    "disclosure.max_params_per_row", "disclosure.max_rounds_per_session", "disclosure.max_sessions_per_day",
+                    "disclosure.max_listed_levels", "session_timeout_seconds", "max_line_bytes"] {
+            XCTAssertTrue(readme.contains("| `\(key)` |"), "deploy/README.md has no row for \(key)")
+        }
+    }
+}
