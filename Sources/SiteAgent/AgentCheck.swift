@@ -233,8 +233,9 @@ public enum AgentCheck {
             _ = try TLSContext.server(identity: identity)
         } catch let e as TLSError {
             switch e {
-            case .keyMismatch:
-                return AgentCheckResult(check: "key", status: .fail, detail: e.description,
+            case .keyMismatch(let certificatePath, let keyPath):
+                return AgentCheckResult(check: "key", status: .fail,
+                    detail: "private key \(keyPath) does not match certificate \(certificatePath)",
                     fix: "set tls.key to the key.pem written together with this cert.pem (fedmix certs issue writes both; when rotating, replace both before reloading)")
             case .fileMissing(let role, _), .fileUnreadable(let role, _, _), .notPEM(let role, _), .invalidPEM(let role, _, _):
                 if role == "private key" {
@@ -397,6 +398,8 @@ public enum AgentCheck {
         let why = String(cString: strerror(code))
         let fix: String
         switch code {
+        case ENOENT where FileManager.default.fileExists(atPath: directory):
+            fix = "\(directory) does not take new files (a special file system?): put audit_log in a folder such as /var/lib/fedmix"
         case ENOENT:
             fix = "create the folder: install -d -o fedmix -g fedmix -m 0750 \(directory)"
         case EACCES, EPERM:

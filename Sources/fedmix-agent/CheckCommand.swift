@@ -15,6 +15,14 @@ enum CheckCommand {
             switch args[i] {
             case "--config" where i + 1 < args.count: config = args[i + 1]; i += 1
             case "--running": options.agentRunning = true
+            case "--help", "-h":
+                print("""
+                Usage: \(usage)
+                  --running       the agent is running: its listen address in use passes (health checks)
+                  --warn-days N   warn when a certificate expires within N days (default 30)
+                Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed, 2 for a usage error.
+                """)
+                return 0
             case "--warn-days" where i + 1 < args.count:
                 guard let n = Int(args[i + 1]), n >= 0 else { return usageError("--warn-days takes a number of days") }
                 options.expiryWarningDays = n; i += 1
