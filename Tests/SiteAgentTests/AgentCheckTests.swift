@@ -313,11 +313,35 @@ final class AgentCheckTests: XCTestCase {
         XCTAssertEqual(status(try check(none), "audit_log"), .warn)
 
         // A folder the agent's user may not write (root may write anywhere).
+        try FileManager.default.removeItem(atPath: dir + "/audit/audit.log")
+        XCTAssertEqual(chmod(dir + "/audit", 0o555), 0)
         if geteuid() != 0 {
-            try FileManager.default.removeItem(atPath: dir + "/audit/audit.log")
-            XCTAssertEqual(chmod(dir + "/audit", 0o555), 0)
             assertFails(try check(goodConfig()), ["audit_log"], contains: "Permission denied", fix: "ReadWritePaths=")
+        } else {
+            try assertAuditFolderNotWritableAsAnotherUser()
         }
+    }
+
+    /// As root: the real binary run as user "nobody" (setpriv), owning
+    /// everything but the audit folder, fails the audit_log check alone.
+    func assertAuditFolderNotWritableAsAnotherUser() throws {
+        let setpriv = "/usr/bin/setpriv"
+        guard FileManager.default.isExecutableFile(atPath: setpriv) else { throw XCTSkip("no setpriv to drop root") }
+        let binary = try agentExecutable()
+        let config = try write(goodConfig())
+        let nobody: UInt32 = 65534
+        for path in try FileManager.default.subpathsOfDirectory(atPath: dir).map({ dir + "/" + $0 }) + [dir]
+            where !path.hasSuffix("/audit") {
+            XCTAssertEqual(chown(path, nobody, nobody), 0, path)
+        }
+        XCTAssertEqual(chmod(dir, 0o755), 0)
+        let result = try run(URL(fileURLWithPath: setpriv),
+                             ["--reuid", "\(nobody)", "--regid", "\(nobody)", "--clear-groups", binary.path, "check", "--config", config])
+        XCTAssertEqual(result.status, 1, result.output)
+        let failLines = result.output.split(separator: "\n").filter { $0.hasPrefix("FAIL ") }
+        XCTAssertEqual(failLines.count, 1, result.output)
+        XCTAssertTrue(failLines.first?.hasPrefix("FAIL audit_log: cannot open \(dir)/audit/audit.log for appending: Permission denied — fix: ") ?? false, result.output)
+        XCTAssertTrue(failLines.first?.hasSuffix("under systemd also list it in ReadWritePaths=") ?? false, result.output)
     }
 
     func testListenAddressInUseOrNotOfThisMachine() throws {
