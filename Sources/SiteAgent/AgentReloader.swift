@@ -69,7 +69,7 @@ public final class AgentReloader: Sendable {
             var applied = running
             applied.tls = config.tls
             running = applied
-            return .reloaded(certificateFingerprint: info.fingerprintSHA256,
+            return .reloaded(certificateFingerprint: context.certificateFingerprintSHA256,
                              allowedCoordinators: config.tls.allowedCoordinators, restartNeeded: restart)
         }
         switch outcome {
