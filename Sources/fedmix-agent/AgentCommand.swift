@@ -9,7 +9,8 @@ enum AgentCommand {
     fedmix-agent \(fedmixAgentVersion): answers a fedmix coordinator with aggregates of this site's data
 
     Usage:
-      fedmix-agent serve --config FILE     run the agent (SIGTERM stops it cleanly)
+      fedmix-agent serve --config FILE     run the agent (SIGTERM stops it cleanly; SIGHUP reloads its certificates)
+      fedmix-agent check --config FILE [--running]   check the configuration, certificates, data, audit log and port
       fedmix-agent --version
     """
 
@@ -20,6 +21,7 @@ enum AgentCommand {
             case "--version", "version": print("fedmix-agent \(fedmixAgentVersion) (protocol \(protocolVersion))"); return 0
             case "help", "--help", "-h": print(usage); return 0
             case "serve": return try serve(Array(args.dropFirst()))
+            case "check": return try CheckCommand.run(Array(args.dropFirst()))
             default:
                 FileHandle.standardError.write(Data("fedmix-agent: unknown command \"\(command)\"\n\(usage)\n".utf8))
                 return 2
@@ -40,6 +42,7 @@ enum AgentCommand {
     static func serve(_ args: [String]) throws -> Int32 {
         let config = try AgentConfig.load(path: try configPath(args))
         let server = try AgentServer(config: config)
+        AgentReloader(server: server, config: config).reloadOnSIGHUP()
         // SIGTERM / SIGINT: stop accepting, let the accept loop end.
         signal(SIGTERM, SIG_IGN); signal(SIGINT, SIG_IGN)
         let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
@@ -49,8 +52,9 @@ enum AgentCommand {
             return s
         }
         FileHandle.standardOutput.write(Data("fedmix-agent: site \(config.site) listening on \(config.host):\(server.port)\n".utf8))
-        server.serve()
-        _ = sources
+        // Keeps the signal sources alive while serving (`_ = sources` after
+        // serve() let optimized builds release them early: SIGTERM was lost).
+        withExtendedLifetime(sources) { server.serve() }
         return 0
     }
 }
