@@ -28,6 +28,7 @@ extension GLMMSite {
 
     /// The exact gradient of D_k in (θ…, β…) at the modes `m` (Laplace only).
     func laplaceGradient(theta: [Double], beta: [Double], modes m: Modes) throws -> [Double] {
+        if firstFactorIndex == nil { return try tailOnlyGradient(theta: theta, beta: beta, modes: m) }
         let s = data.structure
         let nt = theta.count, p = data.p
         let lambdas = (0..<s.factorCount).map { s.factorMatrix($0, theta: theta) }
@@ -143,5 +144,96 @@ extension GLMMSite {
     public func laplaceValueAndGradient(theta: [Double], beta: [Double], start: [Double]? = nil) throws -> (value: Double, gradient: [Double], modes: [Double]) {
         let m = try modes(theta: theta, beta: beta, start: start)
         return (m.penalizedDeviance + m.factor.logDet, try laplaceGradient(theta: theta, beta: beta, modes: m), m.u)
+    }
+}
+
+extension GLMMSite {
+    /// The same gradient when every factor has few levels at the site (no
+    /// per-level blocks): L⁻¹ is a small dense matrix, so every row's terms
+    /// are dot products with reused buffers.
+    func tailOnlyGradient(theta: [Double], beta: [Double], modes m: Modes) throws -> [Double] {
+        let s = data.structure
+        let nf = s.factorCount, nt = theta.count, p = data.p
+        let td = layoutTailDimension
+        let lambdas = (0..<nf).map { s.factorMatrix($0, theta: theta) }
+        let dims = lambdas.map(\.rows)
+        let entries = (0..<nf).map { s.factorEntries($0) }
+        let offsets = (0..<nf).map { tailOffset($0) }
+        // L⁻¹ of the tail factor, column-major td × td.
+        var linv = [Double](repeating: 0, count: td * td)
+        for c in 0..<td {
+            var e = [Double](repeating: 0, count: td); e[c] = 1
+            let (_, col) = m.factor.solveLower(level: nil, first: [], tail: e)
+            for r in 0..<td { linv[r + c * td] = col[r] }
+        }
+        let canonical = (data.family.distribution == .binomial && data.family.link == .logit)
+            || (data.family.distribution == .poisson && data.family.link == .log)
+        var grad = [Double](repeating: 0, count: nt + p)
+        var dGdu = [Double](repeating: 0, count: td)
+        var wObs = [Double](repeating: 0, count: data.rows)
+        var devPrime = [Double](repeating: 0, count: data.rows)
+        var zt = [Double](repeating: 0, count: td), sol = [Double](repeating: 0, count: td)
+        func reduce(_ i: Int) {
+            for k in 0..<td { zt[k] = 0 }
+            for f in 0..<nf {
+                let r = dims[f], base = offsets[f] + data.levels[f][i] * r
+                for b in 0..<r { var v = 0.0; for a in b..<r { v += lambdas[f][a, b] * data.z[f][i * r + a] }; zt[base + b] = v }
+            }
+        }
+        for i in 0..<data.rows {
+            let eta = m.eta[i], y = data.y[i], n = data.n[i]
+            let (w, r, mu) = data.family.weightAndResidual(y: y, n: n, eta: eta)
+            devPrime[i] = -2 * w * r
+            let dw: Double
+            if data.family.distribution == .binomial && data.family.link == .logit { dw = n * mu * (1 - mu) * (1 - 2 * mu) }
+            else if data.family.distribution == .poisson && data.family.link == .log { dw = mu }
+            else {
+                let h = 1e-5 * max(1, abs(eta))
+                dw = (data.family.weightAndResidual(y: y, n: n, eta: eta + h).w - data.family.weightAndResidual(y: y, n: n, eta: eta - h).w) / (2 * h)
+            }
+            if canonical { wObs[i] = w } else {
+                let h = 1e-5 * max(1, abs(eta))
+                let up = data.family.weightAndResidual(y: y, n: n, eta: eta + h), dn = data.family.weightAndResidual(y: y, n: n, eta: eta - h)
+                wObs[i] = -(up.w * up.r - dn.w * dn.r) / (2 * h)
+            }
+            reduce(i)
+            var h = 0.0
+            for r2 in 0..<td {
+                var v = 0.0
+                for c in 0...r2 { v += linv[r2 + c * td] * zt[c] }
+                sol[r2] = v; h += v * v
+            }
+            let g = dw * h
+            for j in 0..<p { grad[nt + j] += (devPrime[i] + g) * data.x[i * p + j] }
+            for k in 0..<td { dGdu[k] += g * zt[k] }
+            for f in 0..<nf {
+                let rf = dims[f], base = offsets[f] + data.levels[f][i] * rf
+                for e in entries[f] {
+                    let za = data.z[f][i * rf + e.row]
+                    grad[e.theta] += (devPrime[i] + g) * za * m.u[base + e.col]
+                    // 2 w ⟨L⁻¹z̃, L⁻¹(za e_c)⟩, L⁻¹e_c = column c of L⁻¹
+                    let c = base + e.col
+                    var dotv = 0.0
+                    for r2 in c..<td { dotv += linv[r2 + c * td] * sol[r2] }
+                    grad[e.theta] += 2 * m.weights[i] * za * dotv
+                }
+            }
+        }
+        let v: [Double]
+        if canonical { v = m.factor.solve(dGdu) } else { v = try factor(weights: wObs, theta: theta).solve(dGdu) }
+        for i in 0..<data.rows {
+            reduce(i)
+            var zv = 0.0
+            for k in 0..<td { zv += zt[k] * v[k] }
+            for j in 0..<p { grad[nt + j] -= wObs[i] * data.x[i * p + j] * zv }
+            for f in 0..<nf {
+                let rf = dims[f], base = offsets[f] + data.levels[f][i] * rf
+                for e in entries[f] {
+                    let za = data.z[f][i * rf + e.row]
+                    grad[e.theta] -= 0.5 * devPrime[i] * za * v[base + e.col] + wObs[i] * za * m.u[base + e.col] * zv
+                }
+            }
+        }
+        return grad
     }
 }

@@ -145,24 +145,53 @@ public final class GLMMSite: @unchecked Sendable {
         while true {
             iteration += 1
             let eta = nextEta ?? linearPredictor(u, theta: theta, beta: beta)
-            var builder = SiteBlocksBuilder(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor)
             var dev = 0.0
             var weights = [Double](repeating: 0, count: data.rows)
-            var zrow: [[Double]] = dims.map { [Double](repeating: 0, count: $0) }
-            var lv = [Int](repeating: 0, count: nf)
-            for i in 0..<data.rows {
-                let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
-                dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
-                weights[i] = w
-                let sw = w.squareRoot()
-                for f in 0..<nf {
-                    lv[f] = data.levels[f][i]
-                    for a in 0..<dims[f] { zrow[f][a] = data.z[f][i * dims[f] + a] * sw }
+            let blocks: SiteBlocks
+            if layout.first == nil {
+                // Only few-level factors (the site itself): accumulate the dense
+                // tail directly, without per-row work beyond the sums.
+                let td = layout.tailDimension
+                var tt = [Double](repeating: 0, count: td * td), tw = [Double](repeating: 0, count: td)
+                let width = dims.reduce(0, +)
+                var cols = [Int](repeating: 0, count: width), vals = [Double](repeating: 0, count: width)
+                let offsets = (0..<nf).map { tailOffset($0) }
+                for i in 0..<data.rows {
+                    let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
+                    dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
+                    weights[i] = w
+                    var k = 0
+                    for f in 0..<nf {
+                        let base = offsets[f] + data.levels[f][i] * dims[f]
+                        for a in 0..<dims[f] { cols[k] = base + a; vals[k] = data.z[f][i * dims[f] + a]; k += 1 }
+                    }
+                    for b in 0..<width {
+                        let wb = w * vals[b]
+                        if wb == 0 { continue }
+                        tw[cols[b]] += wb * r
+                        for a in 0..<width { tt[cols[a] + cols[b] * td] += vals[a] * wb }
+                    }
                 }
-                wbuf[0] = sw * r
-                builder.add(w: wbuf, levels: lv, z: zrow)
+                blocks = SiteBlocks(width: 1, rows: data.rows, first: nil, siteFactor: data.siteFactor, tail: layout.tail,
+                                    tailDimension: td, tt: tt, tw: tw, ww: [0])
+            } else {
+                var builder = SiteBlocksBuilder(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor)
+                var zrow: [[Double]] = dims.map { [Double](repeating: 0, count: $0) }
+                var lv = [Int](repeating: 0, count: nf)
+                for i in 0..<data.rows {
+                    let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
+                    dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
+                    weights[i] = w
+                    let sw = w.squareRoot()
+                    for f in 0..<nf {
+                        lv[f] = data.levels[f][i]
+                        for a in 0..<dims[f] { zrow[f][a] = data.z[f][i * dims[f] + a] * sw }
+                    }
+                    wbuf[0] = sw * r
+                    builder.add(w: wbuf, levels: lv, z: zrow)
+                }
+                blocks = builder.finish()
             }
-            let blocks = builder.finish()
             let factor = try BlockedFactor(blocks, structure: s, theta: theta)
             let pen = dev + u.reduce(0) { $0 + $1 * $1 }
             guard pen.isFinite else { throw GLMMError.nonFinite }

@@ -244,7 +244,7 @@ enum BenchCommand {
         if let c = m.cpuSeconds, c.count == 5 {
             out += "      CPU      generation \(secs(c[0])), describe \(secs(c[2])), prepare \(secs(c[3])), fitting \(secs(c[4])) (all threads)\n"
         }
-        out += "      fit      \(m.evaluations) criterion evaluations, \(m.rounds) rounds (+1 describe), REML criterion \(String(format: "%.6f", m.objective))\(m.converged ? "" : ", NOT CONVERGED")\n"
+        out += "      fit      \(m.evaluations) criterion evaluations, \(m.rounds) rounds (+1 describe), \(m.model == .binary ? "Laplace objective (−2 log L)" : "REML criterion") \(String(format: "%.6f", m.objective))\(m.converged ? "" : ", NOT CONVERGED")\n"
         for msg in m.messages { out += "               \(msg)\n" }
         out += "               β = [\(m.beta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], θ = [\(m.theta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], σ = \(String(format: "%.4f", m.sigma))\n"
         out += "      traffic  sent \(bytes(m.bytesSent)), received \(bytes(m.bytesReceived)) (coordinator side, describe to finalize)\n"
