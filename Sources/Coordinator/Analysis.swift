@@ -68,7 +68,10 @@ public enum Analysis {
     public static func model(formula: String, descriptions: [SiteDescription], options: FitOptions,
                              missingData: MissingDataStrategy = MissingDataStrategy()) throws -> ModelSpec {
         var spec = try resolve(formula: formula, descriptions: descriptions, family: options.family, link: options.link)
-        let variables = try VariableCatalog(descriptions).variables()
+        // Only the variables these steps use: an unused variable of mixed types must not stop the fit.
+        let names = Set(missingData.indicators.keys).union(try options.filter.map(RowFilterParser.variableNames) ?? [])
+        guard !names.isEmpty else { return spec }
+        let variables = try VariableCatalog(descriptions).variables(names)
         spec = try missingData.apply(to: spec, variables: variables)
         if let f = options.filter { spec.filter = try RowFilterParser.parse(f, variables: variables) }
         return spec

@@ -37,6 +37,11 @@ public struct RowFilterParser {
         return e
     }
 
+    /// The variable names a filter mentions (before they are resolved).
+    public static func variableNames(_ text: String) throws -> [String] {
+        try tokenize(text).compactMap { if case .name(let n) = $0, n != "is.na" { return n }; return nil }
+    }
+
     private init(text: String, variables: [String: VariableInfo]) { self.text = text; self.variables = variables }
 
     static func tokenize(_ text: String) throws -> [Token] {
