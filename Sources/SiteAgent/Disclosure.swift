@@ -117,7 +117,7 @@ public struct CellCounts: Sendable, Equatable {
             return "each class of a binary outcome must have at least \(m) rows (or, for cbind(successes, failures), \(m) successes and \(m) failures) among the rows the model uses at this site; one class has fewer (rule min_cell)"
         }
         for b in binaryColumns where (b.ones > 0 && b.ones < m) || (b.zeros > 0 && b.zeros < m) {
-            return "design column \"\(b.name)\" is 1 (or 0) in fewer than \(m) of the rows the model uses at this site; each level, interaction cell or 0/1 variable needs none or at least \(m) rows (rule min_cell)"
+            return "design column \"\(b.name)\" takes one of its two values in fewer than \(m) of the rows the model uses at this site; each level, interaction cell or two-valued variable needs none or at least \(m) rows (rule min_cell)"
         }
         for v in levelCounts.keys.sorted() where levelCounts[v]!.contains(where: { $0 > 0 && $0 < m }) {
             return "a level of the categorical variable \"\(v)\" has fewer than \(m) rows among the rows the model uses at this site (rule min_cell); merge rare levels at the sites or leave the variable out"
