@@ -1,7 +1,8 @@
 // The agent's audit log: every line it receives and sends, in full, in an
-// SQLite database in WAL mode with synchronous = FULL, so that an entry is
-// on disk (the WAL fsynced) before `record` returns, and the agent writes
-// its answer only after that. Entries are append-only (triggers refuse
+// SQLite database in WAL mode. An answer's entry is committed with
+// synchronous = FULL, so that it and every entry before it (the request it
+// answers included) are on disk (the WAL fsynced) before `record` returns,
+// and the agent writes its answer only after that. Entries are append-only (triggers refuse
 // UPDATE and DELETE) and hash-chained (AuditEntry: each entry's SHA-256
 // covers the previous entry's hash and its own content), so that an edit, a
 // deletion or a reordering is found by `verify`.
@@ -25,6 +26,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var lastPrune: Date?
     private var insert: SQLiteDatabase.Statement?
     private var head: SQLiteDatabase.Statement?
+    /// Whether commits currently fsync the WAL (synchronous = FULL) or only write it (NORMAL).
+    private var syncing = true
 
     /// How often a running agent applies its retention (seconds).
     public static let pruneInterval: TimeInterval = 3600
@@ -142,13 +145,20 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 
     // MARK: Writing
 
-    /// Writes one line the agent read or is about to send, and returns once
-    /// it is on disk. A failure throws: the agent then sends nothing.
+    /// Writes one line the agent read or is about to send. A line to be
+    /// sent is on disk when this returns: its commit fsyncs the WAL, and
+    /// with it every entry written before (synchronous = FULL). A line
+    /// received is written to the WAL without an fsync of its own (it is
+    /// safe from a crash of the agent at once, and from a crash of the
+    /// machine with the next answer's fsync, before any answer leaves):
+    /// one fsync per request and answer instead of two. A failure throws:
+    /// the agent then sends nothing.
     public func record(direction: AuditDirection, peer: PeerIdentity, line: String) throws {
         lock.lock(); defer { lock.unlock() }
         if let days = retentionDays, lastPrune.map({ now().timeIntervalSince($0) >= Self.pruneInterval }) ?? true {
             _ = try pruneLocked(before: now().addingTimeInterval(-Double(days) * 86400), retentionDays: days)
         }
+        try setSyncing(direction == .sent)
         try db.execute("BEGIN IMMEDIATE")
         do {
             _ = try appendLocked(direction: direction.rawValue, subject: peer.subject, fingerprint: peer.fingerprint,
@@ -158,6 +168,13 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             try? db.execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// Commits fsync the WAL (FULL) or not (NORMAL); the caller holds the lock.
+    private func setSyncing(_ on: Bool) throws {
+        guard on != syncing else { return }
+        try db.execute(on ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
+        syncing = on
     }
 
     /// Appends inside an open transaction; the caller holds the lock.
@@ -226,6 +243,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 
     private func pruneLocked(before cutoff: Date, retentionDays: Int?) throws -> AuditEntry? {
         lastPrune = now()
+        try setSyncing(true)
         let limit = AuditEntry.timestamp(cutoff)
         try db.execute("BEGIN IMMEDIATE")
         do {
