@@ -48,8 +48,7 @@ public enum Analysis {
         guard !kept.isEmpty else { throw UsageError("every site would be excluded by --exclude-sites-missing-above") }
         let used = excluded.isEmpty ? federation : Federation(channels: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
-        var spec = try resolve(formula: formula, descriptions: keptDescriptions, family: options.family, link: options.link)
-        spec = try missingData.apply(to: spec, variables: try VariableCatalog(keptDescriptions).variables(Set(missingData.indicators.keys)))
+        let spec = try model(formula: formula, descriptions: keptDescriptions, options: options, missingData: missingData)
         var result = options.family == .gaussian
             ? try LMMFit.run(used, dataset: dataset, spec: spec, options: options)
             : try GLMMFit.run(used, dataset: dataset, spec: spec, options: options)
@@ -59,6 +58,22 @@ public enum Analysis {
             result.messages.append("missing-indicator method: \(v) filled with \(RNumberFormat.format(c)) where missing; column missing(\(v)) added")
         }
         for e in excluded { result.messages.append("site \(e.site) left out: \(e.reason)") }
+        if let f = spec.filter { result.messages.append("rows at each site filtered by: \(Explain.expression(f))") }
         return result
+    }
+
+    /// The model specification a fit sends to the sites: the formula
+    /// resolved against the descriptions, the missing-data strategy applied,
+    /// and the row filter (`options.filter`) resolved.
+    public static func model(formula: String, descriptions: [SiteDescription], options: FitOptions,
+                             missingData: MissingDataStrategy = MissingDataStrategy()) throws -> ModelSpec {
+        var spec = try resolve(formula: formula, descriptions: descriptions, family: options.family, link: options.link)
+        // Only the variables these steps use: an unused variable of mixed types must not stop the fit.
+        let names = Set(missingData.indicators.keys).union(try options.filter.map(RowFilterParser.variableNames) ?? [])
+        guard !names.isEmpty else { return spec }
+        let variables = try VariableCatalog(descriptions).variables(names)
+        spec = try missingData.apply(to: spec, variables: variables)
+        if let f = options.filter { spec.filter = try RowFilterParser.parse(f, variables: variables) }
+        return spec
     }
 }

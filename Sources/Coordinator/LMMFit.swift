@@ -16,6 +16,8 @@ public struct FitOptions: Sendable {
     /// Quadrature points for GLMMs (1 = Laplace).
     public var nAGQ = 1
     public var maxEvaluations = 100
+    /// A row filter (`age >= 50 & sex == "F"`; RowFilterParser), or nil for every row.
+    public var filter: String? = nil
     public init(method: EstimationMethod = .reml, family: Family = .gaussian, link: Link? = nil, nAGQ: Int = 1) {
         self.method = method; self.family = family; self.link = link; self.nAGQ = nAGQ
     }

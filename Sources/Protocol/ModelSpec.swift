@@ -59,6 +59,40 @@ public enum UnaryFunction: String, Sendable, Hashable, Codable, CaseIterable {
 
 public enum BinaryOperator: String, Sendable, Hashable, Codable, CaseIterable {
     case add = "+", subtract = "-", multiply = "*", divide = "/", power = "^"
+    /// Comparisons and logical and/or: 1 when true, else 0. A site accepts
+    /// them only in a row filter (`ModelSpec.filter`), never in a design
+    /// column, so that a column can never single out a subgroup by a threshold.
+    case less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">=", equal = "==", notEqual = "!="
+    case and = "&", or = "|"
+
+    /// Whether the operator is a comparison or a logical connective.
+    public var isLogical: Bool {
+        switch self {
+        case .add, .subtract, .multiply, .divide, .power: return false
+        default: return true
+        }
+    }
+}
+
+extension Expr {
+    /// Whether the expression uses a comparison or logical operator anywhere.
+    public var usesLogicalOperators: Bool {
+        switch self {
+        case .number, .variable, .indicator, .isMissing, .filled: return false
+        case .unary(_, let e): return e.usesLogicalOperators
+        case .binary(let op, let a, let b): return op.isLogical || a.usesLogicalOperators || b.usesLogicalOperators
+        }
+    }
+
+    /// Every (variable, level) pair the expression compares through `indicator`.
+    public var indicators: [(variable: String, level: String)] {
+        switch self {
+        case .number, .variable, .isMissing, .filled: return []
+        case .indicator(let v, let l): return [(v, l)]
+        case .unary(_, let e): return e.indicators
+        case .binary(_, let a, let b): return a.indicators + b.indicators
+        }
+    }
 }
 
 /// A named column of a design matrix (`(Intercept)`, `sexM`, `I(age^2)`).
@@ -114,13 +148,18 @@ public struct ModelSpec: Sendable, Hashable, Codable {
     public var terms: [RandomTerm]
     public var weights: Expr?
     public var offset: Expr?
+    /// Row filter: a site uses only the rows where this is finite and not 0
+    /// (rows where one of its variables is missing are left out). Absent from
+    /// the wire when nil. A site refuses a filter when it or its complement
+    /// selects fewer than its `min_rows` rows (see docs/PRIVACY.md).
+    public var filter: Expr?
 
     public init(formula: String, family: Family = .gaussian, link: Link = .identity,
                 response: Response, fixed: [DesignColumn], terms: [RandomTerm],
-                weights: Expr? = nil, offset: Expr? = nil) {
+                weights: Expr? = nil, offset: Expr? = nil, filter: Expr? = nil) {
         self.formula = formula; self.family = family; self.link = link
         self.response = response; self.fixed = fixed; self.terms = terms
-        self.weights = weights; self.offset = offset
+        self.weights = weights; self.offset = offset; self.filter = filter
     }
 
     /// Every variable a row must have for complete-case analysis, in first-use order.

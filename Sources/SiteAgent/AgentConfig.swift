@@ -29,6 +29,9 @@ public struct AgentConfig: Sendable, Equatable {
     public var allowedVariables: [String]?
     public var deniedVariables: [String]
     public var auditLog: String?
+    /// Audit entries older than this many days are pruned, each pruning
+    /// recorded in the log itself (nil: entries are kept for ever).
+    public var auditRetentionDays: Int? = nil
     public var disclosure: DisclosurePolicy
     public var sessionTimeoutSeconds: Double
     public var maxLineBytes: Int
@@ -55,7 +58,7 @@ public struct AgentConfig: Sendable, Equatable {
         guard let root = any as? [String: Any] else { throw ConfigError(path: path, message: "the top level must be a JSON object") }
         let r = Reader(path: path, base: baseDirectory)
         try r.allowOnly(root, ["site", "listen", "tls", "datasets", "site_column", "allowed_variables",
-                               "denied_variables", "audit_log", "disclosure", "session_timeout_seconds", "max_line_bytes"], at: "")
+                               "denied_variables", "audit_log", "audit_retention_days", "disclosure", "session_timeout_seconds", "max_line_bytes"], at: "")
         let site = try r.string(root, "site", at: "")
         let listen = try r.string(root, "listen", at: "")
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
@@ -113,6 +116,11 @@ public struct AgentConfig: Sendable, Equatable {
             if let v = try r.int(dobj, "max_sessions_per_day", at: "disclosure.") { policy.maxSessionsPerDay = v }
             if let v = try r.int(dobj, "max_listed_levels", at: "disclosure.") { policy.maxListedLevels = v }
         }
+        let retention = try r.int(root, "audit_retention_days", at: "")
+        if let days = retention {
+            guard days >= 1 else { throw ConfigError(path: path, message: "\"audit_retention_days\" must be at least 1 (leave it out to keep every entry)") }
+            guard root["audit_log"] != nil else { throw ConfigError(path: path, message: "\"audit_retention_days\" needs \"audit_log\"") }
+        }
         let siteColumn: String?
         if root.keys.contains("site_column") {
             if root["site_column"] is NSNull { siteColumn = nil } else { siteColumn = try r.string(root, "site_column", at: "") }
@@ -122,6 +130,7 @@ public struct AgentConfig: Sendable, Equatable {
             allowedVariables: try r.stringArray(root, "allowed_variables", at: ""),
             deniedVariables: try r.stringArray(root, "denied_variables", at: "") ?? [],
             auditLog: try root["audit_log"].map { _ in r.resolve(try r.string(root, "audit_log", at: "")) },
+            auditRetentionDays: retention,
             disclosure: policy,
             sessionTimeoutSeconds: try r.number(root, "session_timeout_seconds", at: "") ?? 3600,
             maxLineBytes: try r.int(root, "max_line_bytes", at: "") ?? 16 * 1024 * 1024, path: nil)

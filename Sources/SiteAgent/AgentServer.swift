@@ -57,14 +57,28 @@ public final class AgentServer: Sendable {
         listener = try TLSListener(host: host, port: port, context: context, ioTimeout: ioTimeout)
     }
 
-    /// The server a configuration describes.
+    /// The server a configuration describes. Without an `audit` sink, the
+    /// audit log named by `audit_log` is opened (created, or verified: a log
+    /// whose hash chain is broken stops the agent from starting), and the
+    /// sessions of the last 24 hours are read back from it for
+    /// max_sessions_per_day.
     public convenience init(config: AgentConfig, audit: AuditSink? = nil, log: AgentLog = AgentLog()) throws {
         let context = try TLSContext.server(identity: TLSIdentity(certificatePath: config.tls.certificate, keyPath: config.tls.key,
                                                                   caPath: config.tls.ca),
                                             allowedPeerNames: config.tls.allowedCoordinators)
-        try self.init(service: SiteService(config: config), host: config.host, port: config.port, context: context,
-                      maxLineBytes: config.maxLineBytes, audit: audit, log: log)
+        let service = SiteService(config: config)
+        var sink = audit
+        if sink == nil, let path = config.auditLog {
+            let auditLog = try AuditLog.open(path: path, retentionDays: config.auditRetentionDays)
+            service.seedSessionStarts(try auditLog.sessionStarts(since: Date().addingTimeInterval(-SessionBudget.window)))
+            sink = auditLog
+        }
+        try self.init(service: service, host: config.host, port: config.port, context: context,
+                      maxLineBytes: config.maxLineBytes, audit: sink, log: log)
     }
+
+    /// The audit log lines are written to, when it is the SQLite audit log.
+    public var auditLog: AuditLog? { audit as? AuditLog }
 
     /// The bound port (useful with port 0).
     public var port: Int { listener.port }

@@ -13,10 +13,14 @@ public struct GLMMFrame: Sendable {
     public let missing: [String: Int]
     public let groupCounts: [Int]
     public let data: GLMMSiteData
+    /// Small-cell counts of the design and the outcome's classes (min_cell).
+    public let cells: CellCounts
 
-    public init(table: DataTable, spec: ModelSpec, dataset: String) throws {
+    /// As `ModelFrame`: the rows its filter selects (`selection` if given).
+    public init(table: DataTable, spec: ModelSpec, dataset: String, selection: [Bool]? = nil) throws {
         self.spec = spec
-        rows = table.rowCount
+        let selected = try selection ?? RowFilter.select(spec.filter, table: table, dataset: dataset)
+        rows = selected.reduce(0) { $0 + ($1 ? 1 : 0) }
         guard let distribution = GLMDistribution(rawValue: spec.family.rawValue),
               let link = GLMLink(rawValue: spec.link.rawValue), GLMFamily(distribution, link).isValid else {
             throw ModelFrameError.unsupported("family \(spec.family.rawValue) with link \(spec.link.rawValue) is not supported; use binomial with logit, probit or cloglog, or poisson with log")
@@ -29,23 +33,20 @@ public struct GLMMFrame: Sendable {
             columns[v] = c
         }
         var missing: [String: Int] = [:]
-        var complete = [Bool](repeating: true, count: rows)
-        for v in required {
-            let c = columns[v]!
-            var m = 0
-            for i in 0..<rows where c.isMissing(i) { m += 1; complete[i] = false }
-            missing[v] = m
-        }
+        var complete = selected
+        for v in required { missing[v] = ModelFrame.markMissing(columns[v]!, &complete, among: selected) }
         self.missing = missing
-        let usedRows = (0..<rows).filter { complete[$0] }
+        let usedRows = (0..<table.rowCount).filter { complete[$0] }
         used = usedRows.count
         guard used > 0 else { throw ModelFrameError.noCompleteRows(site: "", rows: rows) }
         let ev = ExpressionEvaluator(columns: columns, rows: usedRows)
         let p = spec.fixed.count
         var x = [Double](repeating: 0, count: used * p)
+        var designColumns: [(name: String, values: [Double])] = []
         for (j, c) in spec.fixed.enumerated() {
             let col = try ev.evaluate(c.expr, name: c.name)
             for i in 0..<used { x[i * p + j] = col[i] }
+            designColumns.append((c.name, col))
         }
         var y: [Double], n: [Double]
         switch spec.response {
@@ -88,13 +89,26 @@ public struct GLMMFrame: Sendable {
         groupCounts = spec.terms.map { counts[groupings.firstIndex(of: $0.grouping)!] }
         var z: [[Double]] = []
         for (f, g) in groupings.enumerated() {
-            let cols = try spec.terms.filter { $0.grouping == g }.flatMap { t in try t.columns.map { try ev.evaluate($0.expr, name: $0.name) } }
+            let terms = spec.terms.filter { $0.grouping == g }
+            let cols = try terms.flatMap { t in try t.columns.map { try ev.evaluate($0.expr, name: $0.name) } }
+            let names = terms.flatMap { t in t.columns.map { "\($0.name) | \(t.name)" } }
+            designColumns += zip(names, cols).map { ($0, $1) }
             let r = cols.count
             var zf = [Double](repeating: 0, count: used * r)
             for i in 0..<used { for a in 0..<r { zf[i * r + a] = cols[a][i] } }
             z.append(zf)
             _ = f
         }
+        // The outcome's classes: binary rows, or successes and failures in total.
+        let outcome: (events: Double, nonEvents: Double)?
+        if distribution == .binomial {
+            let events = y.reduce(0, +)
+            outcome = (events, n.reduce(0, +) - events)
+        } else {
+            outcome = nil
+        }
+        cells = CellCounts.measure(columns: designColumns, indicatorVariables: ModelFrame.indicatorVariables(spec).map { columns[$0]! },
+                                   usedRows: usedRows, outcome: outcome)
         data = GLMMSiteData(family: GLMFamily(distribution, link), structure: spec.covarianceStructure,
                             siteFactor: spec.siteFactorIndex, p: p, x: x, y: y, n: n, offset: offset,
                             levels: levels, levelCounts: counts, z: z)

@@ -59,10 +59,16 @@ public struct ModelFrame: Sendable {
     /// Levels of each term's grouping factor among used rows (model term order).
     public let groupCounts: [Int]
     public let blocks: SiteBlocks
+    /// Small-cell counts of the design, for the site's min_cell rule.
+    public let cells: CellCounts
 
-    public init(table: DataTable, spec: ModelSpec, dataset: String) throws {
+    /// The model on the rows of `table` that its filter selects (`selection`,
+    /// when the caller has already evaluated the filter). `rows` and
+    /// `missing` then count the selected rows only.
+    public init(table: DataTable, spec: ModelSpec, dataset: String, selection: [Bool]? = nil) throws {
         self.spec = spec
-        rows = table.rowCount
+        let selected = try selection ?? RowFilter.select(spec.filter, table: table, dataset: dataset)
+        rows = selected.reduce(0) { $0 + ($1 ? 1 : 0) }
         if spec.weights != nil {
             throw ModelFrameError.unsupported("prior weights are not supported for linear mixed models yet")
         }
@@ -81,10 +87,10 @@ public struct ModelFrame: Sendable {
             columns[v] = c
         }
         var missing: [String: Int] = [:]
-        var complete = [Bool](repeating: true, count: rows)
-        for v in required { missing[v] = Self.markMissing(columns[v]!, &complete) }
+        var complete = selected
+        for v in required { missing[v] = Self.markMissing(columns[v]!, &complete, among: selected) }
         self.missing = missing
-        let usedRows = (0..<rows).filter { complete[$0] }
+        let usedRows = (0..<table.rowCount).filter { complete[$0] }
         used = usedRows.count
         guard used > 0 else { throw ModelFrameError.noCompleteRows(site: "", rows: rows) }
 
@@ -116,20 +122,38 @@ public struct ModelFrame: Sendable {
             let f = groupings.firstIndex(of: t.grouping)!
             for c in t.columns { zcols[f].append(try evaluator.evaluate(c.expr, name: c.name)) }
         }
+        var designColumns: [(name: String, values: [Double])] = zip(spec.fixed.map(\.name), wcols).map { ($0, $1) }
+        for t in spec.terms {
+            let f = groupings.firstIndex(of: t.grouping)!
+            let k = spec.terms.filter { $0.grouping == t.grouping }.prefix { $0 != t }.reduce(0) { $0 + $1.columns.count }
+            for (j, c) in t.columns.enumerated() { designColumns.append(("\(c.name) | \(t.name)", zcols[f][k + j])) }
+        }
+        cells = CellCounts.measure(columns: designColumns, indicatorVariables: Self.indicatorVariables(spec).map { columns[$0]! },
+                                   usedRows: usedRows, outcome: CellCounts.binaryClasses(wcols[wcols.count - 1]))
         var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
                                         levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
         builder.addColumns(w: wcols, levels: levelIndex, z: zcols)
         blocks = builder.finish()
     }
 
-    /// Counts the missing values of a column among the table's rows and clears their rows in `complete`.
-    static func markMissing(_ c: DataTable.Column, _ complete: inout [Bool]) -> Int {
+    /// Variables the design reads through a level indicator (factors), in first-use order.
+    static func indicatorVariables(_ spec: ModelSpec) -> [String] {
+        var out: [String] = []
+        for e in spec.fixed.map(\.expr) + spec.terms.flatMap({ $0.columns.map(\.expr) }) {
+            for (v, _) in e.indicators where !out.contains(v) { out.append(v) }
+        }
+        return out
+    }
+
+    /// Counts the missing values of a column among the `selected` rows and
+    /// clears their rows in `complete`.
+    static func markMissing(_ c: DataTable.Column, _ complete: inout [Bool], among selected: [Bool]) -> Int {
         var m = 0
         switch c.data {
         case .numeric(let v):
-            for i in complete.indices where v[i] == nil { m += 1; complete[i] = false }
+            for i in v.indices where v[i] == nil && selected[i] { m += 1; complete[i] = false }
         case .text(let v):
-            for i in complete.indices where v[i] == nil { m += 1; complete[i] = false }
+            for i in v.indices where v[i] == nil && selected[i] { m += 1; complete[i] = false }
         }
         return m
     }
@@ -221,6 +245,7 @@ public struct ModelFrame: Sendable {
         switch spec.response { case .value(let e): add(e); case .binomial(let s, let f): add(s); add(f) }
         spec.fixed.forEach { add($0.expr) }
         spec.terms.forEach { $0.columns.forEach { add($0.expr) } }
+        if let f = spec.filter { add(f) }
         return out
     }
 }
@@ -229,6 +254,9 @@ public struct ModelFrame: Sendable {
 struct ExpressionEvaluator {
     let columns: [String: DataTable.Column]
     let rows: [Int]
+
+    /// The expression's values, non-finite ones included (row filters).
+    func evaluateAllowingNonFinite(_ e: Expr) throws -> [Double] { try eval(e) }
 
     func evaluate(_ e: Expr, name: String) throws -> [Double] {
         let v = try eval(e)
@@ -280,6 +308,14 @@ struct ExpressionEvaluator {
             case .multiply: return zip(x, y).map { $0 * $1 }
             case .divide: return zip(x, y).map { $0 / $1 }
             case .power: return zip(x, y).map { Foundation.pow($0, $1) }
+            case .less: return zip(x, y).map { $0 < $1 ? 1 : 0 }
+            case .lessOrEqual: return zip(x, y).map { $0 <= $1 ? 1 : 0 }
+            case .greater: return zip(x, y).map { $0 > $1 ? 1 : 0 }
+            case .greaterOrEqual: return zip(x, y).map { $0 >= $1 ? 1 : 0 }
+            case .equal: return zip(x, y).map { $0 == $1 ? 1 : 0 }
+            case .notEqual: return zip(x, y).map { $0 != $1 ? 1 : 0 }
+            case .and: return zip(x, y).map { $0 != 0 && $1 != 0 ? 1 : 0 }
+            case .or: return zip(x, y).map { $0 != 0 || $1 != 0 ? 1 : 0 }
             }
         }
     }

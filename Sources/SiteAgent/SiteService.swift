@@ -35,7 +35,7 @@ public struct DisclosurePolicy: Sendable, Equatable {
     /// analyst's machine and the agents only reproduce the federated path.
     public static let off: DisclosurePolicy = {
         var p = DisclosurePolicy()
-        p.minRows = 1; p.minCell = 1; p.maxListedLevels = 1000; p.maxRoundsPerSession = 100_000
+        p.minRows = 1; p.minCell = 0; p.maxListedLevels = 1000; p.maxRoundsPerSession = 100_000
         p.maxParametersPerRow = .infinity; p.maxSessionsPerDay = .max
         return p
     }()
@@ -61,6 +61,10 @@ public final class SiteService: Sendable {
     private let sources: [String: DatasetSource]
     private let tables = Mutex<[String: DataTable]>([:])
     private let sessions = Mutex<[String: Session]>([:])
+    /// Sessions each coordinator identity opened in the last 24 hours (max_sessions_per_day).
+    private let sessionBudget = SessionBudget()
+    /// Row sets of the filtered models answered so far (differencing between filters).
+    private let filterHistory = FilterHistory()
 
     struct Session: Sendable {
         var dataset: String
@@ -121,7 +125,7 @@ public final class SiteService: Sendable {
             switch request {
             case .ping: return .pong
             case .describe(let r): return .described(try describe(r))
-            case .prepare(let r): return .prepared(try prepare(r))
+            case .prepare(let r): return .prepared(try prepare(r, peer: peer))
             case .evaluate(let r): return try evaluate(r)
             case .finalize(let r): return .finalized(try finalize(r))
             }
@@ -183,7 +187,13 @@ public final class SiteService: Sendable {
 
     // MARK: prepare / evaluate / finalize
 
-    func prepare(_ r: PrepareRequest) throws -> PrepareReply {
+    /// Sessions opened earlier (from the audit log at start-up), so that
+    /// restarting the agent does not reset max_sessions_per_day.
+    public func seedSessionStarts(_ starts: [(identity: String, time: Date)]) {
+        sessionBudget.seed(starts)
+    }
+
+    func prepare(_ r: PrepareRequest, peer: PeerIdentity = .inProcess) throws -> PrepareReply {
         if let existing = sessions.withLock({ $0[r.session] }) {
             guard existing.model == r.model, existing.dataset == r.dataset else {
                 throw SiteError.sessionConflict(r.session)
@@ -191,16 +201,38 @@ public final class SiteService: Sendable {
             return reply(for: r.session, existing.fit, patterns: existing.patterns)
         }
         try validate(model: r.model)
+        // Every new session counts, answered or refused: refusals are answers too.
+        guard sessionBudget.open(peer.fingerprint, limit: policy.maxSessionsPerDay) else {
+            throw SiteError.disclosure("this coordinator's certificate has opened the \(policy.maxSessionsPerDay) sessions it may open in 24 hours (rule max_sessions_per_day)")
+        }
         for v in ModelFrame.allVariables(r.model) + r.model.requiredVariables where !mayUse(v) {
             throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
         }
+        let design = r.model.fixed.map(\.expr) + r.model.terms.flatMap { $0.columns.map(\.expr) }
+            + [r.model.offset, r.model.weights].compactMap { $0 }
+        let response: [Expr]
+        switch r.model.response { case .value(let e): response = [e]; case .binomial(let a, let b): response = [a, b] }
+        if (design + response).contains(where: \.usesLogicalOperators) {
+            throw SiteError.disclosure("comparison and logical operators may be used only in a row filter, never in a model column or the response (rule min_cell)")
+        }
         let table = try load(r.dataset)
+        var selection: [Bool]? = nil
+        var filtered: RowSet? = nil
+        if let filter = r.model.filter {
+            let selected: [Bool]
+            do { selected = try RowFilter.select(filter, table: table, dataset: r.dataset) }
+            catch ModelFrameError.nonFinite(_, _) { throw SiteError.invalid("the row filter cannot be evaluated") }
+            let rows = RowSet(selected)
+            try checkFilter(rows, total: table.rowCount, dataset: r.dataset)
+            selection = selected
+            filtered = rows
+        }
         let fit: PreparedFit
         do {
             if r.model.family == .gaussian {
-                fit = .lmm(try ModelFrame(table: table, spec: r.model, dataset: r.dataset))
+                fit = .lmm(try ModelFrame(table: table, spec: r.model, dataset: r.dataset, selection: selection))
             } else {
-                let frame = try GLMMFrame(table: table, spec: r.model, dataset: r.dataset)
+                let frame = try GLMMFrame(table: table, spec: r.model, dataset: r.dataset, selection: selection)
                 fit = .glmm(frame, GLMMSite(frame.data))
             }
         } catch ModelFrameError.noCompleteRows(_, let n) { throw ModelFrameError.noCompleteRows(site: site, rows: n) }
@@ -212,6 +244,8 @@ public final class SiteService: Sendable {
         guard Double(parameters) <= policy.maxParametersPerRow * Double(used) else {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
+        if let why = fit.cells.violation(policy) { throw SiteError.disclosure(why) }
+        if let filtered { filterHistory.remember(filtered, dataset: r.dataset) }
         let patterns = missingPatterns(table, variables: r.model.requiredVariables)
         let now = Date()
         sessions.withLock { s in
@@ -219,6 +253,22 @@ public final class SiteService: Sendable {
             s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, patterns: patterns, rounds: 1, lastUsed: now)
         }
         return reply(for: r.session, fit, patterns: patterns)
+    }
+
+    /// A row filter and its complement must each select at least min_rows
+    /// rows, and its rows must equal, or differ by at least min_rows from,
+    /// the rows of every filter answered before on the same dataset.
+    func checkFilter(_ rows: RowSet, total: Int, dataset: String) throws {
+        let m = policy.minRows
+        guard rows.count >= m else {
+            throw SiteError.disclosure("the row filter selects fewer than \(m) rows at this site; a filter and the rows it leaves out must each number at least \(m) (rule min_rows)")
+        }
+        guard total - rows.count >= m else {
+            throw SiteError.disclosure("the row filter leaves out fewer than \(m) rows at this site; a filter and the rows it leaves out must each number at least \(m) (rule min_rows)")
+        }
+        if let d = filterHistory.closestDifference(rows, dataset: dataset), d < m {
+            throw SiteError.disclosure("the row filter selects rows that differ from those of an earlier filter on this dataset by fewer than \(m) rows; filters must differ by none or at least \(m) rows, or the difference of two answers would describe a few patients (rule min_rows, differencing)")
+        }
     }
 
     /// Counts of each combination of missing model variables, smallest counts suppressed.
@@ -295,15 +345,30 @@ public final class SiteService: Sendable {
         guard r.beta.count == s.model.fixedCount, r.sigma > 0, r.beta.allSatisfy(\.isFinite) else {
             throw SiteError.invalid("beta must have one finite value per fixed effect and sigma must be positive")
         }
+        let reply: FinalizeReply
         switch s.fit {
         case .lmm(let frame):
             let e = try LMMSite.siteEffects(frame.blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
-            return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
-                                 ownEffects: LMMSite.ownEstimate(frame.blocks, beta: r.beta))
+            reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
+                                  ownEffects: LMMSite.ownEstimate(frame.blocks, beta: r.beta))
         case .glmm(_, let site):
             let e = try site.siteEffects(theta: r.theta, beta: r.beta)
-            return FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
-                                 saturatedDeviance: site.saturatedConstant)
+            reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
+                                  saturatedDeviance: site.saturatedConstant)
+        }
+        try Self.checkSiteLevelOnly(reply, model: s.model)
+        return reply
+    }
+
+    /// Finalize answers only site-level quantities: one value per column of
+    /// the terms grouped by the site itself (never a within-site group's
+    /// mode), their r×r covariance, and no more.
+    static func checkSiteLevelOnly(_ reply: FinalizeReply, model: ModelSpec) throws {
+        let r = model.terms.filter { $0.grouping == .site }.reduce(0) { $0 + $1.columns.count }
+        let ok = (reply.effects?.count ?? r) == r && (reply.ownEffects?.count ?? r) == r
+            && (reply.conditionalCovariance?.count ?? r * r) == r * r && (r > 0 || reply.effects == nil)
+        guard ok else {
+            throw SiteError.disclosure("the answer would hold more than the site-level effects; nothing per patient or per within-site group is sent")
         }
     }
 
@@ -387,5 +452,8 @@ public enum SiteError: Error, Equatable, CustomStringConvertible {
 extension SiteService.PreparedFit {
     var used: Int {
         switch self { case .lmm(let f): return f.used; case .glmm(let f, _): return f.used }
+    }
+    var cells: CellCounts {
+        switch self { case .lmm(let f): return f.cells; case .glmm(let f, _): return f.cells }
     }
 }

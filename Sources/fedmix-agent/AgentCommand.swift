@@ -11,6 +11,8 @@ enum AgentCommand {
     Usage:
       fedmix-agent serve --config FILE     run the agent (SIGTERM stops it cleanly; SIGHUP reloads its certificates)
       fedmix-agent check --config FILE [--running]   check the configuration, certificates, data, audit log and port
+      fedmix-agent audit list|show ID|verify|export|prune --config FILE
+                                           read and verify the audit log (fedmix-agent audit help)
       fedmix-agent --version
     """
 
@@ -22,6 +24,7 @@ enum AgentCommand {
             case "help", "--help", "-h": print(usage); return 0
             case "serve": return try serve(Array(args.dropFirst()))
             case "check": return try CheckCommand.run(Array(args.dropFirst()))
+            case "audit": return AuditCommand.run(Array(args.dropFirst()))
             default:
                 FileHandle.standardError.write(Data("fedmix-agent: unknown command \"\(command)\"\n\(usage)\n".utf8))
                 return 2
@@ -51,10 +54,17 @@ enum AgentCommand {
             s.resume()
             return s
         }
+        if let log = server.auditLog {
+            server.log.event("audit_log", ["path": log.path, "entries": String(log.count),
+                                           "retention_days": config.auditRetentionDays.map(String.init) ?? "none"])
+        } else {
+            server.log.event("audit_log_disabled", ["warning": "no \"audit_log\" in the configuration: messages are not recorded"])
+        }
         FileHandle.standardOutput.write(Data("fedmix-agent: site \(config.site) listening on \(config.host):\(server.port)\n".utf8))
         // Keeps the signal sources alive while serving (`_ = sources` after
         // serve() let optimized builds release them early: SIGTERM was lost).
         withExtendedLifetime(sources) { server.serve() }
+        server.auditLog?.close()
         return 0
     }
 }

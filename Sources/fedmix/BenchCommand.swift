@@ -29,6 +29,8 @@ enum BenchCommand {
 
     enum Mode: String, CaseIterable, Codable {
         case inProcess = "in-process", federated
+        /// Federated, each agent writing its SQLite audit log (WAL, synchronous FULL) before every answer.
+        case audited = "federated-audit"
     }
 
     /// One configuration's figures.
@@ -75,7 +77,7 @@ enum BenchCommand {
     static let resultPrefix = "FEDMIX-BENCH-RESULT "
 
     static let help = """
-    fedmix bench [--rows N[,N...]] [--sites K] [--models slope,patient,binary] [--modes in-process,federated]
+    fedmix bench [--rows N[,N...]] [--sites K] [--models slope,patient,binary] [--modes in-process,federated,federated-audit]
                  [--repeat R] [--seed S] [--json] [--no-isolate]
       Simulated rows (BenchmarkData: x1, x2, x3 ~ N(0,1), about 5 rows per patient) split over K sites,
       fitted with \(Model.slope.formula) (slope),
@@ -115,7 +117,7 @@ enum BenchCommand {
             try Model(rawValue: String($0)).orThrow("--models takes slope,patient,binary")
         }
         let modes = try (a.value("modes") ?? "in-process,federated").split(separator: ",").map {
-            try Mode(rawValue: String($0)).orThrow("--modes takes in-process,federated")
+            try Mode(rawValue: String($0)).orThrow("--modes takes in-process,federated,federated-audit")
         }
         let isolate = !a.has("no-isolate")
         let repeats = try Int(a.value("repeat") ?? "1").orThrow("--repeat must be a number")
@@ -170,8 +172,8 @@ enum BenchCommand {
                 let service = SiteService(site: s.site, datasets: ["data": .table(s.table)], siteColumn: nil)
                 return InProcessChannel(site: s.site) { service.handle(line: $0) }
             })
-        case .federated:
-            agents = try BenchAgents(tables: tables)
+        case .federated, .audited:
+            agents = try BenchAgents(tables: tables, audit: mode == .audited)
             base = agents!.federation
         }
         defer { agents?.close() }
@@ -233,14 +235,14 @@ enum BenchCommand {
     static func block(_ m: Measurement) -> String {
         let modeText = m.mode == .inProcess
             ? "in-process (\(m.sites) SiteServices on in-memory DataTables, protocol lines)"
-            : "federated (\(m.sites) agents, mutual TLS on loopback, in-memory DataTables)"
+            : "federated (\(m.sites) agents, mutual TLS on loopback, in-memory DataTables\(m.mode == .audited ? ", audit logs in a temporary folder" : ""))"
         var out = "\(m.model.formula)\n"
         out += "      rows \(group(m.rows)), sites \(m.sites), mode \(modeText)\n"
         out += "      time     data generation \(secs(m.generateSeconds)) + design building \(secs(m.designSeconds))"
         out += " (describe \(secs(m.describeSeconds)), prepare \(secs(m.prepareSeconds)))"
         out += " = \(secs(m.generateSeconds + m.designSeconds)); fitting \(secs(m.fitSeconds))\n"
         out += "               design + fitting \(secs(m.analysisSeconds))"
-        out += m.mode == .federated ? "; agents, certificates and TLS connections \(secs(m.setupSeconds))\n" : "\n"
+        out += m.mode != .inProcess ? "; agents, certificates and TLS connections \(secs(m.setupSeconds))\n" : "\n"
         if let c = m.cpuSeconds, c.count == 5 {
             out += "      CPU      generation \(secs(c[0])), describe \(secs(c[2])), prepare \(secs(c[3])), fitting \(secs(c[4])) (all threads)\n"
         }
@@ -372,24 +374,33 @@ final class TimedChannel: SiteChannel {
 /// LocalAgents, but serving in-memory tables).
 final class BenchAgents {
     let directory: String
+    let auditDirectory: String
     let servers: [AgentServer]
     let federation: Federation
 
-    init(tables: [(site: String, table: DataTable)]) throws {
-        directory = NSTemporaryDirectory() + "fedmix-bench-\(getpid())-\(UUID().uuidString.prefix(8))"
+    /// `audit`: each agent records every line in an audit log (in
+    /// FEDMIX_BENCH_AUDIT_DIR if set, else in the bench's temporary folder).
+    init(tables: [(site: String, table: DataTable)], audit: Bool = false) throws {
+        let directory = NSTemporaryDirectory() + "fedmix-bench-\(getpid())-\(UUID().uuidString.prefix(8))"
+        self.directory = directory
+        let auditDirectory = (ProcessInfo.processInfo.environment["FEDMIX_BENCH_AUDIT_DIR"].map { $0 + "/" + URL(fileURLWithPath: directory).lastPathComponent }
+                              ?? directory) + "/audit"
+        self.auditDirectory = auditDirectory
         let ca = directory + "/ca"
         try Certificates.createAuthority(directory: ca, commonName: "fedmix bench CA (throwaway)", days: 1)
         try Certificates.issue(caDirectory: ca, name: "coordinator", outDirectory: directory + "/coordinator", days: 1)
         var servers: [AgentServer] = []
         var sites: [SitesFile.Site] = []
         do {
+            if audit { try FileManager.default.createDirectory(atPath: auditDirectory, withIntermediateDirectories: true) }
             for (i, s) in tables.enumerated() {
                 let name = "agent-\(i)"
                 try Certificates.issue(caDirectory: ca, name: name, outDirectory: directory + "/" + name, days: 1)
                 let context = try TLSContext.server(identity: TLSIdentity(directory: directory + "/" + name, caPath: ca + "/ca.pem"),
                                                     allowedPeerNames: ["coordinator"])
                 let service = SiteService(site: s.site, datasets: ["data": .table(s.table)], siteColumn: nil)
-                let server = try AgentServer(service: service, host: "127.0.0.1", port: 0, context: context,
+                let log: AuditLog? = audit ? try AuditLog.open(path: auditDirectory + "/\(name).db") : nil
+                let server = try AgentServer(service: service, host: "127.0.0.1", port: 0, context: context, audit: log,
                                              log: AgentLog(enabled: ProcessInfo.processInfo.environment["FEDMIX_AGENT_LOG"] != nil))
                 server.start()
                 servers.append(server)
@@ -408,6 +419,8 @@ final class BenchAgents {
     func close() {
         federation.close()
         servers.forEach { $0.stop() }
+        servers.forEach { $0.auditLog?.close() }
+        try? FileManager.default.removeItem(atPath: auditDirectory)
         try? FileManager.default.removeItem(atPath: directory)
     }
 }

@@ -15,7 +15,11 @@ enum FedmixCommand {
       fedmix local PATH... --formula F [--ml] [--family binomial|poisson [--link L] [--nagq N]]
                    [--format text|json] [--output FILE]
           Each CSV file (or each CSV in a folder) is one site; fits over local agents.
-      fedmix fit --sites FILE --dataset NAME --formula F [--ml] [--format text|json] [--output FILE]
+      fedmix fit --sites FILE --dataset NAME --formula F [--ml] [--filter F] [--dry-run] [--format text|json] [--output FILE]
+          --filter 'age >= 50 & sex == "F"': fit on those rows at every site; --dry-run: print what
+          each site would send (as fedmix explain) and stop
+      fedmix explain --sites FILE --dataset NAME --formula F [--filter F]   (or --model FILE)
+          Before anything is computed: per site, what each round would send and the most rounds.
       fedmix describe --sites FILE --dataset NAME [--format text|json]
       fedmix sensitivity (PATH... | --sites FILE --dataset NAME) --formula F
                    [--exclude-sites-missing-above VAR=F[,F...]] [--missing-indicator VAR=VALUE]
@@ -40,6 +44,7 @@ enum FedmixCommand {
             case "demo": return try DemoCommand.run(rest)
             case "fit": return try RemoteCommands.fit(rest)
             case "describe": return try RemoteCommands.describe(rest)
+            case "explain": return try ExplainCommand.run(rest)
             case "certs": return try CertsCommand.run(rest)
             case "simulate": return try SimulateCommand.run(rest)
             case "sensitivity": return try SensitivityCommand.run(rest)
@@ -84,7 +89,9 @@ func fitOptions(_ a: Arguments) throws -> FitOptions {
     guard let nagq = Int(a.value("nagq") ?? "1"), (1...25).contains(nagq) else { throw UsageError("--nagq must be a whole number from 1 to 25") }
     if family == .gaussian && (a.value("nagq") != nil) { throw UsageError("--nagq applies to GLMMs (--family binomial or poisson)") }
     if family != .gaussian && a.has("ml") { throw UsageError("--ml applies to linear mixed models; GLMMs are always fitted by maximum likelihood") }
-    return FitOptions(method: a.has("ml") ? .ml : .reml, family: family, link: link, nAGQ: nagq)
+    var options = FitOptions(method: a.has("ml") ? .ml : .reml, family: family, link: link, nAGQ: nagq)
+    options.filter = a.value("filter")
+    return options
 }
 
 /// --exclude-sites-missing-above and --missing-indicator as a strategy.

@@ -6,10 +6,11 @@ import SiteAgent
 /// `fedmix fit` and `fedmix describe` against agents listed in a sites file.
 enum RemoteCommands {
     static func fit(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["sites", "dataset", "formula", "format", "output", "family", "link", "nagq", "exclude-sites-missing-above", "missing-indicator"], flags: ["ml"])
+        let a = try Arguments(args, options: ["sites", "dataset", "formula", "format", "output", "family", "link", "nagq", "exclude-sites-missing-above", "missing-indicator", "filter"], flags: ["ml", "dry-run"])
         let sites = try SitesFile.load(path: try a.require("sites"))
         let federation = try sites.connect()
         defer { federation.close() }
+        if a.has("dry-run") { print(try ExplainCommand.text(federation, a), terminator: ""); return 0 }
         let result = try Analysis.fit(federation, dataset: try a.require("dataset"), formula: try a.require("formula"),
                                       options: try fitOptions(a), missingData: try missingDataStrategy(a))
         try emit(result, format: a.value("format") ?? "text", output: a.value("output"))

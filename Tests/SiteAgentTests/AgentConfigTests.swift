@@ -130,6 +130,18 @@ final class AgentConfigTests: XCTestCase {
         XCTAssertEqual(c.maxLineBytes, 16 * 1024 * 1024)
     }
 
+    // MARK: Audit retention
+
+    func testAuditRetentionDays() throws {
+        XCTAssertNil(try parse(Self.goodObject()).auditRetentionDays, "no retention: entries are kept")
+        XCTAssertEqual(try parse(with { $0["audit_retention_days"] = 365 }).auditRetentionDays, 365)
+        XCTAssertEqual(configError(with { $0["audit_retention_days"] = 0 }),
+                       "\"audit_retention_days\" must be at least 1 (leave it out to keep every entry)")
+        XCTAssertEqual(configError(with { $0["audit_retention_days"] = 1.5 }), "\"audit_retention_days\" must be a non-negative integer")
+        XCTAssertEqual(configError(with { $0["audit_retention_days"] = "90" }), "\"audit_retention_days\" must be a non-negative integer")
+        XCTAssertEqual(configError(with { $0["audit_retention_days"] = 90; $0["audit_log"] = nil }), "\"audit_retention_days\" needs \"audit_log\"")
+    }
+
     func testSiteColumnNullMeansNoSiteColumn() throws {
         let c = try parse(with { $0["site_column"] = NSNull() })
         XCTAssertNil(c.siteColumn)
@@ -184,7 +196,7 @@ final class AgentConfigTests: XCTestCase {
     func testUnknownTopLevelKeyIsNamedWithTheAllowedKeys() {
         let m = configError(with { $0["min_rows"] = 5 })
         XCTAssertTrue(m.hasPrefix("unknown key \"min_rows\""), m)
-        XCTAssertTrue(m.contains("allowed here: allowed_variables, audit_log, datasets, denied_variables, disclosure, listen, max_line_bytes, "
+        XCTAssertTrue(m.contains("allowed here: allowed_variables, audit_log, audit_retention_days, datasets, denied_variables, disclosure, listen, max_line_bytes, "
                                  + "session_timeout_seconds, site, site_column, tls"), m)
     }
 

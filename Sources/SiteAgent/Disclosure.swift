@@ -1,0 +1,177 @@
+// The pieces of the site's disclosure rules that need more than a threshold
+// compare: which rows a row filter selects, the small cells a model's design
+// would expose (factor levels, 0/1 columns, outcome classes), the rows of
+// earlier filters (differencing), and the sessions each coordinator has
+// opened today. SiteService applies them in `prepare`; see docs/PRIVACY.md.
+
+import Foundation
+import Protocol
+import Synchronization
+
+// MARK: - Row filters
+
+/// The rows a model's row filter selects.
+enum RowFilter {
+    /// `selected[i]` is true when the filter is finite and not 0 on row i.
+    /// Rows where a variable the filter needs is missing are not selected.
+    /// No filter: every row.
+    static func select(_ filter: Expr?, table: DataTable, dataset: String) throws -> [Bool] {
+        guard let filter else { return [Bool](repeating: true, count: table.rowCount) }
+        var columns: [String: DataTable.Column] = [:]
+        for v in filter.variables {
+            guard let c = table.column(named: v) else { throw ModelFrameError.unknownVariable(v, dataset: dataset) }
+            columns[v] = c
+        }
+        let needed = filter.requiredVariables.map { columns[$0]! }
+        let rows = (0..<table.rowCount).filter { i in !needed.contains { $0.isMissing(i) } }
+        let values = try ExpressionEvaluator(columns: columns, rows: rows).evaluateAllowingNonFinite(filter)
+        var selected = [Bool](repeating: false, count: table.rowCount)
+        for (k, i) in rows.enumerated() where values[k].isFinite && values[k] != 0 { selected[i] = true }
+        return selected
+    }
+}
+
+/// The set of rows a filter selected, as a bit set (for differencing checks).
+struct RowSet: Sendable, Equatable {
+    var words: [UInt64]
+    var count: Int
+
+    init(_ selected: [Bool]) {
+        var w = [UInt64](repeating: 0, count: (selected.count + 63) / 64)
+        var n = 0
+        for (i, s) in selected.enumerated() where s { w[i >> 6] |= 1 << UInt64(i & 63); n += 1 }
+        words = w; count = n
+    }
+
+    /// Rows in exactly one of the two sets (the sets must come from the same table).
+    func symmetricDifference(_ other: RowSet) -> Int {
+        guard words.count == other.words.count else { return Int.max }
+        var d = 0
+        for k in words.indices { d += (words[k] ^ other.words[k]).nonzeroBitCount }
+        return d
+    }
+}
+
+// MARK: - Small cells of a design
+
+/// Counts the site checks against `min_cell` before it answers a prepare.
+/// Only counts: no level names and no values are kept.
+public struct CellCounts: Sendable, Equatable {
+    /// A design column that takes only the values 0 and 1 on the used rows
+    /// (a factor level, an interaction of levels, a 0/1 variable, missing(x)).
+    public struct BinaryColumn: Sendable, Equatable {
+        public var name: String
+        public var ones: Int
+        public var zeros: Int
+    }
+    public var binaryColumns: [BinaryColumn] = []
+    /// Rows per level among the used rows, for each variable the model reads
+    /// through a level indicator (so the reference level is counted too).
+    public var levelCounts: [String: [Int]] = [:]
+    /// A binary outcome's classes among the used rows: events and non-events
+    /// (for cbind(successes, failures), their totals). Nil if not binary.
+    public var outcome: (events: Double, nonEvents: Double)? = nil
+
+    public static func == (a: CellCounts, b: CellCounts) -> Bool {
+        a.binaryColumns == b.binaryColumns && a.levelCounts == b.levelCounts
+            && a.outcome?.events == b.outcome?.events && a.outcome?.nonEvents == b.outcome?.nonEvents
+    }
+
+    /// Counts for design columns evaluated on the used rows.
+    static func measure(columns: [(name: String, values: [Double])], indicatorVariables: [DataTable.Column],
+                        usedRows: [Int], outcome: (events: Double, nonEvents: Double)?) -> CellCounts {
+        var c = CellCounts()
+        for (name, values) in columns {
+            var ones = 0, zeros = 0, binary = true
+            for x in values {
+                if x == 1 { ones += 1 } else if x == 0 { zeros += 1 } else { binary = false; break }
+            }
+            if binary { c.binaryColumns.append(BinaryColumn(name: name, ones: ones, zeros: zeros)) }
+        }
+        for column in indicatorVariables where c.levelCounts[column.name] == nil {
+            let (codes, n) = ModelFrame.columnCodes(column, rows: usedRows)
+            var counts = [Int](repeating: 0, count: n)
+            for k in codes { counts[k] += 1 }
+            c.levelCounts[column.name] = counts
+        }
+        c.outcome = outcome
+        return c
+    }
+
+    /// The classes of a response column when it is 0/1 (nil otherwise).
+    static func binaryClasses(_ y: [Double]) -> (events: Double, nonEvents: Double)? {
+        var ones = 0.0, zeros = 0.0
+        for v in y {
+            if v == 1 { ones += 1 } else if v == 0 { zeros += 1 } else { return nil }
+        }
+        return (ones, zeros)
+    }
+
+    /// The first rule these counts break under `policy`, as a refusal
+    /// naming the rule and its threshold (never a count below min_cell, a
+    /// level name or a value).
+    func violation(_ policy: DisclosurePolicy) -> String? {
+        let m = policy.minCell
+        guard m > 0 else { return nil }
+        if let o = outcome, o.events < Double(m) || o.nonEvents < Double(m) {
+            return "each class of a binary outcome must have at least \(m) rows (or, for cbind(successes, failures), \(m) successes and \(m) failures) among the rows the model uses at this site; one class has fewer (rule min_cell)"
+        }
+        for b in binaryColumns where (b.ones > 0 && b.ones < m) || (b.zeros > 0 && b.zeros < m) {
+            return "design column \"\(b.name)\" takes one of its two values in fewer than \(m) of the rows the model uses at this site; each level, interaction cell or two-valued variable needs none or at least \(m) rows (rule min_cell)"
+        }
+        for v in levelCounts.keys.sorted() where levelCounts[v]!.contains(where: { $0 > 0 && $0 < m }) {
+            return "a level of the categorical variable \"\(v)\" has fewer than \(m) rows among the rows the model uses at this site (rule min_cell); merge rare levels at the sites or leave the variable out"
+        }
+        return nil
+    }
+}
+
+// MARK: - Sessions per coordinator and day
+
+/// When each coordinator identity (certificate fingerprint) opened its
+/// sessions, over the last 24 hours.
+final class SessionBudget: Sendable {
+    private let starts = Mutex<[String: [Date]]>([:])
+    static let window: TimeInterval = 24 * 3600
+
+    /// Counts a new session for `identity` unless it has `limit` in the last
+    /// 24 hours; returns whether it was counted.
+    func open(_ identity: String, limit: Int, now: Date = Date()) -> Bool {
+        starts.withLock { all in
+            var list = all[identity, default: []].filter { now.timeIntervalSince($0) < Self.window }
+            guard list.count < limit else { all[identity] = list; return false }
+            list.append(now)
+            all[identity] = list
+            return true
+        }
+    }
+
+    /// Adds sessions opened earlier (e.g. read back from the audit log at start-up).
+    func seed(_ earlier: [(identity: String, time: Date)]) {
+        starts.withLock { all in for e in earlier { all[e.identity, default: []].append(e.time) } }
+    }
+
+    func count(_ identity: String, now: Date = Date()) -> Int {
+        starts.withLock { $0[identity, default: []].filter { now.timeIntervalSince($0) < Self.window }.count }
+    }
+}
+
+// MARK: - Filters already answered
+
+/// The row sets of the filtered models this site has answered, per dataset.
+final class FilterHistory: Sendable {
+    private let sets = Mutex<[String: [RowSet]]>([:])
+
+    /// The smallest non-zero difference between `rows` and an earlier set of the dataset.
+    func closestDifference(_ rows: RowSet, dataset: String) -> Int? {
+        sets.withLock { all in
+            all[dataset, default: []].map { $0.symmetricDifference(rows) }.filter { $0 > 0 }.min()
+        }
+    }
+
+    func remember(_ rows: RowSet, dataset: String) {
+        sets.withLock { all in
+            if !all[dataset, default: []].contains(rows) { all[dataset, default: []].append(rows) }
+        }
+    }
+}
