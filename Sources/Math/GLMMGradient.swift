@@ -9,6 +9,26 @@
 import Foundation
 
 extension GLMMSite {
+    /// Whether observed and Fisher weights coincide (canonical links).
+    var isCanonical: Bool {
+        (data.family.distribution == .binomial && data.family.link == .logit)
+            || (data.family.distribution == .poisson && data.family.link == .log)
+    }
+
+    /// Row i's ∂dev/∂η, observed weight ½∂²dev/∂η² and the slope dw/dη of its
+    /// Fisher weight; closed forms for canonical links, differences in η otherwise.
+    func rowDerivatives(_ i: Int, eta: Double) -> (devPrime: Double, observedWeight: Double, weightSlope: Double) {
+        let y = data.y[i], n = data.n[i]
+        let (w, r, mu) = data.family.weightAndResidual(y: y, n: n, eta: eta)
+        if data.family.distribution == .binomial && data.family.link == .logit {
+            return (-2 * w * r, w, n * mu * (1 - mu) * (1 - 2 * mu))
+        }
+        if data.family.distribution == .poisson && data.family.link == .log { return (-2 * w * r, w, mu) }
+        let h = 1e-5 * max(1, abs(eta))
+        let up = data.family.weightAndResidual(y: y, n: n, eta: eta + h), dn = data.family.weightAndResidual(y: y, n: n, eta: eta - h)
+        return (-2 * w * r, -(up.w * up.r - dn.w * dn.r) / (2 * h), (up.w - dn.w) / (2 * h))
+    }
+
     /// Row i's z̃_i = Λᵀz_i, split into its first-factor block and the dense tail.
     private func reducedRow(_ i: Int, theta: [Double], lambdas: [Matrix]) -> (level: Int?, first: [Double], tail: [Double]) {
         let s = data.structure
@@ -36,30 +56,16 @@ extension GLMMSite {
         var grad = [Double](repeating: 0, count: nt + p)
         let q = dimension
         var dGdu = [Double](repeating: 0, count: q)
-        let canonical = (data.family.distribution == .binomial && data.family.link == .logit)
-            || (data.family.distribution == .poisson && data.family.link == .log)
+        let canonical = isCanonical
         var wObs = [Double](repeating: 0, count: data.rows)
         var devPrime = [Double](repeating: 0, count: data.rows)
         var g = [Double](repeating: 0, count: data.rows)
         // Pass 1: ∂F/∂p, ∂G/∂p at fixed u, ∂G/∂u.
         for i in 0..<data.rows {
-            let eta = m.eta[i], y = data.y[i], n = data.n[i]
-            let (w, r, mu) = data.family.weightAndResidual(y: y, n: n, eta: eta)
-            devPrime[i] = -2 * w * r
-            let dw: Double
-            if data.family.distribution == .binomial && data.family.link == .logit {
-                dw = n * mu * (1 - mu) * (1 - 2 * mu)
-            } else if data.family.distribution == .poisson && data.family.link == .log {
-                dw = mu
-            } else {
-                let h = 1e-5 * max(1, abs(eta))
-                dw = (data.family.weightAndResidual(y: y, n: n, eta: eta + h).w - data.family.weightAndResidual(y: y, n: n, eta: eta - h).w) / (2 * h)
-            }
-            if canonical { wObs[i] = w } else {
-                let h = 1e-5 * max(1, abs(eta))
-                let up = data.family.weightAndResidual(y: y, n: n, eta: eta + h), dn = data.family.weightAndResidual(y: y, n: n, eta: eta - h)
-                wObs[i] = -(up.w * up.r - dn.w * dn.r) / (2 * h)
-            }
+            let d = rowDerivatives(i, eta: m.eta[i])
+            devPrime[i] = d.devPrime
+            wObs[i] = d.observedWeight
+            let dw = d.weightSlope
             let row = reducedRow(i, theta: theta, lambdas: lambdas)
             let sol = m.factor.solveLower(level: row.level, first: row.first, tail: row.tail)
             let h = sol.first.reduce(0) { $0 + $1 * $1 } + sol.tail.reduce(0) { $0 + $1 * $1 }
@@ -166,8 +172,7 @@ extension GLMMSite {
             let (_, col) = m.factor.solveLower(level: nil, first: [], tail: e)
             for r in 0..<td { linv[r + c * td] = col[r] }
         }
-        let canonical = (data.family.distribution == .binomial && data.family.link == .logit)
-            || (data.family.distribution == .poisson && data.family.link == .log)
+        let canonical = isCanonical
         var grad = [Double](repeating: 0, count: nt + p)
         var dGdu = [Double](repeating: 0, count: td)
         var wObs = [Double](repeating: 0, count: data.rows)
@@ -181,21 +186,10 @@ extension GLMMSite {
             }
         }
         for i in 0..<data.rows {
-            let eta = m.eta[i], y = data.y[i], n = data.n[i]
-            let (w, r, mu) = data.family.weightAndResidual(y: y, n: n, eta: eta)
-            devPrime[i] = -2 * w * r
-            let dw: Double
-            if data.family.distribution == .binomial && data.family.link == .logit { dw = n * mu * (1 - mu) * (1 - 2 * mu) }
-            else if data.family.distribution == .poisson && data.family.link == .log { dw = mu }
-            else {
-                let h = 1e-5 * max(1, abs(eta))
-                dw = (data.family.weightAndResidual(y: y, n: n, eta: eta + h).w - data.family.weightAndResidual(y: y, n: n, eta: eta - h).w) / (2 * h)
-            }
-            if canonical { wObs[i] = w } else {
-                let h = 1e-5 * max(1, abs(eta))
-                let up = data.family.weightAndResidual(y: y, n: n, eta: eta + h), dn = data.family.weightAndResidual(y: y, n: n, eta: eta - h)
-                wObs[i] = -(up.w * up.r - dn.w * dn.r) / (2 * h)
-            }
+            let d = rowDerivatives(i, eta: m.eta[i])
+            devPrime[i] = d.devPrime
+            wObs[i] = d.observedWeight
+            let dw = d.weightSlope
             reduce(i)
             var h = 0.0
             for r2 in 0..<td {
