@@ -67,20 +67,30 @@ public struct VariableCatalog: Sendable {
     /// site-local (DESIGN.md: `patient` means `site:patient`).
     public func requireNesting(_ spec: ModelSpec) throws {
         for term in spec.terms {
-            guard case .withinSite(let vs) = term.grouping, !term.name.hasPrefix("site:") && term.name != "site",
-                  let v = vs.first else { continue }
-            var seenAt: [String: String] = [:]
+            // A grouping that names the site (site:ward, ward:site) is nested by construction.
+            let parts = term.name.split(whereSeparator: { ":()".contains($0) }).map(String.init)
+            guard case .withinSite(let vs) = term.grouping, !parts.contains("site") else { continue }
+            // Nested if any component's codes are local to the sites (or not
+            // listed: identifiers); crossing only if every component recurs.
             var shared: [String] = []
             var sitesInvolved: [String] = []
-            for s in sites {
-                guard let levels = s.variables.first(where: { $0.name == v })?.levels else { continue }
-                for l in levels.map(\.level) {
-                    if let other = seenAt[l], other != s.site {
-                        shared.append(l)
-                        for x in [other, s.site] where !sitesInvolved.contains(x) { sitesInvolved.append(x) }
-                    } else { seenAt[l] = s.site }
+            var recurs = true
+            for v in vs where recurs {
+                var seenAt: [String: String] = [:]
+                var sharedHere: [String] = [], involvedHere: [String] = []
+                for s in sites {
+                    guard let levels = s.variables.first(where: { $0.name == v })?.levels else { recurs = false; break }
+                    for l in levels.map(\.level) {
+                        if let other = seenAt[l], other != s.site {
+                            sharedHere.append(l)
+                            for x in [other, s.site] where !involvedHere.contains(x) { involvedHere.append(x) }
+                        } else { seenAt[l] = s.site }
+                    }
                 }
+                if sharedHere.isEmpty { recurs = false }
+                if shared.isEmpty { shared = sharedHere; sitesInvolved = involvedHere }
             }
+            if !recurs { continue }
             if !shared.isEmpty {
                 let lhs = term.columns.map { $0.name == "(Intercept)" ? "1" : $0.name }
                 let written = (lhs.first == "1" ? lhs : ["0"] + lhs).joined(separator: " + ")

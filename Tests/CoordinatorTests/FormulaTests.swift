@@ -165,14 +165,15 @@ final class FormulaTests: XCTestCase {
 
     func testNestedGroupingWithSlash() throws {
         let s = try spec("y ~ x + (1 | site/ward)", vars(num("y"), num("x"), text("ward", abc)))
-        XCTAssertEqual(s.terms.map(\.name), ["site", "site:ward"])
-        XCTAssertEqual(s.terms.map(\.grouping), [.site, .withinSite(["ward"])])
+        // lme4's expandSlash: most nested first, named inner:outer (checked with lme4::findbars)
+        XCTAssertEqual(s.terms.map(\.name), ["ward:site", "site"])
+        XCTAssertEqual(s.terms.map(\.grouping), [.withinSite(["ward"]), .site])
         let t = try spec("y ~ x + (1 | g1/g2/g3)", vars(num("y"), num("x"), num("g1"), num("g2"), num("g3")))
-        XCTAssertEqual(t.terms.map(\.name), ["g1", "g1:g2", "g1:g2:g3"])
-        XCTAssertEqual(t.terms.map(\.grouping), [.withinSite(["g1"]), .withinSite(["g1", "g2"]),
-                                                 .withinSite(["g1", "g2", "g3"])])
+        XCTAssertEqual(t.terms.map(\.name), ["g3:(g2:g1)", "g2:g1", "g1"])
+        XCTAssertEqual(t.terms.map(\.grouping), [.withinSite(["g3", "g2", "g1"]), .withinSite(["g2", "g1"]),
+                                                 .withinSite(["g1"])])
         let u = try spec("y ~ x + (x || site/ward)", vars(num("y"), num("x"), text("ward", abc)))
-        XCTAssertEqual(u.terms.map(\.name), ["site", "site:ward", "site", "site:ward"])
+        XCTAssertEqual(u.terms.map(\.name), ["ward:site", "site", "ward:site", "site"])
         XCTAssertEqual(u.terms.map { names($0.columns) }, [["(Intercept)"], ["(Intercept)"], ["x"], ["x"]])
     }
 
@@ -390,10 +391,10 @@ final class FormulaTests: XCTestCase {
         XCTAssertEqual(f.fixed.termLabels, ["x", "z", "x:z"])
         XCTAssertEqual(f.fixed.offsets.map(\.deparsed), ["w"])
         XCTAssertEqual(f.bars.map(\.deparsed), ["x || g", "1 | site/ward"])
-        XCTAssertEqual(f.random.map(\.name), ["g", "g", "site", "site:ward"])
+        XCTAssertEqual(f.random.map(\.name), ["g", "g", "ward:site", "site"])
         let text = f.text
         XCTAssertEqual(f.random.map(\.position), [at("||", text), at("||", text), at("| site", text), at("| site", text)])
-        XCTAssertEqual(f.random[3].groupingPositions, [at("site", text), at("ward", text)])
+        XCTAssertEqual(f.random[2].groupingPositions, [at("ward", text), at("site", text)])
         XCTAssertEqual(f.variablesUsed, ["y", "x", "z", "w", "g", "ward"])
         let g = try Formula.parse("cbind(incidence, size - incidence) ~ factor(period) + (1 | herd)")
         XCTAssertEqual(g.variablesUsed, ["incidence", "size", "period", "herd"])
@@ -535,16 +536,14 @@ final class FormulaTests: XCTestCase {
                            position: 4, term: "x + z")
     }
 
-    func testErrorSiteReserved() {
+    func testErrorSiteReserved() throws {
         let f = "y ~ site + (1 | site)"
         assertFormulaError(f, message: "'site' is reserved: it stands for the site itself and can only be a grouping factor, e.g. (1 | site) or (1 | site:ward)",
                            position: 4, term: "site")
-        let g = "y ~ x + (1 | ward:site)"
-        assertFormulaError(g, message: "'site' must come first in a grouping factor: write (… | site:ward) or use site/… for nested groups",
-                           position: at("site", g), term: "site")
-        let h = "y ~ x + (1 | ward/site)"
-        assertFormulaError(h, message: "'site' must come first in a grouping factor: write (… | site:ward) or use site/… for nested groups",
-                           position: at("site", h), term: "site")
+        // site may stand anywhere in an interaction: ward:site is site:ward
+        let g = try spec("y ~ x + (1 | ward:site)", vars(num("y"), num("x"), text("ward", abc)))
+        XCTAssertEqual(g.terms.map(\.grouping), [.withinSite(["ward"])])
+        XCTAssertEqual(g.terms.map(\.name), ["ward:site"])
         let k = "y ~ x + (site | g)"
         assertFormulaError(k, message: "'site' is reserved: it stands for the site itself and can only be a grouping factor, e.g. (1 | site) or (1 | site:ward)",
                            position: at("site", k), term: "site")

@@ -109,3 +109,17 @@ extension ModelSpec {
         return s
     }
 }
+
+extension LMMReferenceTests {
+    /// lme4's own spelling of the Pastes model, with the batch column (one
+    /// batch per site) and the cask within batch: the codes of batch are local
+    /// to each site, so the factors are nested and the fit is lme4's.
+    func testNestingThroughASiteLocalFactor() throws {
+        let ref = try Fixtures.fit("pastes", "reml")
+        let fed = inProcessFederation(files: try Fixtures.siteFiles("pastes"))
+        let r = try Analysis.fit(fed, dataset: "data", formula: "strength ~ 1 + (1 | batch/cask)")
+        XCTAssertEqual(r.objective, ref["objective"] as! Double, accuracy: 1e-6)
+        XCTAssertEqual(r.groupOrder, ["cask:batch", "batch"])
+        XCTAssertEqual(r.nGroups, ["cask:batch": 30, "batch": 10])
+    }
+}

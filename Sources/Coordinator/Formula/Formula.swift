@@ -15,9 +15,9 @@ public struct RandomEffectsTerm: Sendable, Hashable {
     public var groupingPositions: [Int]
     /// The bar as written (before expansion).
     public var source: FormulaNode
-
-    /// The group's name: the components joined by ":" (`site:cask`).
-    public var name: String { grouping.joined(separator: ":") }
+    /// The group's name as lme4 writes it after expanding `/`
+    /// (`(1 | a/b)` → `b:a` and `a`; `a/b/c` → `c:(b:a)`, `b:a`, `a`).
+    public var name: String
     /// Position of the bar in the formula.
     public var position: Int { source.operatorPosition }
 }
@@ -321,12 +321,9 @@ struct FormulaChecker {
             throw errors.error("the random-effects term (\(bar.deparsed)) has no columns; write (1 \(op.rawValue) g) for a random intercept", bar)
         }
         let groupings = try expandGrouping(rhs)
-        for g in groupings {
+        for (g, _) in groupings {
             var seen: Set<String> = []
-            for (i, (name, pos)) in g.enumerated() {
-                if name == Self.site && i > 0 {
-                    throw errors.error("'site' must come first in a grouping factor: write (… | site:\(g.filter { $0.0 != Self.site }.map(\.0).joined(separator: ":"))) or use site/… for nested groups", at: pos, name)
-                }
+            for (name, pos) in g {
                 if !seen.insert(name).inserted {
                     throw errors.error("\(name) appears twice in the grouping factor \(rhs.deparsed)", at: pos, name)
                 }
@@ -350,8 +347,8 @@ struct FormulaChecker {
         }
         var out: [RandomEffectsTerm] = []
         for p in parts {
-            for g in groupings {
-                out.append(RandomEffectsTerm(lhs: p, grouping: g.map(\.0), groupingPositions: g.map(\.1), source: bar))
+            for (g, name) in groupings {
+                out.append(RandomEffectsTerm(lhs: p, grouping: g.map(\.0), groupingPositions: g.map(\.1), source: bar, name: name))
             }
         }
         return out
@@ -361,15 +358,22 @@ struct FormulaChecker {
         errors.error("the grouping factor \(n.deparsed) must be a variable or variables joined by : or / (e.g. site, site:ward, site/ward); to group by an expression, create that variable at the sites", n)
     }
 
-    /// `g1/g2` → [[g1], [g1, g2]]; `g1:g2` → [[g1, g2]].
-    private func expandGrouping(_ n: FormulaNode) throws -> [[(String, Int)]] {
+    /// Expands `/` as lme4's expandSlash does, most nested first:
+    /// `a/b` → [b:a, a]; `a/b/c` → [c:(b:a), b:a, a]; `a:b` → [a:b].
+    /// Each grouping comes with its components and its lme4 name.
+    private func expandGrouping(_ n: FormulaNode) throws -> [([(String, Int)], String)] {
         switch n.kind {
-        case .name(let s): return [[(s, n.position)]]
+        case .name(let s): return [([(s, n.position)], s)]
         case .paren(let a): return try expandGrouping(a)
-        case .binary(.colon, _, _): return [try components(n)]
+        case .binary(.colon, _, _):
+            let c = try components(n)
+            return [(c, c.map(\.0).joined(separator: ":"))]
         case .binary(.divide, let a, let b):
-            let outer = try components(a)
-            return try expandGrouping(a) + expandGrouping(b).map { outer + $0 }
+            let outer = try expandGrouping(a)
+            let inner = try components(b)
+            let (nested, nestedName) = outer[0]
+            let right = nested.count > 1 ? "(\(nestedName))" : nestedName
+            return [(inner + nested, inner.map(\.0).joined(separator: ":") + ":" + right)] + outer
         default: throw badGrouping(n)
         }
     }

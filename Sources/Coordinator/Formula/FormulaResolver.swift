@@ -70,8 +70,9 @@ struct FormulaResolver {
         for r in formula.random {
             let cols = try columns(r.lhs)
             let grouping: Grouping
-            if r.grouping.first == FormulaChecker.site {
-                grouping = r.grouping.count == 1 ? .site : .withinSite(Array(r.grouping.dropFirst()))
+            if r.grouping.contains(FormulaChecker.site) {
+                let rest = r.grouping.filter { $0 != FormulaChecker.site }
+                grouping = rest.isEmpty ? .site : .withinSite(rest)
             } else {
                 grouping = .withinSite(r.grouping)
             }
