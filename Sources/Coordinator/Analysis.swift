@@ -68,6 +68,16 @@ public enum Analysis {
     public static func model(formula: String, descriptions: [SiteDescription], options: FitOptions,
                              missingData: MissingDataStrategy = MissingDataStrategy()) throws -> ModelSpec {
         var spec = try resolve(formula: formula, descriptions: descriptions, family: options.family, link: options.link)
+        if let w = options.weights {
+            try VariableCatalog(descriptions).requireVariables([w])
+            guard try VariableCatalog(descriptions).variables([w])[w]?.kind == .numeric else {
+                throw UsageError("--weights \(w): prior weights must be a numeric variable")
+            }
+            guard spec.family != .gaussian else {
+                throw UsageError("--weights is supported for GLMMs (binomial trials, Poisson multipliers); weighted linear mixed models are not yet")
+            }
+            spec.weights = .variable(w)
+        }
         // Only the variables these steps use: an unused variable of mixed types must not stop the fit.
         let names = Set(missingData.indicators.keys).union(try options.filter.map(RowFilterParser.variableNames) ?? [])
         guard !names.isEmpty else { return spec }

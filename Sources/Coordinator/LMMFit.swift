@@ -15,6 +15,9 @@ public struct FitOptions: Sendable {
     public var link: Link? = nil
     /// Quadrature points for GLMMs (1 = Laplace).
     public var nAGQ = 1
+    /// A numeric variable of prior weights (GLMMs: binomial trials for a
+    /// proportion response, or Poisson log-likelihood multipliers).
+    public var weights: String? = nil
     public var maxEvaluations = 100
     /// A row filter (`age >= 50 & sex == "F"`; RowFilterParser), or nil for every row.
     public var filter: String? = nil

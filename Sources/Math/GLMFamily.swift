@@ -69,7 +69,8 @@ public struct GLMFamily: Sendable, Equatable, Codable {
         }
     }
 
-    /// −2 log p(y | μ) for one row (binomial: y successes of n trials).
+    /// −2 log p(y | μ) for one row (binomial: y successes of n trials;
+    /// Poisson: n is the row's prior weight).
     @inline(__always) public func minusTwoLogLik(y: Double, n: Double, mu: Double) -> Double {
         switch distribution {
         case .binomial:
@@ -79,7 +80,8 @@ public struct GLMFamily: Sendable, Equatable, Codable {
             if f > 0 { ll += f * Foundation.log1p(-mu) }
             return -2 * ll
         case .poisson:
-            return -2 * ((y > 0 ? y * Foundation.log(mu) : 0) - mu - Foundation.lgamma(y + 1))
+            // n is the prior weight (1 without weights)
+            return -2 * n * ((y > 0 ? y * Foundation.log(mu) : 0) - mu - Foundation.lgamma(y + 1))
         }
     }
 
@@ -100,7 +102,7 @@ public struct GLMFamily: Sendable, Equatable, Codable {
             let v = max(variance(m), Self.eps)
             return (n * d * d / v, (y / n - m) / d, m)
         case .poisson:
-            return (d * d / max(m, Self.eps), (y - m) / d, m)
+            return (n * d * d / max(m, Self.eps), (y - m) / d, m)
         }
     }
 

@@ -23,7 +23,7 @@ extension GLMMSite {
         if data.family.distribution == .binomial && data.family.link == .logit {
             return (-2 * w * r, w, n * mu * (1 - mu) * (1 - 2 * mu))
         }
-        if data.family.distribution == .poisson && data.family.link == .log { return (-2 * w * r, w, mu) }
+        if data.family.distribution == .poisson && data.family.link == .log { return (-2 * w * r, w, n * mu) }
         let h = 1e-5 * max(1, abs(eta))
         let up = data.family.weightAndResidual(y: y, n: n, eta: eta + h), dn = data.family.weightAndResidual(y: y, n: n, eta: eta - h)
         return (-2 * w * r, -(up.w * up.r - dn.w * dn.r) / (2 * h), (up.w - dn.w) / (2 * h))

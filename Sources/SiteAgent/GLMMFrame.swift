@@ -25,7 +25,6 @@ public struct GLMMFrame: Sendable {
               let link = GLMLink(rawValue: spec.link.rawValue), GLMFamily(distribution, link).isValid else {
             throw ModelFrameError.unsupported("family \(spec.family.rawValue) with link \(spec.link.rawValue) is not supported; use binomial with logit, probit or cloglog, or poisson with log")
         }
-        if spec.weights != nil { throw ModelFrameError.unsupported("prior weights are not supported for GLMMs yet; for binomial trials use cbind(successes, failures)") }
         let required = spec.requiredVariables
         var columns: [String: DataTable.Column] = [:]
         for v in required + ModelFrame.allVariables(spec) where columns[v] == nil {
@@ -53,7 +52,7 @@ public struct GLMMFrame: Sendable {
         case .value(let e):
             y = try ev.evaluate(e, name: "response")
             n = [Double](repeating: 1, count: used)
-            if distribution == .binomial, let bad = y.firstIndex(where: { $0 != 0 && $0 != 1 }) {
+            if distribution == .binomial, spec.weights == nil, let bad = y.firstIndex(where: { $0 != 0 && $0 != 1 }) {
                 _ = bad
                 throw ModelFrameError.unsupported("a binomial response must be 0/1, a two-level text variable, or cbind(successes, failures); some rows have other values")
             }
@@ -68,6 +67,28 @@ public struct GLMMFrame: Sendable {
         }
         if distribution == .poisson, y.contains(where: { $0 < 0 || $0 != $0.rounded() }) {
             throw ModelFrameError.unsupported("a Poisson response must be a non-negative count; some rows have other values")
+        }
+        // Prior weights, as glm and glmer read them: for a binomial 0/1 (or
+        // proportion) response, the number of trials; for Poisson, a
+        // multiplier of each row's log-likelihood.
+        if let we = spec.weights {
+            let w = try ev.evaluate(we, name: "weights")
+            guard w.allSatisfy({ $0 >= 0 }) else {
+                throw ModelFrameError.unsupported("prior weights must be non-negative; some rows have negative weights")
+            }
+            switch (distribution, spec.response) {
+            case (.binomial, .binomial):
+                throw ModelFrameError.unsupported("use either cbind(successes, failures) or weights for binomial trials, not both")
+            case (.binomial, _):
+                guard y.allSatisfy({ $0 >= 0 && $0 <= 1 }) else {
+                    throw ModelFrameError.unsupported("with weights, a binomial response is a proportion between 0 and 1; some rows have other values")
+                }
+                y = zip(y, w).map { $0 * $1 }
+                n = w
+            case (.poisson, _):
+                n = w
+            default: break
+            }
         }
         let offset = try spec.offset.map { try ev.evaluate($0, name: "offset") } ?? [Double](repeating: 0, count: used)
         let groupings = spec.factorGroupings

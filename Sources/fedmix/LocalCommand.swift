@@ -7,7 +7,7 @@ import Math
 /// `fedmix local PATH...`: one site per CSV file.
 enum LocalCommand {
     static func run(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["formula", "format", "output", "dataset", "family", "link", "nagq", "exclude-sites-missing-above", "missing-indicator", "filter"], flags: ["ml", "in-process"])
+        let a = try Arguments(args, options: ["formula", "format", "output", "dataset", "family", "link", "nagq", "weights", "exclude-sites-missing-above", "missing-indicator", "filter"], flags: ["ml", "in-process"])
         guard !a.positionals.isEmpty else { throw UsageError("give at least one CSV file or folder of CSV files") }
         let formula = try a.require("formula")
         let files = try siteFiles(a.positionals)

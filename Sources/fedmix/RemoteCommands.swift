@@ -6,7 +6,7 @@ import SiteAgent
 /// `fedmix fit` and `fedmix describe` against agents listed in a sites file.
 enum RemoteCommands {
     static func fit(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["sites", "dataset", "formula", "format", "output", "family", "link", "nagq", "exclude-sites-missing-above", "missing-indicator", "filter"], flags: ["ml", "dry-run"])
+        let a = try Arguments(args, options: ["sites", "dataset", "formula", "format", "output", "family", "link", "nagq", "weights", "exclude-sites-missing-above", "missing-indicator", "filter"], flags: ["ml", "dry-run"])
         let sites = try SitesFile.load(path: try a.require("sites"))
         let federation = try sites.connect()
         defer { federation.close() }

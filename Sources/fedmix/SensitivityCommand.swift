@@ -5,7 +5,7 @@ import Protocol
 /// `fedmix sensitivity`: a main complete-case fit and the alternatives asked for.
 enum SensitivityCommand {
     static func run(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["sites", "dataset", "formula", "family", "link", "nagq", "format", "output",
+        let a = try Arguments(args, options: ["sites", "dataset", "formula", "family", "link", "nagq", "weights", "format", "output",
                                               "exclude-sites-missing-above", "missing-indicator"],
                               flags: ["ml", "in-process"])
         let formula = try a.require("formula")

@@ -95,3 +95,60 @@ final class GLMMFederationTests: XCTestCase {
         }
     }
 }
+
+extension GLMMFederationTests {
+    /// Binomial prior weights are trials, as in glm/glmer: the proportion
+    /// incidence/size with weights size is cbind(incidence, size − incidence).
+    func testBinomialWeightsAreTrials() throws {
+        let files = try Fixtures.siteFiles("cbpp")
+        let counts = try Analysis.fit(inProcessFederation(files: files), dataset: "data",
+                                      formula: "cbind(incidence, size - incidence) ~ factor(period) + (1 | site)",
+                                      options: FitOptions(family: .binomial))
+        var options = FitOptions(family: .binomial)
+        options.weights = "size"
+        let weighted = try Analysis.fit(inProcessFederation(files: files), dataset: "data",
+                                        formula: "I(incidence/size) ~ factor(period) + (1 | site)", options: options)
+        XCTAssertEqual(weighted.objective, counts.objective, accuracy: 1e-9 * counts.objective)
+        for (a, b) in zip(weighted.fixedEffects, counts.fixedEffects) {
+            XCTAssertEqual(a.estimate, b.estimate, accuracy: 1e-7 * max(1, abs(b.estimate)))
+            XCTAssertEqual(a.stdError, b.stdError, accuracy: 1e-6 * b.stdError)
+        }
+    }
+
+    /// Poisson prior weights multiply a row's log-likelihood: weight 2 is the row twice.
+    func testPoissonWeightsMultiplyRows() throws {
+        var rng = SeededRandom(seed: 17)
+        var plain: [String: [(y: Int, x: Double, ward: String)]] = [:]
+        for s in 0..<4 {
+            plain["s\(s)"] = (0..<25).map { _ in
+                let x = (rng.normal() * 1000).rounded() / 1000
+                let mu = exp(0.3 + 0.5 * x)
+                var k = 0, p = exp(-mu), sum = p
+                let u = rng.uniform()
+                while u > sum && k < 50 { k += 1; p *= mu / Double(k); sum += p }
+                return (k, x, "w")
+            }
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fedmix-pw-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var weightedFiles: [URL] = [], doubledFiles: [URL] = []
+        for (site, rows) in plain.sorted(by: { $0.key < $1.key }) {
+            let w = dir.appendingPathComponent("\(site).csv"), d = dir.appendingPathComponent("d-\(site).csv")
+            try ("y,x,w,site\n" + rows.enumerated().map { "\($1.y),\($1.x),\($0 % 2 == 0 ? 2 : 1),\(site)" }.joined(separator: "\n") + "\n")
+                .write(to: w, atomically: true, encoding: .utf8)
+            try ("y,x,site\n" + rows.enumerated().flatMap { i, r in Array(repeating: "\(r.y),\(r.x),\(site)", count: i % 2 == 0 ? 2 : 1) }
+                .joined(separator: "\n") + "\n").write(to: d, atomically: true, encoding: .utf8)
+            weightedFiles.append(w); doubledFiles.append(d)
+        }
+        var options = FitOptions(family: .poisson)
+        options.weights = "w"
+        let weighted = try Analysis.fit(inProcessFederation(files: weightedFiles), dataset: "data", formula: "y ~ x + (1 | site)", options: options)
+        // the doubled files are named d-s0…: their site column must match, so compare through a site-less model
+        let doubled = try Analysis.fit(inProcessFederation(files: doubledFiles, siteColumn: nil), dataset: "data",
+                                       formula: "y ~ x + (1 | site)", options: FitOptions(family: .poisson))
+        XCTAssertEqual(weighted.objective, doubled.objective, accuracy: 1e-9 * abs(doubled.objective))
+        for (a, b) in zip(weighted.fixedEffects, doubled.fixedEffects) {
+            XCTAssertEqual(a.estimate, b.estimate, accuracy: 1e-7 * max(1, abs(b.estimate)))
+        }
+    }
+}
