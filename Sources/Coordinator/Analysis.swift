@@ -73,9 +73,6 @@ public enum Analysis {
             guard try VariableCatalog(descriptions).variables([w])[w]?.kind == .numeric else {
                 throw UsageError("--weights \(w): prior weights must be a numeric variable")
             }
-            guard spec.family != .gaussian else {
-                throw UsageError("--weights is supported for GLMMs (binomial trials, Poisson multipliers); weighted linear mixed models are not yet")
-            }
             spec.weights = .variable(w)
         }
         // Only the variables these steps use: an unused variable of mixed types must not stop the fit.

@@ -49,6 +49,8 @@ public enum LMMFit {
             return b
         } : nil
 
+        // With prior weights, lme4 subtracts Σ log w from the criterion.
+        let logWeightSum = prepared.reduce(0.0) { $0 + ($1.summary.logWeightSum ?? 0) }
         var evaluations = 0
         var lastTotals: (theta: [Double], totals: LMMTotals)? = nil
         func totals(_ theta: [Double], order: Int) throws -> LMMTotals {
@@ -76,7 +78,8 @@ public enum LMMFit {
             evaluations += 1
             let t = try totals(theta, order: 2)
             lastTotals = (theta, t)
-            let d = try ProfiledCriterion.evaluate(t, method: options.method)
+            var d = try ProfiledCriterion.evaluate(t, method: options.method)
+            d.storage[0] -= logWeightSum
             let m = theta.count
             return .init(value: d.value, gradient: d.gradient, hessian: Matrix(rows: m, cols: m, data: d.hessian))
         }

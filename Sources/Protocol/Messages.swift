@@ -171,7 +171,9 @@ public struct SiteSummary: Codable, Sendable, Equatable {
     /// Sums over used rows of each fixed-effects column (for averages such as
     /// the covariate profile of response-scale estimates).
     public var columnSums: [Double]?
-    enum CodingKeys: String, CodingKey { case rows, used, missing, groups, patterns, columnSums = "column_sums" }
+    /// Σ log w over used rows when the model has prior weights (LMMs).
+    public var logWeightSum: Double?
+    enum CodingKeys: String, CodingKey { case rows, used, missing, groups, patterns, columnSums = "column_sums", logWeightSum = "log_weight_sum" }
     public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int],
                 patterns: [MissingPattern]? = nil, columnSums: [Double]? = nil) {
         self.rows = rows; self.used = used; self.missing = missing; self.groups = groups

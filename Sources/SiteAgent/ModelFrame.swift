@@ -61,6 +61,8 @@ public struct ModelFrame: Sendable {
     public let blocks: SiteBlocks
     /// Small-cell counts of the design, for the site's min_cell rule.
     public let cells: CellCounts
+    /// Σ log w over used rows (0 without prior weights): lme4 subtracts it from the criterion.
+    public let logWeightSum: Double
 
     /// The model on the rows of `table` that its filter selects (`selection`,
     /// when the caller has already evaluated the filter). `rows` and
@@ -69,12 +71,6 @@ public struct ModelFrame: Sendable {
         self.spec = spec
         let selected = try selection ?? RowFilter.select(spec.filter, table: table, dataset: dataset)
         rows = selected.reduce(0) { $0 + ($1 ? 1 : 0) }
-        if spec.weights != nil {
-            throw ModelFrameError.unsupported("prior weights are not supported for linear mixed models yet")
-        }
-        if spec.offset != nil && spec.family == .gaussian {
-            throw ModelFrameError.unsupported("offsets are not supported for linear mixed models yet")
-        }
         let required = spec.requiredVariables
         var columns: [String: DataTable.Column] = [:]
         for v in required {
@@ -130,6 +126,24 @@ public struct ModelFrame: Sendable {
         }
         cells = CellCounts.measure(columns: designColumns, indicatorVariables: Self.indicatorVariables(spec).map { columns[$0]! },
                                    usedRows: usedRows, outcome: CellCounts.binaryClasses(wcols[wcols.count - 1]))
+        // Offsets are subtracted from the response; prior weights scale every
+        // row of [X y] and Z by √w (DESIGN.md).
+        if let o = spec.offset {
+            let off = try evaluator.evaluate(o, name: "offset")
+            for i in 0..<used { wcols[wcols.count - 1][i] -= off[i] }
+        }
+        var logWeights = 0.0
+        if let we = spec.weights {
+            let w = try evaluator.evaluate(we, name: "weights")
+            guard w.allSatisfy({ $0 > 0 }) else {
+                throw ModelFrameError.unsupported("prior weights of a linear mixed model must be positive; some rows have weights of 0 or less")
+            }
+            let sw = w.map { $0.squareRoot() }
+            for j in wcols.indices { for i in 0..<used { wcols[j][i] *= sw[i] } }
+            for f in zcols.indices { for a in zcols[f].indices { for i in 0..<used { zcols[f][a][i] *= sw[i] } } }
+            for x in w { logWeights += Foundation.log(x) }
+        }
+        logWeightSum = logWeights
         var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
                                         levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
         builder.addColumns(w: wcols, levels: levelIndex, z: zcols)

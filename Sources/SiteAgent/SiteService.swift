@@ -288,9 +288,10 @@ public final class SiteService: Sendable {
     private func reply(for session: String, _ fit: PreparedFit, patterns: [MissingPattern]) -> PrepareReply {
         switch fit {
         case .lmm(let frame):
-            let summary = SiteSummary(rows: frame.rows, used: frame.used,
+            var summary = SiteSummary(rows: frame.rows, used: frame.used,
                                       missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
                                       patterns: patterns)
+            if frame.spec.weights != nil { summary.logWeightSum = frame.logWeightSum }
             return PrepareReply(session: session, summary: summary,
                                 blocks: frame.spec.allTermsGroupedBySite ? frame.blocks : nil)
         case .glmm(let frame, _):

@@ -123,3 +123,46 @@ extension LMMReferenceTests {
         XCTAssertEqual(r.nGroups, ["cask:batch": 30, "batch": 10])
     }
 }
+
+extension LMMReferenceTests {
+    /// Prior weights and offsets in a linear mixed model, against lme4 1.1-31
+    /// (refitted at tight tolerances; the R lines are in the comments).
+    func testWeightsAndOffsetsMatchLme4() throws {
+        // d$w <- 1 + (d$Days %% 3) / 2 on the sleepstudy sites
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fedmix-weights-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var files: [URL] = []
+        for f in try Fixtures.siteFiles("sleepstudy") {
+            let t = try CSVReader.read(path: f.path)
+            guard case .numeric(let days)? = t.column(named: "Days")?.data else { XCTFail("Days"); return }
+            var lines = try String(contentsOf: f, encoding: .utf8).split(separator: "\n").map(String.init)
+            lines[0] += ",\"w\""
+            for i in 1..<lines.count { lines[i] += ",\(1 + Double(Int(days[i - 1]!) % 3) / 2)" }
+            let out = dir.appendingPathComponent(f.lastPathComponent)
+            try (lines.joined(separator: "\n") + "\n").write(to: out, atomically: true, encoding: .utf8)
+            files.append(out)
+        }
+        // lmer(Reaction ~ Days + (Days | Subject), d, weights = w, REML = TRUE / FALSE)
+        let expected: [(EstimationMethod, Double, [Double], [Double], Double)] = [
+            (.reml, 1733.683562150873, [250.488336633404, 10.597814805287], [6.952669348874, 1.621933044546], 28.950565670356),
+            (.ml, 1742.106571339556, [250.488336633402, 10.597814805288], [6.756779669706, 1.576235676662], 28.950565693013),
+        ]
+        for (method, objective, beta, se, sigma) in expected {
+            var options = FitOptions(method: method)
+            options.weights = "w"
+            let r = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "Reaction ~ Days + (Days | Subject)", options: options)
+            XCTAssertEqual(r.objective, objective, accuracy: 1e-6, "\(method) criterion")
+            for k in 0..<2 {
+                XCTAssertLessThanOrEqual(relativeError(r.fixedEffects[k].estimate, beta[k]), 1e-6)
+                XCTAssertLessThanOrEqual(relativeError(r.fixedEffects[k].stdError, se[k]), 1e-5)
+            }
+            XCTAssertLessThanOrEqual(relativeError(r.sigma, sigma), 1e-6)
+        }
+        // lmer(Reaction ~ Days + offset(2 * Days) + (Days | Subject), d)
+        let o = try Analysis.fit(inProcessFederation(files: try Fixtures.siteFiles("sleepstudy")), dataset: "data",
+                                 formula: "Reaction ~ Days + offset(2 * Days) + (Days | Subject)")
+        XCTAssertEqual(o.objective, 1743.628271958491, accuracy: 1e-6)
+        XCTAssertEqual(o.fixedEffects[1].estimate, 8.467285959595, accuracy: 1e-7)
+    }
+}
