@@ -22,6 +22,7 @@ public enum GLMMFit {
         let session = UUID().uuidString.lowercased()
         let prepared = try federation.round({ _ in .prepare(PrepareRequest(session: session, dataset: dataset, model: spec)) }) { reply, site in
             guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
+            try ReplyChecks.check(p, spec: spec, site: site)
             return p
         }
         let m = structure.thetaCount, p = spec.fixedCount
@@ -38,7 +39,7 @@ public enum GLMMFit {
             }) { reply, site in
                 guard case .glmmContribution(let c) = reply else { throw unexpected(reply, site, expected: "glmm_contribution") }
                 let j = try c.jet()
-                guard j.space.parameters == m + p, j.space.order == 2 else {
+                guard j.space.parameters == m + p, j.space.order == 2, j.storage.allSatisfy(\.isFinite) else {
                     throw SiteFailure(site: site, message: "sent an objective of the wrong shape")
                 }
                 return j
@@ -68,6 +69,7 @@ public enum GLMMFit {
             .finalize(FinalizeRequest(session: session, theta: theta, beta: beta, sigma: 1))
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
+            try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
             return f
         }
         let nObs = prepared.reduce(0) { $0 + $1.summary.used }

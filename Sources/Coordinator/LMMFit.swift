@@ -35,6 +35,7 @@ public enum LMMFit {
         let session = UUID().uuidString.lowercased()
         let prepared = try federation.round({ _ in .prepare(PrepareRequest(session: session, dataset: dataset, model: spec)) }) { reply, site in
             guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
+            try ReplyChecks.check(p, spec: spec, site: site)
             return p
         }
         let structure = spec.covarianceStructure
@@ -61,7 +62,9 @@ public enum LMMFit {
                 parts = try federation.round({ _ in .evaluate(EvaluateRequest(session: session, theta: theta, order: order)) }) { reply, site in
                     guard case .contribution(let c) = reply else { throw unexpected(reply, site, expected: "contribution") }
                     let part = try c.contribution()
-                    guard part.schur.rows == spec.fixedCount + 1, part.schur.space.parameters == structure.thetaCount,
+                    guard part.schur.rows == spec.fixedCount + 1, part.schur.cols == spec.fixedCount + 1,
+                          (0...1_000_000_000_000).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
+                          part.logDet.storage.allSatisfy(\.isFinite), part.schur.space.parameters == structure.thetaCount,
                           part.schur.space.order == order else {
                         throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")
                     }
@@ -93,6 +96,7 @@ public enum LMMFit {
             .finalize(FinalizeRequest(session: session, theta: thetaHat, beta: est.beta, sigma: est.sigma))
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
+            try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
             return f
         }
         return ResultBuilder(spec: spec, method: options.method, structure: structure, sites: federation.sites,

@@ -92,7 +92,7 @@ public struct BoundedNewton {
             }
             let stepNorm = norm(step)
             if predicted <= 1e-15 * max(1, abs(e.value)) || stepNorm < 1e-12 {
-                converged = pgNorm < 1e-3
+                converged = pgNorm < 10 * gradientTolerance
                 message = converged ? "converged: no further decrease possible (projected gradient \(pgNorm))"
                                     : "stopped: no decrease possible with projected gradient \(pgNorm)"
                 break

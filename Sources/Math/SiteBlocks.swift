@@ -85,6 +85,20 @@ public struct SiteBlocksBuilder {
     /// `siteFactor` is the factor grouped by the site itself, if any (it has
     /// one level here and is placed last, where its conditional variance is
     /// one diagonal block of the factor).
+    /// Size of the dense tail the layout would have: every factor but the
+    /// within-site factor with the most levels. Sites refuse models whose
+    /// tail is too large before allocating it.
+    public static func tailDimension(structure: CovarianceStructure, levelCounts: [Int], siteFactor: Int?) -> Int {
+        var first: Int? = nil
+        for f in 0..<structure.factorCount where f != siteFactor {
+            if first == nil || levelCounts[f] > levelCounts[first!] { first = f }
+        }
+        return (0..<structure.factorCount).filter { $0 != first }.reduce(0) { $0 + levelCounts[$1] * structure.factorDimension($1) }
+    }
+
+    /// The largest dense tail a site accepts (see `tailDimension`).
+    public static let maxTailDimension = 2000
+
     public init(structure: CovarianceStructure, width: Int, levelCounts: [Int], siteFactor: Int?) {
         self.structure = structure
         self.width = width

@@ -46,6 +46,8 @@ public final class AgentServer: Sendable {
     private let listener: TLSListener
     private let audit: AuditSink?
     private let connections = Mutex(0)
+    /// Most connections served at once.
+    public static let maxConnections = 128
 
     public init(service: SiteService, host: String, port: Int, context: TLSContext,
                 maxLineBytes: Int = defaultMaxLineBytes, audit: AuditSink? = nil, log: AgentLog = AgentLog(),
@@ -97,7 +99,22 @@ public final class AgentServer: Sendable {
                 Thread.sleep(forTimeInterval: 0.05)
                 continue
             }
-            let thread = Thread { [self] in self.serve(incoming) }
+            // A bound on connections (authenticated or not) keeps a flood of
+            // TCP clients from exhausting threads and file descriptors.
+            let admitted = connections.withLock { n -> Bool in
+                guard n < Self.maxConnections else { return false }
+                n += 1
+                return true
+            }
+            guard admitted else {
+                log.event("connection_refused", ["peer_address": incoming.peerAddress, "reason": "too many connections (\(Self.maxConnections))"])
+                incoming.close()
+                continue
+            }
+            let thread = Thread { [self] in
+                self.serve(incoming)
+                self.connections.withLock { $0 -= 1 }
+            }
             thread.stackSize = 1 << 22
             thread.start()
         }

@@ -65,6 +65,11 @@ public struct CellCounts: Sendable, Equatable {
         public var zeros: Int
     }
     public var binaryColumns: [BinaryColumn] = []
+    /// For every evaluated column (design, weights, offset): how many rows
+    /// differ from the column's most common value. A column that singles out
+    /// a few rows (an indicator in disguise, e.g. 0/2 values, or 1 + ε·[age > 90])
+    /// would let sums over it disclose them.
+    public var minorityRows: [(name: String, rows: Int)] = []
     /// Rows per level among the used rows, for each variable the model reads
     /// through a level indicator (so the reference level is counted too).
     public var levelCounts: [String: [Int]] = [:]
@@ -74,6 +79,7 @@ public struct CellCounts: Sendable, Equatable {
 
     public static func == (a: CellCounts, b: CellCounts) -> Bool {
         a.binaryColumns == b.binaryColumns && a.levelCounts == b.levelCounts
+            && a.minorityRows.map(\.name) == b.minorityRows.map(\.name) && a.minorityRows.map(\.rows) == b.minorityRows.map(\.rows)
             && a.outcome?.events == b.outcome?.events && a.outcome?.nonEvents == b.outcome?.nonEvents
     }
 
@@ -87,6 +93,7 @@ public struct CellCounts: Sendable, Equatable {
                 if x == 1 { ones += 1 } else if x == 0 { zeros += 1 } else { binary = false; break }
             }
             if binary { c.binaryColumns.append(BinaryColumn(name: name, ones: ones, zeros: zeros)) }
+            c.minorityRows.append((name, minority(values)))
         }
         for column in indicatorVariables where c.levelCounts[column.name] == nil {
             let (codes, n) = ModelFrame.columnCodes(column, rows: usedRows)
@@ -96,6 +103,19 @@ public struct CellCounts: Sendable, Equatable {
         }
         c.outcome = outcome
         return c
+    }
+
+    /// Rows that differ from the most common value of `values`.
+    static func minority(_ values: [Double]) -> Int {
+        var counts: [UInt64: Int] = [:]
+        var top = 0
+        for x in values {
+            let k = (x == 0 ? 0.0 : x).bitPattern
+            let n = (counts[k] ?? 0) + 1
+            counts[k] = n
+            top = max(top, n)
+        }
+        return values.count - top
     }
 
     /// The classes of a response column when it is 0/1 (nil otherwise).
@@ -118,6 +138,9 @@ public struct CellCounts: Sendable, Equatable {
         }
         for b in binaryColumns where (b.ones > 0 && b.ones < m) || (b.zeros > 0 && b.zeros < m) {
             return "design column \"\(b.name)\" takes one of its two values in fewer than \(m) of the rows the model uses at this site; each level, interaction cell or two-valued variable needs none or at least \(m) rows (rule min_cell)"
+        }
+        for c in minorityRows where c.rows > 0 && c.rows < m {
+            return "column \"\(c.name)\" differs from its most common value in fewer than \(m) of the rows the model uses at this site, so sums over it would single out those rows; each column needs none or at least \(m) such rows (rule min_cell)"
         }
         for v in levelCounts.keys.sorted() where levelCounts[v]!.contains(where: { $0 > 0 && $0 < m }) {
             return "a level of the categorical variable \"\(v)\" has fewer than \(m) rows among the rows the model uses at this site (rule min_cell); merge rare levels at the sites or leave the variable out"

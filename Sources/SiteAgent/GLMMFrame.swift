@@ -108,6 +108,7 @@ public struct GLMMFrame: Sendable {
             }
         }
         groupCounts = spec.terms.map { counts[groupings.firstIndex(of: $0.grouping)!] }
+        try ModelFrame.checkTail(spec, levelCounts: counts)
         var z: [[Double]] = []
         for (f, g) in groupings.enumerated() {
             let terms = spec.terms.filter { $0.grouping == g }
@@ -128,6 +129,8 @@ public struct GLMMFrame: Sendable {
         } else {
             outcome = nil
         }
+        if spec.offset != nil { designColumns.append(("offset", offset)) }
+        if spec.weights != nil { designColumns.append(("weights", n)) }
         cells = CellCounts.measure(columns: designColumns, indicatorVariables: ModelFrame.indicatorVariables(spec).map { columns[$0]! },
                                    usedRows: usedRows, outcome: outcome)
         data = GLMMSiteData(family: GLMFamily(distribution, link), structure: spec.covarianceStructure,

@@ -97,7 +97,7 @@ public struct ModelFrame: Sendable {
         switch spec.response {
         case .value(let e): wcols.append(try evaluator.evaluate(e, name: "response"))
         case .binomial:
-            throw ModelFrameError.unsupported("binomial responses need the GLMM engine, which is not available yet")
+            throw ModelFrameError.unsupported("cbind(successes, failures) is a binomial response: fit it with --family binomial")
         }
         // Factors: level index per used row, and z values (terms of the factor, in term order).
         let groupings = spec.factorGroupings
@@ -113,6 +113,7 @@ public struct ModelFrame: Sendable {
             }
         }
         groupCounts = spec.terms.map { levelCounts[groupings.firstIndex(of: $0.grouping)!] }
+        try Self.checkTail(spec, levelCounts: levelCounts)
         var zcols: [[[Double]]] = Array(repeating: [], count: groupings.count)
         for t in spec.terms {
             let f = groupings.firstIndex(of: t.grouping)!
@@ -124,17 +125,18 @@ public struct ModelFrame: Sendable {
             let k = spec.terms.filter { $0.grouping == t.grouping }.prefix { $0 != t }.reduce(0) { $0 + $1.columns.count }
             for (j, c) in t.columns.enumerated() { designColumns.append(("\(c.name) | \(t.name)", zcols[f][k + j])) }
         }
-        cells = CellCounts.measure(columns: designColumns, indicatorVariables: Self.indicatorVariables(spec).map { columns[$0]! },
-                                   usedRows: usedRows, outcome: CellCounts.binaryClasses(wcols[wcols.count - 1]))
+        let responseClasses = CellCounts.binaryClasses(wcols[wcols.count - 1])
         // Offsets are subtracted from the response; prior weights scale every
         // row of [X y] and Z by √w (DESIGN.md).
         if let o = spec.offset {
             let off = try evaluator.evaluate(o, name: "offset")
+            designColumns.append(("offset", off))
             for i in 0..<used { wcols[wcols.count - 1][i] -= off[i] }
         }
         var logWeights = 0.0
         if let we = spec.weights {
             let w = try evaluator.evaluate(we, name: "weights")
+            designColumns.append(("weights", w))
             guard w.allSatisfy({ $0 > 0 }) else {
                 throw ModelFrameError.unsupported("prior weights of a linear mixed model must be positive; some rows have weights of 0 or less")
             }
@@ -144,10 +146,21 @@ public struct ModelFrame: Sendable {
             for x in w { logWeights += Foundation.log(x) }
         }
         logWeightSum = logWeights
+        cells = CellCounts.measure(columns: designColumns, indicatorVariables: Self.indicatorVariables(spec).map { columns[$0]! },
+                                   usedRows: usedRows, outcome: responseClasses)
         var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
                                         levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
         builder.addColumns(w: wcols, levels: levelIndex, z: zcols)
         blocks = builder.finish()
+    }
+
+    /// Refuses layouts whose dense tail (the grouping factors other than the
+    /// one with the most levels) would be too large to hold at this site.
+    static func checkTail(_ spec: ModelSpec, levelCounts: [Int]) throws {
+        let td = SiteBlocksBuilder.tailDimension(structure: spec.covarianceStructure, levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
+        guard td <= SiteBlocksBuilder.maxTailDimension else {
+            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site; at most \(SiteBlocksBuilder.maxTailDimension) are supported (they are held densely). Nest at most one large factor (e.g. patients) inside the site, or group the second factor more coarsely")
+        }
     }
 
     /// Variables the design reads through a level indicator (factors), in first-use order.

@@ -383,6 +383,10 @@ public final class SiteService: Sendable {
             if case .withinSite(let vs) = t.grouping, vs.isEmpty { throw SiteError.invalid("random-effects term \(t.name) has no grouping variable") }
         }
         guard m.family == .gaussian ? m.link == .identity : true else { throw SiteError.invalid("a gaussian model uses the identity link") }
+        // θ's derivatives travel as jets whose width grows with θ²: bound it.
+        guard m.thetaCount <= 60 else {
+            throw SiteError.invalid("the model has \(m.thetaCount) covariance parameters; this site evaluates at most 60 (simplify the random-effects terms)")
+        }
     }
 
     private func validate(theta: [Double], structure: CovarianceStructure) throws {

@@ -1,0 +1,44 @@
+// Every number an agent sends is checked against the model before the
+// coordinator uses it, so a faulty or hostile agent ends the fit with an
+// error naming it, never a crash or a silently wrong result.
+
+import Protocol
+
+enum ReplyChecks {
+    /// Counts in a prepare answer: plausible, consistent with the model.
+    static func check(_ p: PrepareReply, spec: ModelSpec, site: String) throws {
+        let s = p.summary
+        guard (0...1_000_000_000_000).contains(s.rows), (0...s.rows).contains(s.used) else {
+            throw SiteFailure(site: site, message: "reported an implausible number of rows (\(s.rows) rows, \(s.used) used)")
+        }
+        guard s.groups.count == spec.terms.count else {
+            throw SiteFailure(site: site, message: "reported group counts for \(s.groups.count) terms; the model has \(spec.terms.count)")
+        }
+        guard s.groups.allSatisfy({ (0...max(s.used, 1)).contains($0) }) else {
+            throw SiteFailure(site: site, message: "reported more groups than rows used")
+        }
+        if let c = s.columnSums, c.count != spec.fixedCount || !c.allSatisfy(\.isFinite) {
+            throw SiteFailure(site: site, message: "reported column sums of the wrong shape (\(c.count) values for \(spec.fixedCount) columns)")
+        }
+        if let l = s.logWeightSum, !l.isFinite { throw SiteFailure(site: site, message: "reported a non-finite sum of log weights") }
+    }
+
+    /// A finalize answer carries the site-level effects (r values and r×r covariance) or nothing.
+    static func check(_ f: FinalizeReply, siteLevelDimension r: Int, site: String) throws {
+        switch (f.effects, f.conditionalCovariance) {
+        case (nil, nil): return
+        case (let e?, let c?) where e.count == r && c.count == r * r && (e + c).allSatisfy(\.isFinite):
+            if let o = f.ownEffects, o.count != r || !o.allSatisfy(\.isFinite) {
+                throw SiteFailure(site: site, message: "sent own estimates of the wrong shape (\(o.count) values for \(r))")
+            }
+            return
+        default:
+            throw SiteFailure(site: site, message: "sent site effects of the wrong shape (expected \(r) effects and a \(r)×\(r) covariance)")
+        }
+    }
+
+    /// Dimension of the site-level random effects of a model.
+    static func siteLevelDimension(_ spec: ModelSpec) -> Int {
+        spec.terms.filter { $0.grouping == .site }.reduce(0) { $0 + $1.columns.count }
+    }
+}

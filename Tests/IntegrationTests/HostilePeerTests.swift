@@ -1,0 +1,99 @@
+import XCTest
+import Coordinator
+import SiteAgent
+import Protocol
+import Math
+
+/// What a hostile coordinator or agent might send, found in review: each is
+/// refused or reported, never a crash and never a disclosure.
+final class HostilePeerTests: XCTestCase {
+    /// An agent whose finalize answers carry the wrong covariance shape.
+    func testMalformedFinalizeAnswerIsASiteFailure() throws {
+        let files = try Fixtures.siteFiles("dyestuff")
+        let channels: [SiteChannel] = files.map { url in
+            let site = url.deletingPathExtension().lastPathComponent
+            let service = SiteService(site: site, datasets: ["data": .csv(path: url.path, types: [:])], policy: .off)
+            return InProcessChannel(site: site) { line in
+                let answer = service.handle(line: line)
+                guard site == "C", answer.contains("\"finalized\"") else { return answer }
+                // drop the covariance entries: effects of length 1, covariance of length 0
+                return answer.replacingOccurrences(of: #""conditional_covariance":\[[^\]]*\]"#, with: "\"conditional_covariance\":[]",
+                                                   options: .regularExpression)
+            }
+        }
+        XCTAssertThrowsError(try Analysis.fit(Federation(channels: channels), dataset: "data", formula: "Yield ~ 1 + (1 | site)")) { e in
+            XCTAssertEqual((e as? SiteFailure)?.site, "C")
+            XCTAssertTrue("\(e)".contains("wrong shape"), "\(e)")
+        }
+    }
+
+    /// A prepare answer claiming an absurd number of rows.
+    func testImplausibleCountsAreASiteFailure() throws {
+        let files = try Fixtures.siteFiles("sleepstudy")
+        let channels: [SiteChannel] = files.map { url in
+            let site = url.deletingPathExtension().lastPathComponent
+            let service = SiteService(site: site, datasets: ["data": .csv(path: url.path, types: [:])], policy: .off)
+            return InProcessChannel(site: site) { line in
+                let answer = service.handle(line: line)
+                guard site == "north", answer.contains("\"prepared\"") else { return answer }
+                return answer.replacingOccurrences(of: #""used":[0-9]+"#, with: "\"used\":9223372036854775807", options: .regularExpression)
+            }
+        }
+        XCTAssertThrowsError(try Analysis.fit(Federation(channels: channels), dataset: "data", formula: "Reaction ~ Days + (Days | Subject)")) { e in
+            XCTAssertEqual((e as? SiteFailure)?.site, "north")
+        }
+    }
+
+    func table(_ n: Int) -> DataTable {
+        DataTable(columns: [
+            .init(name: "y", data: .numeric((0..<n).map { Double($0 % 7) + 0.5 })),
+            .init(name: "age", data: .numeric((0..<n).map { $0 == 3 ? 95 : Double(30 + $0 % 40) })),
+        ], rowCount: n)
+    }
+
+    func prepare(_ service: SiteService, _ spec: ModelSpec) -> Reply {
+        service.handle(.prepare(PrepareRequest(session: UUID().uuidString, dataset: "d", model: spec)))
+    }
+
+    /// A column that singles out one patient with values 0 and 2 (not 0/1),
+    /// and weights that do the same, are refused by min_cell.
+    func testDisguisedIndicatorsAreRefused() throws {
+        var policy = DisclosurePolicy()
+        policy.maxParametersPerRow = .infinity
+        let service = SiteService(site: "A", datasets: ["d": .table(table(60))], siteColumn: nil, policy: policy)
+        let one = DesignColumn(name: "(Intercept)", expr: .number(1))
+        // ((a^2)^0.5 + a)/a with a = age − 90.5: 0 below, 2 above
+        let a: Expr = .binary(.subtract, .variable("age"), .number(90.5))
+        let disguised: Expr = .binary(.divide, .binary(.add, .binary(.power, .binary(.power, a, .number(2)), .number(0.5)), a), a)
+        let spec = ModelSpec(formula: "y ~ I(...) + (1 | site)", response: .value(.variable("y")),
+                             fixed: [one, DesignColumn(name: "I(...)", expr: disguised)],
+                             terms: [RandomTerm(name: "site", grouping: .site, columns: [one])])
+        guard case .error(let e) = prepare(service, spec) else { return XCTFail("a disguised indicator was accepted") }
+        XCTAssertEqual(e.code, "disclosure_refused")
+        XCTAssertTrue(e.message.contains("min_cell"), e.message)
+        XCTAssertFalse(e.message.contains("95"), "no values: \(e.message)")
+        // weights exp(y·[age > 90.5]) would reveal that patient's y through Σ log w
+        var weighted = ModelSpec(formula: "y ~ 1 + (1 | site)", response: .value(.variable("y")), fixed: [one],
+                                 terms: [RandomTerm(name: "site", grouping: .site, columns: [one])])
+        weighted.weights = .unary(.exp, .binary(.multiply, .variable("y"), .binary(.multiply, disguised, .number(0.5))))
+        guard case .error(let w) = prepare(service, weighted) else { return XCTFail("weights singling out a row were accepted") }
+        XCTAssertTrue(w.message.contains("weights") && w.message.contains("min_cell"), w.message)
+    }
+
+    /// Two nested within-site factors whose second one is too large to hold densely are refused up front.
+    func testOversizedDenseTailIsRefused() throws {
+        let n = 9000
+        let t = DataTable(columns: [
+            .init(name: "y", data: .numeric((0..<n).map { Double($0 % 5) })),
+            .init(name: "patient", data: .numeric((0..<n).map { Double($0 / 3) })),
+            .init(name: "episode", data: .numeric((0..<n).map { Double($0) })),
+        ], rowCount: n)
+        let service = SiteService(site: "A", datasets: ["d": .table(t)], siteColumn: nil, policy: .off)
+        let one = DesignColumn(name: "(Intercept)", expr: .number(1))
+        let spec = ModelSpec(formula: "y ~ 1 + (1 | site/patient/episode)", response: .value(.variable("y")), fixed: [one],
+                             terms: [RandomTerm(name: "episode:patient", grouping: .withinSite(["episode", "patient"]), columns: [one]),
+                                     RandomTerm(name: "patient", grouping: .withinSite(["patient"]), columns: [one])])
+        guard case .error(let e) = prepare(service, spec) else { return XCTFail("a 3000-level dense tail was accepted") }
+        XCTAssertTrue(e.message.contains("at most 2000"), e.message)
+    }
+}
