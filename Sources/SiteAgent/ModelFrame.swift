@@ -38,7 +38,8 @@ public enum ModelFrameError: Error, Equatable, CustomStringConvertible {
         case .notNumeric(let v):
             return "variable \"\(v)\" is text here but the model uses it as a number; use it as a factor, or declare its type as numeric in the agent's configuration"
         case .nonFinite(let c, let n):
-            return "column \"\(c)\" is not finite in \(rows(n)) (log or sqrt of a negative number, or a division by zero); transform the variable differently"
+            _ = n   // the count stays at the site: two such errors could be subtracted
+            return "column \"\(c)\" is not finite in some rows (log or sqrt of a negative number, or a division by zero); transform the variable differently"
         case .siteColumnMismatch(let c, let s, let n):
             return "\(rows(n)) have a value in column \"\(c)\" other than this site's name \"\(s)\"; each site's data must hold only its own rows"
         case .noCompleteRows(_, let n):

@@ -393,8 +393,8 @@ public final class SiteService: Sendable {
         guard theta.count == structure.thetaCount else {
             throw SiteError.invalid("theta has \(theta.count) values; the model has \(structure.thetaCount)")
         }
-        for (t, lb) in zip(theta, structure.lowerBounds) where !(t >= lb) || !t.isFinite {
-            throw SiteError.invalid("theta is outside its bounds")
+        for (k, (t, lb)) in zip(theta, structure.lowerBounds).enumerated() where !(t >= lb) || !t.isFinite {
+            throw SiteError.invalid("theta[\(k)] is outside its bounds (a diagonal entry must be finite and at least 0)")
         }
     }
 
