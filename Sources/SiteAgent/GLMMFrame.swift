@@ -19,25 +19,15 @@ public struct GLMMFrame: Sendable {
     /// As `ModelFrame`: the rows its filter selects (`selection` if given).
     public init(table: DataTable, spec: ModelSpec, dataset: String, selection: [Bool]? = nil) throws {
         self.spec = spec
-        let selected = try selection ?? RowFilter.select(spec.filter, table: table, dataset: dataset)
-        rows = selected.reduce(0) { $0 + ($1 ? 1 : 0) }
+        let cases = try CompleteCases(table: table, spec: spec, dataset: dataset, selection: selection)
+        rows = cases.rows
         guard let distribution = GLMDistribution(rawValue: spec.family.rawValue),
               let link = GLMLink(rawValue: spec.link.rawValue), GLMFamily(distribution, link).isValid else {
             throw ModelFrameError.unsupported("family \(spec.family.rawValue) with link \(spec.link.rawValue) is not supported; use binomial with logit, probit or cloglog, or poisson with log")
         }
-        let required = spec.requiredVariables
-        var columns: [String: DataTable.Column] = [:]
-        for v in required + ModelFrame.allVariables(spec) where columns[v] == nil {
-            guard let c = table.column(named: v) else { throw ModelFrameError.unknownVariable(v, dataset: dataset) }
-            columns[v] = c
-        }
-        var missing: [String: Int] = [:]
-        var complete = selected
-        for v in required { missing[v] = ModelFrame.markMissing(columns[v]!, &complete, among: selected) }
-        self.missing = missing
-        let usedRows = (0..<table.rowCount).filter { complete[$0] }
+        missing = cases.missing
+        let usedRows = cases.usedRows, columns = cases.columns
         used = usedRows.count
-        guard used > 0 else { throw ModelFrameError.noCompleteRows(site: "", rows: rows) }
         let ev = ExpressionEvaluator(columns: columns, rows: usedRows)
         let p = spec.fixed.count
         var x = [Double](repeating: 0, count: used * p)
@@ -87,26 +77,11 @@ public struct GLMMFrame: Sendable {
                 n = w
             case (.poisson, _):
                 n = w
-            default: break
             }
         }
         let offset = try spec.offset.map { try ev.evaluate($0, name: "offset") } ?? [Double](repeating: 0, count: used)
         let groupings = spec.factorGroupings
-        var levels: [[Int]] = [], counts: [Int] = []
-        for g in groupings {
-            switch g {
-            case .site: levels.append([Int](repeating: 0, count: used)); counts.append(1)
-            case .withinSite(let vs):
-                var map: [String: Int] = [:]
-                var idx = [Int](repeating: 0, count: used)
-                let keyColumns = vs.map { columns[$0]! }
-                for (k, i) in usedRows.enumerated() {
-                    let key = keyColumns.map { ModelFrame.key($0, i) }.joined(separator: "\u{1F}")
-                    if let l = map[key] { idx[k] = l } else { let l = map.count; map[key] = l; idx[k] = l }
-                }
-                levels.append(idx); counts.append(map.count)
-            }
-        }
+        let (levels, counts) = cases.factorLevels(spec)
         groupCounts = spec.terms.map { counts[groupings.firstIndex(of: $0.grouping)!] }
         try ModelFrame.checkTail(spec, levelCounts: counts)
         var z: [[Double]] = []

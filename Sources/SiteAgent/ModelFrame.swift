@@ -70,26 +70,11 @@ public struct ModelFrame: Sendable {
     /// `missing` then count the selected rows only.
     public init(table: DataTable, spec: ModelSpec, dataset: String, selection: [Bool]? = nil) throws {
         self.spec = spec
-        let selected = try selection ?? RowFilter.select(spec.filter, table: table, dataset: dataset)
-        rows = selected.reduce(0) { $0 + ($1 ? 1 : 0) }
-        let required = spec.requiredVariables
-        var columns: [String: DataTable.Column] = [:]
-        for v in required {
-            guard let c = table.column(named: v) else { throw ModelFrameError.unknownVariable(v, dataset: dataset) }
-            columns[v] = c
-        }
-        // Every variable read only through missing(x) must exist too.
-        for v in Self.allVariables(spec) where columns[v] == nil {
-            guard let c = table.column(named: v) else { throw ModelFrameError.unknownVariable(v, dataset: dataset) }
-            columns[v] = c
-        }
-        var missing: [String: Int] = [:]
-        var complete = selected
-        for v in required { missing[v] = Self.markMissing(columns[v]!, &complete, among: selected) }
-        self.missing = missing
-        let usedRows = (0..<table.rowCount).filter { complete[$0] }
+        let cases = try CompleteCases(table: table, spec: spec, dataset: dataset, selection: selection)
+        rows = cases.rows
+        missing = cases.missing
+        let usedRows = cases.usedRows, columns = cases.columns
         used = usedRows.count
-        guard used > 0 else { throw ModelFrameError.noCompleteRows(site: "", rows: rows) }
 
         let evaluator = ExpressionEvaluator(columns: columns, rows: usedRows)
         // [X y]
@@ -102,17 +87,7 @@ public struct ModelFrame: Sendable {
         }
         // Factors: level index per used row, and z values (terms of the factor, in term order).
         let groupings = spec.factorGroupings
-        var levelIndex: [[Int]] = []
-        var levelCounts: [Int] = []
-        for g in groupings {
-            switch g {
-            case .site:
-                levelIndex.append([Int](repeating: 0, count: used)); levelCounts.append(1)
-            case .withinSite(let vs):
-                let (idx, count) = Self.levelIndex(vs.map { columns[$0]! }, rows: usedRows)
-                levelIndex.append(idx); levelCounts.append(count)
-            }
-        }
+        let (levelIndex, levelCounts) = cases.factorLevels(spec)
         groupCounts = spec.terms.map { levelCounts[groupings.firstIndex(of: $0.grouping)!] }
         try Self.checkTail(spec, levelCounts: levelCounts)
         var zcols: [[[Double]]] = Array(repeating: [], count: groupings.count)
