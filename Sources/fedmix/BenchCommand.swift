@@ -165,7 +165,6 @@ enum BenchCommand {
         let t1 = monotonicSeconds(), c1 = cpuSeconds()
         var peaks = [peakRSS()]
         let base: Federation
-        var agents: BenchAgents? = nil
         switch mode {
         case .inProcess:
             base = Federation(channels: tables.map { s in
@@ -173,10 +172,14 @@ enum BenchCommand {
                 return InProcessChannel(site: s.site) { service.handle(line: $0) }
             })
         case .federated, .audited:
-            agents = try BenchAgents(tables: tables, audit: mode == .audited)
-            base = agents!.federation
+            // Audit logs in FEDMIX_BENCH_AUDIT_DIR if set (to measure another disk), else a temporary folder.
+            let auditDirectory = mode == .audited
+                ? (ProcessInfo.processInfo.environment["FEDMIX_BENCH_AUDIT_DIR"] ?? NSTemporaryDirectory()) + "/fedmix-bench-audit-\(getpid())-\(UUID().uuidString.prefix(8))"
+                : nil
+            base = try LocalAgents(services: tables.map { SiteService(site: $0.site, datasets: ["data": .table($0.table)], siteColumn: nil) },
+                                   auditDirectory: auditDirectory).federation
         }
-        defer { agents?.close() }
+        defer { base.close() }
         let clock = RoundClock()
         let federation = Federation(channels: base.channels.map { TimedChannel($0, clock: clock) })
         let t2 = monotonicSeconds(), c2 = cpuSeconds()
@@ -370,57 +373,3 @@ final class TimedChannel: SiteChannel {
     func close() { inner.close() }
 }
 
-/// One agent per site on loopback with throwaway certificates (as
-/// LocalAgents, but serving in-memory tables).
-final class BenchAgents {
-    let directory: String
-    let auditDirectory: String
-    let servers: [AgentServer]
-    let federation: Federation
-
-    /// `audit`: each agent records every line in an audit log (in
-    /// FEDMIX_BENCH_AUDIT_DIR if set, else in the bench's temporary folder).
-    init(tables: [(site: String, table: DataTable)], audit: Bool = false) throws {
-        let directory = NSTemporaryDirectory() + "fedmix-bench-\(getpid())-\(UUID().uuidString.prefix(8))"
-        self.directory = directory
-        let auditDirectory = (ProcessInfo.processInfo.environment["FEDMIX_BENCH_AUDIT_DIR"].map { $0 + "/" + URL(fileURLWithPath: directory).lastPathComponent }
-                              ?? directory) + "/audit"
-        self.auditDirectory = auditDirectory
-        let ca = directory + "/ca"
-        try Certificates.createAuthority(directory: ca, commonName: "fedmix bench CA (throwaway)", days: 1)
-        try Certificates.issue(caDirectory: ca, name: "coordinator", outDirectory: directory + "/coordinator", days: 1)
-        var servers: [AgentServer] = []
-        var sites: [SitesFile.Site] = []
-        do {
-            if audit { try FileManager.default.createDirectory(atPath: auditDirectory, withIntermediateDirectories: true) }
-            for (i, s) in tables.enumerated() {
-                let name = "agent-\(i)"
-                try Certificates.issue(caDirectory: ca, name: name, outDirectory: directory + "/" + name, days: 1)
-                let context = try TLSContext.server(identity: TLSIdentity(directory: directory + "/" + name, caPath: ca + "/ca.pem"),
-                                                    allowedPeerNames: ["coordinator"])
-                let service = SiteService(site: s.site, datasets: ["data": .table(s.table)], siteColumn: nil)
-                let log: AuditLog? = audit ? try AuditLog.open(path: auditDirectory + "/\(name).db") : nil
-                let server = try AgentServer(service: service, host: "127.0.0.1", port: 0, context: context, audit: log,
-                                             log: AgentLog(enabled: ProcessInfo.processInfo.environment["FEDMIX_AGENT_LOG"] != nil))
-                server.start()
-                servers.append(server)
-                sites.append(.init(name: s.site, host: "127.0.0.1", port: server.port, serverName: name))
-            }
-            let sitesFile = SitesFile(identity: TLSIdentity(directory: directory + "/coordinator", caPath: ca + "/ca.pem"), sites: sites)
-            federation = try sitesFile.connect()
-        } catch {
-            servers.forEach { $0.stop() }
-            try? FileManager.default.removeItem(atPath: directory)
-            throw error
-        }
-        self.servers = servers
-    }
-
-    func close() {
-        federation.close()
-        servers.forEach { $0.stop() }
-        servers.forEach { $0.auditLog?.close() }
-        try? FileManager.default.removeItem(atPath: auditDirectory)
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-}

@@ -3,43 +3,56 @@ import Coordinator
 import Protocol
 import SiteAgent
 
-/// Real site agents on loopback for local files: a throwaway CA, one
-/// certificate per agent and one for the coordinator, mutual TLS.
+/// Real site agents on loopback: a throwaway CA, one certificate per agent
+/// and one for the coordinator, mutual TLS. Used by `fedmix local`, `demo`
+/// and `bench`; closing the federation stops the agents and removes the
+/// certificates (and audit logs).
 final class LocalAgents {
-    let directory: String
-    let servers: [AgentServer]
     let federation: Federation
 
-    init(files: [URL], policy: DisclosurePolicy = .off) throws {
-        directory = NSTemporaryDirectory() + "fedmix-local-\(getpid())-\(UUID().uuidString.prefix(8))"
+    /// One agent per CSV file; the site is the file's stem.
+    convenience init(files: [URL], policy: DisclosurePolicy = .off) throws {
+        try self.init(services: files.map { url in
+            SiteService(site: url.deletingPathExtension().lastPathComponent,
+                        datasets: ["data": .csv(path: url.path, types: [:])], policy: policy)
+        })
+    }
+
+    /// One agent per service. `auditDirectory`: each agent records every line
+    /// in an audit log there.
+    init(services: [SiteService], auditDirectory: String? = nil) throws {
+        let directory = NSTemporaryDirectory() + "fedmix-local-\(getpid())-\(UUID().uuidString.prefix(8))"
         let ca = directory + "/ca"
-        try Certificates.createAuthority(directory: ca, commonName: "fedmix local CA (throwaway)", days: 1)
-        try Certificates.issue(caDirectory: ca, name: "coordinator", outDirectory: directory + "/coordinator", days: 1)
         var servers: [AgentServer] = []
-        var sites: [SitesFile.Site] = []
-        for (i, url) in files.enumerated() {
-            let name = "agent-\(i)"
-            try Certificates.issue(caDirectory: ca, name: name, outDirectory: directory + "/" + name, days: 1)
-            let site = url.deletingPathExtension().lastPathComponent
-            let context = try TLSContext.server(identity: TLSIdentity(directory: directory + "/" + name, caPath: ca + "/ca.pem"),
-                                                allowedPeerNames: ["coordinator"])
-            let service = SiteService(site: site, datasets: ["data": .csv(path: url.path, types: [:])], policy: policy)
-            let server = try AgentServer(service: service, host: "127.0.0.1", port: 0, context: context,
-                                         log: AgentLog(enabled: ProcessInfo.processInfo.environment["FEDMIX_AGENT_LOG"] != nil))
-            server.start()
-            servers.append(server)
-            sites.append(.init(name: site, host: "127.0.0.1", port: server.port, serverName: name))
+        @Sendable func cleanUp(_ servers: [AgentServer]) {
+            servers.forEach { $0.stop(); $0.auditLog?.close() }
+            if let a = auditDirectory { try? FileManager.default.removeItem(atPath: a) }
+            try? FileManager.default.removeItem(atPath: directory)
         }
-        self.servers = servers
-        let sitesFile = SitesFile(identity: TLSIdentity(directory: directory + "/coordinator", caPath: ca + "/ca.pem"), sites: sites)
-        let fed: Federation
-        do { fed = try sitesFile.connect() } catch { servers.forEach { $0.stop() }; throw error }
-        let dir = directory
+        do {
+            try Certificates.createAuthority(directory: ca, commonName: "fedmix local CA (throwaway)", days: 1)
+            try Certificates.issue(caDirectory: ca, name: "coordinator", outDirectory: directory + "/coordinator", days: 1)
+            if let a = auditDirectory { try FileManager.default.createDirectory(atPath: a, withIntermediateDirectories: true) }
+            var sites: [SitesFile.Site] = []
+            for (i, service) in services.enumerated() {
+                let name = "agent-\(i)"
+                try Certificates.issue(caDirectory: ca, name: name, outDirectory: directory + "/" + name, days: 1)
+                let context = try TLSContext.server(identity: TLSIdentity(directory: directory + "/" + name, caPath: ca + "/ca.pem"),
+                                                    allowedPeerNames: ["coordinator"])
+                let audit: AuditLog? = try auditDirectory.map { try AuditLog.open(path: $0 + "/\(name).db") }
+                let server = try AgentServer(service: service, host: "127.0.0.1", port: 0, context: context, audit: audit,
+                                             log: AgentLog(enabled: ProcessInfo.processInfo.environment["FEDMIX_AGENT_LOG"] != nil))
+                server.start()
+                servers.append(server)
+                sites.append(.init(name: service.site, host: "127.0.0.1", port: server.port, serverName: name))
+            }
+            federation = try SitesFile(identity: TLSIdentity(directory: directory + "/coordinator", caPath: ca + "/ca.pem"),
+                                       sites: sites).connect()
+        } catch {
+            cleanUp(servers)
+            throw error
+        }
         let running = servers
-        federation = fed
-        federation.onClose = {
-            running.forEach { $0.stop() }
-            try? FileManager.default.removeItem(atPath: dir)
-        }
+        federation.onClose = { cleanUp(running) }
     }
 }
