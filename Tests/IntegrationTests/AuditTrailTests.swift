@@ -174,13 +174,14 @@ final class AuditTrailTests: XCTestCase {
     func testAuditCommandsAndATamperedLogThatStopsTheAgent() throws {
         let csv = try Fixtures.siteFiles("sleepstudy")[0]
         let agent = try startAgent(csv: csv)
+        // One site: the grouping factor must have several levels there (a one-level factor is refused).
         let fed = try federation([agent])
-        let fit = try Analysis.fit(fed, dataset: "data", formula: "Reaction ~ Days + (1 | site)")
+        let fit = try Analysis.fit(fed, dataset: "data", formula: "Reaction ~ Days + (1 | Subject)")
         XCTAssertTrue(fit.converged)
         // A refusal is logged too: a filter leaving out one row.
         var options = FitOptions()
         options.filter = "Days != 3 | Reaction > 0"
-        _ = thrownError({ try Analysis.fit(fed, dataset: "data", formula: "Reaction ~ Days + (1 | site)", options: options) })
+        _ = thrownError({ try Analysis.fit(fed, dataset: "data", formula: "Reaction ~ Days + (1 | Subject)", options: options) })
         fed.close()
         try agent.process.assertStopsOnSIGTERM()
 
