@@ -84,6 +84,9 @@ public struct FitResult: Codable, Sendable {
     /// Model variables in first-use order (the missing-data table's columns).
     public var variables: [String]
     public var converged: Bool
+    /// The optimizer's verdict and the figures it checked (Newton decrement,
+    /// scaled gradient, parameters on their bounds), converged or not.
+    public var convergence: String = ""
     public var singular: Bool
     public var messages: [String]
     public var nObs: Int
@@ -98,6 +101,9 @@ public struct FitResult: Codable, Sendable {
     public var aic: Double
     public var bic: Double
     public var objective: Double
+    /// Residual degrees of freedom as lme4 counts them: rows used minus
+    /// parameters (β, θ, and σ for linear models).
+    public var dfResid: Int = 0
     public var icc: [String: Double]
     public var sites: [SiteResult]
     public var evaluations: Int
@@ -116,7 +122,7 @@ public struct FitResult: Codable, Sendable {
     public var excludedSites: [String] = []
 
     enum CodingKeys: String, CodingKey {
-        case model, variables, converged, singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
+        case model, variables, converged, convergence, dfResid = "df_resid", singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
         case fixedEffects = "fixed_effects", theta, thetaNames = "theta_names"
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"

@@ -26,12 +26,17 @@ public enum GLMMFit {
             return p
         }
         let m = structure.thetaCount, p = spec.fixedCount
+        // Separation is an estimate running off while the likelihood
+        // flattens; sizes are judged on the link scale per SD of the
+        // column, so an uncentred covariate's large intercept is not it.
+        let scale = ColumnScale(prepared: prepared, names: spec.fixed.map(\.name))
+        let runningOff = 30.0
         var evaluations = 0
         func evaluate(_ par: [Double]) throws -> BoundedNewton.Evaluation {
             evaluations += 1
             let theta = Array(par[0..<m]), beta = Array(par[m...])
-            if let big = beta.firstIndex(where: { abs($0) > 30 }) {
-                throw FitFailure("the estimate of \(spec.fixed[big].name) diverges (|β| > 30 on the link scale): the outcome is (quasi-)separated by this term, at one site or overall. Remove or coarsen the term, or check for categories in which the outcome never (or always) occurs")
+            if let scale, let j = scale.linkScaleSizes(beta).firstIndex(where: { $0 > runningOff }) {
+                throw FitFailure(Separation.message(term: spec.fixed[j].name, scale: scale, j: j, beta: beta, stdError: nil))
             }
             let parts: [ScalarJet]
             do { parts = try federation.round({ _ in
@@ -59,11 +64,17 @@ public enum GLMMFit {
         optimizer.decrementTolerance = 1e-10
         let result = try optimizer.minimize(from: structure.initialTheta + [Double](repeating: 0, count: p), evaluate: evaluate)
         let theta = Array(result.x[0..<m]), beta = Array(result.x[m...])
-        if let big = beta.firstIndex(where: { abs($0) > 15 }) {
-            throw FitFailure("the estimate of \(spec.fixed[big].name) is diverging (|β| > 15 on the link scale): the outcome is (quasi-)separated by this term, at one site or overall. Remove or coarsen the term, or check for sites where the outcome never (or always) occurs within a category")
-        }
         guard let covariance = fixedEffectsCovariance(hessian: result.hessian, thetaCount: m) else {
             throw FitFailure("the fixed effects are not identified at the optimum (their information matrix is singular): some columns are collinear, or the outcome is separated by a term. Remove or merge the offending terms (e.g. categories with no events)")
+        }
+        if let scale {
+            let sizes = scale.linkScaleSizes(beta)
+            for j in 0..<p where sizes[j] > Separation.large {
+                let se = covariance[j, j].squareRoot()
+                if !(abs(beta[j]) > se) {
+                    throw FitFailure(Separation.message(term: spec.fixed[j].name, scale: scale, j: j, beta: beta, stdError: se))
+                }
+            }
         }
         let finals = try federation.round({ _ in
             .finalize(FinalizeRequest(session: session, theta: theta, beta: beta, sigma: 1))
@@ -79,6 +90,9 @@ public enum GLMMFit {
             evaluations: evaluations, rounds: federation.rounds - roundsBefore,
             bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,
             elapsed: Date().timeIntervalSince(started))
+        for c in scale?.uncentred() ?? [] {
+            r.messages.append("\(c.name) is far from 0 relative to its spread (mean \(Separation.format(c.mean)), SD \(Separation.format(c.sd))): the intercept extrapolates to \(c.name) = 0 and is nearly collinear with it. Centring it, e.g. I(\(c.name) - \(Separation.format(c.mean))), gives a better-conditioned fit with the same slopes")
+        }
         r.model.method = nAGQ == 1 ? "Laplace" : "AGQ nAGQ=\(nAGQ)"
         r.nAGQ = nAGQ
         if nAGQ > 1 {
@@ -111,4 +125,22 @@ public struct FitFailure: Error, CustomStringConvertible {
     public var message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// Words for (quasi-)separation: which estimate ran off, how far on the link
+/// scale, and how flat the likelihood was there.
+enum Separation {
+    /// Per SD of a covariate (or at the average profile, for the intercept),
+    /// a link-scale effect beyond this with |z| < 1 is running off.
+    static let large = 8.0
+
+    static func message(term: String, scale: ColumnScale, j: Int, beta: [Double], stdError: Double?) -> String {
+        let size = scale.linkScaleSizes(beta)[j]
+        let where_ = scale.isConstant(j) ? "the linear predictor at the average covariate profile is \(format(size))"
+                                         : "its effect is \(format(size)) on the link scale per SD of \(term)"
+        let flat = stdError.map { ", with a standard error of \(format($0)) (|z| = \(format(abs(beta[j]) / $0)))" } ?? ""
+        return "the estimate of \(term) runs off (\(where_)\(flat)): the likelihood keeps improving as it grows, so the outcome is (quasi-)separated by this term (almost perfectly predicted by it), at one site or overall. Remove or coarsen the term, or check for categories in which the outcome never (or always) occurs"
+    }
+
+    static func format(_ x: Double) -> String { String(format: "%.3g", x) }
 }

@@ -20,6 +20,9 @@ enum ReplyChecks {
         if let c = s.columnSums, c.count != spec.fixedCount || !c.allSatisfy(\.isFinite) {
             throw SiteFailure(site: site, message: "reported column sums of the wrong shape (\(c.count) values for \(spec.fixedCount) columns)")
         }
+        if let c = s.columnSquareSums, c.count != spec.fixedCount || !c.allSatisfy({ $0.isFinite && $0 >= 0 }) {
+            throw SiteFailure(site: site, message: "reported column sums of squares of the wrong shape or sign")
+        }
         if let l = s.logWeightSum, !l.isFinite { throw SiteFailure(site: site, message: "reported a non-finite sum of log weights") }
     }
 

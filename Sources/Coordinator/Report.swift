@@ -23,7 +23,7 @@ public enum Report {
         } else {
             line(table([["AIC", "BIC", "logLik", "deviance", "df.resid"],
                         [fmt(r.aic, digits: 5), fmt(r.bic, digits: 5), fmt(r.loglik, digits: 5),
-                         fmt(-2 * r.loglik, digits: 5), String(r.nObs - r.fixedEffects.count - r.theta.count - 1)]],
+                         fmt(-2 * r.loglik, digits: 5), String(r.dfResid)]],
                        rightAlign: true, indent: " "))
         }
         line()

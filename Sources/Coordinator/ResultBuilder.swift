@@ -156,7 +156,7 @@ struct ResultBuilder {
             let list = losing.map { String(format: "%@ (drops %.0f%%; %.1f%% of all rows before, %.1f%% after)", $0.site, 100 * $0.droppedShare, 100 * $0.shareBefore, 100 * $0.shareAfter) }
             messages.append("complete-case analysis drops more than \(Int(100 * maxDroppedShare))% of the rows at \(losing.count) site(s): " + list.joined(separator: "; ") + ". These sites are under-represented; see the missing-data table, and consider `fedmix sensitivity`.")
         }
-        return FitResult(
+        var result = FitResult(
             model: .init(formula: spec.formula, family: spec.family.rawValue, link: spec.link.rawValue, method: method.rawValue),
             variables: spec.requiredVariables,
             converged: optimizer.converged, singular: singular, messages: messages,
@@ -166,6 +166,9 @@ struct ResultBuilder {
             objective: objective, icc: icc, sites: siteResults, evaluations: evaluations, rounds: rounds,
             bytesSent: bytesSent.reduce(0, +), bytesReceived: bytesReceived.reduce(0, +),
             elapsedSeconds: elapsed, groupOrder: names, nAGQ: nil, lme4Objective: nil)
+        result.convergence = optimizer.message
+        result.dfResid = nObs - Int(npar)
+        return result
     }
 
     /// The residual variance on the latent scale, for ICCs: σ² (gaussian),

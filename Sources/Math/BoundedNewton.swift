@@ -83,6 +83,9 @@ public struct BoundedNewton {
     /// over rows): decreases below it cannot be measured, so a decrement
     /// below ten times it also counts as converged.
     public var relativeNoise = 1e-15
+    /// …and the Newton step is below this relative to the parameters
+    /// (max(1, |xᵢ|)): a tiny decrement alone can hide a flat direction.
+    public var stepTolerance = 1e-8
     /// A gain below this fraction of the criterion that a Newton step
     /// predicts but does not achieve is rounding (DESIGN.md asks for the
     /// criterion within 1e-8 relative of the optimum).
@@ -109,7 +112,7 @@ public struct BoundedNewton {
             let noise = relativeNoise * max(1, abs(e.value))
             local = LocalModel(self, x: x, e: e)
             progress?(iterations, e.value, local.decrement)
-            if let verdict = local.convergence(tolerance: decrementTolerance) {
+            if let verdict = local.convergence(tolerance: decrementTolerance, stepTolerance: stepTolerance) {
                 converged = true; message = verdict; break
             }
             let (raw, isNewton) = local.step(radius: radius)
@@ -127,8 +130,13 @@ public struct BoundedNewton {
                 predicted = -(dot(e.gradient, step) + 0.5 * quadratic(e.hessian, step))
             }
             let stepNorm = norm(step)
-            if predicted <= 1e-15 * max(1, abs(e.value)) || stepNorm < 1e-14 {
-                message = "stopped: no step decreases the criterion measurably, but " + local.unmetCondition
+            if predicted <= 1e-15 * abs(e.value) || stepNorm < 1e-14 {
+                if isNewton && local.positiveDefinite {
+                    converged = true
+                    message = "converged: the remaining Newton step gains \(short(predicted)), below the criterion's rounding; " + local.figures
+                } else {
+                    message = "stopped: no step decreases the criterion measurably, but " + local.unmetCondition
+                }
                 break
             }
             let trial: Evaluation
@@ -193,6 +201,8 @@ public struct BoundedNewton {
         let hessian: Matrix
         private(set) var decrement: Double? = nil
         private(set) var scaledGradient: Double? = nil
+        /// Largest |(H⁻¹g)ᵢ| / max(1, |xᵢ|): the Newton step relative to the parameters.
+        private(set) var scaledStep: Double? = nil
 
         init(_ o: BoundedNewton, x: [Double], e: Evaluation) {
             n = x.count; gradient = e.gradient; hessian = e.hessian
@@ -214,6 +224,7 @@ public struct BoundedNewton {
                 let s = newtonStep()
                 decrement = -0.5 * zip(s, free.map { gradient[$0] }).reduce(0) { $0 + $1.0 * $1.1 }
                 scaledGradient = s.map(abs).max() ?? 0
+                scaledStep = zip(s, free).map { abs($0) / max(1, abs(x[$1])) }.max() ?? 0
             }
         }
 
@@ -241,9 +252,9 @@ public struct BoundedNewton {
         }
 
         /// The verdict when every convergence condition holds, else nil.
-        func convergence(tolerance: Double) -> String? {
+        func convergence(tolerance: Double, stepTolerance: Double) -> String? {
             if free.isEmpty { return "converged: every parameter is on its bound with its derivative pushing outwards" + boundNote }
-            guard let d = decrement, d <= tolerance else { return nil }
+            guard let d = decrement, d <= tolerance, let s = scaledStep, s <= stepTolerance else { return nil }
             return "converged: " + figures
         }
 

@@ -173,7 +173,14 @@ public struct SiteSummary: Codable, Sendable, Equatable {
     public var columnSums: [Double]?
     /// Σ log w over used rows when the model has prior weights (LMMs).
     public var logWeightSum: Double?
-    enum CodingKeys: String, CodingKey { case rows, used, missing, groups, patterns, columnSums = "column_sums", logWeightSum = "log_weight_sum" }
+    /// Sums of squares over used rows of each fixed-effects column: with
+    /// `columnSums`, each column's spread, so that diagnostics (separation,
+    /// bad scaling) do not depend on a covariate's units.
+    public var columnSquareSums: [Double]?
+    enum CodingKeys: String, CodingKey {
+        case rows, used, missing, groups, patterns, columnSums = "column_sums", logWeightSum = "log_weight_sum"
+        case columnSquareSums = "column_square_sums"
+    }
     public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int],
                 patterns: [MissingPattern]? = nil, columnSums: [Double]? = nil) {
         self.rows = rows; self.used = used; self.missing = missing; self.groups = groups

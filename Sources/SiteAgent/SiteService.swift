@@ -295,11 +295,15 @@ public final class SiteService: Sendable {
             return PrepareReply(session: session, summary: summary,
                                 blocks: frame.spec.allTermsGroupedBySite ? frame.blocks : nil)
         case .glmm(let frame, _):
-            var sums = [Double](repeating: 0, count: frame.data.p)
-            for i in 0..<frame.data.rows { for j in 0..<frame.data.p { sums[j] += frame.data.x[i * frame.data.p + j] } }
-            let summary = SiteSummary(rows: frame.rows, used: frame.used,
+            let p = frame.data.p
+            var sums = [Double](repeating: 0, count: p), squares = sums
+            for i in 0..<frame.data.rows {
+                for j in 0..<p { let v = frame.data.x[i * p + j]; sums[j] += v; squares[j] += v * v }
+            }
+            var summary = SiteSummary(rows: frame.rows, used: frame.used,
                                       missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
                                       patterns: patterns, columnSums: sums)
+            summary.columnSquareSums = squares
             return PrepareReply(session: session, summary: summary, blocks: nil)
         }
     }
