@@ -70,6 +70,9 @@ public struct CellCounts: Sendable, Equatable {
     /// a few rows (an indicator in disguise, e.g. 0/2 values, or 1 + ε·[age > 90])
     /// would let sums over it disclose them.
     public var minorityRows: [(name: String, rows: Int)] = []
+    /// For every evaluated column that varies: the largest share of its sum
+    /// of squared deviations from its mean that one row carries.
+    public var dominance: [(name: String, share: Double)] = []
     /// Rows per level among the used rows, for each variable the model reads
     /// through a level indicator (so the reference level is counted too).
     public var levelCounts: [String: [Int]] = [:]
@@ -94,6 +97,7 @@ public struct CellCounts: Sendable, Equatable {
             }
             if binary { c.binaryColumns.append(BinaryColumn(name: name, ones: ones, zeros: zeros)) }
             c.minorityRows.append((name, minority(values)))
+            if !binary, let share = largestRowShare(values) { c.dominance.append((name, share)) }
         }
         for column in indicatorVariables where c.levelCounts[column.name] == nil {
             let (codes, n) = ModelFrame.columnCodes(column, rows: usedRows)
@@ -116,6 +120,16 @@ public struct CellCounts: Sendable, Equatable {
             top = max(top, n)
         }
         return values.count - top
+    }
+
+    /// max_i (x_i − x̄)² / Σ (x_i − x̄)², or nil for a column that does not vary.
+    static func largestRowShare(_ values: [Double]) -> Double? {
+        guard values.count > 1 else { return nil }
+        let mean = values.reduce(0, +) / Double(values.count)
+        var total = 0.0, largest = 0.0
+        for x in values { let d = (x - mean) * (x - mean); total += d; largest = max(largest, d) }
+        guard total > 1e-300, total.isFinite else { return nil }
+        return largest / total
     }
 
     /// The classes of a response column when it is 0/1 (nil otherwise).
@@ -141,6 +155,9 @@ public struct CellCounts: Sendable, Equatable {
         }
         for c in minorityRows where c.rows > 0 && c.rows < m {
             return "column \"\(c.name)\" differs from its most common value in fewer than \(m) of the rows the model uses at this site, so sums over it would single out those rows; each column needs none or at least \(m) such rows (rule min_cell)"
+        }
+        for d in dominance where d.share > policy.maxRowShare {
+            return "one row carries more than \(Int(100 * policy.maxRowShare))% of the spread of \(d.name == "response" || d.name == "offset" || d.name == "weights" ? "the \(d.name)" : "column \"\(d.name)\"") at this site, so sums over it would mostly describe that row (rule max_row_share, dominance)"
         }
         for v in levelCounts.keys.sorted() where levelCounts[v]!.contains(where: { $0 > 0 && $0 < m }) {
             return "a level of the categorical variable \"\(v)\" has fewer than \(m) rows among the rows the model uses at this site (rule min_cell); merge rare levels at the sites or leave the variable out"

@@ -104,6 +104,8 @@ public struct GLMMFrame: Sendable {
         } else {
             outcome = nil
         }
+        // The response obeys the column rules too (min_cell minority, dominance).
+        designColumns.append(("response", y))
         if spec.offset != nil { designColumns.append(("offset", offset)) }
         if spec.weights != nil { designColumns.append(("weights", n)) }
         cells = CellCounts.measure(columns: designColumns, indicatorVariables: ModelFrame.indicatorVariables(spec).map { columns[$0]! },

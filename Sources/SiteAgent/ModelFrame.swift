@@ -102,6 +102,8 @@ public struct ModelFrame: Sendable {
             for (j, c) in t.columns.enumerated() { designColumns.append(("\(c.name) | \(t.name)", zcols[f][k + j])) }
         }
         let responseClasses = CellCounts.binaryClasses(wcols[wcols.count - 1])
+        // The response obeys the column rules too (min_cell minority, dominance).
+        designColumns.append(("response", wcols[wcols.count - 1]))
         // Offsets are subtracted from the response; prior weights scale every
         // row of [X y] and Z by √w (DESIGN.md).
         if let o = spec.offset {

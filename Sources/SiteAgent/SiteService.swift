@@ -29,6 +29,12 @@ public struct DisclosurePolicy: Sendable, Equatable {
     public var maxParametersPerRow = 0.33
     /// Most sessions per coordinator identity per day.
     public var maxSessionsPerDay = 100
+    /// Largest share of a column's sum of squared deviations that one row
+    /// may carry (the dominance rule; ExpressionRules.swift).
+    public var maxRowShare = 0.5
+    /// Whether model expressions must be in the formula language the agent
+    /// vouches for (ExpressionRules.swift).
+    public var checksExpressions = true
     public init() {}
 
     /// No thresholds: for `fedmix local`, where every row is already on the
@@ -37,6 +43,7 @@ public struct DisclosurePolicy: Sendable, Equatable {
         var p = DisclosurePolicy()
         p.minRows = 1; p.minCell = 0; p.maxListedLevels = 1000; p.maxRoundsPerSession = 100_000
         p.maxParametersPerRow = .infinity; p.maxSessionsPerDay = .max
+        p.maxRowShare = .infinity; p.checksExpressions = false
         return p
     }()
 }
@@ -215,6 +222,7 @@ public final class SiteService: Sendable {
         if (design + response).contains(where: \.usesLogicalOperators) {
             throw SiteError.disclosure("comparison and logical operators may be used only in a row filter, never in a model column or the response (rule min_cell)")
         }
+        if policy.checksExpressions { try ExpressionRules.check(r.model) }
         let table = try load(r.dataset)
         var selection: [Bool]? = nil
         var filtered: RowSet? = nil

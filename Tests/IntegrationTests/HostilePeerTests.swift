@@ -56,28 +56,34 @@ final class HostilePeerTests: XCTestCase {
     }
 
     /// A column that singles out one patient with values 0 and 2 (not 0/1),
-    /// and weights that do the same, are refused by min_cell.
+    /// and weights that do the same, are refused: first by the formula
+    /// language (a shifted sqrt, a computed denominator), and, were that
+    /// rule off, by min_cell at evaluation.
     func testDisguisedIndicatorsAreRefused() throws {
-        var policy = DisclosurePolicy()
-        policy.maxParametersPerRow = .infinity
-        let service = SiteService(site: "A", datasets: ["d": .table(table(60))], siteColumn: nil, policy: policy)
-        let one = DesignColumn(name: "(Intercept)", expr: .number(1))
-        // ((a^2)^0.5 + a)/a with a = age − 90.5: 0 below, 2 above
-        let a: Expr = .binary(.subtract, .variable("age"), .number(90.5))
-        let disguised: Expr = .binary(.divide, .binary(.add, .binary(.power, .binary(.power, a, .number(2)), .number(0.5)), a), a)
-        let spec = ModelSpec(formula: "y ~ I(...) + (1 | site)", response: .value(.variable("y")),
-                             fixed: [one, DesignColumn(name: "I(...)", expr: disguised)],
-                             terms: [RandomTerm(name: "site", grouping: .site, columns: [one])])
-        guard case .error(let e) = prepare(service, spec) else { return XCTFail("a disguised indicator was accepted") }
-        XCTAssertEqual(e.code, "disclosure_refused")
-        XCTAssertTrue(e.message.contains("min_cell"), e.message)
-        XCTAssertFalse(e.message.contains("95"), "no values: \(e.message)")
-        // weights exp(y·[age > 90.5]) would reveal that patient's y through Σ log w
-        var weighted = ModelSpec(formula: "y ~ 1 + (1 | site)", response: .value(.variable("y")), fixed: [one],
+        for checksExpressions in [true, false] {
+            var policy = DisclosurePolicy()
+            policy.maxParametersPerRow = .infinity
+            policy.checksExpressions = checksExpressions
+            let rule = checksExpressions ? "rule expressions" : "min_cell"
+            let service = SiteService(site: "A", datasets: ["d": .table(table(60))], siteColumn: nil, policy: policy)
+            let one = DesignColumn(name: "(Intercept)", expr: .number(1))
+            // ((a^2)^0.5 + a)/a with a = age − 90.5: 0 below, 2 above
+            let a: Expr = .binary(.subtract, .variable("age"), .number(90.5))
+            let disguised: Expr = .binary(.divide, .binary(.add, .binary(.power, .binary(.power, a, .number(2)), .number(0.5)), a), a)
+            let spec = ModelSpec(formula: "y ~ I(...) + (1 | site)", response: .value(.variable("y")),
+                                 fixed: [one, DesignColumn(name: "I(...)", expr: disguised)],
                                  terms: [RandomTerm(name: "site", grouping: .site, columns: [one])])
-        weighted.weights = .unary(.exp, .binary(.multiply, .variable("y"), .binary(.multiply, disguised, .number(0.5))))
-        guard case .error(let w) = prepare(service, weighted) else { return XCTFail("weights singling out a row were accepted") }
-        XCTAssertTrue(w.message.contains("weights") && w.message.contains("min_cell"), w.message)
+            guard case .error(let e) = prepare(service, spec) else { return XCTFail("a disguised indicator was accepted") }
+            XCTAssertEqual(e.code, "disclosure_refused")
+            XCTAssertTrue(e.message.contains(rule), e.message)
+            XCTAssertFalse(e.message.contains("95"), "no values: \(e.message)")
+            // weights exp(y·[age > 90.5]) would reveal that patient's y through Σ log w
+            var weighted = ModelSpec(formula: "y ~ 1 + (1 | site)", response: .value(.variable("y")), fixed: [one],
+                                     terms: [RandomTerm(name: "site", grouping: .site, columns: [one])])
+            weighted.weights = .unary(.exp, .binary(.multiply, .variable("y"), .binary(.multiply, disguised, .number(0.5))))
+            guard case .error(let w) = prepare(service, weighted) else { return XCTFail("weights singling out a row were accepted") }
+            XCTAssertTrue(w.message.contains("weights") && w.message.contains(rule), w.message)
+        }
     }
 
     /// Two nested within-site factors whose second one is too large to hold densely are refused up front.
