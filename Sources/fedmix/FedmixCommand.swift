@@ -76,7 +76,7 @@ func emit(_ r: FitResult, format: String, output: String?) throws {
     if let output { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text, terminator: "") }
 }
 
-/// --ml, --family, --link, --nagq as fit options.
+/// --ml, --family, --link, --nagq, --weights, --filter as fit options.
 func fitOptions(_ a: Arguments) throws -> FitOptions {
     guard let family = Family(rawValue: a.value("family") ?? "gaussian") else {
         throw UsageError("--family must be gaussian, binomial or poisson")
@@ -91,6 +91,7 @@ func fitOptions(_ a: Arguments) throws -> FitOptions {
     if family != .gaussian && a.has("ml") { throw UsageError("--ml applies to linear mixed models; GLMMs are always fitted by maximum likelihood") }
     var options = FitOptions(method: a.has("ml") ? .ml : .reml, family: family, link: link, nAGQ: nagq)
     options.filter = a.value("filter")
+    options.weights = a.value("weights")
     return options
 }
 
