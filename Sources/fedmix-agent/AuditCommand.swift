@@ -35,7 +35,8 @@ enum AuditCommand {
             Command("export", abstract: "Every entry as one JSON object per line (re-verifiable: see docs/PRIVACY.md).",
                     synopsis: "[--since TIME] (--config FILE | --log FILE)", options: [config, log, since], run: export),
             Command("prune", abstract: "Applies the retention now (audit_retention_days, or N days); the pruning is itself logged.",
-                    synopsis: "[--days N] --config FILE", options: [requiredConfig, days], run: prune),
+                    synopsis: "[--days N] --config FILE", options: [requiredConfig, days],
+                    notHere: ["log": "prune writes to the log, so it takes the agent's --config (its audit_log and audit_retention_days)"], run: prune),
         ])
 
     /// The log named by --log, or by the configuration's audit_log.
