@@ -464,16 +464,17 @@ final class ExecutableTests: XCTestCase {
                                            "weighted_ml")
     }
 
+    /// (Over local TLS agents once; in process for the variants, to stay fast: 15 sites.)
     func localFamilyLinkAndQuadrature() throws {
         let laplace = try jsonFit(["local", cbppSites, "--family", "binomial", "--formula", Self.cbpp])
         XCTAssertEqual(Self.model(laplace), ["formula": Self.cbpp, "family": "binomial", "link": "logit", "method": "Laplace"])
-        let probit = try fedmix(["local", cbppSites, "--family", "binomial", "--link", "probit", "--formula", Self.cbpp])
+        let probit = try fedmix(["local", cbppSites, "--family", "binomial", "--link", "probit", "--formula", Self.cbpp, "--in-process"])
         XCTAssertTrue(probit.out.contains("\n Family: binomial  ( probit )\n"), probit.out)
         // (lme4's nAGQ = 9 fit is checked by GLMMObjectiveTests; 3 points keep this fast.)
-        let agq = try jsonFit(["local", cbppSites, "--family", "binomial", "--nagq", "3", "--formula", Self.cbpp])
+        let agq = try jsonFit(["local", cbppSites, "--family", "binomial", "--nagq", "3", "--formula", Self.cbpp, "--in-process"])
         XCTAssertEqual(Self.model(agq)["method"], "AGQ nAGQ=3")
         XCTAssertGreaterThan(abs((agq["objective"] as! Double) - (laplace["objective"] as! Double)), 1e-3, "quadrature changes the objective")
-        let poisson = try jsonFit(["local", cbppSites, "--family", "poisson", "--formula", "incidence ~ factor(period) + (1 | site)"])
+        let poisson = try jsonFit(["local", cbppSites, "--family", "poisson", "--formula", "incidence ~ factor(period) + (1 | site)", "--in-process"])
         XCTAssertEqual(Self.model(poisson)["family"], "poisson")
         XCTAssertEqual(Self.model(poisson)["link"], "log")
     }
