@@ -37,12 +37,14 @@ let package = Package(
         .executableTarget(name: "fedmix-agent", dependencies: ["SiteAgent", "Protocol", "CommandKit"],
                           path: "Sources/fedmix-agent"),
 
+        // The tests' one lookup of the built executables (and a runner for them).
+        .target(name: "ExecutableSupport", path: "Tests/Support"),
         .testTarget(name: "MathTests", dependencies: ["Math"], path: "Tests/MathTests"),
         .testTarget(name: "ProtocolTests", dependencies: ["Protocol"], path: "Tests/ProtocolTests"),
-        .testTarget(name: "SiteAgentTests", dependencies: ["SiteAgent", "Protocol"], path: "Tests/SiteAgentTests"),
+        .testTarget(name: "SiteAgentTests", dependencies: ["SiteAgent", "Protocol", "ExecutableSupport"], path: "Tests/SiteAgentTests"),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "Protocol", "Math"],
                     path: "Tests/CoordinatorTests"),
-        .testTarget(name: "IntegrationTests", dependencies: ["Coordinator", "SiteAgent", "Protocol", "Math", "CommandKit"],
+        .testTarget(name: "IntegrationTests", dependencies: ["Coordinator", "SiteAgent", "Protocol", "Math", "CommandKit", "ExecutableSupport"],
                     path: "Tests/IntegrationTests"),
     ]
 )

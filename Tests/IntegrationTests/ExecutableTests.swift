@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import ExecutableSupport
 import Synchronization
 import Coordinator
 import Protocol

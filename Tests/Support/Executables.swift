@@ -1,12 +1,12 @@
 import Foundation
-import XCTest
 
 /// The built executables (`fedmix`, `fedmix-agent`) next to the test bundle:
 /// `swift build --build-tests` and `swift test` build them into the same
-/// folder. The one lookup every test that runs them uses.
-enum Executables {
+/// folder. The one lookup every test that runs them uses (a target of its
+/// own so that every test target can share it).
+public enum Executables {
     /// The executable `name` (e.g. "fedmix-agent"), or an error saying how to build it.
-    static func url(_ name: String) throws -> URL {
+    public static func url(_ name: String) throws -> URL {
         var directories: [URL] = [
             URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),  // Linux: …/debug/fedmixPackageTests.xctest
             Bundle.main.bundleURL,
@@ -19,27 +19,37 @@ enum Executables {
         }
         var searched: [String] = []
         for d in directories where !searched.contains(d.standardizedFileURL.path) { searched.append(d.standardizedFileURL.path) }
-        throw AgentProcessError("\(name) is not built (looked in \(searched.joined(separator: ", "))); run `swift build --build-tests` first")
+        throw NotBuilt(description: "\(name) is not built (looked in \(searched.joined(separator: ", "))); run `swift build --build-tests` first")
     }
 
-    static func fedmix() throws -> URL { try url("fedmix") }
-    static func agent() throws -> URL { try url("fedmix-agent") }
+    public static func fedmix() throws -> URL { try url("fedmix") }
+    public static func agent() throws -> URL { try url("fedmix-agent") }
 
     private final class Marker {}
 
+    /// An executable the tests need is missing.
+    public struct NotBuilt: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// A run did not finish in time.
+    public struct TimedOut: Error, CustomStringConvertible {
+        public let description: String
+    }
+
     /// What a finished run printed.
-    struct Run: CustomStringConvertible {
-        let arguments: [String]
-        let status: Int32
-        let out: String
-        let err: String
-        var description: String { "\(arguments.joined(separator: " ")) → exit \(status)\nstdout: \(out)\nstderr: \(err)" }
+    public struct Run: CustomStringConvertible {
+        public let arguments: [String]
+        public let status: Int32
+        public let out: String
+        public let err: String
+        public var description: String { "\(arguments.joined(separator: " ")) → exit \(status)\nstdout: \(out)\nstderr: \(err)" }
     }
 
     /// Runs `executable` with `arguments` to completion (output through files,
     /// so a large output cannot block it). FEDMIX_CHECK_OPTIONS=1 makes any
     /// build report a declared option that the command's path never read.
-    static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
+    public static func run(_ executable: URL, _ arguments: [String], environment: [String: String] = [:],
                     stdin: String? = nil, timeout: Double = 120) throws -> Run {
         let p = Process()
         p.executableURL = executable
@@ -72,7 +82,7 @@ enum Executables {
         if p.isRunning {
             p.terminate()
             p.waitUntilExit()
-            throw AgentProcessError("\(executable.lastPathComponent) \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+            throw TimedOut(description: "\(executable.lastPathComponent) \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
         }
         p.waitUntilExit()
         return Run(arguments: [executable.lastPathComponent] + arguments, status: p.terminationStatus,
