@@ -27,18 +27,24 @@ let package = Package(
         // Coordinator: formulas, fitting rounds, results and reports.
         .target(name: "Coordinator", dependencies: ["Math", "Protocol"], path: "Sources/Coordinator"),
 
+        // Declarative command layer of both executables: options declared
+        // once; parsing, help, usage errors and the check that every option is read.
+        .target(name: "CommandKit", path: "Sources/CommandKit"),
+
         // Thin executables.
-        .executableTarget(name: "fedmix", dependencies: ["Coordinator", "SiteAgent", "Protocol", "Math"],
+        .executableTarget(name: "fedmix", dependencies: ["Coordinator", "SiteAgent", "Protocol", "Math", "CommandKit"],
                           path: "Sources/fedmix"),
-        .executableTarget(name: "fedmix-agent", dependencies: ["SiteAgent", "Protocol"],
+        .executableTarget(name: "fedmix-agent", dependencies: ["SiteAgent", "Protocol", "CommandKit"],
                           path: "Sources/fedmix-agent"),
 
+        // The tests' one lookup of the built executables (and a runner for them).
+        .target(name: "ExecutableSupport", path: "Tests/Support"),
         .testTarget(name: "MathTests", dependencies: ["Math"], path: "Tests/MathTests"),
         .testTarget(name: "ProtocolTests", dependencies: ["Protocol"], path: "Tests/ProtocolTests"),
-        .testTarget(name: "SiteAgentTests", dependencies: ["SiteAgent", "Protocol"], path: "Tests/SiteAgentTests"),
+        .testTarget(name: "SiteAgentTests", dependencies: ["SiteAgent", "Protocol", "ExecutableSupport"], path: "Tests/SiteAgentTests"),
         .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator", "Protocol", "Math"],
                     path: "Tests/CoordinatorTests"),
-        .testTarget(name: "IntegrationTests", dependencies: ["Coordinator", "SiteAgent", "Protocol", "Math"],
+        .testTarget(name: "IntegrationTests", dependencies: ["Coordinator", "SiteAgent", "Protocol", "Math", "CommandKit", "ExecutableSupport"],
                     path: "Tests/IntegrationTests"),
     ]
 )

@@ -1,49 +1,29 @@
 import Foundation
 import Dispatch
+import CommandKit
 import SiteAgent
 import Protocol
 
-/// `fedmix-agent`: the site agent's command line.
+/// `fedmix-agent`: the site agent's command line. The usage, each command's
+/// --help and the usage errors are generated from the declarations (CommandKit).
 enum AgentCommand {
-    static let usage = """
-    fedmix-agent \(fedmixAgentVersion): answers a fedmix coordinator with aggregates of this site's data
+    static let config = Option<String>("config", value: "FILE", help: "the agent's configuration (JSON; see deploy/README.md)", required: true)
 
-    Usage:
-      fedmix-agent serve --config FILE     run the agent (SIGTERM stops it cleanly; SIGHUP reloads its certificates)
-      fedmix-agent check --config FILE [--running]   check the configuration, certificates, data, audit log and port
-      fedmix-agent audit list|show ID|verify|export|prune --config FILE
-                                           read and verify the audit log (fedmix-agent audit help)
-      fedmix-agent --version
-    """
+    static let program = Program(
+        name: "fedmix-agent",
+        title: "fedmix-agent \(fedmixAgentVersion): answers a fedmix coordinator with aggregates of this site's data",
+        version: "fedmix-agent \(fedmixAgentVersion) (protocol \(protocolVersion))",
+        entries: [
+            .command(Command("serve", abstract: "Runs the agent (SIGTERM stops it cleanly; SIGHUP reloads its certificates).",
+                             options: [config], run: serve)),
+            .command(CheckCommand.command),
+            .group(AuditCommand.group),
+        ])
 
-    static func run(_ args: [String]) -> Int32 {
-        guard let command = args.first else { print(usage); return 0 }
-        do {
-            switch command {
-            case "--version", "version": print("fedmix-agent \(fedmixAgentVersion) (protocol \(protocolVersion))"); return 0
-            case "help", "--help", "-h": print(usage); return 0
-            case "serve": return try serve(Array(args.dropFirst()))
-            case "check": return try CheckCommand.run(Array(args.dropFirst()))
-            case "audit": return AuditCommand.run(Array(args.dropFirst()))
-            default:
-                FileHandle.standardError.write(Data("fedmix-agent: unknown command \"\(command)\"\n\(usage)\n".utf8))
-                return 2
-            }
-        } catch {
-            FileHandle.standardError.write(Data("fedmix-agent: error: \(error)\n".utf8))
-            return 1
-        }
-    }
+    static func run(_ args: [String]) -> Int32 { program.run(args) }
 
-    static func configPath(_ args: [String]) throws -> String {
-        guard let i = args.firstIndex(of: "--config"), i + 1 < args.count else {
-            throw ConfigError(path: "(command line)", message: "--config FILE is required")
-        }
-        return args[i + 1]
-    }
-
-    static func serve(_ args: [String]) throws -> Int32 {
-        let config = try AgentConfig.load(path: try configPath(args))
+    static func serve(_ a: ParsedArguments) throws -> Int32 {
+        let config = try AgentConfig.load(path: try a.require(config))
         let server = try AgentServer(config: config)
         AgentReloader(server: server, config: config).reloadOnSIGHUP()
         // SIGTERM / SIGINT: stop accepting, let the accept loop end.

@@ -1,4 +1,5 @@
 import Foundation
+import CommandKit
 import Coordinator
 import Protocol
 import SiteAgent
@@ -76,52 +77,60 @@ enum BenchCommand {
 
     static let resultPrefix = "FEDMIX-BENCH-RESULT "
 
-    static let help = """
-    fedmix bench [--rows N[,N...]] [--sites K] [--models slope,patient,binary] [--modes in-process,federated,federated-audit]
-                 [--repeat R] [--seed S] [--json] [--no-isolate]
-      Simulated rows (BenchmarkData: x1, x2, x3 ~ N(0,1), about 5 rows per patient) split over K sites,
-      fitted with \(Model.slope.formula) (slope),
-      \(Model.patient.formula) (patient)
-      and the GLMM \(Model.binary.formula) (binary, binomial logit, Laplace),
-      in process (SiteService on in-memory DataTables) and over one agent per site on loopback mutual TLS.
-      Defaults: --rows 100000,1000000 --sites 50 --repeat 1. Each configuration runs in a child process
-      so that its peak memory (getrusage ru_maxrss) is its own; --repeat R keeps the fastest of R runs.
-      FEDMIX_BENCH_CHILD=/path/to/fedmix measures another build with this one's report.
-    """
+    static let rowsOption = Option<[Int]>("rows", value: "N[,N...]", help: "rows of each configuration (default 100000,1000000)",
+                                          .list(of: .integer(in: 1...Int.max), what: "numbers of rows"))
+    static let sitesOption = Option<Int>("sites", value: "K", help: "sites the rows are split over (default 50)", .integer(in: 1...Int.max))
+    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary (default all three)",
+                                              .list(of: .cases, what: "slope, patient or binary"))
+    static let modesOption = Option<[Mode]>("modes", value: "LIST", help: "in-process, federated, federated-audit (default in-process,federated)",
+                                            .list(of: .cases, what: "in-process, federated or federated-audit"))
+    static let repeatOption = Option<Int>("repeat", value: "R", help: "keep the fastest of R runs of each configuration (default 1)", .integer(in: 1...Int.max))
+    static let seedOption = Option<UInt64>("seed", value: "S", help: "the random seed of the simulated rows (default 20260101)", .unsigned)
+    static let json = Flag("json", help: "also print every measurement as one JSON line")
+    static let noIsolate = Flag("no-isolate", help: "run every configuration in this process (peak memory is then cumulative)")
+    static let single = Option<String>("single", value: "ROWS:SITES:MODEL:MODE",
+                                       help: "internal: measure one configuration and print its result line (what each child process runs)")
 
-    static func run(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["rows", "sites", "models", "modes", "seed", "single", "repeat"],
-                              flags: ["no-isolate", "json", "help"])
-        if a.has("help") { print(help); return 0 }
-        let seed = try UInt64(a.value("seed") ?? "20260101").orThrow("--seed must be a non-negative integer")
-        if let single = a.value("single") {
+    static let command = Command(
+        "bench", abstract: "Simulated rows; timing, rounds, bytes, memory, in process and over agents.",
+        discussion: """
+        Simulated rows (BenchmarkData: x1, x2, x3 ~ N(0,1), about 5 rows per patient) split over K sites,
+        fitted with \(Model.slope.formula) (slope),
+        \(Model.patient.formula) (patient)
+        and the GLMM \(Model.binary.formula) (binary, binomial logit, Laplace),
+        in process (SiteService on in-memory DataTables) and over one agent per site on loopback mutual TLS.
+        Each configuration runs in a child process so that its peak memory (getrusage ru_maxrss) is its own.
+        FEDMIX_BENCH_CHILD=/path/to/fedmix measures another build with this one's report.
+        """,
+        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, json, noIsolate, single],
+        run: run)
+
+    static func run(_ a: ParsedArguments) throws -> Int32 {
+        let seed = a.value(seedOption, default: 20260101)
+        if let single = a.value(single) {
             // Child: one configuration, one result line.
+            try a.refuse([rowsOption, sitesOption, modelsOption, modesOption, repeatOption, json, noIsolate],
+                         "with --single (it measures the one configuration it names)")
             let parts = single.split(separator: ":").map(String.init)
             guard parts.count == 4, let rows = Int(parts[0]), let sites = Int(parts[1]),
                   let model = Model(rawValue: parts[2]), let mode = Mode(rawValue: parts[3]) else {
-                throw UsageError("--single ROWS:SITES:MODEL:MODE")
+                throw ArgumentError("--single ROWS:SITES:MODEL:MODE")
             }
             let m = try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: true)
             let data = try JSONEncoder().encode(m)
             print(resultPrefix + String(decoding: data, as: UTF8.self))
             return 0
         }
-        let rowsList = try (a.value("rows") ?? "100000,1000000").split(separator: ",").map {
-            try Int($0.replacingOccurrences(of: "_", with: "")).orThrow("--rows takes numbers (a comma list), e.g. 100000,1000000")
+        let rowsList = a.value(rowsOption, default: [100_000, 1_000_000])
+        let sites = a.value(sitesOption, default: 50)
+        guard rowsList.allSatisfy({ $0 >= 10 * sites }) else {
+            throw ArgumentError("every --rows must be at least 10 rows per site (--sites \(sites))")
         }
-        let sites = try Int(a.value("sites") ?? "50").orThrow("--sites must be a number")
-        guard sites > 0, rowsList.allSatisfy({ $0 >= 10 * sites }) else {
-            throw UsageError("--sites must be positive and every --rows at least 10 rows per site")
-        }
-        let models = try (a.value("models") ?? "slope,patient,binary").split(separator: ",").map {
-            try Model(rawValue: String($0)).orThrow("--models takes slope,patient,binary")
-        }
-        let modes = try (a.value("modes") ?? "in-process,federated").split(separator: ",").map {
-            try Mode(rawValue: String($0)).orThrow("--modes takes in-process,federated,federated-audit")
-        }
-        let isolate = !a.has("no-isolate")
-        let repeats = try Int(a.value("repeat") ?? "1").orThrow("--repeat must be a number")
-        guard repeats >= 1 else { throw UsageError("--repeat must be at least 1") }
+        let models = a.value(modelsOption, default: Model.allCases)
+        let modes = a.value(modesOption, default: [.inProcess, .federated])
+        let isolate = !a.flag(noIsolate)
+        let repeats = a.value(repeatOption, default: 1)
+        let printJSON = a.flag(json)
 
         print("fedmix bench: \(sites) sites, rows \(rowsList.map(group).joined(separator: ", ")), seed \(seed), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         for (i, m) in models.enumerated() { print("  model \(i + 1) (\(m.rawValue)): \(m.formula)") }
@@ -147,7 +156,7 @@ enum BenchCommand {
             }
         }
         print(table(results))
-        if a.has("json") {
+        if printJSON {
             let e = JSONEncoder(); e.outputFormatting = [.sortedKeys]
             print(String(decoding: try e.encode(results), as: UTF8.self))
         }
@@ -320,12 +329,6 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-extension Optional {
-    func orThrow(_ message: String) throws -> Wrapped {
-        guard let v = self else { throw UsageError(message) }
-        return v
-    }
-}
 
 /// CPU time of this process so far (user + system, all threads).
 func cpuSeconds() -> Double {

@@ -1,4 +1,5 @@
 import Foundation
+import CommandKit
 import Coordinator
 import Protocol
 import SiteAgent
@@ -6,24 +7,31 @@ import SiteAgent
 /// `fedmix demo`: a simulated hypertension registry over ten hospitals,
 /// fitted through local site agents, showing partial pooling.
 enum DemoCommand {
-    static func run(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["format", "output", "keep"], flags: ["in-process"])
-        let dir = a.value("keep") ?? NSTemporaryDirectory() + "fedmix-demo-\(getpid())"
+    static let keep = Option<String>("keep", value: "DIR", help: "write the registry's CSV files to DIR and keep them (default: a temporary folder, removed)")
+    static let command = Command(
+        "demo", abstract: "Simulated multi-site registry, local agents over TLS, fit and partial pooling.",
+        options: [Opt.format, Opt.output, keep, Opt.inProcess], run: run)
+
+    static func run(_ a: ParsedArguments) throws -> Int32 {
+        let format = a.value(Opt.format, default: .text)
+        let kept = a.value(keep)
+        let inProcess = a.flag(Opt.inProcess)
+        let dir = kept ?? NSTemporaryDirectory() + "fedmix-demo-\(getpid())"
         let files = try RegistrySimulator.writeDemo(to: dir)
-        defer { if a.value("keep") == nil { try? FileManager.default.removeItem(atPath: dir) } }
-        let federation = try LocalFederation.start(files: files, inProcess: a.has("in-process"))
+        defer { if kept == nil { try? FileManager.default.removeItem(atPath: dir) } }
+        let federation = try LocalFederation.start(files: files, inProcess: inProcess)
         defer { federation.close() }
         let result = try Analysis.fit(federation, dataset: "data", formula: RegistrySimulator.demoFormula)
-        if a.value("format") == "json" { try emit(result, format: "json", output: a.value("output")); return 0 }
+        if format == .json { try emit(result, a); return 0 }
         var text = """
         fedmix demo: a simulated hypertension registry at \(files.count) hospitals (\(dir)).
-        Each hospital runs a site agent (\(a.has("in-process") ? "in this process" : "mutual TLS on loopback, throwaway certificates")); only aggregates leave them.
+        Each hospital runs a site agent (\(inProcess ? "in this process" : "mutual TLS on loopback, throwaway certificates")); only aggregates leave them.
         Outcome: systolic pressure at 12 weeks (mmHg); hospitals differ in their average outcome.
 
         """
         text += Report.text(result)
         text += "\n" + poolingTable(result)
-        if let output = a.value("output") { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text) }
+        if let output = a.value(Opt.output) { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text) }
         return 0
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import CommandKit
 import Coordinator
 import Protocol
 import SiteAgent
@@ -6,16 +7,25 @@ import Math
 
 /// `fedmix local PATH...`: one site per CSV file.
 enum LocalCommand {
-    static func run(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["formula", "format", "output", "dataset", "family", "link", "nagq", "weights", "exclude-sites-missing-above", "missing-indicator", "filter"], flags: ["ml", "in-process"])
-        guard !a.positionals.isEmpty else { throw UsageError("give at least one CSV file or folder of CSV files") }
-        let formula = try a.require("formula")
-        let files = try siteFiles(a.positionals)
-        let federation = try LocalFederation.start(files: files, inProcess: a.has("in-process"))
+    static let paths = Positional("PATH", help: "CSV files, or folders of CSV files; each file is one site (its name is the file's stem)",
+                                  arity: .oneOrMore, missing: "give at least one CSV file or folder of CSV files")
+
+    static let command = Command(
+        "local", abstract: "Each CSV file (or each CSV in a folder) is one site; fits over local agents (mutual TLS on loopback).",
+        arguments: [paths],
+        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.inProcess],
+        notHere: ["dataset": "fedmix local serves each CSV file as the one dataset of its site; --dataset goes with --sites (fit, describe, explain, sensitivity)"],
+        run: run)
+
+    static func run(_ a: ParsedArguments) throws -> Int32 {
+        let formula = try a.require(Opt.requiredFormula)
+        let options = try fitOptions(a)
+        let missing = missingDataStrategy(a)
+        let files = try siteFiles(a.positionals(paths))
+        let federation = try LocalFederation.start(files: files, inProcess: a.flag(Opt.inProcess))
         defer { federation.close() }
-        let result = try Analysis.fit(federation, dataset: "data", formula: formula,
-                                      options: try fitOptions(a), missingData: try missingDataStrategy(a))
-        try emit(result, format: a.value("format") ?? "text", output: a.value("output"))
+        let result = try Analysis.fit(federation, dataset: "data", formula: formula, options: options, missingData: missing)
+        try emit(result, a)
         return 0
     }
 

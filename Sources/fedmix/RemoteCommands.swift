@@ -1,32 +1,55 @@
 import Foundation
+import CommandKit
 import Coordinator
 import Protocol
 import SiteAgent
 
 /// `fedmix fit` and `fedmix describe` against agents listed in a sites file.
 enum RemoteCommands {
-    static func fit(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["sites", "dataset", "formula", "format", "output", "family", "link", "nagq", "weights", "exclude-sites-missing-above", "missing-indicator", "filter"], flags: ["ml", "dry-run"])
-        let sites = try SitesFile.load(path: try a.require("sites"))
-        let federation = try sites.connect()
+    static let sites = Option<String>("sites", value: "FILE", help: Opt.sites.info.help, required: true)
+    static let dataset = Option<String>("dataset", value: "NAME", help: Opt.dataset.info.help, required: true)
+        static let dryRun = Flag("dry-run", help: "print what each site would send (as fedmix explain) and stop; nothing is fitted")
+
+    static let fitCommand = Command(
+        "fit", abstract: "Fits the model over the agents of a sites file.",
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [dryRun],
+        run: fit)
+
+    static func fit(_ a: ParsedArguments) throws -> Int32 {
+        let dataset = try a.require(dataset), formula = try a.require(Opt.requiredFormula)
+        let options = try fitOptions(a)
+        let missing = missingDataStrategy(a)
+        let dry = a.flag(dryRun)
+        if dry && a.value(Opt.format) == .json {
+            throw ArgumentError("--dry-run prints text (what each site would send); --format json applies to fits")
+        }
+        let federation = try SitesFile.load(path: try a.require(sites)).connect()
         defer { federation.close() }
-        if a.has("dry-run") { print(try ExplainCommand.text(federation, a), terminator: ""); return 0 }
-        let result = try Analysis.fit(federation, dataset: try a.require("dataset"), formula: try a.require("formula"),
-                                      options: try fitOptions(a), missingData: try missingDataStrategy(a))
-        try emit(result, format: a.value("format") ?? "text", output: a.value("output"))
+        if dry {
+            try write(try ExplainCommand.text(federation, dataset: dataset, formula: formula, options: options, missingData: missing), a)
+            return 0
+        }
+        let result = try Analysis.fit(federation, dataset: dataset, formula: formula, options: options, missingData: missing)
+        try emit(result, a)
         return 0
     }
 
-    static func describe(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: ["sites", "dataset", "format"], flags: [])
-        let sites = try SitesFile.load(path: try a.require("sites"))
-        let federation = try sites.connect()
+    static let describeCommand = Command(
+        "describe", abstract: "Each site's variables: types, missing values, levels (counts below a site's min_cell suppressed).",
+        options: [sites, dataset, Opt.format],
+        run: describe)
+
+    static func describe(_ a: ParsedArguments) throws -> Int32 {
+        let dataset = try a.require(dataset)
+        let format = a.value(Opt.format, default: .text)
+        let federation = try SitesFile.load(path: try a.require(sites)).connect()
         defer { federation.close() }
-        let d = try Analysis.describe(federation, dataset: try a.require("dataset"))
-        if a.value("format") == "json" {
+        let d = try Analysis.describe(federation, dataset: dataset)
+        switch format {
+        case .json:
             let e = JSONEncoder(); e.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try e.encode(d), as: UTF8.self))
-        } else {
+        case .text:
             print(DescribeReport.text(d))
         }
         return 0
@@ -35,21 +58,34 @@ enum RemoteCommands {
 
 /// `fedmix certs init DIR` and `fedmix certs issue --ca DIR --name NAME --out DIR`.
 enum CertsCommand {
-    static func run(_ args: [String]) throws -> Int32 {
-        guard let sub = args.first else { throw UsageError("fedmix certs init DIR | fedmix certs issue --ca DIR --name NAME --out DIR") }
-        let a = try Arguments(Array(args.dropFirst()), options: ["ca", "name", "out", "days"], flags: ["force"])
-        switch sub {
-        case "init":
-            guard let dir = a.positionals.first else { throw UsageError("fedmix certs init DIR") }
-            try Certificates.createAuthority(directory: dir, days: Int(a.value("days") ?? "3650") ?? 3650, overwrite: a.has("force"))
-            print("wrote \(dir)/ca.pem (give to every agent and coordinator) and \(dir)/ca.key (keep offline; mode 0600)")
-        case "issue":
-            let out = try a.require("out"), name = try a.require("name")
-            try Certificates.issue(caDirectory: try a.require("ca"), name: name, outDirectory: out,
-                                   days: Int(a.value("days") ?? "825") ?? 825)
-            print("wrote \(out)/cert.pem and \(out)/key.pem (mode 0600) for \(name)")
-        default: throw UsageError("unknown certs command \"\(sub)\"; use init or issue")
-        }
+    static let directory = Positional("DIR", help: "where to write ca.pem and ca.key", missing: "fedmix certs init DIR: give the folder for the CA")
+    static let force = Flag("force", help: "replace an existing CA in DIR (every certificate it issued stops being trusted)")
+    static let ca = Option<String>("ca", value: "DIR", help: "the CA's folder (ca.pem, ca.key)", required: true)
+    static let name = Option<String>("name", value: "NAME", help: "the certificate's name (CN and subjectAltName): a host name, or \"coordinator\"", required: true)
+    static let out = Option<String>("out", value: "DIR", help: "where to write cert.pem and key.pem (replaced if present)", required: true)
+    static func days(_ d: Int) -> Option<Int> {
+        Option("days", value: "N", help: "validity in days (default \(d))", .integer(in: 1...36600))
+    }
+    static let caDays = days(3650), certDays = days(825)
+
+    static let group = CommandGroup("certs", abstract: "The deployment's certificates: a CA, and one certificate per agent and coordinator.", commands: [
+        Command("init", abstract: "Creates the deployment's CA (keep ca.key offline).", arguments: [directory], options: [caDays, force],
+                notHere: ["out": "give the folder as an argument: fedmix certs init DIR"], run: initCA),
+        Command("issue", abstract: "Issues a certificate signed by the CA, for an agent or the coordinator.", options: [ca, name, out, certDays],
+                notHere: ["force": "certs issue always replaces the files in --out"], run: issue),
+    ])
+
+    static func initCA(_ a: ParsedArguments) throws -> Int32 {
+        let dir = a.positional(directory)!
+        try Certificates.createAuthority(directory: dir, days: a.value(caDays, default: 3650), overwrite: a.flag(force))
+        print("wrote \(dir)/ca.pem (give to every agent and coordinator) and \(dir)/ca.key (keep offline; mode 0600)")
+        return 0
+    }
+
+    static func issue(_ a: ParsedArguments) throws -> Int32 {
+        let out = try a.require(out), name = try a.require(name)
+        try Certificates.issue(caDirectory: try a.require(ca), name: name, outDirectory: out, days: a.value(certDays, default: 825))
+        print("wrote \(out)/cert.pem and \(out)/key.pem (mode 0600) for \(name)")
         return 0
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import ExecutableSupport
 import Coordinator
 import Protocol
 import SiteAgent
@@ -16,24 +17,6 @@ final class AgentProcessTests: XCTestCase {
     var pki: TestPKI { Self.pki }
 
     override class func tearDown() { pki.remove() }
-
-    /// The fedmix-agent executable next to the test bundle (`swift test` and
-    /// `swift build` build it), or an error saying how to build it.
-    private func agentExecutable() throws -> URL {
-        var directories: [URL] = [
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),  // Linux: …/debug/fedmixPackageTests.xctest
-            Bundle.main.bundleURL,
-            Bundle(for: AgentProcessTests.self).bundleURL.deletingLastPathComponent(),   // macOS: …/debug/fedmixPackageTests.xctest/
-        ]
-        if let e = Bundle.main.executableURL { directories.append(e.deletingLastPathComponent()) }
-        for d in directories {
-            let candidate = d.appendingPathComponent("fedmix-agent")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        }
-        var searched: [String] = []
-        for d in directories where !searched.contains(d.standardizedFileURL.path) { searched.append(d.standardizedFileURL.path) }
-        throw AgentProcessError("fedmix-agent is not built (looked in \(searched.joined(separator: ", "))); run `swift build` (or `swift build --build-tests`) first")
-    }
 
     /// Writes DIR/agent-SITE.json for the site file and starts the agent on port 0.
     private func startAgent(_ binary: URL, csv: URL, maxLineBytes: Int? = nil) throws -> AgentProcess {
@@ -75,7 +58,7 @@ final class AgentProcessTests: XCTestCase {
     /// (1e-10) and lme4's; SIGTERM stops each agent with status 0 within 5 s,
     /// one of them while a coordinator is still connected.
     func testAgentExecutablesServeAFitAndStopOnSIGTERM() throws {
-        let binary = try agentExecutable()
+        let binary = try Executables.agent()
         let files = try Fixtures.siteFiles("sleepstudy")
         let agents = try files.map { try startAgent(binary, csv: $0) }
         XCTAssertEqual(Set(agents.map(\.port)).count, 3, "three different ports")
@@ -112,7 +95,7 @@ final class AgentProcessTests: XCTestCase {
     /// Criterion 5 with a real process: the agent of "north" is killed
     /// (SIGKILL) once it has answered prepare; the fit fails naming "north".
     func testAgentProcessKilledAfterPrepareFailsTheFitNamingTheSite() throws {
-        let binary = try agentExecutable()
+        let binary = try Executables.agent()
         let files = try Fixtures.siteFiles("sleepstudy")
         let agents = try files.map { try startAgent(binary, csv: $0) }
         let connected = try sitesFile(agents).connect(timeout: 10)
@@ -141,7 +124,7 @@ final class AgentProcessTests: XCTestCase {
     /// reason (expired certificate, another CA, a name not allowed,
     /// plaintext) and still serves a good coordinator afterwards.
     func testAgentProcessLogsWhyItRefusedConnections() throws {
-        let binary = try agentExecutable()
+        let binary = try Executables.agent()
         let agent = try startAgent(binary, csv: try Fixtures.siteFiles("sleepstudy")[0])
         let refused: [(TLSIdentity, String)] = [
             (try pki.issue("coordinator", days: -1, notBeforeOffsetDays: -10), "certificate verify failed: certificate has expired"),

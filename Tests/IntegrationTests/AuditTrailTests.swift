@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import ExecutableSupport
 import Synchronization
 import CSQLite
 import Coordinator
@@ -18,15 +19,6 @@ final class AuditTrailTests: XCTestCase {
     static let pki: TestPKI = try! TestPKI("audit-trail")
     var pki: TestPKI { Self.pki }
     override class func tearDown() { pki.remove() }
-
-    func executable(_ name: String) throws -> URL {
-        let directories = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(), Bundle.main.bundleURL,
-                           Bundle(for: AuditTrailTests.self).bundleURL.deletingLastPathComponent()]
-        for d in directories where FileManager.default.isExecutableFile(atPath: d.appendingPathComponent(name).path) {
-            return d.appendingPathComponent(name)
-        }
-        throw AgentProcessError("\(name) is not built next to the tests; run `swift build --build-tests` first")
-    }
 
     struct Agent {
         let process: AgentProcess
@@ -51,7 +43,7 @@ final class AuditTrailTests: XCTestCase {
         ]
         let configPath = pki.root + "/\(name)-\(tag).json"
         try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: configPath))
-        let process = try AgentProcess(binary: try executable("fedmix-agent"), configPath: configPath, site: site,
+        let process = try AgentProcess(binary: try Executables.agent(), configPath: configPath, site: site,
                                        serverName: name, logDirectory: pki.root)
         addTeardownBlock { process.kill() }
         return Agent(process: process, configPath: configPath, logPath: logPath)
@@ -66,7 +58,7 @@ final class AuditTrailTests: XCTestCase {
     /// Runs `fedmix-agent ARGS`; returns (status, stdout, stderr).
     func agentCommand(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
-        p.executableURL = try executable("fedmix-agent")
+        p.executableURL = try Executables.agent()
         p.arguments = args
         let out = Pipe(), err = Pipe()
         p.standardOutput = out; p.standardError = err
@@ -162,7 +154,7 @@ final class AuditTrailTests: XCTestCase {
             XCTAssertEqual(entries[i - 1].messageID, e.messageID)
         }
         // The agent restarts on the same log and goes on appending to it.
-        let restarted = try AgentProcess(binary: try executable("fedmix-agent"), configPath: victim.configPath, site: "north",
+        let restarted = try AgentProcess(binary: try Executables.agent(), configPath: victim.configPath, site: "north",
                                          serverName: victim.process.serverName, logDirectory: pki.root)
         addTeardownBlock { restarted.kill() }
         try restarted.assertStopsOnSIGTERM()

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import ExecutableSupport
 import Coordinator
 import Protocol
 import SiteAgent
@@ -19,7 +20,7 @@ final class RotationTests: XCTestCase {
 
     /// The deployment moves from CA A (TestPKI's "ca") to CA B ("other-ca").
     func testSIGHUPRotatesCertificateAndCAWhileAFitIsInFlight() throws {
-        let binary = try rotationAgentExecutable()
+        let binary = try Executables.agent()
         let pki = try TestPKI("rotation")
         defer { pki.remove() }
         let caA = pki.caDirectory, caB = pki.otherCADirectory
@@ -205,19 +206,6 @@ final class RotationTests: XCTestCase {
 
 private func copyFile(_ from: String, to: String) throws {
     try Data(contentsOf: URL(fileURLWithPath: from)).write(to: URL(fileURLWithPath: to), options: .atomic)
-}
-
-/// The fedmix-agent executable next to the test bundle.
-private func rotationAgentExecutable() throws -> URL {
-    var directories = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                       Bundle.main.bundleURL,
-                       Bundle(for: RotationTests.self).bundleURL.deletingLastPathComponent()]
-    if let e = Bundle.main.executableURL { directories.append(e.deletingLastPathComponent()) }
-    for d in directories {
-        let candidate = d.appendingPathComponent("fedmix-agent")
-        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-    }
-    throw RotationTestError("fedmix-agent is not built (looked in \(directories.map(\.path))); run swift build --build-tests first")
 }
 
 private struct RotationTestError: Error, CustomStringConvertible {

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 import CSQLite
 import Protocol
+import ExecutableSupport
 @testable import SiteAgent
 #if canImport(Glibc)
 import Glibc
@@ -327,7 +328,7 @@ final class AgentCheckTests: XCTestCase {
     func assertAuditFolderNotWritableAsAnotherUser() throws {
         let setpriv = "/usr/bin/setpriv"
         guard FileManager.default.isExecutableFile(atPath: setpriv) else { throw XCTSkip("no setpriv to drop root") }
-        let binary = try agentExecutable()
+        let binary = try Executables.agent()
         let config = try write(goodConfig())
         let nobody: UInt32 = 65534
         for path in try FileManager.default.subpathsOfDirectory(atPath: dir).map({ dir + "/" + $0 }) + [dir]
@@ -365,7 +366,7 @@ final class AgentCheckTests: XCTestCase {
     /// The real `fedmix-agent check`: exit 0 and ok lines for the good
     /// configuration; exit 1 with a FAIL line and its fix for a mismatched key.
     func testExecutableExitStatus() throws {
-        let binary = try agentExecutable()
+        let binary = try Executables.agent()
         let good = try run(binary, ["check", "--config", try write(goodConfig())])
         XCTAssertEqual(good.status, 0, good.output)
         XCTAssertTrue(good.output.hasPrefix("fedmix-agent \(fedmixAgentVersion) (protocol \(protocolVersion)): checking "), good.output)
@@ -385,19 +386,6 @@ final class AgentCheckTests: XCTestCase {
         XCTAssertEqual(usage.status, 2, usage.output)
         let version = try run(binary, ["--version"])
         XCTAssertEqual(version.output, "fedmix-agent \(fedmixAgentVersion) (protocol \(protocolVersion))\n")
-    }
-
-    /// The fedmix-agent executable next to the test bundle.
-    func agentExecutable() throws -> URL {
-        var directories = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                           Bundle.main.bundleURL,
-                           Bundle(for: AgentCheckTests.self).bundleURL.deletingLastPathComponent()]
-        if let e = Bundle.main.executableURL { directories.append(e.deletingLastPathComponent()) }
-        for d in directories {
-            let candidate = d.appendingPathComponent("fedmix-agent")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        }
-        throw XCTSkip("fedmix-agent is not built next to the tests (run swift build --build-tests)")
     }
 
     func run(_ binary: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {

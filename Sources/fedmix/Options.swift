@@ -1,0 +1,112 @@
+import Foundation
+import CommandKit
+import Coordinator
+import Protocol
+
+/// The options several `fedmix` commands share, declared once: each command
+/// lists the ones it takes, and reads them through the functions below.
+enum Opt {
+    // Where the data is.
+    static let sites = Option<String>("sites", value: "FILE", help: "the sites file: the coordinator's certificate and each agent's address")
+    static let dataset = Option<String>("dataset", value: "NAME", help: "the dataset, as the agents' configurations name it")
+    static let inProcess = Flag("in-process", help: "run the local site agents in this process (protocol lines, no TLS) instead of over loopback TLS")
+
+    // The model.
+    static let formula = Option<String>("formula", value: "F", help: formulaHelp)
+    /// For the commands that always need a formula.
+    static let requiredFormula = Option<String>("formula", value: "F", help: formulaHelp, required: true)
+    static let formulaHelp = "the model in lme4's formula language, e.g. 'y ~ x + (1 | site)'"
+    static let family = Option<Family>("family", value: "NAME", help: "gaussian (the default: a linear mixed model), binomial or poisson",
+                                       .oneOf([("gaussian", .gaussian), ("binomial", .binomial), ("poisson", .poisson)]))
+    static let link = Option<Link>("link", value: "LINK", help: "binomial: logit (the default), probit or cloglog; poisson: log",
+                                   .oneOf([("logit", .logit), ("probit", .probit), ("cloglog", .cloglog), ("log", .log), ("identity", .identity)]))
+    static let nagq = Option<Int>("nagq", value: "N", help: "GLMMs: adaptive Gauss-Hermite points per group, 1 (Laplace, the default) to 25",
+                                  .integer(in: 1...25))
+    static let ml = Flag("ml", help: "linear mixed models: maximum likelihood instead of REML")
+    static let weights = Option<String>("weights", value: "VAR",
+                                        help: "prior weights, as lmer/glmer read them: LMM rows scaled by √w; binomial: trials of a proportion response; Poisson: log-likelihood multipliers")
+    static let filter = Option<String>("filter", value: "EXPR", help: "fit on the rows it selects at every site, e.g. 'age >= 50 & sex == \"F\"'")
+    static let excludeAbove = Option<Assignment>("exclude-sites-missing-above", value: "VAR=F",
+                                                 help: "leave out sites where VAR is missing in more than the fraction F of rows",
+                                                 repeatable: true, Assignment.parser(fractions: true, several: false))
+    static let missingIndicator = Option<Assignment>("missing-indicator", value: "VAR=VALUE",
+                                                     help: "fill the covariate VAR with VALUE where missing and add missing(VAR) as a 0/1 term",
+                                                     repeatable: true, Assignment.parser(fractions: false, several: false))
+
+    // The result.
+    static let format = Option<OutputFormat>("format", value: "FORMAT", help: "text (lme4's summary; the default) or json", .cases)
+    static let output = Option<String>("output", value: "FILE", help: "write the result to FILE instead of standard output")
+
+    /// The options of a model: family, link, quadrature, method, weights, filter.
+    static let model: [any OptionDeclaration] = [family, link, nagq, ml, weights, filter]
+    /// The missing-data options of a single fit.
+    static let missingData: [any OptionDeclaration] = [excludeAbove, missingIndicator]
+    static let result: [any OptionDeclaration] = [format, output]
+}
+
+enum OutputFormat: String, CaseIterable, Sendable { case text, json }
+
+/// VAR=NUMBER or VAR=NUMBER,NUMBER,...
+struct Assignment: Sendable, Equatable {
+    var variable: String
+    var numbers: [Double]
+
+    static func parser(fractions: Bool, several: Bool) -> ValueParser<Assignment> {
+        let form = several ? "VAR=NUMBER[,NUMBER...]" : "VAR=NUMBER"
+        return ValueParser { text in
+            guard let eq = text.firstIndex(of: "="), eq != text.startIndex else { throw InvalidValue("takes \(form)") }
+            let numbers = text[text.index(after: eq)...].split(separator: ",", omittingEmptySubsequences: false)
+                .map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard !numbers.isEmpty, numbers.allSatisfy({ $0?.isFinite == true }) else { throw InvalidValue("takes \(form)") }
+            if !several && numbers.count > 1 {
+                throw InvalidValue("takes one number per variable in a fit (\(form)); fedmix sensitivity compares several")
+            }
+            if fractions && !numbers.allSatisfy({ (0...1).contains($0!) }) {
+                throw InvalidValue("takes fractions of rows, from 0 to 1")
+            }
+            return Assignment(variable: String(text[..<eq]), numbers: numbers.map { $0! })
+        }
+    }
+}
+
+/// --ml, --family, --link, --nagq, --weights and --filter as fit options.
+func fitOptions(_ a: ParsedArguments) throws -> FitOptions {
+    let family = a.value(Opt.family, default: .gaussian)
+    let nagq = a.value(Opt.nagq)
+    let ml = a.flag(Opt.ml)
+    if family == .gaussian && nagq != nil { throw ArgumentError("--nagq applies to GLMMs (--family binomial or poisson)") }
+    if family != .gaussian && ml { throw ArgumentError("--ml applies to linear mixed models; GLMMs are always fitted by maximum likelihood") }
+    var options = FitOptions(method: ml ? .ml : .reml, family: family, link: a.value(Opt.link), nAGQ: nagq ?? 1)
+    options.filter = a.value(Opt.filter)
+    options.weights = a.value(Opt.weights)
+    return options
+}
+
+/// --exclude-sites-missing-above and --missing-indicator as the strategy of one fit.
+func missingDataStrategy(_ a: ParsedArguments) -> MissingDataStrategy {
+    var s = MissingDataStrategy()
+    for x in a.values(Opt.excludeAbove) { s.excludeAbove[x.variable] = x.numbers[0] }
+    for x in a.values(Opt.missingIndicator) { s.indicators[x.variable] = x.numbers[0] }
+    return s
+}
+
+/// Writes text to --output FILE, or to standard output.
+func write(_ text: String, _ a: ParsedArguments) throws {
+    if let output = a.value(Opt.output) { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text, terminator: "") }
+}
+
+/// Writes a result in the --format asked for, to --output or standard output.
+func emit(_ r: FitResult, _ a: ParsedArguments) throws {
+    switch a.value(Opt.format, default: .text) {
+    case .text: try write(Report.text(r), a)
+    case .json: try write(try r.json() + "\n", a)
+    }
+}
+
+extension Coordinator.UsageError: UsageFailure {
+    public var usageMessage: String { message }
+}
+
+extension FileHandle {
+    func write(_ s: String) { write(Data(s.utf8)) }
+}
