@@ -37,7 +37,12 @@ public enum DescribeReport {
             levels.sort { $0.utf8.lexicographicallyPrecedes($1.utf8) }
             out += " \(n): " + levels.map { l in
                 "\(l) [" + views.map { v in v!.levels!.first { $0.level == l }.map { $0.count.description } ?? "0" }.joined(separator: " ") + "]"
-            }.joined(separator: ", ") + "\n"
+            }.joined(separator: ", ")
+            let held = views.map { $0?.suppressedLevels ?? 0 }
+            if held.contains(where: { $0 > 0 }) {
+                out += "; not named (fewer rows than the site's threshold): " + held.map(String.init).joined(separator: " ") + " level(s) per site"
+            }
+            out += "\n"
         }
         return out
     }

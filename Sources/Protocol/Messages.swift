@@ -133,9 +133,16 @@ public struct VariableDescription: Codable, Sendable, Equatable {
     /// Distinct non-missing values.
     public var distinct: Int
     /// Nil when the variable has too many distinct values to list (identifiers).
+    /// Levels held by fewer than the site's min_cell rows are never named.
     public var levels: [Level]?
-    public init(name: String, type: VariableInfo.Kind, missing: DisclosedCount, distinct: Int, levels: [Level]?) {
+    /// How many levels were held back because fewer than min_cell rows have
+    /// them (absent when none were).
+    public var suppressedLevels: Int?
+    enum CodingKeys: String, CodingKey { case name, type, missing, distinct, levels, suppressedLevels = "suppressed_levels" }
+    public init(name: String, type: VariableInfo.Kind, missing: DisclosedCount, distinct: Int, levels: [Level]?,
+                suppressedLevels: Int? = nil) {
         self.name = name; self.type = type; self.missing = missing; self.distinct = distinct; self.levels = levels
+        self.suppressedLevels = suppressedLevels
     }
 }
 

@@ -151,12 +151,22 @@ public final class SiteService: Sendable {
 
     // MARK: describe
 
+    /// Describes a dataset within the disclosure rules: nothing of a dataset
+    /// below min_rows; a level (or a numeric value listed as one) is named
+    /// only when at least min_cell rows have it, and the others are counted;
+    /// a text column whose values are mostly numbers (a numeric column with
+    /// unparsable cells) lists no values at all, since its rare values are
+    /// exactly the extremes and typos that identify a row.
     func describe(_ r: DescribeRequest) throws -> SiteDescription {
         let table = try load(r.dataset)
+        guard table.rowCount == 0 || table.rowCount >= policy.minRows else {
+            throw SiteError.disclosure("the dataset has fewer rows than this site's minimum of \(policy.minRows), so nothing of it is described or fitted here (rule min_rows)")
+        }
         var vars: [VariableDescription] = []
         for c in table.columns where mayUse(c.name) {
             var missing = 0
             var levels: [VariableDescription.Level]? = nil
+            var suppressed = 0
             let distinct: Int
             switch c.data {
             case .numeric(let v):
@@ -170,19 +180,25 @@ public final class SiteService: Sendable {
                         let label = RNumberFormat.format(x)
                         if let last = merged.last, last.0 == label { merged[merged.count - 1].2 += n } else { merged.append((label, x, n)) }
                     }
-                    levels = merged.map { .init(level: $0.0, count: disclosed($0.2)) }
+                    levels = merged.filter { $0.2 >= policy.minCell }.map { .init(level: $0.0, count: disclosed($0.2)) }
+                    suppressed = merged.count - levels!.count
                 }
             case .text(let v):
                 var counts: [String: Int] = [:]
                 for x in v { if let x { counts[x, default: 0] += 1 } else { missing += 1 } }
                 distinct = counts.count
-                if distinct <= policy.maxListedLevels {
-                    levels = counts.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+                let numbers = counts.reduce(0) { $0 + (Double($1.key) != nil ? $1.value : 0) }
+                let mostlyNumbers = policy.minCell > 0 && 2 * numbers > counts.values.reduce(0, +)
+                if distinct <= policy.maxListedLevels && !mostlyNumbers {
+                    let listed = counts.keys.filter { counts[$0]! >= policy.minCell }
+                    levels = listed.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
                         .map { .init(level: $0, count: disclosed(counts[$0]!)) }
+                    suppressed = distinct - listed.count
                 }
             }
             vars.append(VariableDescription(name: c.name, type: c.isNumeric ? .numeric : .text,
-                                            missing: disclosed(missing), distinct: distinct, levels: levels))
+                                            missing: disclosed(missing), distinct: distinct, levels: levels,
+                                            suppressedLevels: suppressed > 0 ? suppressed : nil))
         }
         return SiteDescription(site: site, dataset: r.dataset, rows: table.rowCount, variables: vars)
     }

@@ -270,7 +270,7 @@ final class ErrorTests: XCTestCase {
         guard let e = fitError(fed, "y ~ x + (1 | site)", SiteFailure.self) else { return }
         XCTAssertEqual(e.site, "S")
         XCTAssertEqual(e.code, "disclosure_refused")
-        XCTAssertTrue(e.message.contains("fewer than 5 rows"), e.message)
+        XCTAssertTrue(e.message.contains("fewer rows than this site's minimum of 10"), e.message)
         XCTAssertTrue(e.message.contains("(rule min_rows)"), e.message)
         XCTAssertFalse(e.message.contains("3"), "a small count is not disclosed: \(e.message)")
     }

@@ -300,18 +300,23 @@ final class ModelFrameTests: XCTestCase {
         let sex = try XCTUnwrap(d.variables.first { $0.name == "sex" })
         XCTAssertEqual(sex.type, .text)
         XCTAssertEqual(sex.missing, .below(5), "2 missing values are fewer than min_cell")
-        XCTAssertEqual(sex.levels, [.init(level: "F", count: .exact(8)), .init(level: "M", count: .below(5))])
+        // A level held by fewer than min_cell rows is not named at all (its
+        // name alone would say that such a patient exists); it is counted.
+        XCTAssertEqual(sex.levels, [.init(level: "F", count: .exact(8))])
+        XCTAssertEqual(sex.suppressedLevels, 1)
         let x = try XCTUnwrap(d.variables.first { $0.name == "x" })
         XCTAssertEqual(x.missing, .exact(0), "zero is disclosed")
-        XCTAssertEqual(x.levels, [.init(level: "1", count: .below(5)), .init(level: "2", count: .exact(5)), .init(level: "3", count: .exact(7))])
+        XCTAssertEqual(x.levels, [.init(level: "2", count: .exact(5)), .init(level: "3", count: .exact(7))])
+        XCTAssertEqual(x.suppressedLevels, 1)
         let age = try XCTUnwrap(d.variables.first { $0.name == "age" })
         XCTAssertEqual(age.missing, .below(5))
-        XCTAssertEqual(age.levels?.count, 12)
-        XCTAssertTrue(age.levels?.allSatisfy { $0.count == .below(5) } ?? false, "single rows are never shown as 1")
+        XCTAssertEqual(age.levels, [], "no single age is named")
+        XCTAssertEqual(age.suppressedLevels, 12)
 
-        // On the wire: "<5", never the exact small count.
+        // On the wire: "<5", never the exact small count, and no rare level's name.
         let line = s.handle(line: try LineCodec.encode(.describe(DescribeRequest(dataset: "main")), id: 8))
-        XCTAssertTrue(line.contains("{\"count\":\"<5\",\"level\":\"M\"}"), line)
+        XCTAssertFalse(line.contains("\"M\""), line)
+        XCTAssertFalse(line.contains("\"92\""), line)
         XCTAssertTrue(line.contains("\"missing\":\"<5\""), line)
         XCTAssertFalse(line.contains("\"count\":3"), line)
         XCTAssertFalse(line.contains("\"count\":1,"), line)
