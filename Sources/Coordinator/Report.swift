@@ -23,7 +23,7 @@ public enum Report {
         } else {
             line(table([["AIC", "BIC", "logLik", "deviance", "df.resid"],
                         [fmt(r.aic, digits: 5), fmt(r.bic, digits: 5), fmt(r.loglik, digits: 5),
-                         fmt(-2 * r.loglik, digits: 5), String(r.nObs - r.fixedEffects.count - r.theta.count - 1)]],
+                         fmt(-2 * r.loglik, digits: 5), String(dfResid(r))]],
                        rightAlign: true, indent: " "))
         }
         line()
@@ -111,6 +111,12 @@ public enum Report {
     }
 
     /// Per-site missing data for the model's variables, sites losing most first.
+    /// lme4's df.resid: rows used minus parameters (fixed effects, θ, and σ
+    /// for linear models only: binomial and Poisson models have no scale).
+    public static func dfResid(_ r: FitResult) -> Int {
+        r.nObs - r.fixedEffects.count - r.theta.count - (r.model.family == "gaussian" ? 1 : 0)
+    }
+
     public static func missingTable(_ r: FitResult) -> String {
         let vars = r.variables
         var rows: [[String]] = [["site", "rows", "used", "dropped"] + vars]
