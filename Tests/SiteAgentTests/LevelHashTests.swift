@@ -39,6 +39,11 @@ final class LevelHashTests: XCTestCase {
     func testHashIsTruncatedHMACSHA256OfTheNetstrings() throws {
         XCTAssertEqual(try LevelHasher(salt: Self.salt, variable: "primary").hash("17"), "2b92037037dd2d1c")
         XCTAssertEqual(try LevelHasher(salt: Self.salt, variable: "ward").hash("Ward B"), "940ba3914db08faa")
+        // One hasher, many codes: each hash starts afresh from the key.
+        let ward = try LevelHasher(salt: Self.salt, variable: "ward")
+        _ = ward.hash("Ward A"); _ = ward.hash("")
+        XCTAssertEqual(ward.hash("Ward B"), "940ba3914db08faa")
+        XCTAssertEqual(ward.hash("Ward B"), "940ba3914db08faa")
         XCTAssertEqual(try LevelHasher(salt: Self.salt.uppercased(), variable: "ward").hash("Ward B"), "940ba3914db08faa", "hex case does not matter")
         // The variable's name is part of the message: the same code in two variables does not link them.
         XCTAssertNotEqual(try LevelHasher(salt: Self.salt, variable: "school").hash("17"), "2b92037037dd2d1c")
