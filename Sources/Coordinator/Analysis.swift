@@ -22,12 +22,16 @@ public enum Analysis {
     }
 
     /// The grouping variables of a formula whose nesting in the sites must
-    /// be checked (all but `site`); none when the formula does not parse
+    /// be checked: the components of every grouping factor that does not
+    /// name `site` (`site:ward` and `site/ward` are nested by construction,
+    /// so their codes are not hashed). None when the formula does not parse
     /// (resolving it then reports why).
     public static func groupingVariables(_ formula: String) -> [String] {
         guard let parsed = try? Formula.parse(formula) else { return [] }
         var out: [String] = []
-        for t in parsed.random { for v in t.grouping where v != "site" && !out.contains(v) { out.append(v) } }
+        for t in parsed.random where !t.grouping.contains("site") {
+            for v in t.grouping where !out.contains(v) { out.append(v) }
+        }
         return out
     }
 

@@ -150,10 +150,17 @@ final class GroupingChecksTests: XCTestCase {
     func testLocalCodesThatDifferStillFitAsNested() throws {
         for text in [false, true] {
             let files = try manyLevelSites(text: text, perSite: text ? 60 : 30)
-            let implicit = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | local)")
-            let explicit = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | site:local)")
+            let recorded = Recording(inProcessFederation(files: files))
+            let implicit = try Analysis.fit(recorded.federation, dataset: "data", formula: "y ~ x + (1 | local)")
+            XCTAssertEqual(recorded.hashRequests, [["local"], ["local"], ["local"]], "one describe per site asks for local's hashes")
+            let explicitRecorded = Recording(inProcessFederation(files: files))
+            let explicit = try Analysis.fit(explicitRecorded.federation, dataset: "data", formula: "y ~ x + (1 | site:local) + (1 | site/g)")
+            XCTAssertEqual(explicitRecorded.hashRequests, [], "site-qualified factors are nested by construction: nothing hashed")
+            XCTAssertEqual(explicitRecorded.describes, 3)
+            XCTAssertEqual(explicit.nGroups, ["site:local": text ? 180 : 90, "g:site": text ? 180 : 90, "site": 3])
+            let plain = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | site:local)")
             XCTAssertEqual(implicit.nGroups, ["local": text ? 180 : 90])
-            XCTAssertEqual(implicit.objective, explicit.objective, accuracy: 1e-8 * abs(explicit.objective), "the same grouping under two spellings")
+            XCTAssertEqual(implicit.objective, plain.objective, accuracy: 1e-8 * abs(plain.objective), "the same grouping under two spellings")
         }
     }
 
@@ -225,6 +232,34 @@ final class GroupingChecksTests: XCTestCase {
         XCTAssertTrue(r.converged, r.messages.joined(separator: "; "))
         assertMatchesReference(r, try Fixtures.fit("scotssec-primary", "nested"), rel: 1e-5)
     }
+}
+
+/// A federation whose channels record the describe requests they pass on.
+final class Recording: @unchecked Sendable {
+    private let lock = NSLock()
+    private var requests: [DescribeRequest] = []
+    private(set) var federation: Federation!
+    init(_ inner: Federation) {
+        federation = Federation(channels: inner.channels.map { RecordingChannel($0, owner: self) })
+    }
+    func record(_ d: DescribeRequest) { lock.lock(); requests.append(d); lock.unlock() }
+    var describes: Int { lock.lock(); defer { lock.unlock() }; return requests.count }
+    /// The variables of each describe that asked for level hashes.
+    var hashRequests: [[String]] { lock.lock(); defer { lock.unlock() }; return requests.compactMap { $0.levelHashes?.variables } }
+}
+
+final class RecordingChannel: SiteChannel, @unchecked Sendable {
+    let inner: SiteChannel
+    unowned let owner: Recording
+    init(_ inner: SiteChannel, owner: Recording) { self.inner = inner; self.owner = owner }
+    var site: String { inner.site }
+    func call(_ request: Request) throws -> Reply {
+        if case .describe(let d) = request { owner.record(d) }
+        return try inner.call(request)
+    }
+    var bytesSent: Int { inner.bytesSent }
+    var bytesReceived: Int { inner.bytesReceived }
+    func close() { inner.close() }
 }
 
 /// A channel that drops the level hashes from describe answers (an older agent).
