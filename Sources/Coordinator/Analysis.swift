@@ -6,15 +6,40 @@ import Math
 import Protocol
 
 public enum Analysis {
-    /// One describe round: every site's variables, types, levels and missingness.
-    public static func describe(_ federation: Federation, dataset: String) throws -> [SiteDescription] {
-        try federation.round({ _ in .describe(DescribeRequest(dataset: dataset)) }) { reply, site in
+    /// One describe round: every site's variables, types, levels and
+    /// missingness. With `hashingLevelsOf`, the sites also send keyed hashes
+    /// of those variables' codes under a salt drawn for this round (at most
+    /// 20 variables), so that `VariableCatalog.requireNesting` can check
+    /// grouping factors with any number of levels.
+    public static func describe(_ federation: Federation, dataset: String,
+                                hashingLevelsOf variables: [String] = []) throws -> [SiteDescription] {
+        let hashes = variables.isEmpty ? nil
+            : LevelHashRequest(salt: LevelHasher.randomSalt(), variables: Array(variables.prefix(20)))
+        return try federation.round({ _ in .describe(DescribeRequest(dataset: dataset, levelHashes: hashes)) }) { reply, site in
             guard case .described(let d) = reply else { throw unexpected(reply, site, expected: "described") }
-            return d
+            return try ReplyChecks.check(d, asked: hashes, site: site)
         }
     }
 
-    /// Parses and resolves `formula` against the sites' descriptions.
+    /// The grouping variables of a formula whose nesting in the sites must
+    /// be checked: the components of every grouping factor that does not
+    /// name `site` (`site:ward` and `site/ward` are nested by construction,
+    /// so their codes are not hashed). None when the formula does not parse
+    /// (resolving it then reports why).
+    public static func groupingVariables(_ formula: String) -> [String] {
+        guard let parsed = try? Formula.parse(formula) else { return [] }
+        var out: [String] = []
+        for t in parsed.random where !t.grouping.contains("site") {
+            for v in t.grouping where !out.contains(v) { out.append(v) }
+        }
+        return out
+    }
+
+    /// Parses and resolves `formula` against the sites' descriptions, and
+    /// refuses what the descriptions already show to be unfit: a grouping
+    /// factor that crosses sites, a factor with one level. Grouping factors
+    /// whose nesting the descriptions cannot show (levels not listed, no
+    /// level hashes) pass here; `fit` checks them completely.
     public static func resolve(formula: String, descriptions: [SiteDescription],
                                family: Family = .gaussian, link: Link? = nil) throws -> ModelSpec {
         let parsed = try Formula.parse(formula)
@@ -23,7 +48,22 @@ public enum Analysis {
         let spec = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
                                        link: link ?? defaultLink(family))
         try catalog.requireNesting(spec)
+        try GroupingChecks.checkDescribed(spec, descriptions: descriptions)
         return spec
+    }
+
+    /// Refuses a grouping factor that crosses sites, whatever its number of
+    /// levels: with the level hashes in `descriptions`, or else with those of
+    /// one more describe round that asks for them.
+    static func requireNesting(_ spec: ModelSpec, descriptions: [SiteDescription], federation: Federation,
+                               dataset: String) throws {
+        let variables = VariableCatalog.nestingVariables(spec)
+        guard !variables.isEmpty else { return }
+        var catalog = VariableCatalog(descriptions)
+        if !catalog.hasLevelHashes && variables.contains(where: { if case .unknown = catalog.sharing($0) { return true }; return false }) {
+            catalog = VariableCatalog(try describe(federation, dataset: dataset, hashingLevelsOf: variables))
+        }
+        try catalog.requireNesting(spec, complete: true)
     }
 
     public static func defaultLink(_ f: Family) -> Link {
@@ -35,7 +75,7 @@ public enum Analysis {
                            options: FitOptions = FitOptions(),
                            missingData: MissingDataStrategy = MissingDataStrategy()) throws -> FitResult {
         let started = Date()
-        let descriptions = try describe(federation, dataset: dataset)
+        let descriptions = try describe(federation, dataset: dataset, hashingLevelsOf: groupingVariables(formula))
         return try fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
                        options: options, missingData: missingData, started: started)
     }
@@ -49,9 +89,14 @@ public enum Analysis {
         let used = excluded.isEmpty ? federation : Federation(channels: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
         let spec = try model(formula: formula, descriptions: keptDescriptions, options: options, missingData: missingData)
+        try requireNesting(spec, descriptions: keptDescriptions, federation: used, dataset: dataset)
         var result = options.family == .gaussian
             ? try LMMFit.run(used, dataset: dataset, spec: spec, options: options)
             : try GLMMFit.run(used, dataset: dataset, spec: spec, options: options)
+        // lme4's level-count rules on the rows used. GroupingChecks.check(spec, prepared:) belongs
+        // between the fit drivers' prepare round and their optimizer; until it is called there,
+        // the same rule on the fit's counts keeps a meaningless fit from being returned.
+        try GroupingChecks.check(spec, result: result)
         result.elapsedSeconds = Date().timeIntervalSince(started)
         result.excludedSites = excluded.map(\.site)
         for (v, c) in missingData.indicators.sorted(by: { $0.key < $1.key }) {

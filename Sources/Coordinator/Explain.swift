@@ -45,6 +45,12 @@ public enum Explain {
         line("  describe (before the model is resolved; no model yet)")
         line("      sends, per variable it allows: type, number missing, number of distinct values, and for")
         line("      variables with few values their levels with counts; counts below the site's min_cell read \"<min_cell\"")
+        let hashed = VariableCatalog.nestingVariables(spec)
+        if !hashed.isEmpty {
+            line("      and for the grouping variable\(hashed.count == 1 ? "" : "s") \(hashed.joined(separator: ", ")): a 64-bit keyed hash of each distinct")
+            line("      code among all its rows (salt drawn for this describe; no counts), so that the coordinator can")
+            line("      check that no code recurs at another site (docs/PRIVACY.md, \"Level hashes\")")
+        }
         line("  1. prepare")
         line("      receives the model above (columns as expressions, levels, groupings\(spec.filter == nil ? "" : ", the row filter"))")
         line("      sends    rows\(spec.filter == nil ? "" : " the filter selects"), rows used, missing values per model variable and the")

@@ -25,6 +25,7 @@ public enum GLMMFit {
             try ReplyChecks.check(p, spec: spec, site: site)
             return p
         }
+        try GroupingChecks.check(spec, prepared: prepared)
         let m = structure.thetaCount, p = spec.fixedCount
         // Separation is an estimate running off while the likelihood
         // flattens; sizes are judged on the link scale per SD of the

@@ -38,6 +38,7 @@ public enum LMMFit {
             try ReplyChecks.check(p, spec: spec, site: site)
             return p
         }
+        try GroupingChecks.check(spec, prepared: prepared)
         let structure = spec.covarianceStructure
         for (site, p) in zip(federation.sites, prepared) where p.summary.groups.count != spec.terms.count {
             throw SiteFailure(site: site, message: "reported group counts for \(p.summary.groups.count) terms, the model has \(spec.terms.count)")

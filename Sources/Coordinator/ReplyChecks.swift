@@ -26,6 +26,27 @@ enum ReplyChecks {
         if let l = s.logWeightSum, !l.isFinite { throw SiteFailure(site: site, message: "reported a non-finite sum of log weights") }
     }
 
+    /// A describe answer: level hashes only as asked (the request's salt,
+    /// only the variables asked for, well-formed hashes, no more of them than
+    /// rows). Hashes that were not asked for are dropped. An answer without
+    /// hashes is accepted (an older agent): the nesting check then refuses
+    /// the factors it cannot check.
+    static func check(_ d: SiteDescription, asked: LevelHashRequest?, site: String) throws -> SiteDescription {
+        var d = d
+        guard let asked else { d.levelHashes = nil; return d }
+        guard let h = d.levelHashes else { return d }
+        guard h.salt == asked.salt else { throw SiteFailure(site: site, message: "sent level hashes under another salt than the one asked for") }
+        for (v, list) in h.variables {
+            guard asked.variables.contains(v) else {
+                throw SiteFailure(site: site, message: "sent level hashes of \"\(v)\", which were not asked for")
+            }
+            guard list.count <= max(d.rows, 0), list.allSatisfy(LevelHasher.isHash) else {
+                throw SiteFailure(site: site, message: "sent malformed level hashes of \"\(v)\" (each must be \(LevelHasher.hexDigits) hex digits, at most one per row)")
+            }
+        }
+        return d
+    }
+
     /// A finalize answer carries the site-level effects (r values and r×r covariance) or nothing.
     static func check(_ f: FinalizeReply, siteLevelDimension r: Int, site: String) throws {
         switch (f.effects, f.conditionalCovariance) {

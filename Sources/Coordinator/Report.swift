@@ -110,7 +110,6 @@ public enum Report {
         return out
     }
 
-    /// Per-site missing data for the model's variables, sites losing most first.
     public static func missingTable(_ r: FitResult) -> String {
         let vars = r.variables
         var rows: [[String]] = [["site", "rows", "used", "dropped"] + vars]

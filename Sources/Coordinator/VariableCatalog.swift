@@ -63,40 +63,97 @@ public struct VariableCatalog: Sendable {
 
     /// Refuses grouping factors whose codes recur at several sites: such a
     /// factor crosses sites, and the sites' random effects would not be
-    /// separable. Identifiers with too many values to list are taken as
-    /// site-local (DESIGN.md: `patient` means `site:patient`).
-    public func requireNesting(_ spec: ModelSpec) throws {
+    /// separable. A site's codes are compared through the keyed hashes it
+    /// sent (`LevelHashes`, any number of levels) or, without them, through
+    /// the levels `describe` lists. A factor crosses sites only if every
+    /// component's codes recur at several sites (a:b is nested as soon as
+    /// a's or b's codes are local). With `complete`, a factor that cannot be
+    /// checked (a site sent neither levels nor hashes of a component) is
+    /// refused too; without it, it is passed over (a describe without hashes,
+    /// as `fedmix explain` runs it; `Analysis.fit` always checks completely).
+    public func requireNesting(_ spec: ModelSpec, complete: Bool = false) throws {
         for term in spec.terms {
-            // A grouping that names the site (site:ward, ward:site) is nested by construction.
-            let parts = term.name.split(whereSeparator: { ":()".contains($0) }).map(String.init)
-            guard case .withinSite(let vs) = term.grouping, !parts.contains("site") else { continue }
-            // Nested if any component's codes are local to the sites (or not
-            // listed: identifiers); crossing only if every component recurs.
-            var shared: [String] = []
-            var sitesInvolved: [String] = []
-            var recurs = true
-            for v in vs where recurs {
-                var seenAt: [String: String] = [:]
-                var sharedHere: [String] = [], involvedHere: [String] = []
-                for s in sites {
-                    guard let levels = s.variables.first(where: { $0.name == v })?.levels else { recurs = false; break }
-                    for l in levels.map(\.level) {
-                        if let other = seenAt[l], other != s.site {
-                            sharedHere.append(l)
-                            for x in [other, s.site] where !involvedHere.contains(x) { involvedHere.append(x) }
-                        } else { seenAt[l] = s.site }
-                    }
+            guard let vs = Self.checkedComponents(term) else { continue }
+            var recurring: (codes: Int, sites: [String])? = nil
+            var unknown: (variable: String, sites: [String])? = nil
+            var local = false
+            for v in vs {
+                switch sharing(v) {
+                case .local: local = true
+                case .recurs(let n, let at): if recurring == nil { recurring = (n, at) }
+                case .unknown(let at): if unknown == nil { unknown = (v, at) }
                 }
-                if sharedHere.isEmpty { recurs = false }
-                if shared.isEmpty { shared = sharedHere; sitesInvolved = involvedHere }
+                if local { break }
             }
-            if !recurs { continue }
-            if !shared.isEmpty {
-                let lhs = term.columns.map { $0.name == "(Intercept)" ? "1" : $0.name }
-                let written = (lhs.first == "1" ? lhs : ["0"] + lhs).joined(separator: " + ")
-                throw CatalogError(message: "grouping factor \"\(term.name)\" crosses sites: \(Set(shared).count) of its codes occur at more than one site (\(list(sitesInvolved))). fedmix fits factors nested within sites. If the codes are local to each site (equal codes are different groups), write (\(written) | site:\(term.name)); a factor shared by several sites cannot be fitted without pooling rows")
+            if local { continue }
+            let lhs = term.columns.map { $0.name == "(Intercept)" ? "1" : $0.name }
+            let written = (lhs.first == "1" ? lhs : ["0"] + lhs).joined(separator: " + ")
+            if let u = unknown {
+                guard complete else { continue }
+                throw CatalogError(message: "cannot check that grouping factor \"\(term.name)\" is nested in the sites: \(list(u.sites)) sent neither the levels of \"\(u.variable)\" nor their keyed hashes (an agent older than this coordinator, or a numeric variable whose values are not whole numbers). fedmix fits factors nested within sites and refuses one it cannot check, since a factor shared by several sites would silently be fitted as nested. If the codes are local to each site (equal codes are different groups), write (\(written) | site:\(term.name))")
+            }
+            if let r = recurring {
+                throw CatalogError(message: "grouping factor \"\(term.name)\" crosses sites: \(r.codes) of its codes occur at more than one site (\(list(r.sites))). fedmix fits factors nested within sites. If the codes are local to each site (equal codes are different groups), write (\(written) | site:\(term.name)); a factor shared by several sites cannot be fitted without pooling rows")
             }
         }
+    }
+
+    /// The variables whose codes decide whether a term's factor is nested in
+    /// the sites, or nil when it is nested by construction (it names `site`).
+    static func checkedComponents(_ term: RandomTerm) -> [String]? {
+        // A grouping that names the site (site:ward, ward:site) is nested by construction.
+        let parts = term.name.split(whereSeparator: { ":()".contains($0) }).map(String.init)
+        guard case .withinSite(let vs) = term.grouping, !parts.contains("site") else { return nil }
+        return vs
+    }
+
+    /// The variables `requireNesting` compares across sites for a model.
+    public static func nestingVariables(_ spec: ModelSpec) -> [String] {
+        var out: [String] = []
+        for t in spec.terms { for v in checkedComponents(t) ?? [] where !out.contains(v) { out.append(v) } }
+        return out
+    }
+
+    /// Whether every site's description carries level hashes (a describe that asked for them).
+    public var hasLevelHashes: Bool { !sites.isEmpty && sites.allSatisfy { $0.levelHashes != nil } }
+
+    enum Sharing: Equatable {
+        /// No code occurs at two sites.
+        case local
+        /// `codes` distinct codes occur at more than one site; the sites involved, in site order.
+        case recurs(codes: Int, sites: [String])
+        /// These sites sent neither the levels nor their hashes.
+        case unknown(sites: [String])
+    }
+
+    /// How a variable's codes compare across sites. When the sites sent keyed
+    /// hashes under one salt, every site's codes are compared as hashes (a
+    /// site that listed its levels but sent no hashes of them has its levels
+    /// hashed here under the same salt); otherwise the listed levels are compared.
+    func sharing(_ v: String) -> Sharing {
+        let salts = Set(sites.compactMap { $0.levelHashes?.salt })
+        let hasher = salts.count == 1 ? try? LevelHasher(salt: salts.first!, variable: v) : nil
+        var sets: [Set<String>] = []
+        var unknownAt: [String] = []
+        for s in sites {
+            if hasher != nil, let h = s.levelHashes?.variables[v] {
+                sets.append(Set(h))
+            } else if let levels = s.variables.first(where: { $0.name == v })?.levels?.map(\.level) {
+                sets.append(hasher.map { Set($0.hashes(levels)) } ?? Set(levels))
+            } else {
+                unknownAt.append(s.site)
+            }
+        }
+        if !unknownAt.isEmpty { return .unknown(sites: unknownAt) }
+        var firstSite: [String: Int] = [:]
+        var shared = Set<String>()
+        var involved = Set<Int>()
+        for (k, codes) in sets.enumerated() {
+            for c in codes {
+                if let j = firstSite[c] { shared.insert(c); involved.insert(j); involved.insert(k) } else { firstSite[c] = k }
+            }
+        }
+        return shared.isEmpty ? .local : .recurs(codes: shared.count, sites: involved.sorted().map { sites[$0].site })
     }
 
     func list(_ names: [String]) -> String {

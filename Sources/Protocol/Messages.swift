@@ -59,7 +59,26 @@ public enum DisclosedCount: Codable, Sendable, Equatable, CustomStringConvertibl
 
 public struct DescribeRequest: Codable, Sendable, Equatable {
     public var dataset: String
-    public init(dataset: String) { self.dataset = dataset }
+    /// Asks for keyed hashes of these variables' codes (the grouping
+    /// factors of the model about to be fitted), so that the coordinator
+    /// can check that each factor is nested in the sites whatever its
+    /// number of levels. Absent from the wire when nil; an agent that does
+    /// not know the field ignores it and the coordinator then refuses the
+    /// factors it cannot check.
+    public var levelHashes: LevelHashRequest?
+    enum CodingKeys: String, CodingKey { case dataset, levelHashes = "level_hashes" }
+    public init(dataset: String, levelHashes: LevelHashRequest? = nil) {
+        self.dataset = dataset; self.levelHashes = levelHashes
+    }
+}
+
+/// Which variables' codes to hash, and the salt (see `LevelHasher`).
+public struct LevelHashRequest: Codable, Sendable, Equatable {
+    /// 32 to 128 hex digits, drawn at random for this request; an agent
+    /// refuses a salt it has seen before.
+    public var salt: String
+    public var variables: [String]
+    public init(salt: String, variables: [String]) { self.salt = salt; self.variables = variables }
 }
 
 public struct PrepareRequest: Codable, Sendable, Equatable {
@@ -151,9 +170,24 @@ public struct SiteDescription: Codable, Sendable, Equatable {
     public var dataset: String
     public var rows: Int
     public var variables: [VariableDescription]
-    public init(site: String, dataset: String, rows: Int, variables: [VariableDescription]) {
-        self.site = site; self.dataset = dataset; self.rows = rows; self.variables = variables
+    /// The keyed hashes asked for in the describe request, if any.
+    public var levelHashes: LevelHashes?
+    enum CodingKeys: String, CodingKey { case site, dataset, rows, variables, levelHashes = "level_hashes" }
+    public init(site: String, dataset: String, rows: Int, variables: [VariableDescription], levelHashes: LevelHashes? = nil) {
+        self.site = site; self.dataset = dataset; self.rows = rows; self.variables = variables; self.levelHashes = levelHashes
     }
+}
+
+/// A site's keyed hashes of variables' codes: for each variable, the
+/// `LevelHasher` hash of every distinct non-missing value among all rows of
+/// the dataset (whatever the model, its filter or its complete cases), sorted,
+/// without counts. Variables the site may not use, does not have, or will not
+/// hash (numbers that are not whole: measurements, not codes) have no entry.
+public struct LevelHashes: Codable, Sendable, Equatable {
+    /// The request's salt, echoed so the audit log and the coordinator see which key was used.
+    public var salt: String
+    public var variables: [String: [String]]
+    public init(salt: String, variables: [String: [String]]) { self.salt = salt; self.variables = variables }
 }
 
 /// One combination of missing model variables and how many rows have it.

@@ -72,6 +72,8 @@ public final class SiteService: Sendable {
     private let sessionBudget = SessionBudget()
     /// Row sets of the filtered models answered so far (differencing between filters).
     private let filterHistory = FilterHistory()
+    /// Level-hash salts answered so far (each may be used once).
+    let levelHashSalts = SaltHistory()
 
     struct Session: Sendable {
         var dataset: String
@@ -200,7 +202,8 @@ public final class SiteService: Sendable {
                                             missing: disclosed(missing), distinct: distinct, levels: levels,
                                             suppressedLevels: suppressed > 0 ? suppressed : nil))
         }
-        return SiteDescription(site: site, dataset: r.dataset, rows: table.rowCount, variables: vars)
+        let hashes = try r.levelHashes.map { try levelHashes($0, table: table) }
+        return SiteDescription(site: site, dataset: r.dataset, rows: table.rowCount, variables: vars, levelHashes: hashes)
     }
 
     /// A count as it may be disclosed: zero and counts ≥ min_cell exactly, others as "<min_cell".
