@@ -73,6 +73,7 @@ public final class AgentServer: Sendable {
         if sink == nil, let path = config.auditLog {
             let auditLog = try AuditLog.open(path: path, retentionDays: config.auditRetentionDays)
             service.seedSessionStarts(try auditLog.sessionStarts(since: Date().addingTimeInterval(-SessionBudget.window)))
+            try service.persistSubsetHistory(at: path + ".subsets")
             sink = auditLog
         }
         try self.init(service: service, host: config.host, port: config.port, context: context,

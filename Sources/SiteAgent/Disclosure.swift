@@ -65,6 +65,10 @@ public struct CellCounts: Sendable, Equatable {
         public var zeros: Int
     }
     public var binaryColumns: [BinaryColumn] = []
+    /// The rows (indices in the source table) the model uses, and for each
+    /// 0/1 column the rows where it is 1: the row subsets an answer sums over.
+    var usedRows: [Int] = []
+    var binarySubsets: [(name: String, rows: [Int])] = []
     /// For every evaluated column (design, weights, offset): how many rows
     /// differ from the column's most common value. A column that singles out
     /// a few rows (an indicator in disguise, e.g. 0/2 values, or 1 + ε·[age > 90])
@@ -95,7 +99,10 @@ public struct CellCounts: Sendable, Equatable {
             for x in values {
                 if x == 1 { ones += 1 } else if x == 0 { zeros += 1 } else { binary = false; break }
             }
-            if binary { c.binaryColumns.append(BinaryColumn(name: name, ones: ones, zeros: zeros)) }
+            if binary {
+                c.binaryColumns.append(BinaryColumn(name: name, ones: ones, zeros: zeros))
+                if ones > 0 && zeros > 0 { c.binarySubsets.append((name, values.indices.filter { values[$0] == 1 }.map { usedRows[$0] })) }
+            }
             c.minorityRows.append((name, minority(values)))
             if !binary, let share = largestRowShare(values) { c.dominance.append((name, share)) }
         }
@@ -106,6 +113,7 @@ public struct CellCounts: Sendable, Equatable {
             c.levelCounts[column.name] = counts
         }
         c.outcome = outcome
+        c.usedRows = usedRows
         return c
     }
 
@@ -193,25 +201,5 @@ final class SessionBudget: Sendable {
 
     func count(_ identity: String, now: Date = Date()) -> Int {
         starts.withLock { $0[identity, default: []].filter { now.timeIntervalSince($0) < Self.window }.count }
-    }
-}
-
-// MARK: - Filters already answered
-
-/// The row sets of the filtered models this site has answered, per dataset.
-final class FilterHistory: Sendable {
-    private let sets = Mutex<[String: [RowSet]]>([:])
-
-    /// The smallest non-zero difference between `rows` and an earlier set of the dataset.
-    func closestDifference(_ rows: RowSet, dataset: String) -> Int? {
-        sets.withLock { all in
-            all[dataset, default: []].map { $0.symmetricDifference(rows) }.filter { $0 > 0 }.min()
-        }
-    }
-
-    func remember(_ rows: RowSet, dataset: String) {
-        sets.withLock { all in
-            if !all[dataset, default: []].contains(rows) { all[dataset, default: []].append(rows) }
-        }
     }
 }

@@ -71,7 +71,7 @@ public final class SiteService: Sendable {
     /// Sessions each coordinator identity opened in the last 24 hours (max_sessions_per_day).
     private let sessionBudget = SessionBudget()
     /// Row sets of the filtered models answered so far (differencing between filters).
-    private let filterHistory = FilterHistory()
+    private let subsetHistory = SubsetHistory()
     /// Level-hash salts answered so far (each may be used once).
     let levelHashSalts = SaltHistory()
 
@@ -250,7 +250,7 @@ public final class SiteService: Sendable {
             do { selected = try RowFilter.select(filter, table: table, dataset: r.dataset) }
             catch ModelFrameError.nonFinite(_, _) { throw SiteError.invalid("the row filter cannot be evaluated") }
             let rows = RowSet(selected)
-            try checkFilter(rows, total: table.rowCount, dataset: r.dataset)
+            try checkFilter(rows, total: table.rowCount, source: sourceKey(r.dataset, rowCount: table.rowCount))
             selection = selected
             filtered = rows
         }
@@ -272,7 +272,7 @@ public final class SiteService: Sendable {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
         if let why = fit.cells.violation(policy) { throw SiteError.disclosure(why) }
-        if let filtered { filterHistory.remember(filtered, dataset: r.dataset) }
+        try checkDifferencing(fit.cells, filtered: filtered, source: sourceKey(r.dataset, rowCount: table.rowCount), rowCount: table.rowCount)
         let patterns = missingPatterns(table, variables: r.model.requiredVariables)
         let now = Date()
         sessions.withLock { s in
@@ -285,7 +285,7 @@ public final class SiteService: Sendable {
     /// A row filter and its complement must each select at least min_rows
     /// rows, and its rows must equal, or differ by at least min_rows from,
     /// the rows of every filter answered before on the same dataset.
-    func checkFilter(_ rows: RowSet, total: Int, dataset: String) throws {
+    func checkFilter(_ rows: RowSet, total: Int, source: String) throws {
         let m = policy.minRows
         guard rows.count >= m else {
             throw SiteError.disclosure("the row filter selects fewer than \(m) rows at this site; a filter and the rows it leaves out must each number at least \(m) (rule min_rows)")
@@ -293,9 +293,51 @@ public final class SiteService: Sendable {
         guard total - rows.count >= m else {
             throw SiteError.disclosure("the row filter leaves out fewer than \(m) rows at this site; a filter and the rows it leaves out must each number at least \(m) (rule min_rows)")
         }
-        if let d = filterHistory.closestDifference(rows, dataset: dataset), d < m {
+        if let d = subsetHistory.closestDifference(rows, source: source), d < m {
             throw SiteError.disclosure("the row filter selects rows that differ from those of an earlier filter on this dataset by fewer than \(m) rows; filters must differ by none or at least \(m) rows, or the difference of two answers would describe a few patients (rule min_rows, differencing)")
         }
+    }
+
+    /// The row subsets an answer sums over (the complete cases, each 0/1
+    /// column's rows, the filter's rows) must each equal, or differ by at
+    /// least min_rows from, every subset answered before from the same
+    /// source (SubsetHistory.swift); then they are remembered.
+    func checkDifferencing(_ cells: CellCounts, filtered: RowSet?, source: String, rowCount: Int) throws {
+        let m = policy.minRows
+        let used = RowSet(indices: cells.usedRows, rowCount: rowCount)
+        if m > 1, let d = subsetHistory.closestDifference(used, source: source), d < m {
+            throw SiteError.disclosure("the rows this model uses at this site differ from the rows of a model answered before by fewer than \(m) rows, so the difference of the two answers would describe those patients (rule min_rows, differencing). A variable missing in a few rows usually causes this: leave it out, or fill it (--missing-indicator), so that models use the same rows")
+        }
+        var answered = [used]
+        for (name, rows) in cells.binarySubsets {
+            let set = RowSet(indices: rows, rowCount: rowCount)
+            if m > 1, let d = subsetHistory.closestDifference(set, source: source), d < m {
+                throw SiteError.disclosure("the rows where column \"\(name)\" is 1 differ from a set of rows answered before at this site by fewer than \(m) rows, so the difference of the two answers would describe those patients (rule min_rows, differencing)")
+            }
+            answered.append(set)
+        }
+        if let filtered { answered.append(filtered) }
+        try subsetHistory.remember(answered, source: source)
+    }
+
+    /// What identifies a dataset's rows, whatever name it is served under:
+    /// the file (or database and query) it is read from, and its row count.
+    func sourceKey(_ dataset: String, rowCount: Int) -> String {
+        func canonical(_ path: String) -> String { URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL.path }
+        let location: String
+        switch sources[dataset] {
+        case .csv(let path, _)?: location = "csv:" + canonical(path)
+        case .sqliteTable(let path, let table, _)?: location = "sqlite:" + canonical(path) + "#table:" + table
+        case .sqliteQuery(let path, let query, _)?: location = "sqlite:" + canonical(path) + "#query:" + query
+        case .table?, nil: location = "memory:" + dataset
+        }
+        return location + "#rows:\(rowCount)"
+    }
+
+    /// Keeps the subsets answered in the SQLite file at `path`, so that
+    /// differencing protection survives a restart.
+    public func persistSubsetHistory(at path: String) throws {
+        try subsetHistory.persist(at: path)
     }
 
     /// Counts of each combination of missing model variables, smallest counts suppressed.
