@@ -108,13 +108,17 @@ public struct AgentConfig: Sendable, Equatable {
         if let d = root["disclosure"] {
             guard let dobj = d as? [String: Any] else { throw ConfigError(path: path, message: "\"disclosure\" must be an object") }
             try r.allowOnly(dobj, ["min_rows", "min_cell", "max_params_per_row", "max_rounds_per_session",
-                                   "max_sessions_per_day", "max_listed_levels"], at: "disclosure.")
+                                   "max_sessions_per_day", "max_listed_levels", "max_row_share"], at: "disclosure.")
             if let v = try r.int(dobj, "min_rows", at: "disclosure.") { policy.minRows = v }
             if let v = try r.int(dobj, "min_cell", at: "disclosure.") { policy.minCell = v }
             if let v = try r.number(dobj, "max_params_per_row", at: "disclosure.") { policy.maxParametersPerRow = v }
             if let v = try r.int(dobj, "max_rounds_per_session", at: "disclosure.") { policy.maxRoundsPerSession = v }
             if let v = try r.int(dobj, "max_sessions_per_day", at: "disclosure.") { policy.maxSessionsPerDay = v }
             if let v = try r.int(dobj, "max_listed_levels", at: "disclosure.") { policy.maxListedLevels = v }
+            if let v = try r.number(dobj, "max_row_share", at: "disclosure.") {
+                guard v > 0 && v <= 1 else { throw ConfigError(path: path, message: "\"disclosure.max_row_share\" must be a share between 0 and 1 (e.g. 0.5)") }
+                policy.maxRowShare = v
+            }
         }
         let retention = try r.int(root, "audit_retention_days", at: "")
         if let days = retention {

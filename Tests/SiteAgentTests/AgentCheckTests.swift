@@ -435,7 +435,8 @@ final class DeployExampleTests: XCTestCase {
                                           "denied_variables", "audit_log", "disclosure", "session_timeout_seconds", "max_line_bytes"])
         XCTAssertEqual(Set((object["tls"] as? [String: Any] ?? [:]).keys), ["certificate", "key", "ca", "allowed_coordinators"])
         XCTAssertEqual(Set((object["disclosure"] as? [String: Any] ?? [:]).keys),
-                       ["min_rows", "min_cell", "max_params_per_row", "max_rounds_per_session", "max_sessions_per_day", "max_listed_levels"])
+                       ["min_rows", "min_cell", "max_params_per_row", "max_rounds_per_session", "max_sessions_per_day", "max_listed_levels",
+                        "max_row_share"])
         let datasetKeys = (object["datasets"] as? [String: [String: Any]] ?? [:]).values.reduce(into: Set<String>()) { $0.formUnion($1.keys) }
         XCTAssertEqual(datasetKeys, ["csv", "sqlite", "table", "query", "types"])
 

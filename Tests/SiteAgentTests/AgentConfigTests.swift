@@ -204,7 +204,7 @@ final class AgentConfigTests: XCTestCase {
         let m = configError(with { $0["disclosure"] = ["min_rowz": 10] })
         XCTAssertTrue(m.hasPrefix("unknown key \"disclosure.min_rowz\""), m)
         XCTAssertTrue(m.contains("min_rows"), "the message lists the key meant: \(m)")
-        XCTAssertTrue(m.contains("allowed here: max_listed_levels, max_params_per_row, max_rounds_per_session, max_sessions_per_day, min_cell, min_rows"), m)
+        XCTAssertTrue(m.contains("allowed here: max_listed_levels, max_params_per_row, max_rounds_per_session, max_row_share, max_sessions_per_day, min_cell, min_rows"), m)
 
         let t = configError(with { $0["tls"] = ["certificate": "a", "key": "b", "ca": "c", "allowed_coordinator": ["x"]] })
         XCTAssertTrue(t.hasPrefix("unknown key \"tls.allowed_coordinator\""), t)
