@@ -306,6 +306,11 @@ public enum AgentCheck {
                 } else {
                     results.append(AgentCheckResult(check: check, status: .ok, detail: text))
                 }
+                for c in table.mostlyNumericTextColumns {
+                    results.append(AgentCheckResult(check: "\(check) column \(c.name)", status: .warn,
+                        detail: "\(source): column \"\(c.name)\" is mostly numbers, but \(c.count) cell(s) are not (the first in data row \(c.firstRow + 1), line \(c.firstRow + 2) of a CSV file with a header), so the whole column is read as text: models cannot use it as a number",
+                        fix: "correct those cells (a number such as 3.5, or empty / NA for a missing value) or declare the column's type in datasets.\(name).types"))
+                }
             } catch let e as DataSourceError {
                 allLoaded = false
                 results.append(AgentCheckResult(check: check, status: .fail, detail: e.description, fix: fix(for: e, dataset: name)))

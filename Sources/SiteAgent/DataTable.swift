@@ -26,3 +26,23 @@ public struct DataTable: Sendable {
     public var columnNames: [String] { columns.map(\.name) }
     public func column(named name: String) -> Column? { columns.first { $0.name == name } }
 }
+
+extension DataTable {
+    /// Text columns whose non-missing values are mostly numbers: numeric
+    /// columns with a few unparsable cells (`1e400`, `NaN`, `3,5`), which
+    /// the reader had to read as text. For each, the first such row (0-based)
+    /// and how many there are; never the values.
+    public var mostlyNumericTextColumns: [(name: String, firstRow: Int, count: Int)] {
+        columns.compactMap { c in
+            guard case .text(let v) = c.data else { return nil }
+            var numbers = 0, others = 0, first = -1
+            for (i, x) in v.enumerated() {
+                guard let x else { continue }
+                if let d = Double(x.trimmingCharacters(in: .whitespaces)), d.isFinite { numbers += 1 } else { others += 1; if first < 0 { first = i } }
+            }
+            return numbers > others && others > 0 ? (c.name, first, others) : nil
+        }
+    }
+}
+
+import Foundation

@@ -165,6 +165,7 @@ public final class SiteService: Sendable {
             throw SiteError.disclosure("the dataset has fewer rows than this site's minimum of \(policy.minRows), so nothing of it is described or fitted here (rule min_rows)")
         }
         var vars: [VariableDescription] = []
+        let mostlyNumeric = Set(table.mostlyNumericTextColumns.map(\.name))
         for c in table.columns where mayUse(c.name) {
             var missing = 0
             var levels: [VariableDescription.Level]? = nil
@@ -189,8 +190,7 @@ public final class SiteService: Sendable {
                 var counts: [String: Int] = [:]
                 for x in v { if let x { counts[x, default: 0] += 1 } else { missing += 1 } }
                 distinct = counts.count
-                let numbers = counts.reduce(0) { $0 + (Double($1.key) != nil ? $1.value : 0) }
-                let mostlyNumbers = policy.minCell > 0 && 2 * numbers > counts.values.reduce(0, +)
+                let mostlyNumbers = policy.minCell > 0 && mostlyNumeric.contains(c.name)
                 if distinct <= policy.maxListedLevels && !mostlyNumbers {
                     let listed = counts.keys.filter { counts[$0]! >= policy.minCell }
                     levels = listed.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
