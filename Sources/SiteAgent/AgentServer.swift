@@ -158,8 +158,14 @@ public final class AgentServer: Sendable {
                 Thread.sleep(forTimeInterval: 0.05)
                 continue
             }
-            // Threads winding down after a drop end within 50 ms; beyond
-            // twice the budget the newcomer is refused outright.
+            // Threads winding down after a drop end within 50 ms: wait for
+            // them (up to 200 ms) rather than refuse the newcomer, who may be
+            // the analyst the flood is trying to keep out.
+            var waited = 0.0
+            while waited < 0.2, admission.withLock({ $0.handshakeThreads >= 2 * limits.maxPendingHandshakes }) {
+                Thread.sleep(forTimeInterval: 0.005)
+                waited += 0.005
+            }
             let (id, victim, refused) = admission.withLock { a -> (Int, TLSIncomingConnection?, Bool) in
                 if a.handshakeThreads >= 2 * limits.maxPendingHandshakes { return (0, nil, true) }
                 var victim: TLSIncomingConnection? = nil
@@ -274,6 +280,11 @@ public final class AgentServer: Sendable {
                     continue
                 }
                 try audit?.record(direction: .received, peer: peer, line: line)
+                // Requests queued before the peer left are not worked on.
+                if conn.peerHasClosed {
+                    log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection before this request was answered; it was not processed"])
+                    break
+                }
                 guard var answer = handleWatchingPeer(line, peer: peer, conn: conn) else {
                     log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection while its request was being answered; the answer was not computed further, logged or sent"])
                     break

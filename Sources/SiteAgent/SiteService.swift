@@ -535,7 +535,7 @@ public enum SiteError: Error, Equatable, CustomStringConvertible {
     /// A session id as echoed: ids up to 64 characters (UUIDs) as they are,
     /// longer ones by length.
     static func short(_ s: String) -> String {
-        s.utf8.count <= 64 ? s : "(an id of \(s.utf8.count) bytes)"
+        "(id of \(s.utf8.count) characters, SHA-256 \(SHA256Digest.hex(Array(s.utf8)).prefix(12)))"
     }
 
     public var description: String {

@@ -371,7 +371,7 @@ final class ModelFrameTests: XCTestCase {
         let (id5, e5) = try answer("{\"id\":7,\"type\":\"evaluate\",\"session\":\"never-prepared\",\"theta\":[1],\"order\":2}")
         XCTAssertEqual(id5, 7)
         XCTAssertEqual(e5.code, "unknown_session")
-        XCTAssertEqual(e5.message, "session never-prepared is unknown or expired; prepare it again")
+        XCTAssertEqual(e5.message, "session (id of 14 characters, SHA-256 ec4459e96fed) is unknown or expired; prepare it again")
     }
 
     func testThetaOfTheWrongLengthOrOutOfBoundsIsRefused() {
@@ -387,7 +387,7 @@ final class ModelFrameTests: XCTestCase {
         // The same session with another model is a conflict.
         let other = Self.spec([DesignColumn(name: "x", expr: .variable("x"))])
         let m4 = errorReply(prepare(s, other), code: "session_conflict")
-        XCTAssertEqual(m4, "session s1 was prepared with a different model; use a new session id")
+        XCTAssertEqual(m4, "session (id of 2 characters, SHA-256 e8bc163c82ee) was prepared with a different model; use a new session id")
     }
 }
 
