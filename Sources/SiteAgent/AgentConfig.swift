@@ -235,7 +235,7 @@ public struct AgentLimits: Sendable, Equatable {
     public var maxConnections = 64
     /// Largest estimated work of one request, in units of one
     /// multiply-add (jet arithmetic counted per number of its width); see RequestCost.
-    public var maxWorkPerRequest = 2e10
+    public var maxWorkPerRequest = 1e10
     /// Largest answer one request may produce (estimated before the work,
     /// checked again on the encoded line). 16 MiB is the longest line a
     /// coordinator reads by default.

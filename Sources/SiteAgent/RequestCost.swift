@@ -3,9 +3,12 @@
 // gigabytes of memory and hundreds of megabytes of audit log.
 //
 // Work is counted in multiply-adds; jet arithmetic (values carried with
-// their first and second derivatives in θ) costs the jet's width per
-// operation: 1 + m + m(m+1)/2 numbers for m parameters at order 2. The
-// figures follow the code they predict (Sources/Math):
+// their first and second derivatives in θ) costs 4 × the jet's width per
+// operation (width 1 + m + m(m+1)/2 for m parameters at order 2; the 4 is
+// measured: a product of two jets takes about three multiply-adds per
+// number, plus the loops around it). The figures follow the code they
+// predict (Sources/Math); measured on the shared 2-core build machine,
+// both LMM and GLMM evaluations ran at about 8e7 units per second.
 //
 // LMM evaluate (LMMSite.factorize) at order k, m = |θ|, w = width(m, k),
 //   W = p + 1 columns of [X y], td = the dense tail's dimension:
@@ -18,7 +21,7 @@
 //   gradient per point; order 2 takes 1 + 2n points (n = |θ| + p), and with
 //   nAGQ > 1 the gradient too is by differences (1 + 2n points at order 1,
 //   1 + 2n + 2n(n−1) at order 2). One point: PIRLS iterations (about 10) ×
-//   (rows · nAGQ · (p + r + 1)² + td³ + levels · r³).
+//   (rows · (p + r + 1)² + rows · nAGQ · (p + r + 1) + td³ + levels · r³).
 // Prepare: rows · (p + 1 + Σr)² to build the sums.
 // Finalize: one evaluation at order 0.
 
@@ -59,11 +62,11 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
     /// An LMM evaluation (`evaluate` at `order`, or `finalize` at order 0).
     public static func lmmEvaluate(_ b: SiteBlocks, structure: CovarianceStructure, order: Int) -> RequestCost {
         let m = structure.thetaCount
-        let w = jetWidth(m, order: order)
+        let w = 4 * jetWidth(m, order: order)
         let W = Double(b.width), td = Double(b.tailDimension)
         var work = 0.0
         if let lb = b.first {
-            let w1 = jetWidth(structure.factorParameters(lb.factor).count, order: order)
+            let w1 = 4 * jetWidth(structure.factorParameters(lb.factor).count, order: order)
             let r = Double(lb.dimension)
             for l in 0..<lb.levels {
                 let c = Double(lb.crossStart[l + 1] - lb.crossStart[l])
@@ -71,7 +74,7 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
             }
         }
         work += w * (2 * td * td * td + td * td * td / 3 + 3 * td * td * W + td * W * W + td * td)
-        let answer = (W * W + 1) * w * bytesPerNumber + 256
+        let answer = (W * W + 1) * jetWidth(m, order: order) * bytesPerNumber + 256
         return RequestCost(work: work, answerBytes: answer)
     }
 
@@ -95,7 +98,8 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
         var levelWork = 0.0
         for f in 0..<s.factorCount { levelWork += Double(d.levelCounts[f]) * dims[f] * dims[f] * dims[f] }
         let p = Double(d.p)
-        let onePoint = 10 * (Double(d.rows) * Double(max(nAGQ, 1)) * (p + r + 1) * (p + r + 1) + td * td * td + levelWork)
+        let rows = Double(d.rows), k = p + r + 1
+        let onePoint = 10 * (rows * k * k + rows * Double(max(nAGQ, 1)) * k + td * td * td + levelWork)
         let answer = jetWidth(Int(n), order: order) * bytesPerNumber + 256
         return RequestCost(work: points * onePoint, answerBytes: answer)
     }

@@ -221,25 +221,60 @@ final class NetworkThreatTests: XCTestCase {
         }
     }
 
-    func testLegitimateCasesAreFarBelowTheDefaultBudgets() throws {
-        // Figures for the defaults' rationale (printed), and a check that
-        // each reference case and the simulated trauma registry fits.
-        let limits = AgentLimits()
-        for (name, formula) in [("sleepstudy", "Reaction ~ Days + (Days | Subject)")] {
-            let file = Fixtures.root.appendingPathComponent("\(name)/sites/central.csv")
-            let service = SiteService(site: "central", datasets: ["data": .csv(path: file.path, types: ["Subject": .text])],
-                                      siteColumn: nil, policy: .off, log: AgentLog(enabled: false))
-            let fed = Federation(channels: [InProcessChannel(site: "central", handler: { service.handle(line: $0) })])
-            let spec = try Analysis.resolve(formula: formula, descriptions: try Analysis.describe(fed, dataset: "data"))
-            guard case .prepared = service.handle(.prepare(PrepareRequest(session: "s", dataset: "data", model: spec))) else {
-                return XCTFail("prepare")
-            }
-            let frame = try ModelFrame(table: try service.load("data"), spec: spec, dataset: "data")
-            let cost = RequestCost.lmmEvaluate(frame.blocks, structure: spec.covarianceStructure, order: 2)
-            print("cost: \(name) evaluate at order 2: \(cost); budgets \(limits.maxWorkPerRequest) and \(limits.maxAnswerBytes)")
-            XCTAssertLessThan(cost.work, limits.maxWorkPerRequest / 1000)
-            XCTAssertLessThan(cost.answerBytes, Double(limits.maxAnswerBytes) / 100)
+    /// The largest estimated cost of any request a fit of `formula` makes
+    /// when every row is at one site (`site` a factor within it): prepare,
+    /// evaluate at order 2 (nAGQ as given) and finalize.
+    func worstCost(file: URL, formula: String, family: Family, nAGQ: Int = 1) throws -> RequestCost {
+        let service = SiteService(site: "pooled", datasets: ["data": .csv(path: file.path, types: [:])], siteColumn: nil,
+                                  policy: .off, log: AgentLog(enabled: false))
+        let fed = Federation(channels: [InProcessChannel(site: "pooled", handler: { service.handle(line: $0) })])
+        var spec = try Analysis.resolve(formula: formula, descriptions: try Analysis.describe(fed, dataset: "data"), family: family)
+        if spec.terms.contains(where: { $0.grouping == .site }) { spec = spec.groupingSiteByColumn("site") }
+        let table = try service.load("data")
+        let prepare = RequestCost.prepare(spec, rows: table.rowCount)
+        let evaluate: RequestCost
+        var request = EvaluateRequest(session: "w", theta: spec.covarianceStructure.initialTheta, order: 2)
+        if family == .gaussian {
+            let frame = try ModelFrame(table: table, spec: spec, dataset: "data")
+            evaluate = RequestCost.lmmEvaluate(frame.blocks, structure: spec.covarianceStructure, order: 2)
+        } else {
+            let frame = try GLMMFrame(table: table, spec: spec, dataset: "data")
+            evaluate = RequestCost.glmmEvaluate(frame.data, order: 2, nAGQ: nAGQ)
+            request.beta = [Double](repeating: 0, count: spec.fixedCount)
+            request.nAGQ = nAGQ
         }
+        _ = service.handle(.prepare(PrepareRequest(session: "w", dataset: "data", model: spec)))
+        let t0 = Date()
+        let reply = service.handle(.evaluate(request))
+        print(String(format: "cost:   measured: %@ in %.3f s (%.3g estimated units per second)", reply.typeName,
+                     Date().timeIntervalSince(t0), evaluate.work / Date().timeIntervalSince(t0)))
+        return RequestCost(work: max(prepare.work, evaluate.work), answerBytes: max(prepare.answerBytes, evaluate.answerBytes))
+    }
+
+    func testLegitimateCasesAreFarBelowTheDefaultBudgets() throws {
+        let limits = AgentLimits()
+        var cases: [(String, URL, String, Family, Int)] = [
+            ("sleepstudy", Fixtures.pooledFile("sleepstudy"), "Reaction ~ Days + (Days | Subject)", .gaussian, 1),
+            ("dyestuff", Fixtures.pooledFile("dyestuff"), "Yield ~ 1 + (1 | site)", .gaussian, 1),
+            ("exam", Fixtures.pooledFile("exam"), "normexam ~ standLRT + sex + (standLRT | site)", .gaussian, 1),
+            ("pastes", Fixtures.pooledFile("pastes"), "strength ~ 1 + (1 | site) + (1 | site:cask)", .gaussian, 1),
+            ("cbpp agq9", Fixtures.pooledFile("cbpp"), "cbind(incidence, size - incidence) ~ factor(period) + (1 | site)", .binomial, 9),
+            ("contraception agq7", Fixtures.pooledFile("contraception"), "use01 ~ age + I(age^2) + urban + livch + (1 | site)", .binomial, 7),
+        ]
+        let trauma = try TraumaRegistrySimulator.write(to: dir.appendingPathComponent("trauma").path)
+        let largest = try trauma.max { (try $0.resourceValues(forKeys: [.fileSizeKey]).fileSize ?? 0) < (try $1.resourceValues(forKeys: [.fileSizeKey]).fileSize ?? 0) }!
+        cases.append(("trauma (largest site)", largest, "died ~ age + iss + lactate + (1 | site)", .binomial, 1))
+        var worst = RequestCost(work: 0, answerBytes: 0)
+        for (name, file, formula, family, nAGQ) in cases {
+            let c = try worstCost(file: file, formula: formula, family: family, nAGQ: nAGQ)
+            print("cost: \(name), all rows at one site, largest request: \(c)")
+            worst = RequestCost(work: max(worst.work, c.work), answerBytes: max(worst.answerBytes, c.answerBytes))
+        }
+        print(String(format: "cost: largest legitimate request %.3g units (budget %.3g, %.0f×), answer %.3g bytes (budget %d, %.0f×)",
+                     worst.work, limits.maxWorkPerRequest, limits.maxWorkPerRequest / worst.work,
+                     worst.answerBytes, limits.maxAnswerBytes, Double(limits.maxAnswerBytes) / worst.answerBytes))
+        XCTAssertLessThan(worst.work * 20, limits.maxWorkPerRequest, "every reference case fits the work budget twenty times over")
+        XCTAssertLessThan(worst.answerBytes * 100, Double(limits.maxAnswerBytes))
     }
 
     // MARK: 2b. Work stops when the connection closes
