@@ -52,6 +52,10 @@ public final class Federation: @unchecked Sendable {
         return try results.withLock { $0 }.map { try $0!.get() }
     }
 
+    /// The verified audit receipts each site's agent sent over this
+    /// federation so far (describe and ping included), in site order.
+    public var receipts: [[Receipt]] { channels.map(\.receipts) }
+
     public var bytesSent: [Int] { channels.map(\.bytesSent) }
     public var bytesReceived: [Int] { channels.map(\.bytesReceived) }
 

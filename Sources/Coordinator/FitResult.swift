@@ -2,6 +2,7 @@
 // Field names follow the README; they change only with a major version.
 
 import Foundation
+import Protocol
 
 public struct FitResult: Codable, Sendable {
     public struct Model: Codable, Sendable {
@@ -68,6 +69,10 @@ public struct FitResult: Codable, Sendable {
         /// Combinations of missing model variables with their counts (a
         /// string such as "<5" when suppressed by the site).
         public var missingPatterns: [Pattern]
+        /// The agent's signed audit-chain heads after each answer of this fit
+        /// (nil without an audit log at the site, or in-process): check them
+        /// against the site's log with `fedmix-agent audit verify --receipts`.
+        public var receipts: [Receipt]? = nil
         public struct Pattern: Codable, Sendable {
             public var missing: [String]
             public var count: MissingCount
@@ -76,7 +81,7 @@ public struct FitResult: Codable, Sendable {
             case responseScale = "response_scale", droppedShare = "dropped_share", shareBefore = "share_before"
             case shareAfter = "share_after", missingPatterns = "missing_patterns"
             case site, nRows = "n_rows", nUsed = "n_used", missing, effects, condSD = "cond_sd", ownEffects = "own_effects", coefficients
-            case bytesSent = "bytes_sent", bytesReceived = "bytes_received"
+            case bytesSent = "bytes_sent", bytesReceived = "bytes_received", receipts
         }
     }
 

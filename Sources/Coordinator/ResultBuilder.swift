@@ -144,6 +144,7 @@ struct ResultBuilder {
                                      droppedShare: s.rows > 0 ? 1 - Double(s.used) / Double(s.rows) : 0,
                                      shareBefore: Double(s.rows) / Double(totalRows), shareAfter: Double(s.used) / Double(totalUsed),
                                      missingPatterns: patterns))
+            siteResults[siteResults.count - 1].receipts = ReceiptLedger.shared.take(session: prepared[i].session, site: site)
         }
         let npar = Double(p + theta.count + (spec.family == .gaussian ? 1 : 0))
         let loglik = -objective / 2

@@ -16,6 +16,52 @@ public protocol SiteChannel: AnyObject, Sendable {
     var bytesSent: Int { get }
     var bytesReceived: Int { get }
     func close()
+    /// The agent's signed audit receipts received so far (none in-process).
+    var receipts: [Receipt] { get }
+}
+
+extension SiteChannel {
+    public var receipts: [Receipt] { [] }
+}
+
+extension Request {
+    /// The fit session a request belongs to, if any.
+    public var session: String? {
+        switch self {
+        case .prepare(let r): return r.session
+        case .evaluate(let r): return r.session
+        case .finalize(let r): return r.session
+        case .describe, .ping: return nil
+        }
+    }
+}
+
+/// Verified receipts by fit session and site, so that a fit's result can
+/// carry the receipts of its own requests (`SiteResult.receipts`).
+/// Holds the most recent 256 sessions; a result takes its session's.
+public final class ReceiptLedger: Sendable {
+    public static let shared = ReceiptLedger()
+    private let state = Mutex<(order: [String], sessions: [String: [String: [Receipt]]])>(([], [:]))
+    static let maxSessions = 256
+
+    func add(_ receipt: Receipt, site: String, session: String) {
+        state.withLock { s in
+            if s.sessions[session] == nil {
+                s.order.append(session)
+                if s.order.count > Self.maxSessions { s.sessions[s.order.removeFirst()] = nil }
+            }
+            s.sessions[session, default: [:]][site, default: []].append(receipt)
+        }
+    }
+
+    /// The receipts of `site` for `session`, removed from the ledger (nil if none).
+    public func take(session: String, site: String) -> [Receipt]? {
+        state.withLock { s in
+            let r = s.sessions[session]?[site]
+            s.sessions[session]?[site] = nil
+            return r
+        }
+    }
 }
 
 /// A failure at or on the way to a named site.

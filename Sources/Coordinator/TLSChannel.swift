@@ -12,6 +12,7 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
     private let lock = NSLock()
     private var nextID = 0
     private let maxLineBytes: Int
+    private var kept: [Receipt] = []
 
     /// Connects to the agent of `site` at host:port, verifying its certificate
     /// for `serverName`, and checks that the agent says it is that site.
@@ -64,6 +65,7 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
                 throw SiteFailure(site: site, message: "the agent closed the connection (the site disappeared mid-fit)")
             }
             let (rid, reply) = try LineCodec.decodeReply(line)
+            try keepReceipt(of: line, for: request)
             if case .error(let e) = reply, e.fatal { return reply }
             guard rid == id else { throw SiteFailure(site: site, message: "answered request \(rid) instead of \(id)") }
             return reply
@@ -71,6 +73,23 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
             throw SiteFailure(site: site, message: "connection lost: \(e)")
         }
     }
+
+    /// Checks the receipt an answer carries against the certificate the
+    /// agent presented in this connection's handshake, and keeps it. An
+    /// agent without an audit log sends none. A receipt that does not
+    /// verify is a failure of the site: its log could not be held to it.
+    private func keepReceipt(of line: String, for request: Request) throws {
+        guard let receipt = Receipt.carried(by: line) else { return }
+        guard receipt.site == site, receipt.certificate == connection.peerFingerprintSHA256,
+              connection.verifyPeerSignature(receipt.signatureBytes, over: receipt.signedBytes) else {
+            throw SiteFailure(site: site, message: "the agent's receipt for its audit entry \(receipt.seq) does not verify against its TLS certificate; the site's audit log cannot be checked against this answer")
+        }
+        kept.append(receipt)
+        if let session = request.session { ReceiptLedger.shared.add(receipt, site: site, session: session) }
+    }
+
+    /// Every verified receipt this channel received, in order.
+    public var receipts: [Receipt] { lock.lock(); defer { lock.unlock() }; return kept }
 
     public var bytesSent: Int { lock.lock(); defer { lock.unlock() }; return connection.bytesWritten }
     public var bytesReceived: Int { lock.lock(); defer { lock.unlock() }; return connection.bytesRead }

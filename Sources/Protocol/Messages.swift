@@ -360,3 +360,48 @@ public enum Reply: Sendable, Equatable {
         }
     }
 }
+
+// MARK: - Receipts
+
+/// The head of a site's audit chain right after one of its answers was
+/// logged, signed with the key of the agent's TLS certificate. The agent
+/// appends it to every answer line as `"receipt"` (the audit log stores the
+/// line without it: a receipt is the entry's own sequence number and hash).
+///
+/// Why: the audit log's hash chain shows edits only against a head recorded
+/// elsewhere; a site administrator could rewrite the log and recompute every
+/// hash. The coordinator keeps each receipt, so a rewritten log no longer
+/// matches what the agent signed at the time.
+public struct Receipt: Codable, Sendable, Equatable {
+    /// The site that signed (its configured name).
+    public var site: String
+    /// Sequence number of the answer's audit entry.
+    public var seq: Int
+    /// That entry's hash (the chain head after the answer), lowercase hex.
+    public var hash: String
+    /// SHA-256 fingerprint of the certificate whose key signed.
+    public var certificate: String
+    /// Base64 DER signature (ECDSA with SHA-256 for fedmix's P-256 keys)
+    /// over `Receipt.signedBytes(site:seq:hash:)`.
+    public var signature: String
+
+    public init(site: String, seq: Int, hash: String, certificate: String, signature: String) {
+        self.site = site; self.seq = seq; self.hash = hash; self.certificate = certificate; self.signature = signature
+    }
+
+    /// What is signed: netstrings of "fedmix-receipt-1", the site, the
+    /// sequence number in decimal and the hash (netstring(s) = UTF-8 byte
+    /// count, ":", s, ",").
+    public static func signedBytes(site: String, seq: Int, hash: String) -> [UInt8] {
+        var out: [UInt8] = []
+        for field in ["fedmix-receipt-1", site, String(seq), hash] {
+            out.append(contentsOf: String(field.utf8.count).utf8)
+            out.append(UInt8(ascii: ":"))
+            out.append(contentsOf: field.utf8)
+            out.append(UInt8(ascii: ","))
+        }
+        return out
+    }
+
+    public var signedBytes: [UInt8] { Self.signedBytes(site: site, seq: seq, hash: hash) }
+}

@@ -295,7 +295,7 @@ public enum AgentCheck {
             let check = "dataset \(name)"
             let source = sourceText(config.datasets[name]!)
             do {
-                let table = try service.load(name)
+                let table = try service.loadForCheck(name)
                 columns.formUnion(table.columnNames)
                 let numeric = table.columns.filter(\.isNumeric).count
                 let text = "\(source): \(table.rowCount) rows, \(table.columns.count) columns (\(numeric) numeric, \(table.columns.count - numeric) text), all readable"

@@ -35,6 +35,8 @@ public struct AgentConfig: Sendable, Equatable {
     public var disclosure: DisclosurePolicy
     public var sessionTimeoutSeconds: Double
     public var maxLineBytes: Int
+    /// Connection admission and per-request budgets (`limits`).
+    public var limits = AgentLimits()
     /// The file this was read from (relative paths are resolved against its folder).
     public var path: String?
 
@@ -58,7 +60,7 @@ public struct AgentConfig: Sendable, Equatable {
         guard let root = any as? [String: Any] else { throw ConfigError(path: path, message: "the top level must be a JSON object") }
         let r = Reader(path: path, base: baseDirectory)
         try r.allowOnly(root, ["site", "listen", "tls", "datasets", "site_column", "allowed_variables",
-                               "denied_variables", "audit_log", "audit_retention_days", "disclosure", "session_timeout_seconds", "max_line_bytes"], at: "")
+                               "denied_variables", "audit_log", "audit_retention_days", "disclosure", "session_timeout_seconds", "max_line_bytes", "limits"], at: "")
         let site = try r.string(root, "site", at: "")
         let listen = try r.string(root, "listen", at: "")
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
@@ -125,6 +127,29 @@ public struct AgentConfig: Sendable, Equatable {
             guard days >= 1 else { throw ConfigError(path: path, message: "\"audit_retention_days\" must be at least 1 (leave it out to keep every entry)") }
             guard root["audit_log"] != nil else { throw ConfigError(path: path, message: "\"audit_retention_days\" needs \"audit_log\"") }
         }
+        var limits = AgentLimits()
+        if let l = root["limits"] {
+            guard let lobj = l as? [String: Any] else { throw ConfigError(path: path, message: "\"limits\" must be an object") }
+            try r.allowOnly(lobj, Set(AgentLimits.keys), at: "limits.")
+            func positive(_ k: String) throws -> Double? {
+                guard let v = try r.number(lobj, k, at: "limits.") else { return nil }
+                guard v > 0 else { throw ConfigError(path: path, message: "\"limits.\(k)\" must be greater than 0") }
+                return v
+            }
+            func count(_ k: String) throws -> Int? {
+                guard let v = try r.int(lobj, k, at: "limits.") else { return nil }
+                guard v > 0 else { throw ConfigError(path: path, message: "\"limits.\(k)\" must be at least 1") }
+                return v
+            }
+            if let v = try count("max_pending_handshakes") { limits.maxPendingHandshakes = v }
+            if let v = try positive("handshake_timeout_seconds") { limits.handshakeTimeoutSeconds = v }
+            if let v = try count("max_connections_per_certificate") { limits.maxConnectionsPerCertificate = v }
+            if let v = try count("max_connections") { limits.maxConnections = v }
+            if let v = try positive("max_work_per_request") { limits.maxWorkPerRequest = v }
+            if let v = try count("max_answer_bytes") { limits.maxAnswerBytes = v }
+            if let v = try count("max_audit_entry_bytes") { limits.maxAuditEntryBytes = v }
+            if let problem = limits.problem { throw ConfigError(path: path, message: problem) }
+        }
         let siteColumn: String?
         if root.keys.contains("site_column") {
             if root["site_column"] is NSNull { siteColumn = nil } else { siteColumn = try r.string(root, "site_column", at: "") }
@@ -137,7 +162,7 @@ public struct AgentConfig: Sendable, Equatable {
             auditRetentionDays: retention,
             disclosure: policy,
             sessionTimeoutSeconds: try r.number(root, "session_timeout_seconds", at: "") ?? 3600,
-            maxLineBytes: try r.int(root, "max_line_bytes", at: "") ?? 16 * 1024 * 1024, path: nil)
+            maxLineBytes: try r.int(root, "max_line_bytes", at: "") ?? 16 * 1024 * 1024, limits: limits, path: nil)
     }
 
     /// The datasets as the site service reads them.
@@ -190,6 +215,60 @@ public struct AgentConfig: Sendable, Equatable {
         func resolve(_ p: String) -> String {
             p.hasPrefix("/") ? p : URL(fileURLWithPath: base).appendingPathComponent(p).standardizedFileURL.path
         }
+    }
+}
+
+/// What the agent admits from the network and how much one request may cost
+/// it, set under `limits` in the configuration (deploy/README.md).
+///
+/// Why: anyone who can reach the port can open TCP connections, and anyone
+/// with a certificate can send requests whose answers take minutes and
+/// gigabytes. Unauthenticated connections get a small budget of their own
+/// with a short handshake deadline, authenticated ones a cap per certificate
+/// and in total, and every request's cost is computed and checked before the
+/// work starts.
+public struct AgentLimits: Sendable, Equatable {
+    /// Connections still in the TLS handshake at once; when full, the
+    /// oldest pending handshake is dropped to admit a new one.
+    public var maxPendingHandshakes = 32
+    /// Seconds a client has to complete the TLS handshake.
+    public var handshakeTimeoutSeconds = 5.0
+    /// Authenticated connections one certificate (SHA-256 fingerprint) may hold at once.
+    public var maxConnectionsPerCertificate = 8
+    /// Authenticated connections at once, over all certificates.
+    public var maxConnections = 64
+    /// Largest estimated work of one request, in units of one
+    /// multiply-add (jet arithmetic counted per number of its width); see RequestCost.
+    public var maxWorkPerRequest = 1e10
+    /// Largest answer one request may produce (estimated before the work,
+    /// checked again on the encoded line). 16 MiB is the longest line a
+    /// coordinator reads by default.
+    public var maxAnswerBytes = 16 * 1024 * 1024
+    /// Longest line the audit log stores in full; a longer request is
+    /// logged as its length and SHA-256 and refused, a longer answer is
+    /// not sent. Hard limit: 512 MiB (SQLite stores at most 1e9 bytes).
+    public var maxAuditEntryBytes = 32 * 1024 * 1024
+
+    public init() {}
+
+    /// The configuration keys under `limits`.
+    public static let keys = ["max_pending_handshakes", "handshake_timeout_seconds", "max_connections_per_certificate",
+                              "max_connections", "max_work_per_request", "max_answer_bytes", "max_audit_entry_bytes"]
+    /// Largest `max_audit_entry_bytes` accepted.
+    public static let auditEntryHardLimit = 512 * 1024 * 1024
+
+    /// What is wrong with these values, if anything.
+    public var problem: String? {
+        if maxAuditEntryBytes > Self.auditEntryHardLimit {
+            return "\"limits.max_audit_entry_bytes\" must be at most \(Self.auditEntryHardLimit) (512 MiB)"
+        }
+        if maxAnswerBytes > maxAuditEntryBytes {
+            return "\"limits.max_answer_bytes\" (\(maxAnswerBytes)) must not exceed \"limits.max_audit_entry_bytes\" (\(maxAuditEntryBytes)): every answer is logged in full"
+        }
+        if maxConnectionsPerCertificate > maxConnections {
+            return "\"limits.max_connections_per_certificate\" must not exceed \"limits.max_connections\""
+        }
+        return nil
     }
 }
 

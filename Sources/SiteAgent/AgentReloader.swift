@@ -97,6 +97,7 @@ public final class AgentReloader: Sendable {
         if a.disclosure != b.disclosure { out.append("disclosure") }
         if a.sessionTimeoutSeconds != b.sessionTimeoutSeconds { out.append("session_timeout_seconds") }
         if a.maxLineBytes != b.maxLineBytes { out.append("max_line_bytes") }
+        if a.limits != b.limits { out.append("limits") }
         return out
     }
 

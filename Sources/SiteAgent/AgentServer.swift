@@ -10,8 +10,29 @@ import Synchronization
 /// Receives every message the agent reads and writes, before the answer goes out.
 public protocol AuditSink: Sendable {
     func record(direction: AuditDirection, peer: PeerIdentity, line: String) throws
+    /// Records a line about to be sent and returns the chain head after it
+    /// (for the answer's receipt); nil when the sink keeps no hash chain.
+    func recordSent(peer: PeerIdentity, line: String) throws -> AuditHead?
+    /// Records a short note about a peer's line that is not stored in full
+    /// (longer than the entry limit, or not UTF-8): its length and digest.
+    func recordNote(peer: PeerIdentity, text: String) throws
 }
 public enum AuditDirection: String, Sendable { case received, sent }
+
+extension AuditSink {
+    public func recordSent(peer: PeerIdentity, line: String) throws -> AuditHead? {
+        try record(direction: .sent, peer: peer, line: line)
+        return nil
+    }
+    public func recordNote(peer: PeerIdentity, text: String) throws {}
+}
+
+/// The audit chain's head after an entry: its sequence number and hash.
+public struct AuditHead: Sendable, Equatable {
+    public var seq: Int
+    public var hash: String
+    public init(seq: Int, hash: String) { self.seq = seq; self.hash = hash }
+}
 
 /// Structured log lines on standard error: one JSON object per event.
 public struct AgentLog: Sendable {
@@ -39,24 +60,60 @@ public struct AgentLog: Sendable {
     }
 }
 
+/// The agent's server: admits connections, authenticates them, answers
+/// requests, logs every line and signs a receipt for every answer.
+///
+/// Admission (why: anyone who can reach the port can open connections):
+/// connections still in the TLS handshake have a budget of their own
+/// (`limits.max_pending_handshakes`) and a short deadline
+/// (`limits.handshake_timeout_seconds`); when the budget is full the oldest
+/// pending handshake is dropped, so a flood of silent sockets ages out
+/// instead of filling the server. Authenticated connections are capped per
+/// certificate fingerprint and in total, so one analyst's connections
+/// cannot keep another analyst out.
 public final class AgentServer: Sendable {
     public let service: SiteService
     public let maxLineBytes: Int
     public let log: AgentLog
+    public let limits: AgentLimits
     private let listener: TLSListener
     private let audit: AuditSink?
-    private let connections = Mutex(0)
-    /// Most connections served at once.
-    public static let maxConnections = 128
+    private let admission = Mutex(Admission())
+
+    private struct Admission {
+        var nextID = 0
+        /// Connections in the handshake, oldest first.
+        var pending: [(id: Int, connection: TLSIncomingConnection)] = []
+        /// Handshake threads still running (pending, or dropped and winding down).
+        var handshakeThreads = 0
+        var perCertificate: [String: Int] = [:]
+        var authenticated = 0
+        var droppedPending = 0
+    }
+
+    /// What the server is holding now (for tests and operators).
+    public struct AdmissionCounts: Sendable, Equatable {
+        public var pendingHandshakes: Int
+        public var handshakeThreads: Int
+        public var authenticated: Int
+        /// Pending handshakes dropped to make room since the start.
+        public var droppedPending: Int
+    }
+    public var admissionCounts: AdmissionCounts {
+        admission.withLock { AdmissionCounts(pendingHandshakes: $0.pending.count, handshakeThreads: $0.handshakeThreads,
+                                             authenticated: $0.authenticated, droppedPending: $0.droppedPending) }
+    }
 
     public init(service: SiteService, host: String, port: Int, context: TLSContext,
                 maxLineBytes: Int = defaultMaxLineBytes, audit: AuditSink? = nil, log: AgentLog = AgentLog(),
-                ioTimeout: Double = 300) throws {
+                ioTimeout: Double = 300, limits: AgentLimits = AgentLimits()) throws {
         self.service = service
         self.maxLineBytes = maxLineBytes
         self.audit = audit
         self.log = log
-        listener = try TLSListener(host: host, port: port, context: context, ioTimeout: ioTimeout)
+        self.limits = limits
+        listener = try TLSListener(host: host, port: port, context: context,
+                                   handshakeTimeout: limits.handshakeTimeoutSeconds, ioTimeout: ioTimeout, backlog: 512)
     }
 
     /// The server a configuration describes. Without an `audit` sink, the
@@ -68,16 +125,17 @@ public final class AgentServer: Sendable {
         let context = try TLSContext.server(identity: TLSIdentity(certificatePath: config.tls.certificate, keyPath: config.tls.key,
                                                                   caPath: config.tls.ca),
                                             allowedPeerNames: config.tls.allowedCoordinators)
-        let service = SiteService(config: config)
+        let service = SiteService(config: config, log: log)
         var sink = audit
         if sink == nil, let path = config.auditLog {
-            let auditLog = try AuditLog.open(path: path, retentionDays: config.auditRetentionDays)
+            let auditLog = try AuditLog.open(path: path, retentionDays: config.auditRetentionDays,
+                                             maxEntryBytes: config.limits.maxAuditEntryBytes)
             service.seedSessionStarts(try auditLog.sessionStarts(since: Date().addingTimeInterval(-SessionBudget.window)))
             try service.persistSubsetHistory(at: path + ".subsets")
             sink = auditLog
         }
         try self.init(service: service, host: config.host, port: config.port, context: context,
-                      maxLineBytes: config.maxLineBytes, audit: sink, log: log)
+                      maxLineBytes: config.maxLineBytes, audit: sink, log: log, limits: config.limits)
     }
 
     /// The audit log lines are written to, when it is the SQLite audit log.
@@ -89,7 +147,8 @@ public final class AgentServer: Sendable {
     /// Replaces certificates and trusted coordinators for new connections.
     public func replaceContext(_ c: TLSContext) { listener.replaceContext(c) }
 
-    /// Accepts connections until `stop()`; each is served on its own thread.
+    /// Accepts connections until `stop()`; each handshake, and each
+    /// authenticated connection, runs on its own thread.
     public func serve() {
         log.event("listening", ["site": service.site, "port": String(port)])
         while true {
@@ -100,22 +159,38 @@ public final class AgentServer: Sendable {
                 Thread.sleep(forTimeInterval: 0.05)
                 continue
             }
-            // A bound on connections (authenticated or not) keeps a flood of
-            // TCP clients from exhausting threads and file descriptors.
-            let admitted = connections.withLock { n -> Bool in
-                guard n < Self.maxConnections else { return false }
-                n += 1
-                return true
+            // Threads winding down after a drop end within 50 ms: wait for
+            // them (up to 200 ms) rather than refuse the newcomer, who may be
+            // the analyst the flood is trying to keep out.
+            var waited = 0.0
+            while waited < 0.2, admission.withLock({ $0.handshakeThreads >= 2 * limits.maxPendingHandshakes }) {
+                Thread.sleep(forTimeInterval: 0.005)
+                waited += 0.005
             }
-            guard admitted else {
-                log.event("connection_refused", ["peer_address": incoming.peerAddress, "reason": "too many connections (\(Self.maxConnections))"])
+            let (id, victim, refused) = admission.withLock { a -> (Int, TLSIncomingConnection?, Bool) in
+                if a.handshakeThreads >= 2 * limits.maxPendingHandshakes { return (0, nil, true) }
+                var victim: TLSIncomingConnection? = nil
+                if a.pending.count >= limits.maxPendingHandshakes {
+                    victim = a.pending.removeFirst().connection
+                    a.droppedPending += 1
+                }
+                a.nextID += 1
+                a.pending.append((a.nextID, incoming))
+                a.handshakeThreads += 1
+                return (a.nextID, victim, false)
+            }
+            if refused {
+                log.event("connection_refused", ["peer_address": incoming.peerAddress,
+                                                 "reason": "too many connections in the TLS handshake (limits.max_pending_handshakes \(limits.maxPendingHandshakes))"])
                 incoming.close()
                 continue
             }
-            let thread = Thread { [self] in
-                self.serve(incoming)
-                self.connections.withLock { $0 -= 1 }
+            if let victim {
+                victim.abort()
+                log.event("connection_dropped", ["peer_address": victim.peerAddress,
+                                                 "reason": "the oldest pending TLS handshake, dropped for a new connection (limits.max_pending_handshakes \(limits.maxPendingHandshakes))"])
             }
+            let thread = Thread { [self] in self.handshakeThenServe(incoming, id: id) }
             thread.stackSize = 1 << 22
             thread.start()
         }
@@ -130,22 +205,62 @@ public final class AgentServer: Sendable {
 
     public func stop() { listener.close() }
 
-    private func serve(_ incoming: TLSIncomingConnection) {
+    private func handshakeThenServe(_ incoming: TLSIncomingConnection, id: Int) {
+        let result = Result { try incoming.handshake(timeout: limits.handshakeTimeoutSeconds) }
+        admission.withLock { a in
+            a.pending.removeAll { $0.id == id }
+            a.handshakeThreads -= 1
+        }
         let conn: TLSConnection
-        do { conn = try incoming.handshake() } catch {
+        switch result {
+        case .success(let c): conn = c
+        case .failure(let error):
+            if case TLSError.closed = error { return }   // dropped for a newer connection; logged then
             log.event("connection_refused", ["peer_address": incoming.peerAddress, "reason": "\(error)"])
             return
         }
+        let fingerprint = conn.peerFingerprintSHA256
+        let refusal: String? = admission.withLock { a in
+            if a.authenticated >= limits.maxConnections {
+                return "the agent serves at most \(limits.maxConnections) connections at once (limits.max_connections); try again later"
+            }
+            if a.perCertificate[fingerprint, default: 0] >= limits.maxConnectionsPerCertificate {
+                return "this certificate already has \(limits.maxConnectionsPerCertificate) connections open to the agent (limits.max_connections_per_certificate); close some, or wait for them to end"
+            }
+            a.authenticated += 1
+            a.perCertificate[fingerprint, default: 0] += 1
+            return nil
+        }
+        if let refusal {
+            // Not in the audit log: the line carries nothing from the data,
+            // and a flood of refusals must not fill the log.
+            log.event("connection_refused", ["peer": conn.peerSubject, "peer_address": conn.peerAddress, "reason": refusal])
+            if let line = try? LineCodec.encode(Reply.error(ErrorReply(code: "too_many_connections", fatal: true, message: refusal)), id: 0) {
+                try? conn.writeLine(line)
+            }
+            conn.close()
+            return
+        }
+        serve(conn)
+        admission.withLock { a in
+            a.authenticated -= 1
+            a.perCertificate[fingerprint, default: 1] -= 1
+            if a.perCertificate[fingerprint] == 0 { a.perCertificate[fingerprint] = nil }
+        }
+    }
+
+    private func serve(_ conn: TLSConnection) {
         defer { conn.close() }
         let peer = PeerIdentity(subject: conn.peerSubject, fingerprint: conn.peerFingerprintSHA256)
         log.event("connection", ["peer": conn.peerSubject, "peer_address": conn.peerAddress, "tls": conn.protocolVersion])
         do {
             try send(Hello(role: "agent", site: service.site, software: fedmixAgentVersion, maxLineBytes: maxLineBytes), conn, peer)
-            guard let first = try conn.readLine(maxBytes: maxLineBytes) else { return }
+            guard let first = try readRequest(conn, peer) else { return }
             try audit?.record(direction: .received, peer: peer, line: first)
             let hello: Hello
             do { hello = try LineCodec.decodeHello(first) } catch {
-                try sendError(ErrorReply(code: "expected_hello", fatal: true, message: "the first line must be the coordinator's hello: \(error)"), id: 0, conn, peer)
+                try sendLine(try LineCodec.encode(Reply.error(ErrorReply(code: "expected_hello", fatal: true,
+                    message: "the first line must be the coordinator's hello")), id: 0), conn, peer)
                 return
             }
             guard hello.protocolVersion == protocolVersion else {
@@ -155,28 +270,90 @@ public final class AgentServer: Sendable {
                 return
             }
             while true {
-                let line: String
-                do {
-                    guard let l = try conn.readLine(maxBytes: maxLineBytes) else { break }
-                    line = l
-                } catch TLSError.lineTooLong(let limit) {
-                    try sendError(ErrorReply(code: "line_too_long", fatal: true,
-                        message: "a line exceeded this agent's limit of \(limit) bytes; the connection is closed"), id: 0, conn, peer)
-                    log.event("line_too_long", ["peer": conn.peerSubject])
-                    break
-                } catch TLSError.invalidUTF8 {
-                    try sendError(ErrorReply(code: "invalid_utf8", fatal: true, message: "a line was not valid UTF-8; the connection is closed"), id: 0, conn, peer)
-                    break
+                guard let line = try readRequest(conn, peer) else { break }
+                // Nothing longer than the audit entry limit is processed: it
+                // could not be logged in full. Its length and digest are.
+                if line.utf8.count > limits.maxAuditEntryBytes {
+                    try audit?.recordNote(peer: peer, text: Self.note("request_not_recorded", bytes: line.utf8.count + 1,
+                        sha256: SHA256Digest.hex(Array(line.utf8)), reason: "longer than limits.max_audit_entry_bytes"))
+                    try sendError(ErrorReply(code: "line_too_long", fatal: false,
+                        message: "a request of \(line.utf8.count) bytes exceeds the \(limits.maxAuditEntryBytes) bytes this agent logs in full (limits.max_audit_entry_bytes); it was not processed"), id: 0, conn, peer)
+                    continue
                 }
                 try audit?.record(direction: .received, peer: peer, line: line)
-                let answer = service.handle(line: line, peer: peer)
-                try audit?.record(direction: .sent, peer: peer, line: answer)
-                try conn.writeLine(answer)
+                // Requests queued before the peer left are not worked on.
+                if conn.peerHasClosed {
+                    log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection before this request was answered; it was not processed"])
+                    break
+                }
+                guard var answer = handleWatchingPeer(line, peer: peer, conn: conn) else {
+                    log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection while its request was being answered; the answer was not computed further, logged or sent"])
+                    break
+                }
+                let limit = min(limits.maxAnswerBytes, limits.maxAuditEntryBytes)
+                if answer.utf8.count > limit {
+                    let id = LineCodec.peekID(line) ?? 0
+                    answer = try LineCodec.encode(Reply.error(ErrorReply(code: "answer_too_large", fatal: false,
+                        message: "the answer would be \(answer.utf8.count) bytes; this site sends at most \(limit) (limits.max_answer_bytes). Use fewer columns or covariance parameters, or a lower derivative order")), id: id)
+                }
+                try sendLine(answer, conn, peer)
             }
         } catch {
             log.event("connection_error", ["peer": conn.peerSubject, "error": "\(error)"])
         }
         log.event("connection_closed", ["peer": conn.peerSubject, "bytes_read": String(conn.bytesRead), "bytes_written": String(conn.bytesWritten)])
+    }
+
+    /// The next request line; nil when the peer closed. A line that is too
+    /// long or not UTF-8 is logged as its length and digest (never its
+    /// text), answered with a fatal error, and ends the connection (nil).
+    private func readRequest(_ conn: TLSConnection, _ peer: PeerIdentity) throws -> String? {
+        do { return try conn.readLine(maxBytes: maxLineBytes) }
+        catch TLSError.lineTooLong(let limit) {
+            let seen = conn.rejectedLine
+            try audit?.recordNote(peer: peer, text: Self.note("request_not_recorded", bytes: seen?.bytes ?? limit + 1,
+                sha256: seen?.sha256 ?? "", reason: "longer than max_line_bytes (\(limit)); bytes and digest cover what was read before the agent stopped reading"))
+            try sendError(ErrorReply(code: "line_too_long", fatal: true,
+                message: "a line exceeded this agent's limit of \(limit) bytes; the connection is closed"), id: 0, conn, peer)
+            log.event("line_too_long", ["peer": conn.peerSubject])
+            return nil
+        } catch TLSError.invalidUTF8 {
+            let seen = conn.rejectedLine
+            try audit?.recordNote(peer: peer, text: Self.note("request_not_recorded", bytes: seen?.bytes ?? 0,
+                sha256: seen?.sha256 ?? "", reason: "not valid UTF-8"))
+            try sendError(ErrorReply(code: "invalid_utf8", fatal: true, message: "a line was not valid UTF-8; the connection is closed"), id: 0, conn, peer)
+            return nil
+        }
+    }
+
+    static func note(_ type: String, bytes: Int, sha256: String, reason: String) -> String {
+        let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = ["type": type, "sha256": sha256, "reason": reason]
+        var text = String(decoding: (try? e.encode(body)) ?? Data("{}".utf8), as: UTF8.self)
+        text.removeLast()
+        return text + ",\"bytes\":\(bytes)}"
+    }
+
+    /// Answers `line` on a worker thread while this thread watches the
+    /// connection: if the peer closes, the work is cancelled at its next
+    /// check and nil is returned.
+    private func handleWatchingPeer(_ line: String, peer: PeerIdentity, conn: TLSConnection) -> String? {
+        let cancelled = CancelFlag()
+        let result = Mutex<String?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let service = self.service
+        let worker = Thread {
+            let answer = service.handle(line: line, peer: peer, isCancelled: { cancelled.isSet })
+            result.withLock { $0 = answer }
+            done.signal()
+        }
+        worker.stackSize = 1 << 22
+        worker.start()
+        while done.wait(timeout: .now() + 0.05) == .timedOut {
+            if !cancelled.isSet && conn.peerHasClosed { cancelled.set() }
+        }
+        if cancelled.isSet { return nil }
+        return result.withLock { $0 }
     }
 
     private func send(_ hello: Hello, _ conn: TLSConnection, _ peer: PeerIdentity) throws {
@@ -186,10 +363,28 @@ public final class AgentServer: Sendable {
     }
 
     private func sendError(_ e: ErrorReply, id: Int, _ conn: TLSConnection, _ peer: PeerIdentity) throws {
-        let line = try LineCodec.encode(Reply.error(e), id: id)
-        try audit?.record(direction: .sent, peer: peer, line: line)
-        try conn.writeLine(line)
+        try sendLine(try LineCodec.encode(Reply.error(e), id: id), conn, peer)
     }
+
+    /// Logs an answer line, then sends it with its receipt: the chain head
+    /// after the answer's entry, signed with the key of the certificate
+    /// this connection presented (so the coordinator can check it against
+    /// the peer certificate it verified, even after a rotation).
+    private func sendLine(_ line: String, _ conn: TLSConnection, _ peer: PeerIdentity) throws {
+        var out = line
+        if let head = try audit?.recordSent(peer: peer, line: line) {
+            let receipt = try Receipt.sign(site: service.site, seq: head.seq, hash: head.hash, context: conn.context)
+            out = try receipt.appended(to: line)
+        }
+        try conn.writeLine(out)
+    }
+}
+
+/// A flag one thread sets and another reads.
+final class CancelFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set() { value.store(true, ordering: .relaxed) }
 }
 
 /// The agent's software version (reported in its hello and by --version).

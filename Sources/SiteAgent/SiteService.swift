@@ -65,6 +65,11 @@ public final class SiteService: Sendable {
     /// Variables that may be used (nil: all) and variables that never may.
     public let allowedVariables: Set<String>?
     public let deniedVariables: Set<String>
+    /// Budgets checked before each request's work (limits.*).
+    public let limits: AgentLimits
+    /// The agent's own log (standard error): the detail of errors whose
+    /// answer to the peer leaves out paths, SQL and values.
+    public let log: AgentLog
     private let sources: [String: DatasetSource]
     private let tables = Mutex<[String: DataTable]>([:])
     private let sessions = Mutex<[String: Session]>([:])
@@ -92,17 +97,20 @@ public final class SiteService: Sendable {
 
     public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
                 policy: DisclosurePolicy = DisclosurePolicy(), sessionTimeout: Double = 3600,
-                allowedVariables: [String]? = nil, deniedVariables: [String] = []) {
+                allowedVariables: [String]? = nil, deniedVariables: [String] = [],
+                limits: AgentLimits = AgentLimits(), log: AgentLog = AgentLog()) {
         self.site = site; self.sources = datasets; self.siteColumn = siteColumn
+        self.limits = limits; self.log = log
         self.policy = policy; self.sessionTimeout = sessionTimeout
         self.allowedVariables = allowedVariables.map(Set.init); self.deniedVariables = Set(deniedVariables)
     }
 
     /// The service an agent configuration describes.
-    public convenience init(config: AgentConfig) {
+    public convenience init(config: AgentConfig, log: AgentLog = AgentLog()) {
         self.init(site: config.site, datasets: config.dataSources, siteColumn: config.siteColumn,
                   policy: config.disclosure, sessionTimeout: config.sessionTimeoutSeconds,
-                  allowedVariables: config.allowedVariables, deniedVariables: config.deniedVariables)
+                  allowedVariables: config.allowedVariables, deniedVariables: config.deniedVariables,
+                  limits: config.limits, log: log)
     }
 
     /// Whether the site's rules let a variable be used or described.
@@ -113,16 +121,27 @@ public final class SiteService: Sendable {
     /// Answers one protocol line with one protocol line. Never throws: every
     /// problem becomes an error answer.
     public func handle(line: String, peer: PeerIdentity = .inProcess) -> String {
+        handle(line: line, peer: peer, isCancelled: { false })!
+    }
+
+    /// As `handle(line:peer:)`, but gives up (nil) when `isCancelled` says
+    /// so before the work or before the answer is encoded: the server sets
+    /// it when the peer closed the connection, so nobody's abandoned
+    /// request keeps the agent busy.
+    public func handle(line: String, peer: PeerIdentity = .inProcess, isCancelled: @Sendable () -> Bool) -> String? {
         let id = LineCodec.peekID(line) ?? 0
-        let reply: Reply
+        var reply: Reply
         do {
             let (_, request) = try LineCodec.decodeRequest(line)
+            if isCancelled() { return nil }
             reply = handle(request, peer: peer)
         } catch let e as ProtocolError {
-            reply = .error(ErrorReply(code: e.code, fatal: false, message: e.description))
+            reply = .error(ErrorReply(code: e.code, fatal: false, message: Self.peerSafe(e)))
         } catch {
-            reply = .error(ErrorReply(code: "invalid_message", fatal: false, message: "\(error)"))
+            reply = .error(ErrorReply(code: "invalid_message", fatal: false, message: "the line is not a valid request"))
         }
+        if isCancelled() { return nil }
+        if case .error(var e) = reply { e.message = Self.bounded(e.message); reply = .error(e) }
         do { return try LineCodec.encode(reply, id: id) } catch {
             return (try? LineCodec.encode(Reply.error(ErrorReply(code: "internal", fatal: false,
                 message: "the answer could not be encoded (a non-finite number)")), id: id)) ?? "{}"
@@ -147,8 +166,45 @@ public final class SiteService: Sendable {
         } catch let e as LinearAlgebraError {
             return .error(ErrorReply(code: "numerical", fatal: false, message: "site \"\(site)\": \(e.description)"))
         } catch {
-            return .error(ErrorReply(code: "dataset_error", fatal: false, message: "site \"\(site)\": \(error)"))
+            // Never the error's own text: it may hold a path, SQL or a value.
+            log.event("request_failed", ["site": site, "request": request.typeName, "error": "\(error)"])
+            return .error(ErrorReply(code: "internal", fatal: false, message: "site \"\(site)\": the \(request.typeName) request failed at the site; the site's administrator can see why in the agent's log"))
         }
+    }
+
+    /// A protocol error's text for the peer, without echoing what it sent
+    /// (an unknown type names its length only; a decoding detail names the
+    /// field, never the value).
+    static func peerSafe(_ e: ProtocolError) -> String {
+        switch e {
+        case .unknownType(let t):
+            return "unknown message type (\(t.utf8.count) characters); expected describe, prepare, evaluate, finalize or ping"
+        case .invalidMessage(let why):
+            if let field = why.range(of: #"^field "[^"]{0,200}""#, options: .regularExpression) {
+                return "invalid message: \(why[field]) is not valid"
+            }
+            return why.count <= 200 ? e.description : "invalid message"
+        default:
+            return bounded(e.description)
+        }
+    }
+
+    /// Longest error message sent; quoted names the peer sent are cut to 64
+    /// characters, so no answer can echo a long input back into the logs.
+    static let maxErrorMessageBytes = 2000
+
+    static func bounded(_ message: String) -> String {
+        var out = message
+        if let re = try? NSRegularExpression(pattern: #""([^"]{65,})""#) {
+            let ns = out as NSString
+            for m in re.matches(in: out, range: NSRange(location: 0, length: ns.length)).reversed() {
+                let inner = ns.substring(with: m.range(at: 1))
+                let replacement = "\"\(inner.prefix(24))…\" (\(inner.utf8.count) bytes, SHA-256 \(SHA256Digest.hex(Array(inner.utf8)).prefix(12)))"
+                out = (out as NSString).replacingCharacters(in: m.range, with: replacement)
+            }
+        }
+        if out.utf8.count > maxErrorMessageBytes { out = String(out.prefix(maxErrorMessageBytes / 4)) + "…" }
+        return out
     }
 
     // MARK: describe
@@ -243,6 +299,7 @@ public final class SiteService: Sendable {
         }
         if policy.checksExpressions { try ExpressionRules.check(r.model) }
         let table = try load(r.dataset)
+        if let refusal = RequestCost.prepare(r.model, rows: table.rowCount).refusal(limits, what: "prepare") { throw refusal }
         var selection: [Bool]? = nil
         var filtered: RowSet? = nil
         if let filter = r.model.filter {
@@ -399,6 +456,9 @@ public final class SiteService: Sendable {
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
         switch s.fit {
         case .lmm(let frame):
+            // Cost before work: refused in microseconds, before any allocation.
+            if let refusal = RequestCost.lmmEvaluate(frame.blocks, structure: structure, order: r.order)
+                .refusal(limits, what: "evaluation") { throw refusal }
             let c = try LMMSite.evaluate(frame.blocks, structure: structure, theta: r.theta, order: r.order)
             return .contribution(ContributionReply(session: r.session, contribution: c))
         case .glmm(let frame, let site):
@@ -407,6 +467,8 @@ public final class SiteService: Sendable {
             }
             let nAGQ = r.nAGQ ?? 1
             guard (1...25).contains(nAGQ) else { throw SiteError.invalid("nagq must be between 1 and 25") }
+            if let refusal = RequestCost.glmmEvaluate(frame.data, order: r.order, nAGQ: nAGQ)
+                .refusal(limits, what: "evaluation") { throw refusal }
             let jet = try site.evaluate(theta: r.theta, beta: beta, order: r.order, nAGQ: nAGQ)
             return .glmmContribution(GLMMContributionReply(session: r.session, rows: frame.used, objective: jet))
         }
@@ -422,10 +484,14 @@ public final class SiteService: Sendable {
         let reply: FinalizeReply
         switch s.fit {
         case .lmm(let frame):
+            if let refusal = RequestCost.lmmEvaluate(frame.blocks, structure: structure, order: 0)
+                .refusal(limits, what: "finalize") { throw refusal }
             let e = try LMMSite.siteEffects(frame.blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                   ownEffects: LMMSite.ownEstimate(frame.blocks, beta: r.beta))
-        case .glmm(_, let site):
+        case .glmm(let frame, let site):
+            if let refusal = RequestCost.glmmEvaluate(frame.data, order: 0, nAGQ: 1)
+                .refusal(limits, what: "finalize") { throw refusal }
             let e = try site.siteEffects(theta: r.theta, beta: r.beta)
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                   saturatedDeviance: site.saturatedConstant)
@@ -477,14 +543,32 @@ public final class SiteService: Sendable {
         if let t = tables.withLock({ $0[dataset] }) { return t }
         guard let source = sources[dataset] else { throw SiteError.unknownDataset(dataset, known: sources.keys.sorted()) }
         let table: DataTable
-        switch source {
-        case .table(let t): table = t
-        case .csv(let path, let types): table = try CSVReader.read(path: path, types: types)
-        case .sqliteTable(let path, let name, let types): table = try SQLiteSource.read(path: path, table: name, types: types)
-        case .sqliteQuery(let path, let query, let types): table = try SQLiteSource.read(path: path, query: query, types: types)
+        do { table = try read(source) } catch {
+            // Paths, SQL and line numbers stay here; the peer learns only that it failed.
+            log.event("dataset_error", ["site": site, "dataset": dataset, "error": "\(error)"])
+            throw SiteError.datasetUnreadable(dataset)
         }
         try checkSiteColumn(table)
         tables.withLock { $0[dataset] = table }
+        return table
+    }
+
+    /// Reads a source with the full detail of any failure (DataSourceError:
+    /// path, line, SQL), for `fedmix-agent check`; never sent to a peer.
+    func read(_ source: DatasetSource) throws -> DataTable {
+        switch source {
+        case .table(let t): return t
+        case .csv(let path, let types): return try CSVReader.read(path: path, types: types)
+        case .sqliteTable(let path, let name, let types): return try SQLiteSource.read(path: path, table: name, types: types)
+        case .sqliteQuery(let path, let query, let types): return try SQLiteSource.read(path: path, query: query, types: types)
+        }
+    }
+
+    /// The table of a configured dataset, failures in full detail (for `check`).
+    func loadForCheck(_ dataset: String) throws -> DataTable {
+        guard let source = sources[dataset] else { throw SiteError.unknownDataset(dataset, known: sources.keys.sorted()) }
+        let table = try read(source)
+        try checkSiteColumn(table)
         return table
     }
 
@@ -501,6 +585,9 @@ public enum SiteError: Error, Equatable, CustomStringConvertible {
     case unknownDataset(String, known: [String])
     case unknownSession(String)
     case sessionConflict(String)
+    /// A configured dataset could not be read; the detail (path, SQL, line)
+    /// is in the agent's log only.
+    case datasetUnreadable(String)
     case disclosure(String)
     case invalid(String)
 
@@ -508,19 +595,29 @@ public enum SiteError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .unknownDataset: return "unknown_dataset"
         case .unknownSession: return "unknown_session"
+        case .datasetUnreadable: return "dataset_error"
         case .sessionConflict: return "session_conflict"
         case .disclosure: return "disclosure_refused"
         case .invalid: return "invalid_request"
         }
     }
+    /// A session id as echoed: ids up to 64 characters (UUIDs) as they are,
+    /// longer ones by length.
+    static func short(_ s: String) -> String {
+        "(id of \(s.utf8.count) characters, SHA-256 \(SHA256Digest.hex(Array(s.utf8)).prefix(12)))"
+    }
+
     public var description: String {
         switch self {
         case .unknownDataset(let d, let known):
-            return "this site has no dataset \"\(d)\" (it has: \(known.joined(separator: ", ")))"
+            // The name is not repeated back: a peer could make it megabytes long.
+            return "unknown dataset (a name of \(d.utf8.count) bytes, SHA-256 \(SHA256Digest.hex(Array(d.utf8)).prefix(12))); this site has: \(known.joined(separator: ", "))"
         case .unknownSession(let s):
-            return "session \(s) is unknown or expired; prepare it again"
+            return "session \(Self.short(s)) is unknown or expired; prepare it again"
         case .sessionConflict(let s):
-            return "session \(s) was prepared with a different model; use a new session id"
+            return "session \(Self.short(s)) was prepared with a different model; use a new session id"
+        case .datasetUnreadable(let d):
+            return "the site's dataset \"\(d)\" could not be read; the site's administrator can see why in the agent's log"
         case .disclosure(let why): return "refused by the site's disclosure rules: \(why)"
         case .invalid(let why): return "invalid request: \(why)"
         }

@@ -432,7 +432,8 @@ final class DeployExampleTests: XCTestCase {
         // Every key the parser accepts appears in the example (and so in the README's table).
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
         XCTAssertEqual(Set(object.keys), ["site", "listen", "tls", "datasets", "site_column", "allowed_variables",
-                                          "denied_variables", "audit_log", "disclosure", "session_timeout_seconds", "max_line_bytes"])
+                                          "denied_variables", "audit_log", "disclosure", "session_timeout_seconds", "max_line_bytes", "limits"])
+        XCTAssertEqual(Set((object["limits"] as? [String: Any] ?? [:]).keys), Set(AgentLimits.keys))
         XCTAssertEqual(Set((object["tls"] as? [String: Any] ?? [:]).keys), ["certificate", "key", "ca", "allowed_coordinators"])
         XCTAssertEqual(Set((object["disclosure"] as? [String: Any] ?? [:]).keys),
                        ["min_rows", "min_cell", "max_params_per_row", "max_rounds_per_session", "max_sessions_per_day", "max_listed_levels",
@@ -445,7 +446,7 @@ final class DeployExampleTests: XCTestCase {
                     "datasets.NAME.sqlite", "datasets.NAME.table", "datasets.NAME.query", "datasets.NAME.types", "site_column",
                     "allowed_variables", "denied_variables", "audit_log", "disclosure.min_rows", "disclosure.min_cell",
                     "disclosure.max_params_per_row", "disclosure.max_rounds_per_session", "disclosure.max_sessions_per_day",
-                    "disclosure.max_listed_levels", "session_timeout_seconds", "max_line_bytes"] {
+                    "disclosure.max_listed_levels", "session_timeout_seconds", "max_line_bytes"] + AgentLimits.keys.map { "limits." + $0 } {
             XCTAssertTrue(readme.contains("| `\(key)` |"), "deploy/README.md has no row for \(key)")
         }
     }

@@ -196,7 +196,7 @@ final class AgentConfigTests: XCTestCase {
     func testUnknownTopLevelKeyIsNamedWithTheAllowedKeys() {
         let m = configError(with { $0["min_rows"] = 5 })
         XCTAssertTrue(m.hasPrefix("unknown key \"min_rows\""), m)
-        XCTAssertTrue(m.contains("allowed here: allowed_variables, audit_log, audit_retention_days, datasets, denied_variables, disclosure, listen, max_line_bytes, "
+        XCTAssertTrue(m.contains("allowed here: allowed_variables, audit_log, audit_retention_days, datasets, denied_variables, disclosure, limits, listen, max_line_bytes, "
                                  + "session_timeout_seconds, site, site_column, tls"), m)
     }
 

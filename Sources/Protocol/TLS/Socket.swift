@@ -42,12 +42,16 @@ enum Socket {
 
     /// Waits until `fd` is ready for `events` or `deadline` passes.
     /// Returns false on timeout.
-    static func wait(_ fd: Int32, events: Int16, deadline: Double) throws -> Bool {
+    /// `aborted` is checked at least every 50 ms (false is returned once it
+    /// says true), so another thread can end the wait early.
+    static func wait(_ fd: Int32, events: Int16, deadline: Double, aborted: (() -> Bool)? = nil) throws -> Bool {
         while true {
             let remaining = deadline - now()
             if remaining <= 0 { return false }
+            if let aborted, aborted() { return false }
             var p = pollfd(fd: fd, events: events, revents: 0)
-            let ms = Int32(min(remaining * 1000, Double(Int32.max)).rounded(.up))
+            let slice = aborted == nil ? remaining : min(remaining, 0.05)
+            let ms = Int32(min(slice * 1000, Double(Int32.max)).rounded(.up))
             let rc = poll(&p, 1, ms)
             if rc > 0 { return true }
             if rc == 0 { continue }

@@ -49,6 +49,10 @@ public final class TLSConnection: @unchecked Sendable {
     private var readFailure: TLSError?
     private var writeFailure: TLSError?
     private var receivedCloseNotify = false
+    /// The last line `readLine` refused (too long, or not UTF-8): the bytes
+    /// it had read of it and their SHA-256, so a server can log a digest
+    /// instead of the text.
+    public private(set) var rejectedLine: (bytes: Int, sha256: String)?
 
     // Read buffer: bytes [start, buffer.count) are unconsumed; of those, the
     // first `scanned` are known to hold no newline.
@@ -137,7 +141,8 @@ public final class TLSConnection: @unchecked Sendable {
     /// Server side: the handshake on an accepted socket (see TLSListener).
     /// Takes ownership of `fd`: it is closed if the handshake fails.
     static func accept(fd: Int32, context: TLSContext, peerAddress: String,
-                       handshakeTimeout: Double, ioTimeout: Double) throws -> TLSConnection {
+                       handshakeTimeout: Double, ioTimeout: Double,
+                       aborted: @escaping () -> Bool = { false }) throws -> TLSConnection {
         let state = VerifyState(allowedNames: context.allowedLowercased)
         let ssl: OpaquePointer
         do {
@@ -150,7 +155,7 @@ public final class TLSConnection: @unchecked Sendable {
         do {
             try withExtendedLifetime(state) {
                 try handshake(ssl: ssl, fd: fd, isServer: true, deadline: Socket.now() + handshakeTimeout,
-                              state: state, expectedName: "", allowed: context.allowedPeerNames)
+                              state: state, expectedName: "", allowed: context.allowedPeerNames, aborted: aborted)
             }
             SSL_set_ex_data(ssl, 0, nil)
             connection = try TLSConnection(context: context, ssl: ssl, fd: fd, peerAddress: peerAddress,
@@ -174,8 +179,10 @@ public final class TLSConnection: @unchecked Sendable {
     /// the deadline passes (slow peers cannot stall it byte by byte), or it
     /// fails; failures are classified into specific TLSErrors.
     private static func handshake(ssl: OpaquePointer, fd: Int32, isServer: Bool, deadline: Double,
-                                  state: VerifyState, expectedName: String, allowed: [String]) throws {
+                                  state: VerifyState, expectedName: String, allowed: [String],
+                                  aborted: @escaping () -> Bool = { false }) throws {
         while true {
+            if aborted() { throw TLSError.closed }
             OpenSSLErrors.clear()
             errno = 0
             let rc = isServer ? SSL_accept(ssl) : SSL_connect(ssl)
@@ -184,9 +191,13 @@ public final class TLSConnection: @unchecked Sendable {
             let kind = SSL_get_error(ssl, rc)
             switch kind {
             case SSL_ERROR_WANT_READ:
-                guard try Socket.wait(fd, events: Int16(POLLIN), deadline: deadline) else { throw TLSError.timeout(.handshake) }
+                guard try Socket.wait(fd, events: Int16(POLLIN), deadline: deadline, aborted: aborted) else {
+                    throw aborted() ? TLSError.closed : TLSError.timeout(.handshake)
+                }
             case SSL_ERROR_WANT_WRITE:
-                guard try Socket.wait(fd, events: Int16(POLLOUT), deadline: deadline) else { throw TLSError.timeout(.handshake) }
+                guard try Socket.wait(fd, events: Int16(POLLOUT), deadline: deadline, aborted: aborted) else {
+                    throw aborted() ? TLSError.closed : TLSError.timeout(.handshake)
+                }
             default:
                 let entries = OpenSSLErrors.drain()
                 throw classifyHandshakeFailure(ssl: ssl, kind: kind, errnoValue: savedErrno, entries: entries,
@@ -268,8 +279,12 @@ public final class TLSConnection: @unchecked Sendable {
             let end = buffer.count
             if let newline = buffer[(start + scanned)..<end].firstIndex(of: 0x0A) {
                 let length = newline - start
-                if length > maxBytes { throw failRead(.lineTooLong(limit: maxBytes)) }
+                if length > maxBytes {
+                    rejectedLine = (length + 1, SHA256Digest.hex(Array(buffer[start...newline])))
+                    throw failRead(.lineTooLong(limit: maxBytes))
+                }
                 let line = String(validating: buffer[start..<newline], as: UTF8.self)
+                if line == nil { rejectedLine = (length + 1, SHA256Digest.hex(Array(buffer[start...newline]))) }
                 start = newline + 1
                 scanned = 0
                 compactBuffer()
@@ -277,7 +292,10 @@ public final class TLSConnection: @unchecked Sendable {
                 return line
             }
             scanned = end - start
-            if scanned > maxBytes { throw failRead(.lineTooLong(limit: maxBytes)) }
+            if scanned > maxBytes {
+                rejectedLine = (scanned, SHA256Digest.hex(Array(buffer[start..<end])))
+                throw failRead(.lineTooLong(limit: maxBytes))
+            }
             if receivedCloseNotify {
                 if scanned == 0 { return nil }
                 throw failRead(.unexpectedEOF)
@@ -418,4 +436,22 @@ public final class TLSConnection: @unchecked Sendable {
 
     /// True until `close()`.
     public var isOpen: Bool { ssl != nil }
+
+    /// Whether the peer has closed its side or the connection failed, seen
+    /// without reading (poll with POLLRDHUP). Safe to call from another
+    /// thread while this one is busy computing an answer: a server uses it
+    /// to stop work nobody will receive. Data already queued (pipelined
+    /// requests) does not count as closed.
+    public var peerHasClosed: Bool {
+        let descriptor = fd
+        guard descriptor >= 0 else { return true }
+        let rdhup: Int16 = 0x2000 // POLLRDHUP (Linux; not exported without _GNU_SOURCE)
+        var p = pollfd(fd: descriptor, events: rdhup, revents: 0)
+        let rc = poll(&p, 1, 0)
+        guard rc > 0 else { return false }
+        return p.revents & (rdhup | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)) != 0
+    }
+
+    /// Runs `body` with the SSL handle (nil once closed).
+    func withSSL<T>(_ body: (OpaquePointer?) -> T) -> T { body(ssl) }
 }

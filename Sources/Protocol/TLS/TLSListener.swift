@@ -204,6 +204,7 @@ public final class TLSIncomingConnection: @unchecked Sendable {
     private var fd: Int32
     private let handshakeTimeout: Double
     private let ioTimeout: Double
+    private let abortFlag = Atomic<Bool>(false)
 
     init(fd: Int32, peerAddress: String, context: TLSContext, handshakeTimeout: Double, ioTimeout: Double) {
         self.fd = fd
@@ -217,13 +218,23 @@ public final class TLSIncomingConnection: @unchecked Sendable {
 
     /// Runs the server handshake (once). Throws the specific TLSError when it
     /// fails; the socket is closed then.
-    public func handshake() throws -> TLSConnection {
+    /// `timeout` overrides the listener's handshake timeout.
+    public func handshake(timeout: Double? = nil) throws -> TLSConnection {
         guard fd >= 0 else { throw TLSError.closed }
         let owned = fd
         fd = -1
         return try TLSConnection.accept(fd: owned, context: context, peerAddress: peerAddress,
-                                        handshakeTimeout: handshakeTimeout, ioTimeout: ioTimeout)
+                                        handshakeTimeout: timeout ?? handshakeTimeout, ioTimeout: ioTimeout,
+                                        aborted: { [self] in self.abortFlag.load(ordering: .relaxed) })
     }
+
+    /// Ends a handshake running on another thread within 50 ms: it throws
+    /// `.closed` and closes the socket. Why: a server whose budget for
+    /// unauthenticated connections is full drops the oldest pending
+    /// handshake to make room, so that a flood of silent TCP clients cannot
+    /// keep a real client out. Safe from any thread; no effect after the
+    /// handshake finished.
+    public func abort() { abortFlag.store(true, ordering: .relaxed) }
 
     /// Drops the connection without a handshake.
     public func close() {

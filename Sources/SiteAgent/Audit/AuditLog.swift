@@ -20,7 +20,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     public let path: String
     /// Entries older than this many days are pruned (nil: kept for ever).
     public let retentionDays: Int?
-    private let db: SQLiteDatabase
+    let db: SQLiteDatabase
     private let lock = NSLock()
     private let now: @Sendable () -> Date
     private var lastPrune: Date?
@@ -28,6 +28,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var head: SQLiteDatabase.Statement?
     /// Whether commits currently fsync the WAL (synchronous = FULL) or only write it (NORMAL).
     private var syncing = true
+    /// Longest line stored in full (bytes); `record` refuses a longer one,
+    /// and the agent logs its length and digest instead (`recordNote`).
+    public let maxEntryBytes: Int
 
     /// How often a running agent applies its retention (seconds).
     public static let pruneInterval: TimeInterval = 3600
@@ -53,8 +56,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             BEGIN SELECT RAISE(ABORT, 'the fedmix audit log is append-only; retention prunes it'); END;
         """
 
-    private init(path: String, db: SQLiteDatabase, retentionDays: Int?, now: @escaping @Sendable () -> Date) {
+    private init(path: String, db: SQLiteDatabase, retentionDays: Int?, now: @escaping @Sendable () -> Date,
+                 maxEntryBytes: Int = AgentLimits().maxAuditEntryBytes) {
         self.path = path; self.db = db; self.retentionDays = retentionDays; self.now = now
+        self.maxEntryBytes = min(maxEntryBytes, AgentLimits.auditEntryHardLimit)
     }
 
     deinit { close() }
@@ -63,14 +68,15 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// FULL (both checked), the chain verified (a log that does not verify
     /// is refused with what to do), then retention applied.
     public static func open(path: String, retentionDays: Int? = nil,
-                            now: @escaping @Sendable () -> Date = { Date() }) throws -> AuditLog {
+                            now: @escaping @Sendable () -> Date = { Date() },
+                            maxEntryBytes: Int = AgentLimits().maxAuditEntryBytes) throws -> AuditLog {
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw AuditStoreError(path: path, message: "its folder \(dir) does not exist; create it (writable only by the agent's user)")
         }
         let db = try SQLiteDatabase(path: path, mode: .readWriteCreate)
-        let log = AuditLog(path: path, db: db, retentionDays: retentionDays, now: now)
+        let log = AuditLog(path: path, db: db, retentionDays: retentionDays, now: now, maxEntryBytes: maxEntryBytes)
         let mode = try db.scalarText("PRAGMA journal_mode = WAL")
         guard mode?.lowercased() == "wal" else {
             throw AuditStoreError(path: path, message: "SQLite did not switch to WAL mode (it answered \(mode ?? "nothing")); the log needs a local file system")
@@ -154,6 +160,40 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// one fsync per request and answer instead of two. A failure throws:
     /// the agent then sends nothing.
     public func record(direction: AuditDirection, peer: PeerIdentity, line: String) throws {
+        _ = try append(direction: direction, peer: peer, line: line)
+    }
+
+    /// Records a line the agent is about to send and returns the chain head
+    /// after it: the entry's sequence number and hash, for the answer's receipt.
+    public func recordSent(peer: PeerIdentity, line: String) throws -> AuditHead? {
+        let e = try append(direction: .sent, peer: peer, line: line)
+        return AuditHead(seq: e.seq, hash: e.hash)
+    }
+
+    /// Records a note about a peer's line that is not stored in full (too
+    /// long, or not UTF-8): `text` is a small JSON object with its length
+    /// and digest. Fsynced like an answer.
+    public func recordNote(peer: PeerIdentity, text: String) throws {
+        guard text.utf8.count <= 4096 else { throw AuditStoreError(path: path, message: "a note must be short") }
+        lock.lock(); defer { lock.unlock() }
+        try setSyncing(true)
+        try db.execute("BEGIN IMMEDIATE")
+        do {
+            _ = try appendLocked(direction: "note", subject: peer.subject, fingerprint: peer.fingerprint, line: text, bytes: 0)
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    private func append(direction: AuditDirection, peer: PeerIdentity, line: String) throws -> AuditEntry {
+        // Never more than the configured maximum per entry (and never near
+        // SQLite's 1e9-byte limit or the 2 GiB of a 32-bit length).
+        let size = line.utf8.count
+        guard size <= maxEntryBytes else {
+            throw AuditStoreError(path: path, message: "a line of \(size) bytes exceeds the longest entry stored in full (\(maxEntryBytes) bytes, limits.max_audit_entry_bytes); it was not recorded")
+        }
         lock.lock(); defer { lock.unlock() }
         if let days = retentionDays, lastPrune.map({ now().timeIntervalSince($0) >= Self.pruneInterval }) ?? true {
             _ = try pruneLocked(before: now().addingTimeInterval(-Double(days) * 86400), retentionDays: days)
@@ -161,9 +201,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         try setSyncing(direction == .sent)
         try db.execute("BEGIN IMMEDIATE")
         do {
-            _ = try appendLocked(direction: direction.rawValue, subject: peer.subject, fingerprint: peer.fingerprint,
-                                 line: line, bytes: AuditEntry.wireBytes(line))
+            let entry = try appendLocked(direction: direction.rawValue, subject: peer.subject, fingerprint: peer.fingerprint,
+                                         line: line, bytes: AuditEntry.wireBytes(line))
             try db.execute("COMMIT")
+            return entry
         } catch {
             try? db.execute("ROLLBACK")
             throw error

@@ -85,6 +85,7 @@ final class SQLiteDatabase: @unchecked Sendable {
         func bind(_ index: Int32, _ value: String?) throws {
             let rc: Int32
             if let value {
+                guard value.utf8.count < Int(Int32.max) else { throw db.error("a value of \(value.utf8.count) bytes is too long to store") }
                 rc = value.withCString { sqlite3_bind_text(handle, index, $0, Int32(value.utf8.count), fedmix_sqlite3_transient()) }
             } else {
                 rc = sqlite3_bind_null(handle, index)

@@ -19,9 +19,10 @@ public enum SQLiteTarget: Sendable, Equatable, CustomStringConvertible {
 
 /// Why a site's data could not be read.
 ///
-/// These messages may be forwarded to the coordinator and shown off-site, so
-/// they name files, line or row numbers, columns, tables and queries, but never
-/// a data value from the file or database.
+/// These messages are for the site's own operators (`fedmix-agent check`, the
+/// agent's standard-error log): they name files, line or row numbers, columns,
+/// tables and queries, but never a data value from the file or database. A
+/// peer is told only that the dataset could not be read (SiteError.datasetUnreadable).
 public enum DataSourceError: Error, CustomStringConvertible, Equatable, Sendable {
     // Files (CSV and SQLite).
     /// The path does not exist.

@@ -1,0 +1,113 @@
+// What a request will cost the agent, computed before the work starts, so
+// that a certificate holder cannot make one request take minutes of CPU,
+// gigabytes of memory and hundreds of megabytes of audit log.
+//
+// Work is counted in multiply-adds; jet arithmetic (values carried with
+// their first and second derivatives in θ) costs 4 × the jet's width per
+// operation (width 1 + m + m(m+1)/2 for m parameters at order 2; the 4 is
+// measured: a product of two jets takes about three multiply-adds per
+// number, plus the loops around it). The figures follow the code they
+// predict (Sources/Math); measured on the shared 2-core build machine,
+// both LMM and GLMM evaluations ran at about 8e7 units per second.
+//
+// LMM evaluate (LMMSite.factorize) at order k, m = |θ|, w = width(m, k),
+//   W = p + 1 columns of [X y], td = the dense tail's dimension:
+//   - per level l of the first (largest) factor, in its own θ (width w₁),
+//     with r its dimension and c_l the tail columns the level meets:
+//       w₁ · r · (r + W + c_l)²
+//   - the dense tail in all of θ: w · (2 td³ + td³/3 + 3 td² W + td W²)
+//   answer: (W² + 1) · w numbers.
+// GLMM evaluate (GLMMSite.evaluate): one Laplace evaluation with its
+//   gradient per point; order 2 takes 1 + 2n points (n = |θ| + p), and with
+//   nAGQ > 1 the gradient too is by differences (1 + 2n points at order 1,
+//   1 + 2n + 2n(n−1) at order 2). One point: PIRLS iterations (about 10) ×
+//   (rows · (p + r + 1)² + rows · nAGQ · (p + r + 1) + td³ + levels · r³).
+// Prepare: rows · (p + 1 + Σr)² to build the sums.
+// Finalize: one evaluation at order 0.
+
+import Foundation
+import Math
+import Protocol
+
+/// A request's estimated work and answer size.
+public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
+    /// Estimated multiply-adds.
+    public var work: Double
+    /// Estimated bytes of the answer line.
+    public var answerBytes: Double
+
+    /// Bytes per number on the wire: shortest round-trip decimal, a comma,
+    /// and room for a sign and an exponent.
+    static let bytesPerNumber = 24.0
+
+    public var description: String {
+        String(format: "work %.3g multiply-adds, answer about %.3g bytes", work, answerBytes)
+    }
+
+    /// The first budget this cost exceeds, as the error the peer gets.
+    func refusal(_ limits: AgentLimits, what: String) -> SiteError? {
+        if answerBytes > Double(limits.maxAnswerBytes) {
+            return .invalid(String(format: "the %@ would need an answer of about %.0f bytes; this site sends at most %d (limits.max_answer_bytes). Use fewer fixed-effects columns or covariance parameters, or a lower derivative order", what, answerBytes, limits.maxAnswerBytes))
+        }
+        if work > limits.maxWorkPerRequest {
+            return .invalid(String(format: "the %@ would take about %.3g multiply-adds; this site does at most %.3g per request (limits.max_work_per_request). Use fewer columns, covariance parameters or quadrature points, or a lower derivative order", what, work, limits.maxWorkPerRequest))
+        }
+        return nil
+    }
+
+    static func jetWidth(_ m: Int, order: Int) -> Double {
+        Double(JetSpace(parameters: 0, order: 0).width) + (order >= 1 ? Double(m) : 0) + (order >= 2 ? Double(m) * Double(m + 1) / 2 : 0)
+    }
+
+    /// An LMM evaluation (`evaluate` at `order`, or `finalize` at order 0).
+    public static func lmmEvaluate(_ b: SiteBlocks, structure: CovarianceStructure, order: Int) -> RequestCost {
+        let m = structure.thetaCount
+        let w = 4 * jetWidth(m, order: order)
+        let W = Double(b.width), td = Double(b.tailDimension)
+        var work = 0.0
+        if let lb = b.first {
+            let w1 = 4 * jetWidth(structure.factorParameters(lb.factor).count, order: order)
+            let r = Double(lb.dimension)
+            for l in 0..<lb.levels {
+                let c = Double(lb.crossStart[l + 1] - lb.crossStart[l])
+                work += w1 * r * (r + W + c) * (r + W + c)
+            }
+        }
+        work += w * (2 * td * td * td + td * td * td / 3 + 3 * td * td * W + td * W * W + td * td)
+        let answer = (W * W + 1) * jetWidth(m, order: order) * bytesPerNumber + 256
+        return RequestCost(work: work, answerBytes: answer)
+    }
+
+    /// One GLMM evaluation with derivatives up to `order` in (θ, β).
+    public static func glmmEvaluate(_ d: GLMMSiteData, order: Int, nAGQ: Int) -> RequestCost {
+        let s = d.structure
+        let n = Double(s.thetaCount + d.p)
+        let points: Double
+        switch (order, nAGQ > 1) {
+        case (0, _): points = 1
+        case (1, false): points = 1
+        case (1, true): points = 1 + 2 * n
+        case (_, false): points = 1 + 2 * n
+        case (_, true): points = 1 + 2 * n + 2 * n * (n - 1)
+        }
+        let dims = (0..<s.factorCount).map { Double(s.factorDimension($0)) }
+        let r = dims.reduce(0, +)
+        let sizes = (0..<s.factorCount).map { Double(d.levelCounts[$0]) * dims[$0] }
+        let largest = sizes.max() ?? 0
+        let td = sizes.reduce(0, +) - largest
+        var levelWork = 0.0
+        for f in 0..<s.factorCount { levelWork += Double(d.levelCounts[f]) * dims[f] * dims[f] * dims[f] }
+        let p = Double(d.p)
+        let rows = Double(d.rows), k = p + r + 1
+        let onePoint = 10 * (rows * k * k + rows * Double(max(nAGQ, 1)) * k + td * td * td + levelWork)
+        let answer = jetWidth(Int(n), order: order) * bytesPerNumber + 256
+        return RequestCost(work: points * onePoint, answerBytes: answer)
+    }
+
+    /// Building a model's sums at prepare, before the model frame exists.
+    public static func prepare(_ spec: ModelSpec, rows: Int) -> RequestCost {
+        let columns = Double(spec.fixedCount + 1 + spec.terms.reduce(0) { $0 + $1.columns.count })
+        // The answer: at most the θ-free sums of the design's columns.
+        return RequestCost(work: Double(rows) * columns * columns, answerBytes: columns * columns * bytesPerNumber + 4096)
+    }
+}
