@@ -58,7 +58,7 @@ enum ExpressionRules {
         if let o = model.offset { named.append(("the offset", o)) }
         for (name, e) in named {
             do { _ = try shape(e) } catch let why as Refusal {
-                throw SiteError.disclosure("\(name == "the response" || name.hasPrefix("the ") ? name : "column \"\(name)\"") cannot be evaluated at this site: \(why.reason). This site evaluates only smooth functions of its variables that cannot single out a row (see PRIVACY.md, \"The formula language\") (rule expressions)")
+                throw SiteError.disclosure("\(name == "the response" || name.hasPrefix("the ") ? name : "column \"\(name)\"") cannot be evaluated at this site: \(why.reason). This site evaluates only smooth functions of its variables that cannot single out a row (see The formula language in PRIVACY.md) (rule expressions)")
             }
         }
     }

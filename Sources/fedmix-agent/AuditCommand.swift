@@ -17,6 +17,8 @@ enum AuditCommand {
     static let line = Flag("line", help: "print the message exactly as on the wire, nothing else")
     static let days = Option<Int>("days", value: "N", help: "prune entries older than N days (default: the configuration's audit_retention_days)",
                                   .integer(in: 1...Int.max))
+    static let receipts = Option<String>("receipts", value: "FIT.json", help: "also check the signed receipts in a fit result (fedmix fit --format json): each must match this log's chain", repeatable: true)
+    static let certificate = Option<String>("certificate", value: "PEM", help: "with --receipts: another certificate this agent signed with (e.g. before a rotation)", repeatable: true)
     static let requiredConfig = Option<String>("config", value: "FILE", help: "the agent's configuration: the log is its audit_log", required: true)
     static let entry = Positional("ID", help: "the entry's sequence number (the SEQ column of audit list)",
                                   missing: "give one entry number: fedmix-agent audit show ID --config FILE")
@@ -30,8 +32,8 @@ enum AuditCommand {
                     synopsis: "[--since TIME] (--config FILE | --log FILE)", options: [config, log, since], run: list),
             Command("show", abstract: "The full entry, its message as indented JSON (--line: the message exactly as on the wire).",
                     synopsis: "ID [--line] (--config FILE | --log FILE)", arguments: [entry], options: [config, log, line], run: show),
-            Command("verify", abstract: "Checks the hash chain; exit status 0 when intact, 1 naming the first entry edited, deleted or reordered.",
-                    synopsis: "(--config FILE | --log FILE)", options: [config, log], run: verify),
+            Command("verify", abstract: "Checks the hash chain, and with --receipts a fit's signed receipts (a log rewritten and re-chained fails them); exit status 0 when intact, 1 naming what is not.",
+                    synopsis: "(--config FILE | --log FILE) [--receipts FIT.json [--certificate PEM]...]", options: [config, log, receipts, certificate], run: verify),
             Command("export", abstract: "Every entry as one JSON object per line (re-verifiable: see docs/PRIVACY.md).",
                     synopsis: "[--since TIME] (--config FILE | --log FILE)", options: [config, log, since], run: export),
             Command("prune", abstract: "Applies the retention now (audit_retention_days, or N days); the pruning is itself logged.",
@@ -102,16 +104,35 @@ enum AuditCommand {
     }
 
     static func verify(_ a: ParsedArguments) throws -> Int32 {
+        let fits = a.values(receipts), extra = a.values(certificate)
+        if !extra.isEmpty && fits.isEmpty { throw ArgumentError("--certificate applies with --receipts FIT.json") }
+        // Receipts name the site and were signed with the agent's key: the configuration says which.
+        if !fits.isEmpty && a.value(config) == nil {
+            throw ArgumentError("--receipts needs --config FILE (the agent's site name and certificate), not --log")
+        }
         let log = try AuditLog.openForReading(path: try logPath(a))
         defer { log.close() }
         let v = try log.verify()
         for w in v.warnings { print("warning: \(w)") }
         print("\(log.path): \(v.summary)")
+        var status: Int32 = 0
         if let p = v.problem {
             print("first bad entry: \(p.seq) (\(p.kind.rawValue)); see it with fedmix-agent audit show \(p.seq) --log \(log.path)")
-            return 1
+            status = 1
         }
-        return 0
+        guard !fits.isEmpty, let configPath = a.value(config) else { return status }
+        let agent = try AgentConfig.load(path: configPath)
+        for fit in fits {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: fit)) } catch {
+                throw ArgumentError("\(fit): cannot read the fit result (\(error.localizedDescription))")
+            }
+            let signed = try AuditLog.receipts(fromFitJSON: data, site: agent.site)
+            let r = try log.checkReceipts(signed, site: agent.site, certificatePaths: [agent.tls.certificate] + extra)
+            print("\(fit): \(r.summary)")
+            if !r.ok { status = 1 }
+        }
+        return status
     }
 
     static func export(_ a: ParsedArguments) throws -> Int32 {

@@ -91,6 +91,7 @@ final class ExecutableTests: XCTestCase {
             Entry(agent: "audit list", ["--config", "--log", "--since"], ExecutableTests.auditList),
             Entry(agent: "audit show", ["ID", "--config", "--log", "--line"], ExecutableTests.auditShow),
             Entry(agent: "audit verify", ["--config", "--log"], ExecutableTests.auditVerify),
+            Entry(agent: "audit verify", ["--config", "--receipts", "--certificate"], ExecutableTests.auditVerifyReceipts),
             Entry(agent: "audit export", ["--config", "--log", "--since"], ExecutableTests.auditExport),
             Entry(agent: "audit prune", ["--config", "--days"], ExecutableTests.auditPrune),
         ]
@@ -627,7 +628,8 @@ final class ExecutableTests: XCTestCase {
         try fedmixUsageError(["fit"] + (try remote) + ["--formula", Self.sleepstudy, "--site"], "unknown option --site; did you mean --sites?")
         let r = try fedmix(["fit", "--sites", try agents().sitesFile, "--dataset", "registry", "--formula", Self.sleepstudy], status: 1)
         XCTAssertTrue(r.err.hasPrefix("fedmix: error: "), r.err)
-        XCTAssertTrue(r.err.contains("registry"), r.err)
+        // The agent never echoes a name it was sent; it says what it has.
+        XCTAssertTrue(r.err.contains("unknown dataset") && r.err.contains("this site has: data"), r.err)
     }
 
     // MARK: - explain
@@ -976,6 +978,28 @@ final class ExecutableTests: XCTestCase {
         }
         let noLog = try config(0) { $0.removeValue(forKey: "audit_log") }
         try usageError(try Executables.agent(), ["audit", "verify", "--config", noLog], "has no \"audit_log\": this agent keeps no audit log")
+    }
+
+    /// A fit's signed receipts match each agent's log; the options' misuse is refused.
+    func auditVerifyReceipts() throws {
+        let a = try agents()
+        let dir = try scratch("receipts")
+        try fedmix(["fit"] + (try remote) + ["--formula", Self.sleepstudy, "--format", "json", "--output", dir + "/fit.json"])
+        for (i, config) in a.configs.enumerated() {
+            let r = try agent(["audit", "verify", "--config", config, "--receipts", dir + "/fit.json"])
+            XCTAssertTrue(r.out.contains("hash chain intact"), r.out)
+            XCTAssertTrue(r.out.contains("\(dir)/fit.json: receipts: ") && r.out.contains("match the log"), "agent \(i): \(r.out)")
+            XCTAssertFalse(r.out.contains("FAILED"), r.out)
+        }
+        // --certificate adds a certificate the receipts may have been signed with (here the agent's own again).
+        let certificate = a.root + "/agent-" + URL(fileURLWithPath: a.logs[0]).lastPathComponent
+            .replacingOccurrences(of: "agent-", with: "").replacingOccurrences(of: "-audit.db", with: "") + "/cert.pem"
+        let withCertificate = try agent(["audit", "verify", "--config", a.configs[0], "--receipts", dir + "/fit.json", "--certificate", certificate])
+        XCTAssertTrue(withCertificate.out.contains("match the log"), withCertificate.out)
+        try usageError(try Executables.agent(), ["audit", "verify", "--log", a.logs[0], "--receipts", dir + "/fit.json"],
+                       "--receipts needs --config FILE")
+        try usageError(try Executables.agent(), ["audit", "verify", "--config", a.configs[0], "--certificate", certificate],
+                       "--certificate applies with --receipts FIT.json")
     }
 
     func auditExport() throws {

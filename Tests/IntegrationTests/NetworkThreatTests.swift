@@ -224,11 +224,13 @@ final class NetworkThreatTests: XCTestCase {
     /// The largest estimated cost of any request a fit of `formula` makes
     /// when every row is at one site (`site` a factor within it): prepare,
     /// evaluate at order 2 (nAGQ as given) and finalize.
-    func worstCost(file: URL, formula: String, family: Family, nAGQ: Int = 1) throws -> RequestCost {
+    /// `sites`: the split files the formula is resolved against (a factor
+    /// grouped by site needs more than one site), then fitted on `file`.
+    func worstCost(file: URL, sites: [URL], formula: String, family: Family, nAGQ: Int = 1) throws -> RequestCost {
         let service = SiteService(site: "pooled", datasets: ["data": .csv(path: file.path, types: [:])], siteColumn: nil,
                                   policy: .off, log: AgentLog(enabled: false))
-        let fed = Federation(channels: [InProcessChannel(site: "pooled", handler: { service.handle(line: $0) })])
-        var spec = try Analysis.resolve(formula: formula, descriptions: try Analysis.describe(fed, dataset: "data"), family: family)
+        var spec = try Analysis.resolve(formula: formula, descriptions: try Analysis.describe(inProcessFederation(files: sites), dataset: "data"),
+                                        family: family)
         if spec.terms.contains(where: { $0.grouping == .site }) { spec = spec.groupingSiteByColumn("site") }
         let table = try service.load("data")
         let prepare = RequestCost.prepare(spec, rows: table.rowCount)
@@ -253,20 +255,23 @@ final class NetworkThreatTests: XCTestCase {
 
     func testLegitimateCasesAreFarBelowTheDefaultBudgets() throws {
         let limits = AgentLimits()
-        var cases: [(String, URL, String, Family, Int)] = [
-            ("sleepstudy", Fixtures.pooledFile("sleepstudy"), "Reaction ~ Days + (Days | Subject)", .gaussian, 1),
-            ("dyestuff", Fixtures.pooledFile("dyestuff"), "Yield ~ 1 + (1 | site)", .gaussian, 1),
-            ("exam", Fixtures.pooledFile("exam"), "normexam ~ standLRT + sex + (standLRT | site)", .gaussian, 1),
-            ("pastes", Fixtures.pooledFile("pastes"), "strength ~ 1 + (1 | site) + (1 | site:cask)", .gaussian, 1),
-            ("cbpp agq9", Fixtures.pooledFile("cbpp"), "cbind(incidence, size - incidence) ~ factor(period) + (1 | site)", .binomial, 9),
-            ("contraception agq7", Fixtures.pooledFile("contraception"), "use01 ~ age + I(age^2) + urban + livch + (1 | site)", .binomial, 7),
+        func reference(_ name: String, _ label: String, _ formula: String, _ family: Family, _ nAGQ: Int) throws -> (String, URL, [URL], String, Family, Int) {
+            (label, Fixtures.pooledFile(name), try Fixtures.siteFiles(name), formula, family, nAGQ)
+        }
+        var cases: [(String, URL, [URL], String, Family, Int)] = [
+            try reference("sleepstudy", "sleepstudy", "Reaction ~ Days + (Days | Subject)", .gaussian, 1),
+            try reference("dyestuff", "dyestuff", "Yield ~ 1 + (1 | site)", .gaussian, 1),
+            try reference("exam", "exam", "normexam ~ standLRT + sex + (standLRT | site)", .gaussian, 1),
+            try reference("pastes", "pastes", "strength ~ 1 + (1 | site) + (1 | site:cask)", .gaussian, 1),
+            try reference("cbpp", "cbpp agq9", "cbind(incidence, size - incidence) ~ factor(period) + (1 | site)", .binomial, 9),
+            try reference("contraception", "contraception agq7", "use01 ~ age + I(age^2) + urban + livch + (1 | site)", .binomial, 7),
         ]
         let trauma = try TraumaRegistrySimulator.write(to: dir.appendingPathComponent("trauma").path)
         let largest = try trauma.max { (try $0.resourceValues(forKeys: [.fileSizeKey]).fileSize ?? 0) < (try $1.resourceValues(forKeys: [.fileSizeKey]).fileSize ?? 0) }!
-        cases.append(("trauma (largest site)", largest, "died ~ age + iss + lactate + (1 | site)", .binomial, 1))
+        cases.append(("trauma (largest site)", largest, trauma, "died ~ age + iss + lactate + (1 | site)", .binomial, 1))
         var worst = RequestCost(work: 0, answerBytes: 0)
-        for (name, file, formula, family, nAGQ) in cases {
-            let c = try worstCost(file: file, formula: formula, family: family, nAGQ: nAGQ)
+        for (name, file, sites, formula, family, nAGQ) in cases {
+            let c = try worstCost(file: file, sites: sites, formula: formula, family: family, nAGQ: nAGQ)
             print("cost: \(name), all rows at one site, largest request: \(c)")
             worst = RequestCost(work: max(worst.work, c.work), answerBytes: max(worst.answerBytes, c.answerBytes))
         }
