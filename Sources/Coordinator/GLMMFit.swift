@@ -59,6 +59,7 @@ public enum GLMMFit {
             return .init(value: total.value, gradient: total.gradient, hessian: Matrix(rows: n, cols: n, data: total.hessian))
         }
         var optimizer = BoundedNewton(lower: structure.lowerBounds + [Double](repeating: -.infinity, count: p))
+        optimizer.parameterNames = spec.thetaLabels + spec.fixed.map { "β \($0.name)" }
         optimizer.maxEvaluations = options.maxEvaluations
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         optimizer.gradientTolerance = 1e-6

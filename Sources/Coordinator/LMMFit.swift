@@ -76,6 +76,7 @@ public enum LMMFit {
         }
 
         var optimizer = BoundedNewton(lower: structure.lowerBounds)
+        optimizer.parameterNames = spec.thetaLabels
         optimizer.maxEvaluations = options.maxEvaluations
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         let result = try optimizer.minimize(from: structure.initialTheta) { theta in

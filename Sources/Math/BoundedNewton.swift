@@ -93,6 +93,9 @@ public struct BoundedNewton {
     /// Distance to a bound under which a parameter is on it.
     public var boundTolerance = 1e-10
 
+    /// Names of the parameters, for verdicts ("θ site (Intercept) on its
+    /// bound…"); "parameter k" when empty.
+    public var parameterNames: [String] = []
     /// Called at each iteration with (iteration, criterion, Newton
     /// decrement), for progress reports.
     public var progress: ((Int, Double, Double?) -> Void)? = nil
@@ -204,8 +207,11 @@ public struct BoundedNewton {
         /// Largest |(H⁻¹g)ᵢ| / max(1, |xᵢ|): the Newton step relative to the parameters.
         private(set) var scaledStep: Double? = nil
 
+        let names: [String]
+
         init(_ o: BoundedNewton, x: [Double], e: Evaluation) {
             n = x.count; gradient = e.gradient; hessian = e.hessian
+            names = o.parameterNames.count == x.count ? o.parameterNames : (0..<x.count).map { "parameter \($0 + 1)" }
             atBound = (0..<n).filter { o.lower[$0].isFinite && x[$0] - o.lower[$0] <= o.boundTolerance * max(1, abs(o.lower[$0])) }
             let outward = Set(atBound.filter { e.gradient[$0] > o.gradientTolerance })
             held = outward
@@ -269,8 +275,8 @@ public struct BoundedNewton {
 
         private var boundNote: String {
             let parts = atBound.map { i -> String in
-                held.contains(i) ? "parameter \(i + 1) on its bound with derivative \(short(gradient[i])) > 0"
-                                 : "parameter \(i + 1) on its bound with curvature \(short(hessian[i, i])) > 0"
+                held.contains(i) ? "\(names[i]) on its bound with derivative \(short(gradient[i])) > 0"
+                                 : "\(names[i]) on its bound with curvature \(short(hessian[i, i])) > 0"
             }
             return parts.isEmpty ? "" : "; " + parts.joined(separator: ", ")
         }
