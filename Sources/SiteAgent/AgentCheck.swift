@@ -389,7 +389,22 @@ public enum AgentCheck {
             let fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
             if fd < 0 { return auditFailure(errno, path: path, directory: directory) }
             _ = Glibc.close(fd)
-            return AgentCheckResult(check: "audit_log", status: .ok, detail: "\(path) exists (\(st.st_size) bytes) and can be appended to")
+            // serve refuses a log whose chain does not verify, so check must too
+            // (else an ExecStartPre check passes and the service restart-loops).
+            do {
+                let log = try AuditLog.openForReading(path: path)
+                defer { log.close() }
+                let v = try log.verify()
+                if let p = v.problem {
+                    return AgentCheckResult(check: "audit_log", status: .fail,
+                        detail: "\(path): the hash chain does not verify (first bad entry \(p.seq), \(p.kind.rawValue)); the agent will not start on it",
+                        fix: "inspect it with fedmix-agent audit show \(p.seq) --log \(path); keep the file as evidence, move it aside and start a new log")
+                }
+                return AgentCheckResult(check: "audit_log", status: .ok, detail: "\(path): \(v.summary), and it can be appended to")
+            } catch {
+                return AgentCheckResult(check: "audit_log", status: .fail, detail: "\(path) cannot be read as an audit log: \(error)",
+                                        fix: "point audit_log at the agent's own audit database (a new path starts a new log)")
+            }
         }
         // Create it (as the agent would on first use) and remove it again.
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0o640)

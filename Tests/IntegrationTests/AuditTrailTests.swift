@@ -227,7 +227,10 @@ final class AuditTrailTests: XCTestCase {
         XCTAssertEqual(bad.status, 1)
         XCTAssertTrue(bad.out.contains("FAILED: entry \(prepared.seq) was edited"), bad.out)
         XCTAssertTrue(bad.out.contains("first bad entry: \(prepared.seq) (edited)"), bad.out)
-        // The agent will not start on it.
+        // check says so (an ExecStartPre check fails instead of a restart loop), and the agent will not start on it.
+        let checked = try agentCommand(["check", "--config", agent.configPath])
+        XCTAssertEqual(checked.status, 1, checked.out)
+        XCTAssertTrue(checked.out.contains("the hash chain does not verify (first bad entry \(prepared.seq), edited)"), checked.out)
         let serve = try agentCommand(["serve", "--config", agent.configPath])
         XCTAssertEqual(serve.status, 1)
         XCTAssertTrue(serve.err.contains("the audit log does not verify: entry \(prepared.seq) was edited"), serve.err)

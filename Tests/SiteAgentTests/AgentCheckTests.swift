@@ -304,11 +304,16 @@ final class AgentCheckTests: XCTestCase {
         var aFolder = goodConfig(); aFolder["audit_log"] = "audit"
         assertFails(try check(aFolder), ["audit_log"], contains: "\(dir)/audit is a directory")
 
-        // An existing log is opened for appending and left as it was.
+        // A file that is not an audit database fails (serve would refuse it), and is left as it was.
         try "{\"line\":1}\n".write(toFile: dir + "/audit/audit.log", atomically: true, encoding: .utf8)
-        let existing = try check(goodConfig())
-        XCTAssertEqual(existing.result("audit_log")?.detail, "\(dir)/audit/audit.log exists (11 bytes) and can be appended to")
+        assertFails(try check(goodConfig()), ["audit_log"], contains: "cannot be read as an audit log", fix: "a new path starts a new log")
         XCTAssertEqual(try String(contentsOfFile: dir + "/audit/audit.log", encoding: .utf8), "{\"line\":1}\n")
+        // An existing log is verified, as serve will verify it.
+        try FileManager.default.removeItem(atPath: dir + "/audit/audit.log")
+        try AuditLog.open(path: dir + "/audit/audit.log").close()
+        let existing = try check(goodConfig())
+        XCTAssertEqual(status(existing, "audit_log"), .ok)
+        XCTAssertTrue(existing.result("audit_log")?.detail.contains("verified") ?? false, existing.result("audit_log")?.detail ?? "")
 
         var none = goodConfig(); none["audit_log"] = nil
         XCTAssertEqual(status(try check(none), "audit_log"), .warn)
