@@ -40,7 +40,8 @@ enum AgentCommand {
         } else {
             server.log.event("audit_log_disabled", ["warning": "no \"audit_log\" in the configuration: messages are not recorded"])
         }
-        FileHandle.standardOutput.write(Data("fedmix-agent: site \(config.site) listening on \(config.host):\(server.port)\n".utf8))
+        // With the other logs, on stderr (journald keeps both; stdout stays empty).
+        FileHandle.standardError.write(Data("fedmix-agent: site \(config.site) listening on \(config.host):\(server.port)\n".utf8))
         // Keeps the signal sources alive while serving (`_ = sources` after
         // serve() let optimized builds release them early: SIGTERM was lost).
         withExtendedLifetime(sources) { server.serve() }

@@ -193,7 +193,7 @@ final class AgentProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(15)
         var found: Int?
         while found == nil && Date() < deadline {
-            let out = (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? ""
+            let out = (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? ""  // the listening line is logged on stderr
             // "fedmix-agent: site central listening on 127.0.0.1:41234"
             if let r = out.range(of: "listening on 127.0.0.1:"), let line = out[r.upperBound...].split(separator: "\n").first {
                 found = Int(line)

@@ -234,7 +234,7 @@ private final class RotatingAgentProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(15)
         var found: Int?
         while found == nil && Date() < deadline && process.isRunning {
-            let out = (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? ""
+            let out = (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? ""  // the listening line is logged on stderr
             if let r = out.range(of: "listening on 127.0.0.1:"), let line = out[r.upperBound...].split(separator: "\n").first {
                 found = Int(line)
             } else { usleep(20_000) }
