@@ -7,6 +7,7 @@
 
 import Foundation
 import Protocol
+import Math
 
 struct ColumnScale {
     let names: [String]
@@ -43,5 +44,57 @@ struct ColumnScale {
     func uncentred(threshold: Double = 10) -> [(name: String, mean: Double, sd: Double)] {
         names.indices.filter { !isConstant($0) && abs(means[$0]) > threshold * sds[$0] }
             .map { (names[$0], means[$0], sds[$0]) }
+    }
+}
+
+/// The optimizer's coordinates for the fixed effects: β = T β̃, with each
+/// covariate centred and scaled by its pooled mean and SD (the intercept
+/// absorbing the centring). A linear change of coordinates at the
+/// coordinator only: sites still receive β and answer in β, and the
+/// gradient and Hessian are carried over exactly (g̃ = Tᵀg, H̃ = TᵀHT). Why:
+/// a covariate in thousands, or one far from zero (a year coded 95-97),
+/// makes the Hessian in β ill-conditioned and the trust region's radius
+/// meaningless; in β̃ every direction has the scale of one SD.
+struct Standardization {
+    let t: Matrix
+
+    init(scale: ColumnScale?, p: Int) {
+        var t = Matrix.identity(p)
+        if let scale, scale.means.count == p {
+            let intercept = (0..<p).first { scale.isConstant($0) && abs(scale.means[$0] - 1) < 1e-12 }
+            for j in 0..<p where !scale.isConstant(j) {
+                if let c = intercept {
+                    t[j, j] = 1 / scale.sds[j]
+                    t[c, j] = -scale.means[j] / scale.sds[j]
+                } else {
+                    // No intercept to absorb a centring: scale by the root mean square.
+                    let rms = (scale.sds[j] * scale.sds[j] + scale.means[j] * scale.means[j]).squareRoot()
+                    if rms > 0 { t[j, j] = 1 / rms }
+                }
+            }
+        }
+        self.t = t
+    }
+
+    /// β from the optimizer's β̃.
+    func beta(_ tilde: [Double]) -> [Double] {
+        (0..<t.rows).map { i in (0..<t.cols).reduce(0) { $0 + t[i, $1] * tilde[$1] } }
+    }
+
+    /// An evaluation in (θ, β) carried over to (θ, β̃).
+    func transformed(_ e: BoundedNewton.Evaluation, thetaCount m: Int) -> BoundedNewton.Evaluation {
+        let p = t.rows, n = m + p
+        // Full transform J = diag(I_m, T): g̃ = Jᵀg, H̃ = JᵀHJ.
+        var j = Matrix.identity(n)
+        for a in 0..<p { for b in 0..<p { j[m + a, m + b] = t[a, b] } }
+        let jt = Dense.transpose(j)
+        let g = (0..<n).map { i in (0..<n).reduce(0) { $0 + jt[i, $1] * e.gradient[$1] } }
+        let h = Dense.multiply(jt, Dense.multiply(e.hessian, j))
+        return .init(value: e.value, gradient: g, hessian: h)
+    }
+
+    /// Cov(β) = T Cov(β̃) Tᵀ.
+    func covariance(_ tilde: Matrix) -> Matrix {
+        Dense.multiply(t, Dense.multiply(tilde, Dense.transpose(t)))
     }
 }

@@ -32,10 +32,12 @@ public enum GLMMFit {
         // column, so an uncentred covariate's large intercept is not it.
         let scale = ColumnScale(prepared: prepared, names: spec.fixed.map(\.name))
         let runningOff = 30.0
+        let standard = Standardization(scale: scale, p: p)
         var evaluations = 0
+        /// The objective in the optimizer's coordinates (θ, β̃), β = Tβ̃.
         func evaluate(_ par: [Double]) throws -> BoundedNewton.Evaluation {
             evaluations += 1
-            let theta = Array(par[0..<m]), beta = Array(par[m...])
+            let theta = Array(par[0..<m]), beta = standard.beta(Array(par[m...]))
             if let scale, let j = scale.linkScaleSizes(beta).firstIndex(where: { $0 > runningOff }) {
                 throw FitFailure(Separation.message(term: spec.fixed[j].name, scale: scale, j: j, beta: beta, stdError: nil))
             }
@@ -56,19 +58,22 @@ public enum GLMMFit {
             }
             let total = parts.dropFirst().reduce(parts[0], +)
             let n = m + p
-            return .init(value: total.value, gradient: total.gradient, hessian: Matrix(rows: n, cols: n, data: total.hessian))
+            return standard.transformed(.init(value: total.value, gradient: total.gradient, hessian: Matrix(rows: n, cols: n, data: total.hessian)),
+                                        thetaCount: m)
         }
         var optimizer = BoundedNewton(lower: structure.lowerBounds + [Double](repeating: -.infinity, count: p))
-        optimizer.parameterNames = spec.thetaLabels + spec.fixed.map { "β \($0.name)" }
+        optimizer.parameterNames = spec.thetaLabels + spec.fixed.map { "β \($0.name) (standardised)" }
         optimizer.maxEvaluations = options.maxEvaluations
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         optimizer.gradientTolerance = 1e-6
         optimizer.decrementTolerance = 1e-10
-        let result = try optimizer.minimize(from: structure.initialTheta + [Double](repeating: 0, count: p), evaluate: evaluate)
-        let theta = Array(result.x[0..<m]), beta = Array(result.x[m...])
-        guard let covariance = fixedEffectsCovariance(hessian: result.hessian, thetaCount: m) else {
+        var result = try optimizer.minimize(from: structure.initialTheta + [Double](repeating: 0, count: p), evaluate: evaluate)
+        let theta = Array(result.x[0..<m]), beta = standard.beta(Array(result.x[m...]))
+        guard let covarianceTilde = fixedEffectsCovariance(hessian: result.hessian, thetaCount: m) else {
             throw FitFailure("the fixed effects are not identified at the optimum (their information matrix is singular): some columns are collinear, or the outcome is separated by a term. Remove or merge the offending terms (e.g. categories with no events)")
         }
+        let covariance = standard.covariance(covarianceTilde)
+        result.x = theta + beta
         if let scale {
             let sizes = scale.linkScaleSizes(beta)
             for j in 0..<p where sizes[j] > Separation.large {

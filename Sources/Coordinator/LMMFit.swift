@@ -79,7 +79,7 @@ public enum LMMFit {
         optimizer.parameterNames = spec.thetaLabels
         optimizer.maxEvaluations = options.maxEvaluations
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
-        let result = try optimizer.minimize(from: structure.initialTheta) { theta in
+        func criterion(_ theta: [Double]) throws -> BoundedNewton.Evaluation {
             evaluations += 1
             let t = try totals(theta, order: 2)
             lastTotals = (theta, t)
@@ -88,6 +88,20 @@ public enum LMMFit {
             let m = theta.count
             return .init(value: d.value, gradient: d.gradient, hessian: Matrix(rows: m, cols: m, data: d.hessian))
         }
+        // A profiled criterion can have a local minimum on a bound and a
+        // lower one inside (or the reverse). When the sites sent their
+        // θ-free sums, evaluations cost no round: start also from small
+        // factors and keep the lowest optimum. Otherwise one start, lme4's.
+        let starts = blocks == nil ? [structure.initialTheta]
+            : [structure.initialTheta, structure.initialTheta.map { $0 * 0.1 }, structure.initialTheta.map { $0 * 1e-3 }]
+        var result = try optimizer.minimize(from: starts[0], evaluate: criterion)
+        for start in starts.dropFirst() {
+            let other = try optimizer.minimize(from: start, evaluate: criterion)
+            if other.value < result.value - optimizer.relativeNoise * max(1, abs(result.value)) && (other.converged || !result.converged) {
+                result = other
+            }
+        }
+        result.evaluations = evaluations
         let thetaHat = result.x
         let finalTotals: LMMTotals
         if let lt = lastTotals, lt.theta == thetaHat { finalTotals = lt.totals }

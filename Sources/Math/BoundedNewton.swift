@@ -110,15 +110,43 @@ public struct BoundedNewton {
         var message = "maximum number of evaluations (\(maxEvaluations)) reached"
         var converged = false
         var local = LocalModel(self, x: x, e: e)
+        var probedAt: [Double]? = nil
         while evaluations < maxEvaluations {
             iterations += 1
             let noise = relativeNoise * max(1, abs(e.value))
             local = LocalModel(self, x: x, e: e)
             progress?(iterations, e.value, local.decrement)
             if let verdict = local.convergence(tolerance: decrementTolerance, stepTolerance: stepTolerance) {
+                // A bound held by its slope but curved downwards is a local
+                // minimum only nearby: the quadratic model predicts a lower
+                // value further in. Probe there once before accepting it.
+                if probedAt != x, let i = local.held.filter({ e.hessian[$0, $0] < 0 }).min(by: { e.hessian[$0, $0] < e.hessian[$1, $1] }) {
+                    probedAt = x
+                    var probe = x
+                    probe[i] += 3 * e.gradient[i] / -e.hessian[i, i]
+                    evaluations += 1
+                    do {
+                        let trial = try evaluate(probe)
+                        if trial.value < e.value - noise { x = probe; e = trial; radius = initialRadius; continue }
+                    } catch is InfeasiblePoint {}
+                }
                 converged = true; message = verdict; break
             }
-            let (raw, isNewton) = local.step(radius: radius)
+            var (raw, isNewton) = local.step(radius: radius)
+            // Never jump from well inside onto a bound: a step that would
+            // reach (or cross) a bound stops a tenth of the way from it, and the next
+            // point's slope and curvature decide whether the bound is the
+            // optimum (a profiled criterion can have a local minimum on the
+            // bound and a lower one inside, which one jump would miss).
+            // Within 1e-4 of the bound the step may land on it.
+            var fraction = 1.0
+            for i in 0..<x.count where lower[i].isFinite && raw[i] < 0 {
+                let d = x[i] - lower[i]
+                if d > 1e-4 * max(1, abs(lower[i])) && x[i] + raw[i] < lower[i] + 0.1 * d {
+                    fraction = min(fraction, 0.9 * d / -raw[i])
+                }
+            }
+            if fraction < 1 { raw = raw.map { $0 * fraction }; isNewton = false }
             var candidate = project(zip(x, raw).map { $0 + $1 })
             var step = zip(candidate, x).map { $0 - $1 }
             var predicted = -(dot(e.gradient, step) + 0.5 * quadratic(e.hessian, step))
