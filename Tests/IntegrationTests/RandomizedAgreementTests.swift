@@ -192,15 +192,32 @@ final class RandomizedAgreementTests: XCTestCase {
         return o
     }
 
-    /// Fits every dataset of `kinds` in process and reports.
-    func sweep(_ kinds: Set<String>, title: String) throws {
+    /// LMMs whose response has a mean more than 1000 residual SDs from 0
+    /// (y ≈ 130, σ = 0.05): summed squares lose about log10(mean²/σ²) ≈ 7
+    /// digits to cancellation, so the criterion itself is only good to about
+    /// 1e-9 relative (1e-5 absolute at n = 3000) in any sums-based method.
+    static func precisionLimited(_ d: Dataset, _ tables: [(site: String, table: DataTable)]) -> Bool {
+        guard d.family == .gaussian, let sigma = d.fits["reml"]?["sigma"] as? Double else { return false }
+        var sum = 0.0, n = 0
+        for t in tables { if case .numeric(let v)? = t.table.column(named: "y")?.data { for x in v { sum += x ?? 0; n += 1 } } }
+        return abs(sum / Double(max(n, 1))) / sigma > 1000
+    }
+
+    /// Fits every dataset of `kinds` in process and reports. `precisionLimited`:
+    /// only the LMMs with a response far from 0 relative to σ (see
+    /// `precisionLimited(_:_:)`), compared with DESIGN.md's relative criterion
+    /// tolerance (1e-8 · |criterion|); otherwise every other dataset, at the
+    /// tolerances in the type's comment.
+    func sweep(_ kinds: Set<String>, title: String, precisionLimited: Bool = false) throws {
         let selected = Self.datasets.filter { kinds.contains($0.kind) }
         XCTAssertFalse(selected.isEmpty, "no datasets")
         var outcomes: [Outcome] = []
+        var skipped: [String] = []
         let started = Date()
         for d in selected {
             let tables = try Self.siteTables(d)
             XCTAssertEqual(tables.count, d.nSites, "\(d.id) sites")
+            if Self.precisionLimited(d, tables) != precisionLimited { skipped.append(d.id); continue }
             let sdX = Self.standardDeviation(tables.flatMap { t -> [Double] in
                 guard case .numeric(let v)? = t.table.column(named: "x")?.data else { return [] }
                 return v.compactMap { $0 }
@@ -211,7 +228,8 @@ final class RandomizedAgreementTests: XCTestCase {
                 do {
                     let r = try Analysis.fit(Self.federation(tables), dataset: "data", formula: d.formula,
                                              options: Self.options(d, fit: fit))
-                    var o = Self.compare(r, ref, dataset: d, fit: fit, sdX: sdX)
+                    var o = Self.compare(r, ref, dataset: d, fit: fit, sdX: sdX,
+                                         objectiveTol: precisionLimited ? 1e-8 * abs(ref["objective"] as! Double) : nil)
                     o.seconds = Date().timeIntervalSince(t0)
                     XCTAssertEqual(r.nObs, d.nObs, "\(d.id)/\(fit) n_obs")
                     outcomes.append(o)
@@ -238,6 +256,10 @@ final class RandomizedAgreementTests: XCTestCase {
             }
         }
         print(Self.summary(outcomes, title: title, seconds: elapsed))
+        if !skipped.isEmpty {
+            print(precisionLimited ? "(other datasets: see the sweeps by kind)"
+                  : "left to testPrecisionLimitedLMMs (|mean y| > 1000 σ): \(skipped.joined(separator: " "))")
+        }
         if let path = ProcessInfo.processInfo.environment["FEDMIX_RANDOMIZED_REPORT"] {
             let header = "id,kind,fit,objective_gap,worst_estimate_ratio,worst_what,fedmix_bound,reference_bound,converged,theta_fedmix,theta_reference,failed,reference_not_optimal,error\n"
             let lines = outcomes.map { o in
@@ -314,6 +336,14 @@ final class RandomizedAgreementTests: XCTestCase {
     func testRandomSlopeLMMs() throws { try sweep(["rs"], title: "y ~ x + z + (1 + x | site), REML and ML") }
     func testBinomialGLMMs() throws { try sweep(["binomial"], title: "yb ~ x + z + (1 | site), binomial, Laplace") }
     func testPoissonGLMMs() throws { try sweep(["poisson"], title: "count ~ x + z [+ offset(log(expo))] + (1 | site), Poisson, Laplace") }
+
+    /// The LMMs with |mean(y)| > 1000 σ (y ≈ 130, σ = 0.05), where the
+    /// criterion is only as good as the summed squares allow: checked against
+    /// DESIGN.md's criterion tolerance (1e-8 relative) and the usual estimate
+    /// tolerances.
+    func testPrecisionLimitedLMMs() throws {
+        try sweep(["ri", "rs"], title: "LMMs with |mean y| > 1000 σ (criterion to 1e-8 relative)", precisionLimited: true)
+    }
 
     func testFixtureCoversTheDesign() {
         let d = Self.datasets

@@ -8,7 +8,7 @@
 # Writes Tests/Fixtures/reference/<case>/sites/<site>.csv (one file per site,
 # with a `site` column), pooled.csv, and reference.json. R fits the pooled
 # rows read back from what was written. Needs lme4, glmmTMB, mlmRev, nlme,
-# numDeriv, minqa, jsonlite.
+# minqa, jsonlite.
 #
 # Cases:
 #  scotssec            mlmRev::ScotsSec, site = secondary school (`second`),
@@ -25,10 +25,19 @@
 #  one-site            40 simulated rows at one site: y ~ x + (1 | site);
 #                      lme4 refuses (its message is recorded).
 suppressMessages({
-  library(lme4); library(glmmTMB); library(mlmRev); library(nlme); library(jsonlite); library(numDeriv); library(minqa)
+  library(lme4); library(glmmTMB); library(mlmRev); library(nlme); library(jsonlite); library(minqa)
 })
 root <- "Tests/Fixtures/reference"
 quiet <- function(e) suppressWarnings(suppressMessages(e))
+
+# Hessian of a deviance function by central differences (lme4's deriv12) at
+# steps 1e-3 and 2e-3, extrapolated (4 H(h) - H(2h)) / 3 (smaller steps meet
+# the PIRLS noise of the deviance function).
+hessian_fd <- function(f, p) {
+  H1 <- lme4:::deriv12(f, p, delta = 1e-3)$Hessian
+  H2 <- lme4:::deriv12(f, p, delta = 2e-3)$Hessian
+  (4 * H1 - H2) / 3
+}
 
 polish <- function(f, start, lower, rhobeg = 0.02, maxfun = 50000) {
   best <- list(par = start, value = f(start))
@@ -164,7 +173,7 @@ graw <- function(phi) dd(c(phi[1], J %*% phi[-1]))
 pr <- polish(graw, c(best$par[1], solve(J, best$par[-1])), c(0, -Inf, -Inf, -Inf), rhobeg = 1e-4)
 if (pr$value < best$value - 1e-12) best <- list(name = paste(best$name, "+ raw bobyqa"), par = c(pr$par[1], J %*% pr$par[-1]), value = pr$value)
 par <- best$par
-H <- numDeriv::hessian(dds, c(par[1], solve(J, par[-1])), method.args = list(d = 1e-3, r = 6))
+H <- hessian_fd(dds, c(par[1], solve(J, par[-1])))
 Vb <- J %*% (2 * solve(H))[-1, -1] %*% t(J)
 est <- setNames(par[-1], names(fixef(m_std)))
 cases$grouseticks <- list(case = "grouseticks", site_column = "LOCATION", source = "lme4::grouseticks",
@@ -175,7 +184,7 @@ cases$grouseticks <- list(case = "grouseticks", site_column = "LOCATION", source
     source = best$name, candidates = lapply(cands, function(c) list(name = c$name, objective = c$value, par = c$par)),
     lme4_default_objective = dd(c(getME(m_def, "theta"), fixef(m_def))),
     lme4_default_fixed_effects = fe_rows(fixef(m_def), sqrt(diag(as.matrix(vcov(m_def))))),
-    se_method = "beta block of 2 H^-1, H by Richardson extrapolation (numDeriv) on standardised covariates, mapped back")))
+    se_method = "beta block of 2 H^-1, H by central differences (lme4's deriv12, steps 1e-3 and 2e-3, extrapolated) on standardised covariates, mapped back")))
 
 # ---------------------------------------------------------------- one site --
 set.seed(7)

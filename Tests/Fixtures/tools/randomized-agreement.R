@@ -5,7 +5,7 @@
 # Writes Tests/Fixtures/randomized/data/<id>.csv (one CSV per dataset, a `site`
 # column; values rounded to 6 significant digits and read back before fitting)
 # and Tests/Fixtures/randomized/references.json. Needs R with lme4, glmmTMB,
-# numDeriv, minqa and jsonlite (the Swift tests do not need R).
+# minqa and jsonlite (the Swift tests do not need R).
 #
 # Kinds: random-intercept LMM y ~ x + z + (1 | site) and random-slope LMM
 # y ~ x + z + (1 + x | site), each fitted by REML and ML; binomial GLMM
@@ -31,11 +31,12 @@
 # function at (θ, β) = −2 logLik of the Laplace fit, with all constants (the
 # convention of reference-tight-glmm.json and fedmix's `objective`).
 # SEs: LMM from lmer at the optimum (σ² A⁻¹, exact); GLMM from the β block of
-# 2 H⁻¹, H the Hessian of the deviance function in (θ, β) by Richardson
-# extrapolation (numDeriv), taken on the standardised problem and mapped back;
+# 2 H⁻¹, H the Hessian of the deviance function in (θ, β) by central
+# differences (steps 1e-3 and 2e-3, extrapolated), taken on the standardised
+# problem and mapped back (at θ = 0 these reproduce glm's SEs to 1e-8);
 # lme4's own SEs (finite differences, vcov()) are recorded too.
 suppressMessages({
-  library(lme4); library(glmmTMB); library(jsonlite); library(numDeriv); library(minqa)
+  library(lme4); library(glmmTMB); library(jsonlite); library(minqa)
 })
 set.seed(20261129)
 out <- "Tests/Fixtures/randomized"
@@ -130,6 +131,16 @@ formula_for <- function(kind, offset) switch(kind,
   poisson = if (offset) "count ~ x + z + offset(log(expo)) + (1 | site)" else "count ~ x + z + (1 | site)")
 
 # ------------------------------------------------------------- optimizer ----
+# Hessian of a deviance function by central differences (lme4's deriv12) at
+# steps 1e-3 and 2e-3, extrapolated (4 H(h) - H(2h)) / 3. Smaller steps meet
+# the deviance function's own noise (PIRLS); on the standardised problem these
+# steps reproduce glm's SEs to 1e-8 where θ = 0.
+hessian_fd <- function(f, p) {
+  H1 <- lme4:::deriv12(f, p, delta = 1e-3)$Hessian
+  H2 <- lme4:::deriv12(f, p, delta = 2e-3)$Hessian
+  (4 * H1 - H2) / 3
+}
+
 # bobyqa from `start`, restarted from the best point until it stops improving.
 polish <- function(f, start, lower, rhobeg = 0.02, maxfun = 20000) {
   best <- list(par = start, value = f(start))
@@ -268,7 +279,7 @@ fit_glmm <- function(d, kind, offset) {
   par <- best$par
   # Hessian on the standardised problem at the mapped-back point
   pstd <- c(par[1], solve(J, par[-1]))
-  H <- numDeriv::hessian(dds, pstd, method.args = list(d = 1e-3, r = 6))
+  H <- hessian_fd(dds, pstd)
   V <- 2 * solve(H)
   Vb <- J %*% V[-1, -1] %*% t(J)
   if (par[1] == 0) {                      # on the bound: the β block alone (the θ row is zero by symmetry)
