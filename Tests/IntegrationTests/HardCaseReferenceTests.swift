@@ -13,7 +13,7 @@ import Math
 /// estimates, SEs and variance components within 1e-5; GLMM objective never
 /// worse by more than 1e-6, estimates within 1e-4. Near-zero quantities use
 /// the floors of RandomizedAgreementTests.compare (fixed effects: the SE;
-/// random-effect SDs: 0.01 σ, or 0.01 σ / SD(x) for a slope on x).
+/// random-effect SDs: 0.1 σ, or 0.1 σ / SD(x) for a slope on x).
 final class HardCaseReferenceTests: XCTestCase {
     /// Fits `name`/`key` from its site files and checks it against the reference.
     @discardableResult
@@ -25,18 +25,19 @@ final class HardCaseReferenceTests: XCTestCase {
         options.weights = weights
         let files = try Fixtures.siteFiles(name)
         let r = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: formula, options: options)
-        let sdX: Double = try slope.map { v in
-            let values = try files.flatMap { f -> [Double] in
+        let xs: [Double] = try slope.map { v in
+            try files.flatMap { f -> [Double] in
                 guard case .numeric(let c)? = try CSVReader.read(path: f.path).column(named: v)?.data else { return [] }
                 return c.compactMap { $0 }
             }
-            return RandomizedAgreementTests.standardDeviation(values)
-        } ?? 1
+        } ?? []
+        let sdX = xs.isEmpty ? 1 : RandomizedAgreementTests.standardDeviation(xs)
+        let meanX = xs.isEmpty ? 0 : xs.reduce(0, +) / Double(xs.count)
         let glmm = family != .gaussian
         let objective = ref["objective"] as! Double
         let d = RandomizedAgreementTests.Dataset(id: name, kind: kind, family: family, formula: formula,
                                                  nObs: ref["n_obs"] as! Int, nSites: files.count, truth: [:], fits: [key: ref])
-        let o = RandomizedAgreementTests.compare(r, ref, dataset: d, fit: key, sdX: sdX,
+        let o = RandomizedAgreementTests.compare(r, ref, dataset: d, fit: key, meanX: meanX, sdX: sdX,
                                                  tol: glmm ? 1e-4 : 1e-5,
                                                  objectiveTol: glmm ? 1e-6 : 1e-8 * abs(objective))
         for p in o.problems { XCTFail("\(name)/\(key): \(p)", file: file, line: line) }

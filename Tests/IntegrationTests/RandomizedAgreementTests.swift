@@ -25,9 +25,14 @@ import Math
 /// - standard errors and σ: relative, |Δ| ≤ tol · ref.
 /// - standard deviations of random effects (σ_site, slope SD): compared
 ///   absolutely near zero: |Δsd| ≤ tol · max(sd_ref, f) with the floor
-///   f = 0.01 σ for the intercept and 0.01 σ / SD(x) for a slope on x (σ = 1
-///   for GLMMs, where the SD is θ itself). So a θ on or near the bound is
-///   compared absolutely, to 1e-7 σ (LMM) or 1e-6 (GLMM).
+///   f = 0.1 σ for a random intercept, 0.1 σ / SD(x) for a slope on x, and
+///   0.1 σ · √(1 + (mean x / SD x)²) for the intercept of a random-slope term
+///   (the SD at x = 0, extrapolated when x is uncentred); σ = 1 for GLMMs,
+///   where the intercept's SD is θ itself. So a θ on or near the bound (below
+///   0.1, i.e. ICC below 1%) is compared absolutely, to 1e-6 (LMM, in units of
+///   σ) or 1e-5 (GLMM): far below the gap when a fit stops at 0 instead of an
+///   interior optimum, but no finer than the criterion can resolve (near the
+///   bound it changes by ~1e-10 when θ moves by 1e-6).
 ///   Variances: |Δv| ≤ 2.1 · tol · max(v_ref, f²). Covariances:
 ///   |Δc| ≤ 2.1 · tol · max(sd1, f1) · max(sd2, f2). Correlations:
 ///   |Δρ| ≤ tol · max(sd1, f1) · max(sd2, f2) / (sd1 · sd2) (no constraint
@@ -123,8 +128,8 @@ final class RandomizedAgreementTests: XCTestCase {
 
     /// Compares a fit with a reference fit by the rules in the type's comment.
     /// `tol`/`objectiveTol` default to 1e-5 / 1e-6 (LMM) and 1e-4 / 1e-5 (GLMM);
-    /// `sdX` is the SD of the slope's covariate (for the floor of its SD).
-    static func compare(_ r: FitResult, _ ref: [String: Any], dataset d: Dataset, fit: String, sdX: Double,
+    /// `meanX`, `sdX`: mean and SD of the slope's covariate (for the floors of the SDs).
+    static func compare(_ r: FitResult, _ ref: [String: Any], dataset d: Dataset, fit: String, meanX: Double = 0, sdX: Double,
                         tol: Double? = nil, objectiveTol: Double? = nil) -> Outcome {
         let glmm = d.family != .gaussian
         let tol = tol ?? (glmm ? 1e-4 : 1e-5)
@@ -162,7 +167,11 @@ final class RandomizedAgreementTests: XCTestCase {
         }
         let sigma = glmm ? 1.0 : ref["sigma"] as! Double
         if !glmm { check(r.sigma, sigma, allowed: tol * sigma, "σ") }
-        func floorSD(_ column: String?) -> Double { column == "(Intercept)" ? 0.01 * sigma : 0.01 * sigma / sdX }
+        let slopes = d.kind == "rs"
+        func floorSD(_ column: String?) -> Double {
+            column != "(Intercept)" ? 0.1 * sigma / sdX
+                : slopes ? 0.1 * sigma * (1 + (meanX / sdX) * (meanX / sdX)).squareRoot() : 0.1 * sigma
+        }
         let vcs = ref["variance_components"] as! [[String: Any]]
         let sds: [String: Double] = Dictionary(vcs.compactMap { v in
             guard v["grp"] as? String == "site", v["var2"] as? String == nil, let n = v["var1"] as? String else { return nil }
@@ -218,17 +227,18 @@ final class RandomizedAgreementTests: XCTestCase {
             let tables = try Self.siteTables(d)
             XCTAssertEqual(tables.count, d.nSites, "\(d.id) sites")
             if Self.precisionLimited(d, tables) != precisionLimited { skipped.append(d.id); continue }
-            let sdX = Self.standardDeviation(tables.flatMap { t -> [Double] in
+            let xs = tables.flatMap { t -> [Double] in
                 guard case .numeric(let v)? = t.table.column(named: "x")?.data else { return [] }
                 return v.compactMap { $0 }
-            })
+            }
+            let sdX = Self.standardDeviation(xs), meanX = xs.reduce(0, +) / Double(max(xs.count, 1))
             for fit in d.fits.keys.sorted(by: >) {     // reml before ml
                 let ref = d.fits[fit]!
                 let t0 = Date()
                 do {
                     let r = try Analysis.fit(Self.federation(tables), dataset: "data", formula: d.formula,
                                              options: Self.options(d, fit: fit))
-                    var o = Self.compare(r, ref, dataset: d, fit: fit, sdX: sdX,
+                    var o = Self.compare(r, ref, dataset: d, fit: fit, meanX: meanX, sdX: sdX,
                                          objectiveTol: precisionLimited ? 1e-8 * abs(ref["objective"] as! Double) : nil)
                     o.seconds = Date().timeIntervalSince(t0)
                     XCTAssertEqual(r.nObs, d.nObs, "\(d.id)/\(fit) n_obs")
