@@ -30,10 +30,11 @@
 # (REMLcrit) or ML deviance; GLMM the Laplace objective = lme4's deviance
 # function at (θ, β) = −2 logLik of the Laplace fit, with all constants (the
 # convention of reference-tight-glmm.json and fedmix's `objective`).
-# SEs: LMM from lmer at the optimum (σ² A⁻¹, exact); GLMM from the β block of
-# 2 H⁻¹, H the Hessian of the deviance function in (θ, β) by central
-# differences (steps 1e-3 and 2e-3, extrapolated), taken on the standardised
-# problem and mapped back (at θ = 0 these reproduce glm's SEs to 1e-8);
+# SEs: LMM from lmer at the optimum (σ² A⁻¹, exact); GLMM from glmmTMB
+# (exact derivatives) on the standardised problem, mapped back, or where θ is
+# at 0 from central differences of lme4's deviance function in β (a GLM
+# there: reproduces glm's SEs to 1e-8). lme4's deviance function is too noisy
+# for second differences where the intercept is poorly determined;
 # lme4's own SEs (finite differences, vcov()) are recorded too.
 suppressMessages({
   library(lme4); library(glmmTMB); library(jsonlite); library(minqa)
@@ -277,15 +278,17 @@ fit_glmm <- function(d, kind, offset) {
   pr$par <- c(pr$par[1], J %*% pr$par[-1])
   if (pr$value < best$value - 1e-12) best <- list(name = paste(best$name, "+ raw bobyqa"), par = pr$par, value = pr$value)
   par <- best$par
-  # Hessian on the standardised problem at the mapped-back point
+  # SEs: on the standardised problem (well conditioned), mapped back. Interior
+  # θ: glmmTMB's (exact derivatives; lme4's deviance function is too noisy
+  # for second differences in a poorly determined intercept). θ = 0: the β
+  # block of central differences (a GLM there; reproduces glm's SEs to 1e-8).
   pstd <- c(par[1], solve(J, par[-1]))
   H <- hessian_fd(dds, pstd)
-  V <- 2 * solve(H)
-  Vb <- J %*% V[-1, -1] %*% t(J)
-  if (par[1] == 0) {                      # on the bound: the β block alone (the θ row is zero by symmetry)
-    Vb <- J %*% (2 * solve(H[-1, -1])) %*% t(J)
-  }
-  se <- sqrt(diag(Vb))
+  fd_se <- sqrt(diag(J %*% (2 * solve(H[-1, -1])) %*% t(J)))
+  tmb <- quiet(tryCatch(glmmTMB(form, ds, family = fam), error = function(e) NULL))
+  tmb_se <- if (is.null(tmb)) NULL else sqrt(diag(J %*% vcov(tmb)$cond %*% t(J)))
+  se <- if (par[1] < 1e-4 || is.null(tmb_se) || any(!is.finite(tmb_se))) fd_se else tmb_se
+  se_method <- if (identical(se, fd_se)) "central differences, beta block (theta at 0)" else "glmmTMB, standardised x, mapped back"
   names_b <- names(fixef(m_std))
   lme4_se <- if (!is.null(m_raw)) num(sqrt(diag(as.matrix(vcov(m_raw))))) else NULL
   list(objective = best$value, theta = num(par[1]), lower = 0,
@@ -297,7 +300,9 @@ fit_glmm <- function(d, kind, offset) {
        source = best$name,
        lme4_default_objective = if (!is.null(m_def)) dd(c(getME(m_def, "theta"), fixef(m_def))) else NULL,
        lme4_tight_objective = if (!is.null(m_raw)) dd(c(getME(m_raw, "theta"), fixef(m_raw))) else NULL,
-       lme4_std_errors = lme4_se,
+       lme4_std_errors = lme4_se, se_method = se_method,
+       glmmTMB_std_errors = if (is.null(tmb_se)) NULL else num(tmb_se),
+       glmmTMB_theta = if (is.null(tmb)) NULL else sqrt(as.numeric(VarCorr(tmb)$cond$site)),
        candidate_spread = max(vals[is.finite(vals)]) - min(vals))
 }
 
