@@ -85,6 +85,17 @@ final class HardCaseReferenceTests: XCTestCase {
         XCTAssertEqual(r.nGroups["site"], 63)
     }
 
+    /// lme4's documented grouseticks model with YEAR numeric (95-97):
+    /// TICKS ~ YEAR + cHEIGHT + (1 | site) + (1 | site:BROOD) + (1 | site:INDEX),
+    /// site = LOCATION (broods and rows nested in locations). lme4: intercept
+    /// 46.6 (SE 15.9), the location variance on the bound. An intercept
+    /// beyond 30 on the log scale is an uncentred covariate, not separation.
+    func testGrouseticksDocumentedNestedModel() throws {
+        let r = try check("grouseticks", "nested_laplace", kind: "poisson", family: .poisson)
+        XCTAssertEqual(r.nGroups, ["site": 63, "site:BROOD": 118, "site:INDEX": 403])
+        XCTAssertEqual(r.fixedEffects.first?.estimate ?? 0, 46.5946, accuracy: 1e-3)
+    }
+
     /// Weighted sleepstudy, site = Subject: w = 1 + (Days mod 3)/2 via
     /// FitOptions.weights (lme4's REML criterion 1733.684).
     func testWeightedSleepstudyBySubject() throws {
