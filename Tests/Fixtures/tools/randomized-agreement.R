@@ -202,7 +202,7 @@ fit_lmm <- function(d, kind, reml) {
     # criterion is minimised in standardised coordinates (well scaled).
     Tm <- matrix(c(1, 0, -mx / sx, 1 / sx), 2)
     g <- function(phi) dd(map_theta(phi, Tm))
-    starts <- list(c(1, 0, 1), c(0.1, 0, 0.1), c(0.3, 0, 0.01), c(0.05, 0, 0.3),
+    starts <- list(c(1, 0, 1), c(0.1, 0, 0.1), c(0.3, 0, 0.01), c(0.05, 0, 0.3), c(0.1, -0.5, 0.01), c(0.1, 0.5, 0.01),
                    map_theta(getME(m_def, "theta"), solve(Tm)))
     best_std <- NULL
     for (st in starts) {
@@ -256,6 +256,10 @@ fit_glmm <- function(d, kind, offset) {
   }
   if (!is.null(m_def)) add("lme4-default", c(getME(m_def, "theta"), fixef(m_def)))
   if (!is.null(m_raw)) add("lme4-tight", c(getME(m_raw, "theta"), fixef(m_raw)))
+  # θ = 0 is the GLM: a candidate of its own (a boundary optimum the
+  # optimizers above can miss from their start at θ = 1)
+  g0 <- quiet(tryCatch(glm(update(form, . ~ . - (1 | site)), data = d, family = fam), error = function(e) NULL))
+  if (!is.null(g0) && all(is.finite(coef(g0)))) add("glm (θ = 0)", c(0, coef(g0)))
   ps <- c(getME(m_std, "theta"), fixef(m_std))
   # polish the standardised optimum (well conditioned) and map it back
   pp <- polish(dds, ps, c(0, -Inf, -Inf, -Inf), rhobeg = 1e-3)
