@@ -67,7 +67,33 @@ public enum GLMMFit {
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         optimizer.gradientTolerance = 1e-6
         optimizer.decrementTolerance = 1e-10
-        var result = try optimizer.minimize(from: structure.initialTheta + [Double](repeating: 0, count: p), evaluate: evaluate)
+        // lme4's start: β from the GLM (θ = 0), θ = 1. The GLM is also the
+        // boundary candidate: a Laplace objective can have a local minimum
+        // inside while its lowest point is θ = 0, so the lower of the two wins.
+        let zeroTheta = [Double](repeating: 0, count: m)
+        var glmOptimizer = BoundedNewton(lower: [Double](repeating: -.infinity, count: p))
+        glmOptimizer.parameterNames = spec.fixed.map { "β \($0.name) (standardised)" }
+        glmOptimizer.maxEvaluations = options.maxEvaluations
+        glmOptimizer.relativeNoise = optimizer.relativeNoise
+        glmOptimizer.decrementTolerance = optimizer.decrementTolerance
+        var glmEvaluated: [([Double], BoundedNewton.Evaluation)] = []
+        let glm = try glmOptimizer.minimize(from: [Double](repeating: 0, count: p)) { b in
+            let full = try evaluate(zeroTheta + b)
+            glmEvaluated.append((b, full))
+            var h = Matrix(rows: p, cols: p)
+            for j in 0..<p { for i in 0..<p { h[i, j] = full.hessian[m + i, m + j] } }
+            return .init(value: full.value, gradient: Array(full.gradient[m...]), hessian: h)
+        }
+        var result = try optimizer.minimize(from: structure.initialTheta + glm.x, evaluate: evaluate)
+        if glm.converged, glm.value < result.value - optimizer.relativeNoise * max(1, abs(result.value)) {
+            // The GLM's point, with its full (θ, β) derivatives for the covariance.
+            let at = try glmEvaluated.last(where: { $0.0 == glm.x })?.1 ?? evaluate(zeroTheta + glm.x)
+            let inside = result.message
+            result.x = zeroTheta + glm.x; result.value = at.value; result.gradient = at.gradient; result.hessian = at.hessian
+            result.converged = true; result.atBound = Array(0..<m)
+            result.newtonDecrement = glm.newtonDecrement; result.scaledGradient = glm.scaledGradient
+            result.message = "converged on the bound θ = 0 (the GLM: \(glm.message)), lower than the optimum inside (\(inside))"
+        }
         let theta = Array(result.x[0..<m]), beta = standard.beta(Array(result.x[m...]))
         guard let covarianceTilde = fixedEffectsCovariance(hessian: result.hessian, thetaCount: m) else {
             throw FitFailure("the fixed effects are not identified at the optimum (their information matrix is singular): some columns are collinear, or the outcome is separated by a term. Remove or merge the offending terms (e.g. categories with no events)")
