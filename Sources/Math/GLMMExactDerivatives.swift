@@ -89,7 +89,7 @@ extension GLMMSite {
         if nAGQ <= 1 { return m.penalizedDeviance + m.factor.logDet }
         let s = data.structure
         guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm }
-        let rule = GaussHermiteRule(points: nAGQ)
+        let rule = GaussHermiteRule.cached(points: nAGQ)
         let th = theta[0]
         let groups = data.levelCounts[0]
         var rowsOf = [[Int]](repeating: [], count: groups)
@@ -371,7 +371,7 @@ extension GLMMSite {
                                zt: UnsafeMutablePointer<Double>, E: UnsafeMutablePointer<Double>,
                                into out: UnsafeMutablePointer<Double>) throws {
         let W = space.width
-        let rule = GaussHermiteRule(points: nAGQ)
+        let rule = GaussHermiteRule.cached(points: nAGQ)
         let th = theta[0]
         let groups = data.levelCounts[0]
         var rowsOf = [[Int]](repeating: [], count: groups)
