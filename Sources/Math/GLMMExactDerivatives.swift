@@ -169,13 +169,18 @@ extension GLMMSite {
             }
         }
         /// The derivative parts of η_i = o + xβ + z̃ᵀû (its value slot is not used).
-        func etaJet(_ i: Int) {
+        func etaJet(_ i: Int) { etaJet(i, kernel) }
+        func etaJet(_ i: Int, _ kernel: JetKernel) {
             E.update(repeating: 0, count: W)
             for j in 0..<p { E[1 + nt + j] = data.x[i * p + j] }
             for k in 0..<rowWidth { kernel.mulAdd(E, zt + k * W, U + cols[k] * W, 1) }
         }
         /// c = f∘a given f, f′, f″ at a's value (c may alias a).
         func compose(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ f0: Double, _ f1: Double, _ f2: Double) {
+            compose(c, a, f0, f1, f2, order: order)
+        }
+        func compose(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ f0: Double, _ f1: Double, _ f2: Double,
+                     order: Int) {
             if order >= 2 {
                 let b = 1 + np
                 for k in 0..<pairs { c[b + k] = f2 * a[1 + pairI[k]] * a[1 + pairJ[k]] + f1 * a[b + k] }
@@ -186,13 +191,16 @@ extension GLMMSite {
 
         // The derivatives of û, from the mode equation.
         let mObs = isCanonical ? m.factor : try factor(weights: rd.map { 0.5 * $0.d2 }, theta: theta)
-        func modeEquation() {
+        // Stage 1 needs first derivatives only: the same storage, a first-order kernel.
+        let firstOrder = JetKernel(JetSpace(parameters: np, order: 1))
+        func modeEquation(order stage: Int) {
+            let k2 = stage >= 2 ? kernel : firstOrder
             Phi.update(repeating: 0, count: max(q, 1) * W)
             for i in 0..<rows {
                 loadRow(i)
-                etaJet(i)
-                compose(T1, E, rd[i].d1, rd[i].d2, rd[i].d3)
-                for k in 0..<rowWidth { kernel.mulAdd(Phi + cols[k] * W, T1, zt + k * W, 1) }
+                etaJet(i, k2)
+                compose(T1, E, rd[i].d1, rd[i].d2, rd[i].d3, order: stage)
+                for k in 0..<rowWidth { k2.mulAdd(Phi + cols[k] * W, T1, zt + k * W, 1) }
             }
             for t in 0..<(q * W) { Phi[t] += 2 * U[t] }
         }
@@ -205,8 +213,8 @@ extension GLMMSite {
             }
         }
         if q > 0 {
-            modeEquation(); solveSlots(1..<(1 + np))
-            if order >= 2 { modeEquation(); solveSlots((1 + np)..<W) }
+            modeEquation(order: 1); solveSlots(1..<(1 + np))
+            if order >= 2 { modeEquation(order: 2); solveSlots((1 + np)..<W) }
         }
 
         let acc = buffer.doubles(W)
