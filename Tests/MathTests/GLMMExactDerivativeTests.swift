@@ -4,7 +4,7 @@ import XCTest
 /// The exact Hessians (Laplace and adaptive Gauss–Hermite) against central
 /// differences of the exact gradient, entry by entry: every link, scalar
 /// and vector terms, nested within-site factors (up to three levels), θ
-/// generic, near 0 and mixed.
+/// generic, near 0, mixed and at 0.
 ///
 /// Tolerance: |H_ij − FD_ij| ≤ 1e-6 · max(|FD_ij|, 1e-3·√(|H_ii H_jj|)): relative
 /// to the entry, floored at a thousandth of the geometric mean of the two
@@ -78,14 +78,14 @@ final class GLMMExactDerivativeTests: XCTestCase {
     static let families = [GLMFamily(.binomial, .logit), GLMFamily(.binomial, .probit), GLMFamily(.binomial, .cloglog),
                            GLMFamily(.poisson, .log)]
 
-    /// θ generic, near 0 on every diagonal, and with only the first diagonal near 0.
+    /// θ generic, near 0 on every diagonal, with only the first diagonal near 0, and at 0 (the bound).
     static func thetas(_ s: CovarianceStructure) -> [[Double]] {
         let initial = s.initialTheta
         let generic = initial.enumerated().map { i, t in t == 1 ? 0.6 + 0.15 * Double(i) : 0.25 }
         let small = initial.map { $0 == 1 ? 1e-3 : 1e-4 }
         var mixed = generic
         if let k = initial.firstIndex(of: 1) { mixed[k] = 2e-3 }
-        return [generic, small, mixed]
+        return [generic, small, mixed, initial.map { _ in 0 }]
     }
 
     /// Largest scaled error of the Hessian against 5-point differences of the gradient.
