@@ -5,6 +5,10 @@
 // observed weights (equal to the Fisher weights for canonical links). Every
 // term is a sum over the site's rows of small blocked solves, so the
 // gradient costs about two passes over the rows.
+// `evaluate` takes its derivatives from the forward-mode jets of
+// GLMMExactDerivatives.swift; this reverse-mode (adjoint) gradient is kept as
+// `laplaceValueAndGradient`, an independent implementation the tests check
+// the jets against.
 
 import Foundation
 

@@ -5,8 +5,9 @@
 // where û are the site's conditional modes, found here by penalized
 // iteratively reweighted least squares with step halving. Summed over sites
 // this is glmer's objective on the pooled rows, because every random effect
-// belongs to one site. Derivatives in (θ, β) come from differences of D_k on
-// the site's rows, so a round returns value, gradient and Hessian together.
+// belongs to one site. Exact derivatives in (θ, β) come from the mode
+// equation (GLMMExactDerivatives.swift), so a round returns value, gradient
+// and Hessian together for the cost of about one evaluation.
 
 import Foundation
 
@@ -233,108 +234,28 @@ public final class GLMMSite: @unchecked Sendable {
 
     /// D_k(θ, β): the Laplace objective (nAGQ = 1) or adaptive Gauss–Hermite with `nAGQ` points.
     public func objective(theta: [Double], beta: [Double], nAGQ: Int = 1, start: [Double]? = nil) throws -> (value: Double, modes: [Double]) {
-        let m = try modes(theta: theta, beta: beta, start: start)
-        if nAGQ <= 1 { return (m.penalizedDeviance + m.factor.logDet, m.u) }
-        let s = data.structure
-        guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm }
-        let rule = GaussHermiteRule(points: nAGQ)
-        let th = theta[0]
-        let groups = data.levelCounts[0]
-        // Per group: rows, Σ w z², and h_g at the mode.
-        var rowsOf = [[Int]](repeating: [], count: groups)
-        for i in 0..<data.rows { rowsOf[data.levels[0][i]].append(i) }
-        var total = 0.0
-        for g in 0..<groups {
-            let ug = m.u[uOffsets[0] + g]
-            var swz = 0.0
-            for i in rowsOf[g] { swz += m.weights[i] * data.z[0][i] * data.z[0][i] }
-            let mgg = 1 + th * th * swz
-            func h(_ u: Double) -> Double {
-                var d = u * u
-                for i in rowsOf[g] {
-                    let e = m.eta[i] + data.z[0][i] * th * (u - ug)
-                    d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.mu(e))
-                }
-                return d
-            }
-            let h0 = h(ug)
-            let sd = 1 / mgg.squareRoot()
-            var sum = 0.0
-            for (z, w) in zip(rule.nodes, rule.weights) {
-                sum += w * Foundation.exp(-(h(ug + z * sd) - h0 - z * z) / 2)
-            }
-            total += h0 + Foundation.log(mgg) - 2 * Foundation.log(sum)
+        if nAGQ > 1 {
+            let s = data.structure
+            guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm }
         }
-        guard total.isFinite else { throw GLMMError.nonFinite }
-        return (total, m.u)
+        let m = try modes(theta: theta, beta: beta, start: start)
+        return (try objectiveValue(theta: theta, modes: m, nAGQ: nAGQ), m.u)
     }
 
-    /// Value, gradient and Hessian of D_k in the parameters (θ…, β…). For
-    /// the Laplace approximation the gradient is exact (GLMMGradient.swift)
-    /// and the Hessian its central differences; for adaptive quadrature both
-    /// come from central differences of D_k. Either way on the site's rows.
+    /// Value, gradient and Hessian of D_k in the parameters (θ…, β…), all
+    /// exact (GLMMExactDerivatives.swift): one PIRLS solve for the modes,
+    /// then passes over the site's rows, so that a round costs about one
+    /// objective evaluation whatever the number of parameters.
     public func evaluate(theta: [Double], beta: [Double], order: Int, nAGQ: Int = 1) throws -> ScalarJet {
-        let mTheta = theta.count
-        let params = theta + beta
-        let np = params.count
-        let space = JetSpace(parameters: np, order: order)
-        var out = ScalarJet(space: space)
+        if nAGQ > 1 {
+            let s = data.structure
+            guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm }
+        }
         let start = lock.withLock { warmModes }
-        let steps = params.map { 1e-4 * max(1, abs($0)) }
-        func split(_ q: [Double]) -> ([Double], [Double]) { (Array(q[0..<mTheta]), Array(q[mTheta...])) }
-        if nAGQ <= 1 {
-            let center = try laplaceValueAndGradient(theta: theta, beta: beta, start: start)
-            lock.withLock { warmModes = center.modes }
-            out.storage[0] = center.value
-            guard order >= 1 else { return out }
-            for k in 0..<np { out.storage[1 + k] = center.gradient[k] }
-            guard order >= 2 else { return out }
-            var columns: [[Double]] = []
-            for k in 0..<np {
-                var qp = params, qm = params
-                qp[k] += steps[k]; qm[k] -= steps[k]
-                let (tp, bp) = split(qp), (tm, bm) = split(qm)
-                let gp = try laplaceValueAndGradient(theta: tp, beta: bp, start: center.modes).gradient
-                let gm = try laplaceValueAndGradient(theta: tm, beta: bm, start: center.modes).gradient
-                columns.append((0..<np).map { (gp[$0] - gm[$0]) / (2 * steps[k]) })
-            }
-            for j in 0..<np { for i in 0...j {
-                out.storage[space.secondIndex(i, j)] = 0.5 * (columns[j][i] + columns[i][j])
-            } }
-            return out
-        }
-        let center = try objective(theta: theta, beta: beta, nAGQ: nAGQ, start: start)
-        lock.withLock { warmModes = center.modes }
-        out.storage[0] = center.value
-        guard order >= 1 else { return out }
-        func at(_ shifts: [(Int, Double)]) throws -> Double {
-            var q = params
-            for (k, d) in shifts { q[k] += d }
-            let (t, b) = split(q)
-            return try objective(theta: t, beta: b, nAGQ: nAGQ, start: center.modes).value
-        }
-        var plus = [Double](repeating: 0, count: np), minus = plus
-        for k in 0..<np {
-            plus[k] = try at([(k, steps[k])])
-            minus[k] = try at([(k, -steps[k])])
-            out.storage[1 + k] = (plus[k] - minus[k]) / (2 * steps[k])
-        }
-        guard order >= 2 else { return out }
-        for j in 0..<np {
-            for i in 0...j {
-                let v: Double
-                if i == j {
-                    v = (plus[j] - 2 * center.value + minus[j]) / (steps[j] * steps[j])
-                } else {
-                    let hi = steps[i], hj = steps[j]
-                    let pp = try at([(i, hi), (j, hj)]), pm = try at([(i, hi), (j, -hj)])
-                    let mp = try at([(i, -hi), (j, hj)]), mm = try at([(i, -hi), (j, -hj)])
-                    v = (pp - pm - mp + mm) / (4 * hi * hj)
-                }
-                out.storage[space.secondIndex(i, j)] = v
-            }
-        }
-        return out
+        let m = try modes(theta: theta, beta: beta, start: start)
+        lock.withLock { warmModes = m.u }
+        let value = try objectiveValue(theta: theta, modes: m, nAGQ: nAGQ)
+        return try exactJet(theta: theta, beta: beta, modes: m, order: order, nAGQ: nAGQ, value: value)
     }
 
     /// Conditional modes and conditional covariance of the site-level effects.

@@ -47,3 +47,23 @@ public struct GaussHermiteRule: Sendable, Equatable {
         self.weights = weights.map { $0 / s }
     }
 }
+
+extension GaussHermiteRule {
+    private static let cache = RuleCache()
+
+    /// The rule with `n` points, computed once per process: every AGQ
+    /// evaluation needs it, and its eigen-decomposition costs more than a
+    /// small site's whole objective.
+    public static func cached(points n: Int) -> GaussHermiteRule { cache.rule(n) }
+
+    private final class RuleCache: @unchecked Sendable {
+        private let lock = NSLock()
+        private var rules: [Int: GaussHermiteRule] = [:]
+        func rule(_ n: Int) -> GaussHermiteRule {
+            if let r = lock.withLock({ rules[n] }) { return r }
+            let r = GaussHermiteRule(points: n)
+            lock.withLock { rules[n] = r }
+            return r
+        }
+    }
+}

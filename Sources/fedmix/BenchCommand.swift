@@ -16,16 +16,29 @@ import Glibc
 enum BenchCommand {
     enum Model: String, CaseIterable, Codable {
         case slope, patient, binary
+        /// geepack's ohio (wheeze of 537 children at ages 7–10, mother's smoking), one child per site,
+        /// adaptive Gauss–Hermite with 12 points: many tiny sites. Rows and sites are the data's.
+        case ohio
         var formula: String {
             switch self {
             case .slope: return BenchmarkData.slopeFormula
             case .patient: return BenchmarkData.patientFormula
             case .binary: return BenchmarkData.binaryFormula
+            case .ohio: return OhioData.formula
             }
         }
-        var options: FitOptions { self == .binary ? FitOptions(family: .binomial) : FitOptions(method: .reml) }
+        var options: FitOptions {
+            switch self {
+            case .binary: return FitOptions(family: .binomial)
+            case .ohio: return FitOptions(family: .binomial, nAGQ: OhioData.nAGQ)
+            case .slope, .patient: return FitOptions(method: .reml)
+            }
+        }
+        var isGLMM: Bool { self == .binary || self == .ohio }
+        /// The models `fedmix bench` runs without --models.
+        static let defaults: [Model] = [.slope, .patient, .binary]
         /// lme4's time at 100 000 rows on the reference machine (seconds).
-        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20 } }
+        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio: return .nan } }
     }
 
     enum Mode: String, CaseIterable, Codable {
@@ -80,13 +93,14 @@ enum BenchCommand {
     static let rowsOption = Option<[Int]>("rows", value: "N[,N...]", help: "rows of each configuration (default 100000,1000000)",
                                           .list(of: .integer(in: 1...Int.max), what: "numbers of rows"))
     static let sitesOption = Option<Int>("sites", value: "K", help: "sites the rows are split over (default 50)", .integer(in: 1...Int.max))
-    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary (default all three)",
-                                              .list(of: .cases, what: "slope, patient or binary"))
+    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio (default slope,patient,binary)",
+                                              .list(of: .cases, what: "slope, patient, binary or ohio"))
     static let modesOption = Option<[Mode]>("modes", value: "LIST", help: "in-process, federated, federated-audit (default in-process,federated)",
                                             .list(of: .cases, what: "in-process, federated or federated-audit"))
     static let repeatOption = Option<Int>("repeat", value: "R", help: "keep the fastest of R runs of each configuration (default 1)", .integer(in: 1...Int.max))
     static let seedOption = Option<UInt64>("seed", value: "S", help: "the random seed of the simulated rows (default 20260101)", .unsigned)
     static let json = Flag("json", help: "also print every measurement as one JSON line")
+    static let lme4 = Flag("lme4", help: "also time lme4's glmer on the same rows (GLMM models; needs Rscript with lme4)")
     static let noIsolate = Flag("no-isolate", help: "run every configuration in this process (peak memory is then cumulative)")
     static let single = Option<String>("single", value: "ROWS:SITES:MODEL:MODE",
                                        help: "internal: measure one configuration and print its result line (what each child process runs)")
@@ -102,14 +116,14 @@ enum BenchCommand {
         Each configuration runs in a child process so that its peak memory (getrusage ru_maxrss) is its own.
         FEDMIX_BENCH_CHILD=/path/to/fedmix measures another build with this one's report.
         """,
-        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, json, noIsolate, single],
+        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, json, noIsolate, single, lme4],
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
         let seed = a.value(seedOption, default: 20260101)
         if let single = a.value(single) {
             // Child: one configuration, one result line.
-            try a.refuse([rowsOption, sitesOption, modelsOption, modesOption, repeatOption, json, noIsolate],
+            try a.refuse([rowsOption, sitesOption, modelsOption, modesOption, repeatOption, json, noIsolate, lme4],
                          "with --single (it measures the one configuration it names)")
             let parts = single.split(separator: ":").map(String.init)
             guard parts.count == 4, let rows = Int(parts[0]), let sites = Int(parts[1]),
@@ -126,7 +140,8 @@ enum BenchCommand {
         guard rowsList.allSatisfy({ $0 >= 10 * sites }) else {
             throw ArgumentError("every --rows must be at least 10 rows per site (--sites \(sites))")
         }
-        let models = a.value(modelsOption, default: Model.allCases)
+        let models = a.value(modelsOption, default: Model.defaults)
+        let withLme4 = a.flag(lme4)
         let modes = a.value(modesOption, default: [.inProcess, .federated])
         let isolate = !a.flag(noIsolate)
         let repeats = a.value(repeatOption, default: 1)
@@ -137,10 +152,11 @@ enum BenchCommand {
         print("  each configuration in \(isolate ? "its own process (peak memory is its own)" : "this process (peak memory is cumulative)")"
               + (repeats > 1 ? ", best of \(repeats) runs (least generation + design + fitting time; largest peak memory)" : "") + "\n")
         var results: [Measurement] = []
-        let total = rowsList.count * models.count * modes.count
+        // ohio has its own rows: measured once, with the first --rows
+        let total = rowsList.count * models.filter { $0 != .ohio }.count * modes.count + (models.contains(.ohio) ? modes.count : 0)
         for rows in rowsList {
             for mode in modes {
-                for model in models {
+                for model in models where model != .ohio || rows == rowsList.first {
                     var runs: [Measurement] = []
                     for _ in 0..<repeats {
                         runs.append(isolate
@@ -152,6 +168,9 @@ enum BenchCommand {
                     m.runs = repeats
                     results.append(m)
                     print("[\(results.count)/\(total)] " + block(m))
+                    if withLme4 && model.isGLMM && mode == modes.first {
+                        print(Lme4Timing.line(fedmix: m, seed: seed))
+                    }
                 }
             }
         }
@@ -168,16 +187,19 @@ enum BenchCommand {
     static func measure(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, isolated: Bool) throws -> Measurement {
         let t0 = monotonicSeconds(), c0 = cpuSeconds()
         let tables: [(site: String, table: DataTable)] = {
+            if model == .ohio { return OhioData.load(seed: seed).tables }
             let data = BenchmarkData.generate(rows: rows, sites: sites, seed: seed)
             return data.sites.map { ($0.name, table($0)) }
         }()
         let t1 = monotonicSeconds(), c1 = cpuSeconds()
         var peaks = [peakRSS()]
+        // ohio's sites are single children (4 rows): below any site's minimum, as with `fedmix local`.
+        let policy = model == .ohio ? DisclosurePolicy.off : DisclosurePolicy()
         let base: Federation
         switch mode {
         case .inProcess:
             base = Federation(channels: tables.map { s in
-                let service = SiteService(site: s.site, datasets: ["data": .table(s.table)], siteColumn: nil)
+                let service = SiteService(site: s.site, datasets: ["data": .table(s.table)], siteColumn: nil, policy: policy)
                 return InProcessChannel(site: s.site) { service.handle(line: $0) }
             })
         case .federated, .audited:
@@ -185,7 +207,7 @@ enum BenchCommand {
             let auditDirectory = mode == .audited
                 ? (ProcessInfo.processInfo.environment["FEDMIX_BENCH_AUDIT_DIR"] ?? NSTemporaryDirectory()) + "/fedmix-bench-audit-\(getpid())-\(UUID().uuidString.prefix(8))"
                 : nil
-            base = try LocalAgents(services: tables.map { SiteService(site: $0.site, datasets: ["data": .table($0.table)], siteColumn: nil) },
+            base = try LocalAgents(services: tables.map { SiteService(site: $0.site, datasets: ["data": .table($0.table)], siteColumn: nil, policy: policy) },
                                    auditDirectory: auditDirectory).federation
         }
         defer { base.close() }
@@ -198,13 +220,14 @@ enum BenchCommand {
         let spec = try Analysis.resolve(formula: model.formula, descriptions: descriptions, family: model.options.family)
         let t3 = monotonicSeconds(), c3 = cpuSeconds()
         peaks.append(peakRSS())
-        let result = model == .binary
+        let result = model.isGLMM
             ? try GLMMFit.run(federation, dataset: "data", spec: spec, options: model.options)
             : try LMMFit.run(federation, dataset: "data", spec: spec, options: model.options)
         let t4 = monotonicSeconds(), c4 = cpuSeconds()
         let tp = clock.lastPrepare ?? t3, cp = clock.cpuAtPrepare ?? c3
         return Measurement(
-            rows: rows, sites: sites, model: model, mode: mode,
+            rows: model == .ohio ? tables.reduce(0) { $0 + $1.table.rowCount } : rows,
+            sites: tables.count, model: model, mode: mode,
             generateSeconds: t1 - t0, setupSeconds: t2 - t1, describeSeconds: t3 - t2,
             prepareSeconds: tp - t3, fitSeconds: t4 - tp,
             evaluations: result.evaluations, rounds: result.rounds,
@@ -258,7 +281,7 @@ enum BenchCommand {
         if let c = m.cpuSeconds, c.count == 5 {
             out += "      CPU      generation \(secs(c[0])), describe \(secs(c[2])), prepare \(secs(c[3])), fitting \(secs(c[4])) (all threads)\n"
         }
-        out += "      fit      \(m.evaluations) criterion evaluations, \(m.rounds) rounds (+1 describe), \(m.model == .binary ? "Laplace objective (−2 log L)" : "REML criterion") \(String(format: "%.6f", m.objective))\(m.converged ? "" : ", NOT CONVERGED")\n"
+        out += "      fit      \(m.evaluations) criterion evaluations, \(m.rounds) rounds (+1 describe), \(m.model == .binary ? "Laplace objective (−2 log L)" : m.model == .ohio ? "AGQ objective (−2 log L)" : "REML criterion") \(String(format: "%.6f", m.objective))\(m.converged ? "" : ", NOT CONVERGED")\n"
         for msg in m.messages { out += "               \(msg)\n" }
         out += "               β = [\(m.beta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], θ = [\(m.theta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], σ = \(String(format: "%.4f", m.sigma))\n"
         out += "      traffic  sent \(bytes(m.bytesSent)), received \(bytes(m.bytesReceived)) (coordinator side, describe to finalize)\n"

@@ -85,6 +85,7 @@ final class ExecutableTests: XCTestCase {
             Entry("bench", ["--rows", "--sites", "--models", "--modes", "--seed", "--json", "--no-isolate"], ExecutableTests.benchInProcess),
             Entry("bench", ["--repeat", "--modes"], ExecutableTests.benchRepeatIsolatedAndFederated),
             Entry("bench", ["--single", "--seed"], ExecutableTests.benchSingle),
+            Entry("bench", ["--models", "--lme4"], ExecutableTests.benchOhioBesideLme4),
 
             Entry(agent: "serve", ["--config"], ExecutableTests.agentServe),
             Entry(agent: "check", ["--config", "--running", "--warn-days"], ExecutableTests.agentCheck),
@@ -865,7 +866,7 @@ final class ExecutableTests: XCTestCase {
         XCTAssertTrue(benchLines(try fedmix(["bench", "--rows", "200", "--sites", "4", "--models", "slope", "--modes", "in-process", "--no-isolate"]).out).isEmpty,
                       "no JSON without --json")
         try fedmixUsageError(["bench", "--rows", "30", "--sites", "4"], "every --rows must be at least 10 rows per site (--sites 4)")
-        try fedmixUsageError(["bench", "--models", "slpoe"], "--models takes slope, patient or binary, separated by commas")
+        try fedmixUsageError(["bench", "--models", "slpoe"], "--models takes slope, patient, binary or ohio, separated by commas")
         try fedmixUsageError(["bench", "--modes", "federated,"], "--modes takes in-process, federated or federated-audit, separated by commas")
         try fedmixUsageError(["bench", "--rows", "1e5"], "--rows takes numbers of rows, separated by commas")
     }
