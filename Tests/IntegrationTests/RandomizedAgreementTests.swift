@@ -298,15 +298,7 @@ final class RandomizedAgreementTests: XCTestCase {
     /// fails the run until it is removed here. Open work, not tolerance.
     static let knownFailures: [String: String] = {
         var out: [String: String] = [:]
-        let hessian = "GLMM standard errors from central differences of the sites' gradients are off when x is in thousands or uncentred (exact second derivatives: the performance issue)"
-        for id in ["binomial-006", "binomial-007", "binomial-008", "binomial-009", "binomial-011", "binomial-018", "binomial-019",
-                   "binomial-020", "binomial-021", "binomial-022", "binomial-023", "binomial-030", "binomial-031", "binomial-032",
-                   "binomial-033", "binomial-034", "binomial-035", "binomial-042",
-                   "poisson-007", "poisson-009", "poisson-011", "poisson-018", "poisson-020", "poisson-021", "poisson-022",
-                   "poisson-023", "poisson-030", "poisson-031", "poisson-032", "poisson-033", "poisson-034", "poisson-035", "poisson-042"] {
-            out[id + "/laplace"] = hessian
-        }
-        out["poisson-008/laplace"] = hessian
+        out["poisson-032/laplace"] = "the reference stops 5.6e-6 above fedmix's objective, so its β is 1.09 × the tolerance from fedmix's; a tighter reference is needed"
         let centring = "x in thousands or uncentred: the criterion is flat to its rounding along the random-intercept direction, so θ is determined only to ~1e-4; exact centring of the site sums (a reparametrization the optimizer does not yet make) is the fix"
         out["ri-008/reml"] = centring
         out["rs-033/reml"] = centring
