@@ -66,6 +66,57 @@ public enum Analysis {
         try catalog.requireNesting(spec, complete: true)
     }
 
+    /// Checks everything about a fit that needs no site: the formula's
+    /// syntax, quadrature against the random-effects terms, the row filter's
+    /// syntax, and the missing-data options against the formula. Called
+    /// before any connection is opened, so that a typo is reported as what it
+    /// is (a usage error naming the option) and never as a network failure,
+    /// and no agent logs a session for a fit that could not have run.
+    public static func validate(formula: String, options: FitOptions,
+                                missingData: MissingDataStrategy = MissingDataStrategy()) throws {
+        let parsed: Formula
+        do { parsed = try Formula.parse(formula) } catch let e as FormulaError {
+            throw UsageError("--formula: \(e)")
+        }
+        guard (1...25).contains(options.nAGQ) else { throw UsageError("--nagq must be between 1 and 25") }
+        if options.nAGQ > 1 {
+            guard options.family != .gaussian else {
+                throw UsageError("--nagq applies to GLMMs (--family binomial or poisson)")
+            }
+            // Adaptive quadrature needs one scalar term; a factor on the left
+            // side may still widen it, which the fit itself refuses.
+            let scalar = parsed.random.count == 1
+                && (parsed.random[0].lhs.intercept ? 1 : 0) + parsed.random[0].lhs.terms.count == 1
+            guard scalar else {
+                throw UsageError("--nagq \(options.nAGQ) needs a single scalar random-effects term such as (1 | site); the formula has \(parsed.random.count == 1 ? "a term with several columns" : "\(parsed.random.count) random-effects terms"). Use --nagq 1 (Laplace) for this model")
+            }
+        }
+        if let f = options.filter {
+            do { _ = try RowFilterParser.parse(f, variables: guessedFilterVariables(f)) } catch { throw UsageError("--filter: \(error)") }
+        }
+        for v in missingData.indicators.keys.sorted() where !parsed.variablesUsed.contains(v) {
+            throw UsageError("--missing-indicator \(v): the formula does not use \(v)")
+        }
+    }
+
+    /// Each variable of a filter typed as its comparisons suggest (text when
+    /// compared with a quoted or bare level, numeric otherwise), so that the
+    /// filter's syntax can be checked before the sites have described their
+    /// variables; the real types are checked again after describe.
+    static func guessedFilterVariables(_ text: String) throws -> [String: VariableInfo] {
+        let tokens = try RowFilterParser.tokenize(text)
+        var out: [String: VariableInfo] = [:]
+        for (i, t) in tokens.enumerated() {
+            guard case .name(let n) = t, n != "is.na" else { continue }
+            var kind = VariableInfo.Kind.numeric
+            if i + 2 < tokens.count, case .op = tokens[i + 1] {
+                switch tokens[i + 2] { case .string, .name: kind = .text; default: break }
+            }
+            if out[n] == nil || kind == .text { out[n] = VariableInfo(name: n, kind: kind) }
+        }
+        return out
+    }
+
     public static func defaultLink(_ f: Family) -> Link {
         switch f { case .gaussian: return .identity; case .binomial: return .logit; case .poisson: return .log }
     }

@@ -36,6 +36,7 @@ enum ExplainCommand {
         let dataset = try a.require(Opt.dataset), formula = try a.require(Opt.formula)
         let options = try fitOptions(a)
         let missing = missingDataStrategy(a)
+        try Analysis.validate(formula: formula, options: options, missingData: missing)
         let federation = try SitesFile.load(path: try a.require(Opt.sites)).connect()
         defer { federation.close() }
         print(try text(federation, dataset: dataset, formula: formula, options: options, missingData: missing), terminator: "")

@@ -21,6 +21,7 @@ enum LocalCommand {
         let formula = try a.require(Opt.requiredFormula)
         let options = try fitOptions(a)
         let missing = missingDataStrategy(a)
+        try Analysis.validate(formula: formula, options: options, missingData: missing)
         let files = try siteFiles(a.positionals(paths))
         let federation = try LocalFederation.start(files: files, inProcess: a.flag(Opt.inProcess))
         defer { federation.close() }

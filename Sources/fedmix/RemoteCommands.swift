@@ -23,6 +23,7 @@ enum RemoteCommands {
         if dry && a.value(Opt.format) == .json {
             throw ArgumentError("--dry-run prints text (what each site would send); --format json applies to fits")
         }
+        try Analysis.validate(formula: formula, options: options, missingData: missing)
         let federation = try SitesFile.load(path: try a.require(sites)).connect()
         defer { federation.close() }
         if dry {

@@ -37,6 +37,7 @@ enum SensitivityCommand {
         guard analyses.count > 1 else {
             throw ArgumentError("give at least one alternative: --exclude-sites-missing-above VAR=FRACTION[,FRACTION...] or --missing-indicator VAR=VALUE")
         }
+        for (_, strategy) in analyses { try Analysis.validate(formula: formula, options: options, missingData: strategy) }
         let format = a.value(Opt.format, default: .text)
         let (federation, dataset) = try connect(a)
         defer { federation.close() }
