@@ -149,7 +149,10 @@ public enum Analysis {
         // the same rule on the fit's counts keeps a meaningless fit from being returned.
         try GroupingChecks.check(spec, result: result)
         result.elapsedSeconds = Date().timeIntervalSince(started)
-        result.excludedSites = excluded.map(\.site)
+        result.exclusions = federation.exclusions
+            + excluded.map { SiteExclusion(site: $0.site, reason: "--exclude-sites-missing-above: " + $0.reason) }
+        result.excludedSites = result.exclusions.map(\.site)
+        for e in federation.exclusions { result.messages.append("site \(e.site) left out: \(e.reason)") }
         for (v, c) in missingData.indicators.sorted(by: { $0.key < $1.key }) {
             result.messages.append("missing-indicator method: \(v) filled with \(RNumberFormat.format(c)) where missing; column missing(\(v)) added")
         }

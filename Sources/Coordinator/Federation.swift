@@ -7,19 +7,29 @@ import Synchronization
 
 public final class Federation: @unchecked Sendable {
     public let channels: [SiteChannel]
+    /// Sites the analyst left out before connecting (`--exclude-sites`, or
+    /// `exclude_sites` in the sites file), with why: a fit records them in
+    /// its result, so that no site is ever dropped silently.
+    public let exclusions: [SiteExclusion]
     private let counter = Mutex(0)
 
-    public init(channels: [SiteChannel]) { self.channels = channels }
+    public init(channels: [SiteChannel], exclusions: [SiteExclusion] = []) {
+        self.channels = channels
+        self.exclusions = exclusions
+    }
 
     public var sites: [String] { channels.map(\.site) }
     /// Rounds run so far (one request to every site involved is one round).
     public var rounds: Int { counter.withLock { $0 } }
 
-    /// Sends `request(i)` to every site i concurrently; returns the answers in
-    /// site order, or throws the first failure in site order (naming the site).
+    /// Sends `request(i)` to every site i concurrently and waits for every
+    /// answer; returns them in site order. When sites refuse or fail, every
+    /// site's answer is still collected and all failures are reported at
+    /// once (one `SiteFailure` as itself, several as `SiteFailures`), so the
+    /// analyst learns every refusing site and its reason from one run.
     public func round<T: Sendable>(_ request: (Int) -> Request,
                                    _ unwrap: @escaping @Sendable (Reply, String) throws -> T) throws -> [T] {
-        counter.withLock { $0 += 1 }
+        let number = counter.withLock { $0 += 1; return $0 }
         let requests = channels.indices.map(request)
         let results = Mutex<[Result<T, Error>?]>(Array(repeating: nil, count: channels.count))
         let channels = self.channels
@@ -49,7 +59,16 @@ public final class Federation: @unchecked Sendable {
             thread.start()
         }
         group.wait()
-        return try results.withLock { $0 }.map { try $0!.get() }
+        let all = results.withLock { $0 }.map { $0! }
+        var failures: [SiteFailure] = []
+        for r in all { if case .failure(let e) = r { failures.append(e as? SiteFailure ?? SiteFailure(site: "?", message: "\(e)")) } }
+        if !failures.isEmpty {
+            // A GLMM trial step too far is the optimizer's to handle (it steps back), not a refusal.
+            if let step = failures.first(where: { $0.code == "glmm_failed" }) { throw step }
+            if failures.count == 1 { throw failures[0] }
+            throw SiteFailures(failures: failures, request: requests.first?.typeName ?? "request", round: number)
+        }
+        return all.map { try! $0.get() }
     }
 
     /// The verified audit receipts each site's agent sent over this
@@ -75,4 +94,30 @@ public final class Federation: @unchecked Sendable {
 /// An answer of the wrong kind.
 func unexpected(_ reply: Reply, _ site: String, expected: String) -> SiteFailure {
     SiteFailure(site: site, message: "answered \(reply.typeName) where \(expected) was expected")
+}
+
+/// A site left out of an analysis before it started, and why.
+public struct SiteExclusion: Codable, Sendable, Equatable {
+    public var site: String
+    public var reason: String
+    public init(site: String, reason: String) { self.site = site; self.reason = reason }
+}
+
+/// Several sites refused or failed in the same round: every one of them,
+/// in site order, with its reason, and how to proceed without them.
+public struct SiteFailures: Error, CustomStringConvertible {
+    public var failures: [SiteFailure]
+    /// The request the sites were answering ("prepare", "evaluate", ...).
+    public var request: String
+    public var round: Int
+    public init(failures: [SiteFailure], request: String, round: Int) {
+        self.failures = failures; self.request = request; self.round = round
+    }
+    public var sites: [String] { failures.map(\.site) }
+    public var description: String {
+        var out = "\(failures.count) sites refused or failed \(request) (round \(round)):"
+        for f in failures { out += "\n  " + f.description }
+        out += "\nFix the model or the sites' data, or leave these sites out with --exclude-sites \(sites.joined(separator: ","))"
+        return out
+    }
 }

@@ -110,8 +110,30 @@ public struct SitesFile: Sendable, Equatable {
     }
     public var identity: TLSIdentity
     public var sites: [Site]
+    /// Sites listed but left out of every analysis (`exclude_sites` in the
+    /// file, or `excluding(_:reason:)` for --exclude-sites): they are not
+    /// contacted, and every result names them with the reason.
+    public var exclusions: [SiteExclusion] = []
 
-    public init(identity: TLSIdentity, sites: [Site]) { self.identity = identity; self.sites = sites }
+    public init(identity: TLSIdentity, sites: [Site], exclusions: [SiteExclusion] = []) {
+        self.identity = identity; self.sites = sites; self.exclusions = exclusions
+    }
+
+    /// The same file with `names` left out too. Every name must be a listed
+    /// site, and at least one site must remain.
+    public func excluding(_ names: [String], reason: String) throws -> SitesFile {
+        var copy = self
+        for n in names {
+            guard sites.contains(where: { $0.name == n }) else {
+                throw UsageError("--exclude-sites: no site \"\(n)\" in the sites file (sites: \(sites.map(\.name).joined(separator: ", ")))")
+            }
+            if !copy.exclusions.contains(where: { $0.site == n }) { copy.exclusions.append(SiteExclusion(site: n, reason: reason)) }
+        }
+        guard copy.sites.contains(where: { s in !copy.exclusions.contains { $0.site == s.name } }) else {
+            throw UsageError("every site of the sites file would be excluded; nothing would be fitted")
+        }
+        return copy
+    }
 
     public static func load(path: String) throws -> SitesFile {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -124,7 +146,7 @@ public struct SitesFile: Sendable, Equatable {
         guard let tls = root["tls"] as? [String: String], let cert = tls["certificate"], let key = tls["key"], let ca = tls["ca"] else {
             throw fail("\"tls\" must be an object with \"certificate\", \"key\" and \"ca\" paths")
         }
-        if let unknown = root.keys.first(where: { !["tls", "sites"].contains($0) }) { throw fail("unknown key \"\(unknown)\"") }
+        if let unknown = root.keys.sorted().first(where: { !["tls", "sites", "exclude_sites"].contains($0) }) { throw fail("unknown key \"\(unknown)\"") }
         guard let list = root["sites"] as? [[String: Any]], !list.isEmpty else { throw fail("\"sites\" must be a non-empty array") }
         var sites: [Site] = []
         for (i, s) in list.enumerated() {
@@ -139,12 +161,26 @@ public struct SitesFile: Sendable, Equatable {
             if sites.contains(where: { $0.name == name }) { throw fail("site \"\(name)\" is listed twice") }
             sites.append(Site(name: name, host: host, port: port, serverName: (s["server_name"] as? String) ?? host))
         }
-        return SitesFile(identity: TLSIdentity(certificatePath: resolve(cert), keyPath: resolve(key), caPath: resolve(ca)), sites: sites)
+        var file = SitesFile(identity: TLSIdentity(certificatePath: resolve(cert), keyPath: resolve(key), caPath: resolve(ca)), sites: sites)
+        if let ex = root["exclude_sites"] {
+            // ["name", ...] or [{"site": "name", "reason": "why"}, ...]
+            guard let list = ex as? [Any] else { throw fail("\"exclude_sites\" must be an array of site names or {\"site\", \"reason\"} objects") }
+            for (i, item) in list.enumerated() {
+                let name: String, reason: String
+                if let n = item as? String { name = n; reason = "excluded in the sites file" }
+                else if let o = item as? [String: Any], let n = o["site"] as? String, Set(o.keys).isSubset(of: ["site", "reason"]) {
+                    name = n; reason = "excluded in the sites file: " + ((o["reason"] as? String) ?? "no reason given")
+                } else { throw fail("exclude_sites[\(i)] must be a site name or {\"site\": NAME, \"reason\": TEXT}") }
+                do { file = try file.excluding([name], reason: reason) } catch let e as UsageError { throw fail(e.message.replacingOccurrences(of: "--exclude-sites: ", with: "exclude_sites: ")) }
+            }
+        }
+        return file
     }
 
     /// Connects to every site in parallel.
     public func connect(timeout: Double = 30) throws -> Federation {
         let context = try TLSContext.client(identity: identity)
+        let sites = self.sites.filter { s in !exclusions.contains { $0.site == s.name } }
         let results = Mutex<[Result<SiteChannel, Error>?]>(Array(repeating: nil, count: sites.count))
         let group = DispatchGroup()
         for (i, s) in sites.enumerated() {
@@ -169,6 +205,6 @@ public struct SitesFile: Sendable, Equatable {
                 throw e
             }
         }
-        return Federation(channels: channels)
+        return Federation(channels: channels, exclusions: exclusions)
     }
 }

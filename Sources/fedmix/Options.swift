@@ -33,6 +33,10 @@ enum Opt {
                                                      help: "fill the covariate VAR with VALUE where missing and add missing(VAR) as a 0/1 term",
                                                      repeatable: true, Assignment.parser(fractions: false, several: false))
 
+    static let excludeSites = Option<[String]>("exclude-sites", value: "A,B",
+                                               help: "leave these sites out (by name); the result lists them with the reason. For sites that refuse a model the analyst accepts to fit without",
+                                               .list(of: .string, what: "site names"))
+
     // The result.
     static let format = Option<OutputFormat>("format", value: "FORMAT", help: "text (lme4's summary; the default) or json", .cases)
     static let output = Option<String>("output", value: "FILE", help: "write the result to FILE instead of standard output")
@@ -88,6 +92,13 @@ func missingDataStrategy(_ a: ParsedArguments) -> MissingDataStrategy {
     for x in a.values(Opt.excludeAbove) { s.excludeAbove[x.variable] = x.numbers[0] }
     for x in a.values(Opt.missingIndicator) { s.indicators[x.variable] = x.numbers[0] }
     return s
+}
+
+/// The sites file, with the sites of --exclude-sites left out (not contacted).
+func loadSites(_ path: String, _ a: ParsedArguments) throws -> SitesFile {
+    let file = try SitesFile.load(path: path)
+    guard let names = a.value(Opt.excludeSites) else { return file }
+    return try file.excluding(names, reason: "excluded by the analyst (--exclude-sites)")
 }
 
 /// Writes text to --output FILE, or to standard output.

@@ -12,7 +12,7 @@ enum RemoteCommands {
 
     static let fitCommand = Command(
         "fit", abstract: "Fits the model over the agents of a sites file.",
-        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [dryRun],
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [dryRun, Opt.excludeSites],
         run: fit)
 
     static func fit(_ a: ParsedArguments) throws -> Int32 {
@@ -24,7 +24,7 @@ enum RemoteCommands {
             throw ArgumentError("--dry-run prints text (what each site would send); --format json applies to fits")
         }
         try Analysis.validate(formula: formula, options: options, missingData: missing)
-        let federation = try SitesFile.load(path: try a.require(sites)).connect()
+        let federation = try loadSites(try a.require(sites), a).connect()
         defer { federation.close() }
         if dry {
             try write(try ExplainCommand.text(federation, dataset: dataset, formula: formula, options: options, missingData: missing), a)

@@ -52,6 +52,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--missing-indicator", "--exclude-sites-missing-above"], ExecutableTests.localMissingDataOptionsChangeTheRows),
             Entry("local", ["--output"], ExecutableTests.localOutputWritesTheFile),
             Entry("local", ["--in-process"], ExecutableTests.localInProcessStartsNoAgents),
+            Entry("local", ["--exclude-sites"], ExecutableTests.localExcludeSites),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 
@@ -61,11 +62,13 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--filter", "--missing-indicator", "--exclude-sites-missing-above"], ExecutableTests.fitRowOptionsOverAgents),
             Entry("fit", ["--dry-run", "--output"], ExecutableTests.fitDryRunFitsNothing),
             Entry("fit", ["--sites", "--dataset", "--formula"], ExecutableTests.fitUsageErrors),
+            Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
 
             Entry("explain", ["--sites", "--dataset", "--formula", "--ml", "--filter", "--family", "--link", "--nagq"],
                   ExecutableTests.explainShowsTheModelOptions),
             Entry("explain", ["--weights", "--missing-indicator", "--exclude-sites-missing-above"], ExecutableTests.explainWeightsAndMissingData),
             Entry("explain", ["--model", "--site-count"], ExecutableTests.explainModelFromAnAuditLine),
+            Entry("explain", ["--exclude-sites"], ExecutableTests.explainExcludeSites),
 
             Entry("describe", ["--sites", "--dataset", "--format"], ExecutableTests.describeTextAndJSON),
 
@@ -75,6 +78,7 @@ final class ExecutableTests: XCTestCase {
             Entry("sensitivity", ["--weights", "--ml", "--filter"], ExecutableTests.sensitivityModelOptions),
             Entry("sensitivity", ["--family", "--link", "--nagq"], ExecutableTests.sensitivityGLMM),
             Entry("sensitivity", ["--in-process", "--dataset", "PATH"], ExecutableTests.sensitivityRefusesOptionsThatDoNotApply),
+            Entry("sensitivity", ["--exclude-sites"], ExecutableTests.sensitivityExcludeSites),
 
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),
