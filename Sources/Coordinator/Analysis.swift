@@ -99,6 +99,19 @@ public enum Analysis {
         }
     }
 
+    /// One line per optimizer iteration on standard error: objective, rounds,
+    /// the slowest site of the last round and the time so far.
+    static func progressReport(_ federation: Federation, reporter: ProgressReporter, started: Date) -> @Sendable (Int, Double, Double?) -> Void {
+        { iteration, value, _ in
+            var slowest = ""
+            if let (i, t) = federation.lastRoundSeconds.enumerated().compactMap({ i, t in t.map { (i, $0) } }).max(by: { $0.1 < $1.1 }),
+               i < federation.sites.count {
+                slowest = ", slowest site \(federation.sites[i]) \(String(format: "%.2f", t)) s"
+            }
+            reporter.say("iteration \(iteration): objective \(String(format: "%.6f", value)), round \(federation.rounds)\(slowest), elapsed \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        }
+    }
+
     /// Each variable of a filter typed as its comparisons suggest (text when
     /// compared with a quoted or bare level, numeric otherwise), so that the
     /// filter's syntax can be checked before the sites have described their
@@ -139,6 +152,10 @@ public enum Analysis {
         guard !kept.isEmpty else { throw UsageError("every site would be excluded by --exclude-sites-missing-above") }
         let used = excluded.isEmpty ? federation : Federation(channels: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
+        var options = options
+        if options.progress == nil, let reporter = federation.reporter, reporter.enabled {
+            options.progress = progressReport(used, reporter: reporter, started: started)
+        }
         let spec = try model(formula: formula, descriptions: keptDescriptions, options: options, missingData: missingData)
         try requireNesting(spec, descriptions: keptDescriptions, federation: used, dataset: dataset)
         var result = options.family == .gaussian

@@ -4,6 +4,9 @@
 import Foundation
 import Protocol
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public final class Federation: @unchecked Sendable {
     public let channels: [SiteChannel]
@@ -17,6 +20,22 @@ public final class Federation: @unchecked Sendable {
         self.channels = channels
         self.exclusions = exclusions
     }
+
+    /// Where to say which sites a long round is still waiting for (nil: nowhere).
+    public var reporter: ProgressReporter? {
+        get { reporterState.withLock { $0 } }
+        set { reporterState.withLock { $0 = newValue } }
+    }
+    private let reporterState = Mutex<ProgressReporter?>(nil)
+    /// Seconds each site took to answer in the last round (nil: not asked).
+    public var lastRoundSeconds: [Double?] { lastTimes.withLock { $0 } }
+    private let lastTimes = Mutex<[Double?]>([])
+    /// A round that waits longer than this says which sites it waits for, and again as often.
+    public var outstandingReportSeconds: Double {
+        get { reportEvery.withLock { $0 } }
+        set { reportEvery.withLock { $0 = newValue } }
+    }
+    private let reportEvery = Mutex(3.0)
 
     public var sites: [String] { channels.map(\.site) }
     /// Rounds run so far (one request to every site involved is one round).
@@ -32,7 +51,9 @@ public final class Federation: @unchecked Sendable {
         let number = counter.withLock { $0 += 1; return $0 }
         let requests = channels.indices.map(request)
         let results = Mutex<[Result<T, Error>?]>(Array(repeating: nil, count: channels.count))
+        let times = Mutex<[Double?]>(Array(repeating: nil, count: channels.count))
         let channels = self.channels
+        let started = monotonicNow()
         // One thread per site: the calls block on the network, so the global
         // pool's width (the core count) would serialize a 50-site round.
         let group = DispatchGroup()
@@ -42,7 +63,7 @@ public final class Federation: @unchecked Sendable {
             let site = channels[i].site
             let r: Result<T, Error>
             do {
-                let reply = try channels[i].call(requests[i])
+                let reply = try channels[i].call(requests[i], round: number)
                 if case .error(let e) = reply {
                     r = .failure(SiteFailure(site: site, message: e.message, code: e.code))
                 } else {
@@ -53,12 +74,24 @@ public final class Federation: @unchecked Sendable {
             } catch {
                 r = .failure(SiteFailure(site: site, message: "\(error)"))
             }
+            let took = monotonicNow() - started
+            times.withLock { $0[i] = took }
             results.withLock { $0[i] = r }
             group.leave()
             }
             thread.start()
         }
-        group.wait()
+        let every = outstandingReportSeconds
+        var nextReport = started + every
+        while group.wait(timeout: .now() + min(0.5, every)) == .timedOut {
+            guard let reporter, reporter.enabled, monotonicNow() >= nextReport else { continue }
+            nextReport += every
+            let outstanding = results.withLock { r in channels.indices.filter { r[$0] == nil }.map { channels[$0].site } }
+            guard !outstanding.isEmpty else { continue }
+            let shown = outstanding.prefix(10).joined(separator: ", ") + (outstanding.count > 10 ? " and \(outstanding.count - 10) more" : "")
+            reporter.say("round \(number) (\(requests.first?.typeName ?? "request")): waiting for \(shown) (\(Int(monotonicNow() - started)) s)")
+        }
+        lastTimes.withLock { $0 = times.withLock { $0 } }
         let all = results.withLock { $0 }.map { $0! }
         var failures: [SiteFailure] = []
         for r in all { if case .failure(let e) = r { failures.append(e as? SiteFailure ?? SiteFailure(site: "?", message: "\(e)")) } }
@@ -119,5 +152,33 @@ public struct SiteFailures: Error, CustomStringConvertible {
         for f in failures { out += "\n  " + f.description }
         out += "\nFix the model or the sites' data, or leave these sites out with --exclude-sites \(sites.joined(separator: ","))"
         return out
+    }
+}
+
+/// Progress and waiting notices on standard error, for a person watching a
+/// terminal: never on standard output (which may carry JSON), never when
+/// quiet, and by default only when standard error is a terminal
+/// (FEDMIX_PROGRESS=1 forces them, e.g. for a log file).
+public final class ProgressReporter: @unchecked Sendable {
+    public let enabled: Bool
+    private let lock = NSLock()
+    private let write: @Sendable (String) -> Void
+
+    public init(enabled: Bool, write: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data($0.utf8)) }) {
+        self.enabled = enabled
+        self.write = write
+    }
+
+    /// Enabled when standard error is a terminal or FEDMIX_PROGRESS=1, unless `quiet`.
+    public static func standardError(quiet: Bool) -> ProgressReporter {
+        let forced = ProcessInfo.processInfo.environment["FEDMIX_PROGRESS"] == "1"
+        return ProgressReporter(enabled: !quiet && (forced || isatty(2) == 1))
+    }
+
+    /// One line, "fedmix: TEXT", with control characters removed.
+    public func say(_ text: String) {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        write("fedmix: " + TerminalText.clean(text) + "\n")
     }
 }

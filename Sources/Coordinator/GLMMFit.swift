@@ -59,7 +59,7 @@ public enum GLMMFit {
             return .init(value: total.value, gradient: total.gradient, hessian: Matrix(rows: n, cols: n, data: total.hessian))
         }
         var optimizer = BoundedNewton(lower: structure.lowerBounds + [Double](repeating: -.infinity, count: p))
-        optimizer.maxEvaluations = options.maxEvaluations
+        optimizer.maxEvaluations = options.maxEvaluations; optimizer.progress = options.progress
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         optimizer.gradientTolerance = 1e-6
         optimizer.decrementTolerance = 1e-10

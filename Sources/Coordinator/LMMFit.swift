@@ -21,6 +21,10 @@ public struct FitOptions: Sendable {
     public var maxEvaluations = 100
     /// A row filter (`age >= 50 & sex == "F"`; RowFilterParser), or nil for every row.
     public var filter: String? = nil
+    /// Called at each optimizer iteration with (iteration, objective, Newton
+    /// decrement), for progress reports on a terminal (Analysis.fit sets it
+    /// when the federation has an enabled ProgressReporter).
+    public var progress: (@Sendable (Int, Double, Double?) -> Void)? = nil
     public init(method: EstimationMethod = .reml, family: Family = .gaussian, link: Link? = nil, nAGQ: Int = 1) {
         self.method = method; self.family = family; self.link = link; self.nAGQ = nAGQ
     }
@@ -76,7 +80,7 @@ public enum LMMFit {
         }
 
         var optimizer = BoundedNewton(lower: structure.lowerBounds)
-        optimizer.maxEvaluations = options.maxEvaluations
+        optimizer.maxEvaluations = options.maxEvaluations; optimizer.progress = options.progress
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         let result = try optimizer.minimize(from: structure.initialTheta) { theta in
             evaluations += 1

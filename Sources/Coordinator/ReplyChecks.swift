@@ -66,3 +66,35 @@ enum ReplyChecks {
         spec.terms.filter { $0.grouping == .site }.reduce(0) { $0 + $1.columns.count }
     }
 }
+
+/// Text from a site made safe for a terminal: ANSI escape sequences and
+/// other control characters (which could rewrite what an analyst sees, e.g.
+/// hide an error or fake a result line) are removed; tabs and newlines
+/// become spaces.
+public enum TerminalText {
+    public static func clean(_ text: String) -> String {
+        var out = String.UnicodeScalarView()
+        var scalars = text.unicodeScalars.makeIterator()
+        while let c = scalars.next() {
+            switch c.value {
+            case 0x1B:
+                // ESC [ ... final byte (CSI), ESC ] ... BEL/ST (OSC), or ESC and one character.
+                guard let n = scalars.next() else { break }
+                if n == "[" {
+                    while let x = scalars.next(), !(0x40...0x7E).contains(x.value) {}
+                } else if n == "]" {
+                    var previous: Unicode.Scalar? = nil
+                    while let x = scalars.next() {
+                        if x.value == 0x07 || (previous?.value == 0x1B && x == "\\") { break }
+                        previous = x
+                    }
+                }
+            case 0x09, 0x0A, 0x0D: out.append(" ")
+            case 0x00...0x1F, 0x7F, 0x80...0x9F: continue
+            case 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069: continue   // line separators, bidi overrides
+            default: out.append(c)
+            }
+        }
+        return String(out)
+    }
+}

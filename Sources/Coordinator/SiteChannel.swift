@@ -12,6 +12,9 @@ public protocol SiteChannel: AnyObject, Sendable {
     var site: String { get }
     /// Sends one request and waits for its answer.
     func call(_ request: Request) throws -> Reply
+    /// The same, knowing which round of the federation it belongs to (for
+    /// messages such as "no answer to evaluate (round 7) within 120 s").
+    func call(_ request: Request, round: Int?) throws -> Reply
     /// Application bytes sent and received so far.
     var bytesSent: Int { get }
     var bytesReceived: Int { get }
@@ -22,6 +25,7 @@ public protocol SiteChannel: AnyObject, Sendable {
 
 extension SiteChannel {
     public var receipts: [Receipt] { [] }
+    public func call(_ request: Request, round: Int?) throws -> Reply { try call(request) }
 }
 
 extension Request {

@@ -12,7 +12,7 @@ enum RemoteCommands {
 
     static let fitCommand = Command(
         "fit", abstract: "Fits the model over the agents of a sites file.",
-        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [dryRun, Opt.excludeSites],
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [dryRun, Opt.excludeSites] + Opt.network,
         run: fit)
 
     static func fit(_ a: ParsedArguments) throws -> Int32 {
@@ -24,7 +24,7 @@ enum RemoteCommands {
             throw ArgumentError("--dry-run prints text (what each site would send); --format json applies to fits")
         }
         try Analysis.validate(formula: formula, options: options, missingData: missing)
-        let federation = try loadSites(try a.require(sites), a).connect()
+        let federation = try connectSites(try a.require(sites), a)
         defer { federation.close() }
         if dry {
             try write(try ExplainCommand.text(federation, dataset: dataset, formula: formula, options: options, missingData: missing), a)
@@ -37,13 +37,13 @@ enum RemoteCommands {
 
     static let describeCommand = Command(
         "describe", abstract: "Each site's variables: types, missing values, levels (counts below a site's min_cell suppressed).",
-        options: [sites, dataset, Opt.format],
+        options: [sites, dataset, Opt.format] + Opt.network,
         run: describe)
 
     static func describe(_ a: ParsedArguments) throws -> Int32 {
         let dataset = try a.require(dataset)
         let format = a.value(Opt.format, default: .text)
-        let federation = try SitesFile.load(path: try a.require(sites)).connect()
+        let federation = try connectSites(try a.require(sites), a, exclusions: false)
         defer { federation.close() }
         let d = try Analysis.describe(federation, dataset: dataset)
         switch format {

@@ -53,6 +53,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--output"], ExecutableTests.localOutputWritesTheFile),
             Entry("local", ["--in-process"], ExecutableTests.localInProcessStartsNoAgents),
             Entry("local", ["--exclude-sites"], ExecutableTests.localExcludeSites),
+            Entry("local", ["--quiet"], ExecutableTests.localQuiet),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 
@@ -63,14 +64,17 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--dry-run", "--output"], ExecutableTests.fitDryRunFitsNothing),
             Entry("fit", ["--sites", "--dataset", "--formula"], ExecutableTests.fitUsageErrors),
             Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
+            Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
             Entry("explain", ["--sites", "--dataset", "--formula", "--ml", "--filter", "--family", "--link", "--nagq"],
                   ExecutableTests.explainShowsTheModelOptions),
             Entry("explain", ["--weights", "--missing-indicator", "--exclude-sites-missing-above"], ExecutableTests.explainWeightsAndMissingData),
             Entry("explain", ["--model", "--site-count"], ExecutableTests.explainModelFromAnAuditLine),
             Entry("explain", ["--exclude-sites"], ExecutableTests.explainExcludeSites),
+            Entry("explain", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.explainNetworkOptions),
 
             Entry("describe", ["--sites", "--dataset", "--format"], ExecutableTests.describeTextAndJSON),
+            Entry("describe", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.describeNetworkOptions),
 
             Entry("sensitivity", ["PATH", "--formula", "--exclude-sites-missing-above", "--missing-indicator", "--format"],
                   ExecutableTests.sensitivityLocalAlternatives),
@@ -79,6 +83,7 @@ final class ExecutableTests: XCTestCase {
             Entry("sensitivity", ["--family", "--link", "--nagq"], ExecutableTests.sensitivityGLMM),
             Entry("sensitivity", ["--in-process", "--dataset", "PATH"], ExecutableTests.sensitivityRefusesOptionsThatDoNotApply),
             Entry("sensitivity", ["--exclude-sites"], ExecutableTests.sensitivityExcludeSites),
+            Entry("sensitivity", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.sensitivityNetworkOptions),
 
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),

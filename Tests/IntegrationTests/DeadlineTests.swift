@@ -1,0 +1,85 @@
+import Foundation
+import XCTest
+import Coordinator
+import Protocol
+import SiteAgent
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue part 3: a silent site, a site trickling its answer and a site that
+/// never completes a handshake each fail the fit within their deadline,
+/// naming the site and what it was doing; a long round says on standard
+/// error which sites it is still waiting for.
+final class DeadlineTests: XCTestCase {
+    static let pki: TestPKI = try! TestPKI("deadlines")
+    override class func tearDown() { pki.remove() }
+    static let formula = "Reaction ~ Days + (Days | Subject)"
+
+    /// The fit through `sites`, with `north`'s relay switched to `mode` once it has answered prepare.
+    func fitShaping(_ sites: ShapedSites, _ mode: ShapingProxy.Mode, captured: CapturedLines? = nil) throws -> (Error?, Double) {
+        let connected = try sites.file.connect()
+        let proxy = sites.proxy("north")
+        let federation = Federation(channels: connected.channels.map { c in
+            c.site == "north" ? RoundHookedChannel(c) { request, _ in if case .prepare = request { proxy.mode = mode } } : c
+        })
+        defer { federation.close() }
+        if let captured { federation.reporter = captured.reporter; federation.outstandingReportSeconds = 0.5 }
+        let started = Date()
+        let error = thrownError({ try Analysis.fit(federation, dataset: "data", formula: Self.formula) }, "the fit must fail")
+        return (error, Date().timeIntervalSince(started))
+    }
+
+    func testSilentSiteFailsTheFitAtTheRoundDeadlineNamingIt() throws {
+        var network = NetworkPolicy()
+        network.roundTimeout = 2
+        let sites = try ShapedSites(pki: Self.pki, network: network)
+        defer { sites.stop() }
+        let captured = CapturedLines()
+        let (error, elapsed) = try fitShaping(sites, .stall, captured: captured)
+        let failure = try XCTUnwrap(error as? SiteFailure, "\(String(describing: error))")
+        XCTAssertEqual(failure.site, "north")
+        XCTAssertEqual(failure.code, "timeout")
+        XCTAssertTrue(failure.description.hasPrefix("site \"north\": no answer to evaluate (round "), failure.description)
+        XCTAssertTrue(failure.description.hasSuffix(") within 2 s (round timeout)"), failure.description)
+        XCTAssertLessThan(elapsed, 6, "within 3× the deadline")
+        XCTAssertGreaterThanOrEqual(elapsed, 2, "not before the deadline")
+        let waiting = captured.all.filter { $0.contains("waiting for north (") }
+        XCTAssertFalse(waiting.isEmpty, "the long round said whom it waits for: \(captured.all)")
+        XCTAssertTrue(captured.all.allSatisfy { !$0.contains("central") && !$0.contains("south") }, "only the outstanding site: \(captured.all)")
+        print("silent site: \(failure) after \(String(format: "%.2f", elapsed)) s; notices: \(waiting.first ?? "")")
+    }
+
+    func testTricklingSiteFailsAtTheDeadline() throws {
+        var network = NetworkPolicy()
+        network.roundTimeout = 2
+        let sites = try ShapedSites(pki: Self.pki, network: network)
+        defer { sites.stop() }
+        let (error, elapsed) = try fitShaping(sites, .trickle)
+        let failure = try XCTUnwrap(error as? SiteFailure, "\(String(describing: error))")
+        XCTAssertEqual(failure.site, "north")
+        // Bytes arrive, but a TLS record is never completed: nothing to decrypt, so no answer.
+        XCTAssertTrue(failure.message.contains("evaluate (round ") && failure.message.contains("2 s"), failure.message)
+        XCTAssertEqual(failure.code, "timeout")
+        XCTAssertLessThan(elapsed, 6, "within 3× the deadline")
+        print("trickling site (deadline): \(failure) after \(String(format: "%.2f", elapsed)) s")
+    }
+
+    /// A port that accepts TCP but never speaks TLS: the connect deadline.
+    func testHandshakeThatNeverCompletesFailsAtTheConnectDeadline() throws {
+        let listener = try ValidationBeforeConnectingTests.Listener()
+        var network = NetworkPolicy()
+        network.connectTimeout = 1
+        let started = Date()
+        let error = thrownError({
+            try TLSChannel(site: "north", host: "127.0.0.1", port: listener.port, context: TLSContext.client(identity: Self.pki.coordinator),
+                           serverName: "agent-north", policy: network)
+        })
+        let elapsed = Date().timeIntervalSince(started)
+        let failure = try XCTUnwrap(error as? SiteFailure, "\(String(describing: error))")
+        XCTAssertEqual(failure.site, "north")
+        XCTAssertTrue(failure.message.hasPrefix("cannot connect to 127.0.0.1:\(listener.port): "), failure.message)
+        XCTAssertLessThan(elapsed, 3)
+        print("handshake never completes: \(failure) after \(String(format: "%.2f", elapsed)) s")
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import XCTest
+import ExecutableSupport
+import Synchronization
+import Coordinator
+import Protocol
+import SiteAgent
+
+/// The network options of the built `fedmix` (ExecutableTests.table):
+/// --round-timeout, --connect-timeout, --reconnect-budget and --quiet,
+/// against a site that never answers describe (an in-process agent whose
+/// audit hook holds the request) and a port that never completes TLS.
+extension ExecutableTests {
+    final class StalledSite: @unchecked Sendable {
+        let pki: TestPKI
+        let agent: LoopbackAgent
+        let listener: ValidationBeforeConnectingTests.Listener
+        /// Reaches the stalled agent.
+        let sitesFile: String
+        /// Reaches the listener that never completes a handshake.
+        let deafSitesFile: String
+        private let release = DispatchSemaphore(value: 0)
+
+        init() throws {
+            pki = try TestPKI("stalled")
+            let file = try Fixtures.siteFiles("sleepstudy")[1]
+            agent = try LoopbackAgent(file: file, pki: pki)
+            listener = try ValidationBeforeConnectingTests.Listener()
+            let release = self.release
+            agent.audit.onRecord { direction, line in
+                // Holds every describe for up to 6 s (released at the end).
+                if direction == .received, line.contains("\"type\":\"describe\"") { _ = release.wait(timeout: .now() + 6) }
+            }
+            let (pki, agent) = (pki, agent)
+            func write(_ name: String, _ address: String) throws -> String {
+                let json: [String: Any] = [
+                    "tls": ["certificate": "coordinator/cert.pem", "key": "coordinator/key.pem", "ca": "ca/ca.pem"],
+                    "sites": [["name": agent.site, "address": address, "server_name": agent.serverName]],
+                ]
+                let path = pki.root + "/\(name).json"
+                try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+                return path
+            }
+            sitesFile = try write("stalled", "127.0.0.1:\(agent.port)")
+            deafSitesFile = try write("deaf", "127.0.0.1:\(listener.port)")
+        }
+
+        func stop() {
+            for _ in 0..<20 { release.signal() }
+            agent.stop()
+            pki.remove()
+        }
+    }
+
+    func stalledSite() throws -> StalledSite {
+        let s = try StalledSite()
+        addTeardownBlock { s.stop() }
+        return s
+    }
+
+    /// Runs `fedmix args` expecting failure; returns stderr and the time it took.
+    func failing(_ args: [String], environment: [String: String] = [:]) throws -> (String, Double) {
+        let started = Date()
+        let r = try fedmix(args, status: 1, environment: environment)
+        return (r.err, Date().timeIntervalSince(started))
+    }
+
+    func networkOptions(_ command: String, _ extra: [String]) throws {
+        let s = try stalledSite()
+        let site = s.agent.site
+        let (err, elapsed) = try failing([command, "--sites", s.sitesFile, "--dataset", "data", "--round-timeout", "4"] + extra,
+                                         environment: ["FEDMIX_PROGRESS": "1"])
+        XCTAssertTrue(err.contains("site \"\(site)\": no answer to describe (round 1) within 4 s"), err)
+        XCTAssertTrue(err.contains("fedmix: round 1 (describe): waiting for \(site) ("), "a notice while waiting: \(err)")
+        XCTAssertLessThan(elapsed, 12)
+        let (quiet, _) = try failing([command, "--sites", s.sitesFile, "--dataset", "data", "--round-timeout", "1", "--quiet"] + extra,
+                                     environment: ["FEDMIX_PROGRESS": "1"])
+        XCTAssertFalse(quiet.contains("waiting for"), "--quiet: \(quiet)")
+        XCTAssertTrue(quiet.contains("within 1 s"), quiet)
+        let (deaf, took) = try failing([command, "--sites", s.deafSitesFile, "--dataset", "data", "--connect-timeout", "1", "--reconnect-budget", "0"] + extra)
+        XCTAssertTrue(deaf.contains("site \"\(site)\": cannot connect to 127.0.0.1:\(s.listener.port): "), deaf)
+        XCTAssertLessThan(took, 4)
+        try fedmixUsageError([command, "--sites", s.sitesFile, "--dataset", "data", "--reconnect-budget", "-1"] + extra,
+                             "--reconnect-budget must be a number of seconds, 0 or more")
+        try fedmixUsageError([command, "--sites", s.sitesFile, "--dataset", "data", "--round-timeout", "0"] + extra,
+                             "--round-timeout must be a positive number")
+    }
+
+    func fitNetworkOptions() throws { try networkOptions("fit", ["--formula", Self.sleepstudy]) }
+    func describeNetworkOptions() throws { try networkOptions("describe", []) }
+    func explainNetworkOptions() throws { try networkOptions("explain", ["--formula", Self.sleepstudy]) }
+    func sensitivityNetworkOptions() throws {
+        try networkOptions("sensitivity", ["--formula", Self.withLab, "--missing-indicator", "lab=0"])
+        try fedmixUsageError(["sensitivity"] + (try data().files) + ["--formula", Self.withLab, "--missing-indicator", "lab=0", "--round-timeout", "5"],
+                             "--round-timeout cannot be used with CSV paths")
+    }
+}
+
+extension ExecutableTests {
+    /// Progress goes to standard error only (FEDMIX_PROGRESS=1 stands in for
+    /// a terminal); --quiet silences it; standard output is the JSON alone.
+    func localQuiet() throws {
+        let args = ["local"] + (try data().files) + ["--formula", Self.sleepstudy, "--format", "json", "--in-process"]
+        let loud = try fedmix(args, environment: ["FEDMIX_PROGRESS": "1"])
+        let quiet = try fedmix(args + ["--quiet"], environment: ["FEDMIX_PROGRESS": "1"])
+        XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(loud.out.utf8)) as? [String: Any], "stdout is JSON only")
+        XCTAssertEqual(quiet.err, "", "--quiet: nothing on standard error")
+        XCTAssertEqual(try json(loud)["objective"] as? Double, try json(quiet)["objective"] as? Double)
+        XCTAssertTrue(loud.err.contains("fedmix: "), "progress on standard error: \(loud.err)")
+    }
+}
