@@ -152,6 +152,7 @@ public enum Analysis {
         guard !kept.isEmpty else { throw UsageError("every site would be excluded by --exclude-sites-missing-above") }
         let used = excluded.isEmpty ? federation : Federation(channels: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
+        let recoveriesBefore = used.channels.map(\.recoveries.count)
         var options = options
         if options.progress == nil, let reporter = federation.reporter, reporter.enabled {
             options.progress = progressReport(used, reporter: reporter, started: started)
@@ -170,6 +171,9 @@ public enum Analysis {
             + excluded.map { SiteExclusion(site: $0.site, reason: "--exclude-sites-missing-above: " + $0.reason) }
         result.excludedSites = result.exclusions.map(\.site)
         for e in federation.exclusions { result.messages.append("site \(e.site) left out: \(e.reason)") }
+        for (c, before) in zip(used.channels, recoveriesBefore) {
+            for r in c.recoveries.dropFirst(before) { result.messages.append("site \(c.site): \(r)") }
+        }
         for (v, c) in missingData.indicators.sorted(by: { $0.key < $1.key }) {
             result.messages.append("missing-indicator method: \(v) filled with \(RNumberFormat.format(c)) where missing; column missing(\(v)) added")
         }

@@ -21,10 +21,14 @@ public protocol SiteChannel: AnyObject, Sendable {
     func close()
     /// The agent's signed audit receipts received so far (none in-process).
     var receipts: [Receipt] { get }
+    /// What the channel did to keep going (reconnects, sessions prepared
+    /// again after an agent restart), oldest first; a fit reports them.
+    var recoveries: [String] { get }
 }
 
 extension SiteChannel {
     public var receipts: [Receipt] { [] }
+    public var recoveries: [String] { [] }
     public func call(_ request: Request, round: Int?) throws -> Reply { try call(request) }
 }
 

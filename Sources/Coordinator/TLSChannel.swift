@@ -100,9 +100,80 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
 
     public func call(_ request: Request) throws -> Reply { try call(request, round: nil) }
 
+    /// Sends a request and returns its answer, surviving a dropped
+    /// connection and a restarted agent: the connection is re-established
+    /// (bounded exponential backoff, within `policy.reconnectBudget` seconds
+    /// of the outage), a session the agent no longer knows is prepared again
+    /// with the same id and model (the agent's prepare is idempotent, and it
+    /// must answer exactly as before), and the request in flight is sent
+    /// again (an evaluation at the same parameters gives the same bits), so a
+    /// fit that survives a fault ends with the result it would have had.
     public func call(_ request: Request, round: Int?) throws -> Reply {
         lock.lock(); defer { lock.unlock() }
-        return try exchange(request, round: round)
+        var outageStarted: Double? = nil
+        var resends = 0
+        while true {
+            do {
+                var reply = try exchange(request, round: round)
+                if case .error(let e) = reply, e.code == "unknown_session", let session = request.session,
+                   let original = prepared[session], request.typeName != "prepare" {
+                    // The agent restarted and lost the session: prepare it again, then resend.
+                    let again = try exchange(.prepare(original.request), round: round)
+                    guard again == original.reply else {
+                        if case .error = again { return again }
+                        throw SiteFailure(site: site, message: "the agent restarted and answered prepare differently for the same model (its data or rules changed mid-fit); fit again", code: "changed_after_restart")
+                    }
+                    events.append("\(request.typeName)\(round.map { " (round \($0))" } ?? ""): the agent had lost session \(session.prefix(8)); prepared it again")
+                    reply = try exchange(request, round: round)
+                }
+                if case .prepare(let p) = request, case .prepared = reply { prepared[p.session] = (p, reply) }
+                return reply
+            } catch let f as SiteFailure where f.code == "connection_lost" && policy.reconnectBudget > 0 && resends < 20 {
+                let start = outageStarted ?? monotonicNow()
+                outageStarted = start
+                try reconnect(until: start + policy.reconnectBudget, cause: f, what: Self.what(request, round))
+                resends += 1
+            }
+        }
+    }
+
+    /// Prepare requests answered on this channel, by session, with their answers (to re-prepare after an agent restart).
+    private var prepared: [String: (request: PrepareRequest, reply: Reply)] = [:]
+    /// What the channel did to keep a fit going (reconnects, re-prepares), for the result's messages.
+    public var recoveries: [String] { lock.lock(); defer { lock.unlock() }; return events }
+    private var events: [String] = []
+
+    /// Opens a new connection in place of a lost one, retrying with
+    /// exponential backoff (0.1 s doubling to 5 s) until `deadline`.
+    private func reconnect(until deadline: Double, cause: SiteFailure, what: String) throws {
+        var delay = 0.1, attempts = 0
+        var last: SiteFailure = cause
+        while true {
+            let remaining = deadline - monotonicNow()
+            if remaining <= 0 {
+                throw SiteFailure(site: site, message: "\(cause.message) during \(what); could not reconnect within the reconnect budget of \(seconds(policy.reconnectBudget)) (\(attempts) attempts; last: \(last.message)). Check that the agent runs and is reachable, or leave the site out with --exclude-sites \(site)",
+                                  code: "connection_lost")
+            }
+            attempts += 1
+            do {
+                let (c, software) = try Self.open(site: site, host: endpoint.host, port: endpoint.port, context: endpoint.context,
+                                                  serverName: endpoint.serverName, timeout: min(policy.connectTimeout, max(remaining, 0.5)),
+                                                  maxLineBytes: maxLineBytes)
+                timeoutLock.lock()
+                previousBytes.sent += connection.bytesWritten
+                previousBytes.received += connection.bytesRead
+                connection.close()
+                connection = c
+                timeoutLock.unlock()
+                agentSoftware = software
+                events.append("\(what): \(cause.message.hasPrefix("connection lost") ? cause.message : "connection lost: " + cause.message); reconnected after \(attempts) attempt\(attempts == 1 ? "" : "s")")
+                return
+            } catch let f as SiteFailure where f.code == "connect_failed" || f.code == "too_many_connections" {
+                last = f
+                usleep(UInt32(max(0, min(delay, deadline - monotonicNow())) * 1e6))
+                delay = min(delay * 2, 5)
+            }
+        }
     }
 
     /// "evaluate (round 7)".
@@ -140,6 +211,7 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
             guard rid == id else { throw SiteFailure(site: site, message: "answered request \(rid) instead of \(id)") }
             return reply
         } catch let f as SiteFailure { throw f } catch let e as TLSError {
+            if case .timeout = e { throw SiteFailure(site: site, message: "the agent stopped taking data while sent \(Self.what(request, round)): \(e)", code: "timeout") }
             throw SiteFailure(site: site, message: "connection lost: \(e)", code: isTransient(e) ? "connection_lost" : "transport_error")
         }
     }

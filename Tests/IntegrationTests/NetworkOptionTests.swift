@@ -86,7 +86,31 @@ extension ExecutableTests {
                              "--round-timeout must be a positive number")
     }
 
-    func fitNetworkOptions() throws { try networkOptions("fit", ["--formula", Self.sleepstudy]) }
+    func fitNetworkOptions() throws {
+        try networkOptions("fit", ["--formula", Self.sleepstudy])
+        // --reconnect-budget: north's connection is cut while it computes its second evaluate.
+        let pki = try TestPKI("reconnect-option")
+        let sites = try ShapedSites(pki: pki, network: NetworkPolicy())
+        defer { sites.stop(); pki.remove() }
+        let proxy = sites.proxy("north")
+        let evaluates = Mutex(0)
+        sites.agent("north").audit.onRecord { direction, line in
+            guard direction == .received, line.contains("\"type\":\"evaluate\"") else { return }
+            if evaluates.withLock({ $0 += 1; return $0 }) % 2 == 0 { proxy.cut() }
+        }
+        let json: [String: Any] = [
+            "tls": ["certificate": "coordinator/cert.pem", "key": "coordinator/key.pem", "ca": "ca/ca.pem"],
+            "sites": sites.file.sites.map { ["name": $0.name, "address": "127.0.0.1:\($0.port)", "server_name": $0.serverName] },
+        ]
+        let path = pki.root + "/sites.json"
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        let args = ["fit", "--sites", path, "--dataset", "data", "--formula", Self.sleepstudy]
+        let resumed = try jsonFit(args + ["--reconnect-budget", "5"])
+        XCTAssertTrue((resumed["messages"] as? [String] ?? []).contains { $0.hasPrefix("site north: evaluate (round ") && $0.contains("reconnected after") },
+                      "\(resumed["messages"] ?? "")")
+        let (err, _) = try failing(args + ["--reconnect-budget", "0"])
+        XCTAssertTrue(err.contains("site \"north\": connection lost: "), err)
+    }
     func describeNetworkOptions() throws { try networkOptions("describe", []) }
     func explainNetworkOptions() throws { try networkOptions("explain", ["--formula", Self.sleepstudy]) }
     func sensitivityNetworkOptions() throws {

@@ -157,6 +157,7 @@ final class RoundHookedChannel: SiteChannel, @unchecked Sendable {
     var bytesSent: Int { inner.bytesSent }
     var bytesReceived: Int { inner.bytesReceived }
     var receipts: [Receipt] { inner.receipts }
+    var recoveries: [String] { inner.recoveries }
     func close() { inner.close() }
 }
 
