@@ -48,6 +48,7 @@ public enum GLMMFit {
                 guard j.space.parameters == m + p, j.space.order == 2, j.storage.allSatisfy(\.isFinite) else {
                     throw SiteFailure(site: site, message: "sent an objective of the wrong shape")
                 }
+                try ReplyChecks.check(j, site: site)
                 return j
             }
             } catch let f as SiteFailure where f.code == "glmm_failed" && evaluations > 1 {

@@ -73,6 +73,7 @@ public enum LMMFit {
                           part.schur.space.order == order else {
                         throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")
                     }
+                    try ReplyChecks.check(part, site: site)
                     return part
                 }
             }

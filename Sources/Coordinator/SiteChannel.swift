@@ -77,7 +77,12 @@ public struct SiteFailure: Error, CustomStringConvertible, Equatable {
     public var site: String
     public var message: String
     public var code: String?
-    public init(site: String, message: String, code: String? = nil) { self.site = site; self.message = message; self.code = code }
+    /// The message (often an agent's own words) and the site name are
+    /// cleaned of control characters and ANSI escape sequences
+    /// (TerminalText), so a site cannot rewrite what the analyst's terminal shows.
+    public init(site: String, message: String, code: String? = nil) {
+        self.site = TerminalText.clean(site); self.message = TerminalText.clean(message); self.code = code.map(TerminalText.clean)
+    }
     /// Names the site once, whether or not the agent's message already does.
     public var description: String {
         message.hasPrefix("site \"\(site)\"") ? message : "site \"\(site)\": \(message)"

@@ -88,10 +88,10 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
                 throw SiteFailure(site: site, message: ProtocolError.versionMismatch(ours: protocolVersion, theirs: hello.protocolVersion).description)
             }
             guard hello.site == site else {
-                throw SiteFailure(site: site, message: "the agent at \(host):\(port) says it is site \"\(hello.site ?? "?")\"; check the sites file")
+                throw SiteFailure(site: site, message: "the agent at \(host):\(port) says it is site \"\(TerminalText.clean(String((hello.site ?? "?").prefix(200))))\"; check the sites file")
             }
             try connection.writeLine(LineCodec.encode(Hello(role: "coordinator", site: nil, software: fedmixVersion)))
-            return (connection, hello.software)
+            return (connection, TerminalText.clean(String(hello.software.prefix(200))))
         } catch let f as SiteFailure { connection.close(); throw f } catch {
             connection.close()
             throw SiteFailure(site: site, message: "hello failed: \(error)", code: "connect_failed")
