@@ -21,6 +21,23 @@ public final class Federation: @unchecked Sendable {
         self.exclusions = exclusions
     }
 
+    deinit { poolState.withLock { $0?.stop() } }
+
+    /// The threads that carry each round's calls: min(sites, 64), started at
+    /// the first round and kept until `close()`, so a fit's rounds reuse
+    /// them (no thread per site per round) and a 200-site federation holds
+    /// 64 threads whatever the number of rounds.
+    private let poolState = Mutex<FanOutPool?>(nil)
+    public static let maxFanOutThreads = 64
+    private var pool: FanOutPool {
+        poolState.withLock { p in
+            if let p { return p }
+            let made = FanOutPool(width: min(max(channels.count, 1), Self.maxFanOutThreads), name: "fedmix-fanout")
+            p = made
+            return made
+        }
+    }
+
     /// Where to say which sites a long round is still waiting for (nil: nowhere).
     public var reporter: ProgressReporter? {
         get { reporterState.withLock { $0 } }
@@ -54,12 +71,14 @@ public final class Federation: @unchecked Sendable {
         let times = Mutex<[Double?]>(Array(repeating: nil, count: channels.count))
         let channels = self.channels
         let started = monotonicNow()
-        // One thread per site: the calls block on the network, so the global
-        // pool's width (the core count) would serialize a 50-site round.
+        // The calls block on the network, so they run on the federation's own
+        // threads (FanOutPool), not the global pool, whose width (the core
+        // count) would serialize a 50-site round.
         let group = DispatchGroup()
+        let pool = self.pool
         for i in channels.indices {
             group.enter()
-            let thread = Thread {
+            pool.submit {
             let site = channels[i].site
             let r: Result<T, Error>
             do {
@@ -79,7 +98,6 @@ public final class Federation: @unchecked Sendable {
             results.withLock { $0[i] = r }
             group.leave()
             }
-            thread.start()
         }
         let every = outstandingReportSeconds
         var nextReport = started + every
@@ -119,6 +137,7 @@ public final class Federation: @unchecked Sendable {
     private let closeHook = Mutex<(@Sendable () -> Void)?>(nil)
 
     public func close() {
+        poolState.withLock { $0?.stop(); $0 = nil }
         channels.forEach { $0.close() }
         closeHook.withLock { hook in hook?(); hook = nil }
     }
@@ -180,5 +199,61 @@ public final class ProgressReporter: @unchecked Sendable {
         guard enabled else { return }
         lock.lock(); defer { lock.unlock() }
         write("fedmix: " + TerminalText.clean(text) + "\n")
+    }
+}
+
+/// A fixed set of threads running submitted jobs in order of submission.
+/// For blocking work (network calls) that must not occupy Dispatch's
+/// global pool; `stop()` lets queued jobs finish and ends the threads.
+public final class FanOutPool: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+    private var head = 0
+    private var stopping = false
+    public let width: Int
+    /// Pool threads alive in this process (all pools), for benchmarks.
+    public static var liveThreads: Int { live.withLock { $0 } }
+    private static let live = Mutex(0)
+
+    public init(width: Int, name: String) {
+        self.width = max(1, width)
+        for k in 0..<self.width {
+            let label = "\(name)-\(k)"
+            let t = Thread { [self] in
+                Self.live.withLock { $0 += 1 }
+                defer { Self.live.withLock { $0 -= 1 } }
+                work()
+            }
+            t.name = label
+            t.stackSize = 512 << 10
+            t.start()
+        }
+    }
+
+    public func submit(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    public func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while head == jobs.count && !stopping { condition.wait() }
+            if head == jobs.count { condition.unlock(); return }
+            let job = jobs[head]
+            head += 1
+            if head > 1024 && head * 2 > jobs.count { jobs.removeFirst(head); head = 0 }
+            condition.unlock()
+            job()
+        }
     }
 }

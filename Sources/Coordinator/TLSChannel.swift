@@ -458,15 +458,17 @@ public struct SitesFile: Sendable, Equatable {
         let sites = self.sites.filter { s in !exclusions.contains { $0.site == s.name } }
         let results = Mutex<[Result<SiteChannel, Error>?]>(Array(repeating: nil, count: sites.count))
         let group = DispatchGroup()
+        let pool = FanOutPool(width: min(max(sites.count, 1), Federation.maxFanOutThreads), name: "fedmix-connect")
+        defer { pool.stop() }
         for (i, s) in sites.enumerated() {
             group.enter()
-            Thread {
+            pool.submit {
                 let r: Result<SiteChannel, Error> = Result {
                     try TLSChannel(site: s.name, host: s.host, port: s.port, context: context, serverName: s.serverName, policy: network)
                 }
                 results.withLock { $0[i] = r }
                 group.leave()
-            }.start()
+            }
         }
         group.wait()
         let all = results.withLock { $0 }

@@ -94,6 +94,7 @@ final class ExecutableTests: XCTestCase {
             Entry("bench", ["--rows", "--sites", "--models", "--modes", "--seed", "--json", "--no-isolate"], ExecutableTests.benchInProcess),
             Entry("bench", ["--repeat", "--modes"], ExecutableTests.benchRepeatIsolatedAndFederated),
             Entry("bench", ["--single", "--seed"], ExecutableTests.benchSingle),
+            Entry("bench-network", ["--agents", "--rows", "--seed"], ExecutableTests.benchNetworkSmall),
 
             Entry(agent: "serve", ["--config"], ExecutableTests.agentServe),
             Entry(agent: "check", ["--config", "--running", "--warn-days"], ExecutableTests.agentCheck),
@@ -191,6 +192,7 @@ final class ExecutableTests: XCTestCase {
     func testFedmixSimulate() throws { try runChecks("simulate") }
     func testFedmixCerts() throws { try runChecks("certs init"); try runChecks("certs issue") }
     func testFedmixBench() throws { try runChecks("bench") }
+    func testFedmixBenchNetwork() throws { try runChecks("bench-network") }
     func testAgentServeAndCheck() throws { try runChecks("serve", program: "fedmix-agent"); try runChecks("check", program: "fedmix-agent") }
     func testAgentAudit() throws {
         for c in ["list", "show", "verify", "export", "prune"] { try runChecks("audit " + c, program: "fedmix-agent") }
