@@ -408,7 +408,7 @@ public struct SitesFile: Sendable, Equatable {
         var network = NetworkPolicy()
         for key in timingKeys {
             guard let v = root[key] else { continue }
-            guard let x = (v as? NSNumber)?.doubleValue, x.isFinite, key == "reconnect_budget" ? x >= 0 : x > 0, !(v is Bool) else {
+            guard let x = (v as? NSNumber)?.doubleValue, x.isFinite, key == "reconnect_budget" ? x >= 0 : x > 0 else {
                 throw fail("\"\(key)\" must be a \(key == "reconnect_budget" ? "non-negative" : "positive") number of \(key == "min_bytes_per_second" ? "bytes per second" : "seconds")")
             }
             switch key {

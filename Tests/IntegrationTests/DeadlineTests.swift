@@ -83,3 +83,33 @@ final class DeadlineTests: XCTestCase {
         print("handshake never completes: \(failure) after \(String(format: "%.2f", elapsed)) s")
     }
 }
+
+/// The sites file's timing keys, and their misuse.
+final class SitesFileNetworkKeysTests: XCTestCase {
+    func load(_ extra: [String: Any]) throws -> SitesFile {
+        var json: [String: Any] = [
+            "tls": ["certificate": "c.pem", "key": "k.pem", "ca": "ca.pem"],
+            "sites": [["name": "north", "address": "127.0.0.1:7443"]],
+        ]
+        for (k, v) in extra { json[k] = v }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sites-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        return try SitesFile.load(path: path)
+    }
+
+    func testTimingKeysAreReadAndCheckedWithDefaultsOtherwise() throws {
+        XCTAssertEqual(try load([:]).network, NetworkPolicy())
+        XCTAssertEqual(NetworkPolicy().roundTimeout, 120)
+        XCTAssertEqual(NetworkPolicy().connectTimeout, 10)
+        XCTAssertEqual(NetworkPolicy().reconnectBudget, 30)
+        let n = try load(["connect_timeout": 3, "round_timeout": 600, "reconnect_budget": 0, "min_bytes_per_second": 100]).network
+        XCTAssertEqual([n.connectTimeout, n.roundTimeout, n.reconnectBudget, n.minimumBytesPerSecond], [3, 600, 0, 100])
+        for (key, value, message) in [("round_timeout", 0 as Any, "\"round_timeout\" must be a positive number of seconds"),
+                                      ("connect_timeout", "10" as Any, "\"connect_timeout\" must be a positive number of seconds"),
+                                      ("reconnect_budget", -1 as Any, "\"reconnect_budget\" must be a non-negative number of seconds"),
+                                      ("round_timout", 5 as Any, "unknown key \"round_timout\"")] {
+            XCTAssertThrowsError(try load([key: value])) { e in XCTAssertTrue("\(e)".contains(message), "\(e)") }
+        }
+    }
+}
