@@ -139,20 +139,22 @@ public enum Analysis {
                            options: FitOptions = FitOptions(),
                            missingData: MissingDataStrategy = MissingDataStrategy()) throws -> FitResult {
         let started = Date()
+        let recoveries = federation.channels.map(\.recoveries.count)
         let descriptions = try describe(federation, dataset: dataset, hashingLevelsOf: groupingVariables(formula))
         return try fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
-                       options: options, missingData: missingData, started: started)
+                       options: options, missingData: missingData, started: started, recoveriesBefore: recoveries)
     }
 
     /// Fits with descriptions already in hand (several analyses share one describe round).
     public static func fit(_ federation: Federation, dataset: String, formula: String, descriptions: [SiteDescription],
-                           options: FitOptions, missingData: MissingDataStrategy, started: Date = Date()) throws -> FitResult {
+                           options: FitOptions, missingData: MissingDataStrategy, started: Date = Date(),
+                           recoveriesBefore: [Int]? = nil) throws -> FitResult {
         let excluded = try missingData.sitesToExclude(descriptions)
         let kept = federation.channels.filter { c in !excluded.contains { $0.site == c.site } }
         guard !kept.isEmpty else { throw UsageError("every site would be excluded by --exclude-sites-missing-above") }
         let used = excluded.isEmpty ? federation : Federation(channels: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
-        let recoveriesBefore = used.channels.map(\.recoveries.count)
+        let recoveryCounts = federation.channels.map(\.recoveries.count)
         var options = options
         if options.progress == nil, let reporter = federation.reporter, reporter.enabled {
             options.progress = progressReport(used, reporter: reporter, started: started)
@@ -171,7 +173,7 @@ public enum Analysis {
             + excluded.map { SiteExclusion(site: $0.site, reason: "--exclude-sites-missing-above: " + $0.reason) }
         result.excludedSites = result.exclusions.map(\.site)
         for e in federation.exclusions { result.messages.append("site \(e.site) left out: \(e.reason)") }
-        for (c, before) in zip(used.channels, recoveriesBefore) {
+        for (c, before) in zip(federation.channels, recoveriesBefore ?? recoveryCounts) {
             for r in c.recoveries.dropFirst(before) { result.messages.append("site \(c.site): \(r)") }
         }
         for (v, c) in missingData.indicators.sorted(by: { $0.key < $1.key }) {

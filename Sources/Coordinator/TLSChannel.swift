@@ -231,6 +231,8 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
             let received = connection.bytesRead - before
             if received > 0 && firstByteAt == nil { firstByteAt = now }
             if now >= deadline {
+                // The answer may still come: this connection cannot carry another request. A later call reconnects.
+                abandonConnection()
                 throw SiteFailure(site: site, message: received == 0
                     ? "no answer to \(what) within \(seconds(policy.roundTimeout)) (round timeout)"
                     : "answer to \(what) incomplete after \(seconds(policy.roundTimeout)) (\(received) bytes received; round timeout)",
@@ -238,12 +240,20 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
             }
             if let first = firstByteAt, now - first >= policy.rateGraceSeconds,
                Double(received) / (now - first) < policy.minimumBytesPerSecond {
+                abandonConnection()
                 throw SiteFailure(site: site, message: "its answer to \(what) arrives at \(String(format: "%.0f", Double(received) / (now - first))) bytes/s (\(received) bytes in \(seconds(now - first))), below the minimum of \(String(format: "%.0f", policy.minimumBytesPerSecond)) bytes/s; the agent or the link is stalling",
                                   code: "timeout")
             }
             setReadTimeout(max(0.001, min(1, deadline - now)))
             do { return try connection.readLine(maxBytes: maxLineBytes) } catch TLSError.timeout(.read) { continue }
         }
+    }
+
+    /// Closes a connection whose answer is overdue, so that a late answer
+    /// is never taken for the answer to the next request.
+    private func abandonConnection() {
+        timeoutLock.lock(); defer { timeoutLock.unlock() }
+        connection.close()   // its byte counts stay until a reconnect replaces it
     }
 
     private func setReadTimeout(_ t: Double) {

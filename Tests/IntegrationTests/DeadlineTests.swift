@@ -65,6 +65,26 @@ final class DeadlineTests: XCTestCase {
         print("trickling site (deadline): \(failure) after \(String(format: "%.2f", elapsed)) s")
     }
 
+    /// After a round timeout the late answer is never mistaken for the next
+    /// one: the channel drops that connection, and the next fit on the same
+    /// federation reconnects and succeeds.
+    func testAfterARoundTimeoutTheSameFederationFitsAgain() throws {
+        var network = NetworkPolicy()
+        network.roundTimeout = 1
+        let sites = try ShapedSites(pki: Self.pki, network: network)
+        defer { sites.stop() }
+        let federation = try sites.file.connect()
+        defer { federation.close() }
+        let clean = try Analysis.fit(federation, dataset: "data", formula: Self.formula)
+        sites.proxy("north").mode = .stall
+        let error = thrownError({ try Analysis.fit(federation, dataset: "data", formula: Self.formula) })
+        XCTAssertEqual((error as? SiteFailure)?.code, "timeout", "\(String(describing: error))")
+        sites.proxy("north").mode = .pass
+        let again = try Analysis.fit(federation, dataset: "data", formula: Self.formula)
+        assertSameFit(again, clean, tol: 0, "after a timed-out fit")
+        XCTAssertTrue(again.messages.contains { $0.hasPrefix("site north: describe (round ") && $0.contains("reconnected") }, "\(again.messages)")
+    }
+
     /// A port that accepts TCP but never speaks TLS: the connect deadline.
     func testHandshakeThatNeverCompletesFailsAtTheConnectDeadline() throws {
         let listener = try ValidationBeforeConnectingTests.Listener()
