@@ -47,6 +47,27 @@ final class ResumeTests: XCTestCase {
         print("cut mid-round: \(notes.first ?? "")")
     }
 
+    /// The same for a GLMM (cbpp, binomial, Laplace): every round sends
+    /// (θ, β), and the resent evaluation gives the same bits.
+    func testGLMMConnectionCutMidRoundResumesBitIdentically() throws {
+        let sites = try ShapedSites(pki: Self.pki, network: NetworkPolicy(), case: "cbpp")
+        defer { sites.stop() }
+        let federation = try sites.file.connect()
+        defer { federation.close() }
+        let formula = "cbind(incidence, size - incidence) ~ factor(period) + (1 | site)"
+        let options = FitOptions(family: .binomial)
+        let clean = try Analysis.fit(federation, dataset: "data", formula: formula, options: options)
+        let victim = sites.agents[2], proxy = sites.proxies[2]
+        let evaluates = Mutex(0)
+        victim.audit.onRecord { direction, line in
+            guard direction == .received, line.contains("\"type\":\"evaluate\"") else { return }
+            if evaluates.withLock({ $0 += 1; return $0 }) == 4 { proxy.cut() }
+        }
+        let faulty = try Analysis.fit(federation, dataset: "data", formula: formula, options: options)
+        assertSameFit(faulty, clean, tol: 0, "GLMM after a cut connection")
+        XCTAssertTrue(faulty.messages.contains { $0.hasPrefix("site \(victim.site): evaluate (round ") && $0.contains("reconnected") }, "\(faulty.messages)")
+    }
+
     /// A `fedmix-agent` process with an audit log, listening on `port` (0: any).
     static func startAgent(_ csv: URL, identity: TLSIdentity, log: String, port: Int) throws -> AgentProcess {
         let site = csv.deletingPathExtension().lastPathComponent
