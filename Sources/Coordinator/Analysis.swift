@@ -44,12 +44,31 @@ public enum Analysis {
                                family: Family = .gaussian, link: Link? = nil) throws -> ModelSpec {
         let parsed = try Formula.parse(formula)
         let catalog = VariableCatalog(descriptions)
+        try requireVariablesEverywhere(parsed.variablesUsed, descriptions: descriptions)
         try catalog.requireVariables(parsed.variablesUsed)
         let spec = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
                                        link: link ?? defaultLink(family))
         try catalog.requireNesting(spec)
         try GroupingChecks.checkDescribed(spec, descriptions: descriptions)
         return spec
+    }
+
+    /// Every site that lacks a variable of the model, with each variable it
+    /// lacks, in one error (a variable no site has is left to
+    /// `VariableCatalog.requireVariables`, which lists what the sites have).
+    static func requireVariablesEverywhere(_ names: [String], descriptions: [SiteDescription]) throws {
+        let somewhere = Set(descriptions.flatMap { $0.variables.map(\.name) })
+        let wanted = names.filter { $0 != "site" && somewhere.contains($0) }
+        let gaps = descriptions.compactMap { d -> (String, [String])? in
+            let lacking = wanted.filter { v in !d.variables.contains { $0.name == v } }
+            return lacking.isEmpty ? nil : (d.site, lacking)
+        }
+        // One variable missing: VariableCatalog's message already names every site lacking it.
+        guard Set(gaps.flatMap(\.1)).count > 1 else { return }
+        var message = "model variables are missing at \(gaps.count) site\(gaps.count == 1 ? "" : "s"):"
+        for (site, vars) in gaps { message += "\n  site \"\(site)\": \(vars.joined(separator: ", "))" }
+        message += "\nevery site must provide the model's variables (or be left out of the fit: --exclude-sites \(gaps.map(\.0).joined(separator: ",")))"
+        throw CatalogError(message: message)
     }
 
     /// Refuses a grouping factor that crosses sites, whatever its number of

@@ -146,6 +146,11 @@ enum ReplyChecks {
 /// hide an error or fake a result line) are removed; tabs and newlines
 /// become spaces.
 public enum TerminalText {
+    /// `clean` line by line: a multi-line report keeps its lines.
+    public static func cleanLines(_ text: String) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { clean(String($0)) }.joined(separator: "\n")
+    }
+
     public static func clean(_ text: String) -> String {
         var out = String.UnicodeScalarView()
         var scalars = text.unicodeScalars.makeIterator()

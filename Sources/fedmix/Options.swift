@@ -129,8 +129,11 @@ func connectSites(_ path: String, _ a: ParsedArguments, exclusions: Bool = true)
     return federation
 }
 
-/// Writes text to --output FILE, or to standard output.
+/// Writes text to --output FILE, or to standard output. Reports quote what
+/// sites sent (levels, names, messages): control characters and escape
+/// sequences are removed line by line (JSON escapes them itself).
 func write(_ text: String, _ a: ParsedArguments) throws {
+    let text = TerminalText.cleanLines(text)
     if let output = a.value(Opt.output) { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text, terminator: "") }
 }
 

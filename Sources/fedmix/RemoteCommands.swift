@@ -51,7 +51,7 @@ enum RemoteCommands {
             let e = JSONEncoder(); e.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try e.encode(d), as: UTF8.self))
         case .text:
-            print(DescribeReport.text(d))
+            print(TerminalText.cleanLines(DescribeReport.text(d)))
         }
         return 0
     }

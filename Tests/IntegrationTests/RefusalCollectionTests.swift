@@ -51,6 +51,25 @@ final class RefusalCollectionTests: XCTestCase {
         print("all refusals: \(text)")
     }
 
+    /// Sites lacking different model variables: every site with every variable it lacks, in one error.
+    func testEverySiteLackingModelVariablesIsNamed() throws {
+        let dir = try temporaryDirectory()
+        let a = try site(dir, "A", index: 0, rows: 20), b = try site(dir, "B", index: 1, rows: 20)
+        func extend(_ url: URL, _ header: String, _ value: (Int) -> String) throws {
+            let lines = try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map(String.init)
+            let out = [lines[0] + "," + header] + lines.dropFirst().enumerated().map { $1 + "," + value($0) }
+            try (out.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+        }
+        let c = try site(dir, "C", index: 2, rows: 20)
+        try extend(a, "age,bmi", { "\(40 + $0 % 7),\(20 + $0 % 5)" })
+        try extend(b, "age", { "\(40 + $0 % 9)" })
+        try extend(c, "bmi", { "\(21 + $0 % 4)" })
+        let error = thrownError({ try Analysis.fit(inProcessFederation(files: [a, b, c]), dataset: "data", formula: "y ~ x + age + bmi + (1 | site)") })
+        let text = "\(try XCTUnwrap(error))"
+        XCTAssertTrue(text.hasPrefix("model variables are missing at 2 sites:\n  site \"B\": bmi\n  site \"C\": age\n"), text)
+        XCTAssertTrue(text.hasSuffix("(or be left out of the fit: --exclude-sites B,C)"), text)
+    }
+
     func testExcludedSitesAreRecordedInTheResultTextAndJSON() throws {
         let all = try channels(try temporaryDirectory())
         let reason = "excluded by the analyst (--exclude-sites)"
