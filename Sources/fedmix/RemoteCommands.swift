@@ -50,8 +50,11 @@ enum RemoteCommands {
         case .json:
             let e = JSONEncoder(); e.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try e.encode(d), as: UTF8.self))
+            // The array holds the described sites only: say on stderr which were left out.
+            for x in federation.exclusions { FileHandle.standardError.write("fedmix: site \(x.site) left out: \(x.reason)\n") }
         case .text:
             print(TerminalText.cleanLines(DescribeReport.text(d)))
+            for x in federation.exclusions { print("site \(x.site) left out: \(x.reason)") }
         }
         return 0
     }

@@ -151,3 +151,20 @@ extension ExecutableTests {
         try fedmixUsageError(["bench-network", "--agents", "0"], "--agents must be a whole number from 1 to 2000")
     }
 }
+
+extension ExecutableTests {
+    /// `exclude_sites` in the sites file: describe says which site it left out (text: in the report; JSON: on stderr).
+    func describeNamesSitesLeftOutByTheSitesFile() throws {
+        let original = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: try agents().sitesFile))) as! [String: Any]
+        var json = original
+        json["exclude_sites"] = [["site": "south", "reason": "data being reloaded"]]
+        let path = try agents().root + "/sites-excluding-\(UUID().uuidString.prefix(6)).json"
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        let text = try fedmix(["describe", "--sites", path, "--dataset", "data"]).out
+        XCTAssertTrue(text.contains("site south left out: excluded in the sites file: data being reloaded"), text)
+        let r = try fedmix(["describe", "--sites", path, "--dataset", "data", "--format", "json"])
+        let sites = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [[String: Any]])
+        XCTAssertEqual(sites.map { $0["site"] as? String }, ["central", "north"])
+        XCTAssertTrue(r.err.contains("fedmix: site south left out: excluded in the sites file: data being reloaded"), r.err)
+    }
+}
