@@ -18,17 +18,19 @@ enum BenchNetworkCommand {
     static let agentsOption = Option<Int>("agents", value: "N", help: "site agents hosted in this process (default 200)", .integer(in: 1...2000))
     static let rowsOption = Option<String>("rows", value: "MIN-MAX", help: "rows per site, spread evenly over this range (default 200-2000)")
     static let seedOption = Option<UInt64>("seed", value: "S", help: "the random seed of the simulated rows (default 7)", .unsigned)
+    static let serveAgents = Flag("serve-agents", help: "internal: host the agents, print where, and serve until standard input closes (what the child process runs)")
+    static let readyPrefix = "FEDMIX-AGENTS "
 
     static let command = Command(
         "bench-network", abstract: "Many agents in one process over loopback TLS: rounds, wall time, peak memory, threads.",
         discussion: """
         Simulated sites (x1, x2 ~ N(0,1); a site effect; y Gaussian, b binary), each with its own agent
-        (AgentServer, mutual TLS on loopback, throwaway certificates), fitted with y ~ x1 + x2 + (1 | site)
-        (site-grouped LMM: prepare, finalize) and the binomial GLMM b ~ x1 + (1 | site) (a round per evaluation).
-        Threads are read from /proc/self/status (agents included: the agents' idle count is given apart), peak memory
-        from getrusage. Figures, not a test: run it on an otherwise idle machine.
+        (AgentServer, mutual TLS on loopback, throwaway certificates), all hosted in one child process, fitted from this
+        process with y ~ x1 + x2 + (1 | site) (site-grouped LMM: prepare, finalize) and the binomial GLMM
+        b ~ x1 + (1 | site) (a round per evaluation). The coordinator's peak memory (getrusage) and threads
+        (/proc/self/status) are this process's alone. Figures, not a test: run it on an otherwise idle machine.
         """,
-        options: [agentsOption, rowsOption, seedOption], run: run)
+        options: [agentsOption, rowsOption, seedOption, serveAgents], run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
         let n = a.value(agentsOption, default: 200)
@@ -38,7 +40,15 @@ enum BenchNetworkCommand {
             throw ArgumentError("--rows takes MIN-MAX, whole numbers with 20 <= MIN <= MAX (got \"\(rowsText)\")")
         }
         let seed = a.value(seedOption, default: 7)
+        if a.flag(serveAgents) { return try serve(agents: n, rows: (parts[0], parts[1]), seed: seed) }
+        return try coordinate(agents: n, rowsText: rowsText, rows: (parts[0], parts[1]), seed: seed)
+    }
+
+    /// The child: builds the sites' data, starts the agents, writes a sites
+    /// file, prints its path, and serves until standard input closes.
+    static func serve(agents n: Int, rows: (Int, Int), seed: UInt64) throws -> Int32 {
         var rng = SplitMix(seed: seed)
+        let parts = [rows.0, rows.1]
         let t0 = monotonicSeconds()
         var services: [SiteService] = []
         var totalRows = 0
@@ -58,18 +68,47 @@ enum BenchNetworkCommand {
                                             .init(name: "y", data: .numeric(y)), .init(name: "b", data: .numeric(b))], rowCount: rows)
             services.append(SiteService(site: String(format: "site-%03d", k), datasets: ["data": .table(table)], siteColumn: nil))
         }
-        let threadsStart = threadCount()
         let agents = try LocalAgents(services: services, startOnly: true)
+        defer { agents.stop() }
+        let path = NSTemporaryDirectory() + "fedmix-bench-network-\(getpid()).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try agents.writeSitesFile(to: path)
+        FileHandle.standardOutput.write(readyPrefix + "\(totalRows) \(String(format: "%.3f", monotonicSeconds() - t0)) \(path)\n")
+        _ = FileHandle.standardInput.readDataToEndOfFile()
+        return 0
+    }
+
+    /// The parent: starts the child, connects to its agents and fits.
+    static func coordinate(agents n: Int, rowsText: String, rows: (Int, Int), seed: UInt64) throws -> Int32 {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: Bundle.main.executablePath ?? CommandLine.arguments[0])
+        child.arguments = ["bench-network", "--serve-agents", "--agents", String(n), "--rows", rowsText, "--seed", String(seed)]
+        let input = Pipe(), output = Pipe()
+        child.standardInput = input
+        child.standardOutput = output
+        try child.run()
+        defer { try? input.fileHandleForWriting.close(); child.waitUntilExit() }
+        var ready = ""
+        while !ready.hasSuffix("\n") {
+            let d = output.fileHandleForReading.availableData
+            if d.isEmpty { break }
+            ready += String(decoding: d, as: UTF8.self)
+        }
+        let words = ready.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ", maxSplits: 3).map(String.init)
+        guard words.count == 4, words[0] + " " == readyPrefix, let totalRows = Int(words[1]), let setup = Double(words[2]) else {
+            throw BenchError("the agents' process did not start (it printed \"\(ready)\")")
+        }
+        let threadsStart = threadCount()
         let t1 = monotonicSeconds()
-        let threadsAgentsIdle = threadCount()
-        let federation = try agents.connect()
+        let federation = try SitesFile.load(path: words[3]).connect()
         defer { federation.close() }
         let t2 = monotonicSeconds()
         usleep(100_000)   // the connect pool's threads wind down
         let threadsConnected = threadCount()
-        print("fedmix bench-network: \(n) agents in this process, \(totalRows) rows (\(parts[0])–\(parts[1]) per site), seed \(seed), \(ProcessInfo.processInfo.activeProcessorCount) cores")
-        print("  setup: data and \(n) agents (certificates, listeners) \(String(format: "%.2f", t1 - t0)) s; \(n) TLS connections \(String(format: "%.2f", t2 - t1)) s")
-        print("  threads: \(threadsStart) before the agents, \(threadsAgentsIdle) with the agents listening, \(threadsConnected) with every site connected")
+        let parts = [rows.0, rows.1]
+        print("fedmix bench-network: \(n) agents in one child process, \(totalRows) rows (\(parts[0])–\(parts[1]) per site), seed \(seed), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        print("  setup: data and \(n) agents (certificates, listeners) \(String(format: "%.2f", setup)) s; \(n) TLS connections \(String(format: "%.2f", t2 - t1)) s")
+        print("  coordinator threads: \(threadsStart) before connecting, \(threadsConnected) with every site connected")
 
         let peakThreads = Mutex(0)
         let peakCoordinator = Mutex(0)
@@ -95,11 +134,11 @@ enum BenchNetworkCommand {
             let coordinator = peakCoordinator.withLock { $0 }
             print("\(label): \(formula)")
             print("  rounds \(r.rounds) (+1 describe), evaluations \(r.evaluations), wall \(String(format: "%.2f", wall)) s (\(String(format: "%.0f", 1000 * wall / Double(r.rounds + 1))) ms per round), \(r.converged ? "converged" : "NOT converged"), objective \(String(format: "%.4f", r.objective))")
-            print("  traffic sent \(BenchCommand.bytes(r.bytesSent)), received \(BenchCommand.bytes(r.bytesReceived)); threads during the fit: process peak \(peak) (\(peak - threadsConnected) above the connected idle state, agents' request threads included), coordinator's fan-out threads peak \(coordinator) (+1 watchdog)")
+            print("  traffic sent \(BenchCommand.bytes(r.bytesSent)), received \(BenchCommand.bytes(r.bytesReceived)); coordinator threads during the fit: peak \(peak) (fan-out pool \(coordinator), watchdog, this benchmark's sampler and main thread)")
         }
         sampling.withLock { $0 = false }
-        print("peak RSS of the process (coordinator and \(n) agents): \(BenchCommand.bytes(BenchCommand.peakRSS()))")
-        print("coordinator threads: a fan-out pool of min(sites, \(Federation.maxFanOutThreads)) = \(min(n, Federation.maxFanOutThreads)) threads for the fit, one watchdog thread; the rest are the agents' (a listener and a connection thread each)")
+        print("coordinator peak RSS: \(BenchCommand.bytes(BenchCommand.peakRSS())) (this process only; the agents run in the child)")
+        print("coordinator threads: a fan-out pool of min(sites, \(Federation.maxFanOutThreads)) = \(min(n, Federation.maxFanOutThreads)) threads for the fit, one watchdog thread")
         return 0
     }
 

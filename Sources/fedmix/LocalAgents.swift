@@ -66,6 +66,19 @@ final class LocalAgents {
         }
     }
 
+    /// Writes a sites file for the agents (absolute certificate paths), so
+    /// that another process can reach them.
+    func writeSitesFile(to path: String) throws {
+        let json: [String: Any] = [
+            "tls": ["certificate": sitesFile.identity.certificatePath, "key": sitesFile.identity.keyPath, "ca": sitesFile.identity.caPath],
+            "sites": sitesFile.sites.map { ["name": $0.name, "address": "\($0.host):\($0.port)", "server_name": $0.serverName] },
+        ]
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// Stops the agents and removes their certificates (when `connect()` was never called).
+    func stop() { cleanUpHook?(); cleanUpHook = nil }
+
     /// Connects to the agents; closing the federation stops them.
     func connect() throws -> Federation {
         do {

@@ -95,7 +95,7 @@ final class ExecutableTests: XCTestCase {
             Entry("bench", ["--rows", "--sites", "--models", "--modes", "--seed", "--json", "--no-isolate"], ExecutableTests.benchInProcess),
             Entry("bench", ["--repeat", "--modes"], ExecutableTests.benchRepeatIsolatedAndFederated),
             Entry("bench", ["--single", "--seed"], ExecutableTests.benchSingle),
-            Entry("bench-network", ["--agents", "--rows", "--seed"], ExecutableTests.benchNetworkSmall),
+            Entry("bench-network", ["--agents", "--rows", "--seed", "--serve-agents"], ExecutableTests.benchNetworkSmall),
 
             Entry(agent: "serve", ["--config"], ExecutableTests.agentServe),
             Entry(agent: "check", ["--config", "--running", "--warn-days"], ExecutableTests.agentCheck),

@@ -138,11 +138,13 @@ extension ExecutableTests {
     /// `fedmix bench-network` on a few agents: the figures it prints (no timing is asserted).
     func benchNetworkSmall() throws {
         let r = try fedmix(["bench-network", "--agents", "3", "--rows", "40-60", "--seed", "3"])
-        XCTAssertTrue(r.out.hasPrefix("fedmix bench-network: 3 agents in this process, "), r.out)
+        // --serve-agents is what the child process hosting the agents runs.
+        XCTAssertTrue(r.out.hasPrefix("fedmix bench-network: 3 agents in one child process, "), r.out)
         XCTAssertTrue(r.out.contains("(40–60 per site), seed 3"), r.out)
         XCTAssertTrue(r.out.contains("site-grouped LMM: y ~ x1 + x2 + (1 | site)\n  rounds 2 (+1 describe)"), r.out)
         XCTAssertTrue(r.out.contains("binomial GLMM: b ~ x1 + (1 | site)\n  rounds "), r.out)
-        XCTAssertTrue(r.out.contains("peak RSS of the process"), r.out)
+        XCTAssertTrue(r.out.contains("coordinator peak RSS: "), r.out)
+        XCTAssertTrue(r.out.contains("coordinator threads during the fit: peak "), r.out)
         XCTAssertTrue(r.out.contains("a fan-out pool of min(sites, 64) = 3 threads"), r.out)
         let other = try fedmix(["bench-network", "--agents", "3", "--rows", "40-60", "--seed", "4"])
         func objective(_ out: String) -> String? { out.split(separator: "\n").first { $0.contains("objective") }.map(String.init)?.components(separatedBy: "objective ").last }
