@@ -44,12 +44,31 @@ public enum Analysis {
                                family: Family = .gaussian, link: Link? = nil) throws -> ModelSpec {
         let parsed = try Formula.parse(formula)
         let catalog = VariableCatalog(descriptions)
+        try requireVariablesEverywhere(parsed.variablesUsed, descriptions: descriptions)
         try catalog.requireVariables(parsed.variablesUsed)
         let spec = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
                                        link: link ?? defaultLink(family))
         try catalog.requireNesting(spec)
         try GroupingChecks.checkDescribed(spec, descriptions: descriptions)
         return spec
+    }
+
+    /// Every site that lacks a variable of the model, with each variable it
+    /// lacks, in one error (a variable no site has is left to
+    /// `VariableCatalog.requireVariables`, which lists what the sites have).
+    static func requireVariablesEverywhere(_ names: [String], descriptions: [SiteDescription]) throws {
+        let somewhere = Set(descriptions.flatMap { $0.variables.map(\.name) })
+        let wanted = names.filter { $0 != "site" && somewhere.contains($0) }
+        let gaps = descriptions.compactMap { d -> (String, [String])? in
+            let lacking = wanted.filter { v in !d.variables.contains { $0.name == v } }
+            return lacking.isEmpty ? nil : (d.site, lacking)
+        }
+        // One variable missing: VariableCatalog's message already names every site lacking it.
+        guard Set(gaps.flatMap(\.1)).count > 1 else { return }
+        var message = "model variables are missing at \(gaps.count) site\(gaps.count == 1 ? "" : "s"):"
+        for (site, vars) in gaps { message += "\n  site \"\(site)\": \(vars.joined(separator: ", "))" }
+        message += "\nevery site must provide the model's variables (or be left out of the fit: --exclude-sites \(gaps.map(\.0).joined(separator: ",")))"
+        throw CatalogError(message: message)
     }
 
     /// Refuses a grouping factor that crosses sites, whatever its number of
@@ -66,6 +85,70 @@ public enum Analysis {
         try catalog.requireNesting(spec, complete: true)
     }
 
+    /// Checks everything about a fit that needs no site: the formula's
+    /// syntax, quadrature against the random-effects terms, the row filter's
+    /// syntax, and the missing-data options against the formula. Called
+    /// before any connection is opened, so that a typo is reported as what it
+    /// is (a usage error naming the option) and never as a network failure,
+    /// and no agent logs a session for a fit that could not have run.
+    public static func validate(formula: String, options: FitOptions,
+                                missingData: MissingDataStrategy = MissingDataStrategy()) throws {
+        let parsed: Formula
+        do { parsed = try Formula.parse(formula) } catch let e as FormulaError {
+            throw UsageError("--formula: \(e)")
+        }
+        guard (1...25).contains(options.nAGQ) else { throw UsageError("--nagq must be between 1 and 25") }
+        if options.nAGQ > 1 {
+            guard options.family != .gaussian else {
+                throw UsageError("--nagq applies to GLMMs (--family binomial or poisson)")
+            }
+            // Adaptive quadrature needs one scalar term; a factor on the left
+            // side may still widen it, which the fit itself refuses.
+            let scalar = parsed.random.count == 1
+                && (parsed.random[0].lhs.intercept ? 1 : 0) + parsed.random[0].lhs.terms.count == 1
+            guard scalar else {
+                throw UsageError("--nagq \(options.nAGQ) needs a single scalar random-effects term such as (1 | site); the formula has \(parsed.random.count == 1 ? "a term with several columns" : "\(parsed.random.count) random-effects terms"). Use --nagq 1 (Laplace) for this model")
+            }
+        }
+        if let f = options.filter {
+            do { _ = try RowFilterParser.parse(f, variables: guessedFilterVariables(f)) } catch { throw UsageError("--filter: \(error)") }
+        }
+        for v in missingData.indicators.keys.sorted() where !parsed.variablesUsed.contains(v) {
+            throw UsageError("--missing-indicator \(v): the formula does not use \(v)")
+        }
+    }
+
+    /// One line per optimizer iteration on standard error: objective, rounds,
+    /// the slowest site of the last round and the time so far.
+    static func progressReport(_ federation: Federation, reporter: ProgressReporter, started: Date) -> @Sendable (Int, Double, Double?) -> Void {
+        { iteration, value, _ in
+            var slowest = ""
+            if let (i, t) = federation.lastRoundSeconds.enumerated().compactMap({ i, t in t.map { (i, $0) } }).max(by: { $0.1 < $1.1 }),
+               i < federation.sites.count {
+                slowest = ", slowest site \(federation.sites[i]) \(String(format: "%.2f", t)) s"
+            }
+            reporter.say("iteration \(iteration): objective \(String(format: "%.6f", value)), round \(federation.rounds)\(slowest), elapsed \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        }
+    }
+
+    /// Each variable of a filter typed as its comparisons suggest (text when
+    /// compared with a quoted or bare level, numeric otherwise), so that the
+    /// filter's syntax can be checked before the sites have described their
+    /// variables; the real types are checked again after describe.
+    static func guessedFilterVariables(_ text: String) throws -> [String: VariableInfo] {
+        let tokens = try RowFilterParser.tokenize(text)
+        var out: [String: VariableInfo] = [:]
+        for (i, t) in tokens.enumerated() {
+            guard case .name(let n) = t, n != "is.na" else { continue }
+            var kind = VariableInfo.Kind.numeric
+            if i + 2 < tokens.count, case .op = tokens[i + 1] {
+                switch tokens[i + 2] { case .string, .name: kind = .text; default: break }
+            }
+            if out[n] == nil || kind == .text { out[n] = VariableInfo(name: n, kind: kind) }
+        }
+        return out
+    }
+
     public static func defaultLink(_ f: Family) -> Link {
         switch f { case .gaussian: return .identity; case .binomial: return .logit; case .poisson: return .log }
     }
@@ -75,19 +158,26 @@ public enum Analysis {
                            options: FitOptions = FitOptions(),
                            missingData: MissingDataStrategy = MissingDataStrategy()) throws -> FitResult {
         let started = Date()
+        let recoveries = federation.channels.map(\.recoveries.count)
         let descriptions = try describe(federation, dataset: dataset, hashingLevelsOf: groupingVariables(formula))
         return try fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
-                       options: options, missingData: missingData, started: started)
+                       options: options, missingData: missingData, started: started, recoveriesBefore: recoveries)
     }
 
     /// Fits with descriptions already in hand (several analyses share one describe round).
     public static func fit(_ federation: Federation, dataset: String, formula: String, descriptions: [SiteDescription],
-                           options: FitOptions, missingData: MissingDataStrategy, started: Date = Date()) throws -> FitResult {
+                           options: FitOptions, missingData: MissingDataStrategy, started: Date = Date(),
+                           recoveriesBefore: [Int]? = nil) throws -> FitResult {
         let excluded = try missingData.sitesToExclude(descriptions)
         let kept = federation.channels.filter { c in !excluded.contains { $0.site == c.site } }
         guard !kept.isEmpty else { throw UsageError("every site would be excluded by --exclude-sites-missing-above") }
         let used = excluded.isEmpty ? federation : Federation(channels: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
+        let recoveryCounts = federation.channels.map(\.recoveries.count)
+        var options = options
+        if options.progress == nil, let reporter = federation.reporter, reporter.enabled {
+            options.progress = progressReport(used, reporter: reporter, started: started)
+        }
         let spec = try model(formula: formula, descriptions: keptDescriptions, options: options, missingData: missingData)
         try requireNesting(spec, descriptions: keptDescriptions, federation: used, dataset: dataset)
         var result = options.family == .gaussian
@@ -98,7 +188,13 @@ public enum Analysis {
         // the same rule on the fit's counts keeps a meaningless fit from being returned.
         try GroupingChecks.check(spec, result: result)
         result.elapsedSeconds = Date().timeIntervalSince(started)
-        result.excludedSites = excluded.map(\.site)
+        result.exclusions = federation.exclusions
+            + excluded.map { SiteExclusion(site: $0.site, reason: "--exclude-sites-missing-above: " + $0.reason) }
+        result.excludedSites = result.exclusions.map(\.site)
+        for e in federation.exclusions { result.messages.append("site \(e.site) left out: \(e.reason)") }
+        for (c, before) in zip(federation.channels, recoveriesBefore ?? recoveryCounts) {
+            for r in c.recoveries.dropFirst(before) { result.messages.append("site \(c.site): \(r)") }
+        }
         for (v, c) in missingData.indicators.sorted(by: { $0.key < $1.key }) {
             result.messages.append("missing-indicator method: \(v) filled with \(RNumberFormat.format(c)) where missing; column missing(\(v)) added")
         }

@@ -4,35 +4,85 @@
 import Foundation
 import Protocol
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public final class Federation: @unchecked Sendable {
     public let channels: [SiteChannel]
+    /// Sites the analyst left out before connecting (`--exclude-sites`, or
+    /// `exclude_sites` in the sites file), with why: a fit records them in
+    /// its result, so that no site is ever dropped silently.
+    public let exclusions: [SiteExclusion]
     private let counter = Mutex(0)
 
-    public init(channels: [SiteChannel]) { self.channels = channels }
+    public init(channels: [SiteChannel], exclusions: [SiteExclusion] = []) {
+        self.channels = channels
+        self.exclusions = exclusions
+    }
+
+    deinit { poolState.withLock { $0?.stop() } }
+
+    /// The threads that carry each round's calls: min(sites, 64), started at
+    /// the first round and kept until `close()`, so a fit's rounds reuse
+    /// them (no thread per site per round) and a 200-site federation holds
+    /// 64 threads whatever the number of rounds.
+    private let poolState = Mutex<FanOutPool?>(nil)
+    public static let maxFanOutThreads = 64
+    private var pool: FanOutPool {
+        poolState.withLock { p in
+            if let p { return p }
+            let made = FanOutPool(width: min(max(channels.count, 1), Self.maxFanOutThreads), name: "fedmix-fanout")
+            p = made
+            return made
+        }
+    }
+
+    /// Where to say which sites a long round is still waiting for (nil: nowhere).
+    public var reporter: ProgressReporter? {
+        get { reporterState.withLock { $0 } }
+        set { reporterState.withLock { $0 = newValue } }
+    }
+    private let reporterState = Mutex<ProgressReporter?>(nil)
+    /// Seconds each site took to answer in the last round (nil: not asked).
+    public var lastRoundSeconds: [Double?] { lastTimes.withLock { $0 } }
+    private let lastTimes = Mutex<[Double?]>([])
+    /// A round that waits longer than this says which sites it waits for, and again as often.
+    public var outstandingReportSeconds: Double {
+        get { reportEvery.withLock { $0 } }
+        set { reportEvery.withLock { $0 = newValue } }
+    }
+    private let reportEvery = Mutex(3.0)
 
     public var sites: [String] { channels.map(\.site) }
     /// Rounds run so far (one request to every site involved is one round).
     public var rounds: Int { counter.withLock { $0 } }
 
-    /// Sends `request(i)` to every site i concurrently; returns the answers in
-    /// site order, or throws the first failure in site order (naming the site).
+    /// Sends `request(i)` to every site i concurrently and waits for every
+    /// answer; returns them in site order. When sites refuse or fail, every
+    /// site's answer is still collected and all failures are reported at
+    /// once (one `SiteFailure` as itself, several as `SiteFailures`), so the
+    /// analyst learns every refusing site and its reason from one run.
     public func round<T: Sendable>(_ request: (Int) -> Request,
                                    _ unwrap: @escaping @Sendable (Reply, String) throws -> T) throws -> [T] {
-        counter.withLock { $0 += 1 }
+        let number = counter.withLock { $0 += 1; return $0 }
         let requests = channels.indices.map(request)
         let results = Mutex<[Result<T, Error>?]>(Array(repeating: nil, count: channels.count))
+        let times = Mutex<[Double?]>(Array(repeating: nil, count: channels.count))
         let channels = self.channels
-        // One thread per site: the calls block on the network, so the global
-        // pool's width (the core count) would serialize a 50-site round.
+        let started = monotonicNow()
+        // The calls block on the network, so they run on the federation's own
+        // threads (FanOutPool), not the global pool, whose width (the core
+        // count) would serialize a 50-site round.
         let group = DispatchGroup()
+        let pool = self.pool
         for i in channels.indices {
             group.enter()
-            let thread = Thread {
+            pool.submit {
             let site = channels[i].site
             let r: Result<T, Error>
             do {
-                let reply = try channels[i].call(requests[i])
+                let reply = try channels[i].call(requests[i], round: number)
                 if case .error(let e) = reply {
                     r = .failure(SiteFailure(site: site, message: e.message, code: e.code))
                 } else {
@@ -43,13 +93,33 @@ public final class Federation: @unchecked Sendable {
             } catch {
                 r = .failure(SiteFailure(site: site, message: "\(error)"))
             }
+            let took = monotonicNow() - started
+            times.withLock { $0[i] = took }
             results.withLock { $0[i] = r }
             group.leave()
             }
-            thread.start()
         }
-        group.wait()
-        return try results.withLock { $0 }.map { try $0!.get() }
+        let every = outstandingReportSeconds
+        var nextReport = started + every
+        while group.wait(timeout: .now() + min(0.5, every)) == .timedOut {
+            guard let reporter, reporter.enabled, monotonicNow() >= nextReport else { continue }
+            nextReport += every
+            let outstanding = results.withLock { r in channels.indices.filter { r[$0] == nil }.map { channels[$0].site } }
+            guard !outstanding.isEmpty else { continue }
+            let shown = outstanding.prefix(10).joined(separator: ", ") + (outstanding.count > 10 ? " and \(outstanding.count - 10) more" : "")
+            reporter.say("round \(number) (\(requests.first?.typeName ?? "request")): waiting for \(shown) (\(Int(monotonicNow() - started)) s)")
+        }
+        lastTimes.withLock { $0 = times.withLock { $0 } }
+        let all = results.withLock { $0 }.map { $0! }
+        var failures: [SiteFailure] = []
+        for r in all { if case .failure(let e) = r { failures.append(e as? SiteFailure ?? SiteFailure(site: "?", message: "\(e)")) } }
+        if !failures.isEmpty {
+            // A GLMM trial step too far is the optimizer's to handle (it steps back), not a refusal.
+            if let step = failures.first(where: { $0.code == "glmm_failed" }) { throw step }
+            if failures.count == 1 { throw failures[0] }
+            throw SiteFailures(failures: failures, request: requests.first?.typeName ?? "request", round: number)
+        }
+        return all.map { try! $0.get() }
     }
 
     /// The verified audit receipts each site's agent sent over this
@@ -67,6 +137,7 @@ public final class Federation: @unchecked Sendable {
     private let closeHook = Mutex<(@Sendable () -> Void)?>(nil)
 
     public func close() {
+        poolState.withLock { $0?.stop(); $0 = nil }
         channels.forEach { $0.close() }
         closeHook.withLock { hook in hook?(); hook = nil }
     }
@@ -75,4 +146,114 @@ public final class Federation: @unchecked Sendable {
 /// An answer of the wrong kind.
 func unexpected(_ reply: Reply, _ site: String, expected: String) -> SiteFailure {
     SiteFailure(site: site, message: "answered \(reply.typeName) where \(expected) was expected")
+}
+
+/// A site left out of an analysis before it started, and why.
+public struct SiteExclusion: Codable, Sendable, Equatable {
+    public var site: String
+    public var reason: String
+    public init(site: String, reason: String) { self.site = site; self.reason = reason }
+}
+
+/// Several sites refused or failed in the same round: every one of them,
+/// in site order, with its reason, and how to proceed without them.
+public struct SiteFailures: Error, CustomStringConvertible {
+    public var failures: [SiteFailure]
+    /// The request the sites were answering ("prepare", "evaluate", ...).
+    public var request: String
+    public var round: Int
+    public init(failures: [SiteFailure], request: String, round: Int) {
+        self.failures = failures; self.request = request; self.round = round
+    }
+    public var sites: [String] { failures.map(\.site) }
+    public var description: String {
+        var out = "\(failures.count) sites refused or failed \(request) (round \(round)):"
+        for f in failures { out += "\n  " + f.description }
+        out += "\nFix the model or the sites' data, or leave these sites out with --exclude-sites \(sites.joined(separator: ","))"
+        return out
+    }
+}
+
+/// Progress and waiting notices on standard error, for a person watching a
+/// terminal: never on standard output (which may carry JSON), never when
+/// quiet, and by default only when standard error is a terminal
+/// (FEDMIX_PROGRESS=1 forces them, e.g. for a log file).
+public final class ProgressReporter: @unchecked Sendable {
+    public let enabled: Bool
+    private let lock = NSLock()
+    private let write: @Sendable (String) -> Void
+
+    public init(enabled: Bool, write: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data($0.utf8)) }) {
+        self.enabled = enabled
+        self.write = write
+    }
+
+    /// Enabled when standard error is a terminal or FEDMIX_PROGRESS=1, unless `quiet`.
+    public static func standardError(quiet: Bool) -> ProgressReporter {
+        let forced = ProcessInfo.processInfo.environment["FEDMIX_PROGRESS"] == "1"
+        return ProgressReporter(enabled: !quiet && (forced || isatty(2) == 1))
+    }
+
+    /// One line, "fedmix: TEXT", with control characters removed.
+    public func say(_ text: String) {
+        guard enabled else { return }
+        lock.lock(); defer { lock.unlock() }
+        write("fedmix: " + TerminalText.clean(text) + "\n")
+    }
+}
+
+/// A fixed set of threads running submitted jobs in order of submission.
+/// For blocking work (network calls) that must not occupy Dispatch's
+/// global pool; `stop()` lets queued jobs finish and ends the threads.
+public final class FanOutPool: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+    private var head = 0
+    private var stopping = false
+    public let width: Int
+    /// Pool threads alive in this process (all pools), for benchmarks.
+    public static var liveThreads: Int { live.withLock { $0 } }
+    private static let live = Mutex(0)
+
+    public init(width: Int, name: String) {
+        self.width = max(1, width)
+        for k in 0..<self.width {
+            let label = "\(name)-\(k)"
+            let t = Thread { [self] in
+                Self.live.withLock { $0 += 1 }
+                defer { Self.live.withLock { $0 -= 1 } }
+                work()
+            }
+            t.name = label
+            t.stackSize = 512 << 10
+            t.start()
+        }
+    }
+
+    public func submit(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    public func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func work() {
+        while true {
+            condition.lock()
+            while head == jobs.count && !stopping { condition.wait() }
+            if head == jobs.count { condition.unlock(); return }
+            let job = jobs[head]
+            head += 1
+            if head > 1024 && head * 2 > jobs.count { jobs.removeFirst(head); head = 0 }
+            condition.unlock()
+            job()
+        }
+    }
 }

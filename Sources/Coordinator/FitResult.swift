@@ -123,8 +123,12 @@ public struct FitResult: Codable, Sendable {
     /// GLMMs with nAGQ > 1: the objective as lme4 reports it, which omits the
     /// saturated model's constant (Σ −2 log p(y | μ = y)); nil otherwise.
     public var lme4Objective: Double?
-    /// Sites left out by a missing-data rule (--exclude-sites-missing-above).
+    /// Every site left out of the fit: by a missing-data rule
+    /// (--exclude-sites-missing-above) or by the analyst (--exclude-sites,
+    /// `exclude_sites` in the sites file). Names only; `exclusions` says why.
     public var excludedSites: [String] = []
+    /// Each left-out site with the reason, so a result never hides a site.
+    public var exclusions: [SiteExclusion] = []
 
     enum CodingKeys: String, CodingKey {
         case model, variables, converged, convergence, dfResid = "df_resid", singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
@@ -132,6 +136,7 @@ public struct FitResult: Codable, Sendable {
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
+        case exclusions
     }
 
     /// The JSON form (pretty-printed, keys sorted).

@@ -50,6 +50,7 @@ public enum GLMMFit {
                 guard j.space.parameters == m + p, j.space.order == 2, j.storage.allSatisfy(\.isFinite) else {
                     throw SiteFailure(site: site, message: "sent an objective of the wrong shape")
                 }
+                try ReplyChecks.check(j, site: site)
                 return j
             }
             } catch let f as SiteFailure where f.code == "glmm_failed" && evaluations > 1 {
@@ -63,7 +64,7 @@ public enum GLMMFit {
         }
         var optimizer = BoundedNewton(lower: structure.lowerBounds + [Double](repeating: -.infinity, count: p))
         optimizer.parameterNames = spec.thetaLabels + spec.fixed.map { "β \($0.name) (standardised)" }
-        optimizer.maxEvaluations = options.maxEvaluations
+        optimizer.maxEvaluations = options.maxEvaluations; optimizer.progress = options.progress
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         optimizer.gradientTolerance = 1e-6
         optimizer.decrementTolerance = 1e-10

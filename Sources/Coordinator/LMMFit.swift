@@ -21,6 +21,10 @@ public struct FitOptions: Sendable {
     public var maxEvaluations = 100
     /// A row filter (`age >= 50 & sex == "F"`; RowFilterParser), or nil for every row.
     public var filter: String? = nil
+    /// Called at each optimizer iteration with (iteration, objective, Newton
+    /// decrement), for progress reports on a terminal (Analysis.fit sets it
+    /// when the federation has an enabled ProgressReporter).
+    public var progress: (@Sendable (Int, Double, Double?) -> Void)? = nil
     public init(method: EstimationMethod = .reml, family: Family = .gaussian, link: Link? = nil, nAGQ: Int = 1) {
         self.method = method; self.family = family; self.link = link; self.nAGQ = nAGQ
     }
@@ -69,6 +73,7 @@ public enum LMMFit {
                           part.schur.space.order == order else {
                         throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")
                     }
+                    try ReplyChecks.check(part, site: site)
                     return part
                 }
             }
@@ -77,7 +82,7 @@ public enum LMMFit {
 
         var optimizer = BoundedNewton(lower: structure.lowerBounds)
         optimizer.parameterNames = spec.thetaLabels
-        optimizer.maxEvaluations = options.maxEvaluations
+        optimizer.maxEvaluations = options.maxEvaluations; optimizer.progress = options.progress
         optimizer.relativeNoise = 2e-16 * Double(max(1, prepared.reduce(0) { $0 + $1.summary.used })).squareRoot()
         func criterion(_ theta: [Double]) throws -> BoundedNewton.Evaluation {
             evaluations += 1

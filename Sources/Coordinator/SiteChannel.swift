@@ -12,16 +12,24 @@ public protocol SiteChannel: AnyObject, Sendable {
     var site: String { get }
     /// Sends one request and waits for its answer.
     func call(_ request: Request) throws -> Reply
+    /// The same, knowing which round of the federation it belongs to (for
+    /// messages such as "no answer to evaluate (round 7) within 120 s").
+    func call(_ request: Request, round: Int?) throws -> Reply
     /// Application bytes sent and received so far.
     var bytesSent: Int { get }
     var bytesReceived: Int { get }
     func close()
     /// The agent's signed audit receipts received so far (none in-process).
     var receipts: [Receipt] { get }
+    /// What the channel did to keep going (reconnects, sessions prepared
+    /// again after an agent restart), oldest first; a fit reports them.
+    var recoveries: [String] { get }
 }
 
 extension SiteChannel {
     public var receipts: [Receipt] { [] }
+    public var recoveries: [String] { [] }
+    public func call(_ request: Request, round: Int?) throws -> Reply { try call(request) }
 }
 
 extension Request {
@@ -69,7 +77,12 @@ public struct SiteFailure: Error, CustomStringConvertible, Equatable {
     public var site: String
     public var message: String
     public var code: String?
-    public init(site: String, message: String, code: String? = nil) { self.site = site; self.message = message; self.code = code }
+    /// The message (often an agent's own words) and the site name are
+    /// cleaned of control characters and ANSI escape sequences
+    /// (TerminalText), so a site cannot rewrite what the analyst's terminal shows.
+    public init(site: String, message: String, code: String? = nil) {
+        self.site = TerminalText.clean(site); self.message = TerminalText.clean(message); self.code = code.map(TerminalText.clean)
+    }
     /// Names the site once, whether or not the agent's message already does.
     public var description: String {
         message.hasPrefix("site \"\(site)\"") ? message : "site \"\(site)\": \(message)"

@@ -4,29 +4,80 @@
 import Foundation
 import Protocol
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How long the coordinator waits for sites, and how it treats slow ones.
+/// From the sites file (`connect_timeout`, `round_timeout`,
+/// `reconnect_budget`, `min_bytes_per_second`) or the command line; the
+/// defaults suit hospital networks: a round may take minutes at a large site,
+/// a handshake never should.
+public struct NetworkPolicy: Sendable, Equatable {
+    /// Seconds for TCP connect, TLS handshake and the agent's hello.
+    public var connectTimeout: Double = 10
+    /// Seconds a site may take to answer one request (computing included).
+    public var roundTimeout: Double = 120
+    /// Seconds a site may stay unreachable (connection dropped, agent
+    /// restarting) before the fit fails; 0 disables reconnecting.
+    public var reconnectBudget: Double = 30
+    /// Once an answer has started to arrive, it must keep arriving at this
+    /// average rate (bytes per second, after `rateGraceSeconds`): an agent
+    /// or a link trickling a large answer fails instead of holding the fit.
+    /// Progress is seen per TLS record (up to 16 KiB): a peer trickling the
+    /// bytes of one record is caught by the round deadline instead.
+    public var minimumBytesPerSecond: Double = 1024
+    public var rateGraceSeconds: Double = 3
+    public init() {}
+}
 
 public final class TLSChannel: SiteChannel, @unchecked Sendable {
     public let site: String
-    public let agentSoftware: String
-    private let connection: TLSConnection
+    public private(set) var agentSoftware: String
+    private var connection: TLSConnection
     private let lock = NSLock()
+    /// Guards the connection's read timeout, which the watchdog lowers from its own thread.
+    private let timeoutLock = NSLock()
     private var nextID = 0
     private let maxLineBytes: Int
     private var kept: [Receipt] = []
+    private let endpoint: (host: String, port: Int, context: TLSContext, serverName: String)
+    public let policy: NetworkPolicy
 
     /// Connects to the agent of `site` at host:port, verifying its certificate
     /// for `serverName`, and checks that the agent says it is that site.
     public init(site: String, host: String, port: Int, context: TLSContext, serverName: String,
-                timeout: Double = 30, maxLineBytes: Int = defaultMaxLineBytes) throws {
+                timeout: Double? = nil, maxLineBytes: Int = defaultMaxLineBytes, policy: NetworkPolicy = NetworkPolicy()) throws {
         self.site = site
         self.maxLineBytes = maxLineBytes
+        var policy = policy
+        if let timeout { policy.connectTimeout = timeout }
+        self.policy = policy
+        endpoint = (host, port, context, serverName)
+        (connection, agentSoftware) = try Self.open(site: site, host: host, port: port, context: context, serverName: serverName,
+                                                    timeout: policy.connectTimeout, maxLineBytes: maxLineBytes)
+    }
+
+    /// TCP connect, TLS handshake and the hello exchange, all within `timeout` seconds.
+    private static func open(site: String, host: String, port: Int, context: TLSContext, serverName: String,
+                             timeout: Double, maxLineBytes: Int) throws -> (TLSConnection, String) {
+        let started = monotonicNow()
+        let connection: TLSConnection
         do {
             connection = try TLSConnection.connect(host: host, port: port, context: context, serverName: serverName,
-                                                   timeout: timeout, ioTimeout: 600)
-        } catch { throw SiteFailure(site: site, message: "cannot connect to \(host):\(port): \(error)") }
+                                                   timeout: timeout, ioTimeout: timeout)
+        } catch {
+            // Refused, reset, unreachable or slow: worth retrying while reconnecting. A certificate problem is not.
+            throw SiteFailure(site: site, message: "cannot connect to \(host):\(port): \(error)", code: isTransient(error) ? "connect_failed" : "tls_refused")
+        }
         do {
-            guard let line = try connection.readLine(maxBytes: maxLineBytes) else {
-                throw SiteFailure(site: site, message: "the agent closed the connection before its hello")
+            connection.readTimeout = max(0.001, timeout - (monotonicNow() - started))
+            let line: String?
+            do { line = try connection.readLine(maxBytes: maxLineBytes) } catch TLSError.timeout(.read) {
+                throw SiteFailure(site: site, message: "connected to \(host):\(port) but the agent sent no hello within \(seconds(timeout)) (--connect-timeout)", code: "connect_failed")
+            }
+            guard let line else {
+                throw SiteFailure(site: site, message: "the agent closed the connection before its hello", code: "connect_failed")
             }
             let hello: Hello
             if let h = try? LineCodec.decodeHello(line) { hello = h }
@@ -37,32 +88,122 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
                 throw SiteFailure(site: site, message: ProtocolError.versionMismatch(ours: protocolVersion, theirs: hello.protocolVersion).description)
             }
             guard hello.site == site else {
-                throw SiteFailure(site: site, message: "the agent at \(host):\(port) says it is site \"\(hello.site ?? "?")\"; check the sites file")
+                throw SiteFailure(site: site, message: "the agent at \(host):\(port) says it is site \"\(TerminalText.clean(String((hello.site ?? "?").prefix(200))))\"; check the sites file")
             }
-            agentSoftware = hello.software
             try connection.writeLine(LineCodec.encode(Hello(role: "coordinator", site: nil, software: fedmixVersion)))
+            return (connection, TerminalText.clean(String(hello.software.prefix(200))))
         } catch let f as SiteFailure { connection.close(); throw f } catch {
             connection.close()
-            throw SiteFailure(site: site, message: "hello failed: \(error)")
+            throw SiteFailure(site: site, message: "hello failed: \(error)", code: "connect_failed")
         }
     }
 
-    public func call(_ request: Request) throws -> Reply {
+    public func call(_ request: Request) throws -> Reply { try call(request, round: nil) }
+
+    /// Sends a request and returns its answer, surviving a dropped
+    /// connection and a restarted agent: the connection is re-established
+    /// (bounded exponential backoff, within `policy.reconnectBudget` seconds
+    /// of the outage), a session the agent no longer knows is prepared again
+    /// with the same id and model (the agent's prepare is idempotent, and it
+    /// must answer exactly as before), and the request in flight is sent
+    /// again (an evaluation at the same parameters gives the same bits), so a
+    /// fit that survives a fault ends with the result it would have had.
+    public func call(_ request: Request, round: Int?) throws -> Reply {
         lock.lock(); defer { lock.unlock() }
+        var outageStarted: Double? = nil
+        var resends = 0
+        while true {
+            do {
+                var reply = try exchange(request, round: round)
+                if case .error(let e) = reply, e.code == "unknown_session", let session = request.session,
+                   let original = prepared[session], request.typeName != "prepare" {
+                    // The agent restarted and lost the session: prepare it again, then resend.
+                    let again = try exchange(.prepare(original.request), round: round)
+                    guard again == original.reply else {
+                        if case .error = again { return again }
+                        throw SiteFailure(site: site, message: "the agent restarted and answered prepare differently for the same model (its data or rules changed mid-fit); fit again", code: "changed_after_restart")
+                    }
+                    events.append("\(request.typeName)\(round.map { " (round \($0))" } ?? ""): the agent had lost session \(session.prefix(8)); prepared it again")
+                    reply = try exchange(request, round: round)
+                }
+                if case .prepare(let p) = request, case .prepared = reply { prepared[p.session] = (p, reply) }
+                return reply
+            } catch let f as SiteFailure where f.code == "connection_lost" && policy.reconnectBudget > 0 && resends < 20 {
+                let start = outageStarted ?? monotonicNow()
+                outageStarted = start
+                try reconnect(until: start + policy.reconnectBudget, cause: f, what: Self.what(request, round))
+                resends += 1
+            }
+        }
+    }
+
+    /// Prepare requests answered on this channel, by session, with their answers (to re-prepare after an agent restart).
+    private var prepared: [String: (request: PrepareRequest, reply: Reply)] = [:]
+    /// What the channel did to keep a fit going (reconnects, re-prepares), for the result's messages.
+    public var recoveries: [String] { lock.lock(); defer { lock.unlock() }; return events }
+    private var events: [String] = []
+
+    /// Opens a new connection in place of a lost one, retrying with
+    /// exponential backoff (0.1 s doubling to 5 s) until `deadline`.
+    private func reconnect(until deadline: Double, cause: SiteFailure, what: String) throws {
+        var delay = 0.1, attempts = 0
+        var last: SiteFailure = cause
+        while true {
+            let remaining = deadline - monotonicNow()
+            if remaining <= 0 {
+                throw SiteFailure(site: site, message: "\(cause.message) during \(what); could not reconnect within the reconnect budget of \(seconds(policy.reconnectBudget)) (\(attempts) attempts; last: \(last.message)). Check that the agent runs and is reachable, or leave the site out with --exclude-sites \(site)",
+                                  code: "connection_lost")
+            }
+            attempts += 1
+            do {
+                let (c, software) = try Self.open(site: site, host: endpoint.host, port: endpoint.port, context: endpoint.context,
+                                                  serverName: endpoint.serverName, timeout: min(policy.connectTimeout, max(remaining, 0.5)),
+                                                  maxLineBytes: maxLineBytes)
+                timeoutLock.lock()
+                previousBytes.sent += connection.bytesWritten
+                previousBytes.received += connection.bytesRead
+                connection.close()
+                connection = c
+                timeoutLock.unlock()
+                agentSoftware = software
+                events.append("\(what): \(cause.message.hasPrefix("connection lost") ? cause.message : "connection lost: " + cause.message); reconnected after \(attempts) attempt\(attempts == 1 ? "" : "s")")
+                return
+            } catch let f as SiteFailure where f.code == "connect_failed" || f.code == "too_many_connections" {
+                last = f
+                usleep(UInt32(max(0, min(delay, deadline - monotonicNow())) * 1e6))
+                delay = min(delay * 2, 5)
+            }
+        }
+    }
+
+    /// "evaluate (round 7)".
+    private static func what(_ request: Request, _ round: Int?) -> String {
+        request.typeName + (round.map { " (round \($0))" } ?? "")
+    }
+
+    /// One request and its answer on the current connection, within the
+    /// round deadline and the minimum transfer rate.
+    private func exchange(_ request: Request, round: Int?) throws -> Reply {
         nextID += 1
         let id = nextID
+        let started = monotonicNow()
+        let deadline = started + policy.roundTimeout
         do {
+            setReadTimeout(max(0.001, policy.roundTimeout))
+            connection.writeTimeout = max(0.001, policy.roundTimeout)
             do { try connection.writeLine(LineCodec.encode(request, id: id)) } catch let e as TLSError {
                 // The agent may have refused the request (e.g. its line limit) and
                 // closed: its fatal error answer says why, so prefer it.
+                setReadTimeout(1)
                 if let line = try? connection.readLine(maxBytes: maxLineBytes),
                    case .error(let reply)? = try? LineCodec.decodeReply(line).reply {
                     throw SiteFailure(site: site, message: reply.message, code: reply.code)
                 }
                 throw e
             }
-            guard let line = try connection.readLine(maxBytes: maxLineBytes) else {
-                throw SiteFailure(site: site, message: "the agent closed the connection (the site disappeared mid-fit)")
+            let line = try readAnswer(started: started, deadline: deadline, what: Self.what(request, round))
+            guard let line else {
+                throw SiteFailure(site: site, message: "the agent closed the connection (the site disappeared mid-fit)", code: "connection_lost")
             }
             let (rid, reply) = try LineCodec.decodeReply(line)
             try keepReceipt(of: line, for: request)
@@ -70,8 +211,61 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
             guard rid == id else { throw SiteFailure(site: site, message: "answered request \(rid) instead of \(id)") }
             return reply
         } catch let f as SiteFailure { throw f } catch let e as TLSError {
-            throw SiteFailure(site: site, message: "connection lost: \(e)")
+            if case .timeout = e { throw SiteFailure(site: site, message: "the agent stopped taking data while sent \(Self.what(request, round)): \(e)", code: "timeout") }
+            throw SiteFailure(site: site, message: "connection lost: \(e)", code: isTransient(e) ? "connection_lost" : "transport_error")
         }
+    }
+
+    /// Reads one answer line. The socket wait is cut into slices of at most
+    /// a second, and the watchdog interrupts a read that keeps receiving
+    /// bytes, so that between slices the deadline and the transfer rate are
+    /// checked even against a peer that sends a byte now and then; a partly
+    /// read line stays buffered across slices.
+    private func readAnswer(started: Double, deadline: Double, what: String) throws -> String? {
+        let before = connection.bytesRead
+        var firstByteAt: Double? = nil
+        let ticket = DeadlineWatchdog.shared.watch(every: 1) { [weak self] in self?.interruptRead() }
+        defer { DeadlineWatchdog.shared.unwatch(ticket) }
+        while true {
+            let now = monotonicNow()
+            let received = connection.bytesRead - before
+            if received > 0 && firstByteAt == nil { firstByteAt = now }
+            if now >= deadline {
+                // The answer may still come: this connection cannot carry another request. A later call reconnects.
+                abandonConnection()
+                throw SiteFailure(site: site, message: received == 0
+                    ? "no answer to \(what) within \(seconds(policy.roundTimeout)) (round timeout)"
+                    : "answer to \(what) incomplete after \(seconds(policy.roundTimeout)) (\(received) bytes received; round timeout)",
+                    code: "timeout")
+            }
+            if let first = firstByteAt, now - first >= policy.rateGraceSeconds,
+               Double(received) / (now - first) < policy.minimumBytesPerSecond {
+                abandonConnection()
+                throw SiteFailure(site: site, message: "its answer to \(what) arrives at \(String(format: "%.0f", Double(received) / (now - first))) bytes/s (\(received) bytes in \(seconds(now - first))), below the minimum of \(String(format: "%.0f", policy.minimumBytesPerSecond)) bytes/s; the agent or the link is stalling",
+                                  code: "timeout")
+            }
+            setReadTimeout(max(0.001, min(1, deadline - now)))
+            do { return try connection.readLine(maxBytes: maxLineBytes) } catch TLSError.timeout(.read) { continue }
+        }
+    }
+
+    /// Closes a connection whose answer is overdue, so that a late answer
+    /// is never taken for the answer to the next request.
+    private func abandonConnection() {
+        timeoutLock.lock(); defer { timeoutLock.unlock() }
+        connection.close()   // its byte counts stay until a reconnect replaces it
+    }
+
+    private func setReadTimeout(_ t: Double) {
+        timeoutLock.lock(); defer { timeoutLock.unlock() }
+        connection.readTimeout = t
+    }
+
+    /// Called by the watchdog: the next socket wait ends at once, so the
+    /// reading thread gets control back and checks its deadline and rate.
+    private func interruptRead() {
+        timeoutLock.lock(); defer { timeoutLock.unlock() }
+        if connection.isOpen { connection.readTimeout = 0.001 }
     }
 
     /// Checks the receipt an answer carries against the certificate the
@@ -91,9 +285,79 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
     /// Every verified receipt this channel received, in order.
     public var receipts: [Receipt] { lock.lock(); defer { lock.unlock() }; return kept }
 
-    public var bytesSent: Int { lock.lock(); defer { lock.unlock() }; return connection.bytesWritten }
-    public var bytesReceived: Int { lock.lock(); defer { lock.unlock() }; return connection.bytesRead }
-    public func close() { connection.close() }
+    public var bytesSent: Int { lock.lock(); defer { lock.unlock() }; return connection.bytesWritten + previousBytes.sent }
+    public var bytesReceived: Int { lock.lock(); defer { lock.unlock() }; return connection.bytesRead + previousBytes.received }
+    /// Bytes of connections replaced by reconnecting.
+    private var previousBytes = (sent: 0, received: 0)
+    public func close() {
+        timeoutLock.lock(); defer { timeoutLock.unlock() }
+        connection.close()
+    }
+}
+
+/// A transport failure that a new connection may cure (as opposed to a
+/// certificate refused, a line too long, or text that is not UTF-8).
+func isTransient(_ error: Error) -> Bool {
+    guard let t = error as? TLSError else { return false }
+    switch t {
+    case .connectionRefused, .connectFailed, .timeout, .connectionReset, .unexpectedEOF, .closed, .io, .hostNotFound: return true
+    default: return false
+    }
+}
+
+/// "120 s", "2.5 s".
+func seconds(_ s: Double) -> String {
+    s == s.rounded() && s < 1e9 ? "\(Int(s)) s" : String(format: "%.3g s", s)
+}
+
+func monotonicNow() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// One thread for every channel's periodic interruptions: a call registers
+/// an action to run every few seconds while it waits, and unregisters it
+/// when it returns. Cheaper than a timer thread per call, and bounded.
+final class DeadlineWatchdog: @unchecked Sendable {
+    static let shared = DeadlineWatchdog()
+    private struct Entry { var next: Double; var every: Double; var action: @Sendable () -> Void }
+    private let state = Mutex<(entries: [Int: Entry], nextTicket: Int, running: Bool)>(([:], 0, false))
+
+    func watch(every: Double, _ action: @escaping @Sendable () -> Void) -> Int {
+        let (ticket, start) = state.withLock { s -> (Int, Bool) in
+            s.nextTicket += 1
+            s.entries[s.nextTicket] = Entry(next: monotonicNow() + every, every: every, action: action)
+            let start = !s.running
+            s.running = true
+            return (s.nextTicket, start)
+        }
+        if start {
+            let t = Thread { [self] in loop() }
+            t.name = "fedmix-watchdog"
+            t.start()
+        }
+        return ticket
+    }
+
+    func unwatch(_ ticket: Int) { state.withLock { _ = $0.entries.removeValue(forKey: ticket) } }
+
+    private func loop() {
+        while true {
+            usleep(100_000)
+            let now = monotonicNow()
+            let due: [@Sendable () -> Void] = state.withLock { s in
+                var out: [@Sendable () -> Void] = []
+                for (k, var e) in s.entries where e.next <= now {
+                    out.append(e.action)
+                    e.next = now + e.every
+                    s.entries[k] = e
+                }
+                return out
+            }
+            for a in due { a() }
+        }
+    }
 }
 
 /// The coordinator's sites file: its TLS identity and the sites to reach.
@@ -110,8 +374,33 @@ public struct SitesFile: Sendable, Equatable {
     }
     public var identity: TLSIdentity
     public var sites: [Site]
+    /// Sites listed but left out of every analysis (`exclude_sites` in the
+    /// file, or `excluding(_:reason:)` for --exclude-sites): they are not
+    /// contacted, and every result names them with the reason.
+    public var exclusions: [SiteExclusion] = []
+    /// Deadlines and reconnecting (`connect_timeout`, `round_timeout`,
+    /// `reconnect_budget`, `min_bytes_per_second` in the file).
+    public var network = NetworkPolicy()
 
-    public init(identity: TLSIdentity, sites: [Site]) { self.identity = identity; self.sites = sites }
+    public init(identity: TLSIdentity, sites: [Site], exclusions: [SiteExclusion] = [], network: NetworkPolicy = NetworkPolicy()) {
+        self.identity = identity; self.sites = sites; self.exclusions = exclusions; self.network = network
+    }
+
+    /// The same file with `names` left out too. Every name must be a listed
+    /// site, and at least one site must remain.
+    public func excluding(_ names: [String], reason: String) throws -> SitesFile {
+        var copy = self
+        for n in names {
+            guard sites.contains(where: { $0.name == n }) else {
+                throw UsageError("--exclude-sites: no site \"\(n)\" in the sites file (sites: \(sites.map(\.name).joined(separator: ", ")))")
+            }
+            if !copy.exclusions.contains(where: { $0.site == n }) { copy.exclusions.append(SiteExclusion(site: n, reason: reason)) }
+        }
+        guard copy.sites.contains(where: { s in !copy.exclusions.contains { $0.site == s.name } }) else {
+            throw UsageError("every site of the sites file would be excluded; nothing would be fitted")
+        }
+        return copy
+    }
 
     public static func load(path: String) throws -> SitesFile {
         guard let data = FileManager.default.contents(atPath: path) else {
@@ -124,7 +413,21 @@ public struct SitesFile: Sendable, Equatable {
         guard let tls = root["tls"] as? [String: String], let cert = tls["certificate"], let key = tls["key"], let ca = tls["ca"] else {
             throw fail("\"tls\" must be an object with \"certificate\", \"key\" and \"ca\" paths")
         }
-        if let unknown = root.keys.first(where: { !["tls", "sites"].contains($0) }) { throw fail("unknown key \"\(unknown)\"") }
+        let timingKeys = ["connect_timeout", "round_timeout", "reconnect_budget", "min_bytes_per_second"]
+        if let unknown = root.keys.sorted().first(where: { !(["tls", "sites", "exclude_sites"] + timingKeys).contains($0) }) { throw fail("unknown key \"\(unknown)\"") }
+        var network = NetworkPolicy()
+        for key in timingKeys {
+            guard let v = root[key] else { continue }
+            guard let x = (v as? NSNumber)?.doubleValue, x.isFinite, key == "reconnect_budget" ? x >= 0 : x > 0 else {
+                throw fail("\"\(key)\" must be a \(key == "reconnect_budget" ? "non-negative" : "positive") number of \(key == "min_bytes_per_second" ? "bytes per second" : "seconds")")
+            }
+            switch key {
+            case "connect_timeout": network.connectTimeout = x
+            case "round_timeout": network.roundTimeout = x
+            case "reconnect_budget": network.reconnectBudget = x
+            default: network.minimumBytesPerSecond = x
+            }
+        }
         guard let list = root["sites"] as? [[String: Any]], !list.isEmpty else { throw fail("\"sites\" must be a non-empty array") }
         var sites: [Site] = []
         for (i, s) in list.enumerated() {
@@ -139,23 +442,43 @@ public struct SitesFile: Sendable, Equatable {
             if sites.contains(where: { $0.name == name }) { throw fail("site \"\(name)\" is listed twice") }
             sites.append(Site(name: name, host: host, port: port, serverName: (s["server_name"] as? String) ?? host))
         }
-        return SitesFile(identity: TLSIdentity(certificatePath: resolve(cert), keyPath: resolve(key), caPath: resolve(ca)), sites: sites)
+        var file = SitesFile(identity: TLSIdentity(certificatePath: resolve(cert), keyPath: resolve(key), caPath: resolve(ca)), sites: sites,
+                             network: network)
+        if let ex = root["exclude_sites"] {
+            // ["name", ...] or [{"site": "name", "reason": "why"}, ...]
+            guard let list = ex as? [Any] else { throw fail("\"exclude_sites\" must be an array of site names or {\"site\", \"reason\"} objects") }
+            for (i, item) in list.enumerated() {
+                let name: String, reason: String
+                if let n = item as? String { name = n; reason = "excluded in the sites file" }
+                else if let o = item as? [String: Any], let n = o["site"] as? String, Set(o.keys).isSubset(of: ["site", "reason"]) {
+                    name = n; reason = "excluded in the sites file: " + ((o["reason"] as? String) ?? "no reason given")
+                } else { throw fail("exclude_sites[\(i)] must be a site name or {\"site\": NAME, \"reason\": TEXT}") }
+                do { file = try file.excluding([name], reason: reason) } catch let e as UsageError { throw fail(e.message.replacingOccurrences(of: "--exclude-sites: ", with: "exclude_sites: ")) }
+            }
+        }
+        return file
     }
 
-    /// Connects to every site in parallel.
-    public func connect(timeout: Double = 30) throws -> Federation {
+    /// Connects to every site in parallel. `timeout` overrides the connect timeout of `network`.
+    public func connect(timeout: Double? = nil) throws -> Federation {
+        var policy = self.network
+        if let timeout { policy.connectTimeout = timeout }
+        let network = policy
         let context = try TLSContext.client(identity: identity)
+        let sites = self.sites.filter { s in !exclusions.contains { $0.site == s.name } }
         let results = Mutex<[Result<SiteChannel, Error>?]>(Array(repeating: nil, count: sites.count))
         let group = DispatchGroup()
+        let pool = FanOutPool(width: min(max(sites.count, 1), Federation.maxFanOutThreads), name: "fedmix-connect")
+        defer { pool.stop() }
         for (i, s) in sites.enumerated() {
             group.enter()
-            Thread {
+            pool.submit {
                 let r: Result<SiteChannel, Error> = Result {
-                    try TLSChannel(site: s.name, host: s.host, port: s.port, context: context, serverName: s.serverName, timeout: timeout)
+                    try TLSChannel(site: s.name, host: s.host, port: s.port, context: context, serverName: s.serverName, policy: network)
                 }
                 results.withLock { $0[i] = r }
                 group.leave()
-            }.start()
+            }
         }
         group.wait()
         let all = results.withLock { $0 }
@@ -169,6 +492,6 @@ public struct SitesFile: Sendable, Equatable {
                 throw e
             }
         }
-        return Federation(channels: channels)
+        return Federation(channels: channels, exclusions: exclusions)
     }
 }

@@ -19,12 +19,12 @@ enum ExplainCommand {
         With --model: the same text for a model specification, e.g. a prepare line from an agent's audit log
         (fedmix-agent audit show ID --line --config agent.json > prepare.json).
         """,
-        options: [Opt.sites, Opt.dataset, Opt.formula] + Opt.model + Opt.missingData + [model, siteCount],
+        options: [Opt.sites, Opt.dataset, Opt.formula] + Opt.model + Opt.missingData + [model, siteCount, Opt.excludeSites] + Opt.network,
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
         if let path = a.value(model) {
-            try a.refuse([Opt.sites, Opt.dataset, Opt.formula, Opt.family, Opt.link, Opt.weights, Opt.filter] + Opt.missingData,
+            try a.refuse([Opt.sites, Opt.dataset, Opt.formula, Opt.family, Opt.link, Opt.weights, Opt.filter, Opt.excludeSites] + Opt.missingData + Opt.network,
                          "with --model (the model specification already holds them)")
             let spec = try readModel(path)
             var options = FitOptions(method: a.flag(Opt.ml) ? .ml : .reml, family: spec.family, link: spec.link)
@@ -36,7 +36,8 @@ enum ExplainCommand {
         let dataset = try a.require(Opt.dataset), formula = try a.require(Opt.formula)
         let options = try fitOptions(a)
         let missing = missingDataStrategy(a)
-        let federation = try SitesFile.load(path: try a.require(Opt.sites)).connect()
+        try Analysis.validate(formula: formula, options: options, missingData: missing)
+        let federation = try connectSites(try a.require(Opt.sites), a)
         defer { federation.close() }
         print(try text(federation, dataset: dataset, formula: formula, options: options, missingData: missing), terminator: "")
         return 0
@@ -53,6 +54,7 @@ enum ExplainCommand {
         let spec = try Analysis.model(formula: formula, descriptions: kept, options: options, missingData: missingData)
         var out = Explain.text(spec: spec, sites: kept.count, options: options)
         for e in excluded { out += "Site \(e.site) would be left out (--exclude-sites-missing-above): \(e.reason); it is sent nothing but describe\n" }
+        for e in federation.exclusions { out += "Site \(e.site) is left out (\(e.reason)); it is sent nothing\n" }
         return out
     }
 

@@ -21,6 +21,7 @@ enum FedmixCommand {
             .command(SimulateCommand.command),
             .group(CertsCommand.group),
             .command(BenchCommand.command),
+            .command(BenchNetworkCommand.command),
         ])
 
     static func run(_ args: [String]) -> Int32 { program.run(args) }

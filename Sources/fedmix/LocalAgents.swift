@@ -8,7 +8,12 @@ import SiteAgent
 /// and `bench`; closing the federation stops the agents and removes the
 /// certificates (and audit logs).
 final class LocalAgents {
-    let federation: Federation
+    /// The agents' sites file (throwaway certificates).
+    private var sitesFile: SitesFile!
+    private var cleanUpHook: (@Sendable () -> Void)?
+    private var connected: Federation?
+    /// The federation over the agents (connected by init unless `startOnly`).
+    var federation: Federation { connected! }
 
     /// One agent per CSV file; the site is the file's stem.
     convenience init(files: [URL], policy: DisclosurePolicy = .off) throws {
@@ -20,7 +25,8 @@ final class LocalAgents {
 
     /// One agent per service. `auditDirectory`: each agent records every line
     /// in an audit log there.
-    init(services: [SiteService], auditDirectory: String? = nil) throws {
+    /// `startOnly`: start the agents but do not connect (call `connect()`).
+    init(services: [SiteService], auditDirectory: String? = nil, startOnly: Bool = false) throws {
         let directory = NSTemporaryDirectory() + "fedmix-local-\(getpid())-\(UUID().uuidString.prefix(8))"
         let ca = directory + "/ca"
         var servers: [AgentServer] = []
@@ -46,13 +52,43 @@ final class LocalAgents {
                 servers.append(server)
                 sites.append(.init(name: service.site, host: "127.0.0.1", port: server.port, serverName: name))
             }
-            federation = try SitesFile(identity: TLSIdentity(directory: directory + "/coordinator", caPath: ca + "/ca.pem"),
-                                       sites: sites).connect()
+            sitesFile = SitesFile(identity: TLSIdentity(directory: directory + "/coordinator", caPath: ca + "/ca.pem"), sites: sites)
+            let running = servers
+            cleanUpHook = { cleanUp(running) }
+            if !startOnly {
+                let f = try sitesFile.connect()
+                f.onClose = cleanUpHook
+                connected = f
+            }
         } catch {
             cleanUp(servers)
             throw error
         }
-        let running = servers
-        federation.onClose = { cleanUp(running) }
+    }
+
+    /// Writes a sites file for the agents (absolute certificate paths), so
+    /// that another process can reach them.
+    func writeSitesFile(to path: String) throws {
+        let json: [String: Any] = [
+            "tls": ["certificate": sitesFile.identity.certificatePath, "key": sitesFile.identity.keyPath, "ca": sitesFile.identity.caPath],
+            "sites": sitesFile.sites.map { ["name": $0.name, "address": "\($0.host):\($0.port)", "server_name": $0.serverName] },
+        ]
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// Stops the agents and removes their certificates (when `connect()` was never called).
+    func stop() { cleanUpHook?(); cleanUpHook = nil }
+
+    /// Connects to the agents; closing the federation stops them.
+    func connect() throws -> Federation {
+        do {
+            let f = try sitesFile.connect()
+            f.onClose = cleanUpHook
+            connected = f
+            return f
+        } catch {
+            cleanUpHook?()
+            throw error
+        }
     }
 }

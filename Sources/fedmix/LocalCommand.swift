@@ -13,7 +13,7 @@ enum LocalCommand {
     static let command = Command(
         "local", abstract: "Each CSV file (or each CSV in a folder) is one site; fits over local agents (mutual TLS on loopback).",
         arguments: [paths],
-        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.inProcess],
+        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.inProcess, Opt.excludeSites, Opt.quiet],
         notHere: ["dataset": "fedmix local serves each CSV file as the one dataset of its site; --dataset goes with --sites (fit, describe, explain, sensitivity)"],
         run: run)
 
@@ -21,8 +21,10 @@ enum LocalCommand {
         let formula = try a.require(Opt.requiredFormula)
         let options = try fitOptions(a)
         let missing = missingDataStrategy(a)
+        try Analysis.validate(formula: formula, options: options, missingData: missing)
         let files = try siteFiles(a.positionals(paths))
-        let federation = try LocalFederation.start(files: files, inProcess: a.flag(Opt.inProcess))
+        let federation = try LocalFederation.start(files: files, inProcess: a.flag(Opt.inProcess), excluding: a.value(Opt.excludeSites) ?? [],
+                                                   quiet: a.flag(Opt.quiet))
         defer { federation.close() }
         let result = try Analysis.fit(federation, dataset: "data", formula: formula, options: options, missingData: missing)
         try emit(result, a)
@@ -58,8 +60,25 @@ enum LocalCommand {
 enum LocalFederation {
     /// One agent per file: over mutual TLS on loopback with throwaway
     /// certificates (the production path), or in this process.
-    static func start(files: [URL], inProcess: Bool) throws -> Federation {
-        inProcess ? Self.inProcess(files: files) : try LocalAgents(files: files).federation
+    static func start(files: [URL], inProcess: Bool, excluding names: [String] = [], quiet: Bool = true) throws -> Federation {
+        let federation = try start(files: files, inProcess: inProcess, excluding: names)
+        federation.reporter = .standardError(quiet: quiet)
+        return federation
+    }
+
+    private static func start(files: [URL], inProcess: Bool, excluding names: [String]) throws -> Federation {
+        guard !names.isEmpty else { return inProcess ? Self.inProcess(files: files) : try LocalAgents(files: files).federation }
+        let stems = files.map { $0.deletingPathExtension().lastPathComponent }
+        for n in names where !stems.contains(n) {
+            throw UsageError("--exclude-sites: no site \"\(n)\" among the files (sites: \(stems.joined(separator: ", ")))")
+        }
+        let kept = files.filter { !names.contains($0.deletingPathExtension().lastPathComponent) }
+        guard !kept.isEmpty else { throw UsageError("every site would be excluded by --exclude-sites; nothing would be fitted") }
+        let base = inProcess ? Self.inProcess(files: kept) : try LocalAgents(files: kept).federation
+        let federation = Federation(channels: base.channels,
+                                    exclusions: names.map { SiteExclusion(site: $0, reason: "excluded by the analyst (--exclude-sites)") })
+        federation.onClose = { base.close() }
+        return federation
     }
 
     /// Agents in this process, reached through protocol lines.

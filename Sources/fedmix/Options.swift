@@ -33,6 +33,26 @@ enum Opt {
                                                      help: "fill the covariate VAR with VALUE where missing and add missing(VAR) as a 0/1 term",
                                                      repeatable: true, Assignment.parser(fractions: false, several: false))
 
+    static let excludeSites = Option<[String]>("exclude-sites", value: "A,B",
+                                               help: "leave these sites out (by name); the result lists them with the reason. For sites that refuse a model the analyst accepts to fit without",
+                                               .list(of: .string, what: "site names"))
+
+    // The network (commands that reach agents through a sites file).
+    static let connectTimeout = Option<Double>("connect-timeout", value: "SECONDS",
+                                               help: "seconds for each site's connection, handshake and hello (default: the sites file's connect_timeout, else 10)",
+                                               .number(positive: true))
+    static let roundTimeout = Option<Double>("round-timeout", value: "SECONDS",
+                                             help: "seconds a site may take to answer one request (default: the sites file's round_timeout, else 120)",
+                                             .number(positive: true))
+    static let reconnectBudget = Option<Double>("reconnect-budget", value: "SECONDS",
+                                                help: "seconds a site may stay unreachable mid-fit while fedmix reconnects and resumes; 0 fails at once (default: the sites file's reconnect_budget, else 30)",
+                                                ValueParser { t in
+                                                    guard let x = Double(t), x.isFinite, x >= 0 else { throw InvalidValue("must be a number of seconds, 0 or more") }
+                                                    return x
+                                                })
+    static let quiet = Flag("quiet", help: "no progress or waiting notices on standard error (they appear only on a terminal, or with FEDMIX_PROGRESS=1)")
+    static let network: [any OptionDeclaration] = [connectTimeout, roundTimeout, reconnectBudget, quiet]
+
     // The result.
     static let format = Option<OutputFormat>("format", value: "FORMAT", help: "text (lme4's summary; the default) or json", .cases)
     static let output = Option<String>("output", value: "FILE", help: "write the result to FILE instead of standard output")
@@ -90,8 +110,30 @@ func missingDataStrategy(_ a: ParsedArguments) -> MissingDataStrategy {
     return s
 }
 
-/// Writes text to --output FILE, or to standard output.
+/// The sites file, with the sites of --exclude-sites left out (not contacted)
+/// and the network options applied.
+func loadSites(_ path: String, _ a: ParsedArguments, exclusions: Bool = true) throws -> SitesFile {
+    var file = try SitesFile.load(path: path)
+    if let t = a.value(Opt.connectTimeout) { file.network.connectTimeout = t }
+    if let t = a.value(Opt.roundTimeout) { file.network.roundTimeout = t }
+    if let t = a.value(Opt.reconnectBudget) { file.network.reconnectBudget = t }
+    guard exclusions, let names = a.value(Opt.excludeSites) else { return file }
+    return try file.excluding(names, reason: "excluded by the analyst (--exclude-sites)")
+}
+
+/// Connects to the sites of a sites file (loadSites), with progress notices
+/// on standard error unless --quiet.
+func connectSites(_ path: String, _ a: ParsedArguments, exclusions: Bool = true) throws -> Federation {
+    let federation = try loadSites(path, a, exclusions: exclusions).connect()
+    federation.reporter = .standardError(quiet: a.flag(Opt.quiet))
+    return federation
+}
+
+/// Writes text to --output FILE, or to standard output. Reports quote what
+/// sites sent (levels, names, messages): control characters and escape
+/// sequences are removed line by line (JSON escapes them itself).
 func write(_ text: String, _ a: ParsedArguments) throws {
+    let text = TerminalText.cleanLines(text)
     if let output = a.value(Opt.output) { try text.write(toFile: output, atomically: true, encoding: .utf8) } else { print(text, terminator: "") }
 }
 

@@ -12,7 +12,7 @@ enum RemoteCommands {
 
     static let fitCommand = Command(
         "fit", abstract: "Fits the model over the agents of a sites file.",
-        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [dryRun],
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [dryRun, Opt.excludeSites] + Opt.network,
         run: fit)
 
     static func fit(_ a: ParsedArguments) throws -> Int32 {
@@ -23,7 +23,8 @@ enum RemoteCommands {
         if dry && a.value(Opt.format) == .json {
             throw ArgumentError("--dry-run prints text (what each site would send); --format json applies to fits")
         }
-        let federation = try SitesFile.load(path: try a.require(sites)).connect()
+        try Analysis.validate(formula: formula, options: options, missingData: missing)
+        let federation = try connectSites(try a.require(sites), a)
         defer { federation.close() }
         if dry {
             try write(try ExplainCommand.text(federation, dataset: dataset, formula: formula, options: options, missingData: missing), a)
@@ -36,21 +37,24 @@ enum RemoteCommands {
 
     static let describeCommand = Command(
         "describe", abstract: "Each site's variables: types, missing values, levels (counts below a site's min_cell suppressed).",
-        options: [sites, dataset, Opt.format],
+        options: [sites, dataset, Opt.format] + Opt.network,
         run: describe)
 
     static func describe(_ a: ParsedArguments) throws -> Int32 {
         let dataset = try a.require(dataset)
         let format = a.value(Opt.format, default: .text)
-        let federation = try SitesFile.load(path: try a.require(sites)).connect()
+        let federation = try connectSites(try a.require(sites), a, exclusions: false)
         defer { federation.close() }
         let d = try Analysis.describe(federation, dataset: dataset)
         switch format {
         case .json:
             let e = JSONEncoder(); e.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try e.encode(d), as: UTF8.self))
+            // The array holds the described sites only: say on stderr which were left out.
+            for x in federation.exclusions { FileHandle.standardError.write("fedmix: site \(x.site) left out: \(x.reason)\n") }
         case .text:
-            print(DescribeReport.text(d))
+            print(TerminalText.cleanLines(DescribeReport.text(d)))
+            for x in federation.exclusions { print("site \(x.site) left out: \(x.reason)") }
         }
         return 0
     }

@@ -17,7 +17,7 @@ enum SensitivityCommand {
         "sensitivity", abstract: "Main complete-case fit next to each alternative, with shifts and dropped sites.",
         synopsis: "(PATH... | --sites FILE --dataset NAME) --formula F [options]",
         arguments: [paths],
-        options: [Opt.sites, Opt.dataset, Opt.requiredFormula] + Opt.model + [excludeAbove, missingIndicator] + Opt.result + [Opt.inProcess],
+        options: [Opt.sites, Opt.dataset, Opt.requiredFormula] + Opt.model + [excludeAbove, missingIndicator] + Opt.result + [Opt.inProcess, Opt.excludeSites] + Opt.network,
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
@@ -37,6 +37,7 @@ enum SensitivityCommand {
         guard analyses.count > 1 else {
             throw ArgumentError("give at least one alternative: --exclude-sites-missing-above VAR=FRACTION[,FRACTION...] or --missing-indicator VAR=VALUE")
         }
+        for (_, strategy) in analyses { try Analysis.validate(formula: formula, options: options, missingData: strategy) }
         let format = a.value(Opt.format, default: .text)
         let (federation, dataset) = try connect(a)
         defer { federation.close() }
@@ -62,11 +63,13 @@ enum SensitivityCommand {
         if let sites = a.value(Opt.sites) {
             try a.refuse(paths, "with --sites (the agents serve the data)")
             try a.refuse([Opt.inProcess], "with --sites (it runs local agents for CSV paths)")
-            return (try SitesFile.load(path: sites).connect(), try a.require(Opt.dataset))
+            return (try connectSites(sites, a), try a.require(Opt.dataset))
         }
         try a.refuse([Opt.dataset], "with CSV paths (each file is the one dataset of its site); --dataset goes with --sites")
+        try a.refuse([Opt.connectTimeout, Opt.roundTimeout, Opt.reconnectBudget], "with CSV paths (they apply to agents reached through --sites)")
         let files = a.positionals(paths)
         guard !files.isEmpty else { throw ArgumentError("give --sites FILE --dataset NAME, or CSV files/folders") }
-        return (try LocalFederation.start(files: try LocalCommand.siteFiles(files), inProcess: a.flag(Opt.inProcess)), "data")
+        return (try LocalFederation.start(files: try LocalCommand.siteFiles(files), inProcess: a.flag(Opt.inProcess),
+                                          excluding: a.value(Opt.excludeSites) ?? [], quiet: a.flag(Opt.quiet)), "data")
     }
 }

@@ -98,7 +98,9 @@ final class AgentProcessTests: XCTestCase {
         let binary = try Executables.agent()
         let files = try Fixtures.siteFiles("sleepstudy")
         let agents = try files.map { try startAgent(binary, csv: $0) }
-        let connected = try sitesFile(agents).connect(timeout: 10)
+        var file = try sitesFile(agents)
+        file.network.reconnectBudget = 1   // the agent stays dead
+        let connected = try file.connect(timeout: 10)
         let victim = agents[1]
         XCTAssertEqual(victim.site, "north")
         let federation = Federation(channels: connected.channels.map { channel in

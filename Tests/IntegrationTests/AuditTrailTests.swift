@@ -49,10 +49,13 @@ final class AuditTrailTests: XCTestCase {
         return Agent(process: process, configPath: configPath, logPath: logPath)
     }
 
+    /// A killed agent stays dead in these tests: give up reconnecting after a second.
+    static let briefReconnects: NetworkPolicy = { var n = NetworkPolicy(); n.reconnectBudget = 1; return n }()
+
     func federation(_ agents: [Agent]) throws -> Federation {
         try SitesFile(identity: pki.coordinator, sites: agents.map {
             .init(name: $0.process.site, host: "127.0.0.1", port: $0.process.port, serverName: $0.process.serverName)
-        }).connect(timeout: 10)
+        }, network: Self.briefReconnects).connect(timeout: 10)
     }
 
     /// Runs `fedmix-agent ARGS`; returns (status, stdout, stderr).

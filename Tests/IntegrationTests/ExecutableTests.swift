@@ -52,6 +52,8 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--missing-indicator", "--exclude-sites-missing-above"], ExecutableTests.localMissingDataOptionsChangeTheRows),
             Entry("local", ["--output"], ExecutableTests.localOutputWritesTheFile),
             Entry("local", ["--in-process"], ExecutableTests.localInProcessStartsNoAgents),
+            Entry("local", ["--exclude-sites"], ExecutableTests.localExcludeSites),
+            Entry("local", ["--quiet"], ExecutableTests.localQuiet),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 
@@ -61,13 +63,19 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--filter", "--missing-indicator", "--exclude-sites-missing-above"], ExecutableTests.fitRowOptionsOverAgents),
             Entry("fit", ["--dry-run", "--output"], ExecutableTests.fitDryRunFitsNothing),
             Entry("fit", ["--sites", "--dataset", "--formula"], ExecutableTests.fitUsageErrors),
+            Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
+            Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
             Entry("explain", ["--sites", "--dataset", "--formula", "--ml", "--filter", "--family", "--link", "--nagq"],
                   ExecutableTests.explainShowsTheModelOptions),
             Entry("explain", ["--weights", "--missing-indicator", "--exclude-sites-missing-above"], ExecutableTests.explainWeightsAndMissingData),
             Entry("explain", ["--model", "--site-count"], ExecutableTests.explainModelFromAnAuditLine),
+            Entry("explain", ["--exclude-sites"], ExecutableTests.explainExcludeSites),
+            Entry("explain", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.explainNetworkOptions),
 
             Entry("describe", ["--sites", "--dataset", "--format"], ExecutableTests.describeTextAndJSON),
+            Entry("describe", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.describeNetworkOptions),
+            Entry("describe", ["--sites", "--dataset", "--format"], ExecutableTests.describeNamesSitesLeftOutByTheSitesFile),
 
             Entry("sensitivity", ["PATH", "--formula", "--exclude-sites-missing-above", "--missing-indicator", "--format"],
                   ExecutableTests.sensitivityLocalAlternatives),
@@ -75,6 +83,8 @@ final class ExecutableTests: XCTestCase {
             Entry("sensitivity", ["--weights", "--ml", "--filter"], ExecutableTests.sensitivityModelOptions),
             Entry("sensitivity", ["--family", "--link", "--nagq"], ExecutableTests.sensitivityGLMM),
             Entry("sensitivity", ["--in-process", "--dataset", "PATH"], ExecutableTests.sensitivityRefusesOptionsThatDoNotApply),
+            Entry("sensitivity", ["--exclude-sites"], ExecutableTests.sensitivityExcludeSites),
+            Entry("sensitivity", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.sensitivityNetworkOptions),
 
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),
@@ -86,6 +96,7 @@ final class ExecutableTests: XCTestCase {
             Entry("bench", ["--repeat", "--modes"], ExecutableTests.benchRepeatIsolatedAndFederated),
             Entry("bench", ["--single", "--seed"], ExecutableTests.benchSingle),
             Entry("bench", ["--models", "--lme4"], ExecutableTests.benchOhioBesideLme4),
+            Entry("bench-network", ["--agents", "--rows", "--seed", "--serve-agents"], ExecutableTests.benchNetworkSmall),
 
             Entry(agent: "serve", ["--config"], ExecutableTests.agentServe),
             Entry(agent: "check", ["--config", "--running", "--warn-days"], ExecutableTests.agentCheck),
@@ -183,6 +194,7 @@ final class ExecutableTests: XCTestCase {
     func testFedmixSimulate() throws { try runChecks("simulate") }
     func testFedmixCerts() throws { try runChecks("certs init"); try runChecks("certs issue") }
     func testFedmixBench() throws { try runChecks("bench") }
+    func testFedmixBenchNetwork() throws { try runChecks("bench-network") }
     func testAgentServeAndCheck() throws { try runChecks("serve", program: "fedmix-agent"); try runChecks("check", program: "fedmix-agent") }
     func testAgentAudit() throws {
         for c in ["list", "show", "verify", "export", "prune"] { try runChecks("audit " + c, program: "fedmix-agent") }

@@ -113,7 +113,10 @@ final class FederationTLSTests: XCTestCase {
                 throw AuditLogUnavailable()
             }
         }
-        let federation = try tlsFederation(agents, pki: Self.pki)
+        // The site stays away: reconnecting gives up after a second.
+        var network = NetworkPolicy()
+        network.reconnectBudget = 1
+        let federation = try SitesFile(identity: Self.pki.coordinator, sites: agents.map(\.sitesFileEntry), network: network).connect()
         defer { federation.close() }
 
         var result: FitResult?
@@ -125,7 +128,9 @@ final class FederationTLSTests: XCTestCase {
         guard let failure = error as? SiteFailure else { return XCTFail("expected a SiteFailure, got \(String(describing: error))") }
         XCTAssertEqual(failure.site, "north")
         XCTAssertTrue(failure.description.contains("site \"north\""), failure.description)
-        XCTAssertEqual(failure.message, "the agent closed the connection (the site disappeared mid-fit)")
+        XCTAssertTrue(failure.message.hasPrefix("the agent closed the connection (the site disappeared mid-fit) during evaluate (round "), failure.message)
+        XCTAssertTrue(failure.message.contains("could not reconnect within the reconnect budget of 1 s"), failure.message)
+        XCTAssertTrue(failure.message.hasSuffix("or leave the site out with --exclude-sites north"), failure.message)
         print("site disconnecting after prepare: \(failure)")
 
         // Every site prepared; nobody finalized; the victim saw exactly one evaluate.
@@ -146,7 +151,9 @@ final class FederationTLSTests: XCTestCase {
 
     /// Criterion 5, abrupt variant: the TCP connection to site "south" is cut
     /// (no TLS close_notify, as when a firewall or a crash drops it) after
-    /// its prepare answer; the fit fails naming "south" with a lost connection.
+    /// its prepare answer; without reconnecting (reconnect budget 0) the fit
+    /// fails naming "south" with a lost connection (ResumeTests: with it, the
+    /// fit resumes).
     func testConnectionCutAfterPrepareFailsTheFitNamingTheSite() throws {
         let files = try Fixtures.siteFiles("sleepstudy")
         let agents = try files.map { try LoopbackAgent(file: $0, pki: Self.pki) }
@@ -154,7 +161,9 @@ final class FederationTLSTests: XCTestCase {
         let proxies = try agents.map { try TCPProxy(targetPort: $0.port) }
         defer { proxies.forEach { $0.stop() } }
         let sites = zip(agents, proxies).map { a, p in SitesFile.Site(name: a.site, host: "127.0.0.1", port: p.port, serverName: a.serverName) }
-        let connected = try SitesFile(identity: Self.pki.coordinator, sites: sites).connect(timeout: 10)
+        var network = NetworkPolicy()
+        network.reconnectBudget = 0
+        let connected = try SitesFile(identity: Self.pki.coordinator, sites: sites, network: network).connect(timeout: 10)
         // The coordinator's channel to "south" cuts the wire once prepare has been answered.
         let channels: [SiteChannel] = zip(connected.channels, proxies).map { channel, proxy in
             channel.site == "south" ? HookedChannel(channel) { request, _ in
