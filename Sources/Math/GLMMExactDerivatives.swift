@@ -348,22 +348,50 @@ extension GLMMSite {
             }
         }
         guard td > 0 else { return }
-        var lambda = JetMatrix(rows: td, cols: td, space: space)
+        // Λtᵀ TT Λt block by block: Λt is block diagonal (one T per level of
+        // each tail factor), so block (I, J) is T_Iᵀ TT[I, J] T_J, and blocks
+        // of TT that are zero (wards that share no row) are skipped.
+        var factorJets: [Int: JetMatrix] = [:]
+        var tailBlocks: [(offset: Int, r: Int, factor: Int)] = []
         for tf in tailFactors {
-            let tj = s.factorJet(tf.factor, theta: theta, space: space, parameterMap: thetaMap)
             let r = dims[tf.factor]
-            for lvl in 0..<tf.levels {
-                let o = tf.offset + lvl * r
-                for j in 0..<r { for i in 0..<r {
-                    let src = tj.offset(i, j), dst = lambda.offset(o + i, o + j)
-                    for k in 0..<W { lambda.storage[dst + k] = tj.storage[src + k] }
-                } }
+            factorJets[tf.factor] = s.factorJet(tf.factor, theta: theta, space: space, parameterMap: thetaMap)
+            for lvl in 0..<tf.levels { tailBlocks.append((tf.offset + lvl * r, r, tf.factor)) }
+        }
+        var btt = JetMatrix(rows: td, cols: td, space: space)
+        let rMax = dims.max() ?? 1
+        let tmpIJ = buffer.doubles(rMax * rMax * W), outIJ = buffer.doubles(rMax * rMax * W)
+        tt.storage.withUnsafeBufferPointer { ttp in
+            btt.storage.withUnsafeMutableBufferPointer { bp in
+                let TT = ttp.baseAddress!, B = bp.baseAddress!
+                for bj in tailBlocks {
+                    let tJ = factorJets[bj.factor]!
+                    for bi in tailBlocks {
+                        let sub = TT + (bi.offset + bj.offset * td) * W
+                        var zero = true
+                        check: for j in 0..<bj.r { for i in 0..<bi.r {
+                            let e = sub + (i + j * td) * W
+                            for k in 0..<W where e[k] != 0 { zero = false; break check }
+                        } }
+                        if zero { continue }
+                        tmpIJ.update(repeating: 0, count: bi.r * bj.r * W)
+                        tJ.storage.withUnsafeBufferPointer { tjp in
+                            JetBlas.addProduct(tmpIJ, m: bi.r, n: bj.r, inner: bj.r, sub, ar: td, transposeA: false,
+                                               tjp.baseAddress!, br: bj.r, transposeB: false, sign: 1, w: W, kernel: kernel)
+                        }
+                        outIJ.update(repeating: 0, count: bi.r * bj.r * W)
+                        factorJets[bi.factor]!.storage.withUnsafeBufferPointer { tip in
+                            JetBlas.addProduct(outIJ, m: bi.r, n: bj.r, inner: bi.r, tip.baseAddress!, ar: bi.r, transposeA: true,
+                                               tmpIJ, br: bi.r, transposeB: false, sign: 1, w: W, kernel: kernel)
+                        }
+                        for j in 0..<bj.r { for i in 0..<bi.r {
+                            let src = outIJ + (i + j * bi.r) * W, dst = B + (bi.offset + i + (bj.offset + j) * td) * W
+                            for k in 0..<W { dst[k] = src[k] }
+                        } }
+                    }
+                }
             }
         }
-        var tmp = JetMatrix(rows: td, cols: td, space: space)
-        tmp.addProduct(tt, lambda)
-        var btt = JetMatrix(rows: td, cols: td, space: space)
-        btt.addProduct(lambda, transposeA: true, tmp)
         btt.addToDiagonal(1)
         try btt.choleskyInPlace()
         let ld = btt.sumLogDiagonal(scale: 2)
