@@ -348,26 +348,91 @@ extension GLMMSite {
             }
         }
         guard td > 0 else { return }
-        var lambda = JetMatrix(rows: td, cols: td, space: space)
+        // Λtᵀ TT Λt block by block: Λt is block diagonal (one T per level of
+        // each tail factor), so block (I, J) is T_Iᵀ TT[I, J] T_J, and blocks
+        // of TT that are zero (wards that share no row) are skipped.
+        var factorJets: [Int: JetMatrix] = [:]
+        var tailBlocks: [(offset: Int, r: Int, factor: Int)] = []
         for tf in tailFactors {
-            let tj = s.factorJet(tf.factor, theta: theta, space: space, parameterMap: thetaMap)
             let r = dims[tf.factor]
-            for lvl in 0..<tf.levels {
-                let o = tf.offset + lvl * r
-                for j in 0..<r { for i in 0..<r {
-                    let src = tj.offset(i, j), dst = lambda.offset(o + i, o + j)
-                    for k in 0..<W { lambda.storage[dst + k] = tj.storage[src + k] }
-                } }
+            factorJets[tf.factor] = s.factorJet(tf.factor, theta: theta, space: space, parameterMap: thetaMap)
+            for lvl in 0..<tf.levels { tailBlocks.append((tf.offset + lvl * r, r, tf.factor)) }
+        }
+        var btt = JetMatrix(rows: td, cols: td, space: space)
+        let rMax = dims.max() ?? 1
+        let tmpIJ = buffer.doubles(rMax * rMax * W), outIJ = buffer.doubles(rMax * rMax * W)
+        tt.storage.withUnsafeBufferPointer { ttp in
+            btt.storage.withUnsafeMutableBufferPointer { bp in
+                let TT = ttp.baseAddress!, B = bp.baseAddress!
+                for bj in tailBlocks {
+                    let tJ = factorJets[bj.factor]!
+                    for bi in tailBlocks {
+                        let sub = TT + (bi.offset + bj.offset * td) * W
+                        var zero = true
+                        check: for j in 0..<bj.r { for i in 0..<bi.r {
+                            let e = sub + (i + j * td) * W
+                            for k in 0..<W where e[k] != 0 { zero = false; break check }
+                        } }
+                        if zero { continue }
+                        tmpIJ.update(repeating: 0, count: bi.r * bj.r * W)
+                        tJ.storage.withUnsafeBufferPointer { tjp in
+                            JetBlas.addProduct(tmpIJ, m: bi.r, n: bj.r, inner: bj.r, sub, ar: td, transposeA: false,
+                                               tjp.baseAddress!, br: bj.r, transposeB: false, sign: 1, w: W, kernel: kernel)
+                        }
+                        outIJ.update(repeating: 0, count: bi.r * bj.r * W)
+                        factorJets[bi.factor]!.storage.withUnsafeBufferPointer { tip in
+                            JetBlas.addProduct(outIJ, m: bi.r, n: bj.r, inner: bi.r, tip.baseAddress!, ar: bi.r, transposeA: true,
+                                               tmpIJ, br: bi.r, transposeB: false, sign: 1, w: W, kernel: kernel)
+                        }
+                        for j in 0..<bj.r { for i in 0..<bi.r {
+                            let src = outIJ + (i + j * bi.r) * W, dst = B + (bi.offset + i + (bj.offset + j) * td) * W
+                            for k in 0..<W { dst[k] = src[k] }
+                        } }
+                    }
+                }
             }
         }
-        var tmp = JetMatrix(rows: td, cols: td, space: space)
-        tmp.addProduct(tt, lambda)
-        var btt = JetMatrix(rows: td, cols: td, space: space)
-        btt.addProduct(lambda, transposeA: true, tmp)
         btt.addToDiagonal(1)
-        try btt.choleskyInPlace()
+        let tmpEntry = buffer.doubles(W)
+        try btt.storage.withUnsafeMutableBufferPointer { bp in
+            try Self.sparseCholesky(bp.baseAddress!, n: td, w: W, kernel: kernel, scratch: tmpEntry)
+        }
         let ld = btt.sumLogDiagonal(scale: 2)
         for k in 1..<W { out[k] += ld.storage[k] }
+    }
+
+    /// JetBlas.cholesky, skipping products with entries that are zero in
+    /// every slot (wards that share no patient, and their zero fill): the
+    /// same sums without their exact-zero terms, at a fraction of the cost
+    /// for a tail of many nested levels and one site effect.
+    static func sparseCholesky(_ s: UnsafeMutablePointer<Double>, n: Int, w: Int, kernel: JetKernel,
+                               scratch t: UnsafeMutablePointer<Double>) throws {
+        var nz = [Bool](repeating: false, count: n * n)
+        func isNonzero(_ e: UnsafePointer<Double>) -> Bool {
+            for k in 0..<w where e[k] != 0 { return true }
+            return false
+        }
+        for j in 0..<n { for i in j..<n { nz[i + j * n] = isNonzero(s + (i + j * n) * w) } }
+        for j in 0..<n {
+            let djj = s + (j + j * n) * w
+            // L[j, k] for k < j that are nonzero
+            var ks: [Int] = []
+            for k in 0..<j where nz[j + k * n] { ks.append(k) }
+            for k in ks { let ljk = s + (j + k * n) * w; kernel.mulAdd(djj, ljk, ljk, -1) }
+            guard djj[0] > 0, djj[0].isFinite else { throw LinearAlgebraError.notPositiveDefinite(pivot: j) }
+            kernel.sqrt(djj, djj)
+            for i in (j + 1)..<max(n, j + 1) {
+                let dij = s + (i + j * n) * w
+                for k in ks where nz[i + k * n] {
+                    kernel.mulAdd(dij, s + (i + k * n) * w, s + (j + k * n) * w, -1)
+                }
+                if !nz[i + j * n] && !isNonzero(dij) { continue }
+                for c in 0..<w { t[c] = dij[c] }
+                kernel.divide(dij, t, djj)
+                nz[i + j * n] = isNonzero(dij)
+            }
+            for i in 0..<j { let dij = s + (i + j * n) * w; for c in 0..<w { dij[c] = 0 } }
+        }
     }
 
     /// The adaptive Gauss–Hermite objective as a jet (a single scalar term):
