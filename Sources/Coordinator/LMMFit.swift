@@ -34,21 +34,17 @@ public enum LMMFit {
     /// Fits `spec` on `dataset` at every site of the federation.
     public static func run(_ federation: Federation, dataset: String, spec: ModelSpec,
                            options: FitOptions = FitOptions()) throws -> FitResult {
-        try fit(federation, dataset: dataset, spec: spec, options: options, responseShift: nil,
+        try fit(federation, dataset: dataset, spec: spec, options: options, centring: nil,
                 started: Date(), roundsBefore: federation.rounds)
     }
 
-    /// `responseShift`: the sites fit y − c instead of y (exactly the same
-    /// model when there is an intercept, whose estimate is c higher); chosen
-    /// when the response's mean dwarfs its spread, because sums of squares
-    /// of an uncentred response lose the digits the criterion needs.
+    /// `centring`: the sites fit the model with the response and far-off
+    /// covariates shifted (Centring.swift): the same model, mapped back
+    /// exactly; chosen from the site-grouped sums when their digits would
+    /// otherwise be lost (one more round).
     private static func fit(_ federation: Federation, dataset: String, spec original: ModelSpec, options: FitOptions,
-                            responseShift: Double?, started: Date, roundsBefore: Int) throws -> FitResult {
-        let spec: ModelSpec = {
-            var s = original
-            if let c = responseShift, case .value(let y) = original.response { s.response = .value(.binary(.subtract, y, .number(c))) }
-            return s
-        }()
+                            centring: Centring?, started: Date, roundsBefore: Int) throws -> FitResult {
+        let spec: ModelSpec = centring?.apply(original) ?? original
         let session = UUID().uuidString.lowercased()
         let prepared = try federation.round({ _ in .prepare(PrepareRequest(session: session, dataset: dataset, model: spec)) }) { reply, site in
             guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
@@ -68,8 +64,8 @@ public enum LMMFit {
             return b
         } : nil
 
-        if responseShift == nil, let blocks, let c = centringShift(blocks, spec: spec) {
-            return try fit(federation, dataset: dataset, spec: original, options: options, responseShift: c,
+        if centring == nil, let blocks, let c = Centring.choose(blocks, spec: spec) {
+            return try fit(federation, dataset: dataset, spec: original, options: options, centring: c,
                            started: started, roundsBefore: roundsBefore)
         }
         // With prior weights, lme4 subtracts Σ log w from the criterion.
@@ -137,31 +133,17 @@ public enum LMMFit {
             try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
             return f
         }
-        if let c = responseShift, let intercept = spec.fixed.firstIndex(where: { $0.expr == .number(1) }) {
-            est.beta[intercept] += c
+        var thetaOut = thetaHat, finalsOut = finals
+        if let centring {
+            (est.beta, est.unscaledCovariance) = centring.fixedEffects(est.beta, covariance: est.unscaledCovariance, spec: original)
+            thetaOut = centring.theta(thetaHat, structure: structure, spec: original)
+            finalsOut = finals.map { centring.finalize($0, spec: original) }
         }
         return ResultBuilder(spec: original, method: options.method, structure: structure, sites: federation.sites,
-                             prepared: prepared, finals: finals, theta: thetaHat, objective: result.value,
+                             prepared: prepared, finals: finalsOut, theta: thetaOut, objective: result.value,
                              estimates: est, nObs: finalTotals.rows, optimizer: result).build(
             evaluations: evaluations, rounds: federation.rounds - roundsBefore,
             bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,
             elapsed: Date().timeIntervalSince(started))
-    }
-
-    /// The pooled mean of the response when it exceeds 1000 times the
-    /// response's spread and the model has an intercept to absorb it (from
-    /// the site-grouped sums the sites sent: Σ1, Σy and Σy²).
-    static func centringShift(_ blocks: [SiteBlocks], spec: ModelSpec) -> Double? {
-        guard case .value = spec.response, let c = spec.fixed.firstIndex(where: { $0.expr == .number(1) }),
-              let width = blocks.first?.width else { return nil }
-        let y = width - 1
-        var n = 0.0, sum = 0.0, squares = 0.0
-        for b in blocks {
-            n += b.ww[c + c * width]; sum += b.ww[c + y * width]; squares += b.ww[y + y * width]
-        }
-        guard n > 1 else { return nil }
-        let mean = sum / n
-        let spread = max(0, squares / n - mean * mean).squareRoot()
-        return abs(mean) > 1000 * spread ? mean : nil
     }
 }

@@ -79,6 +79,9 @@ public final class AgentServer: Sendable {
     private let listener: TLSListener
     private let audit: AuditSink?
     private let admission = Mutex(Admission())
+    /// Connections being served, so that stopping can end them before the
+    /// last log line ("stopped" is the last event of a run).
+    private let live = Mutex<[ObjectIdentifier: TLSConnection]>([:])
 
     private struct Admission {
         var nextID = 0
@@ -194,6 +197,15 @@ public final class AgentServer: Sendable {
             thread.stackSize = 1 << 22
             thread.start()
         }
+        // Let the connections still served finish (a second), then end the
+        // idle ones, so that "stopped" is the run's last event.
+        func drain(_ seconds: Double) {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline && live.withLock({ !$0.isEmpty }) { usleep(5_000) }
+        }
+        drain(1)
+        for c in live.withLock({ Array($0.values) }) { c.interrupt() }
+        drain(1)
         log.event("stopped", ["site": service.site])
     }
 
@@ -250,7 +262,8 @@ public final class AgentServer: Sendable {
     }
 
     private func serve(_ conn: TLSConnection) {
-        defer { conn.close() }
+        live.withLock { $0[ObjectIdentifier(conn)] = conn }
+        defer { conn.close(); live.withLock { $0[ObjectIdentifier(conn)] = nil } }
         let peer = PeerIdentity(subject: conn.peerSubject, fingerprint: conn.peerFingerprintSHA256)
         log.event("connection", ["peer": conn.peerSubject, "peer_address": conn.peerAddress, "tls": conn.protocolVersion])
         do {

@@ -434,6 +434,14 @@ public final class TLSConnection: @unchecked Sendable {
         fd = -1
     }
 
+    /// Makes a read blocked on this connection in another thread return
+    /// (end of stream) by shutting the socket down; the reading thread then
+    /// closes it as usual. For a server that is stopping.
+    public func interrupt() {
+        let socket = fd
+        if socket >= 0 { _ = Glibc.shutdown(socket, Int32(SHUT_RDWR)) }
+    }
+
     /// True until `close()`.
     public var isOpen: Bool { ssl != nil }
 
