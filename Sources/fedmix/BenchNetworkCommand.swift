@@ -18,7 +18,7 @@ enum BenchNetworkCommand {
     static let agentsOption = Option<Int>("agents", value: "N", help: "site agents hosted in this process (default 200)", .integer(in: 1...2000))
     static let rowsOption = Option<String>("rows", value: "MIN-MAX", help: "rows per site, spread evenly over this range (default 200-2000)")
     static let seedOption = Option<UInt64>("seed", value: "S", help: "the random seed of the simulated rows (default 7)", .unsigned)
-    static let analystsOption = Option<Int>("analysts", value: "K", help: "instead of the two fits: K analysts at once, each with its own federation (own TLS connections), fitting the site-grouped LMM against the same agents", .integer(in: 1...500))
+    static let analystsOption = Option<Int>("analysts", value: "K", help: "instead of the two fits: K analysts at once, each with its own certificate and federation (own TLS connections), fitting the site-grouped LMM against the same agents", .integer(in: 1...500))
     static let soakOption = Option<Int>("soak", value: "N", help: "instead of the two fits: N consecutive site-grouped LMM fits, each opening and closing its federation; the agents' and the coordinator's memory, open files and threads at fit 10 and fit N", .integer(in: 10...1_000_000))
     static let serveAgents = Flag("serve-agents", help: "internal: host the agents, print where, and serve until standard input closes (what the child process runs)")
     static let readyPrefix = "FEDMIX-AGENTS "
@@ -31,12 +31,14 @@ enum BenchNetworkCommand {
         process with y ~ x1 + x2 + (1 | site) (site-grouped LMM: prepare, finalize) and the binomial GLMM
         b ~ x1 + (1 | site) (a round per evaluation). The coordinator's peak memory (getrusage) and threads
         (/proc/self/status) are this process's alone. Figures, not a test: run it on an otherwise idle machine.
-        --analysts K: K analysts (threads of this process, each loading the sites file and opening its own federation with
-        the same certificate) connect, describe, fit the LMM and close, all at once; per-analyst and total wall time, and
+        --analysts K: K analysts (threads of this process, each with its own certificate from the agents' throwaway CA,
+        as K people would have: an agent admits at most limits.max_connections_per_certificate connections, 8 by default,
+        per certificate) connect, describe, fit the LMM and close, all at once; per-analyst and total wall time, and
         whether every fit succeeded with bit-identical results. --soak N: N fits of the LMM one after another, each
         opening and closing its own federation as an analyst running one fit at a time would; the agents' process's
         resident memory, open file descriptors and threads (/proc/<pid>) and this process's, at fit 10 and fit N, with
-        growth flagged.
+        growth flagged. The agents apply the default disclosure rules except max_sessions_per_day (100 sessions per
+        certificate in 24 hours), which is lifted so that a soak can open a session per fit.
         """,
         options: [agentsOption, rowsOption, seedOption, analystsOption, soakOption, serveAgents], run: run)
 
@@ -65,6 +67,9 @@ enum BenchNetworkCommand {
         let t0 = monotonicSeconds()
         var services: [SiteService] = []
         var totalRows = 0
+        // The default disclosure rules, except max_sessions_per_day (100 per certificate): --soak opens a session per fit.
+        var policy = DisclosurePolicy()
+        policy.maxSessionsPerDay = .max
         for k in 0..<n {
             let rows = n == 1 ? parts[0] : parts[0] + (parts[1] - parts[0]) * k / (n - 1)
             totalRows += rows
@@ -79,7 +84,7 @@ enum BenchNetworkCommand {
             }
             let table = DataTable(columns: [.init(name: "x1", data: .numeric(x1)), .init(name: "x2", data: .numeric(x2)),
                                             .init(name: "y", data: .numeric(y)), .init(name: "b", data: .numeric(b))], rowCount: rows)
-            services.append(SiteService(site: String(format: "site-%03d", k), datasets: ["data": .table(table)], siteColumn: nil))
+            services.append(SiteService(site: String(format: "site-%03d", k), datasets: ["data": .table(table)], siteColumn: nil, policy: policy))
         }
         let agents = try LocalAgents(services: services, startOnly: true)
         defer { agents.stop() }
@@ -163,7 +168,11 @@ enum BenchNetworkCommand {
     /// What an analyst does: loads the sites file, connects (its own TLS
     /// connections), describes, fits the site-grouped LMM and closes.
     static func analystFit(sitesPath: String) throws -> FitResult {
-        let federation = try SitesFile.load(path: sitesPath).connect()
+        try analystFit(SitesFile.load(path: sitesPath))
+    }
+
+    static func analystFit(_ sites: SitesFile) throws -> FitResult {
+        let federation = try sites.connect()
         defer { federation.close() }
         return try Analysis.fit(federation, dataset: "data", formula: analystFormula, options: FitOptions(family: .gaussian))
     }
@@ -179,7 +188,19 @@ enum BenchNetworkCommand {
 
     /// --analysts K: K analysts at once against the same agents.
     static func concurrentAnalysts(_ k: Int, sitesPath: String, agents n: Int) throws -> Int32 {
-        print("analysts: \(k) at once, each its own federation (sites file loaded, \(n) TLS connections of its own, the same certificate): connect, describe, \(analystFormula), close")
+        print("analysts: \(k) at once, each its own certificate and federation (\(n) TLS connections of its own): connect, describe, \(analystFormula), close")
+        // Each analyst its own certificate (named "coordinator", as the agents admit), issued by the agents' throwaway CA.
+        let shared = try SitesFile.load(path: sitesPath)
+        let caDirectory = (shared.identity.caPath as NSString).deletingLastPathComponent
+        let directory = NSTemporaryDirectory() + "fedmix-bench-analysts-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var files: [SitesFile] = []
+        for i in 0..<k {
+            try Certificates.issue(caDirectory: caDirectory, name: "coordinator", outDirectory: directory + "/analyst-\(i)", days: 1)
+            var f = shared
+            f.identity = TLSIdentity(directory: directory + "/analyst-\(i)", caPath: shared.identity.caPath)
+            files.append(f)
+        }
         let soloStart = monotonicSeconds()
         let solo = try analystFit(sitesPath: sitesPath)
         let soloWall = monotonicSeconds() - soloStart
@@ -191,11 +212,12 @@ enum BenchNetworkCommand {
         gate.enter()
         for i in 0..<k {
             done.enter()
+            let sites = files[i]
             let t = Thread {
                 gate.wait()
                 let t0 = monotonicSeconds()
                 var o = Outcome(wall: 0, fingerprint: nil, error: nil)
-                do { o.fingerprint = fingerprint(try analystFit(sitesPath: sitesPath)) } catch { o.error = "\(error)" }
+                do { o.fingerprint = fingerprint(try analystFit(sites)) } catch { o.error = "\(error)" }
                 o.wall = monotonicSeconds() - t0
                 outcomes.withLock { $0[i] = o }
                 done.leave()

@@ -156,7 +156,7 @@ extension ExecutableTests {
     /// --analysts: K coordinators at once against the same agents, all succeeding with the same numbers.
     func benchNetworkAnalysts() throws {
         let r = try fedmix(["bench-network", "--agents", "3", "--rows", "40-60", "--analysts", "3"])
-        XCTAssertTrue(r.out.contains("analysts: 3 at once, each its own federation (sites file loaded, 3 TLS connections of its own"), r.out)
+        XCTAssertTrue(r.out.contains("analysts: 3 at once, each its own certificate and federation (3 TLS connections of its own)"), r.out)
         XCTAssertTrue(r.out.contains("\n  one analyst alone: "), r.out)
         XCTAssertTrue(r.out.contains("\n  per-analyst wall: median "), r.out)
         XCTAssertTrue(r.out.contains(", slowest ") && r.out.contains("; total wall "), r.out)
