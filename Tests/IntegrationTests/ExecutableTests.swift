@@ -97,6 +97,8 @@ final class ExecutableTests: XCTestCase {
             Entry("bench", ["--single", "--seed"], ExecutableTests.benchSingle),
             Entry("bench", ["--models", "--lme4"], ExecutableTests.benchOhioBesideLme4),
             Entry("bench-network", ["--agents", "--rows", "--seed", "--serve-agents"], ExecutableTests.benchNetworkSmall),
+            Entry("bench-network", ["--analysts", "--agents", "--rows"], ExecutableTests.benchNetworkAnalysts),
+            Entry("bench-network", ["--soak", "--agents", "--rows"], ExecutableTests.benchNetworkSoak),
 
             Entry(agent: "serve", ["--config"], ExecutableTests.agentServe),
             Entry(agent: "check", ["--config", "--running", "--warn-days"], ExecutableTests.agentCheck),

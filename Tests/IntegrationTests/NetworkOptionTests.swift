@@ -152,6 +152,34 @@ extension ExecutableTests {
         try fedmixUsageError(["bench-network", "--rows", "300-200"], "--rows takes MIN-MAX")
         try fedmixUsageError(["bench-network", "--agents", "0"], "--agents must be a whole number from 1 to 2000")
     }
+
+    /// --analysts: K coordinators at once against the same agents, all succeeding with the same numbers.
+    func benchNetworkAnalysts() throws {
+        let r = try fedmix(["bench-network", "--agents", "3", "--rows", "40-60", "--analysts", "3"])
+        XCTAssertTrue(r.out.contains("analysts: 3 at once, each its own certificate and federation (3 TLS connections of its own)"), r.out)
+        XCTAssertTrue(r.out.contains("\n  one analyst alone: "), r.out)
+        XCTAssertTrue(r.out.contains("\n  per-analyst wall: median "), r.out)
+        XCTAssertTrue(r.out.contains(", slowest ") && r.out.contains("; total wall "), r.out)
+        XCTAssertTrue(r.out.contains("\n  succeeded: 3 of 3; results bit-identical to one another: yes; and to the analyst alone: yes\n"), r.out)
+        XCTAssertFalse(r.out.contains("site-grouped LMM: "), "--analysts replaces the two fits: \(r.out)")
+        try fedmixUsageError(["bench-network", "--analysts", "0"], "--analysts must be a whole number from 1 to 500")
+        try fedmixUsageError(["bench-network", "--analysts", "2", "--soak", "10"], "--analysts and --soak are separate measurements")
+    }
+
+    /// --soak: N fits one after another; the agents' and the coordinator's memory and descriptors at fit 10 and N.
+    func benchNetworkSoak() throws {
+        let r = try fedmix(["bench-network", "--agents", "2", "--rows", "40-60", "--soak", "12"])
+        XCTAssertTrue(r.out.contains("soak: 12 consecutive fits of y ~ x1 + x2 + (1 | site), each opening its own federation (2 TLS connections)"), r.out)
+        for fit in ["10", "12"] {
+            XCTAssertTrue(r.out.contains("\n  fit \(fit): agents' process RSS "), r.out)
+        }
+        XCTAssertTrue(r.out.contains(" fds, "), r.out)
+        XCTAssertTrue(r.out.contains("\n  all 12 fits succeeded; results bit-identical to one another: yes; per fit: median "), r.out)
+        XCTAssertTrue(r.out.contains("\n  agents' process, fit 10 -> fit 12: "), r.out)
+        XCTAssertTrue(r.out.contains("\n  coordinator, fit 10 -> fit 12: "), r.out)
+        XCTAssertFalse(r.out.contains("site-grouped LMM: "), "--soak replaces the two fits: \(r.out)")
+        try fedmixUsageError(["bench-network", "--soak", "5"], "--soak must be a whole number from 10 to 1000000")
+    }
 }
 
 extension ExecutableTests {
