@@ -497,6 +497,10 @@ public final class SiteService: Sendable {
                                   saturatedDeviance: site.saturatedConstant)
         }
         try Self.checkSiteLevelOnly(reply, model: s.model)
+        // The fit is over: free its prepared data now rather than after the
+        // session timeout (a coordinator that asks again, e.g. resending a
+        // finalize whose answer was lost, prepares the session again).
+        sessions.withLock { $0[r.session] = nil }
         return reply
     }
 
