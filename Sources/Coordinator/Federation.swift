@@ -169,7 +169,12 @@ public struct SiteFailures: Error, CustomStringConvertible {
     public var description: String {
         var out = "\(failures.count) sites refused or failed \(request) (round \(round)):"
         for f in failures { out += "\n  " + f.description }
-        out += "\nFix the model or the sites' data, or leave these sites out with --exclude-sites \(sites.joined(separator: ","))"
+        if failures.allSatisfy({ $0.message.contains("max_sessions_per_day") }) {
+            // A daily quota: neither the model nor the data is at fault.
+            out += "\nThese sites allow only so many sessions per certificate in 24 hours: wait, or ask them to raise max_sessions_per_day; --exclude-sites \(sites.joined(separator: ",")) goes on without them"
+        } else {
+            out += "\nFix the model or the sites' data, or leave these sites out with --exclude-sites \(sites.joined(separator: ","))"
+        }
         return out
     }
 }
