@@ -159,6 +159,8 @@ enum BenchNetworkCommand {
         }
         sampling.withLock { $0 = false }
         print("coordinator peak RSS: \(BenchCommand.bytes(BenchCommand.peakRSS())) (this process only; the agents run in the child)")
+        let agentsUsage = Usage.of(String(child.processIdentifier))
+        print("agents' process after the fits: \(agentsUsage.text) (\(n) agents, \(agentsUsage.rss.map { BenchCommand.bytes($0 / max(n, 1)) } ?? "n/a") per agent)")
         print("coordinator threads: a fan-out pool of min(sites, \(Federation.maxFanOutThreads)) = \(min(n, Federation.maxFanOutThreads)) threads for the fit, one watchdog thread")
         return 0
     }
