@@ -158,7 +158,7 @@ final class FederationTLSTests: XCTestCase {
         let files = try Fixtures.siteFiles("sleepstudy")
         let agents = try files.map { try LoopbackAgent(file: $0, pki: Self.pki) }
         defer { agents.forEach { $0.stop() } }
-        let proxies = try agents.map { try TCPProxy(targetPort: $0.port) }
+        let proxies = try agents.map { try ShapingProxy(targetPort: $0.port) }
         defer { proxies.forEach { $0.stop() } }
         let sites = zip(agents, proxies).map { a, p in SitesFile.Site(name: a.site, host: "127.0.0.1", port: p.port, serverName: a.serverName) }
         var network = NetworkPolicy()

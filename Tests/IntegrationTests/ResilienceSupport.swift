@@ -11,10 +11,11 @@ import SiteAgent
 import Glibc
 #endif
 
-/// A TCP relay on 127.0.0.1 to 127.0.0.1:targetPort whose agent-to-
-/// coordinator direction can be switched to `.stall` (bytes held back) or
-/// `.trickle` (one byte every `trickleInterval`), and whose connections can
-/// be cut (`cut()`, as TCPProxy). TLS passes through untouched.
+/// A TCP relay on 127.0.0.1 to 127.0.0.1:targetPort. TLS passes through
+/// untouched; the agent-to-coordinator direction can be switched to
+/// `.stall` (bytes held back) or `.trickle` (one byte every
+/// `trickleInterval`), and `cut()` drops every relayed connection at the TCP
+/// level, with no TLS close_notify, as a crash, a firewall or a cable would.
 final class ShapingProxy: @unchecked Sendable {
     enum Mode: Sendable { case pass, stall, trickle }
     let port: Int
