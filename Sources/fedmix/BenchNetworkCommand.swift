@@ -62,7 +62,7 @@ enum BenchNetworkCommand {
     /// The child: builds the sites' data, starts the agents, writes a sites
     /// file, prints its path, and serves until standard input closes.
     static func serve(agents n: Int, rows: (Int, Int), seed: UInt64) throws -> Int32 {
-        var rng = SplitMix(seed: seed)
+        var rng = SeededRandom(seed: seed)
         let parts = [rows.0, rows.1]
         let t0 = monotonicSeconds()
         var services: [SiteService] = []
@@ -316,21 +316,6 @@ enum BenchNetworkCommand {
         guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
               let line = s.split(separator: "\n").first(where: { $0.hasPrefix("Threads:") }) else { return 0 }
         return Int(line.dropFirst("Threads:".count).trimmingCharacters(in: .whitespaces)) ?? 0
-    }
-
-    /// A small seeded generator (SplitMix64), normal by Box–Muller.
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func uniform() -> Double { (Double(next() >> 11) + 0.5) / Double(1 << 53) }
-        mutating func normal() -> Double { (-2 * log(uniform())).squareRoot() * cos(2 * .pi * uniform()) }
     }
 }
 
