@@ -312,11 +312,7 @@ enum BenchNetworkCommand {
     }
 
     /// Threads of this process (/proc/self/status), 0 where unavailable.
-    static func threadCount() -> Int {
-        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = s.split(separator: "\n").first(where: { $0.hasPrefix("Threads:") }) else { return 0 }
-        return Int(line.dropFirst("Threads:".count).trimmingCharacters(in: .whitespaces)) ?? 0
-    }
+    static func threadCount() -> Int { Usage.of("self").threads ?? 0 }
 }
 
 private extension String {
