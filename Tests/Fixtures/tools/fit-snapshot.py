@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Snapshot of fedmix's JSON output on every reference case and on every one of
+the randomized cases, to check that a refactoring changes no output bit.
+
+  python3 Tests/Fixtures/tools/fit-snapshot.py OUT.json [--fedmix PATH]
+  python3 Tests/Fixtures/tools/fit-snapshot.py --compare A.json B.json
+
+Fits run with --in-process (deterministic); elapsed time is dropped. A
+developer tool: the Swift tests do not need Python."""
+import csv, json, os, subprocess, sys, tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "reference")
+RANDOMIZED = os.path.join(ROOT, "Tests", "Fixtures", "randomized")
+VOLATILE = {"elapsed_seconds"}
+
+
+def strip(x):
+    if isinstance(x, dict):
+        return {k: strip(v) for k, v in x.items() if k not in VOLATILE}
+    if isinstance(x, list):
+        return [strip(v) for v in x]
+    return x
+
+
+def run(fedmix, sites, formula, family, method, nagq):
+    cmd = [fedmix, "local", sites, "--formula", formula, "--format", "json", "--in-process", "--quiet"]
+    if family and family != "gaussian":
+        cmd += ["--family", family]
+    if method == "ML":
+        cmd += ["--ml"]
+    if nagq and nagq > 1:
+        cmd += ["--nagq", str(nagq)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"exit": p.returncode, "stderr": p.stderr.strip()[-400:]}
+    return strip(json.loads(p.stdout))
+
+
+def split_sites(path, tmp):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    fields = [c for c in rows[0].keys()]
+    by = {}
+    for r in rows:
+        by.setdefault(r["site"], []).append(r)
+    for s, rs in by.items():
+        with open(os.path.join(tmp, f"{s}.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rs)
+    return tmp
+
+
+def snapshot(fedmix):
+    out = {}
+    for case in sorted(os.listdir(SHARED)):
+        ref = json.load(open(os.path.join(SHARED, case, "reference.json")))
+        for name, fit in ref["fits"].items():
+            method = fit.get("method", "")
+            nagq = 1
+            if "nAGQ=" in method:
+                nagq = int(method.split("nAGQ=")[1].split()[0])
+            out[f"{case}/{name}"] = run(fedmix, os.path.join(SHARED, case, "sites"), fit["formula"],
+                                        fit.get("family", "gaussian"), "ML" if method == "ML" else "REML", nagq)
+    refs = json.load(open(os.path.join(RANDOMIZED, "references.json")))
+    for d in refs["datasets"][:]:
+        data = os.path.join(RANDOMIZED, "data", d["id"] + ".csv")
+        if not os.path.exists(data):
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            split_sites(data, tmp)
+            for fit in sorted(d["fits"]):
+                method = "ML" if fit == "ml" else "REML"
+                nagq = 1
+                if fit.startswith("agq"):
+                    nagq = int(fit[3:] or 5)
+                out[f"randomized/{d['id']}/{fit}"] = run(fedmix, tmp, d["formula"], d["family"], method, nagq)
+    return out
+
+
+def compare(a, b):
+    A, B = json.load(open(a)), json.load(open(b))
+    differ = 0
+    for k in sorted(set(A) | set(B)):
+        if A.get(k) != B.get(k):
+            differ += 1
+            print(f"DIFFERS: {k}")
+            diffs(A.get(k), B.get(k), k)
+    print(f"{len(set(A) | set(B))} fits, {differ} differ")
+    return 1 if differ else 0
+
+
+def diffs(x, y, path, limit=[0]):
+    if isinstance(x, dict) and isinstance(y, dict):
+        for k in sorted(set(x) | set(y)):
+            diffs(x.get(k), y.get(k), f"{path}.{k}")
+    elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        for i, (u, v) in enumerate(zip(x, y)):
+            diffs(u, v, f"{path}[{i}]")
+    elif x != y and limit[0] < 200:
+        limit[0] += 1
+        print(f"  {path}: {json.dumps(x)[:120]} -> {json.dumps(y)[:120]}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--compare":
+        sys.exit(compare(sys.argv[2], sys.argv[3]))
+    fedmix = os.path.join(ROOT, ".build", "debug", "fedmix")
+    if "--fedmix" in sys.argv:
+        fedmix = sys.argv[sys.argv.index("--fedmix") + 1]
+    json.dump(snapshot(fedmix), open(sys.argv[1], "w"), indent=1, sort_keys=True)
