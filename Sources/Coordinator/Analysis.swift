@@ -180,13 +180,7 @@ public enum Analysis {
         }
         let spec = try model(formula: formula, descriptions: keptDescriptions, options: options, missingData: missingData)
         try requireNesting(spec, descriptions: keptDescriptions, federation: used, dataset: dataset)
-        var result = options.family == .gaussian
-            ? try LMMFit.run(used, dataset: dataset, spec: spec, options: options)
-            : try GLMMFit.run(used, dataset: dataset, spec: spec, options: options)
-        // lme4's level-count rules on the rows used. GroupingChecks.check(spec, prepared:) belongs
-        // between the fit drivers' prepare round and their optimizer; until it is called there,
-        // the same rule on the fit's counts keeps a meaningless fit from being returned.
-        try GroupingChecks.check(spec, result: result)
+        var result = try FitDriver.fit(used, dataset: dataset, spec: spec, options: options)
         result.elapsedSeconds = Date().timeIntervalSince(started)
         result.exclusions = federation.exclusions
             + excluded.map { SiteExclusion(site: $0.site, reason: "--exclude-sites-missing-above: " + $0.reason) }

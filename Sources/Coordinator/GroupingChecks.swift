@@ -58,19 +58,13 @@ public enum GroupingChecks {
         }
     }
 
-    /// The same check on the prepare answers (for a fit driver, right after
-    /// its prepare round and before its optimizer).
+    /// The same check on the prepare answers (FitSession.prepare, before
+    /// any optimizer step).
     public static func check(_ spec: ModelSpec, prepared: [PrepareReply]) throws {
         let levels = spec.terms.indices.map { t in
             spec.terms[t].grouping == .site ? prepared.count : prepared.reduce(0) { $0 + $1.summary.groups[t] }
         }
         try check(spec, levels: levels, nObs: prepared.reduce(0) { $0 + $1.summary.used })
-    }
-
-    /// The same check on a finished fit's counts (`n_groups`, `n_obs`).
-    public static func check(_ spec: ModelSpec, result: FitResult) throws {
-        let levels = spec.terms.map { result.nGroups[$0.name] ?? Int.max / 4 }
-        try check(spec, levels: levels, nObs: result.nObs)
     }
 
     /// The model's grouping factors: lme4's name (the first term's), the

@@ -220,9 +220,7 @@ enum BenchCommand {
         let spec = try Analysis.resolve(formula: model.formula, descriptions: descriptions, family: model.options.family)
         let t3 = monotonicSeconds(), c3 = cpuSeconds()
         peaks.append(peakRSS())
-        let result = model.isGLMM
-            ? try GLMMFit.run(federation, dataset: "data", spec: spec, options: model.options)
-            : try LMMFit.run(federation, dataset: "data", spec: spec, options: model.options)
+        let result = try FitDriver.fit(federation, dataset: "data", spec: spec, options: model.options)
         let t4 = monotonicSeconds(), c4 = cpuSeconds()
         let tp = clock.lastPrepare ?? t3, cp = clock.cpuAtPrepare ?? c3
         return Measurement(

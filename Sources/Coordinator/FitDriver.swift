@@ -1,0 +1,184 @@
+// One federated fit for every model kind: prepare at every site, minimize the
+// kind's objective over the sites' summed contributions, finalize, build the
+// result. The pooled fit is this fit with one site. A model kind (LMM, GLMM,
+// and the flat and marginal models to come) plugs in as a `FitObjective`;
+// ARCHITECTURE.md shows where.
+
+import Foundation
+import Math
+import Protocol
+
+public struct FitOptions: Sendable {
+    /// REML or ML (linear mixed models).
+    public var method: EstimationMethod = .reml
+    public var family: Family = .gaussian
+    /// Nil: the family's canonical link.
+    public var link: Link? = nil
+    /// Quadrature points for GLMMs (1 = Laplace).
+    public var nAGQ = 1
+    /// A numeric variable of prior weights (GLMMs: binomial trials for a
+    /// proportion response, or Poisson log-likelihood multipliers).
+    public var weights: String? = nil
+    public var maxEvaluations = 100
+    /// A row filter (`age >= 50 & sex == "F"`; RowFilterParser), or nil for every row.
+    public var filter: String? = nil
+    /// Called at each optimizer iteration with (iteration, objective, Newton
+    /// decrement), for progress reports on a terminal (Analysis.fit sets it
+    /// when the federation has an enabled ProgressReporter).
+    public var progress: (@Sendable (Int, Double, Double?) -> Void)? = nil
+    public init(method: EstimationMethod = .reml, family: Family = .gaussian, link: Link? = nil, nAGQ: Int = 1) {
+        self.method = method; self.family = family; self.link = link; self.nAGQ = nAGQ
+    }
+}
+
+/// The sites' side of one fit: the session every request names and what
+/// each site answered to prepare.
+struct FitSession {
+    let federation: Federation
+    let dataset: String
+    let spec: ModelSpec
+    let id: String
+    let prepared: [PrepareReply]
+
+    var structure: CovarianceStructure { spec.covarianceStructure }
+    var sites: [String] { federation.sites }
+    /// Rows used over all sites.
+    var usedRows: Int { prepared.reduce(0) { $0 + $1.summary.used } }
+
+    /// The prepare round, its replies checked, and lme4's level-count rules
+    /// on the rows the sites will use.
+    static func prepare(_ federation: Federation, dataset: String, spec: ModelSpec) throws -> FitSession {
+        let id = UUID().uuidString.lowercased()
+        let prepared = try federation.round({ _ in .prepare(PrepareRequest(session: id, dataset: dataset, model: spec)) }) { reply, site in
+            guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
+            try ReplyChecks.check(p, spec: spec, site: site)
+            return p
+        }
+        try GroupingChecks.check(spec, prepared: prepared)
+        for (site, p) in zip(federation.sites, prepared) where p.summary.groups.count != spec.terms.count {
+            throw SiteFailure(site: site, message: "reported group counts for \(p.summary.groups.count) terms, the model has \(spec.terms.count)")
+        }
+        return FitSession(federation: federation, dataset: dataset, spec: spec, id: id, prepared: prepared)
+    }
+
+    /// One evaluate round; `accept` checks and converts each site's reply.
+    func evaluate<T: Sendable>(_ request: EvaluateRequest,
+                               accept: @escaping @Sendable (Reply, String) throws -> T) throws -> [T] {
+        try federation.round({ _ in .evaluate(request) }, accept)
+    }
+
+    /// The finalize round: each site's partially pooled site-level effects at
+    /// the optimum; the sites then free the session.
+    func finalize(theta: [Double], beta: [Double], sigma: Double) throws -> [FinalizeReply] {
+        let spec = self.spec
+        return try federation.round({ _ in
+            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma))
+        }) { reply, site in
+            guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
+            try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
+            return f
+        }
+    }
+}
+
+/// The estimates at an optimum, in the form ResultBuilder reads.
+struct FitEstimates {
+    var theta: [Double]
+    var beta: [Double]
+    /// σ for LMMs; 1 for GLMMs.
+    var sigma: Double
+    /// Cov(β) / σ² (LMMs); Cov(β) itself for GLMMs (σ = 1).
+    var unscaledCovariance: Matrix
+    var residualSumOfSquares: Double = 0
+    var nObs: Int
+    var method: EstimationMethod
+}
+
+/// A model kind, as the driver sees it: the objective over the summed site
+/// contributions, the strategy to minimize it, and the estimates at the
+/// optimum. Conformers are small: the sites compute, the driver orchestrates.
+protocol FitObjective {
+    /// Refuses options the kind cannot honour, before any round.
+    static func validate(_ spec: ModelSpec, options: FitOptions) throws
+    /// An exact reparameterization to fit instead, chosen from the first
+    /// preparation (the LMM's centring); nil for none.
+    static func recoding(_ session: FitSession) throws -> Centring?
+    init(_ session: FitSession, options: FitOptions) throws
+    var parameterNames: [String] { get }
+    var lowerBounds: [Double] { get }
+    /// Evaluations of the objective so far (each is a round unless the sites
+    /// sent θ-free sums).
+    var evaluations: Int { get }
+    /// Kind-specific optimizer tolerances.
+    func tune(_ optimizer: inout BoundedNewton)
+    /// The optimum, from the kind's start(s).
+    mutating func minimize(_ optimizer: BoundedNewton) throws -> BoundedNewton.Result
+    /// θ, β, σ and Cov(β) at the optimum (refusing a fit that cannot be
+    /// trusted, e.g. separation).
+    mutating func estimates(at optimum: BoundedNewton.Result) throws -> FitEstimates
+    /// The kind's additions to the result (method label, advice).
+    func complete(_ result: inout FitResult, optimum: BoundedNewton.Result, finals: [FinalizeReply])
+}
+
+extension FitObjective {
+    static func validate(_ spec: ModelSpec, options: FitOptions) throws {}
+    static func recoding(_ session: FitSession) throws -> Centring? { nil }
+    func tune(_ optimizer: inout BoundedNewton) {}
+    func complete(_ result: inout FitResult, optimum: BoundedNewton.Result, finals: [FinalizeReply]) {}
+}
+
+extension BoundedNewton.Result {
+    /// Whether `other` should replace this optimum: lower by more than the
+    /// criterion's noise, and converged unless this one did not either.
+    func isBeaten(by other: BoundedNewton.Result, noise: Double) -> Bool {
+        other.value < value - noise * max(1, abs(value)) && (other.converged || !converged)
+    }
+}
+
+public enum FitDriver {
+    /// Fits `spec` on `dataset` at every site of the federation: an LMM for
+    /// the gaussian family, a GLMM otherwise.
+    public static func fit(_ federation: Federation, dataset: String, spec: ModelSpec,
+                           options: FitOptions = FitOptions()) throws -> FitResult {
+        spec.family == .gaussian
+            ? try run(LMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
+            : try run(GLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
+    }
+
+    static func run<Objective: FitObjective>(_ kind: Objective.Type, _ federation: Federation, dataset: String,
+                                             spec: ModelSpec, options: FitOptions) throws -> FitResult {
+        let started = Date()
+        let roundsBefore = federation.rounds
+        try Objective.validate(spec, options: options)
+        var session = try FitSession.prepare(federation, dataset: dataset, spec: spec)
+        let recoding = try Objective.recoding(session)
+        if let recoding {
+            session = try FitSession.prepare(federation, dataset: dataset, spec: recoding.apply(spec))
+        }
+        var objective = try Objective(session, options: options)
+        var optimizer = BoundedNewton(lower: objective.lowerBounds)
+        optimizer.parameterNames = objective.parameterNames
+        optimizer.maxEvaluations = options.maxEvaluations
+        optimizer.progress = options.progress
+        // The criterion's rounding level grows with the number of rows summed.
+        optimizer.relativeNoise = 2e-16 * Double(max(1, session.usedRows)).squareRoot()
+        objective.tune(&optimizer)
+        let optimum = try objective.minimize(optimizer)
+        var estimates = try objective.estimates(at: optimum)
+        var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma)
+        if let recoding {
+            (estimates.beta, estimates.unscaledCovariance) = recoding.fixedEffects(estimates.beta, covariance: estimates.unscaledCovariance, spec: spec)
+            estimates.theta = recoding.theta(estimates.theta, structure: session.structure, spec: spec)
+            finals = finals.map { recoding.finalize($0, spec: spec) }
+        }
+        var result = ResultBuilder(spec: spec, method: estimates.method, structure: session.structure, sites: federation.sites,
+                                   prepared: session.prepared, finals: finals, theta: estimates.theta, objective: optimum.value,
+                                   estimates: (estimates.beta, estimates.sigma, estimates.unscaledCovariance, estimates.residualSumOfSquares),
+                                   nObs: estimates.nObs, optimizer: optimum).build(
+            evaluations: objective.evaluations, rounds: federation.rounds - roundsBefore,
+            bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,
+            elapsed: Date().timeIntervalSince(started))
+        objective.complete(&result, optimum: optimum, finals: finals)
+        return result
+    }
+}
