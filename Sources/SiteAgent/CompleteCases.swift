@@ -21,14 +21,14 @@ struct CompleteCases {
         let required = spec.requiredVariables
         var columns: [String: DataTable.Column] = [:]
         // Required variables, then those read only through missing(x) or a fill.
-        for v in required + ModelFrame.allVariables(spec) where columns[v] == nil {
+        for v in required + SiteDesign.allVariables(spec) where columns[v] == nil {
             guard let c = table.column(named: v) else { throw ModelFrameError.unknownVariable(v, dataset: dataset) }
             columns[v] = c
         }
         self.columns = columns
         var missing: [String: Int] = [:]
         var complete = selected
-        for v in required { missing[v] = ModelFrame.markMissing(columns[v]!, &complete, among: selected) }
+        for v in required { missing[v] = SiteDesign.markMissing(columns[v]!, &complete, among: selected) }
         self.missing = missing
         usedRows = (0..<table.rowCount).filter { complete[$0] }
         guard !usedRows.isEmpty else { throw ModelFrameError.noCompleteRows(site: "", rows: rows) }
@@ -43,7 +43,7 @@ struct CompleteCases {
             case .site:
                 index.append([Int](repeating: 0, count: usedRows.count)); counts.append(1)
             case .withinSite(let vs):
-                let (idx, n) = ModelFrame.levelIndex(vs.map { columns[$0]! }, rows: usedRows)
+                let (idx, n) = SiteDesign.levelIndex(vs.map { columns[$0]! }, rows: usedRows)
                 index.append(idx); counts.append(n)
             }
         }

@@ -107,7 +107,7 @@ public struct CellCounts: Sendable, Equatable {
             if !binary, let share = largestRowShare(values) { c.dominance.append((name, share)) }
         }
         for column in indicatorVariables where c.levelCounts[column.name] == nil {
-            let (codes, n) = ModelFrame.columnCodes(column, rows: usedRows)
+            let (codes, n) = SiteDesign.columnCodes(column, rows: usedRows)
             var counts = [Int](repeating: 0, count: n)
             for k in codes { counts[k] += 1 }
             c.levelCounts[column.name] = counts

@@ -83,16 +83,10 @@ public final class SiteService: Sendable {
     struct Session: Sendable {
         var dataset: String
         var model: ModelSpec
-        var fit: PreparedFit
+        var fit: SiteDesign
         var patterns: [MissingPattern]
         var rounds: Int
         var lastUsed: Date
-    }
-
-    /// What a session keeps between rounds: an LMM's θ-free sums, or a GLMM's rows.
-    enum PreparedFit: Sendable {
-        case lmm(ModelFrame)
-        case glmm(GLMMFrame, GLMMSite)
     }
 
     public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
@@ -287,7 +281,7 @@ public final class SiteService: Sendable {
         guard sessionBudget.open(peer.fingerprint, limit: policy.maxSessionsPerDay) else {
             throw SiteError.disclosure("this coordinator's certificate has opened the \(policy.maxSessionsPerDay) sessions it may open in 24 hours (rule max_sessions_per_day)")
         }
-        for v in ModelFrame.allVariables(r.model) + r.model.requiredVariables where !mayUse(v) {
+        for v in SiteDesign.allVariables(r.model) + r.model.requiredVariables where !mayUse(v) {
             throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
         }
         let design = r.model.fixed.map(\.expr) + r.model.terms.flatMap { $0.columns.map(\.expr) }
@@ -311,14 +305,9 @@ public final class SiteService: Sendable {
             selection = selected
             filtered = rows
         }
-        let fit: PreparedFit
+        let fit: SiteDesign
         do {
-            if r.model.family == .gaussian {
-                fit = .lmm(try ModelFrame(table: table, spec: r.model, dataset: r.dataset, selection: selection))
-            } else {
-                let frame = try GLMMFrame(table: table, spec: r.model, dataset: r.dataset, selection: selection)
-                fit = .glmm(frame, GLMMSite(frame.data))
-            }
+            fit = try SiteDesign(table: table, spec: r.model, dataset: r.dataset, selection: selection)
         } catch ModelFrameError.noCompleteRows(_, let n) { throw ModelFrameError.noCompleteRows(site: site, rows: n) }
         let used = fit.used
         guard used >= policy.minRows else {
@@ -411,20 +400,20 @@ public final class SiteService: Sendable {
         }.sorted { ($0.missing.count, $0.missing.joined(separator: ",")) < ($1.missing.count, $1.missing.joined(separator: ",")) }
     }
 
-    private func reply(for session: String, _ fit: PreparedFit, patterns: [MissingPattern]) -> PrepareReply {
-        switch fit {
-        case .lmm(let frame):
+    private func reply(for session: String, _ frame: SiteDesign, patterns: [MissingPattern]) -> PrepareReply {
+        switch frame.model {
+        case .linear(let blocks, let logWeightSum):
             var summary = SiteSummary(rows: frame.rows, used: frame.used,
                                       missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
                                       patterns: patterns)
-            if frame.spec.weights != nil { summary.logWeightSum = frame.logWeightSum }
+            if frame.spec.weights != nil { summary.logWeightSum = logWeightSum }
             return PrepareReply(session: session, summary: summary,
-                                blocks: frame.spec.allTermsGroupedBySite ? frame.blocks : nil)
-        case .glmm(let frame, _):
-            let p = frame.data.p
+                                blocks: frame.spec.allTermsGroupedBySite ? blocks : nil)
+        case .generalized(let site):
+            let data = site.data, p = data.p
             var sums = [Double](repeating: 0, count: p), squares = sums
-            for i in 0..<frame.data.rows {
-                for j in 0..<p { let v = frame.data.x[i * p + j]; sums[j] += v; squares[j] += v * v }
+            for i in 0..<data.rows {
+                for j in 0..<p { let v = data.x[i * p + j]; sums[j] += v; squares[j] += v * v }
             }
             var summary = SiteSummary(rows: frame.rows, used: frame.used,
                                       missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
@@ -454,23 +443,23 @@ public final class SiteService: Sendable {
         let structure = s.model.covarianceStructure
         try validate(theta: r.theta, structure: structure)
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
-        switch s.fit {
-        case .lmm(let frame):
+        switch s.fit.model {
+        case .linear(let blocks, _):
             // Cost before work: refused in microseconds, before any allocation.
-            if let refusal = RequestCost.lmmEvaluate(frame.blocks, structure: structure, order: r.order)
+            if let refusal = RequestCost.lmmEvaluate(blocks, structure: structure, order: r.order)
                 .refusal(limits, what: "evaluation") { throw refusal }
-            let c = try LMMSite.evaluate(frame.blocks, structure: structure, theta: r.theta, order: r.order)
+            let c = try LMMSite.evaluate(blocks, structure: structure, theta: r.theta, order: r.order)
             return .contribution(ContributionReply(session: r.session, contribution: c))
-        case .glmm(let frame, let site):
+        case .generalized(let site):
             guard let beta = r.beta, beta.count == s.model.fixedCount, beta.allSatisfy(\.isFinite) else {
                 throw SiteError.invalid("a GLMM evaluation needs beta with one finite value per fixed effect")
             }
             let nAGQ = r.nAGQ ?? 1
             guard (1...25).contains(nAGQ) else { throw SiteError.invalid("nagq must be between 1 and 25") }
-            if let refusal = RequestCost.glmmEvaluate(frame.data, order: r.order, nAGQ: nAGQ)
+            if let refusal = RequestCost.glmmEvaluate(site.data, order: r.order, nAGQ: nAGQ)
                 .refusal(limits, what: "evaluation") { throw refusal }
             let jet = try site.evaluate(theta: r.theta, beta: beta, order: r.order, nAGQ: nAGQ)
-            return .glmmContribution(GLMMContributionReply(session: r.session, rows: frame.used, objective: jet))
+            return .glmmContribution(GLMMContributionReply(session: r.session, rows: s.fit.used, objective: jet))
         }
     }
 
@@ -482,15 +471,15 @@ public final class SiteService: Sendable {
             throw SiteError.invalid("beta must have one finite value per fixed effect and sigma must be positive")
         }
         let reply: FinalizeReply
-        switch s.fit {
-        case .lmm(let frame):
-            if let refusal = RequestCost.lmmEvaluate(frame.blocks, structure: structure, order: 0)
+        switch s.fit.model {
+        case .linear(let blocks, _):
+            if let refusal = RequestCost.lmmEvaluate(blocks, structure: structure, order: 0)
                 .refusal(limits, what: "finalize") { throw refusal }
-            let e = try LMMSite.siteEffects(frame.blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
+            let e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
-                                  ownEffects: LMMSite.ownEstimate(frame.blocks, beta: r.beta))
-        case .glmm(let frame, let site):
-            if let refusal = RequestCost.glmmEvaluate(frame.data, order: 0, nAGQ: 1)
+                                  ownEffects: LMMSite.ownEstimate(blocks, beta: r.beta))
+        case .generalized(let site):
+            if let refusal = RequestCost.glmmEvaluate(site.data, order: 0, nAGQ: 1)
                 .refusal(limits, what: "finalize") { throw refusal }
             let e = try site.siteEffects(theta: r.theta, beta: r.beta)
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
@@ -579,7 +568,7 @@ public final class SiteService: Sendable {
     func checkSiteColumn(_ table: DataTable) throws {
         guard let name = siteColumn, let c = table.column(named: name) else { return }
         var bad = 0
-        for i in 0..<table.rowCount where !c.isMissing(i) && ModelFrame.key(c, i) != site { bad += 1 }
+        for i in 0..<table.rowCount where !c.isMissing(i) && SiteDesign.key(c, i) != site { bad += 1 }
         if bad > 0 { throw ModelFrameError.siteColumnMismatch(column: name, site: site, rows: bad) }
     }
 }
@@ -625,14 +614,5 @@ public enum SiteError: Error, Equatable, CustomStringConvertible {
         case .disclosure(let why): return "refused by the site's disclosure rules: \(why)"
         case .invalid(let why): return "invalid request: \(why)"
         }
-    }
-}
-
-extension SiteService.PreparedFit {
-    var used: Int {
-        switch self { case .lmm(let f): return f.used; case .glmm(let f, _): return f.used }
-    }
-    var cells: CellCounts {
-        switch self { case .lmm(let f): return f.cells; case .glmm(let f, _): return f.cells }
     }
 }

@@ -87,7 +87,7 @@ final class GLMMFederationTests: XCTestCase {
         let spec = try Analysis.resolve(formula: "y ~ x + (1 | site:ward)",
                                         descriptions: try Analysis.describe(inProcessFederation(files: [file]), dataset: "data"),
                                         family: .binomial)
-        let site = GLMMSite(try GLMMFrame(table: try CSVReader.read(path: file.path), spec: spec, dataset: "data").data)
+        let site = try SiteDesign(table: try CSVReader.read(path: file.path), spec: spec, dataset: "data").glmm!
         site.maxIterations = 1
         XCTAssertThrowsError(try site.objective(theta: [3], beta: [4, -6])) { e in
             XCTAssertEqual(e as? GLMMError, .modesDidNotConverge(iterations: 1))

@@ -30,7 +30,7 @@ final class GLMMReferenceTests: XCTestCase {
             let spec = try Analysis.resolve(formula: ref["formula"] as! String,
                                             descriptions: try Analysis.describe(inProcessFederation(files: files), dataset: "data"),
                                             family: .binomial)
-            let sites = try files.map { GLMMSite(try GLMMFrame(table: try CSVReader.read(path: $0.path), spec: spec, dataset: "data").data) }
+            let sites = try files.map { try SiteDesign(table: try CSVReader.read(path: $0.path), spec: spec, dataset: "data").glmm! }
             var total = 0.0, saturated = 0.0
             for s in sites { total += try s.objective(theta: theta, beta: beta, nAGQ: c.nAGQ).value; saturated += s.saturatedConstant }
             let lme4 = ref["objective"] as! Double

@@ -237,11 +237,11 @@ final class NetworkThreatTests: XCTestCase {
         let evaluate: RequestCost
         var request = EvaluateRequest(session: "w", theta: spec.covarianceStructure.initialTheta, order: 2)
         if family == .gaussian {
-            let frame = try ModelFrame(table: table, spec: spec, dataset: "data")
-            evaluate = RequestCost.lmmEvaluate(frame.blocks, structure: spec.covarianceStructure, order: 2)
+            let frame = try SiteDesign(table: table, spec: spec, dataset: "data")
+            evaluate = RequestCost.lmmEvaluate(frame.blocks!, structure: spec.covarianceStructure, order: 2)
         } else {
-            let frame = try GLMMFrame(table: table, spec: spec, dataset: "data")
-            evaluate = RequestCost.glmmEvaluate(frame.data, order: 2, nAGQ: nAGQ)
+            let frame = try SiteDesign(table: table, spec: spec, dataset: "data")
+            evaluate = RequestCost.glmmEvaluate(frame.glmm!.data, order: 2, nAGQ: nAGQ)
             request.beta = [Double](repeating: 0, count: spec.fixedCount)
             request.nAGQ = nAGQ
         }

@@ -306,7 +306,7 @@ final class DisclosureRulesTests: XCTestCase {
         let table = Self.table()
         let filter = Expr.binary(.or, Self.xBelow(12), .indicator("ward", level: "w3"))
         let spec = Self.spec([Self.column("x")], filter: filter)
-        let filtered = try ModelFrame(table: table, spec: spec, dataset: "main")
+        let filtered = try SiteDesign(table: table, spec: spec, dataset: "main")
         let keep = (0..<40).filter { $0 < 12 || $0 % 4 == 3 }
         let sub = DataTable(columns: table.columns.map { c in
             switch c.data {
@@ -316,10 +316,10 @@ final class DisclosureRulesTests: XCTestCase {
         }, rowCount: keep.count)
         var unfiltered = spec
         unfiltered.filter = nil
-        let direct = try ModelFrame(table: sub, spec: unfiltered, dataset: "main")
+        let direct = try SiteDesign(table: sub, spec: unfiltered, dataset: "main")
         XCTAssertEqual(filtered.rows, keep.count)
         XCTAssertEqual(filtered.used, keep.count)
-        XCTAssertEqual(filtered.blocks, direct.blocks, "the same sums, bit for bit")
+        XCTAssertEqual(filtered.blocks!, direct.blocks!, "the same sums, bit for bit")
     }
 
     // MARK: Only site-level effects leave the site

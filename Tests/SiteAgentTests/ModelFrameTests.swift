@@ -47,7 +47,7 @@ final class ModelFrameTests: XCTestCase {
 
     func frameError(_ table: DataTable, _ spec: ModelSpec, file: StaticString = #filePath, line: UInt = #line) -> ModelFrameError? {
         do {
-            let f = try ModelFrame(table: table, spec: spec, dataset: "main")
+            let f = try SiteDesign(table: table, spec: spec, dataset: "main")
             XCTFail("built a frame (\(f.used) rows used) where an error was expected", file: file, line: line)
         } catch let e as ModelFrameError {
             return e
@@ -128,7 +128,7 @@ final class ModelFrameTests: XCTestCase {
     }
 
     func testATextVariableAsAnIndicatorIsFine() throws {
-        let f = try ModelFrame(table: Self.siteA(), spec: Self.spec([DesignColumn(name: "sexM", expr: .indicator("sex", level: "M"))]),
+        let f = try SiteDesign(table: Self.siteA(), spec: Self.spec([DesignColumn(name: "sexM", expr: .indicator("sex", level: "M"))]),
                                dataset: "main")
         XCTAssertEqual(f.used, 12)
     }

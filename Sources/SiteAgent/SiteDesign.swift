@@ -1,8 +1,10 @@
-// Builds a model's design at one site: evaluates the specification's column
-// expressions on the site's rows, keeps complete cases, indexes the groups of
-// each random-effects factor (site-local: equal codes at two sites are
-// different groups) and accumulates the θ-free sums the fit needs.
+// A model's design at one site, for every model kind: evaluates the
+// specification's column expressions on the site's rows, keeps complete
+// cases, indexes the groups of each random-effects factor (site-local: equal
+// codes at two sites are different groups), measures the small cells, and
+// keeps what the kind's rounds read (an LMM's θ-free sums, a GLMM's rows).
 
+import Foundation
 import Math
 import Protocol
 
@@ -50,88 +52,198 @@ public enum ModelFrameError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// A model evaluated on one site's rows.
-public struct ModelFrame: Sendable {
+/// A model's design on one site's rows, built once per session: the complete
+/// cases, every column evaluated, each factor's site-local levels, and the
+/// small-cell counts the disclosure rules read. A linear model keeps only its
+/// θ-free blocks; a generalized one keeps the rows its conditional modes need.
+public struct SiteDesign: Sendable {
     public let spec: ModelSpec
+    /// Rows the filter selects.
     public let rows: Int
+    /// Complete cases among them: the rows the model uses.
     public let used: Int
-    /// Missing values per required variable, over all rows.
+    /// Missing values per required variable, over the selected rows.
     public let missing: [String: Int]
     /// Levels of each term's grouping factor among used rows (model term order).
     public let groupCounts: [Int]
-    public let blocks: SiteBlocks
     /// Small-cell counts of the design, for the site's min_cell rule.
     public let cells: CellCounts
-    /// Σ log w over used rows (0 without prior weights): lme4 subtracts it from the criterion.
-    public let logWeightSum: Double
+    public let model: Model
+
+    /// What a session keeps between rounds.
+    public enum Model: Sendable {
+        /// The θ-free blocks of [Z X y] and Σ log w over used rows (0 without
+        /// prior weights; lme4 subtracts it from the criterion).
+        case linear(SiteBlocks, logWeightSum: Double)
+        /// The rows, which each evaluation's conditional modes read.
+        case generalized(GLMMSite)
+    }
+
+    /// A linear model's blocks (nil for a GLMM).
+    public var blocks: SiteBlocks? {
+        if case .linear(let b, _) = model { return b } else { return nil }
+    }
+    /// A GLMM's site evaluator (nil for a linear model).
+    public var glmm: GLMMSite? {
+        if case .generalized(let s) = model { return s } else { return nil }
+    }
 
     /// The model on the rows of `table` that its filter selects (`selection`,
-    /// when the caller has already evaluated the filter). `rows` and
-    /// `missing` then count the selected rows only.
+    /// when the caller has already evaluated the filter).
     public init(table: DataTable, spec: ModelSpec, dataset: String, selection: [Bool]? = nil) throws {
         self.spec = spec
+        let family = try Self.family(spec)
         let cases = try CompleteCases(table: table, spec: spec, dataset: dataset, selection: selection)
         rows = cases.rows
         missing = cases.missing
-        let usedRows = cases.usedRows, columns = cases.columns
-        used = usedRows.count
-
-        let evaluator = ExpressionEvaluator(columns: columns, rows: usedRows)
-        // [X y]
-        var wcols: [[Double]] = []
-        for c in spec.fixed { wcols.append(try evaluator.evaluate(c.expr, name: c.name)) }
-        switch spec.response {
-        case .value(let e): wcols.append(try evaluator.evaluate(e, name: "response"))
-        case .binomial:
-            throw ModelFrameError.unsupported("cbind(successes, failures) is a binomial response: fit it with --family binomial")
-        }
-        // Factors: level index per used row, and z values (terms of the factor, in term order).
+        let rowCount = cases.usedRows.count
+        used = rowCount
+        let ev = ExpressionEvaluator(columns: cases.columns, rows: cases.usedRows)
+        let fixed = try spec.fixed.map { try ev.evaluate($0.expr, name: $0.name) }
+        var columns = zip(spec.fixed.map(\.name), fixed).map { (name: $0, values: $1) }
+        let response = try Self.response(spec, family: family, evaluator: ev)
+        let weights = try spec.weights.map { try ev.evaluate($0, name: "weights") }
+        let offset = try spec.offset.map { try ev.evaluate($0, name: "offset") }
         let groupings = spec.factorGroupings
-        let (levelIndex, levelCounts) = cases.factorLevels(spec)
+        let (levels, levelCounts) = cases.factorLevels(spec)
         groupCounts = spec.terms.map { levelCounts[groupings.firstIndex(of: $0.grouping)!] }
         try Self.checkTail(spec, levelCounts: levelCounts)
-        var zcols: [[[Double]]] = Array(repeating: [], count: groupings.count)
-        for t in spec.terms {
-            let f = groupings.firstIndex(of: t.grouping)!
-            for c in t.columns { zcols[f].append(try evaluator.evaluate(c.expr, name: c.name)) }
+        // Per factor, the columns of its terms in term order.
+        var z: [[[Double]]] = []
+        for g in groupings {
+            let terms = spec.terms.filter { $0.grouping == g }
+            z.append(try terms.flatMap { t in try t.columns.map { try ev.evaluate($0.expr, name: $0.name) } })
+            columns += zip(terms.flatMap { t in t.columns.map { "\($0.name) | \(t.name)" } }, z[z.count - 1]).map { ($0, $1) }
         }
-        var designColumns: [(name: String, values: [Double])] = zip(spec.fixed.map(\.name), wcols).map { ($0, $1) }
-        for t in spec.terms {
-            let f = groupings.firstIndex(of: t.grouping)!
-            let k = spec.terms.filter { $0.grouping == t.grouping }.prefix { $0 != t }.reduce(0) { $0 + $1.columns.count }
-            for (j, c) in t.columns.enumerated() { designColumns.append(("\(c.name) | \(t.name)", zcols[f][k + j])) }
-        }
-        let responseClasses = CellCounts.binaryClasses(wcols[wcols.count - 1])
-        // The response obeys the column rules too (min_cell minority, dominance).
-        designColumns.append(("response", wcols[wcols.count - 1]))
-        // Offsets are subtracted from the response; prior weights scale every
-        // row of [X y] and Z by √w (DESIGN.md).
-        if let o = spec.offset {
-            let off = try evaluator.evaluate(o, name: "offset")
-            designColumns.append(("offset", off))
-            for i in 0..<used { wcols[wcols.count - 1][i] -= off[i] }
-        }
-        var logWeights = 0.0
-        if let we = spec.weights {
-            let w = try evaluator.evaluate(we, name: "weights")
-            designColumns.append(("weights", w))
-            guard w.allSatisfy({ $0 > 0 }) else {
-                throw ModelFrameError.unsupported("prior weights of a linear mixed model must be positive; some rows have weights of 0 or less")
+        let indicators = Self.indicatorVariables(spec).map { cases.columns[$0]! }
+        if let family {
+            let g = try GLMMRows(response: response, weights: weights, family: family, used: used)
+            // The response obeys the column rules too (min_cell minority, dominance).
+            columns.append(("response", g.y))
+            if let offset { columns.append(("offset", offset)) }
+            if weights != nil { columns.append(("weights", g.n)) }
+            cells = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows, outcome: g.outcome)
+            model = .generalized(GLMMSite(GLMMSiteData(
+                family: family, structure: spec.covarianceStructure, siteFactor: spec.siteFactorIndex, p: fixed.count,
+                x: Self.rowMajor(fixed, rows: rowCount), y: g.y, n: g.n, offset: offset ?? [Double](repeating: 0, count: rowCount),
+                levels: levels, levelCounts: levelCounts, z: z.map { Self.rowMajor($0, rows: rowCount) })))
+        } else {
+            // [X y]; the offset is subtracted from the response, and prior
+            // weights scale every row of [X y] and Z by √w (DESIGN.md).
+            var wcols = fixed + [response.values]
+            columns.append(("response", response.values))
+            if let offset {
+                columns.append(("offset", offset))
+                for i in 0..<used { wcols[wcols.count - 1][i] -= offset[i] }
             }
-            let sw = w.map { $0.squareRoot() }
-            for j in wcols.indices { for i in 0..<used { wcols[j][i] *= sw[i] } }
-            for f in zcols.indices { for a in zcols[f].indices { for i in 0..<used { zcols[f][a][i] *= sw[i] } } }
-            for x in w { logWeights += Foundation.log(x) }
+            var logWeightSum = 0.0
+            if let w = weights {
+                columns.append(("weights", w))
+                guard w.allSatisfy({ $0 > 0 }) else {
+                    throw ModelFrameError.unsupported("prior weights of a linear mixed model must be positive; some rows have weights of 0 or less")
+                }
+                let sw = w.map { $0.squareRoot() }
+                for j in wcols.indices { for i in 0..<used { wcols[j][i] *= sw[i] } }
+                for f in z.indices { for a in z[f].indices { for i in 0..<used { z[f][a][i] *= sw[i] } } }
+                for x in w { logWeightSum += Foundation.log(x) }
+            }
+            cells = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows,
+                                       outcome: CellCounts.binaryClasses(response.values))
+            var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
+                                            levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
+            builder.addColumns(w: wcols, levels: levels, z: z)
+            model = .linear(builder.finish(), logWeightSum: logWeightSum)
         }
-        logWeightSum = logWeights
-        cells = CellCounts.measure(columns: designColumns, indicatorVariables: Self.indicatorVariables(spec).map { columns[$0]! },
-                                   usedRows: usedRows, outcome: responseClasses)
-        var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
-                                        levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
-        builder.addColumns(w: wcols, levels: levelIndex, z: zcols)
-        blocks = builder.finish()
     }
 
+    /// The GLM family of a generalized model, nil for a linear one.
+    static func family(_ spec: ModelSpec) throws -> GLMFamily? {
+        guard spec.family != .gaussian else { return nil }
+        guard let distribution = GLMDistribution(rawValue: spec.family.rawValue),
+              let link = GLMLink(rawValue: spec.link.rawValue), GLMFamily(distribution, link).isValid else {
+            throw ModelFrameError.unsupported("family \(spec.family.rawValue) with link \(spec.link.rawValue) is not supported; use binomial with logit, probit or cloglog, or poisson with log")
+        }
+        return GLMFamily(distribution, link)
+    }
+
+    /// The response as written: one column, or successes and failures.
+    static func response(_ spec: ModelSpec, family: GLMFamily?, evaluator ev: ExpressionEvaluator) throws
+        -> (values: [Double], failures: [Double]?) {
+        switch spec.response {
+        case .value(let e):
+            return (try ev.evaluate(e, name: "response"), nil)
+        case .binomial(let s, let f):
+            guard let family else {
+                throw ModelFrameError.unsupported("cbind(successes, failures) is a binomial response: fit it with --family binomial")
+            }
+            guard family.distribution == .binomial else { throw ModelFrameError.unsupported("cbind(successes, failures) needs family binomial") }
+            return (try ev.evaluate(s, name: "successes"), try ev.evaluate(f, name: "failures"))
+        }
+    }
+
+    /// Columns as one rows × columns row-major array.
+    static func rowMajor(_ columns: [[Double]], rows: Int) -> [Double] {
+        let r = columns.count
+        var out = [Double](repeating: 0, count: rows * r)
+        for (a, c) in columns.enumerated() { for i in 0..<rows { out[i * r + a] = c[i] } }
+        return out
+    }
+}
+
+/// A GLMM's response as glm and glmer read it: successes y and trials n
+/// (binomial), or counts y and log-likelihood multipliers n (Poisson).
+struct GLMMRows {
+    var y: [Double]
+    var n: [Double]
+    /// Binomial: events and non-events in total (the outcome's classes, for min_cell).
+    var outcome: (events: Double, nonEvents: Double)?
+
+    init(response: (values: [Double], failures: [Double]?), weights: [Double]?, family: GLMFamily, used: Int) throws {
+        y = response.values
+        if let failures = response.failures {
+            n = zip(y, failures).map { $0 + $1 }
+            if zip(y, failures).contains(where: { $0 < 0 || $1 < 0 || $0 != $0.rounded() || $1 != $1.rounded() }) {
+                throw ModelFrameError.unsupported("cbind(successes, failures) needs non-negative whole numbers; some rows have other values")
+            }
+        } else {
+            n = [Double](repeating: 1, count: used)
+            if family.distribution == .binomial, weights == nil, y.contains(where: { $0 != 0 && $0 != 1 }) {
+                throw ModelFrameError.unsupported("a binomial response must be 0/1, a two-level text variable, or cbind(successes, failures); some rows have other values")
+            }
+        }
+        if family.distribution == .poisson, y.contains(where: { $0 < 0 || $0 != $0.rounded() }) {
+            throw ModelFrameError.unsupported("a Poisson response must be a non-negative count; some rows have other values")
+        }
+        // Prior weights: for a binomial 0/1 (or proportion) response, the
+        // number of trials; for Poisson, a multiplier of each row's log-likelihood.
+        if let w = weights {
+            guard w.allSatisfy({ $0 >= 0 }) else {
+                throw ModelFrameError.unsupported("prior weights must be non-negative; some rows have negative weights")
+            }
+            switch family.distribution {
+            case .binomial:
+                if response.failures != nil {
+                    throw ModelFrameError.unsupported("use either cbind(successes, failures) or weights for binomial trials, not both")
+                }
+                guard y.allSatisfy({ $0 >= 0 && $0 <= 1 }) else {
+                    throw ModelFrameError.unsupported("with weights, a binomial response is a proportion between 0 and 1; some rows have other values")
+                }
+                y = zip(y, w).map { $0 * $1 }
+                n = w
+            case .poisson:
+                n = w
+            }
+        }
+        if family.distribution == .binomial {
+            let events = y.reduce(0, +)
+            outcome = (events, n.reduce(0, +) - events)
+        } else {
+            outcome = nil
+        }
+    }
+}
+
+extension SiteDesign {
     /// Refuses layouts whose dense tail (the grouping factors other than the
     /// one with the most levels) would be too large to hold at this site.
     static func checkTail(_ spec: ModelSpec, levelCounts: [Int]) throws {
@@ -326,4 +438,3 @@ struct ExpressionEvaluator {
     }
 }
 
-import Foundation
