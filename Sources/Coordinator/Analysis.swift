@@ -95,26 +95,26 @@ public enum Analysis {
                                 missingData: MissingDataStrategy = MissingDataStrategy()) throws {
         let parsed: Formula
         do { parsed = try Formula.parse(formula) } catch let e as FormulaError {
-            throw UsageError("--formula: \(e)")
+            throw SettingError("\(.formula): \(e)")
         }
-        guard (1...25).contains(options.nAGQ) else { throw UsageError("--nagq must be between 1 and 25") }
+        guard (1...25).contains(options.nAGQ) else { throw SettingError("\(.nAGQ) must be between 1 and 25") }
         if options.nAGQ > 1 {
             guard options.family != .gaussian else {
-                throw UsageError("--nagq applies to GLMMs (--family binomial or poisson)")
+                throw SettingError("\(.nAGQ) applies to GLMMs (\(.family) binomial or poisson)")
             }
             // Adaptive quadrature needs one scalar term; a factor on the left
             // side may still widen it, which the fit itself refuses.
             let scalar = parsed.random.count == 1
                 && (parsed.random[0].lhs.intercept ? 1 : 0) + parsed.random[0].lhs.terms.count == 1
             guard scalar else {
-                throw UsageError("--nagq \(options.nAGQ) needs a single scalar random-effects term such as (1 | site); the formula has \(parsed.random.count == 1 ? "a term with several columns" : "\(parsed.random.count) random-effects terms"). Use --nagq 1 (Laplace) for this model")
+                throw SettingError("\(.nAGQ) \(options.nAGQ) needs a single scalar random-effects term such as (1 | site); the formula has \(parsed.random.count == 1 ? "a term with several columns" : "\(parsed.random.count) random-effects terms"). Use \(.nAGQ) 1 (Laplace) for this model")
             }
         }
         if let f = options.filter {
-            do { _ = try RowFilterParser.parse(f, variables: guessedFilterVariables(f)) } catch { throw UsageError("--filter: \(error)") }
+            do { _ = try RowFilterParser.parse(f, variables: guessedFilterVariables(f)) } catch { throw SettingError("\(.filter): \(error)") }
         }
         for v in missingData.indicators.keys.sorted() where !parsed.variablesUsed.contains(v) {
-            throw UsageError("--missing-indicator \(v): the formula does not use \(v)")
+            throw SettingError("\(.missingIndicator) \(v): the formula does not use \(v)")
         }
     }
 
@@ -170,7 +170,7 @@ public enum Analysis {
                            recoveriesBefore: [Int]? = nil) throws -> FitResult {
         let excluded = try missingData.sitesToExclude(descriptions)
         let kept = federation.channels.filter { c in !excluded.contains { $0.site == c.site } }
-        guard !kept.isEmpty else { throw UsageError("every site would be excluded by --exclude-sites-missing-above") }
+        guard !kept.isEmpty else { throw SettingError("every site would be excluded by \(.excludeSitesMissingAbove)") }
         let used = excluded.isEmpty ? federation : Federation(channels: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
         let recoveryCounts = federation.channels.map(\.recoveries.count)
@@ -206,7 +206,7 @@ public enum Analysis {
         if let w = options.weights {
             try VariableCatalog(descriptions).requireVariables([w])
             guard try VariableCatalog(descriptions).variables([w])[w]?.kind == .numeric else {
-                throw UsageError("--weights \(w): prior weights must be a numeric variable")
+                throw SettingError("\(.weights) \(w): prior weights must be a numeric variable")
             }
             spec.weights = .variable(w)
         }

@@ -48,9 +48,9 @@ struct GLMMObjective: FitObjective {
     static func validate(_ spec: ModelSpec, options: FitOptions) throws {
         let structure = spec.covarianceStructure, nAGQ = options.nAGQ
         if nAGQ > 1 && !(structure.terms.count == 1 && structure.terms[0].dimension == 1) {
-            throw UsageError("--nagq \(nAGQ) needs a single scalar random-effects term such as (1 | site); use --nagq 1 (Laplace) for this model")
+            throw SettingError("\(.nAGQ) \(nAGQ) needs a single scalar random-effects term such as (1 | site); use \(.nAGQ) 1 (Laplace) for this model")
         }
-        guard (1...25).contains(nAGQ) else { throw UsageError("--nagq must be between 1 and 25") }
+        guard (1...25).contains(nAGQ) else { throw SettingError("\(.nAGQ) must be between 1 and 25") }
     }
 
     init(_ session: FitSession, options: FitOptions) throws {

@@ -24,16 +24,6 @@ public struct MissingDataStrategy: Sendable, Equatable {
         return parts.isEmpty ? "complete case" : parts.joined(separator: ", ")
     }
 
-    /// Parses "VAR=NUMBER" arguments.
-    public static func parseAssignments(_ values: [String], option: String) throws -> [(String, [Double])] {
-        try values.map { a in
-            guard let eq = a.firstIndex(of: "=") else { throw UsageError("--\(option) takes VAR=NUMBER, got \"\(a)\"") }
-            let nums = a[a.index(after: eq)...].split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
-            guard !nums.isEmpty, nums.allSatisfy({ $0 != nil }) else { throw UsageError("--\(option) takes VAR=NUMBER[,NUMBER...], got \"\(a)\"") }
-            return (String(a[..<eq]), nums.map { $0! })
-        }
-    }
-
     /// Sites whose missing share of a variable exceeds its threshold, with the reason.
     /// Suppressed counts ("<5") are taken at their upper bound.
     public func sitesToExclude(_ descriptions: [SiteDescription]) throws -> [(site: String, reason: String)] {
@@ -41,7 +31,7 @@ public struct MissingDataStrategy: Sendable, Equatable {
         for d in descriptions {
             for (v, fraction) in excludeAbove.sorted(by: { $0.key < $1.key }) {
                 guard let desc = d.variables.first(where: { $0.name == v }) else {
-                    throw UsageError("--exclude-sites-missing-above: site \"\(d.site)\" has no variable \"\(v)\"")
+                    throw SettingError("\(.excludeSitesMissingAbove): site \"\(d.site)\" has no variable \"\(v)\"")
                 }
                 let missing: Int
                 switch desc.missing { case .exact(let n): missing = n; case .below(let n): missing = n - 1 }
@@ -60,7 +50,7 @@ public struct MissingDataStrategy: Sendable, Equatable {
         var s = spec
         for (v, value) in indicators.sorted(by: { $0.key < $1.key }) {
             guard variables[v]?.kind == .numeric else {
-                throw UsageError("--missing-indicator \(v): the missing-indicator method needs a numeric covariate")
+                throw SettingError("\(.missingIndicator) \(v): the missing-indicator method needs a numeric covariate")
             }
             var last: Int? = nil
             for i in s.fixed.indices where s.fixed[i].expr.variables.contains(v) {
@@ -68,10 +58,10 @@ public struct MissingDataStrategy: Sendable, Equatable {
                 last = i
             }
             guard let at = last else {
-                throw UsageError("--missing-indicator \(v): the formula's fixed effects do not use \(v)")
+                throw SettingError("\(.missingIndicator) \(v): the formula's fixed effects do not use \(v)")
             }
             if case .value(let e) = s.response, e.variables.contains(v) {
-                throw UsageError("--missing-indicator \(v): the response cannot be filled in")
+                throw SettingError("\(.missingIndicator) \(v): the response cannot be filled in")
             }
             s.fixed.insert(DesignColumn(name: "missing(\(v))", expr: .isMissing(v)), at: at + 1)
         }

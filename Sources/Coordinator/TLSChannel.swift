@@ -392,21 +392,21 @@ public struct SitesFile: Sendable, Equatable {
         var copy = self
         for n in names {
             guard sites.contains(where: { $0.name == n }) else {
-                throw UsageError("--exclude-sites: no site \"\(n)\" in the sites file (sites: \(sites.map(\.name).joined(separator: ", ")))")
+                throw SettingError("\(.excludeSites): no site \"\(n)\" in the sites file (sites: \(sites.map(\.name).joined(separator: ", ")))")
             }
             if !copy.exclusions.contains(where: { $0.site == n }) { copy.exclusions.append(SiteExclusion(site: n, reason: reason)) }
         }
         guard copy.sites.contains(where: { s in !copy.exclusions.contains { $0.site == s.name } }) else {
-            throw UsageError("every site of the sites file would be excluded; nothing would be fitted")
+            throw SettingError("every site of the sites file would be excluded; nothing would be fitted")
         }
         return copy
     }
 
     public static func load(path: String) throws -> SitesFile {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw UsageError("\(path): cannot read the sites file")
+            throw SettingError("\(path): cannot read the sites file")
         }
-        func fail(_ m: String) -> UsageError { UsageError("\(path): \(m)") }
+        func fail(_ m: String) -> SettingError { SettingError("\(path): \(m)") }
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw fail("not a JSON object") }
         let base = URL(fileURLWithPath: path).deletingLastPathComponent()
         func resolve(_ p: String) -> String { p.hasPrefix("/") ? p : base.appendingPathComponent(p).standardizedFileURL.path }
@@ -453,7 +453,7 @@ public struct SitesFile: Sendable, Equatable {
                 else if let o = item as? [String: Any], let n = o["site"] as? String, Set(o.keys).isSubset(of: ["site", "reason"]) {
                     name = n; reason = "excluded in the sites file: " + ((o["reason"] as? String) ?? "no reason given")
                 } else { throw fail("exclude_sites[\(i)] must be a site name or {\"site\": NAME, \"reason\": TEXT}") }
-                do { file = try file.excluding([name], reason: reason) } catch let e as UsageError { throw fail(e.message.replacingOccurrences(of: "--exclude-sites: ", with: "exclude_sites: ")) }
+                do { file = try file.excluding([name], reason: reason) } catch let e as SettingError { throw fail(e.worded { $0 == .excludeSites ? "exclude_sites" : $0.rawValue }) }
             }
         }
         return file

@@ -145,8 +145,31 @@ func emit(_ r: FitResult, _ a: ParsedArguments) throws {
     }
 }
 
-extension Coordinator.UsageError: UsageFailure {
-    public var usageMessage: String { message }
+/// A problem with the command line, worded for it (exit status 2, as
+/// CommandKit's own usage errors).
+struct UsageError: Error, CustomStringConvertible, Equatable, UsageFailure {
+    var message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
+    var usageMessage: String { message }
+}
+
+/// The library names settings; on this command line they are flags.
+extension SettingError: UsageFailure {
+    public var usageMessage: String { worded(Self.flag) }
+
+    static func flag(_ s: Setting) -> String {
+        switch s {
+        case .formula: return "--formula"
+        case .family: return "--family"
+        case .nAGQ: return "--nagq"
+        case .filter: return "--filter"
+        case .weights: return "--weights"
+        case .missingIndicator: return "--missing-indicator"
+        case .excludeSitesMissingAbove: return "--exclude-sites-missing-above"
+        case .excludeSites: return "--exclude-sites"
+        }
+    }
 }
 
 extension FileHandle {
