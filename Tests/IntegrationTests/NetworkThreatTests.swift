@@ -301,7 +301,12 @@ final class NetworkThreatTests: XCTestCase {
             try client.send(.evaluate(EvaluateRequest(session: "q", theta: spec.covarianceStructure.initialTheta, order: 2)), id: 2 + k)
         }
         client.close()
-        Thread.sleep(forTimeInterval: 1)
+        // The agent serves a connection on one thread and records everything
+        // it does for it before letting it go: once no connection is held
+        // (the federation's and this one), nothing more will be read or answered.
+        let deadline = Date().addingTimeInterval(30)
+        while agent.server.admissionCounts.authenticated > 0 && Date() < deadline { usleep(10_000) }
+        XCTAssertEqual(agent.server.admissionCounts.authenticated, 0, "the agent let go of the abandoned connection within 30 s")
         let received = audit.all.filter { $0.direction == .received && $0.type == "evaluate" }.count
         let answered = audit.all.filter { $0.direction == .sent && $0.type == "contribution" }.count
         print("abandon: 200 evaluations queued, then the peer closed: \(received) read, \(answered) answered")

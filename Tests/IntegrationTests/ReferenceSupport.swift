@@ -56,7 +56,7 @@ func relativeError(_ a: Double, _ b: Double) -> Double {
 
 /// Asserts a fit agrees with lme4's reference at DESIGN.md's LMM tolerances:
 /// criterion within 1e-6 absolute (and never worse by more), estimates, SEs,
-/// variance components within `rel` relative. Returns the worst relative error.
+/// variance components and θ within `rel` relative. Returns the worst relative error.
 @discardableResult
 func assertMatchesReference(_ r: FitResult, _ ref: [String: Any], rel: Double = 1e-4,
                             file: StaticString = #filePath, line: UInt = #line) -> Double {
@@ -91,13 +91,14 @@ func assertMatchesReference(_ r: FitResult, _ ref: [String: Any], rel: Double = 
     XCTAssertEqual(r.bic, ref["bic"] as! Double, accuracy: 1e-5, file: file, line: line)
     let theta = ref["theta"] as? [Double] ?? [ref["theta"] as! Double]
     XCTAssertEqual(r.theta.count, theta.count, file: file, line: line)
+    for (k, (mine, theirs)) in zip(r.theta, theta).enumerated() { check(mine, theirs, "theta[\(k)]", tol: rel) }
     XCTAssertEqual(r.singular, ref["singular"] as! Bool, file: file, line: line)
     if let groups = ref["n_groups"] as? [String: Int] { XCTAssertEqual(r.nGroups, groups, file: file, line: line) }
     return worst
 }
 
 /// Asserts a fit agrees with lme4 refitted at tight tolerances: criterion to
-/// 1e-7 absolute, everything else to `rel` relative. Returns the worst error.
+/// 1e-7 absolute, everything else (θ included) to `rel` relative. Returns the worst error.
 @discardableResult
 func assertMatchesTightReference(_ r: FitResult, _ t: [String: Any], rel: Double = 1e-6,
                                  file: StaticString = #filePath, line: UInt = #line) -> Double {
@@ -117,6 +118,10 @@ func assertMatchesTightReference(_ r: FitResult, _ t: [String: Any], rel: Double
         check(v.sdcor, (t["sdcor"] as! [Double])[k], "sdcor \(v.group)")
     }
     check(r.sigma, t["sigma"] as! Double, "sigma")
+    if let theta = t["theta"] as? [Double] {
+        XCTAssertEqual(r.theta.count, theta.count, "θ length", file: file, line: line)
+        for (k, (mine, theirs)) in zip(r.theta, theta).enumerated() { check(mine, theirs, "theta[\(k)]") }
+    }
     if let effects = t["site_effects"] as? [[String: Any]] {
         let names = r.varianceComponents.filter { $0.group == "site" && $0.var2 == nil }
         for e in effects {

@@ -201,5 +201,65 @@ final class SiteContributionTests: XCTestCase {
             let fd = (fp.value - fm.value) / (2 * h)
             XCTAssertEqual(crit.gradient[i], fd, accuracy: 1e-6 * max(1, abs(fd)))
         }
+
+        // The one-site case: all 160 rows at one site, the site becoming an
+        // ordinary 4-level factor and the patients numbered apart (site k's
+        // patient l is level 9k + l). Z is then block diagonal over the
+        // former sites, so its Schur complement and log-determinant (with
+        // their θ-derivatives) are exactly the sums of the sites' parts; only
+        // the order of the additions differs.
+        var pooled = RandomSite(structure: structure, siteFactor: nil, levelCounts: [36, 4], rows: 0, p: 2,
+                                nested: false, rng: &rng)
+        for (k, s) in sites.enumerated() {
+            pooled.w += s.w
+            pooled.levels += s.levels.map { [9 * k + $0[0], k] }
+            pooled.z += s.z
+        }
+        XCTAssertEqual(pooled.w.count, 160)
+        XCTAssertEqual(Set(pooled.levels.map { $0[0] }).count, 36, "every patient of every site occurs")
+        let one = try LMMSite.evaluate(pooled.blocks, structure: structure, theta: theta, order: 2)
+        XCTAssertEqual(one.rows, totals.rows)
+        XCTAssertEqual(one.schur.space, totals.schur.space)
+        XCTAssertEqual([one.schur.rows, one.schur.cols], [totals.schur.rows, totals.schur.cols])
+        // Tolerance 1e-10 relative, floored at the largest entry of the same
+        // part (value, gradient or Hessian) of the matrix: both sides add up
+        // the same 160 rows' products in another order, so each differs from
+        // the exact sum by a few hundred ulps of the summands at most
+        // (160 · 2.2e-16 ≈ 4e-14 relative to the largest term), and an entry
+        // that is small by cancellation carries the absolute error of the
+        // large terms it was summed from.
+        let width = one.schur.space.width
+        func kind(_ k: Int) -> String { k == 0 ? "value" : (k <= theta.count ? "gradient" : "Hessian") }
+        var worst = 0.0
+        for part in Set((0..<width).map(kind)) {
+            let slots = (0..<width).filter { kind($0) == part }
+            let cells = one.schur.rows * one.schur.cols
+            let indices = (0..<cells).flatMap { c in slots.map { c * width + $0 } }
+            let scale = indices.map { abs(totals.schur.storage[$0]) }.max()!
+            for k in indices {
+                let a = one.schur.storage[k], b = totals.schur.storage[k]
+                let e = abs(a - b) / max(abs(b), scale)
+                worst = max(worst, e)
+                XCTAssertLessThanOrEqual(e, 1e-10, "Schur \(part) storage[\(k)]: one site \(a), sum over sites \(b)")
+            }
+        }
+        for k in 0..<width {
+            let a = one.logDet.storage[k], b = totals.logDet.storage[k]
+            let scale = (0..<width).filter { kind($0) == kind(k) }.map { abs(totals.logDet.storage[$0]) }.max()!
+            let e = abs(a - b) / max(abs(b), scale)
+            worst = max(worst, e)
+            XCTAssertLessThanOrEqual(e, 1e-10, "log-determinant \(kind(k)) [\(k)]: one site \(a), sum over sites \(b)")
+        }
+        XCTAssertEqual(one.logDet.value, ld, accuracy: 1e-10 * abs(ld), "the dense log-determinant of the pooled rows")
+        // And so the profiled criteria (REML and ML) with their derivatives.
+        for method in [EstimationMethod.reml, .ml] {
+            let split = try ProfiledCriterion.evaluate(totals, method: method)
+            let single = try ProfiledCriterion.evaluate(LMMTotals(summing: [one]), method: method)
+            XCTAssertEqual(single.value, split.value, accuracy: 1e-10 * abs(split.value), "\(method) criterion")
+            let gscale = split.gradient.map(abs).max()!, hscale = split.hessian.map(abs).max()!
+            for (a, b) in zip(single.gradient, split.gradient) { XCTAssertEqual(a, b, accuracy: 1e-10 * max(abs(b), gscale), "\(method) gradient") }
+            for (a, b) in zip(single.hessian, split.hessian) { XCTAssertEqual(a, b, accuracy: 1e-10 * max(abs(b), hscale), "\(method) Hessian") }
+        }
+        print("sum over 4 sites vs one site with all 160 rows: worst scaled difference \(worst)")
     }
 }
