@@ -21,7 +21,7 @@ extension Certificates {
     /// Every certificate in a PEM file (a CA file may hold several: the old
     /// and the new CA while one replaces the other), in file order.
     public static func inspectAll(path: String) throws -> [CertificateInfo] {
-        let bytes = try readPEMForCheck(path, role: "certificate")
+        let bytes = try readPEM(path, role: "certificate", label: "CERTIFICATE", hint: " — is this the right file?")
         OpenSSLErrors.clear()
         let certs = PEMFile.certificates(bytes)
         defer { certs.forEach { X509_free($0) } }
@@ -48,8 +48,8 @@ extension Certificates {
     /// (purpose "ssl_server", depth 4) — but ignoring validity dates, which
     /// callers check separately. File problems throw `CertificateError`.
     public static func verifyChain(certificatePath: String, caPath: String) throws -> ChainVerification {
-        let certBytes = try readPEMForCheck(certificatePath, role: "certificate")
-        let caBytes = try readPEMForCheck(caPath, role: "CA certificate")
+        let certBytes = try readPEM(certificatePath, role: "certificate", label: "CERTIFICATE", hint: " — is this the right file?")
+        let caBytes = try readPEM(caPath, role: "CA certificate", label: "CERTIFICATE", hint: " — is this the right file?")
         OpenSSLErrors.clear()
         let certs = PEMFile.certificates(certBytes)
         defer { certs.forEach { X509_free($0) } }
@@ -95,18 +95,6 @@ extension Certificates {
             return .trusted(issuer: issuer)
         }
         return .untrusted(reason: String(cString: X509_verify_cert_error_string(Int(error))))
-    }
-
-    private static func readPEMForCheck(_ path: String, role: String) throws -> [UInt8] {
-        switch PEMFile.read(path, labelSuffix: "CERTIFICATE") {
-        case .success(let bytes): return bytes
-        case .failure(.missing): throw CertificateError.fileMissing(role: role, path: path)
-        case .failure(.unreadable(let why)): throw CertificateError.fileUnreadable(role: role, path: path, reason: why)
-        case .failure(.notPEM): throw CertificateError.notPEM(role: role, path: path)
-        case .failure(.wrongBlock(let found)):
-            throw CertificateError.invalidPEM(role: role, path: path,
-                                              reason: "holds \(found.joined(separator: ", ")) but no CERTIFICATE — is this the right file?")
-        }
     }
 }
 

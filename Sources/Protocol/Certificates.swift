@@ -304,7 +304,9 @@ public enum Certificates {
         return (cert, key)
     }
 
-    private static func readPEM(_ path: String, role: String, label: String) throws -> [UInt8] {
+    /// The DER bytes of the file's `label` block; `hint` ends the message
+    /// when the file holds other blocks.
+    static func readPEM(_ path: String, role: String, label: String, hint: String = "") throws -> [UInt8] {
         switch PEMFile.read(path, labelSuffix: label) {
         case .success(let bytes): return bytes
         case .failure(.missing): throw CertificateError.fileMissing(role: role, path: path)
@@ -312,7 +314,7 @@ public enum Certificates {
         case .failure(.notPEM): throw CertificateError.notPEM(role: role, path: path)
         case .failure(.wrongBlock(let found)):
             throw CertificateError.invalidPEM(role: role, path: path,
-                                              reason: "holds \(found.joined(separator: ", ")) but no \(label)")
+                                              reason: "holds \(found.joined(separator: ", ")) but no \(label)\(hint)")
         }
     }
 

@@ -331,12 +331,7 @@ enum BenchCommand {
 
     /// Peak resident set size of this process (bytes).
     static func peakRSS() -> Int {
-        var u = rusage()
-        #if os(Linux)
-        guard getrusage(RUSAGE_SELF.rawValue, &u) == 0 else { return 0 }
-        #else
-        guard getrusage(RUSAGE_SELF, &u) == 0 else { return 0 }
-        #endif
+        guard let u = selfUsage() else { return 0 }
         #if os(Linux)
         return Int(u.ru_maxrss) * 1024      // kilobytes on Linux
         #else
@@ -353,14 +348,20 @@ struct BenchError: Error, CustomStringConvertible {
 
 /// CPU time of this process so far (user + system, all threads).
 func cpuSeconds() -> Double {
-    var u = rusage()
-    #if os(Linux)
-    guard getrusage(RUSAGE_SELF.rawValue, &u) == 0 else { return 0 }
-    #else
-    guard getrusage(RUSAGE_SELF, &u) == 0 else { return 0 }
-    #endif
+    guard let u = selfUsage() else { return 0 }
     func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) * 1e-6 }
     return s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// This process's resource usage (getrusage), nil if it cannot be read.
+func selfUsage() -> rusage? {
+    var u = rusage()
+    #if os(Linux)
+    guard getrusage(RUSAGE_SELF.rawValue, &u) == 0 else { return nil }
+    #else
+    guard getrusage(RUSAGE_SELF, &u) == 0 else { return nil }
+    #endif
+    return u
 }
 
 func monotonicSeconds() -> Double {
