@@ -135,22 +135,9 @@ public enum GLMMFit {
         return r
     }
 
-    /// β block of 2·H⁻¹ (lme4's `vcov` with use.hessian); falls back to
-    /// 2·(H_ββ)⁻¹ when the full Hessian is not positive definite (θ on its bound).
+    /// β block of 2·H⁻¹, or 2·(H_ββ)⁻¹ when H is not positive definite (see FixedEffectsCovariance).
     static func fixedEffectsCovariance(hessian h: Matrix, thetaCount m: Int) -> Matrix? {
-        let n = h.rows, p = n - m
-        var cov = Matrix(rows: p, cols: p)
-        if let l = try? Dense.cholesky(h) {
-            let inv = Dense.inverseFromCholesky(l)
-            for j in 0..<p { for i in 0..<p { cov[i, j] = 2 * inv[m + i, m + j] } }
-            return cov
-        }
-        var hb = Matrix(rows: p, cols: p)
-        for j in 0..<p { for i in 0..<p { hb[i, j] = h[m + i, m + j] } }
-        guard let l = try? Dense.cholesky(hb) else { return nil }
-        let inv = Dense.inverseFromCholesky(l)
-        for k in 0..<inv.data.count { cov.data[k] = 2 * inv.data[k] }
-        return cov
+        FixedEffectsCovariance(hessian: h, thetaCount: m)?.matrix
     }
 }
 
