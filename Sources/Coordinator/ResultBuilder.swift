@@ -49,18 +49,12 @@ struct ResultBuilder {
     }
 
     func build(evaluations: Int, rounds: Int, bytesSent: [Int], bytesReceived: [Int], elapsed: Double) -> FitResult {
-        let p = spec.fixedCount
-        let fixed = coefficientTable.rows.map {
-            FitResult.FixedEffect(name: $0.name, estimate: $0.estimate, stdError: $0.standardError, statistic: $0.statistic,
-                                  pValue: $0.pValue, ciLower: $0.lower, ciUpper: $0.upper)
-        }
         let vc = varianceComponentTable
         let icc = VarianceComponentTable.latentResidualVariance(family: glmFamily, sigma: estimates.sigma)
             .map(vc.intraclassCorrelations) ?? [:]
-        var nGroups: [String: Int] = [:]
-        for (t, n) in groupCounts.enumerated() { nGroups[spec.terms[t].name] = n }
+        let nGroups = Dictionary(zip(spec.terms.map(\.name), groupCounts)) { $1 }
         let perSite = siteResults(bytesSent: bytesSent, bytesReceived: bytesReceived)
-        let npar = Double(p + theta.count + (spec.family == .gaussian ? 1 : 0))
+        let npar = Double(spec.fixedCount + theta.count + (spec.family == .gaussian ? 1 : 0))
         let loglik = -objective / 2
         let singular = structure.isSingular(theta: theta)
         var result = FitResult(
@@ -68,8 +62,8 @@ struct ResultBuilder {
             variables: spec.requiredVariables,
             converged: optimizer.converged, singular: singular, messages: messages(singular: singular, sites: perSite),
             nObs: nObs, nSites: sites.count, nGroups: nGroups,
-            fixedEffects: fixed, theta: vc.theta, thetaNames: vc.thetaNames,
-            varianceComponents: vc.rows.map { .init(group: $0.group, var1: $0.var1, var2: $0.var2, vcov: $0.vcov, sdcor: $0.sdcor) },
+            fixedEffects: coefficientTable.rows.map(FitResult.FixedEffect.init), theta: vc.theta, thetaNames: vc.thetaNames,
+            varianceComponents: vc.rows.map(FitResult.VarianceComponent.init),
             sigma: estimates.sigma, loglik: loglik, aic: -2 * loglik + 2 * npar, bic: -2 * loglik + log(Double(nObs)) * npar,
             objective: objective, icc: icc, sites: perSite, evaluations: evaluations, rounds: rounds,
             bytesSent: bytesSent.reduce(0, +), bytesReceived: bytesReceived.reduce(0, +),
@@ -93,43 +87,50 @@ struct ResultBuilder {
         return messages
     }
 
-    /// Each site's rows, missing data, conditional modes of its site-level
-    /// effects and lme4's coef(), with its traffic and audit receipts.
+    /// Each site's rows, missing data, partially pooled estimates, traffic and audit receipts.
     func siteResults(bytesSent: [Int], bytesReceived: [Int]) -> [FitResult.SiteResult] {
-        let siteColumns = spec.terms.filter { $0.grouping == .site }.flatMap { term in term.columns.map { (term.name, $0.name) } }
-        let duplicated = Set(siteColumns.map(\.1).filter { n in siteColumns.filter { $0.1 == n }.count > 1 })
-        let keys = siteColumns.map { duplicated.contains($0.1) ? "\($0.0).\($0.1)" : $0.1 }
         let totalRows = max(prepared.reduce(0) { $0 + $1.summary.rows }, 1)
         let totalUsed = max(prepared.reduce(0) { $0 + $1.summary.used }, 1)
         let meanX = meanCovariates(totalUsed: totalUsed)
         return sites.enumerated().map { i, site in
             let s = prepared[i].summary
-            var effects: [String: Double] = [:], condSD: [String: Double] = [:], own: [String: Double] = [:]
-            var coefficients: [String: Double] = [:]
-            for (j, c) in spec.fixed.enumerated() { coefficients[c.name] = estimates.beta[j] }
-            if let e = finals[i].effects, let cc = finals[i].conditionalCovariance, e.count == keys.count {
-                let r = e.count
-                for (a, key) in keys.enumerated() {
-                    effects[key] = e[a]
-                    condSD[key] = cc[a + a * r].squareRoot()
-                    if coefficients[siteColumns[a].1] != nil { coefficients[siteColumns[a].1]! += e[a] }
-                    if let o = finals[i].ownEffects, o.count == keys.count { own[key] = o[a] }
-                }
-            }
+            let pooled = pooledEstimates(finals[i])
             let patterns = (s.patterns ?? []).map {
                 FitResult.SiteResult.Pattern(missing: $0.missing, count: $0.count.exactValue.map(MissingCount.exact) ?? .suppressed($0.count.description))
             }
             var result = FitResult.SiteResult(site: site, nRows: s.rows, nUsed: s.used,
                                      missing: s.missing.mapValues { $0.exactValue.map(MissingCount.exact) ?? .suppressed($0.description) },
-                                     effects: effects, condSD: condSD, ownEffects: own, coefficients: coefficients,
+                                     effects: pooled.effects, condSD: pooled.condSD, ownEffects: pooled.own, coefficients: pooled.coefficients,
                                      bytesSent: bytesSent[i], bytesReceived: bytesReceived[i],
-                                     responseScale: responseScale(intercept: effects["(Intercept)"], sd: condSD["(Intercept)"], meanX: meanX),
+                                     responseScale: responseScale(intercept: pooled.effects["(Intercept)"], sd: pooled.condSD["(Intercept)"], meanX: meanX),
                                      droppedShare: s.rows > 0 ? 1 - Double(s.used) / Double(s.rows) : 0,
                                      shareBefore: Double(s.rows) / Double(totalRows), shareAfter: Double(s.used) / Double(totalUsed),
                                      missingPatterns: patterns)
             result.receipts = ReceiptLedger.shared.take(session: prepared[i].session, site: site)
             return result
         }
+    }
+
+    /// A site's conditional modes of the site-level effects with their
+    /// conditional SDs, its own estimates, and lme4's coef() (β plus the modes),
+    /// keyed by column ("term.column" where two site terms share a column name).
+    func pooledEstimates(_ final: FinalizeReply) -> (effects: [String: Double], condSD: [String: Double], own: [String: Double], coefficients: [String: Double]) {
+        let siteColumns = spec.terms.filter { $0.grouping == .site }.flatMap { term in term.columns.map { (term.name, $0.name) } }
+        let duplicated = Set(siteColumns.map(\.1).filter { n in siteColumns.filter { $0.1 == n }.count > 1 })
+        let keys = siteColumns.map { duplicated.contains($0.1) ? "\($0.0).\($0.1)" : $0.1 }
+        var effects: [String: Double] = [:], condSD: [String: Double] = [:], own: [String: Double] = [:]
+        var coefficients: [String: Double] = [:]
+        for (j, c) in spec.fixed.enumerated() { coefficients[c.name] = estimates.beta[j] }
+        if let e = final.effects, let cc = final.conditionalCovariance, e.count == keys.count {
+            let r = e.count
+            for (a, key) in keys.enumerated() {
+                effects[key] = e[a]
+                condSD[key] = cc[a + a * r].squareRoot()
+                if coefficients[siteColumns[a].1] != nil { coefficients[siteColumns[a].1]! += e[a] }
+                if let o = final.ownEffects, o.count == keys.count { own[key] = o[a] }
+            }
+        }
+        return (effects, condSD, own, coefficients)
     }
 
     /// The average covariate profile over all used rows, when every site sent its column sums.
