@@ -2,6 +2,7 @@
 // Field names follow the README; they change only with a major version.
 
 import Foundation
+import Math
 import Protocol
 
 public struct FitResult: Codable, Sendable {
@@ -144,6 +145,19 @@ public struct FitResult: Codable, Sendable {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try e.encode(self), as: UTF8.self)
+    }
+}
+
+extension FitResult.FixedEffect {
+    init(_ row: CoefficientTable.Row) {
+        self.init(name: row.name, estimate: row.estimate, stdError: row.standardError, statistic: row.statistic,
+                  pValue: row.pValue, ciLower: row.lower, ciUpper: row.upper)
+    }
+}
+
+extension FitResult.VarianceComponent {
+    init(_ row: VarianceComponentTable.Row) {
+        self.init(group: row.group, var1: row.var1, var2: row.var2, vcov: row.vcov, sdcor: row.sdcor)
     }
 }
 

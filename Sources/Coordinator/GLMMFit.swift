@@ -13,23 +13,6 @@ public enum GLMMFit {
                            options: FitOptions = FitOptions()) throws -> FitResult {
         try FitDriver.run(GLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
     }
-    /// β block of 2·H⁻¹ (lme4's `vcov` with use.hessian); falls back to
-    /// 2·(H_ββ)⁻¹ when the full Hessian is not positive definite (θ on its bound).
-    static func fixedEffectsCovariance(hessian h: Matrix, thetaCount m: Int) -> Matrix? {
-        let n = h.rows, p = n - m
-        var cov = Matrix(rows: p, cols: p)
-        if let l = try? Dense.cholesky(h) {
-            let inv = Dense.inverseFromCholesky(l)
-            for j in 0..<p { for i in 0..<p { cov[i, j] = 2 * inv[m + i, m + j] } }
-            return cov
-        }
-        var hb = Matrix(rows: p, cols: p)
-        for j in 0..<p { for i in 0..<p { hb[i, j] = h[m + i, m + j] } }
-        guard let l = try? Dense.cholesky(hb) else { return nil }
-        let inv = Dense.inverseFromCholesky(l)
-        for k in 0..<inv.data.count { cov.data[k] = 2 * inv.data[k] }
-        return cov
-    }
 }
 
 struct GLMMObjective: FitObjective {
@@ -136,7 +119,7 @@ struct GLMMObjective: FitObjective {
     mutating func estimates(at optimum: BoundedNewton.Result) throws -> FitEstimates {
         let m = thetaCount, p = fixedCount, spec = session.spec
         let theta = Array(optimum.x[0..<m]), beta = standard.beta(Array(optimum.x[m...]))
-        guard let covarianceTilde = GLMMFit.fixedEffectsCovariance(hessian: optimum.hessian, thetaCount: m) else {
+        guard let covarianceTilde = FixedEffectsCovariance(hessian: optimum.hessian, thetaCount: m)?.matrix else {
             throw FitFailure("the fixed effects are not identified at the optimum (their information matrix is singular): some columns are collinear, or the outcome is separated by a term. Remove or merge the offending terms (e.g. categories with no events)")
         }
         let covariance = standard.covariance(covarianceTilde)
