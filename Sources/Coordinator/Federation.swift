@@ -8,7 +8,7 @@ import Synchronization
 import Glibc
 #endif
 
-public final class Federation: @unchecked Sendable {
+public final class Federation: Sendable {
     public let channels: [SiteChannel]
     /// Sites the analyst left out before connecting (`--exclude-sites`, or
     /// `exclude_sites` in the sites file), with why: a fit records them in
@@ -67,50 +67,32 @@ public final class Federation: @unchecked Sendable {
                                    _ unwrap: @escaping @Sendable (Reply, String) throws -> T) throws -> [T] {
         let number = counter.withLock { $0 += 1; return $0 }
         let requests = channels.indices.map(request)
-        let results = Mutex<[Result<T, Error>?]>(Array(repeating: nil, count: channels.count))
         let times = Mutex<[Double?]>(Array(repeating: nil, count: channels.count))
         let channels = self.channels
         let started = monotonicNow()
-        // The calls block on the network, so they run on the federation's own
-        // threads (FanOutPool), not the global pool, whose width (the core
-        // count) would serialize a 50-site round.
-        let group = DispatchGroup()
-        let pool = self.pool
-        for i in channels.indices {
-            group.enter()
-            pool.submit {
-            let site = channels[i].site
-            let r: Result<T, Error>
-            do {
-                let reply = try channels[i].call(requests[i], round: number)
-                if case .error(let e) = reply {
-                    r = .failure(SiteFailure(site: site, message: e.message, code: e.code))
-                } else {
-                    r = .success(try unwrap(reply, site))
-                }
-            } catch let f as SiteFailure {
-                r = .failure(f)
-            } catch {
-                r = .failure(SiteFailure(site: site, message: "\(error)"))
-            }
-            let took = monotonicNow() - started
-            times.withLock { $0[i] = took }
-            results.withLock { $0[i] = r }
-            group.leave()
-            }
-        }
         let every = outstandingReportSeconds
         var nextReport = started + every
-        while group.wait(timeout: .now() + min(0.5, every)) == .timedOut {
-            guard let reporter, reporter.enabled, monotonicNow() >= nextReport else { continue }
+        let all = pool.results(channels.count, tick: min(0.5, every), whileWaiting: { pending in
+            guard let reporter = self.reporter, reporter.enabled, monotonicNow() >= nextReport else { return }
             nextReport += every
-            let outstanding = results.withLock { r in channels.indices.filter { r[$0] == nil }.map { channels[$0].site } }
-            guard !outstanding.isEmpty else { continue }
+            let outstanding = pending.map { channels[$0].site }
+            guard !outstanding.isEmpty else { return }
             let shown = outstanding.prefix(10).joined(separator: ", ") + (outstanding.count > 10 ? " and \(outstanding.count - 10) more" : "")
             reporter.say("round \(number) (\(requests.first?.typeName ?? "request")): waiting for \(shown) (\(Int(monotonicNow() - started)) s)")
+        }) { i -> T in
+            defer { let took = monotonicNow() - started; times.withLock { $0[i] = took } }
+            let site = channels[i].site
+            do {
+                let reply = try channels[i].call(requests[i], round: number)
+                if case .error(let e) = reply { throw SiteFailure(site: site, message: e.message, code: e.code) }
+                return try unwrap(reply, site)
+            } catch let f as SiteFailure {
+                throw f
+            } catch {
+                throw SiteFailure(site: site, message: "\(error)")
+            }
         }
         lastTimes.withLock { $0 = times.withLock { $0 } }
-        let all = results.withLock { $0 }.map { $0! }
         var failures: [SiteFailure] = []
         for r in all { if case .failure(let e) = r { failures.append(e as? SiteFailure ?? SiteFailure(site: "?", message: "\(e)")) } }
         if !failures.isEmpty {
@@ -183,9 +165,10 @@ public struct SiteFailures: Error, CustomStringConvertible {
 /// terminal: never on standard output (which may carry JSON), never when
 /// quiet, and by default only when standard error is a terminal
 /// (FEDMIX_PROGRESS=1 forces them, e.g. for a log file).
-public final class ProgressReporter: @unchecked Sendable {
+public final class ProgressReporter: Sendable {
     public let enabled: Bool
-    private let lock = NSLock()
+    /// One line at a time, never two interleaved.
+    private let writing = Mutex(())
     private let write: @Sendable (String) -> Void
 
     public init(enabled: Bool, write: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data($0.utf8)) }) {
@@ -202,63 +185,6 @@ public final class ProgressReporter: @unchecked Sendable {
     /// One line, "fedmix: TEXT", with control characters removed.
     public func say(_ text: String) {
         guard enabled else { return }
-        lock.lock(); defer { lock.unlock() }
-        write("fedmix: " + TerminalText.clean(text) + "\n")
-    }
-}
-
-/// A fixed set of threads running submitted jobs in order of submission.
-/// For blocking work (network calls) that must not occupy Dispatch's
-/// global pool; `stop()` lets queued jobs finish and ends the threads.
-public final class FanOutPool: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var jobs: [@Sendable () -> Void] = []
-    private var head = 0
-    private var stopping = false
-    public let width: Int
-    /// Pool threads alive in this process (all pools), for benchmarks.
-    public static var liveThreads: Int { live.withLock { $0 } }
-    private static let live = Mutex(0)
-
-    public init(width: Int, name: String) {
-        self.width = max(1, width)
-        for k in 0..<self.width {
-            let label = "\(name)-\(k)"
-            let t = Thread { [self] in
-                Self.live.withLock { $0 += 1 }
-                defer { Self.live.withLock { $0 -= 1 } }
-                work()
-            }
-            t.name = label
-            t.stackSize = 512 << 10
-            t.start()
-        }
-    }
-
-    public func submit(_ job: @escaping @Sendable () -> Void) {
-        condition.lock()
-        jobs.append(job)
-        condition.signal()
-        condition.unlock()
-    }
-
-    public func stop() {
-        condition.lock()
-        stopping = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    private func work() {
-        while true {
-            condition.lock()
-            while head == jobs.count && !stopping { condition.wait() }
-            if head == jobs.count { condition.unlock(); return }
-            let job = jobs[head]
-            head += 1
-            if head > 1024 && head * 2 > jobs.count { jobs.removeFirst(head); head = 0 }
-            condition.unlock()
-            job()
-        }
+        writing.withLock { _ in write("fedmix: " + TerminalText.clean(text) + "\n") }
     }
 }

@@ -31,16 +31,32 @@ public struct NetworkPolicy: Sendable, Equatable {
     public init() {}
 }
 
-public final class TLSChannel: SiteChannel, @unchecked Sendable {
+public final class TLSChannel: SiteChannel, Sendable {
     public let site: String
-    public private(set) var agentSoftware: String
-    private var connection: TLSConnection
-    private let lock = NSLock()
-    /// Guards the connection's read timeout, which the watchdog lowers from its own thread.
-    private let timeoutLock = NSLock()
-    private var nextID = 0
+    public var agentSoftware: String { link.withLock { $0.agentSoftware } }
+    /// The current connection, under a lock of its own: the watchdog lowers
+    /// its read timeout from its own thread while a call reads.
+    private let link: Mutex<Link>
+    private struct Link {
+        var connection: TLSConnection
+        var agentSoftware: String
+        /// Bytes of connections replaced by reconnecting.
+        var previousBytes = (sent: 0, received: 0)
+    }
+    private var connection: TLSConnection { link.withLock { $0.connection } }
+    /// Held for the whole of a call (request, answer, reconnects): one call at a time.
+    private let calling = Mutex(())
+    /// What calls keep between them; changed only while `calling` is held.
+    private let memory = Mutex(Memory())
+    private struct Memory {
+        var nextID = 0
+        /// Prepare requests answered on this channel, by session, with their answers (to re-prepare after an agent restart).
+        var prepared: [String: (request: PrepareRequest, reply: Reply)] = [:]
+        /// What the channel did to keep a fit going (reconnects, re-prepares), for the result's messages.
+        var events: [String] = []
+        var kept: [Receipt] = []
+    }
     private let maxLineBytes: Int
-    private var kept: [Receipt] = []
     private let endpoint: (host: String, port: Int, context: TLSContext, serverName: String)
     public let policy: NetworkPolicy
 
@@ -54,8 +70,9 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
         if let timeout { policy.connectTimeout = timeout }
         self.policy = policy
         endpoint = (host, port, context, serverName)
-        (connection, agentSoftware) = try Self.open(site: site, host: host, port: port, context: context, serverName: serverName,
-                                                    timeout: policy.connectTimeout, maxLineBytes: maxLineBytes)
+        let (connection, agentSoftware) = try Self.open(site: site, host: host, port: port, context: context, serverName: serverName,
+                                                        timeout: policy.connectTimeout, maxLineBytes: maxLineBytes)
+        link = Mutex(Link(connection: connection, agentSoftware: agentSoftware))
     }
 
     /// TCP connect, TLS handshake and the hello exchange, all within `timeout` seconds.
@@ -109,24 +126,27 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
     /// again (an evaluation at the same parameters gives the same bits), so a
     /// fit that survives a fault ends with the result it would have had.
     public func call(_ request: Request, round: Int?) throws -> Reply {
-        lock.lock(); defer { lock.unlock() }
+        try calling.withLock { _ in try serializedCall(request, round: round) }
+    }
+
+    private func serializedCall(_ request: Request, round: Int?) throws -> Reply {
         var outageStarted: Double? = nil
         var resends = 0
         while true {
             do {
                 var reply = try exchange(request, round: round)
                 if case .error(let e) = reply, e.code == "unknown_session", let session = request.session,
-                   let original = prepared[session], request.typeName != "prepare" {
+                   let original = memory.withLock({ $0.prepared[session] }), request.typeName != "prepare" {
                     // The agent restarted and lost the session: prepare it again, then resend.
                     let again = try exchange(.prepare(original.request), round: round)
                     guard again == original.reply else {
                         if case .error = again { return again }
                         throw SiteFailure(site: site, message: "the agent restarted and answered prepare differently for the same model (its data or rules changed mid-fit); fit again", code: "changed_after_restart")
                     }
-                    events.append("\(request.typeName)\(round.map { " (round \($0))" } ?? ""): the agent had lost session \(session.prefix(8)); prepared it again")
+                    record("\(request.typeName)\(round.map { " (round \($0))" } ?? ""): the agent had lost session \(session.prefix(8)); prepared it again")
                     reply = try exchange(request, round: round)
                 }
-                if case .prepare(let p) = request, case .prepared = reply { prepared[p.session] = (p, reply) }
+                if case .prepare(let p) = request, case .prepared = reply { memory.withLock { $0.prepared[p.session] = (p, reply) } }
                 return reply
             } catch let f as SiteFailure where f.code == "connection_lost" && policy.reconnectBudget > 0 && resends < 20 {
                 let start = outageStarted ?? monotonicNow()
@@ -137,11 +157,9 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
         }
     }
 
-    /// Prepare requests answered on this channel, by session, with their answers (to re-prepare after an agent restart).
-    private var prepared: [String: (request: PrepareRequest, reply: Reply)] = [:]
     /// What the channel did to keep a fit going (reconnects, re-prepares), for the result's messages.
-    public var recoveries: [String] { lock.lock(); defer { lock.unlock() }; return events }
-    private var events: [String] = []
+    public var recoveries: [String] { calling.withLock { _ in memory.withLock { $0.events } } }
+    private func record(_ event: String) { memory.withLock { $0.events.append(event) } }
 
     /// Opens a new connection in place of a lost one, retrying with
     /// exponential backoff (0.1 s doubling to 5 s) until `deadline`.
@@ -159,14 +177,14 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
                 let (c, software) = try Self.open(site: site, host: endpoint.host, port: endpoint.port, context: endpoint.context,
                                                   serverName: endpoint.serverName, timeout: min(policy.connectTimeout, max(remaining, 0.5)),
                                                   maxLineBytes: maxLineBytes)
-                timeoutLock.lock()
-                previousBytes.sent += connection.bytesWritten
-                previousBytes.received += connection.bytesRead
-                connection.close()
-                connection = c
-                timeoutLock.unlock()
-                agentSoftware = software
-                events.append("\(what): \(cause.message.hasPrefix("connection lost") ? cause.message : "connection lost: " + cause.message); reconnected after \(attempts) attempt\(attempts == 1 ? "" : "s")")
+                link.withLock { l in
+                    l.previousBytes.sent += l.connection.bytesWritten
+                    l.previousBytes.received += l.connection.bytesRead
+                    l.connection.close()
+                    l.connection = c
+                    l.agentSoftware = software
+                }
+                record("\(what): \(cause.message.hasPrefix("connection lost") ? cause.message : "connection lost: " + cause.message); reconnected after \(attempts) attempt\(attempts == 1 ? "" : "s")")
                 return
             } catch let f as SiteFailure where f.code == "connect_failed" || f.code == "too_many_connections" {
                 last = f
@@ -184,8 +202,8 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
     /// One request and its answer on the current connection, within the
     /// round deadline and the minimum transfer rate.
     private func exchange(_ request: Request, round: Int?) throws -> Reply {
-        nextID += 1
-        let id = nextID
+        let id = memory.withLock { $0.nextID += 1; return $0.nextID }
+        let connection = self.connection
         let started = monotonicNow()
         let deadline = started + policy.roundTimeout
         do {
@@ -222,6 +240,7 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
     /// checked even against a peer that sends a byte now and then; a partly
     /// read line stays buffered across slices.
     private func readAnswer(started: Double, deadline: Double, what: String) throws -> String? {
+        let connection = self.connection
         let before = connection.bytesRead
         var firstByteAt: Double? = nil
         let ticket = DeadlineWatchdog.shared.watch(every: 1) { [weak self] in self?.interruptRead() }
@@ -252,20 +271,17 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
     /// Closes a connection whose answer is overdue, so that a late answer
     /// is never taken for the answer to the next request.
     private func abandonConnection() {
-        timeoutLock.lock(); defer { timeoutLock.unlock() }
-        connection.close()   // its byte counts stay until a reconnect replaces it
+        link.withLock { $0.connection.close() }   // its byte counts stay until a reconnect replaces it
     }
 
     private func setReadTimeout(_ t: Double) {
-        timeoutLock.lock(); defer { timeoutLock.unlock() }
-        connection.readTimeout = t
+        link.withLock { $0.connection.readTimeout = t }
     }
 
     /// Called by the watchdog: the next socket wait ends at once, so the
     /// reading thread gets control back and checks its deadline and rate.
     private func interruptRead() {
-        timeoutLock.lock(); defer { timeoutLock.unlock() }
-        if connection.isOpen { connection.readTimeout = 0.001 }
+        link.withLock { l in if l.connection.isOpen { l.connection.readTimeout = 0.001 } }
     }
 
     /// Checks the receipt an answer carries against the certificate the
@@ -273,25 +289,23 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
     /// agent without an audit log sends none. A receipt that does not
     /// verify is a failure of the site: its log could not be held to it.
     private func keepReceipt(of line: String, for request: Request) throws {
+        let connection = self.connection
         guard let receipt = Receipt.carried(by: line) else { return }
         guard receipt.site == site, receipt.certificate == connection.peerFingerprintSHA256,
               connection.verifyPeerSignature(receipt.signatureBytes, over: receipt.signedBytes) else {
             throw SiteFailure(site: site, message: "the agent's receipt for its audit entry \(receipt.seq) does not verify against its TLS certificate; the site's audit log cannot be checked against this answer")
         }
-        kept.append(receipt)
+        memory.withLock { $0.kept.append(receipt) }
         if let session = request.session { ReceiptLedger.shared.add(receipt, site: site, session: session) }
     }
 
     /// Every verified receipt this channel received, in order.
-    public var receipts: [Receipt] { lock.lock(); defer { lock.unlock() }; return kept }
+    public var receipts: [Receipt] { calling.withLock { _ in memory.withLock { $0.kept } } }
 
-    public var bytesSent: Int { lock.lock(); defer { lock.unlock() }; return connection.bytesWritten + previousBytes.sent }
-    public var bytesReceived: Int { lock.lock(); defer { lock.unlock() }; return connection.bytesRead + previousBytes.received }
-    /// Bytes of connections replaced by reconnecting.
-    private var previousBytes = (sent: 0, received: 0)
+    public var bytesSent: Int { calling.withLock { _ in link.withLock { $0.connection.bytesWritten + $0.previousBytes.sent } } }
+    public var bytesReceived: Int { calling.withLock { _ in link.withLock { $0.connection.bytesRead + $0.previousBytes.received } } }
     public func close() {
-        timeoutLock.lock(); defer { timeoutLock.unlock() }
-        connection.close()
+        link.withLock { $0.connection.close() }
     }
 }
 
@@ -319,7 +333,7 @@ func monotonicNow() -> Double {
 /// One thread for every channel's periodic interruptions: a call registers
 /// an action to run every few seconds while it waits, and unregisters it
 /// when it returns. Cheaper than a timer thread per call, and bounded.
-final class DeadlineWatchdog: @unchecked Sendable {
+final class DeadlineWatchdog: Sendable {
     static let shared = DeadlineWatchdog()
     private struct Entry { var next: Double; var every: Double; var action: @Sendable () -> Void }
     private let state = Mutex<(entries: [Int: Entry], nextTicket: Int, running: Bool)>(([:], 0, false))
@@ -466,29 +480,17 @@ public struct SitesFile: Sendable, Equatable {
         let network = policy
         let context = try TLSContext.client(identity: identity)
         let sites = self.sites.filter { s in !exclusions.contains { $0.site == s.name } }
-        let results = Mutex<[Result<SiteChannel, Error>?]>(Array(repeating: nil, count: sites.count))
-        let group = DispatchGroup()
-        let pool = FanOutPool(width: min(max(sites.count, 1), Federation.maxFanOutThreads), name: "fedmix-connect")
-        defer { pool.stop() }
-        for (i, s) in sites.enumerated() {
-            group.enter()
-            pool.submit {
-                let r: Result<SiteChannel, Error> = Result {
-                    try TLSChannel(site: s.name, host: s.host, port: s.port, context: context, serverName: s.serverName, policy: network)
-                }
-                results.withLock { $0[i] = r }
-                group.leave()
-            }
+        let all = FanOutPool.results(sites.count, width: Federation.maxFanOutThreads, name: "fedmix-connect") { i -> SiteChannel in
+            let s = sites[i]
+            return try TLSChannel(site: s.name, host: s.host, port: s.port, context: context, serverName: s.serverName, policy: network)
         }
-        group.wait()
-        let all = results.withLock { $0 }
         var channels: [SiteChannel] = []
         for r in all {
-            switch r! {
+            switch r {
             case .success(let c): channels.append(c)
             case .failure(let e):
                 for c in channels { c.close() }
-                for case .success(let c)? in all { c.close() }
+                for case .success(let c) in all { c.close() }
                 throw e
             }
         }

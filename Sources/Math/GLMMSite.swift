@@ -10,6 +10,7 @@
 // and Hessian together for the cost of about one evaluation.
 
 import Foundation
+import Synchronization
 
 /// A site's rows for a GLMM, as the site holds them.
 public struct GLMMSiteData: Sendable {
@@ -58,15 +59,25 @@ public enum GLMMError: Error, Equatable, CustomStringConvertible {
 
 /// Computes a site's GLMM contributions; remembers the last conditional
 /// modes to start the next search from them.
-public final class GLMMSite: @unchecked Sendable {
+public final class GLMMSite: Sendable {
     public let data: GLMMSiteData
     private let layout: SiteBlocks
     private let uOffsets: [Int]         // per factor: offset of level 0 in u
-    private let lock = NSLock()
-    private var warmModes: [Double]?
+    /// The last modes and the PIRLS settings: a session's requests may run on different threads.
+    private let state = Mutex<(warmModes: [Double]?, modeTolerance: Double, maxIterations: Int)>((nil, 1e-11, 200))
+    private var warmModes: [Double]? {
+        get { state.withLock { $0.warmModes } }
+        set { state.withLock { $0.warmModes = newValue } }
+    }
     /// Convergence threshold on the largest PIRLS step.
-    public var modeTolerance = 1e-11
-    public var maxIterations = 200
+    public var modeTolerance: Double {
+        get { state.withLock { $0.modeTolerance } }
+        set { state.withLock { $0.modeTolerance = newValue } }
+    }
+    public var maxIterations: Int {
+        get { state.withLock { $0.maxIterations } }
+        set { state.withLock { $0.maxIterations = newValue } }
+    }
 
     public init(_ data: GLMMSiteData) {
         self.data = data
@@ -251,9 +262,8 @@ public final class GLMMSite: @unchecked Sendable {
             let s = data.structure
             guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm }
         }
-        let start = lock.withLock { warmModes }
-        let m = try modes(theta: theta, beta: beta, start: start)
-        lock.withLock { warmModes = m.u }
+        let m = try modes(theta: theta, beta: beta, start: warmModes)
+        warmModes = m.u
         let value = try objectiveValue(theta: theta, modes: m, nAGQ: nAGQ)
         return try exactJet(theta: theta, beta: beta, modes: m, order: order, nAGQ: nAGQ, value: value)
     }
@@ -261,7 +271,7 @@ public final class GLMMSite: @unchecked Sendable {
     /// Conditional modes and conditional covariance of the site-level effects.
     public func siteEffects(theta: [Double], beta: [Double]) throws -> SiteLevelEffects? {
         guard let sf = data.siteFactor else { return nil }
-        let m = try modes(theta: theta, beta: beta, start: lock.withLock { warmModes })
+        let m = try modes(theta: theta, beta: beta, start: warmModes)
         let t = data.structure.factorMatrix(sf, theta: theta)
         let r = t.rows
         let o = uOffsets[sf]

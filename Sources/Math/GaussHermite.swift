@@ -2,6 +2,7 @@
 // eigen-decomposition of the Jacobi matrix of the Hermite polynomials).
 
 import Foundation
+import Synchronization
 
 public struct GaussHermiteRule: Sendable, Equatable {
     /// Nodes z_k and weights w_k with Σ w_k f(z_k) ≈ ∫ f(z) φ(z) dz.
@@ -56,13 +57,12 @@ extension GaussHermiteRule {
     /// small site's whole objective.
     public static func cached(points n: Int) -> GaussHermiteRule { cache.rule(n) }
 
-    private final class RuleCache: @unchecked Sendable {
-        private let lock = NSLock()
-        private var rules: [Int: GaussHermiteRule] = [:]
+    private final class RuleCache: Sendable {
+        private let rules = Mutex<[Int: GaussHermiteRule]>([:])
         func rule(_ n: Int) -> GaussHermiteRule {
-            if let r = lock.withLock({ rules[n] }) { return r }
-            let r = GaussHermiteRule(points: n)
-            lock.withLock { rules[n] = r }
+            if let r = rules.withLock({ $0[n] }) { return r }
+            let r = GaussHermiteRule(points: n)   // outside the lock: two threads may both compute it, with the same result
+            rules.withLock { $0[n] = r }
             return r
         }
     }

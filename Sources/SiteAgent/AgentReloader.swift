@@ -28,8 +28,9 @@ public final class AgentReloader: Sendable {
     private let server: AgentServer
     /// The configuration the running context was made from.
     private let current: Mutex<AgentConfig>
-    /// The SIGHUP source, kept alive as long as the reloader.
-    private let signalSource = SignalSourceBox()
+    /// The SIGHUP source, kept alive as long as the reloader (made inside
+    /// the lock, so the compiler sees that no other thread holds it).
+    private let signalSource = Mutex<DispatchSourceSignal?>(nil)
 
     /// `config` is what the server runs with; reloads read `configPath`
     /// (default: the file `config` was loaded from).
@@ -105,23 +106,15 @@ public final class AgentReloader: Sendable {
     /// source and this reloader keep each other alive on purpose).
     public func reloadOnSIGHUP() {
         signal(SIGHUP, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "fedmix-agent.reload"))
-        source.setEventHandler { [self] in
-            server.log.event("signal", ["signal": "HUP"])
-            reload()
+        signalSource.withLock { held in
+            held?.cancel()
+            let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "fedmix-agent.reload"))
+            source.setEventHandler { [self] in
+                server.log.event("signal", ["signal": "HUP"])
+                reload()
+            }
+            source.resume()
+            held = source
         }
-        source.resume()
-        signalSource.set(source)
-    }
-}
-
-/// Holds a dispatch source (not Sendable) behind a lock.
-private final class SignalSourceBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var source: DispatchSourceSignal?
-    func set(_ s: DispatchSourceSignal) {
-        lock.lock(); defer { lock.unlock() }
-        source?.cancel()
-        source = s
     }
 }

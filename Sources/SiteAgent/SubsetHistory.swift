@@ -21,12 +21,15 @@ final class SubsetHistory: Sendable {
     /// Keeps the history in the SQLite database at `path` (beside the audit log),
     /// reading back what earlier runs answered.
     func persist(at path: String) throws {
-        let s = try SubsetStore(path: path)
-        let earlier = try s.all()
+        let earlier = try store.withLock { held in
+            let s = try SubsetStore(path: path)
+            let earlier = try s.all()
+            held = s
+            return earlier
+        }
         sets.withLock { all in
             for (source, rows) in earlier where !all[source, default: []].contains(rows) { all[source, default: []].append(rows) }
         }
-        store.withLock { $0 = s }
     }
 
     /// The smallest non-zero symmetric difference between `rows` and a set
@@ -52,8 +55,8 @@ final class SubsetHistory: Sendable {
 }
 
 /// The `answered_subsets` table, in a file beside the audit log (which
-/// keeps a file of its own).
-final class SubsetStore: @unchecked Sendable {
+/// keeps a file of its own). Not Sendable: SubsetHistory keeps it under a Mutex.
+final class SubsetStore {
     private let db: SQLiteDatabase
 
     init(path: String) throws {

@@ -209,30 +209,16 @@ enum BenchNetworkCommand {
         print("  one analyst alone: \(seconds(soloWall)) (rounds \(solo.rounds) +1 describe, \(solo.converged ? "converged" : "NOT converged"))")
 
         struct Outcome: Sendable { var wall: Double; var fingerprint: [UInt64]?; var error: String? }
-        let outcomes = Mutex<[Outcome?]>(Array(repeating: nil, count: k))
-        let gate = DispatchGroup(), done = DispatchGroup()
-        gate.enter()
-        for i in 0..<k {
-            done.enter()
-            let sites = files[i]
-            let t = Thread {
-                gate.wait()
-                let t0 = monotonicSeconds()
-                var o = Outcome(wall: 0, fingerprint: nil, error: nil)
-                do { o.fingerprint = fingerprint(try analystFit(sites)) } catch { o.error = "\(error)" }
-                o.wall = monotonicSeconds() - t0
-                outcomes.withLock { $0[i] = o }
-                done.leave()
-            }
-            t.name = "analyst-\(i)"
-            t.stackSize = 8 << 20
-            t.start()
-        }
         let start = monotonicSeconds()
-        gate.leave()
-        done.wait()
+        let analysts = files
+        let all = FanOutPool.map(k, width: k, name: "analyst", stackSize: 8 << 20) { i in
+            let t0 = monotonicSeconds()
+            var o = Outcome(wall: 0, fingerprint: nil, error: nil)
+            do { o.fingerprint = fingerprint(try analystFit(analysts[i])) } catch { o.error = "\(error)" }
+            o.wall = monotonicSeconds() - t0
+            return o
+        }
         let total = monotonicSeconds() - start
-        let all = outcomes.withLock { $0 }.map { $0! }
         let walls = all.map(\.wall).sorted()
         let median = walls.count % 2 == 1 ? walls[walls.count / 2] : (walls[walls.count / 2 - 1] + walls[walls.count / 2]) / 2
         let succeeded = all.filter { $0.fingerprint != nil }

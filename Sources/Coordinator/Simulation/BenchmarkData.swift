@@ -80,13 +80,11 @@ public struct BenchmarkData: Sendable {
     public static func generate(rows: Int, sites: Int, seed: UInt64 = 20_260_101,
                                 truth: Truth = Truth()) -> BenchmarkData {
         precondition(rows >= 0 && sites > 0, "rows must be ≥ 0 and sites > 0")
-        let results = Mutex<[Site?]>(Array(repeating: nil, count: sites))
-        DispatchQueue.concurrentPerform(iterations: sites) { k in
-            let n = rows / sites + (k < rows % sites ? 1 : 0)
-            let site = generateSite(index: k, name: siteName(k, of: sites), rows: n, seed: seed, truth: truth)
-            results.withLock { $0[k] = site }
+        let generated = FanOutPool.map(sites, width: ProcessInfo.processInfo.activeProcessorCount, name: "fedmix-generate",
+                                       stackSize: nil) { k in
+            generateSite(index: k, name: siteName(k, of: sites), rows: rows / sites + (k < rows % sites ? 1 : 0), seed: seed, truth: truth)
         }
-        return BenchmarkData(truth: truth, sites: results.withLock { $0 }.map { $0! })
+        return BenchmarkData(truth: truth, sites: generated)
     }
 
     /// One site's rows, from the site's own random stream.

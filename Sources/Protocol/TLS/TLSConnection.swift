@@ -13,6 +13,9 @@ import COpenSSL
 ///
 /// Use from one thread at a time (one thread per connection). Blocking calls;
 /// do not call from Swift concurrency's cooperative pool.
+// @unchecked: wraps an SSL*; its owner (an agent's connection thread, a TLSChannel call under
+// the channel's lock) reads and writes from one thread at a time; others only interrupt() it
+// (shutdown(2) of the socket) or, through TLSChannel's link lock, change its timeouts or close it.
 public final class TLSConnection: @unchecked Sendable {
     /// RFC 2253 subject of the peer's certificate ("CN=site-a").
     public let peerSubject: String

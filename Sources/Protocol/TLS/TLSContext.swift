@@ -56,6 +56,7 @@ private enum SIGPIPEIgnored {
 /// and the context is then shared by all connections and threads; each
 /// connection gets its own `SSL`. Certificate rotation makes a new context and
 /// hands it to `TLSListener.replaceContext(_:)`.
+// @unchecked: the SSL_CTX is configured in init and never changed after; OpenSSL allows one to be shared across threads.
 public final class TLSContext: @unchecked Sendable {
     /// Whether the context accepts (server) or makes (client) connections.
     public enum Role: Sendable { case server, client }

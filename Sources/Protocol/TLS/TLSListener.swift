@@ -11,7 +11,7 @@ import Synchronization
 /// hostile handshake must not stop the server, `close()` must be able to stop
 /// a thread blocked in `accept()`, and certificates must be rotatable without
 /// a restart (`replaceContext(_:)`).
-public final class TLSListener: @unchecked Sendable {
+public final class TLSListener: Sendable {
     /// The bound address as given.
     public let host: String
     /// The bound port (the ephemeral one chosen when 0 was asked for).
@@ -196,18 +196,19 @@ public final class TLSListener: @unchecked Sendable {
 /// it on a thread of the connection's own so that slow or hostile clients do
 /// not delay others. The peer address is known before the handshake, for
 /// logging refused connections.
-public final class TLSIncomingConnection: @unchecked Sendable {
+public final class TLSIncomingConnection: Sendable {
     /// The client's address, "host:port".
     public let peerAddress: String
     /// The server context captured when the connection was accepted.
     public let context: TLSContext
-    private var fd: Int32
+    /// The socket until the handshake takes it or `close()` closes it (-1 then).
+    private let fd: Mutex<Int32>
     private let handshakeTimeout: Double
     private let ioTimeout: Double
     private let abortFlag = Atomic<Bool>(false)
 
     init(fd: Int32, peerAddress: String, context: TLSContext, handshakeTimeout: Double, ioTimeout: Double) {
-        self.fd = fd
+        self.fd = Mutex(fd)
         self.peerAddress = peerAddress
         self.context = context
         self.handshakeTimeout = handshakeTimeout
@@ -220,9 +221,8 @@ public final class TLSIncomingConnection: @unchecked Sendable {
     /// fails; the socket is closed then.
     /// `timeout` overrides the listener's handshake timeout.
     public func handshake(timeout: Double? = nil) throws -> TLSConnection {
-        guard fd >= 0 else { throw TLSError.closed }
-        let owned = fd
-        fd = -1
+        let owned = fd.withLock { fd in defer { fd = -1 }; return fd }
+        guard owned >= 0 else { throw TLSError.closed }
         return try TLSConnection.accept(fd: owned, context: context, peerAddress: peerAddress,
                                         handshakeTimeout: timeout ?? handshakeTimeout, ioTimeout: ioTimeout,
                                         aborted: { [self] in self.abortFlag.load(ordering: .relaxed) })
@@ -238,7 +238,9 @@ public final class TLSIncomingConnection: @unchecked Sendable {
 
     /// Drops the connection without a handshake.
     public func close() {
-        if fd >= 0 { _ = Glibc.close(fd) }
-        fd = -1
+        fd.withLock { fd in
+            if fd >= 0 { _ = Glibc.close(fd) }
+            fd = -1
+        }
     }
 }

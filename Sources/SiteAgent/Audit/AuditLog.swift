@@ -15,19 +15,24 @@
 
 import Foundation
 import Protocol
+import Synchronization
 
-public final class AuditLog: AuditSink, @unchecked Sendable {
+public final class AuditLog: AuditSink, Sendable {
     public let path: String
     /// Entries older than this many days are pruned (nil: kept for ever).
     public let retentionDays: Int?
-    let db: SQLiteDatabase
-    private let lock = NSLock()
+    /// The database and its statements, used by one thread at a time: SQLite
+    /// is opened without its own mutex (SQLITE_OPEN_NOMUTEX).
+    private let store: Mutex<Store>
+    private struct Store {
+        let db: SQLiteDatabase
+        var lastPrune: Date?
+        var insert: SQLiteDatabase.Statement?
+        var head: SQLiteDatabase.Statement?
+        /// Whether commits currently fsync the WAL (synchronous = FULL) or only write it (NORMAL).
+        var syncing = true
+    }
     private let now: @Sendable () -> Date
-    private var lastPrune: Date?
-    private var insert: SQLiteDatabase.Statement?
-    private var head: SQLiteDatabase.Statement?
-    /// Whether commits currently fsync the WAL (synchronous = FULL) or only write it (NORMAL).
-    private var syncing = true
     /// Longest line stored in full (bytes); `record` refuses a longer one,
     /// and the agent logs its length and digest instead (`recordNote`).
     public let maxEntryBytes: Int
@@ -56,9 +61,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             BEGIN SELECT RAISE(ABORT, 'the fedmix audit log is append-only; retention prunes it'); END;
         """
 
-    private init(path: String, db: SQLiteDatabase, retentionDays: Int?, now: @escaping @Sendable () -> Date,
+    private init(path: String, db: sending SQLiteDatabase, retentionDays: Int?, now: @escaping @Sendable () -> Date,
                  maxEntryBytes: Int = AgentLimits().maxAuditEntryBytes) {
-        self.path = path; self.db = db; self.retentionDays = retentionDays; self.now = now
+        self.path = path; self.store = Mutex(Store(db: db)); self.retentionDays = retentionDays; self.now = now
         self.maxEntryBytes = min(maxEntryBytes, AgentLimits.auditEntryHardLimit)
     }
 
@@ -76,7 +81,6 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             throw AuditStoreError(path: path, message: "its folder \(dir) does not exist; create it (writable only by the agent's user)")
         }
         let db = try SQLiteDatabase(path: path, mode: .readWriteCreate)
-        let log = AuditLog(path: path, db: db, retentionDays: retentionDays, now: now, maxEntryBytes: maxEntryBytes)
         let mode = try db.scalarText("PRAGMA journal_mode = WAL")
         guard mode?.lowercased() == "wal" else {
             throw AuditStoreError(path: path, message: "SQLite did not switch to WAL mode (it answered \(mode ?? "nothing")); the log needs a local file system")
@@ -87,6 +91,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             throw AuditStoreError(path: path, message: "SQLite did not accept synchronous = FULL (it answered \(sync ?? "nothing"))")
         }
         try db.execute("PRAGMA secure_delete = ON")
+        let log = AuditLog(path: path, db: db, retentionDays: retentionDays, now: now, maxEntryBytes: maxEntryBytes)
         try log.createSchema()
         let check = try log.verify()
         if let problem = check.problem {
@@ -110,20 +115,24 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
         let db = try SQLiteDatabase(path: path, mode: .readWrite)
         try db.execute("PRAGMA query_only = 1")
-        let log = AuditLog(path: path, db: db, retentionDays: nil, now: { Date() })
         guard try db.scalarText("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_entries'") != nil else {
             throw AuditStoreError(path: path, message: "not a fedmix audit log (it has no audit_entries table)")
         }
-        return log
+        return AuditLog(path: path, db: db, retentionDays: nil, now: { Date() })
     }
 
     public func close() {
-        lock.lock(); defer { lock.unlock() }
-        insert = nil; head = nil
-        db.close()
+        store.withLock { s in
+            s.insert = nil; s.head = nil
+            s.db.close()
+        }
     }
 
     private func createSchema() throws {
+        try store.withLock { s in try createSchema(s.db) }
+    }
+
+    private func createSchema(_ db: SQLiteDatabase) throws {
         // Refuse a database that holds anything else (e.g. the site's data).
         let tables = try Self.names(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
         if let other = tables.first(where: { $0 != "audit_meta" && $0 != "audit_entries" }) {
@@ -175,15 +184,16 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// and digest. Fsynced like an answer.
     public func recordNote(peer: PeerIdentity, text: String) throws {
         guard text.utf8.count <= 4096 else { throw AuditStoreError(path: path, message: "a note must be short") }
-        lock.lock(); defer { lock.unlock() }
-        try setSyncing(true)
-        try db.execute("BEGIN IMMEDIATE")
-        do {
-            _ = try appendLocked(direction: "note", subject: peer.subject, fingerprint: peer.fingerprint, line: text, bytes: 0)
-            try db.execute("COMMIT")
-        } catch {
-            try? db.execute("ROLLBACK")
-            throw error
+        try store.withLock { s in
+            try setSyncing(true, &s)
+            try s.db.execute("BEGIN IMMEDIATE")
+            do {
+                _ = try appendLocked(direction: "note", subject: peer.subject, fingerprint: peer.fingerprint, line: text, bytes: 0, &s)
+                try s.db.execute("COMMIT")
+            } catch {
+                try? s.db.execute("ROLLBACK")
+                throw error
+            }
         }
     }
 
@@ -194,34 +204,36 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         guard size <= maxEntryBytes else {
             throw AuditStoreError(path: path, message: "a line of \(size) bytes exceeds the longest entry stored in full (\(maxEntryBytes) bytes, limits.max_audit_entry_bytes); it was not recorded")
         }
-        lock.lock(); defer { lock.unlock() }
-        if let days = retentionDays, lastPrune.map({ now().timeIntervalSince($0) >= Self.pruneInterval }) ?? true {
-            _ = try pruneLocked(before: now().addingTimeInterval(-Double(days) * 86400), retentionDays: days)
-        }
-        try setSyncing(direction == .sent)
-        try db.execute("BEGIN IMMEDIATE")
-        do {
-            let entry = try appendLocked(direction: direction.rawValue, subject: peer.subject, fingerprint: peer.fingerprint,
-                                         line: line, bytes: AuditEntry.wireBytes(line))
-            try db.execute("COMMIT")
-            return entry
-        } catch {
-            try? db.execute("ROLLBACK")
-            throw error
+        return try store.withLock { s in
+            if let days = retentionDays, s.lastPrune.map({ now().timeIntervalSince($0) >= Self.pruneInterval }) ?? true {
+                _ = try pruneLocked(before: now().addingTimeInterval(-Double(days) * 86400), retentionDays: days, &s)
+            }
+            try setSyncing(direction == .sent, &s)
+            try s.db.execute("BEGIN IMMEDIATE")
+            do {
+                let entry = try appendLocked(direction: direction.rawValue, subject: peer.subject, fingerprint: peer.fingerprint,
+                                             line: line, bytes: AuditEntry.wireBytes(line), &s)
+                try s.db.execute("COMMIT")
+                return entry
+            } catch {
+                try? s.db.execute("ROLLBACK")
+                throw error
+            }
         }
     }
 
     /// Commits fsync the WAL (FULL) or not (NORMAL); the caller holds the lock.
-    private func setSyncing(_ on: Bool) throws {
-        guard on != syncing else { return }
-        try db.execute(on ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
-        syncing = on
+    private func setSyncing(_ on: Bool, _ s: inout Store) throws {
+        guard on != s.syncing else { return }
+        try s.db.execute(on ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
+        s.syncing = on
     }
 
     /// Appends inside an open transaction; the caller holds the lock.
-    private func appendLocked(direction: String, subject: String, fingerprint: String, line: String, bytes: Int) throws -> AuditEntry {
-        if head == nil { head = try SQLiteDatabase.Statement(db, "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1") }
-        let h = head!
+    private func appendLocked(direction: String, subject: String, fingerprint: String, line: String, bytes: Int,
+                              _ store: inout Store) throws -> AuditEntry {
+        if store.head == nil { store.head = try SQLiteDatabase.Statement(store.db, "SELECT seq, hash FROM audit_entries ORDER BY seq DESC LIMIT 1") }
+        let h = store.head!
         h.reset()
         var seq = 1, previous = AuditEntry.genesisHash
         if try h.step() { seq = h.int(0) + 1; previous = h.text(1) ?? "" }
@@ -230,13 +242,13 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         let session = AuditEntry.sessionID(direction: direction, line: line)
         let hash = AuditEntry.computeHash(previousHash: previous, time: time, direction: direction, peerSubject: subject,
                                           peerFingerprint: fingerprint, session: session, bytes: bytes, line: line)
-        if insert == nil {
-            insert = try SQLiteDatabase.Statement(db, """
+        if store.insert == nil {
+            store.insert = try SQLiteDatabase.Statement(store.db, """
                 INSERT INTO audit_entries (seq, time, direction, peer_subject, peer_fingerprint, session, bytes, line, prev_hash, hash)
                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                 """)
         }
-        let s = insert!
+        let s = store.insert!
         s.reset()
         try s.bind(1, seq); try s.bind(2, time); try s.bind(3, direction); try s.bind(4, subject); try s.bind(5, fingerprint)
         try s.bind(6, session); try s.bind(7, bytes); try s.bind(8, line); try s.bind(9, previous); try s.bind(10, hash)
@@ -271,20 +283,19 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// Applies `retentionDays` now; returns the note entry, or nil if nothing was old enough.
     public func applyRetention() throws -> AuditEntry? {
         guard let days = retentionDays else { return nil }
-        lock.lock(); defer { lock.unlock() }
-        return try pruneLocked(before: now().addingTimeInterval(-Double(days) * 86400), retentionDays: days)
+        return try store.withLock { s in try pruneLocked(before: now().addingTimeInterval(-Double(days) * 86400), retentionDays: days, &s) }
     }
 
     /// Removes the entries older than `cutoff` from the start of the log,
     /// after appending a note entry that records them (never silently).
     public func prune(before cutoff: Date, retentionDays days: Int? = nil) throws -> AuditEntry? {
-        lock.lock(); defer { lock.unlock() }
-        return try pruneLocked(before: cutoff, retentionDays: days ?? retentionDays)
+        try store.withLock { s in try pruneLocked(before: cutoff, retentionDays: days ?? retentionDays, &s) }
     }
 
-    private func pruneLocked(before cutoff: Date, retentionDays: Int?) throws -> AuditEntry? {
-        lastPrune = now()
-        try setSyncing(true)
+    private func pruneLocked(before cutoff: Date, retentionDays: Int?, _ store: inout Store) throws -> AuditEntry? {
+        store.lastPrune = now()
+        try setSyncing(true, &store)
+        let db = store.db
         let limit = AuditEntry.timestamp(cutoff)
         try db.execute("BEGIN IMMEDIATE")
         do {
@@ -306,7 +317,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
                                 retentionDays: retentionDays)
             let e = JSONEncoder(); e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             let line = String(decoding: try e.encode(record), as: UTF8.self)
-            let note = try appendLocked(direction: "note", subject: "", fingerprint: "", line: line, bytes: 0)
+            let note = try appendLocked(direction: "note", subject: "", fingerprint: "", line: line, bytes: 0, &store)
             try db.execute("DROP TRIGGER IF EXISTS audit_entries_no_delete")
             try db.execute("DELETE FROM audit_entries WHERE seq <= \(last)")
             try db.execute(Self.triggers)
@@ -330,15 +341,16 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 
     /// Calls `body` with every entry in sequence order (from `since`, if given).
     public func forEach(since: Date? = nil, _ body: (AuditEntry) throws -> Void) throws {
-        lock.lock(); defer { lock.unlock() }
-        let s: SQLiteDatabase.Statement
-        if let since {
-            s = try SQLiteDatabase.Statement(db, "SELECT \(Self.columns) FROM audit_entries WHERE time >= ?1 ORDER BY seq")
-            try s.bind(1, AuditEntry.timestamp(since))
-        } else {
-            s = try SQLiteDatabase.Statement(db, "SELECT \(Self.columns) FROM audit_entries ORDER BY seq")
+        try store.withLock { store in
+            let s: SQLiteDatabase.Statement
+            if let since {
+                s = try SQLiteDatabase.Statement(store.db, "SELECT \(Self.columns) FROM audit_entries WHERE time >= ?1 ORDER BY seq")
+                try s.bind(1, AuditEntry.timestamp(since))
+            } else {
+                s = try SQLiteDatabase.Statement(store.db, "SELECT \(Self.columns) FROM audit_entries ORDER BY seq")
+            }
+            while try s.step() { try body(Self.entry(s)) }
         }
-        while try s.step() { try body(Self.entry(s)) }
     }
 
     public func entries(since: Date? = nil) throws -> [AuditEntry] {
@@ -348,17 +360,34 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     public func entry(_ seq: Int) throws -> AuditEntry? {
-        lock.lock(); defer { lock.unlock() }
-        let s = try SQLiteDatabase.Statement(db, "SELECT \(Self.columns) FROM audit_entries WHERE seq = ?1")
-        try s.bind(1, seq)
-        return try s.step() ? Self.entry(s) : nil
+        try store.withLock { store in
+            let s = try SQLiteDatabase.Statement(store.db, "SELECT \(Self.columns) FROM audit_entries WHERE seq = ?1")
+            try s.bind(1, seq)
+            return try s.step() ? Self.entry(s) : nil
+        }
+    }
+
+    /// The hash of each entry among `seqs` that the log has.
+    func entryHashes(_ seqs: [Int]) throws -> [Int: String] {
+        try store.withLock { store in
+            let lookup = try SQLiteDatabase.Statement(store.db, "SELECT hash FROM audit_entries WHERE seq = ?1")
+            var out: [Int: String] = [:]
+            for seq in seqs where out[seq] == nil {
+                lookup.reset()
+                try lookup.bind(1, seq)
+                if try lookup.step() { out[seq] = lookup.text(0) ?? "" }
+            }
+            lookup.reset()
+            return out
+        }
     }
 
     public var count: Int {
-        lock.lock(); defer { lock.unlock() }
-        return (try? SQLiteDatabase.Statement(db, "SELECT COUNT(*) FROM audit_entries")).map { s in
-            (try? s.step()) == true ? s.int(0) : 0
-        } ?? 0
+        store.withLock { store in
+            (try? SQLiteDatabase.Statement(store.db, "SELECT COUNT(*) FROM audit_entries")).map { s in
+                (try? s.step()) == true ? s.int(0) : 0
+            } ?? 0
+        }
     }
 
     /// Sessions each coordinator identity opened (received prepare lines) since `since`:
@@ -378,7 +407,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// Walks the chain from the first entry to the last and reports the first
     /// entry that was edited, deleted or reordered, if any.
     public func verify() throws -> AuditVerification {
-        lock.lock(); defer { lock.unlock() }
+        try store.withLock { store in try verify(store.db) }
+    }
+
+    private func verify(_ db: SQLiteDatabase) throws -> AuditVerification {
         var result = AuditVerification()
         // Where the kept entries start: 1, or where the latest pruning says.
         var startSeq = 1, startHash = AuditEntry.genesisHash

@@ -52,7 +52,7 @@ extension AuditLog {
         var result = ReceiptCheckResult()
         let verification = try verify()
         let prunedThrough = verification.prunedThrough ?? 0
-        let lookup = try SQLiteDatabase.Statement(db, "SELECT hash FROM audit_entries WHERE seq = ?1")
+        let hashes = try entryHashes(receipts.filter { $0.site == site && $0.seq > prunedThrough }.map(\.seq))
         for r in receipts {
             guard r.site == site else {
                 result.unchecked.append(ReceiptFailure(receipt: r, reason: "it is site \"\(r.site)\"'s, not this agent's (\"\(site)\")"))
@@ -62,14 +62,10 @@ extension AuditLog {
                 result.unchecked.append(ReceiptFailure(receipt: r, reason: "the entry was removed by a recorded retention pruning"))
                 continue
             }
-            lookup.reset()
-            try lookup.bind(1, r.seq)
-            guard try lookup.step() else {
+            guard let hash = hashes[r.seq] else {
                 result.failures.append(ReceiptFailure(receipt: r, reason: "the log has no entry \(r.seq): it was deleted (or the log was replaced)"))
                 continue
             }
-            let hash = lookup.text(0) ?? ""
-            lookup.reset()
             guard hash == r.hash else {
                 result.failures.append(ReceiptFailure(receipt: r, reason: "the log's entry \(r.seq) has hash \(hash.prefix(16))…, the agent signed \(r.hash.prefix(16))…: the entry, or one before it, was changed and the chain recomputed"))
                 continue

@@ -1,6 +1,7 @@
 // A small read-write SQLite connection for the audit log: open (creating
 // the file or not), run statements, bind text and integers, step rows. Not
-// thread-safe by itself: AuditLog serializes every use behind one lock.
+// thread-safe by itself (opened with SQLITE_OPEN_NOMUTEX), hence not Sendable:
+// AuditLog and SubsetHistory keep theirs under a Mutex.
 
 import CSQLite
 import Foundation
@@ -13,7 +14,7 @@ public struct AuditStoreError: Error, CustomStringConvertible, Equatable {
     public var description: String { "audit log \(path): \(message)" }
 }
 
-final class SQLiteDatabase: @unchecked Sendable {
+final class SQLiteDatabase {
     let path: String
     private(set) var handle: OpaquePointer?
 
