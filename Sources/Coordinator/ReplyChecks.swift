@@ -38,7 +38,7 @@ enum ReplyChecks {
     /// rows: the agent is broken or dishonest.
     static func check(_ b: SiteBlocks, spec: ModelSpec, used: Int, site: String) throws {
         func fail(_ why: String) -> SiteFailure {
-            SiteFailure(site: site, message: "sent θ-free sums that no rows could produce (\(why)); its agent is faulty or its answers were altered", code: "inconsistent_answer")
+            SiteFailure(site: site, message: "sent θ-free sums that no rows could produce (\(why)); its agent is faulty or its answers were altered", code: .inconsistentAnswer)
         }
         guard b.rows == used else { throw fail("sums over \(b.rows) rows, but \(used) rows used") }
         let w = b.width
@@ -75,7 +75,7 @@ enum ReplyChecks {
     /// Cauchy–Schwarz), as for any rows.
     static func check(_ c: LMMContribution, site: String) throws {
         func fail(_ why: String) -> SiteFailure {
-            SiteFailure(site: site, message: "sent a contribution that no rows could produce (\(why)); its agent is faulty or its answers were altered", code: "inconsistent_answer")
+            SiteFailure(site: site, message: "sent a contribution that no rows could produce (\(why)); its agent is faulty or its answers were altered", code: .inconsistentAnswer)
         }
         guard c.logDet.value >= -1e-9 * max(1, Double(c.rows)) else { throw fail("log|L|² = \(RNumberFormat.format(c.logDet.value)) is negative") }
         let m = c.schur.valueMatrix
@@ -96,7 +96,7 @@ enum ReplyChecks {
     /// cannot be negative.
     static func check(_ j: ScalarJet, site: String) throws {
         guard j.value >= -1e-9 else {
-            throw SiteFailure(site: site, message: "sent a negative −2 log-likelihood (\(RNumberFormat.format(j.value))), which no binomial or Poisson rows can give; its agent is faulty or its answers were altered", code: "inconsistent_answer")
+            throw SiteFailure(site: site, message: "sent a negative −2 log-likelihood (\(RNumberFormat.format(j.value))), which no binomial or Poisson rows can give; its agent is faulty or its answers were altered", code: .inconsistentAnswer)
         }
     }
 

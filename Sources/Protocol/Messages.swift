@@ -332,10 +332,10 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
 
 /// An error answer. The message never contains data values.
 public struct ErrorReply: Codable, Sendable, Equatable, Error, CustomStringConvertible {
-    public var code: String
+    public var code: ErrorCode
     public var fatal: Bool
     public var message: String
-    public init(code: String, fatal: Bool, message: String) { self.code = code; self.fatal = fatal; self.message = message }
+    public init(code: ErrorCode, fatal: Bool, message: String) { self.code = code; self.fatal = fatal; self.message = message }
     public var description: String { "\(message) [\(code)]" }
 }
 

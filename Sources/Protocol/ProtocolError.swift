@@ -9,15 +9,15 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
     case versionMismatch(ours: Int, theirs: Int)
     case unexpected(String)
 
-    public var code: String {
+    public var code: ErrorCode {
         switch self {
-        case .invalidJSON: return "invalid_json"
-        case .invalidMessage: return "invalid_message"
-        case .unknownType, .unknownReplyType: return "unknown_type"
-        case .wrongFieldType: return "wrong_field_type"
-        case .missingField: return "missing_field"
-        case .versionMismatch: return "version_mismatch"
-        case .unexpected: return "unexpected_message"
+        case .invalidJSON: return .invalidJSON
+        case .invalidMessage: return .invalidMessage
+        case .unknownType, .unknownReplyType: return .unknownType
+        case .wrongFieldType: return .wrongFieldType
+        case .missingField: return .missingField
+        case .versionMismatch: return .versionMismatch
+        case .unexpected: return .unexpectedMessage
         }
     }
 

@@ -16,14 +16,14 @@ public enum ModelFrameError: Error, Equatable, CustomStringConvertible {
     case noCompleteRows(site: String, rows: Int)
     case unsupported(String)
 
-    public var code: String {
+    public var code: ErrorCode {
         switch self {
-        case .unknownVariable: return "unknown_variable"
-        case .notNumeric: return "wrong_variable_type"
-        case .nonFinite: return "non_finite_value"
-        case .siteColumnMismatch: return "site_column_mismatch"
-        case .noCompleteRows: return "no_complete_rows"
-        case .unsupported: return "unsupported"
+        case .unknownVariable: return .unknownVariable
+        case .notNumeric: return .wrongVariableType
+        case .nonFinite: return .nonFiniteValue
+        case .siteColumnMismatch: return .siteColumnMismatch
+        case .noCompleteRows: return .noCompleteRows
+        case .unsupported: return .unsupported
         }
     }
 

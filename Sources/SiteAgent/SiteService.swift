@@ -138,12 +138,12 @@ public final class SiteService: Sendable {
         } catch let e as ProtocolError {
             reply = .error(ErrorReply(code: e.code, fatal: false, message: Self.peerSafe(e)))
         } catch {
-            reply = .error(ErrorReply(code: "invalid_message", fatal: false, message: "the line is not a valid request"))
+            reply = .error(ErrorReply(code: .invalidMessage, fatal: false, message: "the line is not a valid request"))
         }
         if isCancelled() { return nil }
         if case .error(var e) = reply { e.message = Self.bounded(e.message); reply = .error(e) }
         do { return try LineCodec.encode(reply, id: id) } catch {
-            return (try? LineCodec.encode(Reply.error(ErrorReply(code: "internal", fatal: false,
+            return (try? LineCodec.encode(Reply.error(ErrorReply(code: .internal, fatal: false,
                 message: "the answer could not be encoded (a non-finite number)")), id: id)) ?? "{}"
         }
     }
@@ -162,13 +162,13 @@ public final class SiteService: Sendable {
         } catch let e as ModelFrameError {
             return .error(ErrorReply(code: e.code, fatal: false, message: "site \"\(site)\": \(e.description(minCell: policy.minCell))"))
         } catch let e as GLMMError {
-            return .error(ErrorReply(code: "glmm_failed", fatal: false, message: "site \"\(site)\": \(e.description)"))
+            return .error(ErrorReply(code: .glmmFailed, fatal: false, message: "site \"\(site)\": \(e.description)"))
         } catch let e as LinearAlgebraError {
-            return .error(ErrorReply(code: "numerical", fatal: false, message: "site \"\(site)\": \(e.description)"))
+            return .error(ErrorReply(code: .numerical, fatal: false, message: "site \"\(site)\": \(e.description)"))
         } catch {
             // Never the error's own text: it may hold a path, SQL or a value.
             log.event("request_failed", ["site": site, "request": request.typeName, "error": "\(error)"])
-            return .error(ErrorReply(code: "internal", fatal: false, message: "site \"\(site)\": the \(request.typeName) request failed at the site; the site's administrator can see why in the agent's log"))
+            return .error(ErrorReply(code: .internal, fatal: false, message: "site \"\(site)\": the \(request.typeName) request failed at the site; the site's administrator can see why in the agent's log"))
         }
     }
 
@@ -595,14 +595,14 @@ public enum SiteError: Error, Equatable, CustomStringConvertible {
     case disclosure(String)
     case invalid(String)
 
-    public var code: String {
+    public var code: ErrorCode {
         switch self {
-        case .unknownDataset: return "unknown_dataset"
-        case .unknownSession: return "unknown_session"
-        case .datasetUnreadable: return "dataset_error"
-        case .sessionConflict: return "session_conflict"
-        case .disclosure: return "disclosure_refused"
-        case .invalid: return "invalid_request"
+        case .unknownDataset: return .unknownDataset
+        case .unknownSession: return .unknownSession
+        case .datasetUnreadable: return .datasetError
+        case .sessionConflict: return .sessionConflict
+        case .disclosure: return .disclosureRefused
+        case .invalid: return .invalidRequest
         }
     }
     /// A session id as echoed: ids up to 64 characters (UUIDs) as they are,

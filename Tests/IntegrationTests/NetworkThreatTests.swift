@@ -399,7 +399,7 @@ final class NetworkThreatTests: XCTestCase {
         var codes: [String] = []
         for line in lines {
             guard let e = try client.expectError(after: line)?.error else { continue }
-            codes.append(e.code)
+            codes.append(e.code.rawValue)
             for f in forbidden { XCTAssertFalse(e.message.contains(f), "\"\(f)\" in the answer to \(line.prefix(80)): \(e.message)") }
         }
         print("errors: \(codes.count) error classes answered without paths, SQL or values: \(codes)")
