@@ -127,9 +127,8 @@ struct ResultBuilder {
                 }
             }
             var responseScale: FitResult.ResponseScale? = nil
-            if spec.family != .gaussian, let b0 = effects["(Intercept)"], let sd = condSD["(Intercept)"], let xbar = meanX,
-               let d = GLMDistribution(rawValue: spec.family.rawValue), let l = GLMLink(rawValue: spec.link.rawValue) {
-                let fam = GLMFamily(d, l)
+            if spec.family != .gaussian, let b0 = effects["(Intercept)"], let sd = condSD["(Intercept)"], let xbar = meanX {
+                let fam = GLMFamily(spec.family, spec.link)
                 var eta = b0
                 for j in 0..<p { eta += xbar[j] * estimates.beta[j] }
                 responseScale = .init(estimate: fam.mu(eta), lower: fam.mu(eta - 1.959963984540054 * sd), upper: fam.mu(eta + 1.959963984540054 * sd))

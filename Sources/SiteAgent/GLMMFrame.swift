@@ -21,8 +21,8 @@ public struct GLMMFrame: Sendable {
         self.spec = spec
         let cases = try CompleteCases(table: table, spec: spec, dataset: dataset, selection: selection)
         rows = cases.rows
-        guard let distribution = GLMDistribution(rawValue: spec.family.rawValue),
-              let link = GLMLink(rawValue: spec.link.rawValue), GLMFamily(distribution, link).isValid else {
+        let distribution = spec.family, link = spec.link
+        guard GLMFamily(distribution, link).isValid else {
             throw ModelFrameError.unsupported("family \(spec.family.rawValue) with link \(spec.link.rawValue) is not supported; use binomial with logit, probit or cloglog, or poisson with log")
         }
         missing = cases.missing
@@ -75,7 +75,7 @@ public struct GLMMFrame: Sendable {
                 }
                 y = zip(y, w).map { $0 * $1 }
                 n = w
-            case (.poisson, _):
+            case (.poisson, _), (.gaussian, _):   // gaussian: refused above
                 n = w
             }
         }
