@@ -81,7 +81,7 @@ public enum LMMFit {
                     guard case .contribution(let c) = reply else { throw unexpected(reply, site, expected: "contribution") }
                     let part = try c.contribution()
                     guard part.schur.rows == spec.fixedCount + 1, part.schur.cols == spec.fixedCount + 1,
-                          (0...1_000_000_000_000).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
+                          (0...ProtocolLimits.maxRows).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
                           part.logDet.storage.allSatisfy(\.isFinite), part.schur.space.parameters == structure.thetaCount,
                           part.schur.space.order == order else {
                         throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")

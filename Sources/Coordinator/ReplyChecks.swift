@@ -9,7 +9,7 @@ enum ReplyChecks {
     /// Counts in a prepare answer: plausible, consistent with the model.
     static func check(_ p: PrepareReply, spec: ModelSpec, site: String) throws {
         let s = p.summary
-        guard (0...1_000_000_000_000).contains(s.rows), (0...s.rows).contains(s.used) else {
+        guard (0...ProtocolLimits.maxRows).contains(s.rows), (0...s.rows).contains(s.used) else {
             throw SiteFailure(site: site, message: "reported an implausible number of rows (\(s.rows) rows, \(s.used) used)")
         }
         guard s.groups.count == spec.terms.count else {
@@ -51,7 +51,7 @@ enum ReplyChecks {
         }
         try psd(b.ww, w, "[X y]ᵀ[X y]", fail)
         let td = b.tailDimension
-        if td > 0, b.tt.count == td * td, td <= 2_000 { try psd(b.tt, td, "ZᵀZ", fail) }
+        if td > 0, b.tt.count == td * td, td <= ProtocolLimits.maxTailDimension { try psd(b.tt, td, "ZᵀZ", fail) }
         if let f = b.first, f.zz.count == f.levels * f.dimension * f.dimension {
             let r = f.dimension
             for l in 0..<f.levels { try psd(Array(f.zz[(l * r * r)..<((l + 1) * r * r)]), r, "ZᵀZ of a level", fail) }

@@ -47,7 +47,7 @@ public final class TLSChannel: SiteChannel, @unchecked Sendable {
     /// Connects to the agent of `site` at host:port, verifying its certificate
     /// for `serverName`, and checks that the agent says it is that site.
     public init(site: String, host: String, port: Int, context: TLSContext, serverName: String,
-                timeout: Double? = nil, maxLineBytes: Int = defaultMaxLineBytes, policy: NetworkPolicy = NetworkPolicy()) throws {
+                timeout: Double? = nil, maxLineBytes: Int = ProtocolLimits.maxLineBytes, policy: NetworkPolicy = NetworkPolicy()) throws {
         self.site = site
         self.maxLineBytes = maxLineBytes
         var policy = policy

@@ -108,7 +108,7 @@ public final class AgentServer: Sendable {
     }
 
     public init(service: SiteService, host: String, port: Int, context: TLSContext,
-                maxLineBytes: Int = defaultMaxLineBytes, audit: AuditSink? = nil, log: AgentLog = AgentLog(),
+                maxLineBytes: Int = ProtocolLimits.maxLineBytes, audit: AuditSink? = nil, log: AgentLog = AgentLog(),
                 ioTimeout: Double = 300, limits: AgentLimits = AgentLimits()) throws {
         self.service = service
         self.maxLineBytes = maxLineBytes

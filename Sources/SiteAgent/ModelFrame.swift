@@ -136,8 +136,8 @@ public struct ModelFrame: Sendable {
     /// one with the most levels) would be too large to hold at this site.
     static func checkTail(_ spec: ModelSpec, levelCounts: [Int]) throws {
         let td = SiteBlocksBuilder.tailDimension(structure: spec.covarianceStructure, levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
-        guard td <= SiteBlocksBuilder.maxTailDimension else {
-            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site; at most \(SiteBlocksBuilder.maxTailDimension) are supported (they are held densely). Nest at most one large factor (e.g. patients) inside the site, or group the second factor more coarsely")
+        guard td <= ProtocolLimits.maxTailDimension else {
+            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site; at most \(ProtocolLimits.maxTailDimension) are supported (they are held densely). Nest at most one large factor (e.g. patients) inside the site, or group the second factor more coarsely")
         }
     }
 

@@ -519,16 +519,23 @@ public final class SiteService: Sendable {
     /// Bounds on a model's shape, so no specification can make the site
     /// allocate without limit or build an empty random-effects term.
     private func validate(model m: ModelSpec) throws {
-        guard m.fixed.count <= 500 else { throw SiteError.invalid("the model has more than 500 fixed-effects columns") }
-        guard (1...50).contains(m.terms.count) else { throw SiteError.invalid("a mixed model needs 1 to 50 random-effects terms") }
+        let terms = ProtocolLimits.randomTerms, columns = ProtocolLimits.randomTermColumns
+        guard m.fixed.count <= ProtocolLimits.maxFixedColumns else {
+            throw SiteError.invalid("the model has more than \(ProtocolLimits.maxFixedColumns) fixed-effects columns")
+        }
+        guard terms.contains(m.terms.count) else {
+            throw SiteError.invalid("a mixed model needs \(terms.lowerBound) to \(terms.upperBound) random-effects terms")
+        }
         for t in m.terms {
-            guard (1...20).contains(t.columns.count) else { throw SiteError.invalid("random-effects term \(t.name) must have 1 to 20 columns") }
+            guard columns.contains(t.columns.count) else {
+                throw SiteError.invalid("random-effects term \(t.name) must have \(columns.lowerBound) to \(columns.upperBound) columns")
+            }
             if case .withinSite(let vs) = t.grouping, vs.isEmpty { throw SiteError.invalid("random-effects term \(t.name) has no grouping variable") }
         }
         guard m.family == .gaussian ? m.link == .identity : true else { throw SiteError.invalid("a gaussian model uses the identity link") }
         // θ's derivatives travel as jets whose width grows with θ²: bound it.
-        guard m.thetaCount <= 60 else {
-            throw SiteError.invalid("the model has \(m.thetaCount) covariance parameters; this site evaluates at most 60 (simplify the random-effects terms)")
+        guard m.thetaCount <= ProtocolLimits.maxThetaCount else {
+            throw SiteError.invalid("the model has \(m.thetaCount) covariance parameters; this site evaluates at most \(ProtocolLimits.maxThetaCount) (simplify the random-effects terms)")
         }
     }
 

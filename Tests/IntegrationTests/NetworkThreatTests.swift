@@ -35,7 +35,7 @@ final class NetworkThreatTests: XCTestCase {
         let site: String
         let identity: TLSIdentity
         init(service: SiteService, pki: TestPKI, limits: AgentLimits = AgentLimits(), audit: AuditSink? = nil,
-             allowed: [String] = ["coordinator", "attacker"], maxLineBytes: Int = defaultMaxLineBytes) throws {
+             allowed: [String] = ["coordinator", "attacker"], maxLineBytes: Int = ProtocolLimits.maxLineBytes) throws {
             site = service.site
             serverName = "agent-" + site
             identity = try pki.issue(serverName)
