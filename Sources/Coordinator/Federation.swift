@@ -97,7 +97,7 @@ public final class Federation: Sendable {
         for r in all { if case .failure(let e) = r { failures.append(e as? SiteFailure ?? SiteFailure(site: "?", message: "\(e)")) } }
         if !failures.isEmpty {
             // A GLMM trial step too far is the optimizer's to handle (it steps back), not a refusal.
-            if let step = failures.first(where: { $0.code == "glmm_failed" }) { throw step }
+            if let step = failures.first(where: { $0.code == .glmmFailed }) { throw step }
             if failures.count == 1 { throw failures[0] }
             throw SiteFailures(failures: failures, request: requests.first?.typeName ?? "request", round: number)
         }

@@ -73,7 +73,7 @@ struct GLMMObjective: FitObjective {
                 try ReplyChecks.check(j, site: site)
                 return j
             }
-        } catch let f as SiteFailure where f.code == "glmm_failed" && evaluations > 1 {
+        } catch let f as SiteFailure where f.code == .glmmFailed && evaluations > 1 {
             // A trial step too far (e.g. probabilities at 0 or 1 at a site): step back.
             throw InfeasiblePoint(f.description)
         }

@@ -69,7 +69,7 @@ struct LMMObjective: FitObjective {
                 guard case .contribution(let c) = reply else { throw unexpected(reply, site, expected: "contribution") }
                 let part = try c.contribution()
                 guard part.schur.rows == width, part.schur.cols == width,
-                      (0...1_000_000_000_000).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
+                      (0...ProtocolLimits.maxRows).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
                       part.logDet.storage.allSatisfy(\.isFinite), part.schur.space.parameters == thetaCount,
                       part.schur.space.order == order else {
                     throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")

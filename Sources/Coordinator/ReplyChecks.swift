@@ -9,7 +9,7 @@ enum ReplyChecks {
     /// Counts in a prepare answer: plausible, consistent with the model.
     static func check(_ p: PrepareReply, spec: ModelSpec, site: String) throws {
         let s = p.summary
-        guard (0...1_000_000_000_000).contains(s.rows), (0...s.rows).contains(s.used) else {
+        guard (0...ProtocolLimits.maxRows).contains(s.rows), (0...s.rows).contains(s.used) else {
             throw SiteFailure(site: site, message: "reported an implausible number of rows (\(s.rows) rows, \(s.used) used)")
         }
         guard s.groups.count == spec.terms.count else {
@@ -38,7 +38,7 @@ enum ReplyChecks {
     /// rows: the agent is broken or dishonest.
     static func check(_ b: SiteBlocks, spec: ModelSpec, used: Int, site: String) throws {
         func fail(_ why: String) -> SiteFailure {
-            SiteFailure(site: site, message: "sent θ-free sums that no rows could produce (\(why)); its agent is faulty or its answers were altered", code: "inconsistent_answer")
+            SiteFailure(site: site, message: "sent θ-free sums that no rows could produce (\(why)); its agent is faulty or its answers were altered", code: .inconsistentAnswer)
         }
         guard b.rows == used else { throw fail("sums over \(b.rows) rows, but \(used) rows used") }
         let w = b.width
@@ -51,7 +51,7 @@ enum ReplyChecks {
         }
         try psd(b.ww, w, "[X y]ᵀ[X y]", fail)
         let td = b.tailDimension
-        if td > 0, b.tt.count == td * td, td <= 2_000 { try psd(b.tt, td, "ZᵀZ", fail) }
+        if td > 0, b.tt.count == td * td, td <= ProtocolLimits.maxTailDimension { try psd(b.tt, td, "ZᵀZ", fail) }
         if let f = b.first, f.zz.count == f.levels * f.dimension * f.dimension {
             let r = f.dimension
             for l in 0..<f.levels { try psd(Array(f.zz[(l * r * r)..<((l + 1) * r * r)]), r, "ZᵀZ of a level", fail) }
@@ -75,7 +75,7 @@ enum ReplyChecks {
     /// Cauchy–Schwarz), as for any rows.
     static func check(_ c: LMMContribution, site: String) throws {
         func fail(_ why: String) -> SiteFailure {
-            SiteFailure(site: site, message: "sent a contribution that no rows could produce (\(why)); its agent is faulty or its answers were altered", code: "inconsistent_answer")
+            SiteFailure(site: site, message: "sent a contribution that no rows could produce (\(why)); its agent is faulty or its answers were altered", code: .inconsistentAnswer)
         }
         guard c.logDet.value >= -1e-9 * max(1, Double(c.rows)) else { throw fail("log|L|² = \(RNumberFormat.format(c.logDet.value)) is negative") }
         let m = c.schur.valueMatrix
@@ -96,7 +96,7 @@ enum ReplyChecks {
     /// cannot be negative.
     static func check(_ j: ScalarJet, site: String) throws {
         guard j.value >= -1e-9 else {
-            throw SiteFailure(site: site, message: "sent a negative −2 log-likelihood (\(RNumberFormat.format(j.value))), which no binomial or Poisson rows can give; its agent is faulty or its answers were altered", code: "inconsistent_answer")
+            throw SiteFailure(site: site, message: "sent a negative −2 log-likelihood (\(RNumberFormat.format(j.value))), which no binomial or Poisson rows can give; its agent is faulty or its answers were altered", code: .inconsistentAnswer)
         }
     }
 

@@ -30,8 +30,7 @@ struct ResultBuilder {
 
     /// The GLMM's family; nil for a linear model.
     var glmFamily: GLMFamily? {
-        guard let d = GLMDistribution(rawValue: spec.family.rawValue), let l = GLMLink(rawValue: spec.link.rawValue) else { return nil }
-        return GLMFamily(d, l)
+        spec.family == .gaussian ? nil : GLMFamily(spec.family, spec.link)
     }
 
     var fixedEffectsCovariance: FixedEffectsCovariance {

@@ -76,12 +76,13 @@ public final class ReceiptLedger: Sendable {
 public struct SiteFailure: Error, CustomStringConvertible, Equatable {
     public var site: String
     public var message: String
-    public var code: String?
+    public var code: ErrorCode?
     /// The message (often an agent's own words) and the site name are
     /// cleaned of control characters and ANSI escape sequences
     /// (TerminalText), so a site cannot rewrite what the analyst's terminal shows.
-    public init(site: String, message: String, code: String? = nil) {
-        self.site = TerminalText.clean(site); self.message = TerminalText.clean(message); self.code = code.map(TerminalText.clean)
+    public init(site: String, message: String, code: ErrorCode? = nil) {
+        self.site = TerminalText.clean(site); self.message = TerminalText.clean(message)
+        self.code = code.map { ErrorCode(rawValue: TerminalText.clean($0.rawValue)) }
     }
     /// Names the site once, whether or not the agent's message already does.
     public var description: String {

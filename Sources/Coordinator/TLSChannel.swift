@@ -63,7 +63,7 @@ public final class TLSChannel: SiteChannel, Sendable {
     /// Connects to the agent of `site` at host:port, verifying its certificate
     /// for `serverName`, and checks that the agent says it is that site.
     public init(site: String, host: String, port: Int, context: TLSContext, serverName: String,
-                timeout: Double? = nil, maxLineBytes: Int = defaultMaxLineBytes, policy: NetworkPolicy = NetworkPolicy()) throws {
+                timeout: Double? = nil, maxLineBytes: Int = ProtocolLimits.maxLineBytes, policy: NetworkPolicy = NetworkPolicy()) throws {
         self.site = site
         self.maxLineBytes = maxLineBytes
         var policy = policy
@@ -91,10 +91,10 @@ public final class TLSChannel: SiteChannel, Sendable {
             connection.readTimeout = max(0.001, timeout - (monotonicNow() - started))
             let line: String?
             do { line = try connection.readLine(maxBytes: maxLineBytes) } catch TLSError.timeout(.read) {
-                throw SiteFailure(site: site, message: "connected to \(host):\(port) but the agent sent no hello within \(seconds(timeout)) (--connect-timeout)", code: "connect_failed")
+                throw SiteFailure(site: site, message: "connected to \(host):\(port) but the agent sent no hello within \(seconds(timeout)) (--connect-timeout)", code: .connectFailed)
             }
             guard let line else {
-                throw SiteFailure(site: site, message: "the agent closed the connection before its hello", code: "connect_failed")
+                throw SiteFailure(site: site, message: "the agent closed the connection before its hello", code: .connectFailed)
             }
             let hello: Hello
             if let h = try? LineCodec.decodeHello(line) { hello = h }
@@ -111,7 +111,7 @@ public final class TLSChannel: SiteChannel, Sendable {
             return (connection, TerminalText.clean(String(hello.software.prefix(200))))
         } catch let f as SiteFailure { connection.close(); throw f } catch {
             connection.close()
-            throw SiteFailure(site: site, message: "hello failed: \(error)", code: "connect_failed")
+            throw SiteFailure(site: site, message: "hello failed: \(error)", code: .connectFailed)
         }
     }
 
@@ -135,20 +135,20 @@ public final class TLSChannel: SiteChannel, Sendable {
         while true {
             do {
                 var reply = try exchange(request, round: round)
-                if case .error(let e) = reply, e.code == "unknown_session", let session = request.session,
+                if case .error(let e) = reply, e.code == .unknownSession, let session = request.session,
                    let original = memory.withLock({ $0.prepared[session] }), request.typeName != "prepare" {
                     // The agent restarted and lost the session: prepare it again, then resend.
                     let again = try exchange(.prepare(original.request), round: round)
                     guard again == original.reply else {
                         if case .error = again { return again }
-                        throw SiteFailure(site: site, message: "the agent restarted and answered prepare differently for the same model (its data or rules changed mid-fit); fit again", code: "changed_after_restart")
+                        throw SiteFailure(site: site, message: "the agent restarted and answered prepare differently for the same model (its data or rules changed mid-fit); fit again", code: .changedAfterRestart)
                     }
                     record("\(request.typeName)\(round.map { " (round \($0))" } ?? ""): the agent had lost session \(session.prefix(8)); prepared it again")
                     reply = try exchange(request, round: round)
                 }
                 if case .prepare(let p) = request, case .prepared = reply { memory.withLock { $0.prepared[p.session] = (p, reply) } }
                 return reply
-            } catch let f as SiteFailure where f.code == "connection_lost" && policy.reconnectBudget > 0 && resends < 20 {
+            } catch let f as SiteFailure where f.code == .connectionLost && policy.reconnectBudget > 0 && resends < 20 {
                 let start = outageStarted ?? monotonicNow()
                 outageStarted = start
                 try reconnect(until: start + policy.reconnectBudget, cause: f, what: Self.what(request, round))
@@ -170,7 +170,7 @@ public final class TLSChannel: SiteChannel, Sendable {
             let remaining = deadline - monotonicNow()
             if remaining <= 0 {
                 throw SiteFailure(site: site, message: "\(cause.message) during \(what); could not reconnect within the reconnect budget of \(seconds(policy.reconnectBudget)) (\(attempts) attempts; last: \(last.message)). Check that the agent runs and is reachable, or leave the site out with --exclude-sites \(site)",
-                                  code: "connection_lost")
+                                  code: .connectionLost)
             }
             attempts += 1
             do {
@@ -186,7 +186,7 @@ public final class TLSChannel: SiteChannel, Sendable {
                 }
                 record("\(what): \(cause.message.hasPrefix("connection lost") ? cause.message : "connection lost: " + cause.message); reconnected after \(attempts) attempt\(attempts == 1 ? "" : "s")")
                 return
-            } catch let f as SiteFailure where f.code == "connect_failed" || f.code == "too_many_connections" {
+            } catch let f as SiteFailure where f.code == .connectFailed || f.code == .tooManyConnections {
                 last = f
                 usleep(UInt32(max(0, min(delay, deadline - monotonicNow())) * 1e6))
                 delay = min(delay * 2, 5)
@@ -221,7 +221,7 @@ public final class TLSChannel: SiteChannel, Sendable {
             }
             let line = try readAnswer(started: started, deadline: deadline, what: Self.what(request, round))
             guard let line else {
-                throw SiteFailure(site: site, message: "the agent closed the connection (the site disappeared mid-fit)", code: "connection_lost")
+                throw SiteFailure(site: site, message: "the agent closed the connection (the site disappeared mid-fit)", code: .connectionLost)
             }
             let (rid, reply) = try LineCodec.decodeReply(line)
             try keepReceipt(of: line, for: request)
@@ -229,7 +229,7 @@ public final class TLSChannel: SiteChannel, Sendable {
             guard rid == id else { throw SiteFailure(site: site, message: "answered request \(rid) instead of \(id)") }
             return reply
         } catch let f as SiteFailure { throw f } catch let e as TLSError {
-            if case .timeout = e { throw SiteFailure(site: site, message: "the agent stopped taking data while sent \(Self.what(request, round)): \(e)", code: "timeout") }
+            if case .timeout = e { throw SiteFailure(site: site, message: "the agent stopped taking data while sent \(Self.what(request, round)): \(e)", code: .timeout) }
             throw SiteFailure(site: site, message: "connection lost: \(e)", code: isTransient(e) ? "connection_lost" : "transport_error")
         }
     }
@@ -255,13 +255,13 @@ public final class TLSChannel: SiteChannel, Sendable {
                 throw SiteFailure(site: site, message: received == 0
                     ? "no answer to \(what) within \(seconds(policy.roundTimeout)) (round timeout)"
                     : "answer to \(what) incomplete after \(seconds(policy.roundTimeout)) (\(received) bytes received; round timeout)",
-                    code: "timeout")
+                    code: .timeout)
             }
             if let first = firstByteAt, now - first >= policy.rateGraceSeconds,
                Double(received) / (now - first) < policy.minimumBytesPerSecond {
                 abandonConnection()
                 throw SiteFailure(site: site, message: "its answer to \(what) arrives at \(String(format: "%.0f", Double(received) / (now - first))) bytes/s (\(received) bytes in \(seconds(now - first))), below the minimum of \(String(format: "%.0f", policy.minimumBytesPerSecond)) bytes/s; the agent or the link is stalling",
-                                  code: "timeout")
+                                  code: .timeout)
             }
             setReadTimeout(max(0.001, min(1, deadline - now)))
             do { return try connection.readLine(maxBytes: maxLineBytes) } catch TLSError.timeout(.read) { continue }

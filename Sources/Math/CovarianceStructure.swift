@@ -4,8 +4,8 @@
 // grouping factor form a "factor block" whose T is block diagonal.
 
 /// How θ is laid out over the random-effects terms and their grouping factors.
-public struct CovarianceStructure: Sendable, Codable, Equatable {
-    public struct Term: Sendable, Codable, Equatable {
+public struct CovarianceStructure: Sendable, Equatable {
+    public struct Term: Sendable, Equatable {
         /// Number of random-effects columns r.
         public var dimension: Int
         /// Index of the grouping factor this term belongs to.

@@ -4,17 +4,24 @@
 
 import Foundation
 
-public enum GLMDistribution: String, Sendable, Codable { case binomial, poisson }
-public enum GLMLink: String, Sendable, Codable { case logit, probit, cloglog, log, identity }
+/// The response distribution, as R's family names it. The one family type
+/// of the project: the model specification carries it and the math uses it
+/// (its wire spelling is the raw value; the Protocol module codes it).
+public enum Family: String, Sendable, Hashable, CaseIterable { case gaussian, binomial, poisson }
+/// The link function, as R names it (one type for the specification and the math).
+public enum Link: String, Sendable, Hashable, CaseIterable { case identity, logit, probit, cloglog, log }
 
-public struct GLMFamily: Sendable, Equatable, Codable {
-    public var distribution: GLMDistribution
-    public var link: GLMLink
-    public init(_ distribution: GLMDistribution, _ link: GLMLink) { self.distribution = distribution; self.link = link }
+/// A GLMM's distribution and link. The gaussian family is fitted as a linear
+/// mixed model (`ProfiledCriterion`), never through these functions.
+public struct GLMFamily: Sendable, Equatable {
+    public var distribution: Family
+    public var link: Link
+    public init(_ distribution: Family, _ link: Link) { self.distribution = distribution; self.link = link }
 
     /// Whether the pair is supported.
     public var isValid: Bool {
         switch distribution {
+        case .gaussian: return false
         case .binomial: return [.logit, .probit, .cloglog].contains(link)
         case .poisson: return [.log].contains(link)
         }
@@ -64,6 +71,7 @@ public struct GLMFamily: Sendable, Equatable, Codable {
     /// V(μ)
     @inline(__always) public func variance(_ mu: Double) -> Double {
         switch distribution {
+        case .gaussian: return 1
         case .binomial: return mu * (1 - mu)
         case .poisson: return mu
         }
@@ -73,6 +81,7 @@ public struct GLMFamily: Sendable, Equatable, Codable {
     /// Poisson: n is the row's prior weight).
     @inline(__always) public func minusTwoLogLik(y: Double, n: Double, mu: Double) -> Double {
         switch distribution {
+        case .gaussian: preconditionFailure("the gaussian family is fitted as a linear mixed model")
         case .binomial:
             let f = n - y
             var ll = lchoose(n, y)
@@ -89,6 +98,7 @@ public struct GLMFamily: Sendable, Equatable, Codable {
     /// nAGQ > 1 objective leaves out.
     public func saturatedMinusTwoLogLik(y: Double, n: Double) -> Double {
         switch distribution {
+        case .gaussian: preconditionFailure("the gaussian family is fitted as a linear mixed model")
         case .binomial: return minusTwoLogLik(y: y, n: n, mu: n > 0 ? min(max(y / n, 0), 1) : 0.5)
         case .poisson: return y > 0 ? minusTwoLogLik(y: y, n: n, mu: y) : 0
         }
@@ -98,6 +108,7 @@ public struct GLMFamily: Sendable, Equatable, Codable {
     @inline(__always) public func weightAndResidual(y: Double, n: Double, eta: Double) -> (w: Double, r: Double, mu: Double) {
         let m = mu(eta), d = muEta(eta)
         switch distribution {
+        case .gaussian: preconditionFailure("the gaussian family is fitted as a linear mixed model")
         case .binomial:
             let v = max(variance(m), Self.eps)
             return (n * d * d / v, (y / n - m) / d, m)

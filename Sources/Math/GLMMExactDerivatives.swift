@@ -59,6 +59,7 @@ extension GLMFamily {
         let dev = minusTwoLogLik(y: y, n: n, mu: m)
         let w = weightAndResidual(y: y, n: n, eta: eta).w
         switch distribution {
+        case .gaussian: preconditionFailure("the gaussian family is fitted as a linear mixed model")
         case .binomial:
             // dev = −2[y log μ + (n−y) log(1−μ)]: with A = ∂/∂μ of the bracket
             let f = n - y

@@ -5,7 +5,7 @@
 // Both are computed from the Cholesky factor of [[A, g], [gᵀ, s]] as jets,
 // so the gradient and Hessian in θ come with the value.
 
-public enum EstimationMethod: String, Sendable, Codable { case reml = "REML", ml = "ML" }
+public enum EstimationMethod: String, Sendable { case reml = "REML", ml = "ML" }
 
 public enum CriterionError: Error, Equatable, CustomStringConvertible {
     case rankDeficient

@@ -5,9 +5,9 @@
 // factors (wards, the site itself) form a small dense "tail".
 
 /// θ-free aggregates of one site's rows for a linear mixed model.
-public struct SiteBlocks: Sendable, Codable, Equatable {
+public struct SiteBlocks: Sendable, Equatable {
     /// A factor block placed in the dense tail.
-    public struct TailFactor: Sendable, Codable, Equatable {
+    public struct TailFactor: Sendable, Equatable {
         public var factor: Int
         public var levels: Int
         public var offset: Int
@@ -15,7 +15,7 @@ public struct SiteBlocks: Sendable, Codable, Equatable {
     }
 
     /// Per-level blocks of the factor with the most levels at this site.
-    public struct LevelBlocks: Sendable, Codable, Equatable {
+    public struct LevelBlocks: Sendable, Equatable {
         public var factor: Int
         public var levels: Int
         public var dimension: Int
@@ -29,6 +29,11 @@ public struct SiteBlocks: Sendable, Codable, Equatable {
         public var crossStart: [Int]
         public var crossColumn: [Int]
         public var crossValues: [Double]
+        public init(factor: Int, levels: Int, dimension: Int, zz: [Double], zw: [Double],
+                    crossStart: [Int], crossColumn: [Int], crossValues: [Double]) {
+            self.factor = factor; self.levels = levels; self.dimension = dimension; self.zz = zz; self.zw = zw
+            self.crossStart = crossStart; self.crossColumn = crossColumn; self.crossValues = crossValues
+        }
     }
 
     /// Columns of [X y]: the fixed effects plus the response.
@@ -46,6 +51,12 @@ public struct SiteBlocks: Sendable, Codable, Equatable {
     public var tw: [Double]
     /// width × width Σ [x y][x y]ᵀ.
     public var ww: [Double]
+
+    public init(width: Int, rows: Int, first: LevelBlocks?, siteFactor: Int?, tail: [TailFactor], tailDimension: Int,
+                tt: [Double], tw: [Double], ww: [Double]) {
+        self.width = width; self.rows = rows; self.first = first; self.siteFactor = siteFactor; self.tail = tail
+        self.tailDimension = tailDimension; self.tt = tt; self.tw = tw; self.ww = ww
+    }
 }
 
 /// Accumulates `SiteBlocks` row by row.
@@ -95,9 +106,6 @@ public struct SiteBlocksBuilder {
         }
         return (0..<structure.factorCount).filter { $0 != first }.reduce(0) { $0 + levelCounts[$1] * structure.factorDimension($1) }
     }
-
-    /// The largest dense tail a site accepts (see `tailDimension`).
-    public static let maxTailDimension = 2000
 
     public init(structure: CovarianceStructure, width: Int, levelCounts: [Int], siteFactor: Int?) {
         self.structure = structure
@@ -341,38 +349,5 @@ public struct SiteBlocksBuilder {
         }
         return SiteBlocks(width: width, rows: rows, first: lb, siteFactor: siteFactor, tail: tail,
                           tailDimension: td, tt: tt, tw: tw, ww: ww)
-    }
-}
-
-extension SiteBlocks {
-    /// Checks that blocks received from a site are consistent with the model
-    /// (sizes, indices, finiteness), so a faulty or hostile peer cannot make
-    /// the coordinator index out of bounds. Returns a reason, or nil when valid.
-    public func inconsistency(structure: CovarianceStructure, width expectedWidth: Int) -> String? {
-        guard width == expectedWidth else { return "blocks have \(width) columns; the model has \(expectedWidth)" }
-        guard rows >= 0 else { return "negative row count" }
-        var td = 0
-        for t in tail {
-            guard (0..<structure.factorCount).contains(t.factor), t.levels >= 0, t.levels <= 10_000_000, t.offset == td else {
-                return "tail layout is inconsistent"
-            }
-            td += t.levels * structure.factorDimension(t.factor)
-        }
-        guard td == tailDimension, td <= 100_000 else { return "tail dimension is inconsistent" }
-        guard tt.count == td * td, tw.count == td * width, ww.count == width * width else { return "block sizes do not match" }
-        if let f = first {
-            guard (0..<structure.factorCount).contains(f.factor), f.dimension == structure.factorDimension(f.factor),
-                  f.levels >= 0, f.levels <= 100_000_000 else { return "per-level blocks are inconsistent" }
-            let r = f.dimension
-            guard f.zz.count == f.levels * r * r, f.zw.count == f.levels * r * width, f.crossStart.count == f.levels + 1,
-                  f.crossStart.first == 0, f.crossStart.last == f.crossColumn.count,
-                  zip(f.crossStart, f.crossStart.dropFirst()).allSatisfy({ $0 <= $1 }),
-                  f.crossValues.count == f.crossColumn.count * r,
-                  f.crossColumn.allSatisfy({ (0..<td).contains($0) }),
-                  (f.zz + f.zw + f.crossValues).allSatisfy(\.isFinite) else { return "per-level blocks are inconsistent" }
-        }
-        guard (tt + tw + ww).allSatisfy(\.isFinite) else { return "blocks contain non-finite numbers" }
-        if let s = siteFactor, !(0..<structure.factorCount).contains(s) { return "site factor out of range" }
-        return nil
     }
 }

@@ -7,8 +7,6 @@ import Math
 
 /// Protocol version spoken by this build. A peer with another version is refused.
 public let protocolVersion = 1
-/// Default longest line accepted (bytes), enforced while reading.
-public let defaultMaxLineBytes = 16 * 1024 * 1024
 
 /// First line each side sends.
 public struct Hello: Codable, Sendable, Equatable {
@@ -21,7 +19,7 @@ public struct Hello: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case type, protocolVersion = "protocol", role, site, software, maxLineBytes = "max_line_bytes"
     }
-    public init(role: String, site: String?, software: String, maxLineBytes: Int = defaultMaxLineBytes) {
+    public init(role: String, site: String?, software: String, maxLineBytes: Int = ProtocolLimits.maxLineBytes) {
         self.protocolVersion = fedmixProtocolVersion; self.role = role; self.site = site
         self.software = software; self.maxLineBytes = maxLineBytes
     }
@@ -78,6 +76,7 @@ public struct LevelHashRequest: Codable, Sendable, Equatable {
     /// refuses a salt it has seen before.
     public var salt: String
     public var variables: [String]
+    enum CodingKeys: String, CodingKey { case salt, variables }
     public init(salt: String, variables: [String]) { self.salt = salt; self.variables = variables }
 }
 
@@ -87,6 +86,7 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
     public var session: String
     public var dataset: String
     public var model: ModelSpec
+    enum CodingKeys: String, CodingKey { case session, dataset, model }
     public init(session: String, dataset: String, model: ModelSpec) {
         self.session = session; self.dataset = dataset; self.model = model
     }
@@ -113,6 +113,7 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     public var theta: [Double]
     public var beta: [Double]
     public var sigma: Double
+    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma }
     public init(session: String, theta: [Double], beta: [Double], sigma: Double) {
         self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma
     }
@@ -144,6 +145,7 @@ public struct VariableDescription: Codable, Sendable, Equatable {
     public struct Level: Codable, Sendable, Equatable {
         public var level: String
         public var count: DisclosedCount
+        enum CodingKeys: String, CodingKey { case level, count }
         public init(level: String, count: DisclosedCount) { self.level = level; self.count = count }
     }
     public var name: String
@@ -187,6 +189,7 @@ public struct LevelHashes: Codable, Sendable, Equatable {
     /// The request's salt, echoed so the audit log and the coordinator see which key was used.
     public var salt: String
     public var variables: [String: [String]]
+    enum CodingKeys: String, CodingKey { case salt, variables }
     public init(salt: String, variables: [String: [String]]) { self.salt = salt; self.variables = variables }
 }
 
@@ -195,6 +198,7 @@ public struct MissingPattern: Codable, Sendable, Equatable {
     /// The model variables missing together (empty: complete rows).
     public var missing: [String]
     public var count: DisclosedCount
+    enum CodingKeys: String, CodingKey { case missing, count }
     public init(missing: [String], count: DisclosedCount) { self.missing = missing; self.count = count }
 }
 
@@ -227,6 +231,24 @@ public struct SiteSummary: Codable, Sendable, Equatable {
         self.rows = rows; self.used = used; self.missing = missing; self.groups = groups
         self.patterns = patterns; self.columnSums = columnSums
     }
+    /// Refuses counts no site can have (negative, more used than rows).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        rows = try c.decode(Int.self, forKey: .rows)
+        used = try c.decode(Int.self, forKey: .used)
+        missing = try c.decode([String: DisclosedCount].self, forKey: .missing)
+        groups = try c.decode([Int].self, forKey: .groups)
+        patterns = try c.decodeIfPresent([MissingPattern].self, forKey: .patterns)
+        columnSums = try c.decodeIfPresent([Double].self, forKey: .columnSums)
+        logWeightSum = try c.decodeIfPresent(Double.self, forKey: .logWeightSum)
+        columnSquareSums = try c.decodeIfPresent([Double].self, forKey: .columnSquareSums)
+        func fail(_ key: CodingKeys, _ why: String) -> ProtocolError {
+            .inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why)
+        }
+        guard (0...ProtocolLimits.maxRows).contains(rows) else { throw fail(.rows, "is out of range") }
+        guard (0...rows).contains(used) else { throw fail(.used, "is not between 0 and rows") }
+        guard groups.allSatisfy({ (0...ProtocolLimits.maxGroupLevels).contains($0) }) else { throw fail(.groups, "holds a count out of range") }
+    }
 }
 
 public struct PrepareReply: Codable, Sendable, Equatable {
@@ -235,8 +257,22 @@ public struct PrepareReply: Codable, Sendable, Equatable {
     /// The θ-free sums, sent only when every term is grouped by the site
     /// (then the coordinator iterates alone and the fit needs one round).
     public var blocks: SiteBlocks?
+    enum CodingKeys: String, CodingKey { case session, summary, blocks }
     public init(session: String, summary: SiteSummary, blocks: SiteBlocks?) {
         self.session = session; self.summary = summary; self.blocks = blocks
+    }
+    /// The blocks travel as `WireSiteBlocks`, checked as they are decoded.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        session = try c.decode(String.self, forKey: .session)
+        summary = try c.decode(SiteSummary.self, forKey: .summary)
+        blocks = try c.decodeIfPresent(WireSiteBlocks.self, forKey: .blocks)?.blocks
+    }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(session, forKey: .session)
+        try c.encode(summary, forKey: .summary)
+        try c.encodeIfPresent(blocks.map(WireSiteBlocks.init), forKey: .blocks)
     }
 }
 
@@ -247,23 +283,34 @@ public struct WireJetMatrix: Codable, Sendable, Equatable {
     public var parameters: Int
     public var order: Int
     public var values: [Double]
+    enum CodingKeys: String, CodingKey { case rows, cols, parameters, order, values }
     public init(_ m: JetMatrix) {
         rows = m.rows; cols = m.cols; parameters = m.space.parameters; order = m.space.order; values = m.storage
     }
+    /// Refuses a shape outside `ProtocolLimits` or values that do not fill it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        rows = try c.decode(Int.self, forKey: .rows)
+        cols = try c.decode(Int.self, forKey: .cols)
+        parameters = try c.decode(Int.self, forKey: .parameters)
+        order = try c.decode(Int.self, forKey: .order)
+        values = try c.decode([Double].self, forKey: .values)
+        if let why = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath), reason: why) }
+    }
+    /// Why the shape and values do not fit, if they do not.
+    var problem: String? {
+        guard ProtocolLimits.derivativeOrders.contains(order), (0...ProtocolLimits.maxJetParameters).contains(parameters),
+              (0...ProtocolLimits.maxJetDimension).contains(rows), (0...ProtocolLimits.maxJetDimension).contains(cols) else {
+            return "has a shape out of range"
+        }
+        let needed = rows * cols * JetSpace(parameters: parameters, order: order).width
+        guard values.count == needed else { return "has \(values.count) values; its shape needs \(needed)" }
+        guard values.allSatisfy(\.isFinite) else { return "holds a non-finite number" }
+        return nil
+    }
     public func jetMatrix() throws -> JetMatrix {
-        guard (0...2).contains(order), (0...1000).contains(parameters), (0...100_000).contains(rows), (0...100_000).contains(cols) else {
-            throw ProtocolError.invalidMessage("jet matrix has an invalid shape")
-        }
-        let width = JetSpace(parameters: parameters, order: 0).width + (order >= 1 ? parameters : 0) + (order >= 2 ? parameters * (parameters + 1) / 2 : 0)
-        let (cells, o1) = rows.multipliedReportingOverflow(by: cols)
-        let (count, o2) = cells.multipliedReportingOverflow(by: width)
-        guard !o1, !o2, count == values.count else {
-            throw ProtocolError.invalidMessage("jet matrix has \(values.count) values, which does not match its shape")
-        }
+        if let why = problem { throw ProtocolError.inconsistent(field: "schur", reason: why) }
         var m = JetMatrix(rows: rows, cols: cols, space: JetSpace(parameters: parameters, order: order))
-        guard values.count == m.storage.count else {
-            throw ProtocolError.invalidMessage("jet matrix has \(values.count) values, its shape needs \(m.storage.count)")
-        }
         m.storage = values
         return m
     }
@@ -278,10 +325,26 @@ public struct ContributionReply: Codable, Sendable, Equatable {
     public init(session: String, contribution c: LMMContribution) {
         self.session = session; rows = c.rows; schur = WireJetMatrix(c.schur); logDet = c.logDet.storage
     }
+    /// Refuses a row count out of range and a log_det that is not one jet of the Schur complement's shape.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        session = try c.decode(String.self, forKey: .session)
+        rows = try c.decode(Int.self, forKey: .rows)
+        schur = try c.decode(WireJetMatrix.self, forKey: .schur)
+        logDet = try c.decode([Double].self, forKey: .logDet)
+        if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
+    }
+    var problem: (CodingKeys, String)? {
+        guard (0...ProtocolLimits.maxRows).contains(rows) else { return (.rows, "is out of range") }
+        let width = JetSpace(parameters: schur.parameters, order: schur.order).width
+        guard logDet.count == width else { return (.logDet, "has \(logDet.count) values; one jet of the schur's shape has \(width)") }
+        guard logDet.allSatisfy(\.isFinite) else { return (.logDet, "holds a non-finite number") }
+        return nil
+    }
     public func contribution() throws -> LMMContribution {
         let s = try schur.jetMatrix()
+        if let (key, why) = problem { throw ProtocolError.inconsistent(field: key.stringValue, reason: why) }
         var l = ScalarJet(space: s.space)
-        guard logDet.count == l.storage.count else { throw ProtocolError.invalidMessage("log_det has the wrong length") }
         l.storage = logDet
         return LMMContribution(schur: s, logDet: l, rows: rows)
     }
@@ -295,14 +358,33 @@ public struct GLMMContributionReply: Codable, Sendable, Equatable {
     public var order: Int
     /// Value, gradient, upper-triangle Hessian (the jet layout).
     public var objective: [Double]
+    enum CodingKeys: String, CodingKey { case session, rows, parameters, order, objective }
     public init(session: String, rows: Int, objective: ScalarJet) {
         self.session = session; self.rows = rows
         parameters = objective.space.parameters; order = objective.space.order; self.objective = objective.storage
     }
+    /// Refuses a shape outside `ProtocolLimits` or an objective that is not one jet of it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        session = try c.decode(String.self, forKey: .session)
+        rows = try c.decode(Int.self, forKey: .rows)
+        parameters = try c.decode(Int.self, forKey: .parameters)
+        order = try c.decode(Int.self, forKey: .order)
+        objective = try c.decode([Double].self, forKey: .objective)
+        if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
+    }
+    var problem: (CodingKeys, String)? {
+        guard (0...ProtocolLimits.maxRows).contains(rows) else { return (.rows, "is out of range") }
+        guard ProtocolLimits.derivativeOrders.contains(order) else { return (.order, "is out of range") }
+        guard (0...ProtocolLimits.maxJetParameters).contains(parameters) else { return (.parameters, "is out of range") }
+        let width = JetSpace(parameters: parameters, order: order).width
+        guard objective.count == width else { return (.objective, "has \(objective.count) values; its shape needs \(width)") }
+        guard objective.allSatisfy(\.isFinite) else { return (.objective, "holds a non-finite number") }
+        return nil
+    }
     public func jet() throws -> ScalarJet {
-        guard (0...2).contains(order), (0...1000).contains(parameters) else { throw ProtocolError.invalidMessage("objective has an invalid shape") }
+        if let (key, why) = problem { throw ProtocolError.inconsistent(field: key.stringValue, reason: why) }
         var j = ScalarJet(space: JetSpace(parameters: parameters, order: order))
-        guard objective.count == j.storage.count else { throw ProtocolError.invalidMessage("objective has the wrong length") }
         j.storage = objective
         return j
     }
@@ -332,10 +414,11 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
 
 /// An error answer. The message never contains data values.
 public struct ErrorReply: Codable, Sendable, Equatable, Error, CustomStringConvertible {
-    public var code: String
+    public var code: ErrorCode
     public var fatal: Bool
     public var message: String
-    public init(code: String, fatal: Bool, message: String) { self.code = code; self.fatal = fatal; self.message = message }
+    enum CodingKeys: String, CodingKey { case code, fatal, message }
+    public init(code: ErrorCode, fatal: Bool, message: String) { self.code = code; self.fatal = fatal; self.message = message }
     public var description: String { "\(message) [\(code)]" }
 }
 
@@ -384,6 +467,7 @@ public struct Receipt: Codable, Sendable, Equatable {
     /// Base64 DER signature (ECDSA with SHA-256 for fedmix's P-256 keys)
     /// over `Receipt.signedBytes(site:seq:hash:)`.
     public var signature: String
+    enum CodingKeys: String, CodingKey { case site, seq, hash, certificate, signature }
 
     public init(site: String, seq: Int, hash: String, certificate: String, signature: String) {
         self.site = site; self.seq = seq; self.hash = hash; self.certificate = certificate; self.signature = signature

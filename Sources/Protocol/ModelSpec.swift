@@ -4,6 +4,8 @@
 // terms and the response. Sites evaluate it on their own rows and never see
 // anything but this specification.
 
+import Math
+
 /// A design-matrix column as an expression over one row's variables.
 ///
 /// Expressions are data, not code: a site evaluates them with a small
@@ -99,6 +101,7 @@ extension Expr {
 public struct DesignColumn: Sendable, Hashable, Codable {
     public var name: String
     public var expr: Expr
+    enum CodingKeys: String, CodingKey { case name, expr }
     public init(name: String, expr: Expr) { self.name = name; self.expr = expr }
 }
 
@@ -119,15 +122,13 @@ public struct RandomTerm: Sendable, Hashable, Codable {
     public var name: String
     public var grouping: Grouping
     public var columns: [DesignColumn]
+    enum CodingKeys: String, CodingKey { case name, grouping, columns }
     public init(name: String, grouping: Grouping, columns: [DesignColumn]) {
         self.name = name; self.grouping = grouping; self.columns = columns
     }
     /// Number of covariance parameters θ of this term.
     public var thetaCount: Int { columns.count * (columns.count + 1) / 2 }
 }
-
-public enum Family: String, Sendable, Hashable, Codable { case gaussian, binomial, poisson }
-public enum Link: String, Sendable, Hashable, Codable { case identity, logit, probit, cloglog, log }
 
 /// The response: one expression, or binomial successes and failures.
 public enum Response: Sendable, Hashable {
@@ -136,7 +137,7 @@ public enum Response: Sendable, Hashable {
 }
 
 /// The complete, resolved model a site evaluates on its rows.
-public struct ModelSpec: Sendable, Hashable, Codable {
+public struct ModelSpec: Sendable, Hashable {
     /// The formula as the analyst wrote it (for the audit log and reports).
     public var formula: String
     public var family: Family

@@ -2,6 +2,8 @@
 // is small, readable in the audit log, and independent of Swift's synthesized
 // enum encodings.
 
+import Math
+
 extension Expr: Codable {
     private enum Key: String, CodingKey { case num, `var`, level, missing, fill, with, fn, arg, op, args }
 
@@ -82,5 +84,48 @@ extension Response: Codable {
         case .value(let e): try c.encode(e, forKey: .value)
         case .binomial(let s, let f): try c.encode(s, forKey: .successes); try c.encode(f, forKey: .failures)
         }
+    }
+}
+
+extension ModelSpec: Codable {
+    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        formula = try c.decode(String.self, forKey: .formula)
+        family = try c.decodeRaw(Family.self, forKey: .family)
+        link = try c.decodeRaw(Link.self, forKey: .link)
+        response = try c.decode(Response.self, forKey: .response)
+        fixed = try c.decode([DesignColumn].self, forKey: .fixed)
+        terms = try c.decode([RandomTerm].self, forKey: .terms)
+        weights = try c.decodeIfPresent(Expr.self, forKey: .weights)
+        offset = try c.decodeIfPresent(Expr.self, forKey: .offset)
+        filter = try c.decodeIfPresent(Expr.self, forKey: .filter)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(formula, forKey: .formula)
+        try c.encode(family.rawValue, forKey: .family)
+        try c.encode(link.rawValue, forKey: .link)
+        try c.encode(response, forKey: .response)
+        try c.encode(fixed, forKey: .fixed)
+        try c.encode(terms, forKey: .terms)
+        try c.encodeIfPresent(weights, forKey: .weights)
+        try c.encodeIfPresent(offset, forKey: .offset)
+        try c.encodeIfPresent(filter, forKey: .filter)
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// A Math enum from its raw string: Math types carry no Codable, so the
+    /// protocol reads their wire spelling here and names the allowed values.
+    func decodeRaw<T: RawRepresentable & CaseIterable>(_ type: T.Type, forKey key: Key) throws -> T where T.RawValue == String {
+        let s = try decode(String.self, forKey: key)
+        guard let v = T(rawValue: s) else {
+            throw DecodingError.dataCorruptedError(forKey: key, in: self,
+                debugDescription: "must be one of " + T.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+        return v
     }
 }

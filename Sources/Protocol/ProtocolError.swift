@@ -2,6 +2,9 @@
 public enum ProtocolError: Error, Equatable, CustomStringConvertible {
     case invalidJSON(String)
     case invalidMessage(String)
+    /// A message that decodes but whose parts do not fit together (lengths,
+    /// counts, ranges): refused before any of it is used.
+    case inconsistent(field: String, reason: String)
     case unknownType(String)
     case unknownReplyType(String)
     case wrongFieldType(field: String, expected: String)
@@ -9,15 +12,15 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
     case versionMismatch(ours: Int, theirs: Int)
     case unexpected(String)
 
-    public var code: String {
+    public var code: ErrorCode {
         switch self {
-        case .invalidJSON: return "invalid_json"
-        case .invalidMessage: return "invalid_message"
-        case .unknownType, .unknownReplyType: return "unknown_type"
-        case .wrongFieldType: return "wrong_field_type"
-        case .missingField: return "missing_field"
-        case .versionMismatch: return "version_mismatch"
-        case .unexpected: return "unexpected_message"
+        case .invalidJSON: return .invalidJSON
+        case .invalidMessage, .inconsistent: return .invalidMessage
+        case .unknownType, .unknownReplyType: return .unknownType
+        case .wrongFieldType: return .wrongFieldType
+        case .missingField: return .missingField
+        case .versionMismatch: return .versionMismatch
+        case .unexpected: return .unexpectedMessage
         }
     }
 
@@ -25,6 +28,7 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .invalidJSON(let why): return "the line is not valid JSON (\(why))"
         case .invalidMessage(let why): return "invalid message: \(why)"
+        case .inconsistent(let f, let why): return "invalid message: field \"\(f)\" \(why)"
         case .unknownType(let t): return "unknown message type \"\(t)\"; expected describe, prepare, evaluate, finalize or ping"
         case .unknownReplyType(let t): return "unknown answer type \"\(t)\"; expected described, prepared, contribution, glmm_contribution, finalized, pong or error"
         case .wrongFieldType(let f, let e): return "field \"\(f)\" has the wrong type: expected \(e)"

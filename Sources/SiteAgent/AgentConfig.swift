@@ -4,6 +4,7 @@
 // Unknown keys are errors, so a typo never silently weakens a rule.
 
 import Foundation
+import Protocol
 
 public struct AgentConfig: Sendable, Equatable {
     public struct TLS: Sendable, Equatable {
@@ -162,7 +163,7 @@ public struct AgentConfig: Sendable, Equatable {
             auditRetentionDays: retention,
             disclosure: policy,
             sessionTimeoutSeconds: try r.number(root, "session_timeout_seconds", at: "") ?? 3600,
-            maxLineBytes: try r.int(root, "max_line_bytes", at: "") ?? 16 * 1024 * 1024, limits: limits, path: nil)
+            maxLineBytes: try r.int(root, "max_line_bytes", at: "") ?? ProtocolLimits.maxLineBytes, limits: limits, path: nil)
     }
 
     /// The datasets as the site service reads them.
@@ -243,7 +244,7 @@ public struct AgentLimits: Sendable, Equatable {
     /// Largest answer one request may produce (estimated before the work,
     /// checked again on the encoded line). 16 MiB is the longest line a
     /// coordinator reads by default.
-    public var maxAnswerBytes = 16 * 1024 * 1024
+    public var maxAnswerBytes = ProtocolLimits.maxLineBytes
     /// Longest line the audit log stores in full; a longer request is
     /// logged as its length and SHA-256 and refused, a longer answer is
     /// not sent. Hard limit: 512 MiB (SQLite stores at most 1e9 bytes).

@@ -108,7 +108,7 @@ public final class AgentServer: Sendable {
     }
 
     public init(service: SiteService, host: String, port: Int, context: TLSContext,
-                maxLineBytes: Int = defaultMaxLineBytes, audit: AuditSink? = nil, log: AgentLog = AgentLog(),
+                maxLineBytes: Int = ProtocolLimits.maxLineBytes, audit: AuditSink? = nil, log: AgentLog = AgentLog(),
                 ioTimeout: Double = 300, limits: AgentLimits = AgentLimits()) throws {
         self.service = service
         self.maxLineBytes = maxLineBytes
@@ -247,7 +247,7 @@ public final class AgentServer: Sendable {
             // Not in the audit log: the line carries nothing from the data,
             // and a flood of refusals must not fill the log.
             log.event("connection_refused", ["peer": conn.peerSubject, "peer_address": conn.peerAddress, "reason": refusal])
-            if let line = try? LineCodec.encode(Reply.error(ErrorReply(code: "too_many_connections", fatal: true, message: refusal)), id: 0) {
+            if let line = try? LineCodec.encode(Reply.error(ErrorReply(code: .tooManyConnections, fatal: true, message: refusal)), id: 0) {
                 try? conn.writeLine(line)
             }
             conn.close()
@@ -272,7 +272,7 @@ public final class AgentServer: Sendable {
             try audit?.record(direction: .received, peer: peer, line: first)
             let hello: Hello
             do { hello = try LineCodec.decodeHello(first) } catch {
-                try sendLine(try LineCodec.encode(Reply.error(ErrorReply(code: "expected_hello", fatal: true,
+                try sendLine(try LineCodec.encode(Reply.error(ErrorReply(code: .expectedHello, fatal: true,
                     message: "the first line must be the coordinator's hello")), id: 0), conn, peer)
                 return
             }
@@ -289,7 +289,7 @@ public final class AgentServer: Sendable {
                 if line.utf8.count > limits.maxAuditEntryBytes {
                     try audit?.recordNote(peer: peer, text: Self.note("request_not_recorded", bytes: line.utf8.count + 1,
                         sha256: SHA256Digest.hex(Array(line.utf8)), reason: "longer than limits.max_audit_entry_bytes"))
-                    try sendError(ErrorReply(code: "line_too_long", fatal: false,
+                    try sendError(ErrorReply(code: .lineTooLong, fatal: false,
                         message: "a request of \(line.utf8.count) bytes exceeds the \(limits.maxAuditEntryBytes) bytes this agent logs in full (limits.max_audit_entry_bytes); it was not processed"), id: 0, conn, peer)
                     continue
                 }
@@ -306,7 +306,7 @@ public final class AgentServer: Sendable {
                 let limit = min(limits.maxAnswerBytes, limits.maxAuditEntryBytes)
                 if answer.utf8.count > limit {
                     let id = LineCodec.peekID(line) ?? 0
-                    answer = try LineCodec.encode(Reply.error(ErrorReply(code: "answer_too_large", fatal: false,
+                    answer = try LineCodec.encode(Reply.error(ErrorReply(code: .answerTooLarge, fatal: false,
                         message: "the answer would be \(answer.utf8.count) bytes; this site sends at most \(limit) (limits.max_answer_bytes). Use fewer columns or covariance parameters, or a lower derivative order")), id: id)
                 }
                 try sendLine(answer, conn, peer)
@@ -326,7 +326,7 @@ public final class AgentServer: Sendable {
             let seen = conn.rejectedLine
             try audit?.recordNote(peer: peer, text: Self.note("request_not_recorded", bytes: seen?.bytes ?? limit + 1,
                 sha256: seen?.sha256 ?? "", reason: "longer than max_line_bytes (\(limit)); bytes and digest cover what was read before the agent stopped reading"))
-            try sendError(ErrorReply(code: "line_too_long", fatal: true,
+            try sendError(ErrorReply(code: .lineTooLong, fatal: true,
                 message: "a line exceeded this agent's limit of \(limit) bytes; the connection is closed"), id: 0, conn, peer)
             log.event("line_too_long", ["peer": conn.peerSubject])
             return nil
@@ -334,7 +334,7 @@ public final class AgentServer: Sendable {
             let seen = conn.rejectedLine
             try audit?.recordNote(peer: peer, text: Self.note("request_not_recorded", bytes: seen?.bytes ?? 0,
                 sha256: seen?.sha256 ?? "", reason: "not valid UTF-8"))
-            try sendError(ErrorReply(code: "invalid_utf8", fatal: true, message: "a line was not valid UTF-8; the connection is closed"), id: 0, conn, peer)
+            try sendError(ErrorReply(code: .invalidUTF8, fatal: true, message: "a line was not valid UTF-8; the connection is closed"), id: 0, conn, peer)
             return nil
         }
     }

@@ -18,14 +18,14 @@ public enum ModelFrameError: Error, Equatable, CustomStringConvertible {
     case noCompleteRows(site: String, rows: Int)
     case unsupported(String)
 
-    public var code: String {
+    public var code: ErrorCode {
         switch self {
-        case .unknownVariable: return "unknown_variable"
-        case .notNumeric: return "wrong_variable_type"
-        case .nonFinite: return "non_finite_value"
-        case .siteColumnMismatch: return "site_column_mismatch"
-        case .noCompleteRows: return "no_complete_rows"
-        case .unsupported: return "unsupported"
+        case .unknownVariable: return .unknownVariable
+        case .notNumeric: return .wrongVariableType
+        case .nonFinite: return .nonFiniteValue
+        case .siteColumnMismatch: return .siteColumnMismatch
+        case .noCompleteRows: return .noCompleteRows
+        case .unsupported: return .unsupported
         }
     }
 
@@ -159,11 +159,10 @@ public struct SiteDesign: Sendable {
     /// The GLM family of a generalized model, nil for a linear one.
     static func family(_ spec: ModelSpec) throws -> GLMFamily? {
         guard spec.family != .gaussian else { return nil }
-        guard let distribution = GLMDistribution(rawValue: spec.family.rawValue),
-              let link = GLMLink(rawValue: spec.link.rawValue), GLMFamily(distribution, link).isValid else {
+        guard GLMFamily(spec.family, spec.link).isValid else {
             throw ModelFrameError.unsupported("family \(spec.family.rawValue) with link \(spec.link.rawValue) is not supported; use binomial with logit, probit or cloglog, or poisson with log")
         }
-        return GLMFamily(distribution, link)
+        return GLMFamily(spec.family, spec.link)
     }
 
     /// The response as written: one column, or successes and failures.
@@ -230,7 +229,7 @@ struct GLMMRows {
                 }
                 y = zip(y, w).map { $0 * $1 }
                 n = w
-            case .poisson:
+            case .poisson, .gaussian:   // gaussian: never a GLMM family
                 n = w
             }
         }
@@ -248,8 +247,8 @@ extension SiteDesign {
     /// one with the most levels) would be too large to hold at this site.
     static func checkTail(_ spec: ModelSpec, levelCounts: [Int]) throws {
         let td = SiteBlocksBuilder.tailDimension(structure: spec.covarianceStructure, levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
-        guard td <= SiteBlocksBuilder.maxTailDimension else {
-            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site; at most \(SiteBlocksBuilder.maxTailDimension) are supported (they are held densely). Nest at most one large factor (e.g. patients) inside the site, or group the second factor more coarsely")
+        guard td <= ProtocolLimits.maxTailDimension else {
+            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site; at most \(ProtocolLimits.maxTailDimension) are supported (they are held densely). Nest at most one large factor (e.g. patients) inside the site, or group the second factor more coarsely")
         }
     }
 

@@ -132,12 +132,12 @@ public final class SiteService: Sendable {
         } catch let e as ProtocolError {
             reply = .error(ErrorReply(code: e.code, fatal: false, message: Self.peerSafe(e)))
         } catch {
-            reply = .error(ErrorReply(code: "invalid_message", fatal: false, message: "the line is not a valid request"))
+            reply = .error(ErrorReply(code: .invalidMessage, fatal: false, message: "the line is not a valid request"))
         }
         if isCancelled() { return nil }
         if case .error(var e) = reply { e.message = Self.bounded(e.message); reply = .error(e) }
         do { return try LineCodec.encode(reply, id: id) } catch {
-            return (try? LineCodec.encode(Reply.error(ErrorReply(code: "internal", fatal: false,
+            return (try? LineCodec.encode(Reply.error(ErrorReply(code: .internal, fatal: false,
                 message: "the answer could not be encoded (a non-finite number)")), id: id)) ?? "{}"
         }
     }
@@ -156,13 +156,13 @@ public final class SiteService: Sendable {
         } catch let e as ModelFrameError {
             return .error(ErrorReply(code: e.code, fatal: false, message: "site \"\(site)\": \(e.description(minCell: policy.minCell))"))
         } catch let e as GLMMError {
-            return .error(ErrorReply(code: "glmm_failed", fatal: false, message: "site \"\(site)\": \(e.description)"))
+            return .error(ErrorReply(code: .glmmFailed, fatal: false, message: "site \"\(site)\": \(e.description)"))
         } catch let e as LinearAlgebraError {
-            return .error(ErrorReply(code: "numerical", fatal: false, message: "site \"\(site)\": \(e.description)"))
+            return .error(ErrorReply(code: .numerical, fatal: false, message: "site \"\(site)\": \(e.description)"))
         } catch {
             // Never the error's own text: it may hold a path, SQL or a value.
             log.event("request_failed", ["site": site, "request": request.typeName, "error": "\(error)"])
-            return .error(ErrorReply(code: "internal", fatal: false, message: "site \"\(site)\": the \(request.typeName) request failed at the site; the site's administrator can see why in the agent's log"))
+            return .error(ErrorReply(code: .internal, fatal: false, message: "site \"\(site)\": the \(request.typeName) request failed at the site; the site's administrator can see why in the agent's log"))
         }
     }
 
@@ -508,16 +508,23 @@ public final class SiteService: Sendable {
     /// Bounds on a model's shape, so no specification can make the site
     /// allocate without limit or build an empty random-effects term.
     private func validate(model m: ModelSpec) throws {
-        guard m.fixed.count <= 500 else { throw SiteError.invalid("the model has more than 500 fixed-effects columns") }
-        guard (1...50).contains(m.terms.count) else { throw SiteError.invalid("a mixed model needs 1 to 50 random-effects terms") }
+        let terms = ProtocolLimits.randomTerms, columns = ProtocolLimits.randomTermColumns
+        guard m.fixed.count <= ProtocolLimits.maxFixedColumns else {
+            throw SiteError.invalid("the model has more than \(ProtocolLimits.maxFixedColumns) fixed-effects columns")
+        }
+        guard terms.contains(m.terms.count) else {
+            throw SiteError.invalid("a mixed model needs \(terms.lowerBound) to \(terms.upperBound) random-effects terms")
+        }
         for t in m.terms {
-            guard (1...20).contains(t.columns.count) else { throw SiteError.invalid("random-effects term \(t.name) must have 1 to 20 columns") }
+            guard columns.contains(t.columns.count) else {
+                throw SiteError.invalid("random-effects term \(t.name) must have \(columns.lowerBound) to \(columns.upperBound) columns")
+            }
             if case .withinSite(let vs) = t.grouping, vs.isEmpty { throw SiteError.invalid("random-effects term \(t.name) has no grouping variable") }
         }
         guard m.family == .gaussian ? m.link == .identity : true else { throw SiteError.invalid("a gaussian model uses the identity link") }
         // θ's derivatives travel as jets whose width grows with θ²: bound it.
-        guard m.thetaCount <= 60 else {
-            throw SiteError.invalid("the model has \(m.thetaCount) covariance parameters; this site evaluates at most 60 (simplify the random-effects terms)")
+        guard m.thetaCount <= ProtocolLimits.maxThetaCount else {
+            throw SiteError.invalid("the model has \(m.thetaCount) covariance parameters; this site evaluates at most \(ProtocolLimits.maxThetaCount) (simplify the random-effects terms)")
         }
     }
 
@@ -584,14 +591,14 @@ public enum SiteError: Error, Equatable, CustomStringConvertible {
     case disclosure(String)
     case invalid(String)
 
-    public var code: String {
+    public var code: ErrorCode {
         switch self {
-        case .unknownDataset: return "unknown_dataset"
-        case .unknownSession: return "unknown_session"
-        case .datasetUnreadable: return "dataset_error"
-        case .sessionConflict: return "session_conflict"
-        case .disclosure: return "disclosure_refused"
-        case .invalid: return "invalid_request"
+        case .unknownDataset: return .unknownDataset
+        case .unknownSession: return .unknownSession
+        case .datasetUnreadable: return .datasetError
+        case .sessionConflict: return .sessionConflict
+        case .disclosure: return .disclosureRefused
+        case .invalid: return .invalidRequest
         }
     }
     /// A session id as echoed: ids up to 64 characters (UUIDs) as they are,

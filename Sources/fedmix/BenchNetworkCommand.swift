@@ -1,6 +1,7 @@
 import Foundation
 import CommandKit
 import Coordinator
+import Math
 import Protocol
 import SiteAgent
 import Synchronization

@@ -1,6 +1,7 @@
 import Foundation
 import CommandKit
 import Coordinator
+import Math
 import Protocol
 
 /// The options several `fedmix` commands share, declared once: each command

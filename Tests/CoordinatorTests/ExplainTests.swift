@@ -1,5 +1,6 @@
 import XCTest
 @testable import Coordinator
+import Math
 import Protocol
 
 /// `fedmix explain`: the text is a pure function of the model and the

@@ -1,6 +1,7 @@
 import XCTest
 import Coordinator
 import Protocol
+import Math
 
 /// The formula grammar as a table: each row is a formula, resolved against
 /// one fixed set of variables, and what it must give: the fixed-effect

@@ -1,5 +1,6 @@
 import XCTest
 @testable import Coordinator
+import Math
 import Protocol
 
 final class FormulaTests: XCTestCase {

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import Coordinator
+import Math
 import Protocol
 import SiteAgent
 

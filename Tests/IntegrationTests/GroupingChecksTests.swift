@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 import Coordinator
 import SiteAgent
+import Math
 import Protocol
 
 /// Grouping factors that would give a silently wrong answer:

@@ -35,7 +35,7 @@ final class NetworkThreatTests: XCTestCase {
         let site: String
         let identity: TLSIdentity
         init(service: SiteService, pki: TestPKI, limits: AgentLimits = AgentLimits(), audit: AuditSink? = nil,
-             allowed: [String] = ["coordinator", "attacker"], maxLineBytes: Int = defaultMaxLineBytes) throws {
+             allowed: [String] = ["coordinator", "attacker"], maxLineBytes: Int = ProtocolLimits.maxLineBytes) throws {
             site = service.site
             serverName = "agent-" + site
             identity = try pki.issue(serverName)
@@ -404,7 +404,7 @@ final class NetworkThreatTests: XCTestCase {
         var codes: [String] = []
         for line in lines {
             guard let e = try client.expectError(after: line)?.error else { continue }
-            codes.append(e.code)
+            codes.append(e.code.rawValue)
             for f in forbidden { XCTAssertFalse(e.message.contains(f), "\"\(f)\" in the answer to \(line.prefix(80)): \(e.message)") }
         }
         print("errors: \(codes.count) error classes answered without paths, SQL or values: \(codes)")

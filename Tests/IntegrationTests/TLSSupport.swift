@@ -105,7 +105,7 @@ final class LoopbackAgent: Sendable {
     var port: Int { server.port }
 
     init(service: SiteService, pki: TestPKI, allowedCoordinators: [String] = ["coordinator"],
-         maxLineBytes: Int = defaultMaxLineBytes) throws {
+         maxLineBytes: Int = ProtocolLimits.maxLineBytes) throws {
         site = service.site
         serverName = "agent-" + service.site
         self.service = service
@@ -120,7 +120,7 @@ final class LoopbackAgent: Sendable {
 
     /// An agent serving one CSV file as dataset "data"; the site is the file's stem.
     convenience init(file: URL, pki: TestPKI, policy: DisclosurePolicy = .off, allowedVariables: [String]? = nil,
-                     maxLineBytes: Int = defaultMaxLineBytes) throws {
+                     maxLineBytes: Int = ProtocolLimits.maxLineBytes) throws {
         let site = file.deletingPathExtension().lastPathComponent
         try self.init(service: SiteService(site: site, datasets: ["data": .csv(path: file.path, types: [:])],
                                            policy: policy, allowedVariables: allowedVariables),
@@ -151,7 +151,7 @@ final class RawProtocolClient {
     init(port: Int, identity: TLSIdentity, serverName: String, helloVersion: Int? = protocolVersion) throws {
         connection = try TLSConnection.connect(host: "127.0.0.1", port: port, context: try TLSContext.client(identity: identity),
                                                serverName: serverName, timeout: 5, ioTimeout: 10)
-        guard let line = try connection.readLine(maxBytes: defaultMaxLineBytes) else {
+        guard let line = try connection.readLine(maxBytes: ProtocolLimits.maxLineBytes) else {
             throw TLSError.unexpectedEOF
         }
         agentHello = try LineCodec.decodeHello(line)
@@ -171,7 +171,7 @@ final class RawProtocolClient {
 
     /// The next answer; nil when the agent closed the connection cleanly.
     func reply() throws -> (id: Int, reply: Reply)? {
-        guard let line = try connection.readLine(maxBytes: defaultMaxLineBytes) else { return nil }
+        guard let line = try connection.readLine(maxBytes: ProtocolLimits.maxLineBytes) else { return nil }
         return try LineCodec.decodeReply(line)
     }
 
@@ -187,7 +187,7 @@ final class RawProtocolClient {
     /// (cleanly or not) instead of timing out.
     func agentClosed(timeout: Double = 5) -> Bool {
         connection.readTimeout = timeout
-        do { return try connection.readLine(maxBytes: defaultMaxLineBytes) == nil } catch TLSError.timeout { return false } catch {
+        do { return try connection.readLine(maxBytes: ProtocolLimits.maxLineBytes) == nil } catch TLSError.timeout { return false } catch {
             return true
         }
     }

@@ -245,7 +245,7 @@ final class MessageTests: XCTestCase {
         ]
         for c in cases {
             guard let e = decodeError(prepare(response: c.expr, family: c.family, grouping: c.grouping)) else { continue }
-            XCTAssertEqual(e.code, c.code, "\(c.expr) \(c.family) \(c.grouping): \(e)")
+            XCTAssertEqual(e.code, ErrorCode(rawValue: c.code), "\(c.expr) \(c.family) \(c.grouping): \(e)")
             for fragment in c.fragments {
                 XCTAssertTrue(e.description.contains(fragment), "\(c.expr) \(c.family) \(c.grouping): \"\(e)\" does not say \(fragment)")
             }

@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+import Math
 import Protocol
 @testable import SiteAgent
 

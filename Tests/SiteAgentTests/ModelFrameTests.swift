@@ -63,7 +63,7 @@ final class ModelFrameTests: XCTestCase {
 
     /// The error answer in `reply`, after checking its code.
     @discardableResult
-    func errorReply(_ reply: Reply, code: String, file: StaticString = #filePath, line: UInt = #line) -> String {
+    func errorReply(_ reply: Reply, code: ErrorCode, file: StaticString = #filePath, line: UInt = #line) -> String {
         guard case .error(let e) = reply else {
             XCTFail("expected an error answer \(code), got \(reply.typeName)", file: file, line: line)
             return ""

@@ -1,3 +1,4 @@
+import Math
 import Protocol
 
 // Resolves a parsed Formula against the variables' metadata into the
