@@ -246,15 +246,4 @@ public enum LMMSite {
             } } } } } } } } }
         }
     }
-
-    /// dst[rows[i], cols[j]] += src[i, j]
-    static func scatterAdd(_ dst: inout JetMatrix, _ src: JetMatrix, rows: [Int], cols: [Int]) {
-        let w = src.space.width
-        for (j, cj) in cols.enumerated() {
-            for (i, ri) in rows.enumerated() {
-                let so = src.offset(i, j), d = dst.offset(ri, cj)
-                for q in 0..<w { dst.storage[d + q] += src.storage[so + q] }
-            }
-        }
-    }
 }

@@ -254,7 +254,7 @@ public struct WireJetMatrix: Codable, Sendable, Equatable {
         guard (0...2).contains(order), (0...1000).contains(parameters), (0...100_000).contains(rows), (0...100_000).contains(cols) else {
             throw ProtocolError.invalidMessage("jet matrix has an invalid shape")
         }
-        let width = JetSpace(parameters: parameters, order: 0).width + (order >= 1 ? parameters : 0) + (order >= 2 ? parameters * (parameters + 1) / 2 : 0)
+        let width = JetSpace.width(parameters: parameters, order: order)
         let (cells, o1) = rows.multipliedReportingOverflow(by: cols)
         let (count, o2) = cells.multipliedReportingOverflow(by: width)
         guard !o1, !o2, count == values.count else {
