@@ -97,7 +97,9 @@ public enum Analysis {
         do { parsed = try Formula.parse(formula) } catch let e as FormulaError {
             throw SettingError("\(.formula): \(e)")
         }
-        guard (1...25).contains(options.nAGQ) else { throw SettingError("\(.nAGQ) must be between 1 and 25") }
+        guard ProtocolLimits.quadraturePoints.contains(options.nAGQ) else {
+            throw SettingError("\(.nAGQ) must be between \(ProtocolLimits.quadraturePoints.lowerBound) and \(ProtocolLimits.quadraturePoints.upperBound)")
+        }
         if options.nAGQ > 1 {
             guard options.family != .gaussian else {
                 throw SettingError("\(.nAGQ) applies to GLMMs (\(.family) binomial or poisson)")

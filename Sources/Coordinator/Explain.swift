@@ -23,7 +23,7 @@ public enum Explain {
         let oneRound = gaussian && spec.allTermsGroupedBySite
         var out = ""
         func line(_ s: String = "") { out += s + "\n" }
-        func jet(_ n: Int, order: Int = 2) -> Int { 1 + (order >= 1 ? n : 0) + (order >= 2 ? n * (n + 1) / 2 : 0) }
+        func jet(_ n: Int, order: Int = 2) -> Int { JetSpace.width(parameters: n, order: order) }
         func names(_ cols: [DesignColumn]) -> String { cols.map(\.name).joined(separator: ", ") }
 
         line("What each site would send for this model (nothing has been computed yet)")

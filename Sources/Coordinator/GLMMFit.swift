@@ -33,7 +33,9 @@ struct GLMMObjective: FitObjective {
         if nAGQ > 1 && !(structure.terms.count == 1 && structure.terms[0].dimension == 1) {
             throw SettingError("\(.nAGQ) \(nAGQ) needs a single scalar random-effects term such as (1 | site); use \(.nAGQ) 1 (Laplace) for this model")
         }
-        guard (1...25).contains(nAGQ) else { throw SettingError("\(.nAGQ) must be between 1 and 25") }
+        guard ProtocolLimits.quadraturePoints.contains(nAGQ) else {
+            throw SettingError("\(.nAGQ) must be between \(ProtocolLimits.quadraturePoints.lowerBound) and \(ProtocolLimits.quadraturePoints.upperBound)")
+        }
     }
 
     init(_ session: FitSession, options: FitOptions) throws {

@@ -6,9 +6,11 @@
 public struct BlockedFactor {
     public let blocks: SiteBlocks
     let structure: CovarianceStructure
-    let t1: Matrix?
-    var l1: [Matrix] = []        // per level: lower factor r1×r1
-    var y1: [Matrix] = []        // per level: L⁻¹ T1ᵀ G1t (r1 × crossing tail columns)
+    /// L₁₁: per level the lower r₁×r₁ factor F_l (levels × r₁², column-major).
+    var diagonal: [Double] = []
+    /// L₂₁ before Λt: per level Y_l = F_l⁻¹T₁ᵀ ZT_l, r₁ values per crossing
+    /// entry, laid out like the blocks' crossValues.
+    var crossing: [Double] = []
     var lambdaT: Matrix          // tail Λ
     var lt: Matrix               // tail factor
     public private(set) var logDet = 0.0
@@ -28,33 +30,42 @@ public struct BlockedFactor {
         }
         lambdaT = lam
         var mtt = Matrix(rows: td, cols: td)
+        var ld = 0.0
         if let lb = b.first {
-            let t = structure.factorMatrix(lb.factor, theta: theta)
-            t1 = t
+            // The LMM's per-level steps at order 0 (LevelStep), keeping F_l and Y_l.
             let r = lb.dimension
-            l1.reserveCapacity(lb.levels); y1.reserveCapacity(lb.levels)
-            for l in 0..<lb.levels {
-                let zz = Matrix(rows: r, cols: r, data: Array(lb.zz[(l * r * r)..<((l + 1) * r * r)]))
-                var m = Dense.multiply(Dense.transpose(t), Dense.multiply(zz, t))
-                for i in 0..<r { m[i, i] += 1 }
-                let l1l = try Dense.cholesky(m)
-                for i in 0..<r { logDet += 2 * _log(l1l[i, i]) }
-                let cs = lb.crossStart[l], ce = lb.crossStart[l + 1]
-                let zt = Matrix(rows: r, cols: ce - cs, data: Array(lb.crossValues[(cs * r)..<(ce * r)]))
-                var y = Dense.multiply(Dense.transpose(t), zt)
-                for c in 0..<y.cols {
-                    let col = Dense.solveLower(l1l, (0..<r).map { y[$0, c] })
-                    for i in 0..<r { y[i, c] = col[i] }
+            let arena = JetArena(width: 1)
+            let ops = arena.ops(ValueOnly())
+            let T1 = arena.block(r, r), work = arena.block(r, r)
+            let t = structure.factorMatrix(lb.factor, theta: theta)
+            for k in 0..<(r * r) { T1.base[k] = t.data[k] }
+            let MTT = arena.block(td, td)
+            var diag = [Double](repeating: 0, count: lb.levels * r * r)
+            var cross = [Double](repeating: 0, count: lb.crossValues.count)
+            try diag.withUnsafeMutableBufferPointer { dp in
+                try cross.withUnsafeMutableBufferPointer { cp in
+                    try lb.withView(width: b.width) { v in
+                        let YYs = arena.block(v.maxCrossing(levels: lb.levels), v.maxCrossing(levels: lb.levels))
+                        for l in 0..<lb.levels {
+                            let F = JetBlock(base: dp.baseAddress! + l * r * r, rows: r, cols: r, width: 1)
+                            try LevelStep.factorDiagonal(F, zz: v.zz(l), t1: T1, work: work, ops)
+                            withUnsafeMutablePointer(to: &ld) { F.addLogDiagonal(into: $0, scale: 2, ops) }
+                            let c = v.crossing(l), nc = c.count
+                            guard nc > 0 else { continue }
+                            let Y = JetBlock(base: cp.baseAddress! + v.crossStart[l] * r, rows: r, cols: nc, width: 1)
+                            LevelStep.reduce(Y, c.values, t1: T1, factor: F, ops)
+                            let YY = YYs.reshaped(rows: nc, cols: nc)
+                            YY.setZero()
+                            YY.addProduct(Y, transposed: true, Y, ops)
+                            YY.scatterAdd(into: MTT, rows: c.columns, cols: c.columns)
+                        }
+                    }
                 }
-                let cols = Array(lb.crossColumn[cs..<ce])
-                for (a, ca) in cols.enumerated() { for (bb, cb) in cols.enumerated() {
-                    var v = 0.0
-                    for i in 0..<r { v += y[i, a] * y[i, bb] }
-                    mtt[ca, cb] += v
-                } }
-                l1.append(l1l); y1.append(y)
             }
-        } else { t1 = nil }
+            diagonal = diag
+            crossing = cross
+            for k in 0..<(td * td) { mtt.data[k] = MTT.base[k] }
+        }
         let gtt = Matrix(rows: td, cols: td, data: b.tt)
         var btt = Dense.multiply(Dense.transpose(lam), Dense.multiply(gtt, lam))
         for i in 0..<td { btt[i, i] += 1 }
@@ -64,7 +75,37 @@ public struct BlockedFactor {
             for k in 0..<btt.data.count { btt.data[k] -= corr.data[k] }
         }
         lt = try Dense.cholesky(btt)
-        for i in 0..<td { logDet += 2 * _log(lt[i, i]) }
+        for i in 0..<td { ld += 2 * _log(lt[i, i]) }
+        logDet = ld
+    }
+
+    /// F_l⁻¹ x (r₁ values).
+    private func levelSolveLower(_ l: Int, _ b: ArraySlice<Double>) -> [Double] {
+        let r = blocks.first!.dimension, o = l * r * r
+        var x = Array(b)
+        for i in 0..<r {
+            var v = x[i]
+            for k in 0..<i { v -= diagonal[o + i + k * r] * x[k] }
+            x[i] = v / diagonal[o + i + i * r]
+        }
+        return x
+    }
+
+    /// F_l⁻ᵀ x (r₁ values).
+    private func levelSolveLowerTranspose(_ l: Int, _ b: [Double]) -> [Double] {
+        let r = blocks.first!.dimension, o = l * r * r
+        var x = b
+        for i in stride(from: r - 1, through: 0, by: -1) {
+            var v = x[i]
+            for k in (i + 1)..<max(r, i + 1) { v -= diagonal[o + k + i * r] * x[k] }
+            x[i] = v / diagonal[o + i + i * r]
+        }
+        return x
+    }
+
+    /// Y_l[i, a]
+    @inline(__always) private func crossEntry(_ lb: SiteBlocks.LevelBlocks, _ l: Int, _ i: Int, _ a: Int) -> Double {
+        crossing[(lb.crossStart[l] + a) * lb.dimension + i]
     }
 
     /// Solves M x = c (c and x in the blocks' random-effects order).
@@ -77,12 +118,12 @@ public struct BlockedFactor {
             let r = lb.dimension
             var yz = [Double](repeating: 0, count: td)   // Σ_l Y_lᵀ z_l
             for l in 0..<lb.levels {
-                let z = Dense.solveLower(l1[l], Array(c[(l * r)..<((l + 1) * r)]))
+                let z = levelSolveLower(l, c[(l * r)..<((l + 1) * r)])
                 for i in 0..<r { x[l * r + i] = z[i] }
                 let cs = lb.crossStart[l]
-                for a in 0..<y1[l].cols {
+                for a in 0..<(lb.crossStart[l + 1] - cs) {
                     var v = 0.0
-                    for i in 0..<r { v += y1[l][i, a] * z[i] }
+                    for i in 0..<r { v += crossEntry(lb, l, i, a) * z[i] }
                     yz[lb.crossColumn[cs + a]] += v
                 }
             }
@@ -97,11 +138,11 @@ public struct BlockedFactor {
             for l in 0..<lb.levels {
                 let cs = lb.crossStart[l]
                 var rhs = Array(x[(l * r)..<((l + 1) * r)])
-                for a in 0..<y1[l].cols {
+                for a in 0..<(lb.crossStart[l + 1] - cs) {
                     let v = lxt[lb.crossColumn[cs + a]]
-                    for i in 0..<r { rhs[i] -= y1[l][i, a] * v }
+                    for i in 0..<r { rhs[i] -= crossEntry(lb, l, i, a) * v }
                 }
-                let s = Dense.solveLowerTranspose(l1[l], rhs)
+                let s = levelSolveLowerTranspose(l, rhs)
                 for i in 0..<r { x[l * r + i] = s[i] }
             }
         }
@@ -116,14 +157,15 @@ public struct BlockedFactor {
         var rhs = vt
         var y: [Double] = []
         if let l, let lb = blocks.first {
-            y = Dense.solveLower(l1[l], v1)
+            y = levelSolveLower(l, v1[...])
             let td = blocks.tailDimension
-            if td > 0 && y1[l].cols > 0 {
+            let cs = lb.crossStart[l], nc = lb.crossStart[l + 1] - cs
+            if td > 0 && nc > 0 {
                 var acc = [Double](repeating: 0, count: td)
-                let cs = lb.crossStart[l], r = lb.dimension
-                for a in 0..<y1[l].cols {
+                let r = lb.dimension
+                for a in 0..<nc {
                     var v = 0.0
-                    for i in 0..<r { v += y1[l][i, a] * y[i] }
+                    for i in 0..<r { v += crossEntry(lb, l, i, a) * y[i] }
                     acc[lb.crossColumn[cs + a]] += v
                 }
                 for j in 0..<td {

@@ -131,21 +131,8 @@ extension GLMMSite {
 
     /// M = ΛᵀZᵀWZΛ + I for given row weights, factored.
     func factor(weights: [Double], theta: [Double]) throws -> BlockedFactor {
-        let s = data.structure
-        let dims = (0..<s.factorCount).map { s.factorDimension($0) }
-        var builder = SiteBlocksBuilder(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor)
-        var zrow: [[Double]] = dims.map { [Double](repeating: 0, count: $0) }
-        var lv = [Int](repeating: 0, count: s.factorCount)
-        let zero = [0.0]
-        for i in 0..<data.rows {
-            let sw = max(weights[i], 0).squareRoot()
-            for f in 0..<s.factorCount {
-                lv[f] = data.levels[f][i]
-                for a in 0..<dims[f] { zrow[f][a] = data.z[f][i * dims[f] + a] * sw }
-            }
-            builder.add(w: zero, levels: lv, z: zrow)
-        }
-        return try BlockedFactor(builder.finish(), structure: s, theta: theta)
+        let blocks = weightedBlocks(rootWeights: weights.map { max($0, 0).squareRoot() }, responses: nil)
+        return try BlockedFactor(blocks, structure: data.structure, theta: theta)
     }
 }
 

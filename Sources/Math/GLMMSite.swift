@@ -153,7 +153,6 @@ public final class GLMMSite: Sendable {
         let dims = (0..<nf).map { s.factorDimension($0) }
         var iteration = 0
         var nextEta: [Double]? = nil
-        var wbuf = [0.0]
         while true {
             iteration += 1
             let eta = nextEta ?? linearPredictor(u, theta: theta, beta: beta)
@@ -187,22 +186,17 @@ public final class GLMMSite: Sendable {
                 blocks = SiteBlocks(width: 1, rows: data.rows, first: nil, siteFactor: data.siteFactor, tail: layout.tail,
                                     tailDimension: td, tt: tt, tw: tw, ww: [0])
             } else {
-                var builder = SiteBlocksBuilder(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor)
-                var zrow: [[Double]] = dims.map { [Double](repeating: 0, count: $0) }
-                var lv = [Int](repeating: 0, count: nf)
+                var rootWeights = [Double](repeating: 0, count: data.rows)
+                var responses = [Double](repeating: 0, count: data.rows)
                 for i in 0..<data.rows {
                     let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
                     dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
                     weights[i] = w
                     let sw = w.squareRoot()
-                    for f in 0..<nf {
-                        lv[f] = data.levels[f][i]
-                        for a in 0..<dims[f] { zrow[f][a] = data.z[f][i * dims[f] + a] * sw }
-                    }
-                    wbuf[0] = sw * r
-                    builder.add(w: wbuf, levels: lv, z: zrow)
+                    rootWeights[i] = sw
+                    responses[i] = sw * r
                 }
-                blocks = builder.finish()
+                blocks = weightedBlocks(rootWeights: rootWeights, responses: responses)
             }
             let factor = try BlockedFactor(blocks, structure: s, theta: theta)
             let pen = dev + u.reduce(0) { $0 + $1 * $1 }
@@ -241,6 +235,27 @@ public final class GLMMSite: Sendable {
                 return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights)
             }
         }
+    }
+
+    /// The blocks of ZᵀWZ and ZᵀW r in the site's layout: row i enters with
+    /// √w_i z_i and the response √w_i r_i (`responses`; zero when nil).
+    func weightedBlocks(rootWeights: [Double], responses: [Double]?) -> SiteBlocks {
+        let s = data.structure, nf = s.factorCount
+        let dims = (0..<nf).map { s.factorDimension($0) }
+        var builder = SiteBlocksBuilder(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor)
+        var zrow: [[Double]] = dims.map { [Double](repeating: 0, count: $0) }
+        var lv = [Int](repeating: 0, count: nf)
+        var response = [0.0]
+        for i in 0..<data.rows {
+            let sw = rootWeights[i]
+            for f in 0..<nf {
+                lv[f] = data.levels[f][i]
+                for a in 0..<dims[f] { zrow[f][a] = data.z[f][i * dims[f] + a] * sw }
+            }
+            response[0] = responses?[i] ?? 0
+            builder.add(w: response, levels: lv, z: zrow)
+        }
+        return builder.finish()
     }
 
     /// D_k(θ, β): the Laplace objective (nAGQ = 1) or adaptive Gauss–Hermite with `nAGQ` points.

@@ -27,7 +27,16 @@ public struct JetSpace: Sendable, Equatable {
             for j in 0..<parameters { for i in 0...j { pi.append(i); pj.append(j) } }
         }
         pairFirst = pi; pairSecond = pj
-        width = 1 + (order >= 1 ? parameters : 0) + pi.count
+        width = Self.width(parameters: parameters, order: order)
+    }
+
+    /// Numbers per scalar of a jet in `parameters` to `order`: the value,
+    /// the gradient (order ≥ 1) and the upper triangle of the Hessian
+    /// (order 2). The one place this count is made; it allocates nothing,
+    /// so callers can size a message before building its space.
+    @inline(__always)
+    public static func width(parameters n: Int, order: Int) -> Int {
+        1 + (order >= 1 ? n : 0) + (order >= 2 ? n * (n + 1) / 2 : 0)
     }
 
     /// Storage offset of ∂²/∂θi∂θj within a scalar.

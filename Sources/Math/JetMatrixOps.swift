@@ -76,6 +76,27 @@ struct OneParameterJet: JetArithmetic {
     }
 }
 
+/// JetKernel at order 0 (plain values), written out: a values-only
+/// factorization is the order-0 case of the jet one, with JetKernel's (and
+/// Dense's) expressions in the same order.
+struct ValueOnly: JetArithmetic {
+    var order: Int { 0 }
+
+    @inline(__always)
+    func mulAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ sign: Double) {
+        c[0] += sign * a[0] * b[0]
+    }
+
+    @inline(__always)
+    func sqrt(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>) { c[0] = a[0].squareRoot() }
+
+    @inline(__always)
+    func divide(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>) { c[0] = a[0] / b[0] }
+
+    @inline(__always)
+    func logAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ sign: Double) { c[0] += sign * _log(a[0]) }
+}
+
 /// The blocked operations on raw jet storage (entry-major, column-major
 /// entries; `w` numbers per entry). `JetMatrix`'s methods and the per-level
 /// loop of a site's contribution both run these, so they compute the same

@@ -96,14 +96,9 @@ public enum LMMSite {
             localMap = structure.factorParameters(lb.factor)
             let local = JetSpace(parameters: localMap.count, order: order)
             let t1 = structure.factorJet(lb.factor, theta: theta, space: local, parameterMap: localMap)
-            var accTT = JetMatrix(rows: td, cols: td, space: local)
-            var accTW = JetMatrix(rows: td, cols: width, space: local)
-            var accWW = JetMatrix(rows: width, cols: width, space: local)
-            var accLog = ScalarJet(space: local)
-            try accumulateLevels(lb, t1: t1, width: width, tailDimension: td,
-                                 tt: &accTT, tw: &accTW, ww: &accWW, logDet: &accLog)
-            mtt = accTT; mtw = accTW; mww = accWW
-            logDet.addLifted(accLog, map: localMap)
+            let sums = try accumulateLevels(lb, t1: t1, width: width, tailDimension: td)
+            mtt = sums.tt; mtw = sums.tw; mww = sums.ww
+            logDet.addLifted(sums.logDet, map: localMap)
         }
 
         // 2. The dense tail, in all of θ.
@@ -144,117 +139,67 @@ public enum LMMSite {
                              tailFactor: btt, tailCross: btw)
     }
 
+    /// The first factor's sums, in its local θ: see `accumulateLevels`.
+    struct LevelSums {
+        var tt: JetMatrix
+        var tw: JetMatrix
+        var ww: JetMatrix
+        var logDet: ScalarJet
+    }
+
     /// The first factor's levels, one after another, in its local θ: for each
     /// level l with F Fᵀ = T₁ᵀ ZZ_l T₁ + I (F lower triangular),
     ///     logDet += log|F|²,  ww += XWᵀXW  with XW = F⁻¹ T₁ᵀ ZW_l,
     /// and for the tail columns C_l the level meets, with Y = F⁻¹ T₁ᵀ ZT_l,
     ///     tt[C_l, C_l] += YᵀY,  tw[C_l, :] += YᵀXW.
-    /// The same operations, in the same order, as with one JetMatrix per
-    /// step; here every level reuses one workspace.
-    static func accumulateLevels(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int,
-                                 tt accTT: inout JetMatrix, tw accTW: inout JetMatrix, ww accWW: inout JetMatrix,
-                                 logDet accLog: inout ScalarJet) throws {
+    /// Every level reuses one workspace.
+    static func accumulateLevels(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int) throws -> LevelSums {
         let local = t1.space
         if local.parameters == 1 && local.order == 2 {
-            try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, tt: &accTT, tw: &accTW, ww: &accWW,
-                                 logDet: &accLog, kernel: OneParameterJet())
-        } else {
-            try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, tt: &accTT, tw: &accTW, ww: &accWW,
-                                 logDet: &accLog, kernel: JetKernel(local))
+            return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: OneParameterJet())
         }
+        return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: JetKernel(local))
     }
 
     @inline(__always)
     static func accumulateLevels<K: JetArithmetic>(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int,
-                                 tt accTT: inout JetMatrix, tw accTW: inout JetMatrix, ww accWW: inout JetMatrix,
-                                 logDet accLog: inout ScalarJet, kernel: K) throws {
-        let w = t1.space.width
-        let r = lb.dimension
-        var ncMax = 0
-        for l in 0..<lb.levels { ncMax = max(ncMax, lb.crossStart[l + 1] - lb.crossStart[l]) }
-        // Workspace: k, f (r×r), xw (r×width), y (r×nc), yy (nc×nc), yw (nc×width), ld and scratch (one entry each).
-        let sizeK = r * r * w, sizeXW = r * width * w
-        let sizeY = r * ncMax * w, sizeYY = ncMax * ncMax * w, sizeYW = ncMax * width * w
-        let total = 2 * sizeK + sizeXW + sizeY + sizeYY + sizeYW + 2 * w
-        try withUnsafeTemporaryAllocation(of: Double.self, capacity: total) { space in
-            let K = space.baseAddress!
-            let F = K + sizeK, XW = F + sizeK, Y = XW + sizeXW, YY = Y + sizeY, YW = YY + sizeYY
-            let LD = YW + sizeYW, T = LD + w
-            try t1.storage.withUnsafeBufferPointer { t1p in
-            try lb.zz.withUnsafeBufferPointer { zzp in
-            try lb.zw.withUnsafeBufferPointer { zwp in
-            try lb.crossValues.withUnsafeBufferPointer { cvp in
-            try lb.crossColumn.withUnsafeBufferPointer { ccp in
-            try accTT.storage.withUnsafeMutableBufferPointer { ttp in
-            try accTW.storage.withUnsafeMutableBufferPointer { twp in
-            try accWW.storage.withUnsafeMutableBufferPointer { wwp in
-            try accLog.storage.withUnsafeMutableBufferPointer { logp in
-                let T1 = t1p.baseAddress!, ATT = ttp.baseAddress!, ATW = twp.baseAddress!
-                let AWW = wwp.baseAddress!, ALOG = logp.baseAddress!
-                for l in 0..<lb.levels {
-                    let zz = zzp.baseAddress! + l * r * r
-                    let zw = zwp.baseAddress! + l * r * width
-                    let cs = lb.crossStart[l], ce = lb.crossStart[l + 1]
-                    let nc = ce - cs
+                                                   kernel: K) throws -> LevelSums {
+        let space = t1.space, w = space.width, r = lb.dimension
+        let arena = JetArena(width: w)
+        let ops = arena.ops(kernel)
+        let T1 = arena.block(copying: t1)
+        let TT = arena.block(td, td), TW = arena.block(td, width), WW = arena.block(width, width)
+        let logDet = arena.scalar(), levelLogDet = arena.scalar()
+        try lb.withView(width: width) { v in
+            let ncMax = v.maxCrossing(levels: lb.levels)
+            let work = arena.block(r, r), F = arena.block(r, r), XW = arena.block(r, width)
+            let Ys = arena.block(r, ncMax), YYs = arena.block(ncMax, ncMax), YWs = arena.block(ncMax, width)
+            for l in 0..<lb.levels {
+                // F = L₁₁'s block: F Fᵀ = T₁ᵀ ZZ T₁ + I;  logDet += log|F|²
+                try LevelStep.factorDiagonal(F, zz: v.zz(l), t1: T1, work: work, ops)
+                levelLogDet.update(repeating: 0, count: w)
+                F.addLogDiagonal(into: levelLogDet, scale: 2, ops)
+                for q in 0..<w { logDet[q] += levelLogDet[q] }
 
-                    // F = chol(T₁ᵀ (ZZ T₁) + I)
-                    K.update(repeating: 0, count: sizeK)
-                    JetBlas.addProduct(K, m: r, inner: r, constant: zz, crows: r, transposeC: false, T1, bcols: r, sign: 1, w: w)
-                    F.update(repeating: 0, count: sizeK)
-                    JetBlas.addProduct(F, m: r, n: r, inner: r, T1, ar: r, transposeA: true, K, br: r, transposeB: false,
-                                       sign: 1, w: w, kernel: kernel)
-                    for i in 0..<r { F[(i + i * r) * w] += 1 }
-                    try JetBlas.cholesky(F, n: r, w: w, kernel: kernel, scratch: T)
-                    LD.update(repeating: 0, count: w)
-                    for i in 0..<r { kernel.logAdd(LD, F + (i + i * r) * w, 2) }
-                    for q in 0..<w { ALOG[q] += LD[q] }
+                // XW = F⁻¹ T₁ᵀ ZW;  ww += XWᵀ XW
+                LevelStep.reduce(XW, v.zw(l), t1: T1, factor: F, ops)
+                WW.addProduct(XW, transposed: true, XW, ops)
+                let cross = v.crossing(l), nc = cross.count
+                guard nc > 0 else { continue }
 
-                    // XW = F⁻¹ T₁ᵀ ZW;  ww += XWᵀ XW
-                    XW.update(repeating: 0, count: sizeXW)
-                    JetBlas.addProduct(XW, m: r, inner: r, T1, ar: r, transposeA: true, constant: zw, ccols: width, sign: 1, w: w)
-                    JetBlas.solveLower(XW, n: r, cols: width, F, w: w, kernel: kernel, scratch: T)
-                    JetBlas.addProduct(AWW, m: width, n: width, inner: r, XW, ar: r, transposeA: true, XW, br: r,
-                                       transposeB: false, sign: 1, w: w, kernel: kernel)
-                    guard nc > 0 else { continue }
-
-                    // Y = F⁻¹ T₁ᵀ ZT;  tt[C, C] += YᵀY;  tw[C, :] += YᵀXW
-                    let zt = cvp.baseAddress! + cs * r
-                    Y.update(repeating: 0, count: r * nc * w)
-                    JetBlas.addProduct(Y, m: r, inner: r, T1, ar: r, transposeA: true, constant: zt, ccols: nc, sign: 1, w: w)
-                    JetBlas.solveLower(Y, n: r, cols: nc, F, w: w, kernel: kernel, scratch: T)
-                    YY.update(repeating: 0, count: nc * nc * w)
-                    JetBlas.addProduct(YY, m: nc, n: nc, inner: r, Y, ar: r, transposeA: true, Y, br: r, transposeB: false,
-                                       sign: 1, w: w, kernel: kernel)
-                    YW.update(repeating: 0, count: nc * width * w)
-                    JetBlas.addProduct(YW, m: nc, n: width, inner: r, Y, ar: r, transposeA: true, XW, br: r,
-                                       transposeB: false, sign: 1, w: w, kernel: kernel)
-                    let cols = ccp.baseAddress! + cs
-                    for j in 0..<nc {
-                        let cj = cols[j]
-                        for i in 0..<nc {
-                            let src = YY + (i + j * nc) * w, dst = ATT + (cols[i] + cj * td) * w
-                            for q in 0..<w { dst[q] += src[q] }
-                        }
-                    }
-                    for j in 0..<width {
-                        for i in 0..<nc {
-                            let src = YW + (i + j * nc) * w, dst = ATW + (cols[i] + j * td) * w
-                            for q in 0..<w { dst[q] += src[q] }
-                        }
-                    }
-                }
-            } } } } } } } } }
-        }
-    }
-
-    /// dst[rows[i], cols[j]] += src[i, j]
-    static func scatterAdd(_ dst: inout JetMatrix, _ src: JetMatrix, rows: [Int], cols: [Int]) {
-        let w = src.space.width
-        for (j, cj) in cols.enumerated() {
-            for (i, ri) in rows.enumerated() {
-                let so = src.offset(i, j), d = dst.offset(ri, cj)
-                for q in 0..<w { dst.storage[d + q] += src.storage[so + q] }
+                // Y = F⁻¹ T₁ᵀ ZT;  tt[C, C] += YᵀY;  tw[C, :] += YᵀXW
+                let Y = Ys.reshaped(rows: r, cols: nc)
+                let YY = YYs.reshaped(rows: nc, cols: nc), YW = YWs.reshaped(rows: nc, cols: width)
+                LevelStep.reduce(Y, cross.values, t1: T1, factor: F, ops)
+                YY.setZero()
+                YY.addProduct(Y, transposed: true, Y, ops)
+                YW.setZero()
+                YW.addProduct(Y, transposed: true, XW, ops)
+                YY.scatterAdd(into: TT, rows: cross.columns, cols: cross.columns)
+                YW.scatterAdd(into: TW, rows: cross.columns, cols: nil)
             }
         }
+        return LevelSums(tt: JetMatrix(TT, space: space), tw: JetMatrix(TW, space: space), ww: JetMatrix(WW, space: space),
+                         logDet: ScalarJet(logDet, space: space))
     }
 }

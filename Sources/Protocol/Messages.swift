@@ -303,7 +303,7 @@ public struct WireJetMatrix: Codable, Sendable, Equatable {
               (0...ProtocolLimits.maxJetDimension).contains(rows), (0...ProtocolLimits.maxJetDimension).contains(cols) else {
             return "has a shape out of range"
         }
-        let needed = rows * cols * JetSpace(parameters: parameters, order: order).width
+        let needed = rows * cols * JetSpace.width(parameters: parameters, order: order)
         guard values.count == needed else { return "has \(values.count) values; its shape needs \(needed)" }
         guard values.allSatisfy(\.isFinite) else { return "holds a non-finite number" }
         return nil
@@ -336,7 +336,7 @@ public struct ContributionReply: Codable, Sendable, Equatable {
     }
     var problem: (CodingKeys, String)? {
         guard (0...ProtocolLimits.maxRows).contains(rows) else { return (.rows, "is out of range") }
-        let width = JetSpace(parameters: schur.parameters, order: schur.order).width
+        let width = JetSpace.width(parameters: schur.parameters, order: schur.order)
         guard logDet.count == width else { return (.logDet, "has \(logDet.count) values; one jet of the schur's shape has \(width)") }
         guard logDet.allSatisfy(\.isFinite) else { return (.logDet, "holds a non-finite number") }
         return nil
@@ -377,7 +377,7 @@ public struct GLMMContributionReply: Codable, Sendable, Equatable {
         guard (0...ProtocolLimits.maxRows).contains(rows) else { return (.rows, "is out of range") }
         guard ProtocolLimits.derivativeOrders.contains(order) else { return (.order, "is out of range") }
         guard (0...ProtocolLimits.maxJetParameters).contains(parameters) else { return (.parameters, "is out of range") }
-        let width = JetSpace(parameters: parameters, order: order).width
+        let width = JetSpace.width(parameters: parameters, order: order)
         guard objective.count == width else { return (.objective, "has \(objective.count) values; its shape needs \(width)") }
         guard objective.allSatisfy(\.isFinite) else { return (.objective, "holds a non-finite number") }
         return nil

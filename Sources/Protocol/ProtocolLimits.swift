@@ -21,6 +21,8 @@ public enum ProtocolLimits {
     public static let derivativeOrders = 0...2
     /// Rows a site may report (plausibility of counts).
     public static let maxRows = 1_000_000_000_000
+    /// Adaptive Gauss–Hermite points per group (1 is the Laplace approximation).
+    public static let quadraturePoints = 1...25
     /// Levels of one grouping factor at one site.
     public static let maxGroupLevels = 100_000_000
 

@@ -56,7 +56,7 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
     }
 
     static func jetWidth(_ m: Int, order: Int) -> Double {
-        Double(JetSpace(parameters: 0, order: 0).width) + (order >= 1 ? Double(m) : 0) + (order >= 2 ? Double(m) * Double(m + 1) / 2 : 0)
+        Double(JetSpace.width(parameters: m, order: order))
     }
 
     /// An LMM evaluation (`evaluate` at `order`, or `finalize` at order 0).

@@ -455,7 +455,9 @@ public final class SiteService: Sendable {
                 throw SiteError.invalid("a GLMM evaluation needs beta with one finite value per fixed effect")
             }
             let nAGQ = r.nAGQ ?? 1
-            guard (1...25).contains(nAGQ) else { throw SiteError.invalid("nagq must be between 1 and 25") }
+            guard ProtocolLimits.quadraturePoints.contains(nAGQ) else {
+                throw SiteError.invalid("nagq must be between \(ProtocolLimits.quadraturePoints.lowerBound) and \(ProtocolLimits.quadraturePoints.upperBound)")
+            }
             if let refusal = RequestCost.glmmEvaluate(site.data, order: r.order, nAGQ: nAGQ)
                 .refusal(limits, what: "evaluation") { throw refusal }
             let jet = try site.evaluate(theta: r.theta, beta: beta, order: r.order, nAGQ: nAGQ)

@@ -21,8 +21,8 @@ enum Opt {
                                        .oneOf([("gaussian", .gaussian), ("binomial", .binomial), ("poisson", .poisson)]))
     static let link = Option<Link>("link", value: "LINK", help: "binomial: logit (the default), probit or cloglog; poisson: log",
                                    .oneOf([("logit", .logit), ("probit", .probit), ("cloglog", .cloglog), ("log", .log), ("identity", .identity)]))
-    static let nagq = Option<Int>("nagq", value: "N", help: "GLMMs: adaptive Gauss-Hermite points per group, 1 (Laplace, the default) to 25",
-                                  .integer(in: 1...25))
+    static let nagq = Option<Int>("nagq", value: "N", help: "GLMMs: adaptive Gauss-Hermite points per group, 1 (Laplace, the default) to \(ProtocolLimits.quadraturePoints.upperBound)",
+                                  .integer(in: ProtocolLimits.quadraturePoints))
     static let ml = Flag("ml", help: "linear mixed models: maximum likelihood instead of REML")
     static let weights = Option<String>("weights", value: "VAR",
                                         help: "prior weights, as lmer/glmer read them: LMM rows scaled by √w; binomial: trials of a proportion response; Poisson: log-likelihood multipliers")
