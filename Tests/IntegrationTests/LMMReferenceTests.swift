@@ -41,9 +41,9 @@ final class LMMReferenceTests: XCTestCase {
             let split = inProcessFederation(files: try Fixtures.siteFiles(c.name))
             let descriptions = try Analysis.describe(split, dataset: "data")
             let spec = try Analysis.resolve(formula: formula, descriptions: descriptions)
-            let splitFit = try LMMFit.run(split, dataset: "data", spec: spec, options: FitOptions(method: c.method))
+            let splitFit = try FitDriver.fit(split, dataset: "data", spec: spec, options: FitOptions(method: c.method))
             let pooled = inProcessFederation(files: [Fixtures.pooledFile(c.name)], siteColumn: nil)
-            let pooledFit = try LMMFit.run(pooled, dataset: "data", spec: spec.groupingSiteByColumn("site"),
+            let pooledFit = try FitDriver.fit(pooled, dataset: "data", spec: spec.groupingSiteByColumn("site"),
                                            options: FitOptions(method: c.method))
             XCTAssertLessThanOrEqual(relativeError(pooledFit.objective, splitFit.objective), 1e-8, "\(c.name)/\(c.fit) criterion")
             for (a, b) in zip(pooledFit.fixedEffects, splitFit.fixedEffects) {

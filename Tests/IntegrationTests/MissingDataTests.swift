@@ -90,7 +90,7 @@ final class MissingDataTests: XCTestCase {
             var spec = try Analysis.resolve(formula: c.formula, descriptions: keptDescriptions, family: .binomial)
             spec = try c.strategy.apply(to: spec, variables: try VariableCatalog(keptDescriptions).variables(Set(c.strategy.indicators.keys)))
             let one = inProcessFederation(files: [try pooled(keeping: kept)], siteColumn: nil)
-            let pooledFit = try GLMMFit.run(one, dataset: "data", spec: spec.groupingSiteByColumn("site"),
+            let pooledFit = try FitDriver.fit(one, dataset: "data", spec: spec.groupingSiteByColumn("site"),
                                             options: FitOptions(family: .binomial))
             assertSameFit(split, pooledFit, tolerance: 1e-8, "\(c.formula) [\(c.strategy.label)]")
             if !c.strategy.excludeAbove.isEmpty { XCTAssertEqual(split.excludedSites.sorted(), ["ashworth", "lowmoor", "moorfield"]) }

@@ -247,7 +247,7 @@ final class RefusalTests: XCTestCase {
         // and a coordinator that asks anyway (model resolved elsewhere) is refused by the site.
         let unrestricted = inProcessFederation(files: [try Fixtures.siteFiles("sleepstudy")[0]])
         let spec = try Analysis.resolve(formula: formula, descriptions: try Analysis.describe(unrestricted, dataset: "data"))
-        let refusal = thrownError({ try LMMFit.run(earlier, dataset: "data", spec: spec) }, "the site must refuse Reaction")
+        let refusal = thrownError({ try FitDriver.fit(earlier, dataset: "data", spec: spec) }, "the site must refuse Reaction")
         guard let f = refusal as? SiteFailure else { return XCTFail("expected a SiteFailure, got \(String(describing: refusal))") }
         XCTAssertEqual(f.site, "central")
         XCTAssertEqual(f.code, "disclosure_refused")

@@ -105,13 +105,7 @@ public final class TLSConnection: @unchecked Sendable {
         let deadline = Socket.now() + timeout
         let fd = try Socket.connect(host: host, port: port, deadline: deadline)
         let state = VerifyState(allowedNames: [])
-        let ssl: OpaquePointer
-        do {
-            ssl = try context.makeSSL(fd: fd, state: state)
-        } catch {
-            _ = Glibc.close(fd)
-            throw error
-        }
+        let ssl = try makeSSL(context, fd: fd, state: state)
         do {
             try withExtendedLifetime(state) {
                 let param = SSL_get0_param(ssl)
@@ -141,19 +135,21 @@ public final class TLSConnection: @unchecked Sendable {
         }
     }
 
+    /// An SSL object on `fd`; `fd` is closed if it cannot be made.
+    private static func makeSSL(_ context: TLSContext, fd: Int32, state: VerifyState) throws -> OpaquePointer {
+        do { return try context.makeSSL(fd: fd, state: state) } catch {
+            _ = Glibc.close(fd)
+            throw error
+        }
+    }
+
     /// Server side: the handshake on an accepted socket (see TLSListener).
     /// Takes ownership of `fd`: it is closed if the handshake fails.
     static func accept(fd: Int32, context: TLSContext, peerAddress: String,
                        handshakeTimeout: Double, ioTimeout: Double,
                        aborted: @escaping () -> Bool = { false }) throws -> TLSConnection {
         let state = VerifyState(allowedNames: context.allowedLowercased)
-        let ssl: OpaquePointer
-        do {
-            ssl = try context.makeSSL(fd: fd, state: state)
-        } catch {
-            _ = Glibc.close(fd)
-            throw error
-        }
+        let ssl = try makeSSL(context, fd: fd, state: state)
         let connection: TLSConnection
         do {
             try withExtendedLifetime(state) {

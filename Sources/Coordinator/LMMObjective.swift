@@ -7,14 +7,6 @@ import Foundation
 import Math
 import Protocol
 
-public enum LMMFit {
-    /// Fits `spec` on `dataset` at every site of the federation.
-    public static func run(_ federation: Federation, dataset: String, spec: ModelSpec,
-                           options: FitOptions = FitOptions()) throws -> FitResult {
-        try FitDriver.run(LMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
-    }
-}
-
 struct LMMObjective: FitObjective {
     let session: FitSession
     let method: EstimationMethod

@@ -8,13 +8,6 @@ import Foundation
 import Math
 import Protocol
 
-public enum GLMMFit {
-    public static func run(_ federation: Federation, dataset: String, spec: ModelSpec,
-                           options: FitOptions = FitOptions()) throws -> FitResult {
-        try FitDriver.run(GLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
-    }
-}
-
 struct GLMMObjective: FitObjective {
     let session: FitSession
     let nAGQ: Int
