@@ -68,6 +68,8 @@ struct ResultBuilder {
             bytesSent: bytesSent.reduce(0, +), bytesReceived: bytesReceived.reduce(0, +),
             elapsedSeconds: elapsed, groupOrder: vc.groupNames, nAGQ: nil, lme4Objective: nil)
         result.convergence = optimizer.message
+        let v = fixedEffectsCovariance.matrix
+        result.vcov = (0..<v.rows).map { i in (0..<v.cols).map { j in v[i, j] } }
         result.dfResid = nObs - Int(npar)
         return result
     }
