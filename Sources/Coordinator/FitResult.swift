@@ -99,6 +99,9 @@ public struct FitResult: Codable, Sendable {
     public var nSites: Int
     public var nGroups: [String: Int]
     public var fixedEffects: [FixedEffect]
+    /// Covariance of the fixed-effects estimates (lme4's `vcov()`): p rows of
+    /// p numbers, in the order of `fixedEffects`, in the analyst's coordinates.
+    public var vcov: [[Double]] = []
     public var theta: [Double]
     public var thetaNames: [String]
     public var varianceComponents: [VarianceComponent]
@@ -133,7 +136,7 @@ public struct FitResult: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case model, variables, converged, convergence, dfResid = "df_resid", singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
-        case fixedEffects = "fixed_effects", theta, thetaNames = "theta_names"
+        case fixedEffects = "fixed_effects", vcov, theta, thetaNames = "theta_names"
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"

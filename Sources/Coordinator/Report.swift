@@ -3,6 +3,7 @@
 // federated fit has: per-site partially pooled estimates and the rounds.
 
 import Foundation
+import Math
 
 public enum Report {
     /// lme4-style text summary of a fit.
@@ -28,7 +29,9 @@ public enum Report {
         }
         line()
         line("Random effects:")
-        var rows: [[String]] = [[" Groups", "Name", "Variance", "Std.Dev.", "Corr"]]
+        // lme4 has a Corr column only when some term has correlations.
+        let hasCorrelations = r.varianceComponents.contains { $0.var2 != nil }
+        var rows: [[String]] = [[" Groups", "Name", "Variance", "Std.Dev."] + (hasCorrelations ? ["Corr"] : [])]
         let groups = r.groupOrder + ["Residual"]
         for g in groups {
             let comps = r.varianceComponents.filter { $0.group == g }
@@ -40,8 +43,8 @@ public enum Report {
                         corr.append(fmtFixed(c.sdcor, 2))
                     }
                 }
-                rows.append([i == 0 ? " \(g)" : "", v.var1 ?? "", fmt(v.vcov, digits: 4), fmt(v.sdcor, digits: 4),
-                             corr.joined(separator: " ")])
+                rows.append([i == 0 ? " \(g)" : "", v.var1 ?? "", fmt(v.vcov, digits: 4), fmt(v.sdcor, digits: 4)]
+                             + (hasCorrelations ? [corr.joined(separator: " ")] : []))
             }
         }
         out += table(rows, rightAlign: false)
@@ -62,6 +65,7 @@ public enum Report {
             fe.append(row)
         }
         out += table(fe, rightAlign: true, leftFirst: true)
+        out += correlationBlock(r.vcov, names: r.fixedEffects.map(\.name))
         if !r.icc.isEmpty {
             line()
             line("Intraclass correlation (random intercepts, covariates at 0):")
@@ -108,6 +112,102 @@ public enum Report {
              + "\(bytes(r.bytesSent)) sent, \(bytes(r.bytesReceived)) received, \(String(format: "%.2f", r.elapsedSeconds)) s; "
              + (r.converged ? "converged" : "NOT converged"))
         return out
+    }
+
+    /// lme4's "Correlation of Fixed Effects" block as `print(summary(m))`
+    /// lays it out: the strict lower triangle of the correlations, rounded to
+    /// 3 decimals and formatted to one width, under the first p − 1 names
+    /// abbreviated to 6 characters, each row named by its effect abbreviated
+    /// to 11; every cell left-aligned and padded to its column's width (so
+    /// rows keep their trailing blanks, as R prints them). Nothing for p = 1;
+    /// for p > 12 lme4's note instead (it shows the matrix only on request).
+    public static func correlationBlock(_ vcov: [[Double]], names: [String]) -> String {
+        let p = vcov.count
+        guard p > 1, names.count == p, vcov.allSatisfy({ $0.count == p }) else { return "" }
+        guard p <= 12 else {
+            return "\nCorrelation matrix not shown by default, as p = \(p) > 12.\nThe covariance of the fixed effects is \"vcov\" in the JSON output (--format json).\n"
+        }
+        let correlation = FixedEffectsCovariance(sigma: 1, unscaled: Matrix(rows: p, cols: p, data: (0..<p).flatMap { j in (0..<p).map { i in vcov[i][j] } })).correlation
+        // format(round(x, 3), nsmall = 3) over the whole matrix, diagonal included.
+        var cells = (0..<p).map { i in (0..<p).map { j -> String in
+            let x = correlation[i, j]
+            guard x.isFinite else { return x.isNaN ? "NaN" : (x > 0 ? "Inf" : "-Inf") }
+            let text = String(format: "%.3f", x)
+            return text == "-0.000" ? "0.000" : text
+        } }
+        let width = cells.joined().map(\.count).max() ?? 0
+        cells = cells.map { $0.map { String(repeating: " ", count: width - $0.count) + $0 } }
+        let rowNames = Array(abbreviate(names, minLength: 11).dropFirst())
+        let columnNames = Array(abbreviate(names, minLength: 6).dropLast())
+        func pad(_ s: String, _ w: Int) -> String { s + String(repeating: " ", count: max(0, w - s.count)) }
+        let rowWidth = rowNames.map(\.count).max() ?? 0
+        let widths = columnNames.indices.map { j in max(columnNames[j].count, (j + 1..<p).map { cells[$0][j].count }.max() ?? 0) }
+        var out = "\nCorrelation of Fixed Effects:\n" + pad("", rowWidth)
+        for (j, c) in columnNames.enumerated() { out += " " + pad(c, widths[j]) }
+        out += "\n"
+        for i in 1..<p {
+            out += pad(rowNames[i - 1], rowWidth)
+            for j in 0..<(p - 1) { out += " " + pad(j < i ? cells[i][j] : "", widths[j]) }
+            out += "\n"
+        }
+        return out
+    }
+
+    /// R's `abbreviate(names, minlength)` with its defaults (method
+    /// "left.kept", use.classes = TRUE, strict = FALSE): each name is
+    /// shortened to `minLength` characters by dropping, from the right and
+    /// never a word's first letter, first lower-case vowels that end a word,
+    /// then other lower-case vowels, then lower-case letters that end a word,
+    /// then other lower-case letters, then any other characters; the blanks
+    /// between words go last. Names that collide are redone one character
+    /// longer until all differ. Letters are ASCII's.
+    public static func abbreviate(_ names: [String], minLength: Int) -> [String] {
+        let trimmed = names.map { String($0.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed()) }
+        var unique: [String] = []
+        for n in trimmed where !unique.contains(n) { unique.append(n) }
+        var result = unique, redo = [Bool](repeating: true, count: unique.count), length = minLength
+        while true {
+            for i in unique.indices where redo[i] { result[i] = abbreviate(unique[i], minLength: length) }
+            var seen = Set<String>(), collided = Set<String>()
+            for x in result { if !seen.insert(x).inserted { collided.insert(x) } }
+            if collided.isEmpty { break }
+            length += 1
+            // every name whose abbreviation collided, the first of each set included
+            redo = result.map { collided.contains($0) }
+        }
+        return trimmed.map { result[unique.firstIndex(of: $0)!] }
+    }
+
+    /// One name's abbreviation (see `abbreviate(_:minLength:)`).
+    static func abbreviate(_ name: String, minLength: Int) -> String {
+        var b = Array(name)
+        func isBlank(_ c: Character) -> Bool { c == " " || c == "\t" || c == "\n" || c == "\r" || c == "\u{0B}" || c == "\u{0C}" }
+        func isLower(_ c: Character) -> Bool { c.isASCII && c.isLowercase }
+        func isVowel(_ c: Character) -> Bool { "aeiou".contains(c) }
+        let blanks = b.filter(isBlank).count
+        func short() -> Bool { b.count - blanks <= minLength }
+        // position i (≥ 1) starts a word / ends a word of two or more characters
+        func startsWord(_ i: Int) -> Bool { isBlank(b[i - 1]) }
+        func endsWord(_ i: Int) -> Bool { !isBlank(b[i - 1]) && (i + 1 == b.count || isBlank(b[i + 1])) }
+        let passes: [(Int) -> Bool] = [
+            { isVowel(b[$0]) && endsWord($0) },
+            { isVowel(b[$0]) && !startsWord($0) },
+            { isLower(b[$0]) && endsWord($0) },
+            { isLower(b[$0]) && !startsWord($0) },
+            { !startsWord($0) && !isBlank(b[$0]) },
+        ]
+        if b.count > minLength && !short() {
+            passes: for drops in passes {
+                var i = b.count - 1
+                while i > 0 {
+                    if drops(i) { b.remove(at: i) }
+                    if short() { break passes }
+                    i -= 1
+                }
+            }
+        }
+        if b.count > minLength { b = b.enumerated().filter { $0.offset == 0 || !isBlank($0.element) }.map(\.element) }
+        return String(b)
     }
 
     public static func missingTable(_ r: FitResult) -> String {

@@ -68,6 +68,10 @@ struct ResultBuilder {
             bytesSent: bytesSent.reduce(0, +), bytesReceived: bytesReceived.reduce(0, +),
             elapsedSeconds: elapsed, groupOrder: vc.groupNames, nAGQ: nil, lme4Objective: nil)
         result.convergence = optimizer.message
+        // exactly symmetric, as lme4's (a GLMM's block of H⁻¹ is symmetric
+        // only to rounding); the diagonal, and so every SE, is untouched
+        let v = fixedEffectsCovariance.matrix
+        result.vcov = (0..<v.rows).map { i in (0..<v.cols).map { j in (v[i, j] + v[j, i]) / 2 } }
         result.dfResid = nObs - Int(npar)
         return result
     }
