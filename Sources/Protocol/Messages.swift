@@ -410,6 +410,31 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
         self.session = session; self.effects = effects; self.conditionalCovariance = conditionalCovariance
         self.ownEffects = ownEffects; self.saturatedDeviance = saturatedDeviance
     }
+    /// Refuses effects, covariance and own estimates that do not fit together
+    /// (r effects, r×r covariance, r own estimates) or a non-finite number;
+    /// whether r is the model's site-level dimension is the coordinator's check.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        session = try c.decode(String.self, forKey: .session)
+        effects = try c.decodeIfPresent([Double].self, forKey: .effects)
+        conditionalCovariance = try c.decodeIfPresent([Double].self, forKey: .conditionalCovariance)
+        ownEffects = try c.decodeIfPresent([Double].self, forKey: .ownEffects)
+        saturatedDeviance = try c.decodeIfPresent(Double.self, forKey: .saturatedDeviance)
+        if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
+    }
+    var problem: (CodingKeys, String)? {
+        let r = effects?.count ?? 0
+        guard r <= ProtocolLimits.maxThetaCount else { return (.effects, "has \(r) values; a site has at most \(ProtocolLimits.maxThetaCount) site-level effects") }
+        if let v = conditionalCovariance, v.count != r * r {
+            return (.conditionalCovariance, "has \(v.count) values; \(r) effects need \(r * r)")
+        }
+        if let o = ownEffects, o.count != r { return (.ownEffects, "has \(o.count) values; there are \(r) effects") }
+        for (key, values) in [(CodingKeys.effects, effects), (.conditionalCovariance, conditionalCovariance), (.ownEffects, ownEffects)] {
+            if let values, !values.allSatisfy(\.isFinite) { return (key, "holds a non-finite number") }
+        }
+        if let d = saturatedDeviance, !d.isFinite { return (.saturatedDeviance, "is not finite") }
+        return nil
+    }
 }
 
 /// An error answer. The message never contains data values.

@@ -248,8 +248,9 @@ final class LineCodecTests: XCTestCase {
 
     func testFinalizeReplyRoundTripsBitForBit() throws {
         let v = Self.numbers(600, seed: 0xF12)
-        let sent = FinalizeReply(session: "f", effects: Array(v[0..<100]), conditionalCovariance: Array(v[100..<500]),
-                                 ownEffects: Array(v[500..<600]))
+        // 20 effects, their 20×20 covariance, 20 own estimates.
+        let sent = FinalizeReply(session: "f", effects: Array(v[0..<20]), conditionalCovariance: Array(v[100..<500]),
+                                 ownEffects: Array(v[500..<520]))
         let line = try LineCodec.encode(.finalized(sent), id: 12)
         assertOneLine(line)
         XCTAssertTrue(line.contains("\"conditional_covariance\":["), line.prefix(200) + "…")

@@ -117,6 +117,15 @@ final class ValidatingDecodeTests: XCTestCase {
         assertInconsistent(objective(parameters: -1, values: "[1]"), field: "parameters")
     }
 
+    func testFinalizeAnswersWhosePartsDoNotFitAreRefused() {
+        func finalized(_ fields: String) -> String { "{\"id\":1,\"type\":\"finalized\",\"session\":\"s\"\(fields)}" }
+        XCTAssertNoThrow(try reply(finalized(",\"effects\":[1,2],\"conditional_covariance\":[1,0,0,1],\"own_effects\":[3,4]")))
+        XCTAssertNoThrow(try reply(finalized("")))
+        assertInconsistent(finalized(",\"effects\":[1,2],\"conditional_covariance\":[1,0,0]"), field: "conditional_covariance", "2 effects need 4")
+        assertInconsistent(finalized(",\"conditional_covariance\":[1]"), field: "conditional_covariance", "0 effects need 0")
+        assertInconsistent(finalized(",\"effects\":[1],\"conditional_covariance\":[1],\"own_effects\":[1,2]"), field: "own_effects")
+    }
+
     func testModelFamilyAndLinkAreReadByName() {
         let model = { (family: String) in
             "{\"id\":1,\"type\":\"prepare\",\"session\":\"s\",\"dataset\":\"d\",\"model\":{\"formula\":\"y ~ 1\",\"family\":\"\(family)\",\"link\":\"identity\",\"response\":{\"value\":{\"var\":\"y\"}},\"fixed\":[],\"terms\":[]}}"
