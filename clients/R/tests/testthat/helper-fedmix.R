@@ -100,3 +100,54 @@ mock_fedmix <- function(compare_json = NULL, confint_json = NULL) {
   Sys.chmod(script, "0755")
   list(path = script, args = function() readLines(args_file))
 }
+
+# Site agents on loopback, one per CSV of a case (certificates from fedmix
+# certs); returns the sites file and the agents' process ids.
+start_agents <- function(case, dataset) {
+  exe <- fedmix_binary()
+  agent <- file.path(dirname(exe), "fedmix-agent")
+  if (!file.exists(agent)) skip("no fedmix-agent next to the fedmix executable")
+  dir <- tempfile("fedmix-agents-")
+  dir.create(dir)
+  run <- function(...) {
+    status <- system2(exe, shQuote(c(...)), stdout = FALSE, stderr = FALSE)
+    if (status != 0L) stop("fedmix ", paste(c(...), collapse = " "), " failed")
+  }
+  run("certs", "init", file.path(dir, "ca"))
+  run("certs", "issue", "--ca", file.path(dir, "ca"), "--name", "coordinator", "--out", file.path(dir, "coord"))
+  csvs <- list.files(case_sites(case), pattern = "[.]csv$", full.names = TRUE)
+  base <- 20000L + sample.int(30000L, 1L)
+  pids <- integer()
+  entries <- list()
+  for (k in seq_along(csvs)) {
+    site <- sub("[.]csv$", "", basename(csvs[k]))
+    port <- base + k
+    run("certs", "issue", "--ca", file.path(dir, "ca"), "--name", "localhost", "--out", file.path(dir, site))
+    config <- list(site = site, listen = sprintf("127.0.0.1:%d", port),
+                   tls = list(certificate = file.path(dir, site, "cert.pem"), key = file.path(dir, site, "key.pem"),
+                              ca = file.path(dir, "ca", "ca.pem"), allowed_coordinators = list("coordinator")),
+                   datasets = stats::setNames(list(list(csv = normalizePath(csvs[k]))), dataset),
+                   audit_log = file.path(dir, paste0(site, "-audit.db")))
+    cfile <- file.path(dir, paste0(site, ".json"))
+    writeLines(jsonlite::toJSON(config, auto_unbox = TRUE), cfile)
+    log <- file.path(dir, paste0(site, ".log"))
+    pid <- system2("sh", c("-c", shQuote(sprintf("%s serve --config %s > %s 2>&1 & echo $!",
+                                                 shQuote(agent), shQuote(cfile), shQuote(log)))), stdout = TRUE)
+    pids <- c(pids, as.integer(pid))
+    entries[[k]] <- list(name = site, address = sprintf("127.0.0.1:%d", port), server_name = "localhost")
+    for (i in 1:100) {
+      if (file.exists(log) && any(grepl("listening", readLines(log, warn = FALSE)))) break
+      Sys.sleep(0.1)
+    }
+  }
+  sites <- file.path(dir, "sites.json")
+  writeLines(jsonlite::toJSON(list(tls = list(certificate = file.path(dir, "coord", "cert.pem"),
+                                              key = file.path(dir, "coord", "key.pem"),
+                                              ca = file.path(dir, "ca", "ca.pem")),
+                                   sites = entries), auto_unbox = TRUE), sites)
+  list(sites = sites, pids = pids, dir = dir)
+}
+
+stop_agents <- function(agents) {
+  for (pid in agents$pids) tools::pskill(pid)
+}
