@@ -1,0 +1,4 @@
+library(testthat)
+library(fedmix)
+
+test_check("fedmix")
