@@ -32,7 +32,7 @@ enum CompareCommand {
         do {
             comparison = try ModelComparison.compare(federation, dataset: dataset, formulas: list, options: options)
         } catch let e as ComparisonError {
-            throw UsageError("fedmix compare: \(e.message)")
+            throw UsageError(e.message)
         }
         switch format {
         case .json: try write(try comparison.json() + "\n", a)
