@@ -154,6 +154,12 @@ public struct ModelSpec: Sendable, Hashable {
     /// the wire when nil. A site refuses a filter when it or its complement
     /// selects fewer than its `min_rows` rows (see docs/PRIVACY.md).
     public var filter: Expr?
+    /// Variables a row must also have, beyond those the model reads: the
+    /// models of one comparison (`fedmix compare`) are fitted on the same
+    /// rows, the complete cases of all of them. Not a filter: it selects no
+    /// subgroup, only drops incomplete rows as the largest model would.
+    /// Absent from the wire when empty.
+    public var alsoRequired: [String] = []
 
     public init(formula: String, family: Family = .gaussian, link: Link = .identity,
                 response: Response, fixed: [DesignColumn], terms: [RandomTerm],
@@ -178,6 +184,7 @@ public struct ModelSpec: Sendable, Hashable {
         }
         if let w = weights { add(w.requiredVariables) }
         if let o = offset { add(o.requiredVariables) }
+        add(alsoRequired)
         return out
     }
 

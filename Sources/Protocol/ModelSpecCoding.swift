@@ -88,7 +88,7 @@ extension Response: Codable {
 }
 
 extension ModelSpec: Codable {
-    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter }
+    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter, alsoRequired = "also_required" }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -101,6 +101,7 @@ extension ModelSpec: Codable {
         weights = try c.decodeIfPresent(Expr.self, forKey: .weights)
         offset = try c.decodeIfPresent(Expr.self, forKey: .offset)
         filter = try c.decodeIfPresent(Expr.self, forKey: .filter)
+        alsoRequired = try c.decodeIfPresent([String].self, forKey: .alsoRequired) ?? []
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -114,6 +115,7 @@ extension ModelSpec: Codable {
         try c.encodeIfPresent(weights, forKey: .weights)
         try c.encodeIfPresent(offset, forKey: .offset)
         try c.encodeIfPresent(filter, forKey: .filter)
+        if !alsoRequired.isEmpty { try c.encode(alsoRequired, forKey: .alsoRequired) }
     }
 }
 

@@ -514,6 +514,9 @@ public final class SiteService: Sendable {
         guard m.fixed.count <= ProtocolLimits.maxFixedColumns else {
             throw SiteError.invalid("the model has more than \(ProtocolLimits.maxFixedColumns) fixed-effects columns")
         }
+        guard m.alsoRequired.count <= ProtocolLimits.maxFixedColumns else {
+            throw SiteError.invalid("the model requires more than \(ProtocolLimits.maxFixedColumns) further variables")
+        }
         guard terms.contains(m.terms.count) else {
             throw SiteError.invalid("a mixed model needs \(terms.lowerBound) to \(terms.upperBound) random-effects terms")
         }

@@ -18,6 +18,7 @@ enum FedmixCommand {
             .command(ExplainCommand.command),
             .command(RemoteCommands.describeCommand),
             .command(SensitivityCommand.command),
+            .command(CompareCommand.command),
             .command(SimulateCommand.command),
             .group(CertsCommand.group),
             .command(BenchCommand.command),

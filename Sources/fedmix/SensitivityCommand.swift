@@ -59,7 +59,7 @@ enum SensitivityCommand {
     }
 
     /// Agents from a sites file, or local agents for CSV paths.
-    static func connect(_ a: ParsedArguments) throws -> (Federation, String) {
+    static func connect(_ a: ParsedArguments, paths: Positional = SensitivityCommand.paths) throws -> (Federation, String) {
         if let sites = a.value(Opt.sites) {
             try a.refuse(paths, "with --sites (the agents serve the data)")
             try a.refuse([Opt.inProcess], "with --sites (it runs local agents for CSV paths)")

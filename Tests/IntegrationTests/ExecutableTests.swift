@@ -86,6 +86,14 @@ final class ExecutableTests: XCTestCase {
             Entry("sensitivity", ["--exclude-sites"], ExecutableTests.sensitivityExcludeSites),
             Entry("sensitivity", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.sensitivityNetworkOptions),
 
+            Entry("compare", ["PATH", "--formula", "--format", "--in-process"], ExecutableTests.compareExamEqualsLme4),
+            Entry("compare", ["--sites", "--dataset", "--output", "--ml"], ExecutableTests.compareOverAgentsOnTheSameRows),
+            Entry("compare", ["--family", "--link", "--nagq"], ExecutableTests.compareGLMM),
+            Entry("compare", ["--weights", "--filter"], ExecutableTests.compareModelOptions),
+            Entry("compare", ["--formula", "--in-process", "--dataset", "PATH"], ExecutableTests.compareRefusals),
+            Entry("compare", ["--exclude-sites"], ExecutableTests.compareExcludeSites),
+            Entry("compare", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.compareNetworkOptions),
+
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),
 
@@ -193,6 +201,7 @@ final class ExecutableTests: XCTestCase {
     func testFedmixExplain() throws { try runChecks("explain") }
     func testFedmixDescribe() throws { try runChecks("describe") }
     func testFedmixSensitivity() throws { try runChecks("sensitivity") }
+    func testFedmixCompare() throws { try runChecks("compare") }
     func testFedmixSimulate() throws { try runChecks("simulate") }
     func testFedmixCerts() throws { try runChecks("certs init"); try runChecks("certs issue") }
     func testFedmixBench() throws { try runChecks("bench") }
