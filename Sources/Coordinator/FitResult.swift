@@ -20,8 +20,12 @@ public struct FitResult: Codable, Sendable {
         public var pValue: Double
         public var ciLower: Double
         public var ciUpper: Double
+        /// LMMs: Satterthwaite's degrees of freedom (lmerTest); `pValue`
+        /// is then from Student's t. Absent for GLMMs (z tests).
+        public var df: Double? = nil
         enum CodingKeys: String, CodingKey {
             case name, estimate, stdError = "std_error", statistic, pValue = "p_value", ciLower = "ci_lower", ciUpper = "ci_upper"
+            case df
         }
     }
     public struct VarianceComponent: Codable, Sendable {
@@ -151,7 +155,7 @@ public struct FitResult: Codable, Sendable {
 extension FitResult.FixedEffect {
     init(_ row: CoefficientTable.Row) {
         self.init(name: row.name, estimate: row.estimate, stdError: row.standardError, statistic: row.statistic,
-                  pValue: row.pValue, ciLower: row.lower, ciUpper: row.upper)
+                  pValue: row.pValue, ciLower: row.lower, ciUpper: row.upper, df: row.degreesOfFreedom)
     }
 }
 

@@ -20,6 +20,9 @@ struct ResultBuilder {
     let optimizer: BoundedNewton.Result
     /// Warn when complete-case analysis drops more than this share of a site's rows.
     var maxDroppedShare = 0.2
+    /// LMMs: Satterthwaite's df for the fixed effects' t tests (lmerTest);
+    /// nil keeps the normal (z) p-values.
+    var satterthwaite: Satterthwaite? = nil
 
     /// Number of levels of each term's grouping factor over all sites.
     var groupCounts: [Int] {
@@ -38,7 +41,11 @@ struct ResultBuilder {
     }
 
     var coefficientTable: CoefficientTable {
-        CoefficientTable(names: spec.fixed.map(\.name), estimates: estimates.beta, covariance: fixedEffectsCovariance)
+        if let satterthwaite, spec.family == .gaussian {
+            return CoefficientTable(names: spec.fixed.map(\.name), estimates: estimates.beta, covariance: fixedEffectsCovariance,
+                                    degreesOfFreedom: satterthwaite.degreesOfFreedom)
+        }
+        return CoefficientTable(names: spec.fixed.map(\.name), estimates: estimates.beta, covariance: fixedEffectsCovariance)
     }
 
     var varianceComponentTable: VarianceComponentTable {
