@@ -94,6 +94,8 @@ struct FitEstimates {
     var method: EstimationMethod
     /// LMMs: what Satterthwaite's degrees of freedom need (nil for GLMMs).
     var satterthwaite: Satterthwaite? = nil
+    /// REML LMMs: Kenward-Roger's adjusted covariance and df (nil otherwise).
+    var kenwardRoger: KenwardRoger? = nil
 }
 
 /// A model kind, as the driver sees it: the objective over the summed site
@@ -171,6 +173,7 @@ public enum FitDriver {
         if let recoding {
             (estimates.beta, estimates.unscaledCovariance) = recoding.fixedEffects(estimates.beta, covariance: estimates.unscaledCovariance, spec: spec)
             estimates.satterthwaite = estimates.satterthwaite?.transformed(by: recoding.fixedEffectsMatrix(spec: spec))
+            estimates.kenwardRoger = estimates.kenwardRoger?.transformed(by: recoding.fixedEffectsMatrix(spec: spec))
             estimates.theta = recoding.theta(estimates.theta, structure: session.structure, spec: spec)
             finals = finals.map { recoding.finalize($0, spec: spec) }
         }
@@ -179,6 +182,7 @@ public enum FitDriver {
                                    estimates: (estimates.beta, estimates.sigma, estimates.unscaledCovariance, estimates.residualSumOfSquares),
                                    nObs: estimates.nObs, optimizer: optimum)
         builder.satterthwaite = estimates.satterthwaite
+        builder.kenwardRoger = estimates.kenwardRoger
         var result = builder.build(
             evaluations: objective.evaluations, rounds: federation.rounds - roundsBefore,
             bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,

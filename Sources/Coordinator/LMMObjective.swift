@@ -109,6 +109,7 @@ struct LMMObjective: FitObjective {
         var out = FitEstimates(theta: theta, beta: e.beta, sigma: e.sigma, unscaledCovariance: e.unscaledCovariance,
                                residualSumOfSquares: e.residualSumOfSquares, nObs: totals.rows, method: method)
         out.satterthwaite = Satterthwaite(totals: totals, method: method)
+        out.kenwardRoger = KenwardRoger(totals: totals, structure: session.structure, theta: theta, method: method)
         return out
     }
 }

@@ -23,6 +23,9 @@ struct ResultBuilder {
     /// LMMs: Satterthwaite's df for the fixed effects' t tests (lmerTest);
     /// nil keeps the normal (z) p-values.
     var satterthwaite: Satterthwaite? = nil
+    /// REML LMMs: Kenward-Roger's adjusted SEs and df (an addition to each
+    /// fixed effect; the main columns stay Satterthwaite's).
+    var kenwardRoger: KenwardRoger? = nil
 
     /// Number of levels of each term's grouping factor over all sites.
     var groupCounts: [Int] {
@@ -75,6 +78,14 @@ struct ResultBuilder {
             bytesSent: bytesSent.reduce(0, +), bytesReceived: bytesReceived.reduce(0, +),
             elapsedSeconds: elapsed, groupOrder: vc.groupNames, nAGQ: nil, lme4Objective: nil)
         result.convergence = optimizer.message
+        if let kr = kenwardRoger, spec.family == .gaussian {
+            let se = kr.standardErrors, df = kr.degreesOfFreedom
+            for k in result.fixedEffects.indices where k < se.count {
+                let t = result.fixedEffects[k].estimate / se[k]
+                result.fixedEffects[k].kenwardRoger = .init(stdError: se[k], df: df[k], statistic: t,
+                                                            pValue: StudentT.twoSidedPValue(t, degreesOfFreedom: df[k]))
+            }
+        }
         result.dfResid = nObs - Int(npar)
         return result
     }

@@ -70,6 +70,17 @@ final class SatterthwaiteTests: XCTestCase {
                 XCTAssertLessThanOrEqual(relativeError(x.pValue, y.pValue), 1e-10, "\(name) \(x.name) p over TLS vs in-process")
             }
             XCTAssertEqual(overTLS.rounds, inProcess.rounds)
+            // Kenward-Roger (pbkrtest via lmerTest): adjusted SE and df
+            for (mine, theirs) in zip(overTLS.fixedEffects, ref["kenward_roger_tight_fit"] as! [[String: Any]]) {
+                guard let kr = mine.kenwardRoger else { XCTFail("\(name) \(mine.name): no Kenward-Roger"); continue }
+                let eDf = relativeError(kr.df, theirs["df"] as! Double), eSE = relativeError(kr.stdError, theirs["std_error"] as! Double)
+                let eP = abs(kr.pValue - (theirs["p_value"] as! Double)) / (theirs["p_value"] as! Double)
+                XCTAssertLessThanOrEqual(eDf, 1e-4, "\(name) \(mine.name) KR df \(kr.df)")
+                XCTAssertLessThanOrEqual(eSE, 1e-5, "\(name) \(mine.name) KR SE \(kr.stdError)")
+                XCTAssertLessThanOrEqual(eP, 1e-4, "\(name) \(mine.name) KR p \(kr.pValue)")
+                report.append(String(format: "%@ %@ Kenward-Roger: df %.10g (pbkrtest tight %.10g, rel %.1e), SE rel %.1e, p rel %.1e",
+                                     name, mine.name, kr.df, theirs["df"] as! Double, eDf, eSE, eP))
+            }
             report += a.lines + b.lines
             report.append("\(name): worst rel df \(max(a.df, b.df)), p \(max(a.p, b.p)); rounds \(overTLS.rounds), evaluations \(overTLS.evaluations)")
 
