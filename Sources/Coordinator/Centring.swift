@@ -74,14 +74,21 @@ struct Centring: Sendable {
         return m
     }
 
-    /// β and its covariance in the analyst's coordinates.
-    func fixedEffects(_ beta: [Double], covariance: Matrix, spec: ModelSpec) -> ([Double], Matrix) {
-        let p = beta.count
-        var cb = Matrix.identity(p)
-        guard let c = spec.fixed.firstIndex(where: { $0.expr == .number(1) }) else { return (beta, covariance) }
+    /// Cβ, the linear part of the map from the fitted fixed effects to the
+    /// analyst's (identity without an intercept to absorb the shifts).
+    func fixedEffectsMatrix(spec: ModelSpec) -> Matrix {
+        var cb = Matrix.identity(spec.fixedCount)
+        guard let c = spec.fixed.firstIndex(where: { $0.expr == .number(1) }) else { return cb }
         for (j, column) in spec.fixed.enumerated() {
             if case .variable(let v) = column.expr, let m = variables[v] { cb[c, j] = -m }
         }
+        return cb
+    }
+
+    /// β and its covariance in the analyst's coordinates.
+    func fixedEffects(_ beta: [Double], covariance: Matrix, spec: ModelSpec) -> ([Double], Matrix) {
+        guard let c = spec.fixed.firstIndex(where: { $0.expr == .number(1) }) else { return (beta, covariance) }
+        let cb = fixedEffectsMatrix(spec: spec)
         var b = Dense.multiply(cb, beta)
         if let shift = response { b[c] += shift }
         return (b, Dense.multiply(cb, Dense.multiply(covariance, Dense.transpose(cb))))

@@ -92,6 +92,10 @@ struct FitEstimates {
     var residualSumOfSquares: Double = 0
     var nObs: Int
     var method: EstimationMethod
+    /// LMMs: what Satterthwaite's degrees of freedom need (nil for GLMMs).
+    var satterthwaite: Satterthwaite? = nil
+    /// REML LMMs: Kenward-Roger's adjusted covariance and df (nil otherwise).
+    var kenwardRoger: KenwardRoger? = nil
 }
 
 /// A model kind, as the driver sees it: the objective over the summed site
@@ -168,13 +172,18 @@ public enum FitDriver {
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma)
         if let recoding {
             (estimates.beta, estimates.unscaledCovariance) = recoding.fixedEffects(estimates.beta, covariance: estimates.unscaledCovariance, spec: spec)
+            estimates.satterthwaite = estimates.satterthwaite?.transformed(by: recoding.fixedEffectsMatrix(spec: spec))
+            estimates.kenwardRoger = estimates.kenwardRoger?.transformed(by: recoding.fixedEffectsMatrix(spec: spec))
             estimates.theta = recoding.theta(estimates.theta, structure: session.structure, spec: spec)
             finals = finals.map { recoding.finalize($0, spec: spec) }
         }
-        var result = ResultBuilder(spec: spec, method: estimates.method, structure: session.structure, sites: federation.sites,
+        var builder = ResultBuilder(spec: spec, method: estimates.method, structure: session.structure, sites: federation.sites,
                                    prepared: session.prepared, finals: finals, theta: estimates.theta, objective: optimum.value,
                                    estimates: (estimates.beta, estimates.sigma, estimates.unscaledCovariance, estimates.residualSumOfSquares),
-                                   nObs: estimates.nObs, optimizer: optimum).build(
+                                   nObs: estimates.nObs, optimizer: optimum)
+        builder.satterthwaite = estimates.satterthwaite
+        builder.kenwardRoger = estimates.kenwardRoger
+        var result = builder.build(
             evaluations: objective.evaluations, rounds: federation.rounds - roundsBefore,
             bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,
             elapsed: Date().timeIntervalSince(started))

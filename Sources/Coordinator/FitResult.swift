@@ -20,9 +20,23 @@ public struct FitResult: Codable, Sendable {
         public var pValue: Double
         public var ciLower: Double
         public var ciUpper: Double
+        /// LMMs: Satterthwaite's degrees of freedom (lmerTest); `pValue`
+        /// is then from Student's t. Absent for GLMMs (z tests).
+        public var df: Double? = nil
+        /// REML LMMs: Kenward-Roger's adjusted SE, df, t and p (pbkrtest,
+        /// lmerTest's ddf = "Kenward-Roger").
+        public var kenwardRoger: KenwardRogerTest? = nil
         enum CodingKeys: String, CodingKey {
             case name, estimate, stdError = "std_error", statistic, pValue = "p_value", ciLower = "ci_lower", ciUpper = "ci_upper"
+            case df, kenwardRoger = "kenward_roger"
         }
+    }
+    public struct KenwardRogerTest: Codable, Sendable {
+        public var stdError: Double
+        public var df: Double
+        public var statistic: Double
+        public var pValue: Double
+        enum CodingKeys: String, CodingKey { case stdError = "std_error", df, statistic, pValue = "p_value" }
     }
     public struct VarianceComponent: Codable, Sendable {
         public var group: String
@@ -154,7 +168,7 @@ public struct FitResult: Codable, Sendable {
 extension FitResult.FixedEffect {
     init(_ row: CoefficientTable.Row) {
         self.init(name: row.name, estimate: row.estimate, stdError: row.standardError, statistic: row.statistic,
-                  pValue: row.pValue, ciLower: row.lower, ciUpper: row.upper)
+                  pValue: row.pValue, ciLower: row.lower, ciUpper: row.upper, df: row.degreesOfFreedom)
     }
 }
 

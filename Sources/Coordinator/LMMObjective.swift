@@ -102,10 +102,14 @@ struct LMMObjective: FitObjective {
     mutating func estimates(at optimum: BoundedNewton.Result) throws -> FitEstimates {
         let theta = optimum.x
         let totals: LMMTotals
+        // Second order either way: Satterthwaite's df read the derivatives.
         if let last, last.theta == theta { totals = last.totals }
-        else { totals = try self.totals(theta, order: 0); evaluations += 1 }
+        else { totals = try self.totals(theta, order: 2); evaluations += 1 }
         let e = try ProfiledCriterion.estimates(totals, method: method)
-        return FitEstimates(theta: theta, beta: e.beta, sigma: e.sigma, unscaledCovariance: e.unscaledCovariance,
-                            residualSumOfSquares: e.residualSumOfSquares, nObs: totals.rows, method: method)
+        var out = FitEstimates(theta: theta, beta: e.beta, sigma: e.sigma, unscaledCovariance: e.unscaledCovariance,
+                               residualSumOfSquares: e.residualSumOfSquares, nObs: totals.rows, method: method)
+        out.satterthwaite = Satterthwaite(totals: totals, method: method)
+        out.kenwardRoger = KenwardRoger(totals: totals, structure: session.structure, theta: theta, method: method)
+        return out
     }
 }

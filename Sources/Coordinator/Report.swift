@@ -57,10 +57,14 @@ public enum Report {
         line()
         line("Fixed effects:")
         let statName = r.model.family == "gaussian" ? "t value" : "z value"
+        // LMMs with Satterthwaite's df: lmerTest's columns (Estimate, Std. Error, df, t value, Pr(>|t|)).
+        let satterthwaite = r.model.family == "gaussian" && !r.fixedEffects.isEmpty && r.fixedEffects.allSatisfy { $0.df != nil }
         var fe: [[String]] = [["", "Estimate", "Std. Error", statName]]
+        if satterthwaite { fe[0] = ["", "Estimate", "Std. Error", "df", statName, "Pr(>|t|)"] }
         if r.model.family != "gaussian" { fe[0].append("Pr(>|z|)") }
         for f in r.fixedEffects {
             var row = [f.name, fmt(f.estimate, digits: 5), fmt(f.stdError, digits: 4), fmtFixed(f.statistic, 2)]
+            if satterthwaite { row = [f.name, fmt(f.estimate, digits: 5), fmt(f.stdError, digits: 4), fmt(f.df!, digits: 5), fmtFixed(f.statistic, 2), fmtP(f.pValue)] }
             if r.model.family != "gaussian" { row.append(fmtP(f.pValue)) }
             fe.append(row)
         }

@@ -20,6 +20,12 @@ struct ResultBuilder {
     let optimizer: BoundedNewton.Result
     /// Warn when complete-case analysis drops more than this share of a site's rows.
     var maxDroppedShare = 0.2
+    /// LMMs: Satterthwaite's df for the fixed effects' t tests (lmerTest);
+    /// nil keeps the normal (z) p-values.
+    var satterthwaite: Satterthwaite? = nil
+    /// REML LMMs: Kenward-Roger's adjusted SEs and df (an addition to each
+    /// fixed effect; the main columns stay Satterthwaite's).
+    var kenwardRoger: KenwardRoger? = nil
 
     /// Number of levels of each term's grouping factor over all sites.
     var groupCounts: [Int] {
@@ -38,7 +44,11 @@ struct ResultBuilder {
     }
 
     var coefficientTable: CoefficientTable {
-        CoefficientTable(names: spec.fixed.map(\.name), estimates: estimates.beta, covariance: fixedEffectsCovariance)
+        if let satterthwaite, spec.family == .gaussian {
+            return CoefficientTable(names: spec.fixed.map(\.name), estimates: estimates.beta, covariance: fixedEffectsCovariance,
+                                    degreesOfFreedom: satterthwaite.degreesOfFreedom)
+        }
+        return CoefficientTable(names: spec.fixed.map(\.name), estimates: estimates.beta, covariance: fixedEffectsCovariance)
     }
 
     var varianceComponentTable: VarianceComponentTable {
@@ -72,6 +82,14 @@ struct ResultBuilder {
         // only to rounding); the diagonal, and so every SE, is untouched
         let v = fixedEffectsCovariance.matrix
         result.vcov = (0..<v.rows).map { i in (0..<v.cols).map { j in (v[i, j] + v[j, i]) / 2 } }
+        if let kr = kenwardRoger, spec.family == .gaussian {
+            let se = kr.standardErrors, df = kr.degreesOfFreedom
+            for k in result.fixedEffects.indices where k < se.count {
+                let t = result.fixedEffects[k].estimate / se[k]
+                result.fixedEffects[k].kenwardRoger = .init(stdError: se[k], df: df[k], statistic: t,
+                                                            pValue: StudentT.twoSidedPValue(t, degreesOfFreedom: df[k]))
+            }
+        }
         result.dfResid = nObs - Int(npar)
         return result
     }

@@ -80,6 +80,9 @@ public struct CoefficientTable: Sendable, Equatable {
         public var pValue: Double
         public var lower: Double
         public var upper: Double
+        /// Satterthwaite's degrees of freedom (linear mixed models); the
+        /// p-value is then from Student's t, else from the normal.
+        public var degreesOfFreedom: Double? = nil
     }
 
     public let rows: [Row]
@@ -95,6 +98,20 @@ public struct CoefficientTable: Sendable, Equatable {
             let statistic = b / se
             return Row(name: name, estimate: b, standardError: se.isFinite ? se : .nan, statistic: statistic,
                        pValue: StandardNormal.twoSidedPValue(statistic), lower: b - z * se, upper: b + z * se)
+        }
+    }
+
+    /// The same table with t tests on the given degrees of freedom (one per
+    /// row; lmerTest's summary()): the p-value is 2·P(T_df > |t|); the
+    /// interval stays the Wald one.
+    public init(names: [String], estimates: [Double], covariance: FixedEffectsCovariance, degreesOfFreedom: [Double]) {
+        precondition(degreesOfFreedom.count == estimates.count, "one df per coefficient")
+        let wald = CoefficientTable(names: names, estimates: estimates, covariance: covariance)
+        rows = zip(wald.rows, degreesOfFreedom).map { row, df in
+            var row = row
+            row.degreesOfFreedom = df
+            row.pValue = StudentT.twoSidedPValue(row.statistic, degreesOfFreedom: df)
+            return row
         }
     }
 }
