@@ -377,7 +377,7 @@ public enum AgentCheck {
     static func checkAuditLog(_ config: AgentConfig) -> AgentCheckResult {
         guard let path = config.auditLog else {
             return AgentCheckResult(check: "audit_log", status: .warn, detail: "no audit_log is configured: requests are not recorded",
-                                    fix: "set \"audit_log\": \"/var/lib/fedmix/audit.log\" (a folder the agent's user may write)")
+                                    fix: "set \"audit_log\": \"/var/lib/fedmix/audit.db\" (a folder the agent's user may write)")
         }
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         var st = stat()
