@@ -45,7 +45,7 @@ for site in $SITES; do
          "allowed_coordinators": ["coordinator"]},
  "datasets": {"registry": {"csv": "/srv/fedmix/registry.csv"}},
  "allowed_variables": ["site", "sbp_12wk", "baseline_sbp", "age", "sex", "treatment"],
- "audit_log": "/var/lib/fedmix/audit.log",
+ "audit_log": "/var/lib/fedmix/audit.db",
  "disclosure": {"min_rows": 10, "min_cell": 5}}
 JSON
     chown -R "$AGENT_UID:$AGENT_UID" "$etc" "$data"

@@ -18,6 +18,10 @@ public enum Report {
             line(" Family: \(r.model.family)  ( \(r.model.link) )")
         }
         line("Formula: \(r.model.formula)")
+        // lme4's "Data:" line names the data frame; here the data are the sites.
+        let names = r.sites.map(\.site)
+        let shown = names.count <= 10 ? names.joined(separator: ", ") : names.prefix(8).joined(separator: ", ") + ", … (\(names.count - 8) more)"
+        line("   Data: \(names.count) site\(names.count == 1 ? "" : "s") (\(shown))")
         line()
         if isREML {
             line("REML criterion at convergence: \(fmt(r.objective, digits: 5))")

@@ -377,7 +377,7 @@ public enum AgentCheck {
     static func checkAuditLog(_ config: AgentConfig) -> AgentCheckResult {
         guard let path = config.auditLog else {
             return AgentCheckResult(check: "audit_log", status: .warn, detail: "no audit_log is configured: requests are not recorded",
-                                    fix: "set \"audit_log\": \"/var/lib/fedmix/audit.log\" (a folder the agent's user may write)")
+                                    fix: "set \"audit_log\": \"/var/lib/fedmix/audit.db\" (a folder the agent's user may write)")
         }
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         var st = stat()
@@ -389,18 +389,21 @@ public enum AgentCheck {
             let fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
             if fd < 0 { return auditFailure(errno, path: path, directory: directory) }
             _ = Glibc.close(fd)
-            // serve refuses a log whose chain does not verify, so check must too
-            // (else an ExecStartPre check passes and the service restart-loops).
+            // The very check serve makes before it adds to the log (AuditLog.checkBeforeServing):
+            // a log serve refuses fails here, so an ExecStartPre check stops a restart loop.
             do {
-                let log = try AuditLog.openForReading(path: path)
-                defer { log.close() }
-                let v = try log.verify()
-                if let p = v.problem {
-                    return AgentCheckResult(check: "audit_log", status: .fail,
-                        detail: "\(path): the hash chain does not verify (first bad entry \(p.seq), \(p.kind.rawValue)); the agent will not start on it",
-                        fix: "inspect it with fedmix-agent audit show \(p.seq) --log \(path); keep the file as evidence, move it aside and start a new log")
+                guard let v = try AuditLog.checkBeforeServing(path: path) else {
+                    return AgentCheckResult(check: "audit_log", status: .ok, detail: "\(path) is an empty database: the agent will start a new log in it")
+                }
+                let warnings = v.warnings.isEmpty ? "" : "; " + v.warnings.joined(separator: "; ")
+                if !v.warnings.isEmpty {
+                    return AgentCheckResult(check: "audit_log", status: .warn, detail: "\(path): \(v.summary)\(warnings)",
+                        fix: "find out who changed the database (the agent never removes its triggers); the agent restores them when it starts")
                 }
                 return AgentCheckResult(check: "audit_log", status: .ok, detail: "\(path): \(v.summary), and it can be appended to")
+            } catch let e as AuditStoreError {
+                return AgentCheckResult(check: "audit_log", status: .fail, detail: "\(e.path): \(e.message)",
+                    fix: e.fix ?? "point audit_log at the agent's own audit database (a new path starts a new log)")
             } catch {
                 return AgentCheckResult(check: "audit_log", status: .fail, detail: "\(path) cannot be read as an audit log: \(error)",
                                         fix: "point audit_log at the agent's own audit database (a new path starts a new log)")

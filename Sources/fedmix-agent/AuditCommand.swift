@@ -9,9 +9,11 @@ import Protocol
 enum AuditCommand {
     static let config = Option<String>("config", value: "FILE", help: "the agent's configuration: the log is its audit_log")
     static let log = Option<String>("log", value: "FILE", help: "the audit log itself (instead of --config)")
-    static let since = Option<Date>("since", value: "TIME", help: "only entries from TIME on (UTC unless it says otherwise: 2026-03-01, 2026-03-01T09:30, 2026-03-01T09:30:00+01:00)",
+    static let since = Option<Date>("since", value: "TIME", help: "only entries from TIME on: a date or date-time, UTC unless it says otherwise (\(AuditEntry.timeForms)), or a span back from now (\(AuditEntry.relativeForms))",
                                     ValueParser { text in
-                                        guard let d = AuditEntry.parseTime(text) else { throw InvalidValue("is not a time (e.g. 2026-03-01 or 2026-03-01T09:30:00Z)") }
+                                        guard let d = AuditEntry.parseSince(text) else {
+                                            throw InvalidValue("is not a time: give a date or date-time (e.g. 2026-03-01 or 2026-03-01T09:30:00Z) or a span back from now (e.g. 24h or 7d)")
+                                        }
                                         return d
                                     })
     static let line = Flag("line", help: "print the message exactly as on the wire, nothing else")
@@ -25,7 +27,7 @@ enum AuditCommand {
 
     static let group = CommandGroup(
         "audit", abstract: "Reads and verifies the audit log (reading commands work while the agent runs).",
-        discussion: "TIME is UTC unless it says otherwise: 2026-03-01, 2026-03-01T09:30, 2026-03-01T09:30:00+01:00",
+        discussion: "TIME is a date or date-time, UTC unless it says otherwise (\(AuditEntry.timeForms)), or a span back from now: \(AuditEntry.relativeForms) (minutes, hours, days, weeks).",
         namesItselfInErrors: true,
         commands: [
             Command("list", abstract: "One line per entry: sequence, time, direction, peer, session, bytes, message type.",

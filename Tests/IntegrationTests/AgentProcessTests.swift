@@ -89,6 +89,10 @@ final class AgentProcessTests: XCTestCase {
             XCTAssertTrue(events.contains("connection"), "\(agent.site): \(events)")
             XCTAssertEqual(agent.events.first { $0["event"] == "signal" }?["signal"], "TERM", "\(agent.site): \(events)")
             XCTAssertEqual(events.last, "stopped", "\(agent.site): \(events)")
+            // The listening line goes to stderr with the other logs; stdout stays empty.
+            let err = (try? String(contentsOfFile: agent.stderrPath, encoding: .utf8)) ?? ""
+            XCTAssertTrue(err.contains("fedmix-agent: site \(agent.site) listening on 127.0.0.1:\(agent.port)\n"), err)
+            XCTAssertEqual(try String(contentsOfFile: agent.stdoutPath, encoding: .utf8), "", "\(agent.site): serve writes nothing on stdout")
         }
     }
 

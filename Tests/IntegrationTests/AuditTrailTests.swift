@@ -231,13 +231,21 @@ final class AuditTrailTests: XCTestCase {
         XCTAssertTrue(bad.out.contains("FAILED: entry \(prepared.seq) was edited"), bad.out)
         XCTAssertTrue(bad.out.contains("first bad entry: \(prepared.seq) (edited)"), bad.out)
         // check says so (an ExecStartPre check fails instead of a restart loop), and the agent will not start on it.
+        // Both name the log, the entry and what to do, in the same words.
+        let reason = "the audit log does not verify: entry \(prepared.seq) was edited: its content no longer matches its hash (first bad entry \(prepared.seq), edited)"
         let checked = try agentCommand(["check", "--config", agent.configPath])
         XCTAssertEqual(checked.status, 1, checked.out)
-        XCTAssertTrue(checked.out.contains("the hash chain does not verify (first bad entry \(prepared.seq), edited)"), checked.out)
+        let failLine = try XCTUnwrap(checked.out.split(separator: "\n").first { $0.hasPrefix("FAIL audit_log: ") }, checked.out)
+        XCTAssertTrue(failLine.contains("\(agent.logPath): \(reason)"), String(failLine))
+        XCTAssertTrue(failLine.contains("The agent will not add to a broken audit trail"), String(failLine))
+        XCTAssertTrue(failLine.contains("fix: inspect it with `fedmix-agent audit verify --log \(agent.logPath)`"), String(failLine))
+        XCTAssertTrue(checked.out.contains("check FAILED"), checked.out)
         let serve = try agentCommand(["serve", "--config", agent.configPath])
         XCTAssertEqual(serve.status, 1)
-        XCTAssertTrue(serve.err.contains("the audit log does not verify: entry \(prepared.seq) was edited"), serve.err)
-        XCTAssertTrue(serve.err.contains("fedmix-agent audit verify --config FILE"), serve.err)
+        XCTAssertTrue(serve.err.contains("audit log \(agent.logPath): \(reason)"), serve.err)
+        XCTAssertTrue(serve.err.contains("What to do: inspect it with `fedmix-agent audit verify --log \(agent.logPath)`"), serve.err)
+        XCTAssertTrue(serve.err.contains("audit show \(prepared.seq) --log \(agent.logPath)"), serve.err)
+        XCTAssertFalse(serve.err.contains("listening"), serve.err)
     }
 }
 

@@ -431,13 +431,14 @@ final class DeployExampleTests: XCTestCase {
         XCTAssertEqual(config.site, "hospital-a")
         XCTAssertEqual(config.port, 7443)
         XCTAssertEqual(config.tls.allowedCoordinators, ["coordinator"])
-        XCTAssertEqual(config.auditLog, "/var/lib/fedmix/audit.log")
+        XCTAssertEqual(config.auditLog, "/var/lib/fedmix/audit.db")
+        XCTAssertEqual(config.auditRetentionDays, 3650)
         XCTAssertEqual(config.datasets.count, 3)
 
         // Every key the parser accepts appears in the example (and so in the README's table).
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any])
         XCTAssertEqual(Set(object.keys), ["site", "listen", "tls", "datasets", "site_column", "allowed_variables",
-                                          "denied_variables", "audit_log", "disclosure", "session_timeout_seconds", "max_line_bytes", "limits"])
+                                          "denied_variables", "audit_log", "audit_retention_days", "disclosure", "session_timeout_seconds", "max_line_bytes", "limits"])
         XCTAssertEqual(Set((object["limits"] as? [String: Any] ?? [:]).keys), Set(AgentLimits.keys))
         XCTAssertEqual(Set((object["tls"] as? [String: Any] ?? [:]).keys), ["certificate", "key", "ca", "allowed_coordinators"])
         XCTAssertEqual(Set((object["disclosure"] as? [String: Any] ?? [:]).keys),
@@ -449,7 +450,7 @@ final class DeployExampleTests: XCTestCase {
         let readme = try String(contentsOf: url.deletingLastPathComponent().appendingPathComponent("README.md"), encoding: .utf8)
         for key in ["site", "listen", "tls.certificate", "tls.key", "tls.ca", "tls.allowed_coordinators", "datasets.NAME.csv",
                     "datasets.NAME.sqlite", "datasets.NAME.table", "datasets.NAME.query", "datasets.NAME.types", "site_column",
-                    "allowed_variables", "denied_variables", "audit_log", "disclosure.min_rows", "disclosure.min_cell",
+                    "allowed_variables", "denied_variables", "audit_log", "audit_retention_days", "disclosure.min_rows", "disclosure.min_cell",
                     "disclosure.max_params_per_row", "disclosure.max_rounds_per_session", "disclosure.max_sessions_per_day",
                     "disclosure.max_listed_levels", "session_timeout_seconds", "max_line_bytes"] + AgentLimits.keys.map { "limits." + $0 } {
             XCTAssertTrue(readme.contains("| `\(key)` |"), "deploy/README.md has no row for \(key)")

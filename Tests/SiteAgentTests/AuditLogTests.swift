@@ -134,9 +134,16 @@ final class AuditLogTests: XCTestCase {
         XCTAssertThrowsError(try AuditLog.open(path: path)) { error in
             let m = "\(error)"
             XCTAssertTrue(m.contains("does not verify: entry 6 was edited"), m)
-            XCTAssertTrue(m.contains("fedmix-agent audit verify --config FILE"), m)
-            XCTAssertTrue(m.contains("fedmix-agent audit show 6 --config FILE"), m)
+            XCTAssertTrue(m.contains("fedmix-agent audit verify --log \(path)"), m)
+            XCTAssertTrue(m.contains("fedmix-agent audit show 6 --log \(path)"), m)
+            XCTAssertTrue(m.contains("sqlite3 \(path) \".backup"), m)
         }
+        // `fedmix-agent check` runs the same check without writing, and gets the same error.
+        var served: AuditStoreError?, checked: AuditStoreError?
+        do { _ = try AuditLog.open(path: path) } catch { served = error as? AuditStoreError }
+        do { _ = try AuditLog.checkBeforeServing(path: path) } catch { checked = error as? AuditStoreError }
+        XCTAssertNotNil(served)
+        XCTAssertEqual(checked, served)
     }
 
     func testEditWithARecomputedHashBreaksTheNextLink() throws {

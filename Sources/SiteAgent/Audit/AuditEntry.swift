@@ -128,20 +128,64 @@ public struct AuditEntry: Sendable, Equatable, Codable {
                       Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), millis)
     }
 
-    /// Reads "YYYY-MM-DD", "YYYY-MM-DDTHH:MM[:SS[.mmm]]" (UTC unless it ends
-    /// in Z or ±HH:MM) as a date.
+    /// The forms `parseTime` and `parseSince` read, for help texts and errors.
+    public static let timeForms = "2026-03-01, 2026-03-01T09:30, 2026-03-01 09:30:15, 2026-03-01T09:30:00.125Z, 2026-03-01T09:30+01:00"
+    /// The relative forms `parseSince` reads: N minutes, hours, days or weeks ago.
+    public static let relativeForms = "30m, 24h, 7d, 2w"
+
+    /// Reads a time: "YYYY-MM-DD" (midnight), or a date with "HH:MM",
+    /// "HH:MM:SS" or "HH:MM:SS.fff" after a "T" or a space, in UTC unless it
+    /// ends in "Z", "±HH:MM", "±HHMM" or "±HH". Every time the log writes
+    /// reads back (its TIME column). Nil for anything else, including
+    /// dates that do not exist (2026-02-30).
     public static func parseTime(_ text: String) -> Date? {
-        let f = ISO8601DateFormatter()
-        f.timeZone = TimeZone(identifier: "UTC")
-        var s = text.trimmingCharacters(in: .whitespaces)
-        if s.count == 10 { s += "T00:00:00Z" }
-        if s.count == 16 { s += ":00" }
-        let hasZone = s.hasSuffix("Z") || s.range(of: #"[+-]\d\d:?\d\d$"#, options: .regularExpression) != nil
-        if !hasZone { s += "Z" }
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let d = f.date(from: s) { return d }
-        f.formatOptions = [.withInternetDateTime]
-        return f.date(from: s)
+        let s = text.trimmingCharacters(in: .whitespaces)
+        let pattern = #"^(\d{4})-(\d{2})-(\d{2})(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?)?$"#
+        guard let re = try? NSRegularExpression(pattern: pattern),
+              let m = re.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) else { return nil }
+        func group(_ i: Int) -> String? {
+            guard let r = Range(m.range(at: i), in: s) else { return nil }
+            return String(s[r])
+        }
+        func number(_ i: Int) -> Int { group(i).flatMap { Int($0) } ?? 0 }
+        let (year, month, day) = (number(1), number(2), number(3))
+        let (hour, minute, second) = (number(4), number(5), number(6))
+        guard (1...12).contains(month), (1...31).contains(day), hour <= 23, minute <= 59, second <= 59 else { return nil }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900); parts.tm_mon = Int32(month - 1); parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour); parts.tm_min = Int32(minute); parts.tm_sec = Int32(second)
+        var seconds = timegm(&parts)
+        // timegm normalizes 2026-02-30 to 2026-03-02: such a date does not exist.
+        var back = tm()
+        gmtime_r(&seconds, &back)
+        guard Int(back.tm_mday) == day, Int(back.tm_mon) + 1 == month else { return nil }
+        var t = TimeInterval(seconds)
+        if let fraction = group(7) { t += (Double("0." + fraction) ?? 0) }
+        if let sign = group(9) {
+            let hours = number(10), minutes = number(11)
+            guard hours <= 23, minutes <= 59 else { return nil }
+            let offset = TimeInterval(hours * 3600 + minutes * 60)
+            t -= sign == "+" ? offset : -offset
+        }
+        return Date(timeIntervalSince1970: t)
+    }
+
+    /// Reads a `--since` value: a time as `parseTime` reads it, or a span
+    /// back from `now`: "30m", "24h", "7d", "2w" (minutes, hours, days, weeks).
+    public static func parseSince(_ text: String, now: Date = Date()) -> Date? {
+        let s = text.trimmingCharacters(in: .whitespaces)
+        if let unit = s.last, let n = Int(s.dropLast()), n >= 0, !s.dropLast().contains(where: { !$0.isASCII || !$0.isNumber }) {
+            let seconds: Double
+            switch unit {
+            case "m": seconds = 60
+            case "h": seconds = 3600
+            case "d": seconds = 86400
+            case "w": seconds = 7 * 86400
+            default: return nil
+            }
+            return now.addingTimeInterval(-Double(n) * seconds)
+        }
+        return parseTime(s)
     }
 }
 

@@ -81,6 +81,7 @@ public final class AuditLog: AuditSink, Sendable {
             throw AuditStoreError(path: path, message: "its folder \(dir) does not exist; create it (writable only by the agent's user)")
         }
         let db = try SQLiteDatabase(path: path, mode: .readWriteCreate)
+        _ = try refuseOtherTables(db, path: path)
         let mode = try db.scalarText("PRAGMA journal_mode = WAL")
         guard mode?.lowercased() == "wal" else {
             throw AuditStoreError(path: path, message: "SQLite did not switch to WAL mode (it answered \(mode ?? "nothing")); the log needs a local file system")
@@ -93,18 +94,76 @@ public final class AuditLog: AuditSink, Sendable {
         try db.execute("PRAGMA secure_delete = ON")
         let log = AuditLog(path: path, db: db, retentionDays: retentionDays, now: now, maxEntryBytes: maxEntryBytes)
         try log.createSchema()
-        let check = try log.verify()
-        if let problem = check.problem {
-            throw AuditStoreError(path: path, message: """
-                the audit log does not verify: \(problem.description).
-                The agent will not add to a broken audit trail. Inspect it with
-                  fedmix-agent audit verify --config FILE
-                  fedmix-agent audit show \(problem.seq) --config FILE
-                keep the file as evidence, and set "audit_log" to a new file to start a new trail
-                """)
-        }
+        _ = try log.store.withLock { s in try Self.requireAppendable(s.db, path: path) }
         if retentionDays != nil { _ = try log.applyRetention() }
         return log
+    }
+
+    /// What `open` requires of an existing log before the agent adds to it,
+    /// checked without writing (`fedmix-agent check` runs it, so that a
+    /// check passes exactly when `serve` will accept the log). Returns nil
+    /// for a path the agent would create a new log at (no file, or an empty
+    /// database), else the verification; throws the same `AuditStoreError`
+    /// `open` throws (a database holding other tables, another format, a
+    /// chain that does not verify).
+    public static func checkBeforeServing(path: String) throws -> AuditVerification? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let db = try SQLiteDatabase(path: path, mode: .readWrite)
+        defer { db.close() }
+        try db.execute("PRAGMA query_only = 1")
+        return try requireAppendable(db, path: path)
+    }
+
+    /// The one start-up check of an existing log (`open` and
+    /// `checkBeforeServing`): nil when the database holds no log yet.
+    private static func requireAppendable(_ db: SQLiteDatabase, path: String) throws -> AuditVerification? {
+        let tables = try refuseOtherTables(db, path: path)
+        guard tables.contains("audit_entries") else { return nil }
+        if tables.contains("audit_meta") {
+            let format = try db.scalarText("SELECT value FROM audit_meta WHERE key = 'format'")
+            guard format == AuditEntry.format else {
+                throw AuditStoreError(path: path, message: "the log is in format \(format ?? "?"); this agent writes \(AuditEntry.format)",
+                    fix: "keep this file (and its -wal file, if any) as it is and set \"audit_log\" to a new file; read the old one with the fedmix-agent version that wrote it")
+            }
+        }
+        let check = try verify(db)
+        if let problem = check.problem { throw brokenChain(path: path, problem) }
+        return check
+    }
+
+    /// Why the agent refuses a log whose chain does not verify, and what to do.
+    static func brokenChain(path: String, _ problem: AuditProblem) -> AuditStoreError {
+        AuditStoreError(path: path, message: """
+            the audit log does not verify: \(problem.description) (first bad entry \(problem.seq), \(problem.kind.rawValue)). \
+            The agent will not add to a broken audit trail
+            """, fix: """
+            inspect it with `fedmix-agent audit verify --log \(path)` and `fedmix-agent audit show \(problem.seq) --log \(path)`; \
+            keep it as evidence: archive a copy with `sqlite3 \(path) ".backup '\(path).broken'"` (never cp: that loses the -wal file), \
+            leave the file and its -wal untouched, report it to the data protection officer, and start a new trail by setting \
+            "audit_log" to a new file (e.g. \(newName(path)))
+            """)
+    }
+
+    /// A suggested name for a new log beside `path`.
+    static func newName(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        let ext = url.pathExtension, stem = url.deletingPathExtension().lastPathComponent
+        let name = stem + "-2" + (ext.isEmpty ? "" : "." + ext)
+        return url.deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    /// The database's own tables; throws when it holds any other (e.g. the site's data).
+    private static func refuseOtherTables(_ db: SQLiteDatabase, path: String) throws -> [String] {
+        let tables: [String]
+        do { tables = try names(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'") } catch {
+            throw AuditStoreError(path: path, message: "it cannot be read as an audit log (SQLite: \(db.lastErrorMessage))",
+                                  fix: "point \"audit_log\" at the agent's own audit database (a new path starts a new log)")
+        }
+        if let other = tables.first(where: { $0 != "audit_meta" && $0 != "audit_entries" }) {
+            throw AuditStoreError(path: path, message: "this database has other tables (\"\(other)\"); the audit log needs a file of its own",
+                                  fix: "set \"audit_log\" to a new file in a folder of its own (e.g. /var/lib/fedmix/audit.db)")
+        }
+        return tables
     }
 
     /// Opens an existing log to read it (audit list, show, verify, export):
@@ -133,11 +192,8 @@ public final class AuditLog: AuditSink, Sendable {
     }
 
     private func createSchema(_ db: SQLiteDatabase) throws {
-        // Refuse a database that holds anything else (e.g. the site's data).
-        let tables = try Self.names(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
-        if let other = tables.first(where: { $0 != "audit_meta" && $0 != "audit_entries" }) {
-            throw AuditStoreError(path: path, message: "this database has other tables (\"\(other)\"); the audit log needs a file of its own")
-        }
+        // Refuse a database that holds anything else (e.g. the site's data) before writing to it.
+        _ = try Self.refuseOtherTables(db, path: path)
         try db.execute("BEGIN IMMEDIATE")
         do {
             try db.execute(Self.schema + Self.triggers)
@@ -145,10 +201,6 @@ public final class AuditLog: AuditSink, Sendable {
             try db.execute("INSERT OR IGNORE INTO audit_meta(key, value) VALUES ('created', '\(AuditEntry.timestamp(now()))')")
             try db.execute("COMMIT")
         } catch { try? db.execute("ROLLBACK"); throw error }
-        let format = try db.scalarText("SELECT value FROM audit_meta WHERE key = 'format'")
-        guard format == AuditEntry.format else {
-            throw AuditStoreError(path: path, message: "the log is in format \(format ?? "?"); this agent writes \(AuditEntry.format)")
-        }
     }
 
     static func names(_ db: SQLiteDatabase, _ sql: String) throws -> [String] {
@@ -407,10 +459,10 @@ public final class AuditLog: AuditSink, Sendable {
     /// Walks the chain from the first entry to the last and reports the first
     /// entry that was edited, deleted or reordered, if any.
     public func verify() throws -> AuditVerification {
-        try store.withLock { store in try verify(store.db) }
+        try store.withLock { store in try Self.verify(store.db) }
     }
 
-    private func verify(_ db: SQLiteDatabase) throws -> AuditVerification {
+    private static func verify(_ db: SQLiteDatabase) throws -> AuditVerification {
         var result = AuditVerification()
         // Where the kept entries start: 1, or where the latest pruning says.
         var startSeq = 1, startHash = AuditEntry.genesisHash

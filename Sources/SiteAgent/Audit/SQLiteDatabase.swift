@@ -9,9 +9,12 @@ import Foundation
 /// An SQLite failure in the audit log, with the file and SQLite's message.
 public struct AuditStoreError: Error, CustomStringConvertible, Equatable {
     public var path: String
+    /// What is wrong.
     public var message: String
-    public init(path: String, message: String) { self.path = path; self.message = message }
-    public var description: String { "audit log \(path): \(message)" }
+    /// What to do about it, when there is something particular to do.
+    public var fix: String?
+    public init(path: String, message: String, fix: String? = nil) { self.path = path; self.message = message; self.fix = fix }
+    public var description: String { "audit log \(path): \(message)" + (fix.map { ".\nWhat to do: \($0)" } ?? "") }
 }
 
 final class SQLiteDatabase {
@@ -46,6 +49,9 @@ final class SQLiteDatabase {
         if let h = handle { sqlite3_close_v2(h) }
         handle = nil
     }
+
+    /// SQLite's message for the last call that failed.
+    var lastErrorMessage: String { handle.map { String(cString: sqlite3_errmsg($0)) } ?? "closed" }
 
     func error(_ what: String) -> AuditStoreError {
         AuditStoreError(path: path, message: "\(what): \(handle.map { String(cString: sqlite3_errmsg($0)) } ?? "closed")")
