@@ -84,7 +84,9 @@ struct ResultBuilder {
         result.vcov = (0..<v.rows).map { i in (0..<v.cols).map { j in (v[i, j] + v[j, i]) / 2 } }
         if let kr = kenwardRoger, spec.family == .gaussian {
             let se = kr.standardErrors, df = kr.degreesOfFreedom
-            for k in result.fixedEffects.indices where k < se.count {
+            // Only where the adjustment is defined: a nearly singular fit can
+            // leave it without a finite SE or df, and then it is left out.
+            for k in result.fixedEffects.indices where k < se.count && se[k].isFinite && se[k] > 0 && df[k].isFinite && df[k] > 0 {
                 let t = result.fixedEffects[k].estimate / se[k]
                 result.fixedEffects[k].kenwardRoger = .init(stdError: se[k], df: df[k], statistic: t,
                                                             pValue: StudentT.twoSidedPValue(t, degreesOfFreedom: df[k]))

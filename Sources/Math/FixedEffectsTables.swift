@@ -107,7 +107,10 @@ public struct CoefficientTable: Sendable, Equatable {
     public init(names: [String], estimates: [Double], covariance: FixedEffectsCovariance, degreesOfFreedom: [Double]) {
         precondition(degreesOfFreedom.count == estimates.count, "one df per coefficient")
         let wald = CoefficientTable(names: names, estimates: estimates, covariance: covariance)
+        // A df that is not a positive finite number (a singular fit can give
+        // one) leaves the row's Wald test as it is.
         rows = zip(wald.rows, degreesOfFreedom).map { row, df in
+            guard df.isFinite, df > 0 else { return row }
             var row = row
             row.degreesOfFreedom = df
             row.pValue = StudentT.twoSidedPValue(row.statistic, degreesOfFreedom: df)

@@ -242,6 +242,9 @@ final class RandomizedAgreementTests: XCTestCase {
                                          objectiveTol: precisionLimited ? 1e-8 * abs(ref["objective"] as! Double) : nil)
                     o.seconds = Date().timeIntervalSince(t0)
                     XCTAssertEqual(r.nObs, d.nObs, "\(d.id)/\(fit) n_obs")
+                    // Every fit must also be writable as JSON (a non-finite
+                    // number in any field would make `--format json` fail).
+                    XCTAssertNoThrow(try r.json(), "\(d.id)/\(fit): the result cannot be written as JSON")
                     outcomes.append(o)
                 } catch {
                     var o = Outcome(id: d.id, kind: d.kind, fit: fit)
