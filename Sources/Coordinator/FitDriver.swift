@@ -20,6 +20,8 @@ public struct FitOptions: Sendable {
     /// proportion response, or Poisson log-likelihood multipliers).
     public var weights: String? = nil
     public var maxEvaluations = 100
+    /// Confidence intervals to add (`confint` in the result): nil for none.
+    public var confint: ConfidenceIntervalMethod? = nil
     /// A row filter (`age >= 50 & sex == "F"`; RowFilterParser), or nil for every row.
     public var filter: String? = nil
     /// Called at each optimizer iteration with (iteration, objective, Newton
@@ -169,6 +171,13 @@ public enum FitDriver {
         objective.tune(&optimizer)
         let optimum = try objective.minimize(optimizer)
         var estimates = try objective.estimates(at: optimum)
+        // Profile intervals need the session (their points are evaluate
+        // rounds for within-site terms), so they come before finalize.
+        var profiled: ConfidenceIntervals.Profiled? = nil
+        if options.confint == .profile {
+            profiled = try profile(objective, session: session, recoding: recoding, federation: federation, dataset: dataset,
+                                   spec: spec, estimates: estimates, options: options)
+        }
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma)
         if let recoding {
             (estimates.beta, estimates.unscaledCovariance) = recoding.fixedEffects(estimates.beta, covariance: estimates.unscaledCovariance, spec: spec)
@@ -188,6 +197,46 @@ public enum FitDriver {
             bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,
             elapsed: Date().timeIntervalSince(started))
         objective.complete(&result, optimum: optimum, finals: finals)
+        switch options.confint {
+        case .profile?:
+            if let profiled {
+                result.confint = profiled.rows
+                result.iccConfint = profiled.icc
+                result.profile = profiled.cost
+                result.messages += profiled.messages
+            }
+        case .wald?:
+            let order = VarianceComponentTable.lme4Order(levels: ConfidenceIntervals.groupCounts(session))
+            var names = ConfidenceIntervals.variableNames(spec, structure: session.structure, order: order)
+            if spec.family != .gaussian { names.removeAll { $0 == ".sigma" } }
+            result.confint = ConfidenceIntervals.wald(result, variance: names)
+        case nil: break
+        }
         return result
+    }
+
+    /// Profile intervals of an LMM (refused for other kinds). A centred fit
+    /// (Centring) is profiled on the model as written: one more prepare round
+    /// (θ-free sums, so no evaluate round), and a finalize that frees it.
+    static func profile<Objective: FitObjective>(_ objective: Objective, session: FitSession, recoding: Centring?,
+                                                 federation: Federation, dataset: String, spec: ModelSpec,
+                                                 estimates: FitEstimates, options: FitOptions) throws -> ConfidenceIntervals.Profiled {
+        guard let lmm = objective as? LMMObjective else {
+            throw SettingError("\(.confint) profile applies to linear mixed models (the gaussian family); use \(.confint) wald")
+        }
+        let counts = ConfidenceIntervals.groupCounts(session)
+        guard let recoding else {
+            return try ConfidenceIntervals.profile(lmm, theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
+                                                   unscaledCovariance: estimates.unscaledCovariance, method: estimates.method,
+                                                   groupCounts: counts)
+        }
+        let plain = try FitSession.prepare(federation, dataset: dataset, spec: spec)
+        let original = try LMMObjective(plain, options: options)
+        let theta = recoding.theta(estimates.theta, structure: session.structure, spec: spec)
+        let (beta, covariance) = recoding.fixedEffects(estimates.beta, covariance: estimates.unscaledCovariance, spec: spec)
+        let out = try ConfidenceIntervals.profile(original, theta: theta, beta: beta, sigma: estimates.sigma,
+                                                  unscaledCovariance: covariance, method: estimates.method, groupCounts: counts)
+        _ = try plain.finalize(theta: theta, beta: beta, sigma: estimates.sigma)
+        return out
     }
 }

@@ -147,6 +147,12 @@ public struct FitResult: Codable, Sendable {
     public var excludedSites: [String] = []
     /// Each left-out site with the reason, so a result never hides a site.
     public var exclusions: [SiteExclusion] = []
+    /// `--confint profile|wald`: lme4's confint table (absent without the option).
+    public var confint: [ConfidenceInterval]? = nil
+    /// `--confint profile` on a model with one scalar random term: the ICC's profile interval.
+    public var iccConfint: [ICCInterval]? = nil
+    /// `--confint profile`: the rounds and θ points the profile used.
+    public var profile: ProfileCost? = nil
 
     enum CodingKeys: String, CodingKey {
         case model, variables, converged, convergence, dfResid = "df_resid", singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
@@ -155,6 +161,7 @@ public struct FitResult: Codable, Sendable {
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
         case exclusions
+        case confint, iccConfint = "icc_confint", profile
     }
 
     /// The JSON form (pretty-printed, keys sorted).

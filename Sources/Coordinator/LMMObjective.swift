@@ -73,6 +73,43 @@ struct LMMObjective: FitObjective {
         return LMMTotals(summing: parts)
     }
 
+    /// The summed contributions at several θ with derivatives up to
+    /// `order`: computed here from the θ-free sums (no round), or asked of
+    /// the sites in batched evaluate requests (`thetas`), one round per
+    /// `ProtocolLimits.maxExtraThetaPoints + 1` points.
+    func totals(batch thetas: [[Double]], order: Int) throws -> [LMMTotals] {
+        guard !thetas.isEmpty else { return [] }
+        if blocks != nil || thetas.count == 1 { return try thetas.map { try totals($0, order: order) } }
+        let spec = session.spec, structure = session.structure
+        let width = spec.fixedCount + 1, thetaCount = structure.thetaCount
+        var out: [LMMTotals] = []
+        let chunk = ProtocolLimits.maxExtraThetaPoints + 1
+        for start in stride(from: 0, to: thetas.count, by: chunk) {
+            let points = Array(thetas[start..<min(thetas.count, start + chunk)])
+            let request = EvaluateRequest(session: session.id, theta: points[0], order: order,
+                                          thetas: points.count > 1 ? Array(points.dropFirst()) : nil)
+            let perSite = try session.evaluate(request) { reply, site in
+                guard case .contribution(let c) = reply else { throw unexpected(reply, site, expected: "contribution") }
+                let parts = try c.contributions()
+                guard parts.count == points.count else {
+                    throw SiteFailure(site: site, message: "answered \(parts.count) points where \(points.count) were asked")
+                }
+                for part in parts {
+                    guard part.schur.rows == width, part.schur.cols == width,
+                          (0...ProtocolLimits.maxRows).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
+                          part.logDet.storage.allSatisfy(\.isFinite), part.schur.space.parameters == thetaCount,
+                          part.schur.space.order == order else {
+                        throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")
+                    }
+                    try ReplyChecks.check(part, site: site)
+                }
+                return parts
+            }
+            for k in points.indices { out.append(LMMTotals(summing: perSite.map { $0[k] })) }
+        }
+        return out
+    }
+
     mutating func criterion(_ theta: [Double]) throws -> BoundedNewton.Evaluation {
         evaluations += 1
         let t = try totals(theta, order: 2)

@@ -79,6 +79,10 @@ public enum Report {
             line("Intraclass correlation (random intercepts, covariates at 0):")
             out += table(r.icc.keys.sorted().map { [" \($0)", fmtFixed(r.icc[$0]!, 3)] }, rightAlign: false)
         }
+        if let ci = r.confint {
+            line()
+            out += confintTable(r, ci)
+        }
         let siteEffects = r.sites.contains { !$0.effects.isEmpty }
         line()
         line(siteEffects ? "Sites (conditional modes of site effects with 95% intervals; partially pooled coefficients):"
@@ -235,6 +239,31 @@ public enum Report {
         let total = r.sites.reduce(0) { $0 + $1.nRows }, used = r.sites.reduce(0) { $0 + $1.nUsed }
         var out = "Missing data (model variables; complete-case analysis uses \(used) of \(total) rows, \(String(format: "%.1f%%", 100 * Double(used) / Double(max(total, 1))))):\n"
         out += table(rows, rightAlign: true, leftFirst: true)
+        return out
+    }
+
+    /// lme4's confint table (R prints each column with 7 significant digits,
+    /// common decimals, NA where R has none), then the ICC's interval and
+    /// what the profile cost.
+    static func confintTable(_ r: FitResult, _ ci: [FitResult.ConfidenceInterval]) -> String {
+        func column(_ xs: [Double?]) -> [String] {
+            let decimals = xs.compactMap { $0 }.filter { $0 != 0 && $0.isFinite }
+                .map { max(0, 6 - Int(floor(log10(abs($0))))) }.max() ?? 0
+            return xs.map { $0.map { String(format: "%.\(min(decimals, 15))f", $0) } ?? "NA" }
+        }
+        let lower = column(ci.map(\.lower)), upper = column(ci.map(\.upper))
+        var rows: [[String]] = [["", "2.5 %", "97.5 %"]]
+        for (k, c) in ci.enumerated() { rows.append([c.parameter, lower[k], upper[k]]) }
+        let method = ci.first?.method == "Wald" ? "Wald" : "profile likelihood"
+        var out = "Confidence intervals (95%, \(method)\(method == "Wald" ? "" : "; the ML deviance, as lme4's confint")):\n"
+        out += table(rows, rightAlign: true, leftFirst: true)
+        for i in r.iccConfint ?? [] {
+            let lo = i.lower.map { fmtFixed($0, 4) } ?? "NA", hi = i.upper.map { fmtFixed($0, 4) } ?? "NA"
+            out += "ICC \(i.group): \(fmtFixed(i.icc, 4)), 95% profile interval [\(lo), \(hi)] (\(r.model.method) criterion profiled in σ_\(i.group)/σ)\n"
+        }
+        if let p = r.profile {
+            out += "profile: \(p.rounds) rounds (\(p.batches) steps, \(p.points) points), \(bytes(p.bytesSent)) sent, \(bytes(p.bytesReceived)) received\n"
+        }
         return out
     }
 

@@ -102,10 +102,41 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     public var beta: [Double]?
     /// Quadrature points (GLMMs; 1 = Laplace).
     public var nAGQ: Int?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq" }
-    public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil) {
+    /// More points to evaluate in the same round (linear models only): the
+    /// site answers `theta` first, then each of these, at `order`. At most
+    /// `ProtocolLimits.maxExtraThetaPoints`; the site costs each point alone.
+    public var thetas: [[Double]]?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas }
+    public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
+                thetas: [[Double]]? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
+        self.thetas = thetas
     }
+    /// Refuses more extra points than `ProtocolLimits.maxExtraThetaPoints`,
+    /// an empty list, and points of another length than `theta`.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        session = try c.decode(String.self, forKey: .session)
+        theta = try c.decode([Double].self, forKey: .theta)
+        order = try c.decode(Int.self, forKey: .order)
+        beta = try c.decodeIfPresent([Double].self, forKey: .beta)
+        nAGQ = try c.decodeIfPresent(Int.self, forKey: .nAGQ)
+        thetas = try c.decodeIfPresent([[Double]].self, forKey: .thetas)
+        if let why = problem {
+            throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
+        }
+    }
+    /// Why `thetas` does not fit, if it does not.
+    public var problem: String? {
+        guard let thetas else { return nil }
+        guard (1...ProtocolLimits.maxExtraThetaPoints).contains(thetas.count) else {
+            return "has \(thetas.count) points; between 1 and \(ProtocolLimits.maxExtraThetaPoints) are allowed"
+        }
+        guard thetas.allSatisfy({ $0.count == theta.count }) else { return "holds a point whose length differs from theta's" }
+        return nil
+    }
+    /// Every point of the request: `theta`, then `thetas`.
+    public var points: [[Double]] { [theta] + (thetas ?? []) }
 }
 
 public struct FinalizeRequest: Codable, Sendable, Equatable {
@@ -317,21 +348,39 @@ public struct WireJetMatrix: Codable, Sendable, Equatable {
 }
 
 public struct ContributionReply: Codable, Sendable, Equatable {
+    /// The contribution at one more point of a batched evaluate request
+    /// (`EvaluateRequest.thetas`), in the request's order.
+    public struct Point: Codable, Sendable, Equatable {
+        public var schur: WireJetMatrix
+        public var logDet: [Double]
+        enum CodingKeys: String, CodingKey { case schur, logDet = "log_det" }
+        public init(_ c: LMMContribution) { schur = WireJetMatrix(c.schur); logDet = c.logDet.storage }
+    }
     public var session: String
     public var rows: Int
     public var schur: WireJetMatrix
     public var logDet: [Double]
-    enum CodingKeys: String, CodingKey { case session, rows, schur, logDet = "log_det" }
+    /// The answers at a batched request's extra points (absent otherwise).
+    public var points: [Point]?
+    enum CodingKeys: String, CodingKey { case session, rows, schur, logDet = "log_det", points }
     public init(session: String, contribution c: LMMContribution) {
         self.session = session; rows = c.rows; schur = WireJetMatrix(c.schur); logDet = c.logDet.storage
     }
-    /// Refuses a row count out of range and a log_det that is not one jet of the Schur complement's shape.
+    /// The first contribution answers `theta`, the others each of `thetas`.
+    public init(session: String, contributions c: [LMMContribution]) {
+        self.init(session: session, contribution: c[0])
+        if c.count > 1 { points = c.dropFirst().map(Point.init) }
+    }
+    /// Refuses a row count out of range, a log_det that is not one jet of the
+    /// Schur complement's shape, and extra points of another shape or more
+    /// than a request may ask for.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         session = try c.decode(String.self, forKey: .session)
         rows = try c.decode(Int.self, forKey: .rows)
         schur = try c.decode(WireJetMatrix.self, forKey: .schur)
         logDet = try c.decode([Double].self, forKey: .logDet)
+        points = try c.decodeIfPresent([Point].self, forKey: .points)
         if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
     }
     var problem: (CodingKeys, String)? {
@@ -339,7 +388,25 @@ public struct ContributionReply: Codable, Sendable, Equatable {
         let width = JetSpace.width(parameters: schur.parameters, order: schur.order)
         guard logDet.count == width else { return (.logDet, "has \(logDet.count) values; one jet of the schur's shape has \(width)") }
         guard logDet.allSatisfy(\.isFinite) else { return (.logDet, "holds a non-finite number") }
+        if let points {
+            guard (1...ProtocolLimits.maxExtraThetaPoints).contains(points.count) else { return (.points, "has \(points.count) points; between 1 and \(ProtocolLimits.maxExtraThetaPoints) are allowed") }
+            for p in points {
+                guard p.schur.rows == schur.rows, p.schur.cols == schur.cols, p.schur.parameters == schur.parameters,
+                      p.schur.order == schur.order else { return (.points, "holds a point of another shape than schur") }
+                guard p.logDet.count == width, p.logDet.allSatisfy(\.isFinite) else { return (.points, "holds a log_det that is not one finite jet") }
+            }
+        }
         return nil
+    }
+    /// Every contribution of the answer: at `theta`, then at each extra point.
+    public func contributions() throws -> [LMMContribution] {
+        var out = [try contribution()]
+        for p in points ?? [] {
+            var l = ScalarJet(space: JetSpace(parameters: p.schur.parameters, order: p.schur.order))
+            l.storage = p.logDet
+            out.append(LMMContribution(schur: try p.schur.jetMatrix(), logDet: l, rows: rows))
+        }
+        return out
     }
     public func contribution() throws -> LMMContribution {
         let s = try schur.jetMatrix()

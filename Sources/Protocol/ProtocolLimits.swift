@@ -23,6 +23,9 @@ public enum ProtocolLimits {
     public static let maxRows = 1_000_000_000_000
     /// Adaptive Gauss–Hermite points per group (1 is the Laplace approximation).
     public static let quadraturePoints = 1...25
+    /// Extra θ points one evaluate request may carry (`thetas`, linear
+    /// models): a profile-likelihood search evaluates many points per round.
+    public static let maxExtraThetaPoints = 63
     /// Levels of one grouping factor at one site.
     public static let maxGroupLevels = 100_000_000
 

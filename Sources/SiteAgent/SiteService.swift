@@ -441,16 +441,24 @@ public final class SiteService: Sendable {
     func evaluate(_ r: EvaluateRequest) throws -> Reply {
         let s = try session(r.session)
         let structure = s.model.covarianceStructure
-        try validate(theta: r.theta, structure: structure)
+        for theta in r.points { try validate(theta: theta, structure: structure) }
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
+        if let why = r.problem { throw SiteError.invalid("thetas \(why)") }
         switch s.fit.model {
         case .linear(let blocks, _):
             // Cost before work: refused in microseconds, before any allocation.
-            if let refusal = RequestCost.lmmEvaluate(blocks, structure: structure, order: r.order)
-                .refusal(limits, what: "evaluation") { throw refusal }
-            let c = try LMMSite.evaluate(blocks, structure: structure, theta: r.theta, order: r.order)
-            return .contribution(ContributionReply(session: r.session, contribution: c))
+            // A batched request (thetas) is costed point by point, and its
+            // whole answer must still fit the site's answer budget.
+            let cost = RequestCost.lmmEvaluate(blocks, structure: structure, order: r.order)
+            if let refusal = cost.refusal(limits, what: "evaluation") { throw refusal }
+            let points = r.points
+            if points.count > 1, Double(points.count) * cost.answerBytes > Double(limits.maxAnswerBytes) {
+                throw SiteError.invalid(String(format: "the %d points of this evaluation would need an answer of about %.0f bytes; this site sends at most %d (limits.max_answer_bytes). Ask for fewer points per request", points.count, Double(points.count) * cost.answerBytes, limits.maxAnswerBytes))
+            }
+            let c = try points.map { try LMMSite.evaluate(blocks, structure: structure, theta: $0, order: r.order) }
+            return .contribution(ContributionReply(session: r.session, contributions: c))
         case .generalized(let site):
+            guard r.thetas == nil else { throw SiteError.invalid("thetas (several points per evaluation) applies to linear mixed models only") }
             guard let beta = r.beta, beta.count == s.model.fixedCount, beta.allSatisfy(\.isFinite) else {
                 throw SiteError.invalid("a GLMM evaluation needs beta with one finite value per fixed effect")
             }

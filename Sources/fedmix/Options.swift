@@ -57,6 +57,9 @@ enum Opt {
     // The result.
     static let format = Option<OutputFormat>("format", value: "FORMAT", help: "text (lme4's summary; the default) or json", .cases)
     static let output = Option<String>("output", value: "FILE", help: "write the result to FILE instead of standard output")
+    static let confint = Option<ConfidenceIntervalMethod>("confint", value: "METHOD",
+                                                          help: "add 95% confidence intervals, as lme4's confint(): profile (likelihood profile; linear mixed models; also the ICC of one random intercept) or wald (fixed effects)",
+                                                          .cases)
 
     /// The options of a model: family, link, quadrature, method, weights, filter.
     static let model: [any OptionDeclaration] = [family, link, nagq, ml, weights, filter]
@@ -169,6 +172,7 @@ extension SettingError: UsageFailure {
         case .missingIndicator: return "--missing-indicator"
         case .excludeSitesMissingAbove: return "--exclude-sites-missing-above"
         case .excludeSites: return "--exclude-sites"
+        case .confint: return "--confint"
         }
     }
 }

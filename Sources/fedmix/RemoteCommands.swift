@@ -12,12 +12,13 @@ enum RemoteCommands {
 
     static let fitCommand = Command(
         "fit", abstract: "Fits the model over the agents of a sites file.",
-        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [dryRun, Opt.excludeSites] + Opt.network,
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, dryRun, Opt.excludeSites] + Opt.network,
         run: fit)
 
     static func fit(_ a: ParsedArguments) throws -> Int32 {
         let dataset = try a.require(dataset), formula = try a.require(Opt.requiredFormula)
-        let options = try fitOptions(a)
+        var options = try fitOptions(a)
+        options.confint = a.value(Opt.confint)
         let missing = missingDataStrategy(a)
         let dry = a.flag(dryRun)
         if dry && a.value(Opt.format) == .json {

@@ -54,6 +54,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--in-process"], ExecutableTests.localInProcessStartsNoAgents),
             Entry("local", ["--exclude-sites"], ExecutableTests.localExcludeSites),
             Entry("local", ["--quiet"], ExecutableTests.localQuiet),
+            Entry("local", ["--confint"], ExecutableTests.localConfint),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 
@@ -64,6 +65,7 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--dry-run", "--output"], ExecutableTests.fitDryRunFitsNothing),
             Entry("fit", ["--sites", "--dataset", "--formula"], ExecutableTests.fitUsageErrors),
             Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
+            Entry("fit", ["--confint"], ExecutableTests.fitConfintOverAgents),
             Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
             Entry("explain", ["--sites", "--dataset", "--formula", "--ml", "--filter", "--family", "--link", "--nagq"],
@@ -479,6 +481,29 @@ final class ExecutableTests: XCTestCase {
         return (try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any])[key] as! [String: Any]
     }
 
+    /// --confint profile on exam (every term grouped by site: no profile
+    /// round), the text table, and the option's refusals.
+    func localConfint() throws {
+        let sites = Fixtures.caseDirectory("exam").appendingPathComponent("sites").path
+        let formula = "normexam ~ standLRT + sex + (standLRT | site)"
+        let fit = try jsonFit(["local", sites, "--formula", formula, "--confint", "profile", "--in-process"])
+        let tight = ProfileConfintTests.rows(ProfileConfintTests.section("confint_profile", "exam")["profile_tight"])
+        let ci = fit["confint"] as! [[String: Any]]
+        XCTAssertEqual(ci.map { $0["parameter"] as! String }, tight.map(\.0))
+        for (row, t) in zip(ci, tight) {
+            XCTAssertLessThanOrEqual(relativeError(row["lower"] as! Double, t.1!), 1e-4, "\(t.0) lower")
+            XCTAssertLessThanOrEqual(relativeError(row["upper"] as! Double, t.2!), 1e-4, "\(t.0) upper")
+        }
+        XCTAssertEqual((fit["profile"] as! [String: Any])["rounds"] as? Int, 0)
+        let text = try fedmix(["local", sites, "--formula", "normexam ~ standLRT + sex + (1 | site)", "--confint", "profile"]).out
+        XCTAssertTrue(text.contains("2.5 %     97.5 %\n.sig01       0.2450"), text)
+        XCTAssertTrue(text.contains("ICC site: 0.1377, 95% profile interval [0.0977, 0.1950]"), text)
+        XCTAssertFalse(try fedmix(["local", sites, "--formula", formula, "--in-process"]).out.contains("Confidence intervals"))
+        try fedmixUsageError(["local", sites, "--formula", formula, "--confint", "bootstrap"], "--confint")
+        try fedmixUsageError(["local", cbppSites, "--family", "binomial", "--formula", Self.cbpp, "--confint", "profile", "--in-process"],
+                             "--confint profile applies to linear mixed models (the gaussian family); use --confint wald")
+    }
+
     func localMLChangesTheMethod() throws {
         let files = try Fixtures.siteFiles("sleepstudy").map(\.path)
         let ml = try jsonFit(["local"] + files + ["--formula", Self.sleepstudy, "--ml"])
@@ -586,6 +611,27 @@ final class ExecutableTests: XCTestCase {
         XCTAssertGreaterThan(abs((weighted["objective"] as! Double) - (unweighted["objective"] as! Double)), 1)
         let text = try fedmix(["fit"] + (try remote) + ["--formula", Self.sleepstudy])
         XCTAssertTrue(text.out.hasPrefix("Linear mixed model fit by REML [fedmix, 3 sites]"), text.out)
+    }
+
+    /// --confint profile over the agent processes: sleepstudy's Subject is
+    /// within sites, so the profile's points travel in batched evaluate rounds.
+    func fitConfintOverAgents() throws {
+        let fit = try jsonFit(["fit"] + (try remote) + ["--formula", Self.sleepstudy, "--confint", "profile"])
+        let ref = ProfileConfintTests.section("confint_profile", "sleepstudy")
+        let tight = ProfileConfintTests.rows(ref["profile_tight"])
+        let ci = fit["confint"] as! [[String: Any]]
+        XCTAssertEqual(ci.map { $0["parameter"] as! String }, tight.map(\.0))
+        for (row, t) in zip(ci, tight) {
+            XCTAssertEqual(row["method"] as? String, "profile")
+            XCTAssertLessThanOrEqual(relativeError(row["lower"] as! Double, t.1!), 1e-4, "\(t.0) lower")
+            XCTAssertLessThanOrEqual(relativeError(row["upper"] as! Double, t.2!), 1e-4, "\(t.0) upper")
+        }
+        let profile = fit["profile"] as! [String: Any]
+        XCTAssertGreaterThan(profile["rounds"] as! Int, 0)
+        XCTAssertLessThanOrEqual(profile["rounds"] as! Int, 40)
+        let text = try fedmix(["fit"] + (try remote) + ["--formula", Self.sleepstudy, "--confint", "wald"]).out
+        XCTAssertTrue(text.contains("Confidence intervals (95%, Wald):\n"), text)
+        XCTAssertTrue(text.contains("\n.sig01              NA        NA\n"), text)
     }
 
     func fitMLOverAgents() throws {
