@@ -11,6 +11,7 @@ public struct SettingError: Error, CustomStringConvertible, Equatable {
     /// The analysis settings a message can name.
     public enum Setting: String, Sendable, Equatable, CaseIterable {
         case formula, family, nAGQ, filter, weights, missingIndicator, excludeSitesMissingAbove, excludeSites
+        case cluster
     }
 
     public enum Part: Sendable, Equatable {

@@ -88,7 +88,7 @@ extension Response: Codable {
 }
 
 extension ModelSpec: Codable {
-    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter }
+    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter, cluster }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -101,6 +101,7 @@ extension ModelSpec: Codable {
         weights = try c.decodeIfPresent(Expr.self, forKey: .weights)
         offset = try c.decodeIfPresent(Expr.self, forKey: .offset)
         filter = try c.decodeIfPresent(Expr.self, forKey: .filter)
+        cluster = try c.decodeIfPresent(Grouping.self, forKey: .cluster)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -114,6 +115,7 @@ extension ModelSpec: Codable {
         try c.encodeIfPresent(weights, forKey: .weights)
         try c.encodeIfPresent(offset, forKey: .offset)
         try c.encodeIfPresent(filter, forKey: .filter)
+        try c.encodeIfPresent(cluster, forKey: .cluster)
     }
 }
 
