@@ -7,6 +7,7 @@ import Foundation
 public enum Report {
     /// lme4-style text summary of a fit.
     public static func text(_ r: FitResult) -> String {
+        if let flat = r.flat { return flatText(r, flat) }
         var out = ""
         func line(_ s: String = "") { out += s + "\n" }
         let isREML = r.model.method == "REML"
