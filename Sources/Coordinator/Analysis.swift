@@ -115,6 +115,14 @@ public enum Analysis {
         if let f = options.filter {
             do { _ = try RowFilterParser.parse(f, variables: guessedFilterVariables(f)) } catch { throw SettingError("\(.filter): \(error)") }
         }
+        if let c = options.cluster {
+            guard parsed.random.isEmpty else {
+                throw SettingError("\(.cluster) applies to flat models (no random-effects term); a mixed model accounts for its clusters through its random effects")
+            }
+            guard c == "site" || c.range(of: #"^[A-Za-z.][A-Za-z0-9._]*$"#, options: .regularExpression) != nil else {
+                throw SettingError("\(.cluster) takes site or the name of a variable nested within sites")
+            }
+        }
         for v in missingData.indicators.keys.sorted() where !parsed.variablesUsed.contains(v) {
             throw SettingError("\(.missingIndicator) \(v): the formula does not use \(v)")
         }
@@ -205,6 +213,15 @@ public enum Analysis {
     public static func model(formula: String, descriptions: [SiteDescription], options: FitOptions,
                              missingData: MissingDataStrategy = MissingDataStrategy()) throws -> ModelSpec {
         var spec = try resolve(formula: formula, descriptions: descriptions, family: options.family, link: options.link)
+        if let c = options.cluster {
+            guard spec.isFlat else {
+                throw SettingError("\(.cluster) applies to flat models (no random-effects term); a mixed model accounts for its clusters through its random effects")
+            }
+            guard descriptions.count > 1 || c != "site" else { throw SettingError("\(.cluster) site needs at least 2 sites") }
+            if c != "site" { try VariableCatalog(descriptions).requireVariables([c]) }
+            // Clusters are site-local: equal codes at two sites are two clusters (sandwich's cluster = ~site:VAR).
+            spec.cluster = c == "site" ? .site : .withinSite([c])
+        }
         if let w = options.weights {
             try VariableCatalog(descriptions).requireVariables([w])
             guard try VariableCatalog(descriptions).variables([w])[w]?.kind == .numeric else {

@@ -16,6 +16,9 @@ public struct FitOptions: Sendable {
     public var link: Link? = nil
     /// Quadrature points for GLMMs (1 = Laplace).
     public var nAGQ = 1
+    /// Flat models: cluster-robust standard errors (sandwich::vcovCL) with
+    /// clusters "site" or a variable nested within sites; nil for none.
+    public var cluster: String? = nil
     /// A numeric variable of prior weights (GLMMs: binomial trials for a
     /// proportion response, or Poisson log-likelihood multipliers).
     public var weights: String? = nil
@@ -71,10 +74,10 @@ struct FitSession {
 
     /// The finalize round: each site's partially pooled site-level effects at
     /// the optimum; the sites then free the session.
-    func finalize(theta: [Double], beta: [Double], sigma: Double) throws -> [FinalizeReply] {
+    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) throws -> [FinalizeReply] {
         let spec = self.spec
         return try federation.round({ _ in
-            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma))
+            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt))
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
             try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
@@ -98,6 +101,8 @@ struct FitEstimates {
     var satterthwaite: Satterthwaite? = nil
     /// REML LMMs: Kenward-Roger's adjusted covariance and df (nil otherwise).
     var kenwardRoger: KenwardRoger? = nil
+    /// A flat GLM's last working point (FinalizeRequest.weightsAt).
+    var weightsAt: [Double]? = nil
 }
 
 /// A model kind, as the driver sees it: the objective over the summed site
@@ -146,7 +151,8 @@ public enum FitDriver {
     /// the gaussian family, a GLMM otherwise.
     public static func fit(_ federation: Federation, dataset: String, spec: ModelSpec,
                            options: FitOptions = FitOptions()) throws -> FitResult {
-        spec.family == .gaussian
+        spec.isFlat ? try run(FlatObjective.self, federation, dataset: dataset, spec: spec, options: options)
+        : spec.family == .gaussian
             ? try run(LMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
             : try run(GLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
     }
@@ -178,8 +184,15 @@ public enum FitDriver {
             profiled = try profile(objective, session: session, recoding: recoding, federation: federation, dataset: dataset,
                                    spec: spec, estimates: estimates, options: options)
         }
-        var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma)
+        var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
+                                          weightsAt: estimates.weightsAt)
+        // Flat models with a cluster: vcovCL in the fitted coordinates, carried back with β.
+        var robust = try session.spec.cluster.map {
+            try RobustCovariance.build($0, finals: finals, sites: federation.sites, unscaled: estimates.unscaledCovariance,
+                                       nObs: estimates.nObs, linear: spec.family == .gaussian)
+        }
         if let recoding {
+            if let r = robust { robust!.vcov = recoding.fixedEffects(estimates.beta, covariance: r.vcov, spec: spec).1 }
             (estimates.beta, estimates.unscaledCovariance) = recoding.fixedEffects(estimates.beta, covariance: estimates.unscaledCovariance, spec: spec)
             estimates.satterthwaite = estimates.satterthwaite?.transformed(by: recoding.fixedEffectsMatrix(spec: spec))
             estimates.kenwardRoger = estimates.kenwardRoger?.transformed(by: recoding.fixedEffectsMatrix(spec: spec))
@@ -196,6 +209,15 @@ public enum FitDriver {
             evaluations: objective.evaluations, rounds: federation.rounds - roundsBefore,
             bytesSent: federation.bytesSent, bytesReceived: federation.bytesReceived,
             elapsed: Date().timeIntervalSince(started))
+        if let robust, let cluster = spec.cluster {
+            let p = robust.vcov.rows
+            result.robust = FitResult.Robust(
+                type: spec.family == .gaussian ? "HC1" : "HC0",
+                cluster: { if case .withinSite(let vs) = cluster { return vs.joined(separator: ":") }; return "site" }(),
+                clusters: robust.clusters, cadjustFactor: robust.cadjust, hc1Factor: robust.hc1,
+                stdErrors: (0..<p).map { robust.vcov[$0, $0].squareRoot() },
+                vcov: (0..<p).map { i in (0..<p).map { robust.vcov[i, $0] } })
+        }
         objective.complete(&result, optimum: optimum, finals: finals)
         switch options.confint {
         case .profile?:

@@ -11,6 +11,8 @@ public struct FitResult: Codable, Sendable {
         public var family: String
         public var link: String
         public var method: String
+        /// Flat models: "lm" or "glm" (absent for mixed models).
+        public var kind: String? = nil
     }
     public struct FixedEffect: Codable, Sendable {
         public var name: String
@@ -153,6 +155,10 @@ public struct FitResult: Codable, Sendable {
     public var iccConfint: [ICCInterval]? = nil
     /// `--confint profile`: the rounds and θ points the profile used.
     public var profile: ProfileCost? = nil
+    /// Flat models: R's summary.lm / summary.glm figures (absent for mixed models).
+    public var flat: FlatStatistics? = nil
+    /// Flat models with a cluster: sandwich::vcovCL (absent otherwise).
+    public var robust: Robust? = nil
 
     enum CodingKeys: String, CodingKey {
         case model, variables, converged, convergence, dfResid = "df_resid", singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
@@ -160,7 +166,7 @@ public struct FitResult: Codable, Sendable {
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
-        case exclusions
+        case exclusions, flat, robust
         case confint, iccConfint = "icc_confint", profile
     }
 
@@ -198,4 +204,78 @@ public enum MissingCount: Codable, Sendable, Equatable {
         switch self { case .exact(let v): try c.encode(v); case .suppressed(let s): try c.encode(s) }
     }
     public var text: String { switch self { case .exact(let v): return String(v); case .suppressed(let s): return s } }
+}
+
+extension FitResult {
+    /// An ordinary regression's summary figures, as R's summary.lm and
+    /// summary.glm report them.
+    public struct FlatStatistics: Codable, Sendable {
+        public struct FStatistic: Codable, Sendable {
+            public var value: Double
+            public var numdf: Int
+            public var dendf: Int
+        }
+        /// "t" (lm: Student's t on df_residual) or "z" (glm).
+        public var statistic: String
+        public var dfResidual: Int
+        /// lm: the residual sum of squares; glm: the residual deviance.
+        public var deviance: Double
+        /// Parameters logLik counts: p + 1 for lm (σ), p for binomial and Poisson.
+        public var logLikDF: Int
+        public var residualStandardError: Double? = nil
+        public var rSquared: Double? = nil
+        public var adjRSquared: Double? = nil
+        public var fStatistic: FStatistic? = nil
+        public var fPValue: Double? = nil
+        public var dispersion: Double? = nil
+        public var nullDeviance: Double? = nil
+        public var dfNull: Int? = nil
+        /// glm: IRLS iterations (R's iter).
+        public var iterations: Int? = nil
+        enum CodingKeys: String, CodingKey {
+            case statistic, dfResidual = "df_residual", deviance, logLikDF = "loglik_df"
+            case residualStandardError = "residual_se", rSquared = "r_squared", adjRSquared = "adj_r_squared"
+            case fStatistic = "fstatistic", fPValue = "f_p_value", dispersion, nullDeviance = "null_deviance", dfNull = "df_null", iterations
+        }
+    }
+
+    /// Cluster-robust covariance of the fixed effects (sandwich::vcovCL with
+    /// its defaults: HC1 for lm, HC0 for glm, G/(G−1) always).
+    public struct Robust: Codable, Sendable {
+        public struct Row: Codable, Sendable {
+            public var name: String
+            public var estimate: Double
+            public var stdError: Double
+            public var statistic: Double
+            public var pValue: Double
+            enum CodingKeys: String, CodingKey { case name, estimate, stdError = "std_error", statistic, pValue = "p_value" }
+        }
+        /// "HC1" or "HC0".
+        public var type: String
+        /// "site", or the within-site variable(s) joined by ":".
+        public var cluster: String
+        public var clusters: Int
+        /// G/(G−1).
+        public var cadjustFactor: Double
+        /// (n−1)/(n−k) for HC1, 1 for HC0.
+        public var hc1Factor: Double
+        public var stdErrors: [Double]
+        /// Rows in fixed-effect order.
+        public var vcov: [[Double]]
+        public var coefficients: [Row] = []
+        enum CodingKeys: String, CodingKey {
+            case type, cluster, clusters, cadjustFactor = "cadjust_factor", hc1Factor = "hc1_factor", stdErrors = "std_errors", vcov, coefficients
+        }
+
+        /// The robust table: t on `df` (lm, as lmtest::coeftest does) or z (df nil).
+        func withStatistics(names: [String], estimates: [Double], df: Double?) -> Robust {
+            var out = self
+            out.coefficients = zip(zip(names, estimates), stdErrors).map { ne, se in
+                let z = ne.1 / se
+                return Row(name: ne.0, estimate: ne.1, stdError: se, statistic: z,
+                           pValue: df.map { StudentT.twoSidedPValue(z, degreesOfFreedom: $0) } ?? StandardNormal.twoSidedPValue(z))
+            }
+            return out
+        }
+    }
 }

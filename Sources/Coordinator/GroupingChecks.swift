@@ -89,7 +89,7 @@ public enum GroupingChecks {
     static func oneLevel(_ name: String, spec: ModelSpec, terms: [Int], site: String?) -> GroupingLevelsError {
         let text = written(spec, terms)
         let drop = spec.terms.count == terms.count
-            ? "drop \(text) (with no random-effects term left the model is an ordinary regression, which fedmix does not fit: fit it with lm or glm)"
+            ? "drop \(text) (with no random-effects term left the model is an ordinary regression, which fedmix fits as R's lm or glm: drop the term to fit it)"
             : "drop \(text)"
         if let site {
             return GroupingLevelsError(message: "grouping factor \"\(name)\" has 1 level: the fit has a single site (\(site)), and a random effect needs a grouping factor with at least 2 levels (lme4: grouping factors must have > 1 sampled level). Fit two or more sites, or \(drop)")

@@ -68,6 +68,15 @@ public struct BoundedNewton {
         public var scaledGradient: Double?
         /// Parameters that ended on their bound.
         public var atBound: [Int]
+
+        /// A result reached without iterating (a closed-form optimum, or one
+        /// found by another method such as IRLS).
+        public init(x: [Double], value: Double, gradient: [Double], hessian: Matrix, evaluations: Int, iterations: Int,
+                    converged: Bool, message: String, newtonDecrement: Double?, scaledGradient: Double?, atBound: [Int]) {
+            self.x = x; self.value = value; self.gradient = gradient; self.hessian = hessian; self.evaluations = evaluations
+            self.iterations = iterations; self.converged = converged; self.message = message
+            self.newtonDecrement = newtonDecrement; self.scaledGradient = scaledGradient; self.atBound = atBound
+        }
     }
 
     public var lower: [Double]

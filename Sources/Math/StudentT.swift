@@ -117,3 +117,36 @@ public enum IncompleteBeta {
         return f
     }
 }
+
+extension StudentT {
+    /// The p-quantile (R's qt): Newton's method on the distribution
+    /// function, kept inside a bisection bracket.
+    public static func quantile(_ p: Double, degreesOfFreedom nu: Double) -> Double {
+        guard p > 0, p < 1, nu > 0 else { return .nan }
+        if p == 0.5 { return 0 }
+        var lo = -1e4, hi = 1e4
+        var x = p > 0.5 ? 2.0 : -2.0
+        for _ in 0..<200 {
+            let f = cdf(x, degreesOfFreedom: nu) - p
+            if f > 0 { hi = x } else { lo = x }
+            let logNormaliser: Double = lgamma((nu + 1) / 2) - lgamma(nu / 2) - 0.5 * log(nu * Double.pi)
+            let logKernel: Double = -(nu + 1) / 2 * log1p(x * x / nu)
+            let density = exp(logNormaliser + logKernel)
+            var next = x - f / density
+            if !(next > lo && next < hi) { next = (lo + hi) / 2 }
+            if abs(next - x) <= 1e-15 * max(1, abs(x)) { return next }
+            x = next
+        }
+        return x
+    }
+}
+
+/// The F distribution, for an ordinary regression's overall F test.
+public enum FDistribution {
+    /// P(F > f) on (numdf, dendf) degrees of freedom: R's pf(f, numdf, dendf, lower.tail = FALSE).
+    public static func upperTail(_ f: Double, numdf: Double, dendf: Double) -> Double {
+        guard f > 0 else { return 1 }
+        let a = numdf * f
+        return IncompleteBeta.regularized(a: dendf / 2, b: numdf / 2, logX: log(dendf / (dendf + a)), log1mX: log(a / (dendf + a)))
+    }
+}

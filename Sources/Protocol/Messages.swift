@@ -98,7 +98,8 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// 0: value only, 1: with gradient, 2: with gradient and Hessian
     /// (in θ for LMMs; in (θ, β) for GLMMs).
     public var order: Int
-    /// Fixed effects (GLMMs only: their objective is not profiled over β).
+    /// Fixed effects (GLMMs only: their objective is not profiled over β; a
+    /// flat GLM's IRLS step without β starts from the family's mustart).
     public var beta: [Double]?
     /// Quadrature points (GLMMs; 1 = Laplace).
     public var nAGQ: Int?
@@ -144,9 +145,13 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     public var theta: [Double]
     public var beta: [Double]
     public var sigma: Double
-    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma }
-    public init(session: String, theta: [Double], beta: [Double], sigma: Double) {
-        self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma
+    /// A flat GLM with a cluster: the β at which glm.fit's last iteration
+    /// took its working weights (the estimating functions use them); absent,
+    /// the family's start (mustart). Ignored by every other model.
+    public var weightsAt: [Double]?
+    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma, weightsAt = "weights_at" }
+    public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) {
+        self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma; self.weightsAt = weightsAt
     }
 }
 
@@ -417,6 +422,45 @@ public struct ContributionReply: Codable, Sendable, Equatable {
     }
 }
 
+/// One IRLS step of a flat GLM at a site (R's glm.fit, federated): at the
+/// working point (β, or the family's start when the request had no β) the
+/// site's deviance, XᵀWX and XᵀWz over its rows.
+public struct GLMStepReply: Codable, Sendable, Equatable {
+    public var session: String
+    public var rows: Int
+    public var deviance: Double
+    /// XᵀWX, p×p column-major.
+    public var information: [Double]
+    /// XᵀWz (z the working response less the offset).
+    public var working: [Double]
+    enum CodingKeys: String, CodingKey { case session, rows, deviance, information, working }
+    public init(session: String, rows: Int, deviance: Double, information: [Double], working: [Double]) {
+        self.session = session; self.rows = rows; self.deviance = deviance; self.information = information; self.working = working
+    }
+    /// Refuses a row count or a width out of range, a non-square or
+    /// asymmetric information matrix, and non-finite numbers.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        session = try c.decode(String.self, forKey: .session)
+        rows = try c.decode(Int.self, forKey: .rows)
+        deviance = try c.decode(Double.self, forKey: .deviance)
+        information = try c.decode([Double].self, forKey: .information)
+        working = try c.decode([Double].self, forKey: .working)
+        if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
+    }
+    var problem: (CodingKeys, String)? {
+        guard (0...ProtocolLimits.maxRows).contains(rows) else { return (.rows, "is out of range") }
+        guard deviance.isFinite, deviance >= 0 else { return (.deviance, "is not a finite non-negative number") }
+        let p = working.count
+        guard (1...ProtocolLimits.maxFixedColumns).contains(p) else { return (.working, "has a length out of range") }
+        guard working.allSatisfy(\.isFinite) else { return (.working, "holds a non-finite number") }
+        guard information.count == p * p else { return (.information, "has \(information.count) values; p×p needs \(p * p)") }
+        guard information.allSatisfy(\.isFinite) else { return (.information, "holds a non-finite number") }
+        for a in 0..<p { for b in 0..<a where information[a + b * p] != information[b + a * p] { return (.information, "is not symmetric") } }
+        return nil
+    }
+}
+
 /// A site's GLMM objective D_k with its derivatives in (θ, β).
 public struct GLMMContributionReply: Codable, Sendable, Equatable {
     public var session: String
@@ -468,9 +512,15 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
     /// GLMMs: Σ −2 log p(y | μ = y) over the site's rows (the constant lme4's
     /// nAGQ > 1 objective leaves out), so reports can show lme4's figure too.
     public var saturatedDeviance: Double?
+    /// Flat models clustered by site: the site's score Σᵢ xᵢ·estfunᵢ at β (p values).
+    public var score: [Double]?
+    /// Flat models clustered within the site: Σ_c s_c s_cᵀ over the site's
+    /// clusters (p×p column-major), and their number.
+    public var scoreCrossProducts: [Double]?
+    public var clusters: Int?
     enum CodingKeys: String, CodingKey {
         case session, effects, conditionalCovariance = "conditional_covariance", ownEffects = "own_effects"
-        case saturatedDeviance = "saturated_deviance"
+        case saturatedDeviance = "saturated_deviance", score, scoreCrossProducts = "score_cross_products", clusters
     }
     public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?, ownEffects: [Double]? = nil,
                 saturatedDeviance: Double? = nil) {
@@ -478,8 +528,10 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
         self.ownEffects = ownEffects; self.saturatedDeviance = saturatedDeviance
     }
     /// Refuses effects, covariance and own estimates that do not fit together
-    /// (r effects, r×r covariance, r own estimates) or a non-finite number;
-    /// whether r is the model's site-level dimension is the coordinator's check.
+    /// (r effects, r×r covariance, r own estimates), a non-finite number, a
+    /// cluster count out of range, and score cross products that are not a
+    /// square matrix or come without their count; whether r and p are the
+    /// model's dimensions is the coordinator's check.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         session = try c.decode(String.self, forKey: .session)
@@ -487,6 +539,9 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
         conditionalCovariance = try c.decodeIfPresent([Double].self, forKey: .conditionalCovariance)
         ownEffects = try c.decodeIfPresent([Double].self, forKey: .ownEffects)
         saturatedDeviance = try c.decodeIfPresent(Double.self, forKey: .saturatedDeviance)
+        score = try c.decodeIfPresent([Double].self, forKey: .score)
+        scoreCrossProducts = try c.decodeIfPresent([Double].self, forKey: .scoreCrossProducts)
+        clusters = try c.decodeIfPresent(Int.self, forKey: .clusters)
         if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
     }
     var problem: (CodingKeys, String)? {
@@ -500,6 +555,17 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
             if let values, !values.allSatisfy(\.isFinite) { return (key, "holds a non-finite number") }
         }
         if let d = saturatedDeviance, !d.isFinite { return (.saturatedDeviance, "is not finite") }
+        if let s = score, !(s.count <= ProtocolLimits.maxFixedColumns && s.allSatisfy(\.isFinite)) {
+            return (.score, "has a length out of range or a non-finite number")
+        }
+        if let m = scoreCrossProducts {
+            let p = Int(Double(m.count).squareRoot())
+            guard p * p == m.count, p <= ProtocolLimits.maxFixedColumns, m.allSatisfy(\.isFinite) else {
+                return (.scoreCrossProducts, "is not a finite square matrix of at most \(ProtocolLimits.maxFixedColumns) columns")
+            }
+            guard clusters != nil else { return (.clusters, "is missing beside score_cross_products") }
+        }
+        if let g = clusters, !(1...ProtocolLimits.maxRows).contains(g) { return (.clusters, "is out of range") }
         return nil
     }
 }
@@ -519,6 +585,7 @@ public enum Reply: Sendable, Equatable {
     case prepared(PrepareReply)
     case contribution(ContributionReply)
     case glmmContribution(GLMMContributionReply)
+    case glmStep(GLMStepReply)
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
@@ -529,6 +596,7 @@ public enum Reply: Sendable, Equatable {
         case .prepared: return "prepared"
         case .contribution: return "contribution"
         case .glmmContribution: return "glmm_contribution"
+        case .glmStep: return "glm_step"
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"

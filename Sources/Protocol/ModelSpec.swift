@@ -160,6 +160,11 @@ public struct ModelSpec: Sendable, Hashable {
     /// subgroup, only drops incomplete rows as the largest model would.
     /// Absent from the wire when empty.
     public var alsoRequired: [String] = []
+    /// Flat models only: the clusters of sandwich::vcovCL's robust
+    /// covariance, the site itself or a grouping nested within it (clusters
+    /// never span sites). Absent from the wire when nil. A site refuses a
+    /// cluster with fewer than its min_cell rows (see docs/PRIVACY.md).
+    public var cluster: Grouping? = nil
 
     public init(formula: String, family: Family = .gaussian, link: Link = .identity,
                 response: Response, fixed: [DesignColumn], terms: [RandomTerm],
@@ -185,8 +190,12 @@ public struct ModelSpec: Sendable, Hashable {
         if let w = weights { add(w.requiredVariables) }
         if let o = offset { add(o.requiredVariables) }
         add(alsoRequired)
+        if case .withinSite(let vs)? = cluster { add(vs) }
         return out
     }
+
+    /// A model without random-effects terms: an ordinary regression (lm, glm).
+    public var isFlat: Bool { terms.isEmpty }
 
     /// Number of covariance parameters θ.
     public var thetaCount: Int { terms.reduce(0) { $0 + $1.thetaCount } }

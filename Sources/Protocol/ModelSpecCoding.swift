@@ -88,7 +88,7 @@ extension Response: Codable {
 }
 
 extension ModelSpec: Codable {
-    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter, alsoRequired = "also_required" }
+    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter, alsoRequired = "also_required", cluster }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -102,6 +102,7 @@ extension ModelSpec: Codable {
         offset = try c.decodeIfPresent(Expr.self, forKey: .offset)
         filter = try c.decodeIfPresent(Expr.self, forKey: .filter)
         alsoRequired = try c.decodeIfPresent([String].self, forKey: .alsoRequired) ?? []
+        cluster = try c.decodeIfPresent(Grouping.self, forKey: .cluster)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -116,6 +117,7 @@ extension ModelSpec: Codable {
         try c.encodeIfPresent(offset, forKey: .offset)
         try c.encodeIfPresent(filter, forKey: .filter)
         if !alsoRequired.isEmpty { try c.encode(alsoRequired, forKey: .alsoRequired) }
+        try c.encodeIfPresent(cluster, forKey: .cluster)
     }
 }
 

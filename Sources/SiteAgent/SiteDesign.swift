@@ -69,6 +69,9 @@ public struct SiteDesign: Sendable {
     /// Small-cell counts of the design, for the site's min_cell rule.
     public let cells: CellCounts
     public let model: Model
+    /// A flat model's rows (no random-effects term): a GLM's IRLS steps and
+    /// the robust covariance's per-cluster scores read them. Nil for mixed models.
+    public let flat: FlatSite?
 
     /// What a session keeps between rounds.
     public enum Model: Sendable {
@@ -116,6 +119,8 @@ public struct SiteDesign: Sendable {
             columns += zip(terms.flatMap { t in t.columns.map { "\($0.name) | \(t.name)" } }, z[z.count - 1]).map { ($0, $1) }
         }
         let indicators = Self.indicatorVariables(spec).map { cases.columns[$0]! }
+        flat = try Self.flatSite(spec, family: family, fixed: fixed, response: response, weights: weights, offset: offset,
+                                 cases: cases, used: rowCount)
         if let family {
             let g = try GLMMRows(response: response, weights: weights, family: family, used: used)
             // The response obeys the column rules too (min_cell minority, dominance).
@@ -154,6 +159,21 @@ public struct SiteDesign: Sendable {
             builder.addColumns(w: wcols, levels: levels, z: z)
             model = .linear(builder.finish(), logWeightSum: logWeightSum)
         }
+    }
+
+    /// A flat model's rows, with each row's cluster when the model has one
+    /// (site-local codes; the site itself is one cluster).
+    static func flatSite(_ spec: ModelSpec, family: GLMFamily?, fixed: [[Double]], response: (values: [Double], failures: [Double]?),
+                         weights: [Double]?, offset: [Double]?, cases: CompleteCases, used: Int) throws -> FlatSite? {
+        guard spec.isFlat else { return nil }
+        var y = response.values, n = weights ?? [Double](repeating: 1, count: used)
+        if let family { let g = try GLMMRows(response: response, weights: weights, family: family, used: used); y = g.y; n = g.n }
+        var clusters: [Int]? = nil, count = 1
+        if case .withinSite(let vs)? = spec.cluster {
+            (clusters, count) = levelIndex(vs.map { cases.columns[$0]! }, rows: cases.usedRows)
+        }
+        return FlatSite(family: family, p: fixed.count, x: rowMajor(fixed, rows: used), y: y, n: n,
+                        offset: offset ?? [Double](repeating: 0, count: used), clusters: clusters, clusterCount: count)
     }
 
     /// The GLM family of a generalized model, nil for a linear one.

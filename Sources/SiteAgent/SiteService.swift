@@ -318,6 +318,10 @@ public final class SiteService: Sendable {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
         if let why = fit.cells.violation(policy) { throw SiteError.disclosure(why) }
+        if let flat = fit.flat, case .withinSite? = r.model.cluster, policy.minCell > 0,
+           flat.clusterSizes.contains(where: { $0 < policy.minCell }) {
+            throw SiteError.disclosure("some clusters of the robust covariance have fewer than \(policy.minCell) rows at this site; a cluster's score would describe those few rows (rule min_cell). Cluster by a coarser variable, or by site")
+        }
         try checkDifferencing(fit.cells, filtered: filtered, source: sourceKey(r.dataset, rowCount: table.rowCount), rowCount: table.rowCount)
         let patterns = missingPatterns(table, variables: r.model.requiredVariables)
         let now = Date()
@@ -444,6 +448,21 @@ public final class SiteService: Sendable {
         for theta in r.points { try validate(theta: theta, structure: structure) }
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
         if let why = r.problem { throw SiteError.invalid("thetas \(why)") }
+        if let flat = s.fit.flat, flat.family != nil {
+            guard r.thetas == nil else { throw SiteError.invalid("a flat GLM has no θ to evaluate at several points") }
+            // A flat GLM: one IRLS step of glm.fit at β (or at the start).
+            if let beta = r.beta, !(beta.count == s.model.fixedCount && beta.allSatisfy(\.isFinite)) {
+                throw SiteError.invalid("a GLM step needs beta with one finite value per fixed effect, or none for the start")
+            }
+            if let refusal = RequestCost.glmmEvaluate(s.fit.glmm!.data, order: 0, nAGQ: 1)
+                .refusal(limits, what: "evaluation") { throw refusal }
+            let step = flat.normalEquations(at: r.beta)
+            guard step.deviance.isFinite, step.information.allSatisfy(\.isFinite), step.working.allSatisfy(\.isFinite) else {
+                throw GLMMError.nonFinite
+            }
+            return .glmStep(GLMStepReply(session: r.session, rows: s.fit.used, deviance: step.deviance,
+                                         information: step.information, working: step.working))
+        }
         switch s.fit.model {
         case .linear(let blocks, _):
             // Cost before work: refused in microseconds, before any allocation.
@@ -480,7 +499,10 @@ public final class SiteService: Sendable {
         guard r.beta.count == s.model.fixedCount, r.sigma > 0, r.beta.allSatisfy(\.isFinite) else {
             throw SiteError.invalid("beta must have one finite value per fixed effect and sigma must be positive")
         }
-        let reply: FinalizeReply
+        if let w = r.weightsAt, !(w.count == s.model.fixedCount && w.allSatisfy(\.isFinite)) {
+            throw SiteError.invalid("weights_at must have one finite value per fixed effect")
+        }
+        var reply: FinalizeReply
         switch s.fit.model {
         case .linear(let blocks, _):
             if let refusal = RequestCost.lmmEvaluate(blocks, structure: structure, order: 0)
@@ -495,6 +517,17 @@ public final class SiteService: Sendable {
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                   saturatedDeviance: site.saturatedConstant)
         }
+        if let flat = s.fit.flat, let cluster = s.model.cluster {
+            // The robust covariance's meat: the site's score, or Σ_c s_c s_cᵀ over its clusters.
+            switch cluster {
+            case .site:
+                reply.score = flat.clusterScores(beta: r.beta, weightsAt: r.weightsAt)[0]
+            case .withinSite:
+                reply.scoreCrossProducts = flat.scoreCrossProducts(beta: r.beta, weightsAt: r.weightsAt)
+                reply.clusters = flat.clusterCount
+            }
+        }
+        if let flat = s.fit.flat, flat.family != nil { reply.saturatedDeviance = flat.saturatedConstant }
         try Self.checkSiteLevelOnly(reply, model: s.model)
         // The fit is over: free its prepared data now rather than after the
         // session timeout (a coordinator that asks again, e.g. resending a
@@ -525,8 +558,9 @@ public final class SiteService: Sendable {
         guard m.alsoRequired.count <= ProtocolLimits.maxFixedColumns else {
             throw SiteError.invalid("the model requires more than \(ProtocolLimits.maxFixedColumns) further variables")
         }
-        guard terms.contains(m.terms.count) else {
-            throw SiteError.invalid("a mixed model needs \(terms.lowerBound) to \(terms.upperBound) random-effects terms")
+        // No term: a flat model (an ordinary regression).
+        guard m.terms.isEmpty || terms.contains(m.terms.count) else {
+            throw SiteError.invalid("a model has at most \(terms.upperBound) random-effects terms")
         }
         for t in m.terms {
             guard columns.contains(t.columns.count) else {
@@ -534,6 +568,10 @@ public final class SiteService: Sendable {
             }
             if case .withinSite(let vs) = t.grouping, vs.isEmpty { throw SiteError.invalid("random-effects term \(t.name) has no grouping variable") }
         }
+        if m.cluster != nil && !m.isFlat {
+            throw SiteError.invalid("a cluster for robust standard errors applies to flat models (no random-effects term) only")
+        }
+        if case .withinSite(let vs)? = m.cluster, vs.isEmpty || vs.count > 10 { throw SiteError.invalid("a cluster needs 1 to 10 variables") }
         guard m.family == .gaussian ? m.link == .identity : true else { throw SiteError.invalid("a gaussian model uses the identity link") }
         // θ's derivatives travel as jets whose width grows with θ²: bound it.
         guard m.thetaCount <= ProtocolLimits.maxThetaCount else {

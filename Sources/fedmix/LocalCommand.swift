@@ -13,13 +13,13 @@ enum LocalCommand {
     static let command = Command(
         "local", abstract: "Each CSV file (or each CSV in a folder) is one site; fits over local agents (mutual TLS on loopback).",
         arguments: [paths],
-        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, Opt.inProcess, Opt.excludeSites, Opt.quiet],
+        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, Opt.inProcess, Opt.excludeSites, Opt.quiet, Opt.cluster],
         notHere: ["dataset": "fedmix local serves each CSV file as the one dataset of its site; --dataset goes with --sites (fit, describe, explain, sensitivity)"],
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
         let formula = try a.require(Opt.requiredFormula)
-        var options = try fitOptions(a)
+        var options = try singleFitOptions(a)
         options.confint = a.value(Opt.confint)
         let missing = missingDataStrategy(a)
         try Analysis.validate(formula: formula, options: options, missingData: missing)

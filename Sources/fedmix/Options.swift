@@ -27,6 +27,8 @@ enum Opt {
     static let weights = Option<String>("weights", value: "VAR",
                                         help: "prior weights, as lmer/glmer read them: LMM rows scaled by √w; binomial: trials of a proportion response; Poisson: log-likelihood multipliers")
     static let filter = Option<String>("filter", value: "EXPR", help: "fit on the rows it selects at every site, e.g. 'age >= 50 & sex == \"F\"'")
+    static let cluster = Option<String>("cluster", value: "site|VAR",
+                                        help: "flat models (no random-effects term): cluster-robust standard errors as sandwich::vcovCL gives them, clustered by site or by a variable nested within sites")
     static let excludeAbove = Option<Assignment>("exclude-sites-missing-above", value: "VAR=F",
                                                  help: "leave out sites where VAR is missing in more than the fraction F of rows",
                                                  repeatable: true, Assignment.parser(fractions: true, several: false))
@@ -106,6 +108,13 @@ func fitOptions(_ a: ParsedArguments) throws -> FitOptions {
     return options
 }
 
+/// fitOptions with --cluster (the commands that fit one model: fit, local).
+func singleFitOptions(_ a: ParsedArguments) throws -> FitOptions {
+    var options = try fitOptions(a)
+    options.cluster = a.value(Opt.cluster)
+    return options
+}
+
 /// --exclude-sites-missing-above and --missing-indicator as the strategy of one fit.
 func missingDataStrategy(_ a: ParsedArguments) -> MissingDataStrategy {
     var s = MissingDataStrategy()
@@ -173,6 +182,7 @@ extension SettingError: UsageFailure {
         case .excludeSitesMissingAbove: return "--exclude-sites-missing-above"
         case .excludeSites: return "--exclude-sites"
         case .confint: return "--confint"
+        case .cluster: return "--cluster"
         }
     }
 }

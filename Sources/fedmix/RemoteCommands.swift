@@ -12,12 +12,12 @@ enum RemoteCommands {
 
     static let fitCommand = Command(
         "fit", abstract: "Fits the model over the agents of a sites file.",
-        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, dryRun, Opt.excludeSites] + Opt.network,
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, dryRun, Opt.excludeSites, Opt.cluster] + Opt.network,
         run: fit)
 
     static func fit(_ a: ParsedArguments) throws -> Int32 {
         let dataset = try a.require(dataset), formula = try a.require(Opt.requiredFormula)
-        var options = try fitOptions(a)
+        var options = try singleFitOptions(a)
         options.confint = a.value(Opt.confint)
         let missing = missingDataStrategy(a)
         let dry = a.flag(dryRun)

@@ -531,10 +531,10 @@ final class FormulaTests: XCTestCase {
                            position: at("log", f), term: "log(g)")
     }
 
-    func testErrorNoRandomTerm() {
-        let f = "y ~ x + z"
-        assertFormulaError(f, message: "fedmix fits mixed models: add a random-effects term such as (1 | site)",
-                           position: 4, term: "x + z")
+    /// No random-effects term: a flat model (R's lm or glm), no longer an error.
+    func testFormulaWithoutRandomTermIsFlat() throws {
+        let f = try Formula.parse("y ~ x + z")
+        XCTAssertTrue(f.random.isEmpty)
     }
 
     func testErrorSiteReserved() throws {

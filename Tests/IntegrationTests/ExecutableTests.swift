@@ -55,6 +55,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--exclude-sites"], ExecutableTests.localExcludeSites),
             Entry("local", ["--quiet"], ExecutableTests.localQuiet),
             Entry("local", ["--confint"], ExecutableTests.localConfint),
+            Entry("local", ["--cluster"], ExecutableTests.localFlatModelWithClusterEqualsVcovCL),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 
@@ -66,6 +67,7 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--sites", "--dataset", "--formula"], ExecutableTests.fitUsageErrors),
             Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
             Entry("fit", ["--confint"], ExecutableTests.fitConfintOverAgents),
+            Entry("fit", ["--cluster"], ExecutableTests.fitFlatModelWithClusterOverAgents),
             Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
             Entry("explain", ["--sites", "--dataset", "--formula", "--ml", "--filter", "--family", "--link", "--nagq"],
@@ -528,6 +530,38 @@ final class ExecutableTests: XCTestCase {
         let poisson = try jsonFit(["local", cbppSites, "--family", "poisson", "--formula", "incidence ~ factor(period) + (1 | site)", "--in-process"])
         XCTAssertEqual(Self.model(poisson)["family"], "poisson")
         XCTAssertEqual(Self.model(poisson)["link"], "log")
+    }
+
+    /// Flat models' robust covariance (Tests/Fixtures/inference/references.json, section flat).
+    static func flatReference(_ name: String) throws -> [String: Any] {
+        let url = Fixtures.root.deletingLastPathComponent().appendingPathComponent("inference/references.json")
+        let all = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        return (all["flat"] as! [String: Any])[name] as! [String: Any]
+    }
+
+    static func assertRobust(_ fit: [String: Any], _ ref: [String: Any], cluster: String, file: StaticString = #filePath, line: UInt = #line) {
+        let expected = (ref["robust"] as! [[String: Any]]).first { $0["cluster"] as! String == cluster && $0["type_is_default"] as! Bool }!
+        guard let robust = fit["robust"] as? [String: Any] else { return XCTFail("no robust section", file: file, line: line) }
+        XCTAssertEqual(robust["type"] as? String, expected["type"] as? String, file: file, line: line)
+        XCTAssertEqual(robust["clusters"] as? Int, expected["n_clusters"] as? Int, file: file, line: line)
+        for (a, b) in zip(robust["std_errors"] as! [Double], expected["std_error"] as! [Double]) {
+            XCTAssertLessThan(abs(a - b) / b, 1e-8, "robust SE", file: file, line: line)
+        }
+    }
+
+    func localFlatModelWithClusterEqualsVcovCL() throws {
+        let formula = "cbind(incidence, size - incidence) ~ factor(period)"
+        let fit = try jsonFit(["local", cbppSites, "--family", "binomial", "--formula", formula, "--cluster", "site"])
+        XCTAssertEqual(Self.model(fit)["kind"], "glm")
+        Self.assertRobust(fit, try Self.flatReference("cbpp"), cluster: "site")
+        try fedmixUsageError(["local", cbppSites, "--family", "binomial", "--formula", Self.cbpp, "--cluster", "site"],
+                             "--cluster applies to flat models")
+    }
+
+    func fitFlatModelWithClusterOverAgents() throws {
+        let fit = try jsonFit(["fit"] + (try remote) + ["--formula", "Reaction ~ Days", "--cluster", "Subject"])
+        XCTAssertEqual(Self.model(fit)["kind"], "lm")
+        Self.assertRobust(fit, try Self.flatReference("sleepstudy"), cluster: "Subject")
     }
 
     func localFilterChangesTheRows() throws {

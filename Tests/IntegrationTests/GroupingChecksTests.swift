@@ -59,7 +59,7 @@ final class GroupingChecksTests: XCTestCase {
             (0..<40).map { i in [Self.y(i, i % 4), String(i % 7), String(i % 3 == 0 ? 1 : 0), "w\(i % 4)"] }
         }
         guard let e = fitError(files, "y ~ x + (1 | site)", GroupingLevelsError.self) else { return }
-        XCTAssertEqual(e.message, "grouping factor \"site\" has 1 level: the fit has a single site (A), and a random effect needs a grouping factor with at least 2 levels (lme4: grouping factors must have > 1 sampled level). Fit two or more sites, or drop (1 | site) (with no random-effects term left the model is an ordinary regression, which fedmix does not fit: fit it with lm or glm)")
+        XCTAssertEqual(e.message, "grouping factor \"site\" has 1 level: the fit has a single site (A), and a random effect needs a grouping factor with at least 2 levels (lme4: grouping factors must have > 1 sampled level). Fit two or more sites, or drop (1 | site) (with no random-effects term left the model is an ordinary regression, which fedmix fits as R's lm or glm: drop the term to fit it)")
         guard let g = fitError(files, "b ~ x + (1 | site)", GroupingLevelsError.self, family: .binomial) else { return }
         XCTAssertTrue(g.message.hasPrefix("grouping factor \"site\" has 1 level"), g.message)
         // With another term left, the advice is only to drop the term; (1 | site/ward) expands to ward:site and site.

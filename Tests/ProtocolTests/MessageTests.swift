@@ -60,6 +60,7 @@ final class MessageTests: XCTestCase {
             .prepared(PrepareReply(session: "s1", summary: summary, blocks: nil)),
             .contribution(ContributionReply(session: "s1", contribution: LMMContribution(schur: schur, logDet: logDet, rows: 117))),
             .glmmContribution(GLMMContributionReply(session: "s1", rows: 117, objective: objective)),
+            .glmStep(GLMStepReply(session: "s1", rows: 117, deviance: 93.5, information: [4, 1.5, 1.5, 2e-310], working: [-0.25, 7])),
             .finalized(FinalizeReply(session: "s1", effects: [0.5], conditionalCovariance: [0.01], ownEffects: [-0.0],
                                      saturatedDeviance: 12.5)),
             .pong,
@@ -96,7 +97,7 @@ final class MessageTests: XCTestCase {
             XCTAssertEqual(try LineCodec.encode(got, id: gotID), line)
             kinds.insert(reply.typeName)
         }
-        XCTAssertEqual(kinds, ["described", "prepared", "contribution", "glmm_contribution", "finalized", "pong", "error"])
+        XCTAssertEqual(kinds, ["described", "prepared", "contribution", "glmm_contribution", "glm_step", "finalized", "pong", "error"])
     }
 
     /// A request is not a reply and a reply is not a request.
@@ -288,5 +289,25 @@ final class MessageTests: XCTestCase {
                                terms: [RandomTerm(name: "g", grouping: .withinSite(["g"]), columns: one)])
         XCTAssertNil(noSite.siteFactorIndex)
         XCTAssertFalse(noSite.allTermsGroupedBySite)
+    }
+
+    /// A flat model's messages: the cluster travels in the model, the
+    /// finalize answer's scores are checked as they are decoded.
+    func testFlatModelMessagesValidate() throws {
+        var spec = ModelSpec(formula: "y ~ x", response: .value(.variable("y")),
+                             fixed: [DesignColumn(name: "(Intercept)", expr: .number(1))], terms: [])
+        spec.cluster = .withinSite(["ward"])
+        let line = try LineCodec.encode(.prepare(PrepareRequest(session: "s", dataset: "d", model: spec)), id: 1)
+        guard case .prepare(let back) = try LineCodec.decodeRequest(line).request else { return XCTFail(line) }
+        XCTAssertEqual(back.model, spec)
+        XCTAssertEqual(spec.requiredVariables, ["y", "ward"])
+        let reply = FinalizeReply(session: "s", effects: nil, conditionalCovariance: nil)
+        var ok = reply; ok.scoreCrossProducts = [1, 2, 2, 5]; ok.clusters = 3
+        let encoded = try LineCodec.encode(.finalized(ok), id: 2)
+        XCTAssertEqual(try LineCodec.decodeReply(encoded).reply, .finalized(ok))
+        for bad in [#""score_cross_products":[1,2,3]"#, #""score_cross_products":[1,2,2,5]"#, #""score_cross_products":[1],"clusters":0"#] {
+            XCTAssertThrowsError(try LineCodec.decodeReply("{\"id\":1,\"type\":\"finalized\",\"session\":\"s\",\(bad)}"), bad)
+        }
+        XCTAssertThrowsError(try LineCodec.decodeReply(#"{"id":1,"type":"glm_step","session":"s","rows":3,"deviance":1,"information":[1,2,3,4],"working":[1,2]}"#))
     }
 }

@@ -80,9 +80,7 @@ public struct Formula: Sendable, Hashable, CustomStringConvertible {
         }
         var random: [RandomEffectsTerm] = []
         for bar in bars { random += try checker.expandBar(bar) }
-        guard !random.isEmpty else {
-            throw errors.error("fedmix fits mixed models: add a random-effects term such as (1 | site)", rhs)
-        }
+        // No random-effects term: a flat model (R's lm or glm).
         return Formula(text: text, response: response, rhs: rhs, fixedPart: fixedPart, fixed: fixed,
                        bars: bars, random: random)
     }
