@@ -258,10 +258,11 @@ public enum ModelComparison {
 
     /// The flat model's fixed effects next to the mixed model's.
     public static func flatVsMixed(flat: FitResult, flatName: String, mixed: FitResult, mixedName: String) -> [Comparison.FlatVsMixed] {
-        flat.fixedEffects.compactMap { f in
+        flat.fixedEffects.enumerated().compactMap { k, f in
             guard let m = mixed.fixedEffects.first(where: { $0.name == f.name }) else { return nil }
+            let robust = flat.robust.flatMap { k < $0.stdErrors.count ? $0.stdErrors[k] : nil }
             return Comparison.FlatVsMixed(term: f.name, flatModel: flatName, mixedModel: mixedName, flatEstimate: f.estimate,
-                                          flatStdError: f.stdError, robustStdError: nil, mixedEstimate: m.estimate,
+                                          flatStdError: f.stdError, robustStdError: robust, mixedEstimate: m.estimate,
                                           mixedStdError: m.stdError, seRatio: m.stdError / f.stdError)
         }
     }
@@ -289,10 +290,24 @@ public enum ModelComparison {
         try checkNested(resolved, names: names)
         let specs = sameRows(resolved)
         var results: [FitResult] = []
-        for spec in specs {
+        // A flat model gets cluster-robust SEs clustered as the smallest
+        // mixed model groups its rows (the standard approach beside it).
+        let flatCluster = order(specs).lazy.map { specs[$0] }.first { !$0.terms.isEmpty }?.terms.first?.grouping
+        var robustNotes: [String] = []
+        for var spec in specs {
+            if spec.terms.isEmpty, let flatCluster { spec.cluster = flatCluster }
             try Analysis.requireNesting(spec, descriptions: descriptions, federation: federation, dataset: dataset)
             let fitStarted = Date()
-            var r = try FitDriver.fit(federation, dataset: dataset, spec: spec, options: fitOptions)
+            var r: FitResult
+            do {
+                r = try FitDriver.fit(federation, dataset: dataset, spec: spec, options: fitOptions)
+            } catch let refusal where spec.cluster != nil && (refusal is SiteFailure || refusal is SiteFailures) {
+                // A site may refuse the clusters (fewer than its min_cell rows
+                // in one): the flat fit is still compared, without robust SEs.
+                spec.cluster = nil
+                robustNotes.append("no cluster-robust SEs for the flat model: \(refusal)")
+                r = try FitDriver.fit(federation, dataset: dataset, spec: spec, options: fitOptions)
+            }
             r.elapsedSeconds = Date().timeIntervalSince(fitStarted)
             r.exclusions = federation.exclusions
             r.excludedSites = r.exclusions.map(\.site)
@@ -312,6 +327,7 @@ public enum ModelComparison {
         let anyMixed = specs.contains { !$0.terms.isEmpty }
         if refit && anyMixed { notes.append("refitting model(s) with ML (instead of REML)") }
         notes += boundaryNotes(specs: specs, rows: rows, names: names)
+        notes += robustNotes
         var comparison = Comparison(names: names, models: results, anova: rows, refittedML: refit && anyMixed, notes: notes,
                                     dataset: dataset, nObs: counts[0], nSites: results[0].nSites, rounds: federation.rounds - roundsBefore,
                                     bytesSent: federation.bytesSent.reduce(0, +) - sentBefore,

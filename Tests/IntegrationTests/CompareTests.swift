@@ -145,6 +145,31 @@ final class CompareTests: XCTestCase {
         }
     }
 
+    /// A flat model against the mixed one: lme4's anova(lmer, lm) table, the
+    /// flat model's vcovCL SEs by site beside the mixed SEs, and the design effect.
+    func testFlatVersusMixedMatchesLme4AndSandwich() throws {
+        let fed = inProcessFederation(files: try Fixtures.siteFiles("exam"))
+        defer { fed.close() }
+        let c = try ModelComparison.compare(fed, dataset: "data",
+                                            formulas: ["normexam ~ standLRT + sex", "normexam ~ standLRT + sex + (1 | site)"],
+                                            options: FitOptions())
+        assertTable(c, "exam_flat_vs_intercept")
+        XCTAssertEqual(c.anova[1].mixture, "chi2_0:chi2_1")
+        let flat = (Self.inference["flat"] as! [String: Any])["exam"] as! [String: Any]
+        let bySite = (flat["robust"] as! [[String: Any]]).first { ($0["cluster"] as? String) == "site" && ($0["type"] as? String) == "HC1" }!
+        let robust = bySite["std_error"] as! [Double]
+        XCTAssertEqual(c.flatVsMixed.map(\.term), ["(Intercept)", "standLRT", "sexM"])
+        for (row, se) in zip(c.flatVsMixed, robust) {
+            let mine = try XCTUnwrap(row.robustStdError, "\(row.term): no robust SE")
+            XCTAssertEqual(mine, se, accuracy: 1e-8 * se, "\(row.term): vcovCL SE by site")
+            XCTAssertEqual(row.seRatio, row.mixedStdError / row.flatStdError)
+        }
+        let d = try XCTUnwrap(c.designEffect)
+        XCTAssertEqual(d.equal, 1 + (d.meanClusterSize - 1) * d.icc, accuracy: 1e-12)
+        XCTAssertTrue(d.clusteringMatters)
+        XCTAssertTrue(ComparisonReport.text(c).contains("robust SE"), ComparisonReport.text(c))
+    }
+
     func testEveryModelUsesTheRowsOfTheLargest() throws {
         let fed = inProcessFederation(files: try sitesWithMissing())
         defer { fed.close() }

@@ -23,7 +23,8 @@ final class HostilePeerTests: XCTestCase {
         }
         XCTAssertThrowsError(try Analysis.fit(Federation(channels: channels), dataset: "data", formula: "Yield ~ 1 + (1 | site)")) { e in
             XCTAssertEqual((e as? SiteFailure)?.site, "C")
-            XCTAssertTrue("\(e)".contains("wrong shape"), "\(e)")
+            // Refused at decode, naming the field (FinalizeReply's validating decoder).
+            XCTAssertTrue("\(e)".contains("field \"conditional_covariance\" has 0 values; 1 effects need 1"), "\(e)")
         }
     }
 

@@ -82,8 +82,8 @@ final class VcovReferenceTests: XCTestCase {
         XCTAssertEqual(block, "Correlation of Fixed Effects:\n     (Intr)\nDays -0.138\n")
         let text = Report.text(remote)
         XCTAssertTrue(text.contains("\n" + block + "\n"), text)
-        // right after the fixed-effects table, as lme4 prints it
-        XCTAssertTrue(text.contains("Days          10.467      1.546    6.77\n\n" + block), text)
+        // right after the fixed-effects table (lmerTest's columns), as lme4 prints it
+        XCTAssertTrue(text.contains("Days          10.467      1.546 17.000    6.77 3.26e-06\n\n" + block), text)
         // no correlation block or empty Corr header for a model with one fixed effect and no correlations
         let one = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "Reaction ~ 1 + (1 | Subject)", options: options)
         XCTAssertEqual(one.vcov.count, 1)
