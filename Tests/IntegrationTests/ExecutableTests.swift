@@ -54,6 +54,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--in-process"], ExecutableTests.localInProcessStartsNoAgents),
             Entry("local", ["--exclude-sites"], ExecutableTests.localExcludeSites),
             Entry("local", ["--quiet"], ExecutableTests.localQuiet),
+            Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 

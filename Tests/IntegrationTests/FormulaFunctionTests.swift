@@ -62,3 +62,24 @@ final class FormulaFunctionTests: XCTestCase {
         XCTAssertNoThrow(try Formula.parse("normexam ~ relevel(schgend, ref = \"girls\") + (1 | site)"))
     }
 }
+
+extension ExecutableTests {
+    /// `fedmix local FILE.csv --split-by COLUMN`: the pooled exam rows split
+    /// into its 65 schools on the fly, over agents on loopback TLS; the fit
+    /// with scale() equals R's on the pooled rows, and the sites are named by
+    /// the values.
+    func localSplitBy() throws {
+        let pooled = Fixtures.pooledFile("exam").path
+        let ref = FormulaFunctionTests.references["scale"] as! [String: Any]
+        let fit = try jsonFit(["local", pooled, "--split-by", "site", "--formula", ref["formula"] as! String])
+        XCTAssertEqual(fit["n_sites"] as? Int, 65)
+        XCTAssertEqual(fit["objective"] as! Double, ref["objective"] as! Double, accuracy: 1e-6)
+        for (mine, theirs) in zip(Self.estimates(fit), ref["estimates"] as! [Double]) { XCTAssertEqual(mine, theirs, accuracy: 1e-6) }
+        // Split by another column: two sites, "F" and "M", in-process.
+        let bySex = try jsonFit(["local", pooled, "--split-by", "sex", "--in-process", "--formula", "normexam ~ standLRT + (1 | site)"])
+        XCTAssertEqual(bySex["n_sites"] as? Int, 2)
+        XCTAssertEqual(bySex["n_obs"] as? Int, 4059)
+        try fedmixUsageError(["local", pooled, "--split-by", "school", "--formula", "normexam ~ 1 + (1 | site)"], "--split-by school: the file has no column school")
+        try fedmixUsageError(["local", pooled, pooled, "--split-by", "site", "--formula", "normexam ~ 1 + (1 | site)"], "give one file")
+    }
+}
