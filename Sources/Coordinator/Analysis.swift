@@ -41,13 +41,14 @@ public enum Analysis {
     /// whose nesting the descriptions cannot show (levels not listed, no
     /// level hashes) pass here; `fit` checks them completely.
     public static func resolve(formula: String, descriptions: [SiteDescription],
-                               family: Family = .gaussian, link: Link? = nil) throws -> ModelSpec {
+                               family: Family = .gaussian, link: Link? = nil,
+                               moments: [String: PooledMoments] = [:]) throws -> ModelSpec {
         let parsed = try Formula.parse(formula)
         let catalog = VariableCatalog(descriptions)
         try requireVariablesEverywhere(parsed.variablesUsed, descriptions: descriptions)
         try catalog.requireVariables(parsed.variablesUsed)
         let spec = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
-                                       link: link ?? defaultLink(family))
+                                       link: link ?? defaultLink(family), moments: moments)
         try catalog.requireNesting(spec)
         try GroupingChecks.checkDescribed(spec, descriptions: descriptions)
         return spec
@@ -188,8 +189,8 @@ public enum Analysis {
         if options.progress == nil, let reporter = federation.reporter, reporter.enabled {
             options.progress = progressReport(used, reporter: reporter, started: started)
         }
-        let spec = try model(formula: formula, descriptions: keptDescriptions, options: options, missingData: missingData)
-        try requireNesting(spec, descriptions: keptDescriptions, federation: used, dataset: dataset)
+        let spec = try model(used, dataset: dataset, formula: formula, descriptions: keptDescriptions,
+                             options: options, missingData: missingData)
         var result = try FitDriver.fit(used, dataset: dataset, spec: spec, options: options)
         result.elapsedSeconds = Date().timeIntervalSince(started)
         result.exclusions = federation.exclusions
@@ -207,12 +208,27 @@ public enum Analysis {
         return result
     }
 
+    /// The model a fit sends to the sites, with the rounds that need sites:
+    /// the nesting of grouping factors, and the pooled moments of scale() and
+    /// poly() arguments over the model's rows (MomentsRound.swift).
+    public static func model(_ federation: Federation, dataset: String, formula: String, descriptions: [SiteDescription],
+                             options: FitOptions, missingData: MissingDataStrategy = MissingDataStrategy()) throws -> ModelSpec {
+        let spec = try model(formula: formula, descriptions: descriptions, options: options, missingData: missingData)
+        try requireNesting(spec, descriptions: descriptions, federation: federation, dataset: dataset)
+        let parsed = try Formula.parse(formula)
+        let arguments = try Formula.momentArguments(parsed, variables: try VariableCatalog(descriptions).variables(Set(parsed.variablesUsed)))
+        guard !arguments.isEmpty else { return spec }
+        let moments = try pooledMoments(federation, dataset: dataset, spec: spec, arguments: arguments)
+        return try model(formula: formula, descriptions: descriptions, options: options, missingData: missingData, moments: moments)
+    }
+
     /// The model specification a fit sends to the sites: the formula
     /// resolved against the descriptions, the missing-data strategy applied,
     /// and the row filter (`options.filter`) resolved.
     public static func model(formula: String, descriptions: [SiteDescription], options: FitOptions,
-                             missingData: MissingDataStrategy = MissingDataStrategy()) throws -> ModelSpec {
-        var spec = try resolve(formula: formula, descriptions: descriptions, family: options.family, link: options.link)
+                             missingData: MissingDataStrategy = MissingDataStrategy(),
+                             moments: [String: PooledMoments] = [:]) throws -> ModelSpec {
+        var spec = try resolve(formula: formula, descriptions: descriptions, family: options.family, link: options.link, moments: moments)
         if let c = options.cluster {
             guard spec.isFlat else {
                 throw SettingError("\(.cluster) applies to flat models (no random-effects term); a mixed model accounts for its clusters through its random effects")

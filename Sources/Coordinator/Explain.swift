@@ -146,6 +146,8 @@ public enum Explain {
             case .filled(let v, let x): return "ifelse(is.na(\(v)), \(RNumberFormat.format(x)), \(v))"
             case .unary(.negate, let a): return wrap("-" + go(a, 7), 7, parent)
             case .unary(let f, let a): return "\(f.rawValue)(\(go(a, 0)))"
+            case .binary(let op, let a, let b) where op == .pmin || op == .pmax:
+                return "\(op.rawValue)(\(go(a, 0)), \(go(b, 0)))"
             case .binary(let op, let a, let b):
                 if op == .equal, case .number(0) = b, isLogical(a) { return wrap("!" + go(a, 6), 6, parent) }
                 let prec = precedence(op)
@@ -171,6 +173,7 @@ public enum Explain {
         case .add, .subtract: return 5
         case .multiply, .divide: return 6
         case .power: return 8
+        case .pmin, .pmax: return 9
         }
     }
 

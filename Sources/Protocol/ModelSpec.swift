@@ -57,6 +57,8 @@ public indirect enum Expr: Sendable, Hashable {
 
 public enum UnaryFunction: String, Sendable, Hashable, Codable, CaseIterable {
     case log, exp, sqrt, negate
+    /// log(1 + x) and |x| (R's log1p and abs).
+    case log1p, abs
 }
 
 public enum BinaryOperator: String, Sendable, Hashable, Codable, CaseIterable {
@@ -66,11 +68,22 @@ public enum BinaryOperator: String, Sendable, Hashable, Codable, CaseIterable {
     /// column, so that a column can never single out a subgroup by a threshold.
     case less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">=", equal = "==", notEqual = "!="
     case and = "&", or = "|"
+    /// The smaller or larger of the two values, row by row (R's pmin and
+    /// pmax with a constant): a kink at the constant, which a site treats as a
+    /// threshold (docs/PRIVACY.md).
+    case pmin, pmax
 
     /// Whether the operator is a comparison or a logical connective.
+    public var isComparison: Bool {
+        switch self {
+        case .less, .lessOrEqual, .greater, .greaterOrEqual, .equal, .notEqual: return true
+        default: return false
+        }
+    }
+
     public var isLogical: Bool {
         switch self {
-        case .add, .subtract, .multiply, .divide, .power: return false
+        case .add, .subtract, .multiply, .divide, .power, .pmin, .pmax: return false
         default: return true
         }
     }

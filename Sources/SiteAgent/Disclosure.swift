@@ -83,17 +83,32 @@ public struct CellCounts: Sendable, Equatable {
     /// A binary outcome's classes among the used rows: events and non-events
     /// (for cbind(successes, failures), their totals). Nil if not binary.
     public var outcome: (events: Double, nonEvents: Double)? = nil
+    /// Each threshold of the design (ThresholdRules): rows on its true and false side.
+    public var thresholds: [BinaryColumn] = []
+    /// Rows in each non-empty cell of the partition all thresholds make.
+    public var thresholdCells: [Int] = []
 
     public static func == (a: CellCounts, b: CellCounts) -> Bool {
         a.binaryColumns == b.binaryColumns && a.levelCounts == b.levelCounts
             && a.minorityRows.map(\.name) == b.minorityRows.map(\.name) && a.minorityRows.map(\.rows) == b.minorityRows.map(\.rows)
             && a.outcome?.events == b.outcome?.events && a.outcome?.nonEvents == b.outcome?.nonEvents
+            && a.thresholds == b.thresholds && a.thresholdCells == b.thresholdCells
     }
 
     /// Counts for design columns evaluated on the used rows.
     static func measure(columns: [(name: String, values: [Double])], indicatorVariables: [DataTable.Column],
-                        usedRows: [Int], outcome: (events: Double, nonEvents: Double)?) -> CellCounts {
+                        usedRows: [Int], outcome: (events: Double, nonEvents: Double)?,
+                        thresholds: [(name: String, values: [Double])] = []) -> CellCounts {
         var c = CellCounts()
+        for (name, values) in thresholds {
+            let ones = values.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
+            c.thresholds.append(BinaryColumn(name: name, ones: ones, zeros: values.count - ones))
+            // The rows on its true side are a subset the answer depends on (differencing).
+            if ones > 0 && ones < values.count {
+                c.binarySubsets.append(("threshold " + name, values.indices.filter { values[$0] != 0 }.map { usedRows[$0] }))
+            }
+        }
+        c.thresholdCells = ThresholdRules.cells(thresholds.map(\.values), rows: usedRows.count)
         for (name, values) in columns {
             var ones = 0, zeros = 0, binary = true
             for x in values {
@@ -157,6 +172,12 @@ public struct CellCounts: Sendable, Equatable {
         guard m > 0 else { return nil }
         if let o = outcome, o.events < Double(m) || o.nonEvents < Double(m) {
             return "each class of a binary outcome must have at least \(m) rows (or, for cbind(successes, failures), \(m) successes and \(m) failures) among the rows the model uses at this site; one class has fewer (rule min_cell)"
+        }
+        for t in thresholds where t.ones < m || t.zeros < m {
+            return "the threshold \(t.name) puts fewer than \(m) of the rows the model uses at this site on one of its sides; a comparison, a cut() break, or the kink of pmin, pmax or abs needs at least \(m) rows on each side (rule min_cell, thresholds)"
+        }
+        if thresholdCells.contains(where: { $0 > 0 && $0 < m }) {
+            return "the model's thresholds (comparisons, cut() breaks, kinks of pmin, pmax or abs) together leave fewer than \(m) of the rows the model uses at this site between two of them (as I(x > a) and I(x > b) would for close a and b), so a combination of columns would single out those rows; thresholds must leave none or at least \(m) rows between them (rule min_cell, thresholds)"
         }
         for b in binaryColumns where (b.ones > 0 && b.ones < m) || (b.zeros > 0 && b.zeros < m) {
             return "design column \"\(b.name)\" takes one of its two values in fewer than \(m) of the rows the model uses at this site; each level, interaction cell or two-valued variable needs none or at least \(m) rows (rule min_cell)"

@@ -29,11 +29,23 @@
 //     evaluation, the dominance rule below;
 //   - a ratio of two variables (incidence/size), whose denominator is a
 //     variable as recorded, not shifted;
-//   - nothing else: no comparison or logical operator outside a row filter,
+//   - log1p of a variable (or of the variable plus a whole number ≥ 0), abs
+//     and pmin/pmax with a constant of an allowed expression: the kink they
+//     put at a value is a threshold, which the threshold rule below checks;
+//   - a comparison of an allowed expression with a constant (I(age > 65)),
+//     and & / | of comparisons (cut()'s intervals), as a column of its own or
+//     a factor of a product (an interaction), never inside other arithmetic
+//     (I((age > 64.5) - (age > 65)) would be an indicator of age 65);
+//   - nothing else: no comparison or logical operator in the response,
+//     weights or offset,
 //     no power whose exponent depends on a variable or is negative or not one
 //     of 1/2, 1, 2, 3, no function of a shifted variable in a denominator.
 //
-// At evaluation (CellCounts), two numeric rules back these up for every
+// At evaluation (CellCounts, ThresholdRules), the threshold rule: every
+// threshold of the design (a comparison, pmin/pmax's constant, abs's zero)
+// has at least min_cell used rows on each side, and the thresholds together
+// cut the used rows into cells of none or at least min_cell rows.
+// Two numeric rules back these up for every
 // column, response, weights and offset: a column must not differ from its most
 // common value in fewer than min_cell rows (an indicator in disguise), and no
 // single row may carry more than max_row_share of the column's sum of squared
@@ -63,6 +75,16 @@ enum ExpressionRules {
         }
     }
 
+    /// The columns that compare, checked as `check` would (for policies that
+    /// do not check expressions otherwise).
+    static func checkComparisons(_ model: ModelSpec) throws {
+        var spec = model
+        spec.fixed = model.fixed.filter(\.expr.usesLogicalOperators)
+        spec.terms = model.terms.map { t in var t = t; t.columns = t.columns.filter(\.expr.usesLogicalOperators); return t }
+        spec.response = .value(.number(0)); spec.weights = nil; spec.offset = nil
+        try check(spec)
+    }
+
     struct Refusal: Error { var reason: String }
 
     /// What an allowed expression is.
@@ -77,6 +99,8 @@ enum ExpressionRules {
         var scaledVariable: (name: String, multiplier: Double)?
         /// A variable plus a constant (for log(x + 1)).
         var shiftedVariable: (name: String, shift: Double)?
+        /// 0/1 from a comparison or & / | of comparisons.
+        var logical = false
 
         static func constant(_ c: Double) -> Shape { Shape(constant: c) }
         static func variable(_ v: String) -> Shape { Shape(degrees: [v: 1], scaledVariable: (v, 1)) }
@@ -91,8 +115,17 @@ enum ExpressionRules {
         case .indicator(let v, _), .isMissing(let v): return .binary(v)
         case .unary(let f, let a):
             let s = try shape(a)
+            if s.logical { throw comparisonInArithmetic }
             if let c = s.constant { return .constant(apply(f, c)) }
             switch f {
+            case .abs:
+                var out = s
+                out.scaledVariable = nil; out.shiftedVariable = nil
+                return out
+            case .log1p:
+                if let (v, m) = s.scaledVariable, m == 1 { return nonPolynomial(v) }
+                if let (v, k) = s.shiftedVariable, k >= 0, k == k.rounded() { return nonPolynomial(v) }
+                throw Refusal(reason: "log1p() applies only to a variable, or the variable plus a whole number; a scaled or shifted argument can put a pole next to one row's value")
             case .negate: return scaled(s, by: -1)
             case .log, .sqrt:
                 if let (v, m) = s.scaledVariable, m > 0 { return nonPolynomial(v) }
@@ -103,11 +136,39 @@ enum ExpressionRules {
                 throw Refusal(reason: "exp() applies only to a variable or a multiple of it by at most 1 in size; a scaled or shaped argument lets one row dominate, or builds a bump at one value")
             }
         case .binary(let op, let a, let b):
-            if op.isLogical {
-                throw Refusal(reason: "comparison and logical operators may be used only in a row filter, never in a model column, the response, weights or offset")
-            }
             let sa = try shape(a), sb = try shape(b)
+            if op.isComparison {
+                guard !sa.logical, !sb.logical, (sa.constant == nil) != (sb.constant == nil) else {
+                    throw Refusal(reason: "a comparison may only compare an expression of variables with a constant (I(age > 65))")
+                }
+                var out = Shape(degrees: (sa.constant == nil ? sa : sb).degrees.mapValues { _ in 0 })
+                out.logical = true
+                return out
+            }
+            if op == .and || op == .or {
+                guard sa.logical, sb.logical else {
+                    throw Refusal(reason: "& and | may only join comparisons")
+                }
+                var out = try combined(sa, sb, multiply: true)
+                out.logical = true
+                return out
+            }
+            if op == .pmin || op == .pmax {
+                guard !sa.logical, !sb.logical, (sa.constant == nil) != (sb.constant == nil) else {
+                    throw Refusal(reason: "\(op.rawValue)() may only take an expression of variables and a constant (pmin(age, 80))")
+                }
+                var out = sa.constant == nil ? sa : sb
+                out.scaledVariable = nil; out.shiftedVariable = nil
+                return out
+            }
             if let x = sa.constant, let y = sb.constant { return .constant(apply(op, x, y)) }
+            if sa.logical || sb.logical {
+                // Only a product of two non-constant factors: an interaction.
+                guard op == .multiply, sa.constant == nil, sb.constant == nil else { throw comparisonInArithmetic }
+                var out = try combined(sa, sb, multiply: true)
+                out.logical = sa.logical && sb.logical
+                return out
+            }
             switch op {
             case .add, .subtract:
                 if let c = sb.constant { return shifted(sa, by: op == .add ? c : -c) }
@@ -157,6 +218,8 @@ enum ExpressionRules {
 
     private static func nonPolynomial(_ v: String) -> Shape { Shape(degrees: [v: nil]) }
 
+    static let comparisonInArithmetic = Refusal(reason: "a comparison may only be a column of its own (I(x > c)) or multiply other columns (an interaction), never enter other arithmetic: the difference of two comparisons with close constants would single out the rows between them")
+
     private static func scaled(_ s: Shape, by c: Double) -> Shape {
         var out = s
         if c == 0 { return .constant(0) }
@@ -194,7 +257,10 @@ enum ExpressionRules {
     }
 
     private static func apply(_ f: UnaryFunction, _ x: Double) -> Double {
-        switch f { case .log: return Foundation.log(x); case .exp: return Foundation.exp(x); case .sqrt: return x.squareRoot(); case .negate: return -x }
+        switch f {
+        case .log: return Foundation.log(x); case .exp: return Foundation.exp(x); case .sqrt: return x.squareRoot(); case .negate: return -x
+        case .log1p: return Foundation.log1p(x); case .abs: return Swift.abs(x)
+        }
     }
 
     private static func apply(_ op: BinaryOperator, _ x: Double, _ y: Double) -> Double {
@@ -204,6 +270,8 @@ enum ExpressionRules {
         case .multiply: return x * y
         case .divide: return x / y
         case .power: return Foundation.pow(x, y)
+        case .pmin: return Swift.min(x, y)
+        case .pmax: return Swift.max(x, y)
         default: return .nan
         }
     }

@@ -121,13 +121,16 @@ public struct SiteDesign: Sendable {
         let indicators = Self.indicatorVariables(spec).map { cases.columns[$0]! }
         flat = try Self.flatSite(spec, family: family, fixed: fixed, response: response, weights: weights, offset: offset,
                                  cases: cases, used: rowCount)
+        let thresholds = try ThresholdRules.atoms(spec).map { a in
+            (name: ThresholdRules.label(a), values: try ev.evaluate(a, name: "threshold"))
+        }
         if let family {
             let g = try GLMMRows(response: response, weights: weights, family: family, used: used)
             // The response obeys the column rules too (min_cell minority, dominance).
             columns.append(("response", g.y))
             if let offset { columns.append(("offset", offset)) }
             if weights != nil { columns.append(("weights", g.n)) }
-            cells = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows, outcome: g.outcome)
+            cells = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows, outcome: g.outcome, thresholds: thresholds)
             model = .generalized(GLMMSite(GLMMSiteData(
                 family: family, structure: spec.covarianceStructure, siteFactor: spec.siteFactorIndex, p: fixed.count,
                 x: Self.rowMajor(fixed, rows: rowCount), y: g.y, n: g.n, offset: offset ?? [Double](repeating: 0, count: rowCount),
@@ -153,7 +156,7 @@ public struct SiteDesign: Sendable {
                 for x in w { logWeightSum += Foundation.log(x) }
             }
             cells = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows,
-                                       outcome: CellCounts.binaryClasses(response.values))
+                                       outcome: CellCounts.binaryClasses(response.values), thresholds: thresholds)
             var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
                                             levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
             builder.addColumns(w: wcols, levels: levels, z: z)
@@ -435,6 +438,8 @@ struct ExpressionEvaluator {
             case .exp: return x.map { Foundation.exp($0) }
             case .sqrt: return x.map { $0 >= 0 ? $0.squareRoot() : .nan }
             case .negate: return x.map { -$0 }
+            case .log1p: return x.map { $0 > -1 ? Foundation.log1p($0) : .nan }
+            case .abs: return x.map { Swift.abs($0) }
             }
         case .binary(let op, let a, let b):
             let x = try eval(a), y = try eval(b)
@@ -452,6 +457,8 @@ struct ExpressionEvaluator {
             case .notEqual: return zip(x, y).map { $0 != $1 ? 1 : 0 }
             case .and: return zip(x, y).map { $0 != 0 && $1 != 0 ? 1 : 0 }
             case .or: return zip(x, y).map { $0 != 0 || $1 != 0 ? 1 : 0 }
+            case .pmin: return zip(x, y).map { Swift.min($0, $1) }
+            case .pmax: return zip(x, y).map { Swift.max($0, $1) }
             }
         }
     }

@@ -285,13 +285,18 @@ public final class SiteService: Sendable {
             throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
         }
         let design = r.model.fixed.map(\.expr) + r.model.terms.flatMap { $0.columns.map(\.expr) }
-            + [r.model.offset, r.model.weights].compactMap { $0 }
-        let response: [Expr]
+        var response: [Expr]
         switch r.model.response { case .value(let e): response = [e]; case .binomial(let a, let b): response = [a, b] }
-        if (design + response).contains(where: \.usesLogicalOperators) {
-            throw SiteError.disclosure("comparison and logical operators may be used only in a row filter, never in a model column or the response (rule min_cell)")
+        response += [r.model.offset, r.model.weights].compactMap { $0 }
+        if response.contains(where: \.usesLogicalOperators) {
+            throw SiteError.disclosure("comparison and logical operators may be used only in a row filter or as a design column of its own (I(x > c)), never in the response, weights or offset (rule min_cell)")
         }
-        if policy.checksExpressions { try ExpressionRules.check(r.model) }
+        if policy.checksExpressions {
+            try ExpressionRules.check(r.model)
+        } else if design.contains(where: \.usesLogicalOperators) {
+            // Comparisons in columns only in the forms the threshold rule reads, whatever the policy.
+            try ExpressionRules.checkComparisons(r.model)
+        }
         let table = try load(r.dataset)
         if let refusal = RequestCost.prepare(r.model, rows: table.rowCount).refusal(limits, what: "prepare") { throw refusal }
         var selection: [Bool]? = nil

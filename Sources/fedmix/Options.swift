@@ -10,6 +10,8 @@ enum Opt {
     // Where the data is.
     static let sites = Option<String>("sites", value: "FILE", help: "the sites file: the coordinator's certificate and each agent's address")
     static let dataset = Option<String>("dataset", value: "NAME", help: "the dataset, as the agents' configurations name it")
+    static let splitBy = Option<String>("split-by", value: "COLUMN",
+                                        help: "fedmix local: one CSV of pooled rows, split into one site per value of COLUMN (the site names)")
     static let inProcess = Flag("in-process", help: "run the local site agents in this process (protocol lines, no TLS) instead of over loopback TLS")
 
     // The model.

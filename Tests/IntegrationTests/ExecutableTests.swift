@@ -56,6 +56,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--quiet"], ExecutableTests.localQuiet),
             Entry("local", ["--confint"], ExecutableTests.localConfint),
             Entry("local", ["--cluster"], ExecutableTests.localFlatModelWithClusterEqualsVcovCL),
+            Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 

@@ -297,10 +297,50 @@ final class DisclosureRulesTests: XCTestCase {
 
     func testComparisonsAreAllowedOnlyInFilters() {
         let s = Self.service()
-        let threshold = Self.column("x > 38", .binary(.greater, .variable("x"), .number(38)))
-        assertRefused(prepare(s, Self.spec([threshold])), rule: "min_cell", thresholds: [], "a comparison in a design column")
         assertRefused(prepare(s, Self.spec(response: .binary(.greater, .variable("y"), .number(3)))), rule: "min_cell", thresholds: [], "in the response")
+        assertRefused(prepare(s, Self.spec([Self.column("x")], response: .binary(.add, .variable("y"), .binary(.greater, .variable("x"), .number(3))))),
+                      rule: "min_cell", thresholds: [], "inside the response's arithmetic")
         assertPrepared(prepare(s, Self.spec([Self.column("x")], filter: .binary(.greater, .variable("x"), .number(19)))), "in a filter")
+    }
+
+    /// x is 0 … 39: a threshold needs min_cell (5) rows on each side, and the
+    /// design's thresholds together leave none or at least 5 rows between them.
+    func testThresholdsInDesignColumns() {
+        func above(_ c: Double) -> Expr { .binary(.greater, .variable("x"), .number(c)) }
+        // 5 rows above 34.5: allowed; 4 above 35.5, or none above 39.5: refused.
+        assertPrepared(prepare(Self.service(), Self.spec([Self.column("I(x > 34.5)", above(34.5))])), "5 rows above the threshold")
+        let m = assertRefused(prepare(Self.service(), Self.spec([Self.column("I(x > 35.5)", above(35.5))])), rule: "min_cell, thresholds", thresholds: ["5", "35.5"])
+        XCTAssertTrue(m.contains("needs at least 5 rows on each side"), m)
+        assertRefused(prepare(Self.service(), Self.spec([Self.column("I(x > 39.5)", above(39.5))])), rule: "min_cell, thresholds", thresholds: ["5", "39.5"],
+                      "no row above: the site's largest value would be learnt")
+        assertRefused(prepare(Self.service(), Self.spec([Self.column("I(x < 3.5)", .binary(.less, .variable("x"), .number(3.5)))])),
+                      rule: "min_cell, thresholds", thresholds: ["5", "3.5"], "4 rows below")
+        // The differencing attack: I(x > 19.5) and I(x > 20.5) are each fine, but 1 row lies between them.
+        let attack = Self.spec([Self.column("I(x > 19.5)", above(19.5)), Self.column("I(x > 20.5)", above(20.5))])
+        let d = assertRefused(prepare(Self.service(), attack), rule: "min_cell, thresholds", thresholds: ["5"])
+        XCTAssertTrue(d.contains("together leave fewer than 5"), d)
+        // 5 rows between them: allowed.
+        assertPrepared(prepare(Self.service(), Self.spec([Self.column("I(x > 19.5)", above(19.5)), Self.column("I(x > 24.5)", above(24.5))])))
+        // A single column that differences two comparisons is refused before any row is read.
+        let difference = Expr.binary(.subtract, above(19.5), above(20.5))
+        let e = assertRefused(prepare(Self.service(), Self.spec([Self.column("d", difference)])), rule: "expressions", thresholds: [])
+        XCTAssertTrue(e.contains("never enter other arithmetic"), e)
+        // pmin's kink against a comparison 1 row away: the same partition rule.
+        let kink = Self.spec([Self.column("pmin(x, 20)", .binary(.pmin, .variable("x"), .number(20))), Self.column("I(x > 21.5)", above(21.5))])
+        assertRefused(prepare(Self.service(), kink), rule: "min_cell, thresholds", thresholds: ["5"])
+        // abs with its kink 2 rows from the end; pmax clamping 3 rows.
+        assertRefused(prepare(Self.service(), Self.spec([Self.column("abs(x - 1.5)", .unary(.abs, .binary(.subtract, .variable("x"), .number(1.5))))])),
+                      rule: "min_cell, thresholds", thresholds: ["5", "0"])
+        assertRefused(prepare(Self.service(), Self.spec([Self.column("pmax(x, 2.5)", .binary(.pmax, .variable("x"), .number(2.5)))])),
+                      rule: "min_cell, thresholds", thresholds: ["5", "2.5"])
+        // Across models: the second threshold 1 row from the first is refused by the differencing history.
+        let s = Self.service()
+        assertPrepared(prepare(s, Self.spec([Self.column("I(x > 19.5)", above(19.5))])))
+        assertRefused(prepare(s, Self.spec([Self.column("I(x > 20.5)", above(20.5))])), rule: "min_rows, differencing", thresholds: ["10", "1"])
+        // Comparisons in weights or the offset stay refused.
+        var weighted = Self.spec([Self.column("x")])
+        weighted.offset = above(19.5)
+        assertRefused(prepare(Self.service(), weighted), rule: "min_cell", thresholds: [], "a comparison in the offset")
     }
 
     func testFilteredFrameEqualsTheFrameOfTheSelectedRows() throws {

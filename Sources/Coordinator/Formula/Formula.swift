@@ -90,7 +90,12 @@ public struct Formula: Sendable, Hashable, CustomStringConvertible {
 /// appear where, the reserved word `site`, bars, grouping factors.
 struct FormulaChecker {
     static let site = "site"
-    static let supportedFunctions = "factor, I, log, exp, sqrt, offset, cbind, missing"
+    static let supportedFunctions = "factor, as.factor, relevel, I, log, log1p, exp, sqrt, abs, pmin, pmax, scale, poly, cut, offset, cbind, missing"
+    /// Functions whose argument is arithmetic and whose value is one column.
+    static let unaryArithmetic: Set<String> = ["I", "log", "exp", "sqrt", "log1p", "abs"]
+    /// Largest degree of poly(x, d): its columns are polynomials of degree d,
+    /// and a site accepts a variable up to degree 3.
+    static let maxPolyDegree = 3
     let errors: FormulaErrors
 
     private func reserved(_ n: FormulaNode) -> FormulaError {
@@ -152,6 +157,8 @@ struct FormulaChecker {
         case .name(let s):
             if s == Self.site { throw reserved(n) }
         case .number: break
+        case .string, .named:
+            throw errors.error("\(n.deparsed) cannot be used inside \(context)", n)
         case .paren(let a), .unary(_, let a):
             try checkArithmetic(a, context: context)
         case .binary(let op, let a, let b):
@@ -159,6 +166,8 @@ struct FormulaChecker {
             case .plus, .minus, .times, .divide, .power:
                 try checkArithmetic(a, context: context)
                 try checkArithmetic(b, context: context)
+            case .less, .lessOrEqual, .greater, .greaterOrEqual, .equal, .notEqual, .and:
+                throw errors.error("a comparison can only be a whole I() term of the right side, e.g. I(age > 65) or I(age > 40 & age <= 65); it cannot be used inside \(context)", at: n.operatorPosition, op.rawValue)
             case .colon:
                 throw errors.error("':' is not arithmetic; inside \(context) use * to multiply", at: n.operatorPosition, ":")
             case .bar, .doubleBar:
@@ -168,13 +177,15 @@ struct FormulaChecker {
             }
         case .call(let f, let args):
             switch f {
-            case "I", "log", "exp", "sqrt":
+            case _ where Self.unaryArithmetic.contains(f):
                 guard args.count == 1 else { throw arity(f, n, "\(f)(x)") }
                 try checkArithmetic(args[0], context: context)
+            case "pmin", "pmax":
+                try checkClamp(f, n, args, context: context)
             case "missing":
                 try requireVariable("missing", n, args, example: "missing(x)")
-            case "factor":
-                throw errors.error("factor() cannot be used inside \(context); use factor(x) as a term of its own", n)
+            case "factor", "as.factor", "relevel", "scale", "poly", "cut":
+                throw errors.error("\(f)() cannot be used inside \(context); use it as a term of its own, e.g. + \(f == "poly" ? "poly(x, 2)" : f == "cut" ? "cut(x, c(-Inf, 40, 65, Inf))" : f == "relevel" ? "relevel(f, ref = \"B\")" : "\(f)(x)")", n)
             case "offset":
                 throw errors.error("offset() cannot be used inside \(context); add it as a term: + offset(...)", n)
             case "cbind":
@@ -224,14 +235,35 @@ struct FormulaChecker {
                 throw errors.error("'\(op.rawValue)' cannot be used in the fixed part: random-effects terms are added on their own with +, e.g. y ~ x + (1 | site)", at: n.operatorPosition, op.rawValue)
             case .tilde:
                 throw errors.error("'~' can appear only once, between the response and the terms", at: n.operatorPosition, "~")
+            case .less, .lessOrEqual, .greater, .greaterOrEqual, .equal, .notEqual, .and:
+                throw errors.error("a comparison must be written inside I() to be a term, e.g. I(age > 65)", at: n.operatorPosition, op.rawValue)
             }
+        case .string, .named:
+            throw errors.error("\(n.deparsed) cannot be a term", n)
         case .call(let f, let args):
             switch f {
-            case "factor":
-                try requireVariable("factor", n, args, example: "factor(period)")
-            case "I", "log", "exp", "sqrt":
+            case "factor", "as.factor":
+                try requireVariable(f, n, args, example: "\(f)(period)")
+            case "relevel":
+                try checkRelevel(n, args)
+            case "I" where args.count == 1 && Self.isLogical(args[0]):
+                try checkLogical(args[0])
+            case _ where Self.unaryArithmetic.contains(f):
                 guard args.count == 1 else { throw arity(f, n, f == "I" ? "I(x^2)" : "\(f)(x)") }
                 try checkArithmetic(args[0], context: "\(f)()")
+            case "pmin", "pmax":
+                try checkClamp(f, n, args, context: "\(f)()")
+            case "scale":
+                guard args.count == 1 else {
+                    throw errors.error("scale() takes one argument here (centred and scaled by the pooled mean and SD), e.g. scale(age)", n)
+                }
+                try checkArithmetic(args[0], context: "scale()")
+            case "poly":
+                _ = try polyDegree(n, args)
+                try checkArithmetic(args[0], context: "poly()")
+            case "cut":
+                _ = try cutBreaks(n, args)
+                try checkArithmetic(args[0], context: "cut()")
             case "missing":
                 try requireVariable("missing", n, args, example: "missing(x)")
             case "offset":
@@ -249,6 +281,103 @@ struct FormulaChecker {
                 throw unknownFunction(f, n)
             }
         }
+    }
+
+    // MARK: Functions with several arguments
+
+    /// A comparison, or & of comparisons (possibly in parentheses).
+    static func isLogical(_ n: FormulaNode) -> Bool {
+        if case .binary(let op, _, _) = n.unparenthesized.kind { return op.isComparison || op == .and }
+        return false
+    }
+
+    /// I(age > 65), I(age > 40 & age <= 65): comparisons of arithmetic, joined by &.
+    func checkLogical(_ n: FormulaNode) throws {
+        guard case .binary(let op, let a, let b) = n.unparenthesized.kind else {
+            throw errors.error("& joins comparisons, e.g. I(age > 40 & age <= 65)", n)
+        }
+        if op == .and {
+            for side in [a, b] {
+                guard Self.isLogical(side) else { throw errors.error("& joins comparisons, e.g. I(age > 40 & age <= 65); \(side.deparsed) is not one", side) }
+                try checkLogical(side)
+            }
+            return
+        }
+        try checkArithmetic(a, context: "a comparison")
+        try checkArithmetic(b, context: "a comparison")
+    }
+
+    func checkClamp(_ f: String, _ n: FormulaNode, _ args: [FormulaNode], context: String) throws {
+        guard args.count == 2, args.allSatisfy({ if case .named = $0.kind { return false }; return true }) else {
+            throw errors.error("\(f)() takes an expression and a constant, e.g. \(f)(age, 80)", n)
+        }
+        for a in args { try checkArithmetic(a, context: context) }
+        var names: [(String, Int)] = []
+        args[0].names(into: &names)
+        var constant: [(String, Int)] = []
+        args[1].names(into: &constant)
+        guard !names.isEmpty, constant.isEmpty else {
+            throw errors.error("\(f)() takes an expression of variables first and a constant second, e.g. \(f)(age, 80)", n)
+        }
+    }
+
+    /// The argument named `key`, or else the positional argument at `index`.
+    static func argument(_ args: [FormulaNode], _ key: String, at index: Int) -> FormulaNode? {
+        for a in args { if case .named(key, let v) = a.kind { return v } }
+        let positional = args.filter { if case .named = $0.kind { return false }; return true }
+        return index < positional.count ? positional[index] : nil
+    }
+
+    /// relevel(f, ref = "B"): f a variable, factor(v) or as.factor(v); the reference a level.
+    func checkRelevel(_ n: FormulaNode, _ args: [FormulaNode]) throws {
+        let example = "relevel(ward, ref = \"B\")"
+        guard args.count == 2, let f = Self.argument(args, "x", at: 0), let ref = Self.argument(args, "ref", at: args.first.map { if case .named("x", _) = $0.kind { return 0 }; return 1 } ?? 1) else {
+            throw errors.error("relevel() takes a factor and its reference level, e.g. \(example)", n)
+        }
+        switch f.unparenthesized.kind {
+        case .name(let v): if v == Self.site { throw reserved(f) }
+        case .call(let g, let inner) where g == "factor" || g == "as.factor": try requireVariable(g, f, inner, example: example)
+        default: throw errors.error("relevel() applies to a variable, factor(x) or as.factor(x), e.g. \(example)", f)
+        }
+        switch ref.unparenthesized.kind {
+        case .string, .number: break
+        default: throw errors.error("the reference level of relevel() is a level in quotes, e.g. \(example)", ref)
+        }
+    }
+
+    /// poly(x, d): the degree, a whole number from 1 to 3.
+    func polyDegree(_ n: FormulaNode, _ args: [FormulaNode]) throws -> Int {
+        guard args.count == 2, let x = Self.argument(args, "x", at: 0), case .number(let d)? = Self.argument(args, "degree", at: 1)?.unparenthesized.kind else {
+            throw errors.error("poly() takes a variable and a degree, e.g. poly(age, 2) (orthogonal polynomials from the pooled rows; raw = TRUE is written I(age^2))", n)
+        }
+        _ = x
+        guard d == d.rounded(), d >= 1, d <= Double(Self.maxPolyDegree) else {
+            throw errors.error("the degree of poly() must be 1, 2 or 3: sites accept a variable up to degree \(Self.maxPolyDegree)", n)
+        }
+        return Int(d)
+    }
+
+    /// cut(x, breaks): the breaks, from -Inf to Inf, sorted and distinct.
+    func cutBreaks(_ n: FormulaNode, _ args: [FormulaNode]) throws -> [Double] {
+        let example = "cut(age, c(-Inf, 40, 65, Inf))"
+        guard args.count == 2, Self.argument(args, "x", at: 0) != nil, let b = Self.argument(args, "breaks", at: 1),
+              case .call("c", let items) = b.unparenthesized.kind, items.count >= 3 else {
+            throw errors.error("cut() takes a variable and a vector of breaks, e.g. \(example) (a number of intervals is not supported: its breaks would depend on the range of the data)", n)
+        }
+        var breaks: [Double] = []
+        for item in items {
+            switch item.unparenthesized.kind {
+            case .number(let v): breaks.append(v)
+            case .unary(.minus, let a): if case .number(let v) = a.unparenthesized.kind { breaks.append(-v) } else { fallthrough }
+            default: throw errors.error("the breaks of cut() must be numbers, e.g. \(example)", item)
+            }
+        }
+        breaks.sort()
+        guard breaks.first == -.infinity, breaks.last == .infinity else {
+            throw errors.error("the breaks of cut() must start at -Inf and end at Inf, so that no row falls outside the intervals (R would drop such rows), e.g. \(example)", b)
+        }
+        guard Set(breaks).count == breaks.count else { throw errors.error("the breaks of cut() must be distinct", b) }
+        return breaks
     }
 
     // MARK: Bars

@@ -12,6 +12,16 @@ public enum FormulaOperator: String, Sendable, Hashable, CaseIterable {
     case colon = ":"
     case bar = "|"
     case doubleBar = "||"
+    /// Comparisons and `&`: only inside I() (a logical column) and in cut()'s breaks.
+    case less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">=", equal = "==", notEqual = "!="
+    case and = "&"
+
+    var isComparison: Bool {
+        switch self {
+        case .less, .lessOrEqual, .greater, .greaterOrEqual, .equal, .notEqual: return true
+        default: return false
+        }
+    }
 }
 
 /// One node of a parsed formula, with where it starts in the text.
@@ -24,6 +34,10 @@ public struct FormulaNode: Sendable, Hashable, CustomStringConvertible {
         /// A variable name (backquotes removed).
         case name(String)
         case number(Double)
+        /// A quoted string (a level in relevel(f, ref = "B")).
+        case string(String)
+        /// A named argument of a call (`ref = "B"`).
+        case named(String, FormulaNode)
         /// A function call `f(arg, ...)`.
         case call(String, [FormulaNode])
         /// Unary `-x` or `+x`.
@@ -62,9 +76,9 @@ public struct FormulaNode: Sendable, Hashable, CustomStringConvertible {
     func names(into out: inout [(String, Int)]) {
         switch kind {
         case .name(let n): out.append((n, position))
-        case .number: break
+        case .number, .string: break
         case .call(_, let args): for a in args { a.names(into: &out) }
-        case .unary(_, let a), .paren(let a): a.names(into: &out)
+        case .unary(_, let a), .paren(let a), .named(_, let a): a.names(into: &out)
         case .binary(_, let a, let b): a.names(into: &out); b.names(into: &out)
         }
     }
@@ -72,9 +86,9 @@ public struct FormulaNode: Sendable, Hashable, CustomStringConvertible {
     /// The first `|` or `||` node inside this node, if any.
     var firstBar: FormulaNode? {
         switch kind {
-        case .name, .number: return nil
+        case .name, .number, .string: return nil
         case .call(_, let args): return args.lazy.compactMap(\.firstBar).first
-        case .unary(_, let a), .paren(let a): return a.firstBar
+        case .unary(_, let a), .paren(let a), .named(_, let a): return a.firstBar
         case .binary(let op, let a, let b):
             if op == .bar || op == .doubleBar { return self }
             return a.firstBar ?? b.firstBar
@@ -109,6 +123,9 @@ enum RDeparse {
         switch n.kind {
         case .name(let s): return name(s)
         case .number(let x): return number(x)
+        case .string(let t):
+            return "\"" + t.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        case .named(let k, let a): return name(k) + " = " + deparse(a)
         case .call(let f, let args): return name(f) + "(" + args.map(deparse).joined(separator: ", ") + ")"
         case .paren(let a): return "(" + deparse(a) + ")"
         case .unary(let op, let a): return op.rawValue + deparse(a)

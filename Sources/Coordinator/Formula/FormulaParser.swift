@@ -12,6 +12,9 @@ struct FormulaToken: Sendable {
         case op(FormulaOperator)
         /// `%in%`, `%%` and the like: lexed so the error can name them.
         case special(String)
+        case string(String)
+        /// `=` of a named argument.
+        case equals
         case lparen, rparen, comma
         case end
     }
@@ -132,18 +135,35 @@ struct FormulaLexer {
                 i += 1
                 out.append(FormulaToken(kind: .special(text(start, i)), position: start, text: text(start, i)))
             case "\"", "'":
-                throw errors.error("quoted text is not supported in a formula; refer to variables by name (use `backquotes` for unusual names)", at: start, String(c))
+                i += 1
+                var value = ""
+                while i < chars.count, chars[i] != c {
+                    if chars[i] == "\\", i + 1 < chars.count { i += 1 }
+                    value.append(chars[i]); i += 1
+                }
+                guard i < chars.count else {
+                    throw errors.error("the quoted text starting here is not closed; add the closing \(c)", at: start, String(c))
+                }
+                i += 1
+                out.append(FormulaToken(kind: .string(value), position: start, text: text(start, i)))
             case "=", "<", ">", "!", "&":
-                var j = i + 1
-                while j < chars.count, "=<>&-".contains(chars[j]), j - i < 2 { j += 1 }
-                let t = text(start, j)
+                let next: Character? = i + 1 < chars.count ? chars[i + 1] : nil
+                var t = String(c)
+                if next == "=" { t.append("=") }
+                if c == "<" && next == "-" {
+                    throw errors.error("'<-' is not supported in a formula; write response ~ terms", at: start, "<-")
+                }
+                if c == "&" && next == "&" {
+                    throw errors.error("'&&' is not supported; use & inside I(), e.g. I(age > 40 & age <= 65)", at: start, "&&")
+                }
                 if t == "=" {
-                    throw errors.error("'=' is not supported in a formula (no named arguments or assignments); write response ~ terms", at: start, t)
+                    out.append(FormulaToken(kind: .equals, position: start, text: t)); i += 1; continue
                 }
-                if t == "<-" {
-                    throw errors.error("'<-' is not supported in a formula; write response ~ terms", at: start, t)
+                guard let op = FormulaOperator(rawValue: t) else {
+                    throw errors.error("the operator '\(t)' is not supported; comparisons (< <= > >= == !=) and & may be used inside I(), e.g. I(age > 65)", at: start, t)
                 }
-                throw errors.error("comparison and logical operators such as '\(t)' are not supported; create the 0/1 variable at the sites, or use arithmetic inside I()", at: start, t)
+                out.append(FormulaToken(kind: .op(op), position: start, text: t))
+                i += t.count
             default:
                 throw errors.error("unexpected character '\(c)'; \(Self.operatorHelp)", at: start, String(c))
             }
@@ -176,18 +196,20 @@ struct FormulaParser {
             switch op {
             case .tilde: return (1, 2)
             case .bar, .doubleBar: return (3, 4)
-            case .plus, .minus: return (5, 6)
-            case .times, .divide: return (7, 8)
-            case .colon: return (11, 12)
-            case .power: return (15, 15)   // right-associative
+            case .and: return (5, 6)
+            case .less, .lessOrEqual, .greater, .greaterOrEqual, .equal, .notEqual: return (7, 8)
+            case .plus, .minus: return (9, 10)
+            case .times, .divide: return (11, 12)
+            case .colon: return (15, 16)
+            case .power: return (19, 19)   // right-associative
             }
-        case .special: return (9, 10)
+        case .special: return (13, 14)
         default: return nil
         }
     }
     /// Operand binding power of unary minus and plus: tighter than `:`,
     /// looser than `^` (so `-a:b` is `(-a):b` and `-x^2` is `-(x^2)`).
-    private static let unaryPower = 13
+    private static let unaryPower = 17
 
     /// Checks parentheses balance before parsing, so that the error points
     /// at the parenthesis that has no partner.
@@ -263,8 +285,10 @@ struct FormulaParser {
             switch t.kind {
             case .end, .rparen, .comma:
                 return lhs
-            case .name, .number, .lparen:
+            case .name, .number, .lparen, .string:
                 throw missingOperator()
+            case .equals:
+                throw errors.error("'=' is only used for a named argument of a function, e.g. relevel(f, ref = \"B\"); compare with ==", at: t.position, "=")
             default:
                 break
             }
@@ -286,9 +310,13 @@ struct FormulaParser {
         case .number(let v):
             advance()
             return node(.number(v), from: t.position)
+        case .string(let v):
+            advance()
+            return node(.string(v), from: t.position)
         case .name(let n):
             advance()
             if current.kind == .lparen { return try parseCall(n, at: t.position) }
+            if n == "Inf" { return node(.number(.infinity), from: t.position) }
             return node(.name(n), from: t.position)
         case .lparen:
             advance()
@@ -321,7 +349,14 @@ struct FormulaParser {
             if current.kind == .comma || current.kind == .rparen {
                 throw errors.error("missing argument in \(name)(...); remove the extra ','", at: current.position, current.text)
             }
-            args.append(try parseExpression(0))
+            if case .name(let key) = current.kind, index + 1 < tokens.count, tokens[index + 1].kind == .equals {
+                let at = current.position
+                advance(); advance()
+                let value = try parseExpression(0)
+                args.append(FormulaNode(kind: .named(key, value), position: at, length: value.position + value.length - at))
+            } else {
+                args.append(try parseExpression(0))
+            }
             switch current.kind {
             case .comma: advance()
             case .rparen:

@@ -9,8 +9,34 @@ extension Formula {
     /// Resolves `f` into a `ModelSpec`, given every variable's type and
     /// levels (from `describe`). Family and link are stored as given.
     public static func resolve(_ f: Formula, variables: [String: VariableInfo],
-                               family: Family, link: Link) throws -> ModelSpec {
-        try FormulaResolver(formula: f, variables: variables, family: family).resolve(link: link)
+                               family: Family, link: Link, moments: [String: PooledMoments] = [:]) throws -> ModelSpec {
+        var r = FormulaResolver(formula: f, variables: variables, family: family)
+        r.moments = moments
+        return try r.resolve(link: link)
+    }
+
+    /// The arguments of scale() and poly() in the formula, as expressions,
+    /// with the largest degree each needs (1 for scale), keyed by R's deparse
+    /// of the argument; empty when the formula has neither.
+    public static func momentArguments(_ f: Formula, variables: [String: VariableInfo]) throws -> [(key: String, expr: Expr, degree: Int)] {
+        let r = FormulaResolver(formula: f, variables: variables, family: .gaussian)
+        var out: [(key: String, expr: Expr, degree: Int)] = []
+        func visit(_ n: FormulaNode) throws {
+            switch n.kind {
+            case .call(let g, let args) where g == "scale" || g == "poly":
+                let d = g == "scale" ? 1 : try r.checker.polyDegree(n, args)
+                let arg = FormulaChecker.argument(args, "x", at: 0)!
+                let key = arg.deparsed
+                if let i = out.firstIndex(where: { $0.key == key }) { out[i].degree = max(out[i].degree, d) }
+                else { out.append((key, try r.arithmetic(arg.unparenthesized, context: "\(g)()"), d)) }
+            case .call(_, let args): for a in args { try visit(a) }
+            case .paren(let a), .unary(_, let a), .named(_, let a): try visit(a)
+            case .binary(_, let a, let b): try visit(a); try visit(b)
+            default: break
+            }
+        }
+        try visit(f.rhs)
+        return out
     }
 
     /// Same as `Formula.resolve(self, variables:family:link:)`.
@@ -36,6 +62,11 @@ struct FormulaResolver {
     let variables: [String: VariableInfo]
     let family: Family
     let errors: FormulaErrors
+    /// Pooled moments of scale() and poly() arguments (by R's deparse); an
+    /// argument without them resolves to its raw powers (placeholders for
+    /// `explain` and for the moments round itself).
+    var moments: [String: PooledMoments] = [:]
+    var checker: FormulaChecker { FormulaChecker(errors: errors) }
 
     init(formula: Formula, variables: [String: VariableInfo], family: Family) {
         self.formula = formula
@@ -46,11 +77,16 @@ struct FormulaResolver {
 
     /// A formula variable once its type is known.
     enum Resolved {
-        /// One column (`x`, `I(age^2)`, `log(dose)`, `missing(x)`).
-        case numeric(name: String, expr: Expr)
-        /// A factor: the name prefixing its columns (`sex`, `factor(period)`),
-        /// the data variable and its levels in R's order.
-        case factor(name: String, variable: String, levels: [String])
+        /// Numeric columns (`x`, `I(age^2)`, `log(dose)`, `missing(x)`; poly's several).
+        case numeric([DesignColumn])
+        /// A factor: the name prefixing its columns (`sex`, `factor(period)`,
+        /// `I(age > 65)`), its levels in R's order and each level's 0/1 expression.
+        case factor(name: String, levels: [String], exprs: [Expr])
+
+        static func numeric(name: String, expr: Expr) -> Resolved { .numeric([DesignColumn(name: name, expr: expr)]) }
+        static func factor(name: String, variable: String, levels: [String]) -> Resolved {
+            .factor(name: name, levels: levels, exprs: levels.map { .indicator(variable, level: $0) })
+        }
 
         var isFactor: Bool { if case .factor = self { return true }; return false }
     }
@@ -122,10 +158,55 @@ struct FormulaResolver {
             case .numeric: return .numeric(name: name, expr: .variable(name))
             case .text: return .factor(name: name, variable: name, levels: try levels(of: name, v, n))
             }
-        case .call("factor", let args):
+        case .call(let g, let args) where g == "factor" || g == "as.factor":
             guard case .name(let name) = args[0].unparenthesized.kind else { break }
             let v = try info(name, args[0])
             return .factor(name: n.deparsed, variable: name, levels: try levels(of: name, v, n))
+        case .call("relevel", let args):
+            let f = FormulaChecker.argument(args, "x", at: 0)!
+            let refNode = args.count == 2 ? (FormulaChecker.argument(args, "ref", at: { if case .named("x", _) = args[0].kind { return 0 }; return 1 }()) ?? args[1]) : args[1]
+            var name = ""
+            switch f.unparenthesized.kind {
+            case .name(let v): name = v
+            case .call(_, let inner): if case .name(let v) = inner[0].unparenthesized.kind { name = v }
+            default: break
+            }
+            let v = try info(name, f)
+            var lv = try levels(of: name, v, f)
+            let ref: String
+            switch refNode.unparenthesized.kind {
+            case .string(let t): ref = t
+            case .number(let x): ref = RNumberFormat.format(x)
+            default: ref = ""
+            }
+            guard let i = lv.firstIndex(of: ref) else {
+                throw errors.error("\(ref) is not a level of \(name) at the sites (levels: \(lv.prefix(10).joined(separator: ", "))\(lv.count > 10 ? ", …" : "")); relevel() needs an existing level", refNode)
+            }
+            lv.insert(lv.remove(at: i), at: 0)
+            return .factor(name: n.deparsed, variable: name, levels: lv)
+        case .call("I", let args) where FormulaChecker.isLogical(args[0]):
+            let l = try logical(args[0])
+            return .factor(name: n.deparsed, levels: ["FALSE", "TRUE"], exprs: [Self.negated(l), l])
+        case .call("cut", let args):
+            let breaks = try checker.cutBreaks(n, args)
+            let x = try arithmetic(FormulaChecker.argument(args, "x", at: 0)!.unparenthesized, context: "cut()")
+            var exprs: [Expr] = []
+            for k in 0..<(breaks.count - 1) {
+                let upper = Expr.binary(.lessOrEqual, x, .number(breaks[k + 1]))
+                let lower = Expr.binary(.greater, x, .number(breaks[k]))
+                if k == 0 { exprs.append(upper) } else if k == breaks.count - 2 { exprs.append(lower) } else { exprs.append(.binary(.and, lower, upper)) }
+            }
+            return .factor(name: n.deparsed, levels: Self.cutLabels(breaks), exprs: exprs)
+        case .call("scale", let args):
+            let x = try arithmetic(args[0].unparenthesized, context: "scale()")
+            return .numeric(name: n.deparsed, expr: moments[args[0].deparsed].map { $0.scaled(x) } ?? x)
+        case .call("poly", let args):
+            let d = try checker.polyDegree(n, args)
+            let arg = FormulaChecker.argument(args, "x", at: 0)!
+            let x = try arithmetic(arg.unparenthesized, context: "poly()")
+            let exprs = moments[arg.deparsed].map { $0.poly(x, degree: d) }
+                ?? (1...d).map { k in k == 1 ? x : .binary(.power, x, .number(Double(k))) }
+            return .numeric(exprs.enumerated().map { DesignColumn(name: n.deparsed + String($0.offset + 1), expr: $0.element) })
         case .call("missing", let args):
             guard case .name(let name) = args[0].unparenthesized.kind else { break }
             _ = try info(name, args[0])
@@ -134,6 +215,56 @@ struct FormulaResolver {
             break
         }
         return .numeric(name: n.deparsed, expr: try arithmetic(n, context: n.deparsed))
+    }
+
+    /// A comparison of arithmetic, or & of comparisons, as a 0/1 expression.
+    func logical(_ node: FormulaNode) throws -> Expr {
+        let n = node.unparenthesized
+        guard case .binary(let op, let a, let b) = n.kind else { throw errors.error("expected a comparison", n) }
+        let bop: BinaryOperator
+        switch op {
+        case .and: return .binary(.and, try logical(a), try logical(b))
+        case .less: bop = .less
+        case .lessOrEqual: bop = .lessOrEqual
+        case .greater: bop = .greater
+        case .greaterOrEqual: bop = .greaterOrEqual
+        case .equal: bop = .equal
+        case .notEqual: bop = .notEqual
+        default: throw errors.error("expected a comparison", n)
+        }
+        return .binary(bop, try arithmetic(a, context: "a comparison"), try arithmetic(b, context: "a comparison"))
+    }
+
+    /// The complement of a 0/1 comparison expression (R's FALSE level).
+    static func negated(_ e: Expr) -> Expr {
+        guard case .binary(let op, let a, let b) = e else { return e }
+        switch op {
+        case .less: return .binary(.greaterOrEqual, a, b)
+        case .lessOrEqual: return .binary(.greater, a, b)
+        case .greater: return .binary(.lessOrEqual, a, b)
+        case .greaterOrEqual: return .binary(.less, a, b)
+        case .equal: return .binary(.notEqual, a, b)
+        case .notEqual: return .binary(.equal, a, b)
+        case .and: return .binary(.or, negated(a), negated(b))
+        case .or: return .binary(.and, negated(a), negated(b))
+        default: return e
+        }
+    }
+
+    /// R's cut() labels: "(a,b]" with the breaks as formatC(digits = 3) prints
+    /// them, more digits until adjacent breaks differ.
+    static func cutLabels(_ breaks: [Double]) -> [String] {
+        func format(_ x: Double, _ digits: Int) -> String {
+            // formatC pads the non-finite values to a common width: " Inf" next to "-Inf".
+            if x.isInfinite { return x > 0 ? (breaks.contains(-.infinity) ? " Inf" : "Inf") : "-Inf" }
+            return String(format: "%.\(digits)g", x)
+        }
+        var shown: [String] = []
+        for digits in 3...12 {
+            shown = breaks.map { format($0, digits) }
+            if zip(shown.dropLast(), shown.dropFirst()).allSatisfy({ $0 != $1 }) { break }
+        }
+        return (0..<(breaks.count - 1)).map { "(\(shown[$0]),\(shown[$0 + 1])]" }
     }
 
     /// An arithmetic expression over numeric variables.
@@ -147,6 +278,8 @@ struct FormulaResolver {
             return .variable(name)
         case .number(let x):
             return .number(x)
+        case .string, .named:
+            throw errors.error("\(n.deparsed) cannot be used in arithmetic (in \(context))", n)
         case .paren(let a):
             return try arithmetic(a, context: context)
         case .unary(let op, let a):
@@ -172,6 +305,10 @@ struct FormulaResolver {
             case "log": return .unary(.log, try arithmetic(args[0], context: context))
             case "exp": return .unary(.exp, try arithmetic(args[0], context: context))
             case "sqrt": return .unary(.sqrt, try arithmetic(args[0], context: context))
+            case "log1p": return .unary(.log1p, try arithmetic(args[0], context: context))
+            case "abs": return .unary(.abs, try arithmetic(args[0], context: context))
+            case "pmin", "pmax":
+                return .binary(f == "pmin" ? .pmin : .pmax, try arithmetic(args[0], context: context), try arithmetic(args[1], context: context))
             case "missing":
                 guard case .name(let name) = args[0].unparenthesized.kind else { break }
                 _ = try info(name, args[0])
@@ -244,11 +381,11 @@ struct FormulaResolver {
             for (k, v) in term.variables.enumerated() {
                 let own: [DesignColumn]
                 switch resolved[v]! {
-                case .numeric(let name, let expr):
-                    own = [DesignColumn(name: name, expr: expr)]
-                case .factor(let name, let variable, let levels):
-                    let used = codes[j][k] == 1 ? Array(levels.dropFirst()) : levels
-                    own = used.map { DesignColumn(name: name + $0, expr: .indicator(variable, level: $0)) }
+                case .numeric(let columns):
+                    own = columns
+                case .factor(let name, let levels, let exprs):
+                    let used = codes[j][k] == 1 ? Array(zip(levels, exprs).dropFirst()) : Array(zip(levels, exprs))
+                    own = used.map { DesignColumn(name: name + $0.0, expr: $0.1) }
                 }
                 if k == 0 {
                     cols = own

@@ -97,8 +97,8 @@ struct TermsBuilder {
     /// they order the variables of interactions.
     mutating func extract(_ n: FormulaNode) {
         switch n.kind {
-        case .number: return
-        case .name, .call: _ = install(n)
+        case .number, .string: return
+        case .name, .call, .named: _ = install(n)
         case .paren(let a), .unary(_, let a): extract(a)
         case .binary(let op, let a, let b):
             extract(a)
@@ -119,7 +119,7 @@ struct TermsBuilder {
         case .number(let v):
             if v == 1 { intercept = parity } else if v == 0 { intercept = !parity }
             return []
-        case .name, .call:
+        case .name, .call, .string, .named:
             return [[install(n)]]
         case .paren(let a):
             return encode(a)
