@@ -60,17 +60,23 @@ struct LMMObjective: FitObjective {
             parts = try session.evaluate(EvaluateRequest(session: session.id, theta: theta, order: order)) { reply, site in
                 guard case .contribution(let c) = reply else { throw unexpected(reply, site, expected: "contribution") }
                 let part = try c.contribution()
-                guard part.schur.rows == width, part.schur.cols == width,
-                      (0...ProtocolLimits.maxRows).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
-                      part.logDet.storage.allSatisfy(\.isFinite), part.schur.space.parameters == thetaCount,
-                      part.schur.space.order == order else {
-                    throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")
-                }
-                try ReplyChecks.check(part, site: site)
+                try Self.check(part, width: width, thetaCount: thetaCount, order: order, site: site)
                 return part
             }
         }
         return LMMTotals(summing: parts)
+    }
+
+    /// A site's contribution must have the model's shape, finite numbers,
+    /// and sums that rows could produce.
+    static func check(_ part: LMMContribution, width: Int, thetaCount: Int, order: Int, site: String) throws {
+        guard part.schur.rows == width, part.schur.cols == width,
+              (0...ProtocolLimits.maxRows).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
+              part.logDet.storage.allSatisfy(\.isFinite), part.schur.space.parameters == thetaCount,
+              part.schur.space.order == order else {
+            throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")
+        }
+        try ReplyChecks.check(part, site: site)
     }
 
     /// The summed contributions at several θ with derivatives up to
@@ -94,15 +100,7 @@ struct LMMObjective: FitObjective {
                 guard parts.count == points.count else {
                     throw SiteFailure(site: site, message: "answered \(parts.count) points where \(points.count) were asked")
                 }
-                for part in parts {
-                    guard part.schur.rows == width, part.schur.cols == width,
-                          (0...ProtocolLimits.maxRows).contains(part.rows), part.schur.storage.allSatisfy(\.isFinite),
-                          part.logDet.storage.allSatisfy(\.isFinite), part.schur.space.parameters == thetaCount,
-                          part.schur.space.order == order else {
-                        throw SiteFailure(site: site, message: "sent a contribution of the wrong shape")
-                    }
-                    try ReplyChecks.check(part, site: site)
-                }
+                for part in parts { try Self.check(part, width: width, thetaCount: thetaCount, order: order, site: site) }
                 return parts
             }
             for k in points.indices { out.append(LMMTotals(summing: perSite.map { $0[k] })) }
