@@ -57,6 +57,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--confint"], ExecutableTests.localConfint),
             Entry("local", ["--cluster"], ExecutableTests.localFlatModelWithClusterEqualsVcovCL),
             Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
+            Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportWritesTheHTMLPage),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 
@@ -69,6 +70,7 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
             Entry("fit", ["--confint"], ExecutableTests.fitConfintOverAgents),
             Entry("fit", ["--cluster"], ExecutableTests.fitFlatModelWithClusterOverAgents),
+            Entry("fit", ["--report", "--dry-run"], ExecutableTests.fitReportOverAgents),
             Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
             Entry("explain", ["--sites", "--dataset", "--formula", "--ml", "--filter", "--family", "--link", "--nagq"],
