@@ -81,13 +81,14 @@ public enum HTMLReport {
     svg .ref { stroke: #999; stroke-dasharray: 4 3; }
     svg .ci { stroke: #1f5fa8; stroke-width: 2; }
     svg .pt { fill: #1f5fa8; }
-    svg .own { fill: #fff; stroke: #c0392b; stroke-width: 1.5; }
+    svg .own { fill: none; stroke: #c0392b; stroke-width: 1.5; }
     svg .pooled { fill: #1f5fa8; fill-opacity: 0.8; }
     svg .move { stroke: #999; stroke-width: 1.2; }
     svg .sent { fill: #e08e29; }
     svg .recv { fill: #1f5fa8; }
     svg text.small { font-size: 10px; fill: #555; }
     svg text.cell { font-size: 10px; }
+    svg text.dark { fill: #fff; }
     """
 
     // MARK: - Sections
@@ -310,8 +311,9 @@ public enum HTMLReport {
             out += "<g><title>\(escape(s.site)): own \(number(s.own)), pooled \(number(s.pooled)), \(s.rows) rows</title>\n"
             out += text(left - 8, y + 4, short(s.site), anchor: "end")
             out += line(x(s.own), y, x(s.pooled), y, "move")
-            out += "<circle class=\"own\" cx=\"\(f(x(s.own)))\" cy=\"\(f(y))\" r=\"\(f(radius))\"/>\n"
+            // The pooled point first: the open circle of the own estimate stays visible over it.
             out += "<circle class=\"pooled\" cx=\"\(f(x(s.pooled)))\" cy=\"\(f(y))\" r=\"\(f(radius))\"/>\n"
+            out += "<circle class=\"own\" cx=\"\(f(x(s.own)))\" cy=\"\(f(y))\" r=\"\(f(radius))\"/>\n"
             out += text(right + 12, y + 4, "\(number(s.own)) → \(number(s.pooled)) (n = \(s.rows))", cls: "small")
             out += "</g>\n"
         }
@@ -337,11 +339,11 @@ public enum HTMLReport {
             for (j, v) in vars.enumerated() {
                 let x = left + cellW * Double(j)
                 let count = s.missing[v]
-                let fill: String, label: String
+                let fill: String, label: String; var dark = false
                 switch count {
                 case .exact(let n)?:
                     let share = s.nRows > 0 ? Double(n) / Double(s.nRows) : 0
-                    fill = shade(share); label = String(n)
+                    fill = shade(share); label = String(n); dark = share > 0.35
                 case .suppressed(let t)?:
                     fill = "url(#hatch)"; label = t
                 case nil:
@@ -349,7 +351,7 @@ public enum HTMLReport {
                 }
                 out += "<g><title>\(escape(s.site)), \(escape(v)): \(escape(label)) missing of \(s.nRows) rows</title>"
                 out += "<rect x=\"\(f(x))\" y=\"\(f(y))\" width=\"\(f(cellW - 1))\" height=\"\(f(cellH - 1))\" fill=\"\(fill)\"/>"
-                out += "<text class=\"cell\" x=\"\(f(x + cellW / 2))\" y=\"\(f(y + cellH / 2 + 4))\" text-anchor=\"middle\">\(escape(label))</text></g>\n"
+                out += "<text class=\"\(dark ? "cell dark" : "cell")\" x=\"\(f(x + cellW / 2))\" y=\"\(f(y + cellH / 2 + 4))\" text-anchor=\"middle\">\(escape(label))</text></g>\n"
             }
         }
         return out + "</svg>\n"
