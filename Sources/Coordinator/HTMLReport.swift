@@ -89,6 +89,7 @@ public enum HTMLReport {
     svg text.small { font-size: 10px; fill: #555; }
     svg text.cell { font-size: 10px; }
     svg text.dark { fill: #fff; }
+    svg text.supp { font-weight: bold; }
     """
 
     // MARK: - Sections
@@ -328,7 +329,7 @@ public enum HTMLReport {
         let width = Int(left + cellW * Double(vars.count) + 20), height = Int(top + cellH * Double(r.sites.count) + 10)
         var out = svgOpen(width, height, "missing values by site and variable")
         out += "<defs><pattern id=\"hatch\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">"
-        out += "<rect width=\"6\" height=\"6\" fill=\"#f1f1f1\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#888\" stroke-width=\"2\"/></pattern></defs>\n"
+        out += "<rect width=\"6\" height=\"6\" fill=\"#f1f1f1\"/><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#c4c4c4\" stroke-width=\"1.5\"/></pattern></defs>\n"
         for (j, v) in vars.enumerated() {
             let cx = left + cellW * (Double(j) + 0.5)
             out += "<text x=\"\(f(cx))\" y=\"\(f(top - 6))\" transform=\"rotate(-35 \(f(cx)) \(f(top - 6)))\">\(escape(short(v, 18)))</text>\n"
@@ -339,19 +340,19 @@ public enum HTMLReport {
             for (j, v) in vars.enumerated() {
                 let x = left + cellW * Double(j)
                 let count = s.missing[v]
-                let fill: String, label: String; var dark = false
+                let fill: String, label: String; var dark = false, suppressed = false
                 switch count {
                 case .exact(let n)?:
                     let share = s.nRows > 0 ? Double(n) / Double(s.nRows) : 0
                     fill = shade(share); label = String(n); dark = share > 0.35
                 case .suppressed(let t)?:
-                    fill = "url(#hatch)"; label = t
+                    fill = "url(#hatch)"; label = t; suppressed = true
                 case nil:
                     fill = "#ffffff"; label = "—"
                 }
                 out += "<g><title>\(escape(s.site)), \(escape(v)): \(escape(label)) missing of \(s.nRows) rows</title>"
                 out += "<rect x=\"\(f(x))\" y=\"\(f(y))\" width=\"\(f(cellW - 1))\" height=\"\(f(cellH - 1))\" fill=\"\(fill)\"/>"
-                out += "<text class=\"\(dark ? "cell dark" : "cell")\" x=\"\(f(x + cellW / 2))\" y=\"\(f(y + cellH / 2 + 4))\" text-anchor=\"middle\">\(escape(label))</text></g>\n"
+                out += "<text class=\"\(dark ? "cell dark" : suppressed ? "cell supp" : "cell")\" x=\"\(f(x + cellW / 2))\" y=\"\(f(y + cellH / 2 + 4))\" text-anchor=\"middle\">\(escape(label))</text></g>\n"
             }
         }
         return out + "</svg>\n"

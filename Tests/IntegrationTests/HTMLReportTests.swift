@@ -67,7 +67,7 @@ extension ExecutableTests {
         result.sites[0].missing["lab"] = .suppressed("<5")
         let page = HTMLReport.html(result)
         try checkWellFormed(page)
-        XCTAssertTrue(page.contains("fill=\"url(#hatch)\"/><text class=\"cell\" x="), "a hatched cell")
+        XCTAssertTrue(page.contains("fill=\"url(#hatch)\"/><text class=\"cell supp\" x="), "a hatched cell")
         XCTAssertTrue(page.contains(">&lt;5</text>"), "the suppressed count's text, escaped")
     }
 
