@@ -10,8 +10,41 @@ import Foundation
 public enum HTMLReport {
     /// The whole page.
     public static func html(_ r: FitResult, title: String = "fedmix fit") -> String {
+        page(title: title, body: "<h1>\(escape(title))</h1>\n" + fitSections(r))
+    }
+
+    /// Several fits of one analysis (fedmix compare's models, fedmix
+    /// sensitivity's alternatives): an overview (the fits side by side, the
+    /// fixed effects of every fit in one forest plot, and the command's own
+    /// text), then each fit's sections under its label.
+    public static func html(analyses: [(label: String, result: FitResult)], title: String, text: String) -> String {
+        var body = "<h1>\(escape(title))</h1>\n<h2>Overview</h2>\n"
+        var rows = [["l:analysis", "l:formula", "rows used", "sites", "log-likelihood", "AIC", "BIC"]]
+        for (label, r) in analyses {
+            rows.append(["l:" + label, "l:" + r.model.formula, String(r.nObs), String(r.nSites), number(r.loglik), number(r.aic), number(r.bic)])
+        }
+        body += table(rows)
+        let terms = analyses.flatMap { $0.result.fixedEffects.map(\.name) }.reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+            .filter { $0 != "(Intercept)" }
+        if !terms.isEmpty {
+            body += "<p class=\"note\">Fixed effects of every fit with 95% intervals, by term ((Intercept) left out); the dashed line is 0.</p>\n"
+            body += intervalPlot(terms.flatMap { t in
+                analyses.compactMap { a in
+                    a.result.fixedEffects.first { $0.name == t }.map { IntervalRow(label: "\(t) — \(a.label)", estimate: $0.estimate, lower: $0.ciLower, upper: $0.ciUpper) }
+                }
+            }, reference: 0)
+        }
+        body += "<pre>\(escape(text))</pre>\n"
+        for (label, r) in analyses {
+            body += "<h2 class=\"fit\">\(escape(label))</h2>\n"
+            body += fitSections(r).replacingOccurrences(of: "<h2>", with: "<h3>").replacingOccurrences(of: "</h2>", with: "</h3>")
+        }
+        return page(title: title, body: body)
+    }
+
+    /// One fit's sections (headings h2; site and variable names are escaped, so "<h2>" occurs only as a heading).
+    static func fitSections(_ r: FitResult) -> String {
         var body = ""
-        body += "<h1>\(escape(title))</h1>\n"
         body += summarySection(r)
         body += fixedEffectsSection(r)
         body += siteEffectsSection(r)
@@ -20,7 +53,11 @@ public enum HTMLReport {
         body += missingSection(r)
         body += trafficSection(r)
         body += "<h2>Summary as text</h2>\n<pre>\(escape(Report.text(r)))</pre>\n"
-        return """
+        return body
+    }
+
+    static func page(title: String, body: String) -> String {
+        """
         <!DOCTYPE html>
         <html lang="en">
         <head>
@@ -64,6 +101,8 @@ public enum HTMLReport {
     body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; font-size: 14px; color: #222; max-width: 960px; margin: 24px auto; padding: 0 16px; }
     h1 { font-size: 22px; margin-bottom: 4px; }
     h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ccc; padding-bottom: 3px; }
+    h2.fit { font-size: 19px; margin-top: 48px; background: #eef3f9; padding: 6px 8px; border-bottom: 2px solid #1f5fa8; }
+    h3 { font-size: 15px; margin-top: 22px; border-bottom: 1px solid #ddd; padding-bottom: 2px; }
     table { border-collapse: collapse; margin: 8px 0; }
     th, td { padding: 3px 10px; border-bottom: 1px solid #e4e4e4; text-align: right; }
     th { background: #f3f3f3; }

@@ -62,7 +62,7 @@ enum Opt {
     static let format = Option<OutputFormat>("format", value: "FORMAT", help: "text (lme4's summary; the default) or json", .cases)
     static let output = Option<String>("output", value: "FILE", help: "write the result to FILE instead of standard output")
     static let report = Option<String>("report", value: "FILE.html",
-                                       help: "also write the fit as one self-contained HTML page (figures of the fixed and site effects, shrinkage, missing values, traffic) to FILE.html")
+                                       help: "also write the result as one self-contained HTML page (no scripts or external files): forest plot of the fixed effects, site effects, shrinkage, ICC, missing values by site, traffic")
     static let confint = Option<ConfidenceIntervalMethod>("confint", value: "METHOD",
                                                           help: "add 95% confidence intervals, as lme4's confint(): profile (likelihood profile; linear mixed models; also the ICC of one random intercept) or wald (fixed effects)",
                                                           .cases)

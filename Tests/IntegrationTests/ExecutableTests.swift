@@ -87,6 +87,7 @@ final class ExecutableTests: XCTestCase {
             Entry("sensitivity", ["PATH", "--formula", "--exclude-sites-missing-above", "--missing-indicator", "--format"],
                   ExecutableTests.sensitivityLocalAlternatives),
             Entry("sensitivity", ["--sites", "--dataset", "--output"], ExecutableTests.sensitivityOverAgents),
+            Entry("sensitivity", ["--report", "--output", "--format", "--missing-indicator"], ExecutableTests.sensitivityReportShowsEveryAnalysis),
             Entry("sensitivity", ["--weights", "--ml", "--filter"], ExecutableTests.sensitivityModelOptions),
             Entry("sensitivity", ["--family", "--link", "--nagq"], ExecutableTests.sensitivityGLMM),
             Entry("sensitivity", ["--in-process", "--dataset", "PATH"], ExecutableTests.sensitivityRefusesOptionsThatDoNotApply),
@@ -95,6 +96,7 @@ final class ExecutableTests: XCTestCase {
 
             Entry("compare", ["PATH", "--formula", "--format", "--in-process"], ExecutableTests.compareExamEqualsLme4),
             Entry("compare", ["--sites", "--dataset", "--output", "--ml"], ExecutableTests.compareOverAgentsOnTheSameRows),
+            Entry("compare", ["--report", "--output", "--format", "PATH", "--formula"], ExecutableTests.compareReportShowsEveryModel),
             Entry("compare", ["--family", "--link", "--nagq"], ExecutableTests.compareGLMM),
             Entry("compare", ["--weights", "--filter"], ExecutableTests.compareModelOptions),
             Entry("compare", ["--formula", "--in-process", "--dataset", "PATH"], ExecutableTests.compareRefusals),

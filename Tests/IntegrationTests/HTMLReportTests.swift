@@ -71,6 +71,36 @@ extension ExecutableTests {
         XCTAssertTrue(page.contains(">&lt;5</text>"), "the suppressed count's text, escaped")
     }
 
+    func compareReportShowsEveryModel() throws {
+        let dir = try scratch("compare-report")
+        try fedmix(["compare"] + (try data().files) + ["--formula", "Reaction ~ Days + (1 | Subject)", "--formula", Self.sleepstudy,
+                                                       "--in-process", "--format", "json", "--output", dir + "/c.json", "--report", dir + "/c.html"])
+        let c = try JSONDecoder().decode(Comparison.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/c.json")))
+        let html = try String(contentsOfFile: dir + "/c.html", encoding: .utf8)
+        XCTAssertEqual(c.models.count, 2)
+        for (name, model) in zip(c.names, c.models) {
+            try checkReport(html, model)
+            XCTAssertTrue(html.contains("<h2 class=\"fit\">\(name)</h2>"), name)
+            XCTAssertTrue(html.contains("Days — \(name)"), "the overview's forest plot row of \(name)")
+        }
+        XCTAssertTrue(html.contains(HTMLReport.escape(ComparisonReport.text(c)).split(separator: "\n")[3]), "the anova text")
+    }
+
+    func sensitivityReportShowsEveryAnalysis() throws {
+        let dir = try scratch("sensitivity-report")
+        try fedmix(["sensitivity"] + (try data().files) + ["--formula", Self.withLab, "--missing-indicator", "lab=0", "--in-process",
+                                                           "--format", "json", "--output", dir + "/s.json", "--report", dir + "/s.html"])
+        struct Entry: Decodable { var analysis: String; var result: FitResult }
+        let entries = try JSONDecoder().decode([Entry].self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/s.json")))
+        let html = try String(contentsOfFile: dir + "/s.html", encoding: .utf8)
+        XCTAssertEqual(entries.count, 2)
+        for e in entries {
+            try checkReport(html, e.result)
+            XCTAssertTrue(html.contains("<h2 class=\"fit\">\(HTMLReport.escape(e.analysis))</h2>"), e.analysis)
+        }
+        XCTAssertTrue(html.contains("missing(lab) — "), "the indicator's row in the overview")
+    }
+
     /// Well-formed, self-contained, with the fixed effects and summary figures of `result`.
     func checkReport(_ html: String, _ r: FitResult, file: StaticString = #filePath, line: UInt = #line) throws {
         try checkWellFormed(html, file: file, line: line)
