@@ -15,7 +15,7 @@ enum CompareCommand {
         synopsis: "(PATH... | --sites FILE --dataset NAME) --formula F0 --formula F1 [--formula F2 ...] [options]",
         discussion: "Every model is fitted on the complete cases of all the models. Linear mixed models are fitted by ML (lme4 refits REML fits for anova). Where a model adds one random effect, the p-value from the 50:50 mixture of chi-squares (the null is on the boundary) is reported beside Pr(>Chisq).",
         arguments: [paths],
-        options: [Opt.sites, Opt.dataset, formulas] + Opt.model + Opt.result + [Opt.inProcess, Opt.excludeSites] + Opt.network,
+        options: [Opt.sites, Opt.dataset, formulas] + Opt.model + Opt.result + [Opt.inProcess, Opt.excludeSites, Opt.report] + Opt.network,
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
@@ -37,6 +37,10 @@ enum CompareCommand {
         switch format {
         case .json: try write(try comparison.json() + "\n", a)
         case .text: try write(ComparisonReport.text(comparison), a)
+        }
+        if let path = a.value(Opt.report) {
+            try HTMLReport.html(analyses: zip(comparison.names, comparison.models).map { ($0, $1) }, title: "fedmix compare",
+                                text: ComparisonReport.text(comparison)).write(toFile: path, atomically: true, encoding: .utf8)
         }
         return 0
     }

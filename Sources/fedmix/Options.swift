@@ -61,6 +61,8 @@ enum Opt {
     // The result.
     static let format = Option<OutputFormat>("format", value: "FORMAT", help: "text (lme4's summary; the default) or json", .cases)
     static let output = Option<String>("output", value: "FILE", help: "write the result to FILE instead of standard output")
+    static let report = Option<String>("report", value: "FILE.html",
+                                       help: "also write the result as one self-contained HTML page (no scripts or external files): forest plot of the fixed effects, site effects, shrinkage, ICC, missing values by site, traffic")
     static let confint = Option<ConfidenceIntervalMethod>("confint", value: "METHOD",
                                                           help: "add 95% confidence intervals, as lme4's confint(): profile (likelihood profile; linear mixed models; also the ICC of one random intercept) or wald (fixed effects)",
                                                           .cases)
@@ -158,6 +160,12 @@ func emit(_ r: FitResult, _ a: ParsedArguments) throws {
     case .text: try write(Report.text(r), a)
     case .json: try write(try r.json() + "\n", a)
     }
+}
+
+/// --report FILE.html: the HTML page of the same result the text or JSON is written from.
+func writeReport(_ r: FitResult, _ a: ParsedArguments, title: String) throws {
+    guard let path = a.value(Opt.report) else { return }
+    try HTMLReport.html(r, title: title).write(toFile: path, atomically: true, encoding: .utf8)
 }
 
 /// A problem with the command line, worded for it (exit status 2, as

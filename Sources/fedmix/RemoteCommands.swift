@@ -12,7 +12,7 @@ enum RemoteCommands {
 
     static let fitCommand = Command(
         "fit", abstract: "Fits the model over the agents of a sites file.",
-        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, dryRun, Opt.excludeSites, Opt.cluster] + Opt.network,
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, dryRun, Opt.excludeSites, Opt.cluster, Opt.report] + Opt.network,
         run: fit)
 
     static func fit(_ a: ParsedArguments) throws -> Int32 {
@@ -24,6 +24,7 @@ enum RemoteCommands {
         if dry && a.value(Opt.format) == .json {
             throw ArgumentError("--dry-run prints text (what each site would send); --format json applies to fits")
         }
+        if dry && a.value(Opt.report) != nil { throw ArgumentError("--dry-run fits nothing; --report writes a fit's page") }
         try Analysis.validate(formula: formula, options: options, missingData: missing)
         let federation = try connectSites(try a.require(sites), a)
         defer { federation.close() }
@@ -33,6 +34,7 @@ enum RemoteCommands {
         }
         let result = try Analysis.fit(federation, dataset: dataset, formula: formula, options: options, missingData: missing)
         try emit(result, a)
+        try writeReport(result, a, title: "fedmix fit: \(formula)")
         return 0
     }
 

@@ -17,7 +17,7 @@ enum SensitivityCommand {
         "sensitivity", abstract: "Main complete-case fit next to each alternative, with shifts and dropped sites.",
         synopsis: "(PATH... | --sites FILE --dataset NAME) --formula F [options]",
         arguments: [paths],
-        options: [Opt.sites, Opt.dataset, Opt.requiredFormula] + Opt.model + [excludeAbove, missingIndicator] + Opt.result + [Opt.inProcess, Opt.excludeSites] + Opt.network,
+        options: [Opt.sites, Opt.dataset, Opt.requiredFormula] + Opt.model + [excludeAbove, missingIndicator] + Opt.result + [Opt.inProcess, Opt.excludeSites, Opt.report] + Opt.network,
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
@@ -54,6 +54,10 @@ enum SensitivityCommand {
             try write(String(decoding: try e.encode(results.map { Entry(analysis: $0.label, result: $0.result) }), as: UTF8.self) + "\n", a)
         case .text:
             try write(SensitivityReport.text(formula: formula, analyses: results), a)
+        }
+        if let path = a.value(Opt.report) {
+            try HTMLReport.html(analyses: results, title: "fedmix sensitivity: \(formula)",
+                                text: SensitivityReport.text(formula: formula, analyses: results)).write(toFile: path, atomically: true, encoding: .utf8)
         }
         return 0
     }

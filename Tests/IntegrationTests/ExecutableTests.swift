@@ -57,6 +57,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--confint"], ExecutableTests.localConfint),
             Entry("local", ["--cluster"], ExecutableTests.localFlatModelWithClusterEqualsVcovCL),
             Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
+            Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportWritesTheHTMLPage),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 
@@ -69,6 +70,7 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
             Entry("fit", ["--confint"], ExecutableTests.fitConfintOverAgents),
             Entry("fit", ["--cluster"], ExecutableTests.fitFlatModelWithClusterOverAgents),
+            Entry("fit", ["--report", "--dry-run"], ExecutableTests.fitReportOverAgents),
             Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
             Entry("explain", ["--sites", "--dataset", "--formula", "--ml", "--filter", "--family", "--link", "--nagq"],
@@ -85,6 +87,7 @@ final class ExecutableTests: XCTestCase {
             Entry("sensitivity", ["PATH", "--formula", "--exclude-sites-missing-above", "--missing-indicator", "--format"],
                   ExecutableTests.sensitivityLocalAlternatives),
             Entry("sensitivity", ["--sites", "--dataset", "--output"], ExecutableTests.sensitivityOverAgents),
+            Entry("sensitivity", ["--report", "--output", "--format", "--missing-indicator"], ExecutableTests.sensitivityReportShowsEveryAnalysis),
             Entry("sensitivity", ["--weights", "--ml", "--filter"], ExecutableTests.sensitivityModelOptions),
             Entry("sensitivity", ["--family", "--link", "--nagq"], ExecutableTests.sensitivityGLMM),
             Entry("sensitivity", ["--in-process", "--dataset", "PATH"], ExecutableTests.sensitivityRefusesOptionsThatDoNotApply),
@@ -93,6 +96,7 @@ final class ExecutableTests: XCTestCase {
 
             Entry("compare", ["PATH", "--formula", "--format", "--in-process"], ExecutableTests.compareExamEqualsLme4),
             Entry("compare", ["--sites", "--dataset", "--output", "--ml"], ExecutableTests.compareOverAgentsOnTheSameRows),
+            Entry("compare", ["--report", "--output", "--format", "PATH", "--formula"], ExecutableTests.compareReportShowsEveryModel),
             Entry("compare", ["--family", "--link", "--nagq"], ExecutableTests.compareGLMM),
             Entry("compare", ["--weights", "--filter"], ExecutableTests.compareModelOptions),
             Entry("compare", ["--formula", "--in-process", "--dataset", "PATH"], ExecutableTests.compareRefusals),
