@@ -5,6 +5,7 @@
 // ARCHITECTURE.md shows where.
 
 import Foundation
+import Synchronization
 import Math
 import Protocol
 
@@ -171,7 +172,11 @@ public enum FitDriver {
         var optimizer = BoundedNewton(lower: objective.lowerBounds)
         optimizer.parameterNames = objective.parameterNames
         optimizer.maxEvaluations = options.maxEvaluations
-        optimizer.progress = options.progress
+        let trace = TraceRecorder()
+        optimizer.progress = { iteration, value, decrement in
+            trace.record(.init(iteration: iteration, objective: value, newtonDecrement: decrement?.isFinite == true ? decrement : nil))
+            options.progress?(iteration, value, decrement)
+        }
         // The criterion's rounding level grows with the number of rows summed.
         optimizer.relativeNoise = 2e-16 * Double(max(1, session.usedRows)).squareRoot()
         objective.tune(&optimizer)
@@ -219,6 +224,7 @@ public enum FitDriver {
                 vcov: (0..<p).map { i in (0..<p).map { robust.vcov[i, $0] } })
         }
         objective.complete(&result, optimum: optimum, finals: finals)
+        result.trace = trace.points
         switch options.confint {
         case .profile?:
             if let profiled {
@@ -261,4 +267,12 @@ public enum FitDriver {
         _ = try plain.finalize(theta: theta, beta: beta, sigma: estimates.sigma)
         return out
     }
+}
+
+/// Collects the optimizer's path for the result (the progress callback is
+/// @Sendable, so the points sit behind a Mutex).
+final class TraceRecorder: Sendable {
+    private let state = Mutex<[FitResult.TracePoint]>([])
+    func record(_ p: FitResult.TracePoint) { state.withLock { $0.append(p) } }
+    var points: [FitResult.TracePoint] { state.withLock { $0 } }
 }

@@ -155,6 +155,20 @@ public struct FitResult: Codable, Sendable {
     public var iccConfint: [ICCInterval]? = nil
     /// `--confint profile`: the rounds and θ points the profile used.
     public var profile: ProfileCost? = nil
+    /// The optimizer's path: the objective at each Newton iteration, in the
+    /// order taken (a second start begins again at iteration 1).
+    public var trace: [TracePoint]? = nil
+
+    public struct TracePoint: Codable, Sendable, Equatable {
+        public var iteration: Int
+        public var objective: Double
+        /// ½ gᵀH⁻¹g on the free parameters, when their Hessian is positive definite.
+        public var newtonDecrement: Double?
+        enum CodingKeys: String, CodingKey { case iteration, objective, newtonDecrement = "newton_decrement" }
+        public init(iteration: Int, objective: Double, newtonDecrement: Double?) {
+            self.iteration = iteration; self.objective = objective; self.newtonDecrement = newtonDecrement
+        }
+    }
     /// Flat models: R's summary.lm / summary.glm figures (absent for mixed models).
     public var flat: FlatStatistics? = nil
     /// Flat models with a cluster: sandwich::vcovCL (absent otherwise).
@@ -167,7 +181,7 @@ public struct FitResult: Codable, Sendable {
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
         case exclusions, flat, robust
-        case confint, iccConfint = "icc_confint", profile
+        case confint, iccConfint = "icc_confint", profile, trace
     }
 
     /// The JSON form (pretty-printed, keys sorted).

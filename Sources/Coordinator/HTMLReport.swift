@@ -51,6 +51,7 @@ public enum HTMLReport {
         body += shrinkageSection(r)
         body += iccSection(r)
         body += missingSection(r)
+        body += convergenceSection(r)
         body += trafficSection(r)
         body += "<h2>Summary as text</h2>\n<pre>\(escape(Report.text(r)))</pre>\n"
         return body
@@ -244,6 +245,38 @@ public enum HTMLReport {
         if r.variables.isEmpty || r.sites.isEmpty { return out + "<p class=\"note\">No model variables.</p>\n" }
         out += "<p class=\"note\">Missing values of each model variable at each site, shaded by the share of the site's rows; hatched cells are counts the site suppressed (e.g. “&lt;5”).</p>\n"
         return out + heatMap(r)
+    }
+
+    /// The objective by optimizer iteration, as its distance above the final
+    /// value on a log scale (where the last digits are won is visible).
+    static func convergenceSection(_ r: FitResult) -> String {
+        guard let trace = r.trace, trace.count > 1 else { return "" }
+        var out = "<h2>Convergence</h2>\n"
+        out += "<p class=\"note\">Objective at each Newton iteration, as its distance above the final objective \(escape(number(r.objective))) (log scale; below 1e-12 drawn at 1e-12). \(trace.count) iterations; \(r.rounds) rounds. \(escape(r.convergence))</p>\n"
+        return out + convergencePlot(trace.map(\.objective), final: trace.map(\.objective).min() ?? r.objective)
+    }
+
+    static func convergencePlot(_ values: [Double], final: Double) -> String {
+        let left = 70.0, right = 700.0, top = 10.0, bottom = 190.0, width = 760
+        let gaps = values.map { log10(max($0 - final, 1e-12)) }
+        let y = Scale(gaps, from: bottom, to: top)
+        let x = Scale([1, Double(max(values.count, 2))], from: left, to: right)
+        var out = svgOpen(width, Int(bottom + 34), "objective by iteration")
+        out += line(left, bottom, right, bottom, "axis") + line(left, top, left, bottom, "axis")
+        for t in y.ticks where t == t.rounded() {
+            out += line(left, y(t), right, y(t), "grid")
+            out += text(left - 6, y(t) + 4, "1e\(Int(t))", anchor: "end", cls: "small")
+        }
+        for t in x.ticks where t >= 1 && t == t.rounded() {
+            out += text(x(t), bottom + 15, String(Int(t)), anchor: "middle", cls: "small")
+        }
+        out += text((left + right) / 2, bottom + 30, "iteration", anchor: "middle", cls: "small")
+        let points = gaps.enumerated().map { "\(f(x(Double($0.offset + 1)))),\(f(y($0.element)))" }
+        out += "<polyline class=\"ci\" fill=\"none\" points=\"\(points.joined(separator: " "))\"/>\n"
+        for (i, g) in gaps.enumerated() {
+            out += "<circle class=\"pt\" cx=\"\(f(x(Double(i + 1))))\" cy=\"\(f(y(g)))\" r=\"3\"><title>iteration \(i + 1): objective \(escape(number(values[i])))</title></circle>\n"
+        }
+        return out + "</svg>\n"
     }
 
     static func trafficSection(_ r: FitResult) -> String {
