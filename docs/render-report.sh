@@ -14,6 +14,6 @@ trap 'rm -rf "$work"' EXIT
     --formula 'sbp_12wk ~ baseline_sbp + age + sex + treatment + (1 | site)' \
     --format json --output "$work/fit.json" --report docs/report-example.html
 "$CHROMIUM" --headless --no-sandbox --disable-gpu --hide-scrollbars \
-    --screenshot="$PWD/docs/report-example.png" --window-size=1200,2900 \
+    --screenshot="$PWD/docs/report-example.png" --window-size=1200,3250 \
     "file://$PWD/docs/report-example.html" 2>/dev/null
 echo "wrote docs/report-example.html and docs/report-example.png"
