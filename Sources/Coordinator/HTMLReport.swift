@@ -253,10 +253,15 @@ public enum HTMLReport {
         guard let trace = r.trace, trace.count > 1 else { return "" }
         var out = "<h2>Convergence</h2>\n"
         out += "<p class=\"note\">Objective at each Newton iteration, as its distance above the final objective \(escape(number(r.objective))) (log scale; below 1e-12 drawn at 1e-12). \(trace.count) iterations; \(r.rounds) rounds. \(escape(r.convergence))</p>\n"
-        return out + convergencePlot(trace.map(\.objective), final: trace.map(\.objective).min() ?? r.objective)
+        let starts = trace.filter { $0.iteration == 1 }.count
+        if starts > 1 {
+            out += "<p class=\"note\">\(starts) optimizer starts (each line is one; the lowest optimum is kept).</p>\n"
+        }
+        return out + convergencePlot(trace.map(\.objective), restarts: trace.map { $0.iteration == 1 },
+                                     final: trace.map(\.objective).min() ?? r.objective)
     }
 
-    static func convergencePlot(_ values: [Double], final: Double) -> String {
+    static func convergencePlot(_ values: [Double], restarts: [Bool], final: Double) -> String {
         let left = 70.0, right = 700.0, top = 10.0, bottom = 190.0, width = 760
         let gaps = values.map { log10(max($0 - final, 1e-12)) }
         let y = Scale(gaps, from: bottom, to: top)
@@ -271,8 +276,16 @@ public enum HTMLReport {
             out += text(x(t), bottom + 15, String(Int(t)), anchor: "middle", cls: "small")
         }
         out += text((left + right) / 2, bottom + 30, "iteration", anchor: "middle", cls: "small")
-        let points = gaps.enumerated().map { "\(f(x(Double($0.offset + 1)))),\(f(y($0.element)))" }
-        out += "<polyline class=\"ci\" fill=\"none\" points=\"\(points.joined(separator: " "))\"/>\n"
+        // One line per optimizer start.
+        var segment: [String] = []
+        for (i, g) in gaps.enumerated() {
+            if restarts[i] && !segment.isEmpty {
+                out += "<polyline class=\"ci\" fill=\"none\" points=\"\(segment.joined(separator: " "))\"/>\n"
+                segment = []
+            }
+            segment.append("\(f(x(Double(i + 1)))),\(f(y(g)))")
+        }
+        out += "<polyline class=\"ci\" fill=\"none\" points=\"\(segment.joined(separator: " "))\"/>\n"
         for (i, g) in gaps.enumerated() {
             out += "<circle class=\"pt\" cx=\"\(f(x(Double(i + 1))))\" cy=\"\(f(y(g)))\" r=\"3\"><title>iteration \(i + 1): objective \(escape(number(values[i])))</title></circle>\n"
         }
