@@ -29,7 +29,7 @@ public enum DescribeReport {
     }
 
     /// Five significant digits, without an exponent in the usual range.
-    static func number(_ x: Double) -> String {
+    public static func number(_ x: Double) -> String {
         if x == 0 { return "0" }
         let a = abs(x)
         if a >= 1e6 || a < 1e-3 { return String(format: "%.4e", x) }

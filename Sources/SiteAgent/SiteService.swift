@@ -264,7 +264,7 @@ public final class SiteService: Sendable {
     struct NumericMoments { var n: Int; var mean: Double?; var sd: Double?; var withheld: String? }
 
     /// A numeric variable's non-missing count, and its mean and SD when the
-    /// rules allow: at least min_rows (and 2) values, and its non-missing rows
+    /// rules allow: at least min_rows (and min_cell, and 2) values, and its non-missing rows
     /// either answered with moments before (the same answer again) or
     /// differing by none or at least min_rows from every row set answered
     /// before. Those rows are then remembered under the variable, so that a
@@ -273,7 +273,8 @@ public final class SiteService: Sendable {
     func numericMoments(_ v: [Double?], variable: String, source: String, rowCount: Int) throws -> NumericMoments {
         let present = v.compactMap { $0 }
         let n = present.count
-        guard n >= max(policy.minRows, 2) else { return NumericMoments(n: n, withheld: "min_rows") }
+        // n itself is sent exactly with them (pooling needs it), so never below min_cell either.
+        guard n >= max(policy.minRows, policy.minCell, 2) else { return NumericMoments(n: n, withheld: "min_rows") }
         let rows = RowSet(v.map { $0 != nil })
         let key = Self.momentsKey(source, variable)
         let m = policy.minRows
