@@ -81,7 +81,7 @@ public enum DescribeReport {
         }
         out += table(rows, leftColumns: 3)
         var lines: [String] = [
-            "n: non-missing values; mean and sd (n − 1 denominator) are given where a site has at least its min_rows values; no site sends a minimum, maximum or any single value.",
+            "n: non-missing values; mean and sd (n − 1 denominator) are given where a site has at least its min_rows values; no site sends a minimum or maximum, nor any value that fewer than its min_cell rows share.",
             "levels: distinct values at the site; counts below a site's min_cell are shown as <N.",
         ]
         if notes.contains("min_rows") { lines.append("n<min_rows: fewer non-missing values than the site's min_rows, so no mean or sd.") }
