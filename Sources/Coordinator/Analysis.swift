@@ -12,12 +12,12 @@ public enum Analysis {
     /// 20 variables), so that `VariableCatalog.requireNesting` can check
     /// grouping factors with any number of levels.
     public static func describe(_ federation: Federation, dataset: String,
-                                hashingLevelsOf variables: [String] = []) throws -> [SiteDescription] {
+                                hashingLevelsOf variables: [String] = [], numericSummaries: Bool = false) throws -> [SiteDescription] {
         let hashes = variables.isEmpty ? nil
             : LevelHashRequest(salt: LevelHasher.randomSalt(), variables: Array(variables.prefix(20)))
-        return try federation.round({ _ in .describe(DescribeRequest(dataset: dataset, levelHashes: hashes)) }) { reply, site in
+        return try federation.round({ _ in .describe(DescribeRequest(dataset: dataset, levelHashes: hashes, numericSummaries: numericSummaries)) }) { reply, site in
             guard case .described(let d) = reply else { throw unexpected(reply, site, expected: "described") }
-            return try ReplyChecks.check(d, asked: hashes, site: site)
+            return try ReplyChecks.check(d, asked: hashes, summariesAsked: numericSummaries, site: site)
         }
     }
 

@@ -105,8 +105,22 @@ enum ReplyChecks {
     /// rows). Hashes that were not asked for are dropped. An answer without
     /// hashes is accepted (an older agent): the nesting check then refuses
     /// the factors it cannot check.
-    static func check(_ d: SiteDescription, asked: LevelHashRequest?, site: String) throws -> SiteDescription {
+    static func check(_ d: SiteDescription, asked: LevelHashRequest?, summariesAsked: Bool = false, site: String) throws -> SiteDescription {
         var d = d
+        if !summariesAsked {
+            // Not asked for: dropped, like hashes that were not asked for.
+            for k in d.variables.indices {
+                d.variables[k].nonMissing = nil; d.variables[k].mean = nil; d.variables[k].sd = nil; d.variables[k].momentsWithheld = nil
+            }
+        }
+        for v in d.variables {
+            guard v.type == .numeric || (v.nonMissing == nil && v.mean == nil) else {
+                throw SiteFailure(site: site, message: "sent a count or moments of text variable \"\(v.name)\"; only numeric variables have them", code: .inconsistentAnswer)
+            }
+            if let n = v.nonMissing?.exactValue, let m = v.missing.exactValue, n + m != d.rows {
+                throw SiteFailure(site: site, message: "sent \(n) values and \(m) missing for \"\(v.name)\" in \(d.rows) rows", code: .inconsistentAnswer)
+            }
+        }
         guard let asked else { d.levelHashes = nil; return d }
         guard let h = d.levelHashes else { return d }
         guard h.salt == asked.salt else { throw SiteFailure(site: site, message: "sent level hashes under another salt than the one asked for") }

@@ -64,9 +64,13 @@ public struct DescribeRequest: Codable, Sendable, Equatable {
     /// not know the field ignores it and the coordinator then refuses the
     /// factors it cannot check.
     public var levelHashes: LevelHashRequest?
-    enum CodingKeys: String, CodingKey { case dataset, levelHashes = "level_hashes" }
-    public init(dataset: String, levelHashes: LevelHashRequest? = nil) {
-        self.dataset = dataset; self.levelHashes = levelHashes
+    /// Asks for numeric variables' n, mean and SD (`fedmix describe`; the
+    /// describe round before a fit does not). Absent from the wire unless
+    /// true; an older agent ignores it and sends none.
+    public var numericSummaries: Bool?
+    enum CodingKeys: String, CodingKey { case dataset, levelHashes = "level_hashes", numericSummaries = "numeric_summaries" }
+    public init(dataset: String, levelHashes: LevelHashRequest? = nil, numericSummaries: Bool = false) {
+        self.dataset = dataset; self.levelHashes = levelHashes; self.numericSummaries = numericSummaries ? true : nil
     }
 }
 
@@ -195,11 +199,55 @@ public struct VariableDescription: Codable, Sendable, Equatable {
     /// How many levels were held back because fewer than min_cell rows have
     /// them (absent when none were).
     public var suppressedLevels: Int?
-    enum CodingKeys: String, CodingKey { case name, type, missing, distinct, levels, suppressedLevels = "suppressed_levels" }
+    /// Numeric variables only: the number of non-missing values, disclosed
+    /// as counts are (below min_cell as "<min_cell"). Absent from older agents.
+    public var nonMissing: DisclosedCount?
+    /// Numeric variables only, and only when at least the site's min_rows
+    /// values are present: their mean and standard deviation (n − 1
+    /// denominator). Both or neither. Never a minimum, maximum or any one value.
+    public var mean: Double?
+    public var sd: Double?
+    /// Why a numeric variable has no moments: "min_rows" (fewer non-missing
+    /// values than the site's min_rows) or "differencing" (its non-missing
+    /// rows differ from rows answered before by fewer than min_rows).
+    public var momentsWithheld: String?
+    enum CodingKeys: String, CodingKey {
+        case name, type, missing, distinct, levels, suppressedLevels = "suppressed_levels"
+        case nonMissing = "n", mean, sd, momentsWithheld = "moments_withheld"
+    }
     public init(name: String, type: VariableInfo.Kind, missing: DisclosedCount, distinct: Int, levels: [Level]?,
-                suppressedLevels: Int? = nil) {
+                suppressedLevels: Int? = nil, nonMissing: DisclosedCount? = nil, mean: Double? = nil, sd: Double? = nil,
+                momentsWithheld: String? = nil) {
         self.name = name; self.type = type; self.missing = missing; self.distinct = distinct; self.levels = levels
         self.suppressedLevels = suppressedLevels
+        self.nonMissing = nonMissing; self.mean = mean; self.sd = sd; self.momentsWithheld = momentsWithheld
+    }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        type = try c.decode(VariableInfo.Kind.self, forKey: .type)
+        missing = try c.decode(DisclosedCount.self, forKey: .missing)
+        distinct = try c.decode(Int.self, forKey: .distinct)
+        levels = try c.decodeIfPresent([Level].self, forKey: .levels)
+        suppressedLevels = try c.decodeIfPresent(Int.self, forKey: .suppressedLevels)
+        nonMissing = try c.decodeIfPresent(DisclosedCount.self, forKey: .nonMissing)
+        mean = try c.decodeIfPresent(Double.self, forKey: .mean)
+        sd = try c.decodeIfPresent(Double.self, forKey: .sd)
+        momentsWithheld = try c.decodeIfPresent(String.self, forKey: .momentsWithheld)
+        guard (mean == nil) == (sd == nil) else {
+            throw DecodingError.dataCorruptedError(forKey: .sd, in: c, debugDescription: "mean and sd come together or not at all")
+        }
+        if let mean, let sd {
+            guard type == .numeric, mean.isFinite, sd.isFinite, sd >= 0 else {
+                throw DecodingError.dataCorruptedError(forKey: .sd, in: c, debugDescription: "moments of a numeric variable: a finite mean and a finite sd ≥ 0")
+            }
+            guard case .exact(let n)? = nonMissing, n >= 2 else {
+                throw DecodingError.dataCorruptedError(forKey: .nonMissing, in: c, debugDescription: "moments need an exact count n of at least 2")
+            }
+        }
+        if case .exact(let n)? = nonMissing, n < 0 {
+            throw DecodingError.dataCorruptedError(forKey: .nonMissing, in: c, debugDescription: "a count is not negative")
+        }
     }
 }
 

@@ -43,6 +43,14 @@ struct RowSet: Sendable, Equatable {
         words = w; count = n
     }
 
+    /// Rows in both sets (the sets must come from the same table).
+    func intersection(_ other: RowSet) -> RowSet {
+        var r = self
+        for k in r.words.indices { r.words[k] &= k < other.words.count ? other.words[k] : 0 }
+        r.count = r.words.reduce(0) { $0 + $1.nonzeroBitCount }
+        return r
+    }
+
     /// Rows in exactly one of the two sets (the sets must come from the same table).
     func symmetricDifference(_ other: RowSet) -> Int {
         guard words.count == other.words.count else { return Int.max }

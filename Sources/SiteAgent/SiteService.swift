@@ -216,10 +216,12 @@ public final class SiteService: Sendable {
         }
         var vars: [VariableDescription] = []
         let mostlyNumeric = Set(table.mostlyNumericTextColumns.map(\.name))
+        let source = sourceKey(r.dataset, rowCount: table.rowCount)
         for c in table.columns where mayUse(c.name) {
             var missing = 0
             var levels: [VariableDescription.Level]? = nil
             var suppressed = 0
+            var moments: NumericMoments? = nil
             let distinct: Int
             switch c.data {
             case .numeric(let v):
@@ -236,6 +238,7 @@ public final class SiteService: Sendable {
                     levels = merged.filter { $0.2 >= policy.minCell }.map { .init(level: $0.0, count: disclosed($0.2)) }
                     suppressed = merged.count - levels!.count
                 }
+                if r.numericSummaries == true { moments = try numericMoments(v, variable: c.name, source: source, rowCount: table.rowCount) }
             case .text(let v):
                 var counts: [String: Int] = [:]
                 for x in v { if let x { counts[x, default: 0] += 1 } else { missing += 1 } }
@@ -250,10 +253,65 @@ public final class SiteService: Sendable {
             }
             vars.append(VariableDescription(name: c.name, type: c.isNumeric ? .numeric : .text,
                                             missing: disclosed(missing), distinct: distinct, levels: levels,
-                                            suppressedLevels: suppressed > 0 ? suppressed : nil))
+                                            suppressedLevels: suppressed > 0 ? suppressed : nil,
+                                            nonMissing: moments.map { disclosed($0.n) }, mean: moments?.mean, sd: moments?.sd,
+                                            momentsWithheld: moments?.withheld))
         }
         let hashes = try r.levelHashes.map { try levelHashes($0, table: table) }
         return SiteDescription(site: site, dataset: r.dataset, rows: table.rowCount, variables: vars, levelHashes: hashes)
+    }
+
+    struct NumericMoments { var n: Int; var mean: Double?; var sd: Double?; var withheld: String? }
+
+    /// A numeric variable's non-missing count, and its mean and SD when the
+    /// rules allow: at least min_rows (and min_cell, and 2) values, and its non-missing rows
+    /// either answered with moments before (the same answer again) or
+    /// differing by none or at least min_rows from every row set answered
+    /// before. Those rows are then remembered under the variable, so that a
+    /// later model reading it cannot use rows a few short of them
+    /// (`checkMomentDifferencing`). Never a minimum, maximum or single value.
+    func numericMoments(_ v: [Double?], variable: String, source: String, rowCount: Int) throws -> NumericMoments {
+        let present = v.compactMap { $0 }
+        let n = present.count
+        // n itself is sent exactly with them (pooling needs it), so never below min_cell either.
+        guard n >= max(policy.minRows, policy.minCell, 2) else { return NumericMoments(n: n, withheld: "min_rows") }
+        let rows = RowSet(v.map { $0 != nil })
+        let key = Self.momentsKey(source, variable)
+        let m = policy.minRows
+        if !subsetHistory.contains(rows, source: key), m > 1 {
+            for s in [source, key] {
+                if let d = subsetHistory.closestDifference(rows, source: s), d < m { return NumericMoments(n: n, withheld: "differencing") }
+            }
+        }
+        // Two passes: the mean, then squared deviations from it.
+        let mean = present.reduce(0, +) / Double(n)
+        var ss = 0.0
+        for x in present { ss += (x - mean) * (x - mean) }
+        let sd = (ss / Double(n - 1)).squareRoot()
+        guard mean.isFinite, sd.isFinite else { return NumericMoments(n: n, withheld: "not_finite") }
+        try subsetHistory.remember([rows], source: key)
+        return NumericMoments(n: n, mean: mean, sd: sd)
+    }
+
+    /// Where the rows behind a variable's describe moments are remembered.
+    static func momentsKey(_ source: String, _ variable: String) -> String { source + "#moments:" + variable }
+
+    /// A model's sums over its rows read each of its numeric variables over
+    /// those rows; if describe sent that variable's moments over rows a few
+    /// more, the difference would describe the few. Refused like any other
+    /// differencing.
+    func checkMomentDifferencing(_ usedRows: [Int], variables: [String], table: DataTable, source: String) throws {
+        let m = policy.minRows
+        guard m > 1 else { return }
+        let used = RowSet(indices: usedRows, rowCount: table.rowCount)
+        for name in Set(variables).sorted() {
+            guard let c = table.column(named: name), case .numeric(let v) = c.data else { continue }
+            let key = Self.momentsKey(source, name)
+            let set = used.intersection(RowSet(v.map { $0 != nil }))
+            if let d = subsetHistory.closestDifference(set, source: key), d < m {
+                throw SiteError.disclosure("the rows this model uses at this site differ from the rows behind the mean and SD that describe sent for \"\(name)\" by fewer than \(m) rows, so the difference of the two answers would describe those patients (rule min_rows, differencing). A variable missing in a few rows usually causes this: leave it out, or fill it (--missing-indicator), so that the model uses all of \"\(name)\"'s rows")
+            }
+        }
     }
 
     /// A count as it may be disclosed: zero and counts ≥ min_cell exactly, others as "<min_cell".
@@ -327,6 +385,8 @@ public final class SiteService: Sendable {
            flat.clusterSizes.contains(where: { $0 < policy.minCell }) {
             throw SiteError.disclosure("some clusters of the robust covariance have fewer than \(policy.minCell) rows at this site; a cluster's score would describe those few rows (rule min_cell). Cluster by a coarser variable, or by site")
         }
+        try checkMomentDifferencing(fit.cells.usedRows, variables: SiteDesign.allVariables(r.model) + r.model.requiredVariables,
+                                    table: table, source: sourceKey(r.dataset, rowCount: table.rowCount))
         try checkDifferencing(fit.cells, filtered: filtered, source: sourceKey(r.dataset, rowCount: table.rowCount), rowCount: table.rowCount)
         let patterns = missingPatterns(table, variables: r.model.requiredVariables)
         let now = Date()

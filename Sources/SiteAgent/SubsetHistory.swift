@@ -40,6 +40,11 @@ final class SubsetHistory: Sendable {
         }
     }
 
+    /// Whether exactly this set was answered before from `source`.
+    func contains(_ rows: RowSet, source: String) -> Bool {
+        sets.withLock { $0[source, default: []].contains(rows) }
+    }
+
     /// Records answered sets (after the answer is decided, before it is sent).
     func remember(_ answered: [RowSet], source: String) throws {
         let new: [RowSet] = sets.withLock { all in

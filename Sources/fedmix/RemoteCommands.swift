@@ -39,7 +39,7 @@ enum RemoteCommands {
     }
 
     static let describeCommand = Command(
-        "describe", abstract: "Each site's variables: types, missing values, levels (counts below a site's min_cell suppressed).",
+        "describe", abstract: "Each site's variables: types, missing values, levels (counts below a site's min_cell suppressed), and numeric variables' n, mean and SD where a site's rules allow.",
         options: [sites, dataset, Opt.format] + Opt.network,
         run: describe)
 
@@ -48,7 +48,7 @@ enum RemoteCommands {
         let format = a.value(Opt.format, default: .text)
         let federation = try connectSites(try a.require(sites), a, exclusions: false)
         defer { federation.close() }
-        let d = try Analysis.describe(federation, dataset: dataset)
+        let d = try Analysis.describe(federation, dataset: dataset, numericSummaries: true)
         switch format {
         case .json:
             let e = JSONEncoder(); e.outputFormatting = [.prettyPrinted, .sortedKeys]

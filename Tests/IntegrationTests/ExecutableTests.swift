@@ -83,6 +83,7 @@ final class ExecutableTests: XCTestCase {
             Entry("describe", ["--sites", "--dataset", "--format"], ExecutableTests.describeTextAndJSON),
             Entry("describe", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.describeNetworkOptions),
             Entry("describe", ["--sites", "--dataset", "--format"], ExecutableTests.describeNamesSitesLeftOutByTheSitesFile),
+            Entry("describe", ["--sites", "--dataset", "--format"], ExecutableTests.describeNumericSummaries),
 
             Entry("sensitivity", ["PATH", "--formula", "--exclude-sites-missing-above", "--missing-indicator", "--format"],
                   ExecutableTests.sensitivityLocalAlternatives),
