@@ -204,7 +204,10 @@ public enum Analysis {
             result.messages.append("missing-indicator method: \(v) filled with \(RNumberFormat.format(c)) where missing; column missing(\(v)) added")
         }
         for e in excluded { result.messages.append("site \(e.site) left out: \(e.reason)") }
-        if let f = spec.filter { result.messages.append("rows at each site filtered by: \(Explain.expression(f))") }
+        if let f = spec.filter {
+            result.messages.append("rows at each site filtered by: \(Explain.expression(f))")
+            result.filter = .init(text: Explain.expression(f), expression: f, variables: f.variables)
+        }
         return result
     }
 

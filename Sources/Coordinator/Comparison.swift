@@ -312,7 +312,10 @@ public enum ModelComparison {
             r.exclusions = federation.exclusions
             r.excludedSites = r.exclusions.map(\.site)
             for e in federation.exclusions { r.messages.append("site \(e.site) left out: \(e.reason)") }
-            if let f = spec.filter { r.messages.append("rows at each site filtered by: \(Explain.expression(f))") }
+            if let f = spec.filter {
+                r.messages.append("rows at each site filtered by: \(Explain.expression(f))")
+                r.filter = .init(text: Explain.expression(f), expression: f, variables: f.variables)
+            }
             if !spec.alsoRequired.isEmpty {
                 r.messages.append("fitted on the rows where \(spec.alsoRequired.joined(separator: ", ")) \(spec.alsoRequired.count == 1 ? "is" : "are") also present (the rows of the compared models)")
             }

@@ -147,6 +147,21 @@ public struct FitResult: Codable, Sendable {
     /// (--exclude-sites-missing-above) or by the analyst (--exclude-sites,
     /// `exclude_sites` in the sites file). Names only; `exclusions` says why.
     public var excludedSites: [String] = []
+    /// The row filter the sites applied (`--filter`), as text and as the
+    /// expression tree the sites evaluated; absent without a filter.
+    public var filter: RowFilterUsed? = nil
+
+    public struct RowFilterUsed: Codable, Sendable, Equatable {
+        /// The filter written back in the formula language.
+        public var text: String
+        /// The expression as the sites received it (ModelSpec's coding).
+        public var expression: Expr
+        /// The variables it reads.
+        public var variables: [String]
+        public init(text: String, expression: Expr, variables: [String]) {
+            self.text = text; self.expression = expression; self.variables = variables
+        }
+    }
     /// Each left-out site with the reason, so a result never hides a site.
     public var exclusions: [SiteExclusion] = []
     /// `--confint profile|wald`: lme4's confint table (absent without the option).
@@ -180,7 +195,7 @@ public struct FitResult: Codable, Sendable {
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
-        case exclusions, flat, robust
+        case exclusions, flat, robust, filter
         case confint, iccConfint = "icc_confint", profile, trace
     }
 

@@ -24,3 +24,26 @@ final class ConvergenceTraceTests: XCTestCase {
         XCTAssertEqual(html.components(separatedBy: "<title>iteration ").count - 1, trace.count)
     }
 }
+
+/// The row filter a fit used is a structured field of the result.
+final class FilterFieldTests: XCTestCase {
+    func testFilterIsTextAndExpressionInTheJSON() throws {
+        var options = FitOptions()
+        options.filter = "Days >= 2"
+        let r = try Analysis.fit(inProcessFederation(files: try Fixtures.siteFiles("sleepstudy")), dataset: "data",
+                                 formula: "Reaction ~ Days + (1 | Subject)", options: options)
+        XCTAssertEqual(r.nObs, 144)
+        let f = try XCTUnwrap(r.filter)
+        XCTAssertEqual(f.text, "Days >= 2")
+        XCTAssertEqual(f.variables, ["Days"])
+        let json = try JSONSerialization.jsonObject(with: Data(try r.json().utf8)) as! [String: Any]
+        let field = try XCTUnwrap(json["filter"] as? [String: Any])
+        XCTAssertEqual(field["text"] as? String, "Days >= 2")
+        XCTAssertNotNil(field["expression"] as? [String: Any])
+        // Without a filter the field is absent.
+        let all = try Analysis.fit(inProcessFederation(files: try Fixtures.siteFiles("sleepstudy")), dataset: "data",
+                                   formula: "Reaction ~ Days + (1 | Subject)")
+        XCTAssertNil(all.filter)
+        XCTAssertFalse(try all.json().contains("\"filter\""))
+    }
+}
