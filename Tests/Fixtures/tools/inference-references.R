@@ -5,7 +5,8 @@
 #
 # Run from the repository root:
 #   Rscript Tests/Fixtures/tools/inference-references.R [SHARED_DIR] [OUT_JSON]
-# SHARED_DIR defaults to "../shared" (data in SHARED_DIR/reference/<case>/),
+# SHARED_DIR defaults to "Tests/Fixtures" (data in SHARED_DIR/reference/<case>/, the
+# repository's copies of the shared reference cases),
 # OUT_JSON to Tests/Fixtures/inference/references.json.
 # Needs R with lme4, lmerTest, pbkrtest, sandwich, jsonlite, minqa (not the tests).
 # Deterministic: no random numbers, no timestamps; doubles are written with the
@@ -16,7 +17,7 @@ suppressMessages({
   library(jsonlite)
 })
 args <- commandArgs(trailingOnly = TRUE)
-shared <- if (length(args) >= 1) args[1] else "../shared"
+shared <- if (length(args) >= 1) args[1] else "Tests/Fixtures"
 out_path <- if (length(args) >= 2) args[2] else "Tests/Fixtures/inference/references.json"
 has_kr <- requireNamespace("pbkrtest", quietly = TRUE)
 
