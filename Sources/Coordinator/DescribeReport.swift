@@ -115,19 +115,6 @@ public enum DescribeReport {
 
     /// Columns left-aligned up to `leftColumns`, right-aligned after; an empty row is a blank line.
     static func table(_ rows: [[String]], leftColumns: Int) -> String {
-        let ncol = rows.map(\.count).max() ?? 0
-        var widths = [Int](repeating: 0, count: ncol)
-        for r in rows { for (j, c) in r.enumerated() { widths[j] = max(widths[j], c.count) } }
-        var out = ""
-        for r in rows {
-            var cells: [String] = []
-            for j in 0..<ncol {
-                let c = j < r.count ? r[j] : ""
-                let pad = String(repeating: " ", count: widths[j] - c.count)
-                cells.append(j < leftColumns ? c + pad : pad + c)
-            }
-            out += cells.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression) + "\n"
-        }
-        return out
+        Report.aligned(rows, leftColumns: leftColumns, separator: "  ")
     }
 }

@@ -290,6 +290,12 @@ public enum Report {
 
     /// Aligns a table; the first column left-aligned when asked.
     public static func table(_ rows: [[String]], rightAlign: Bool, leftFirst: Bool = false, indent: String = "") -> String {
+        aligned(rows, leftColumns: rightAlign ? (leftFirst ? 1 : 0) : Int.max, separator: " ", indent: indent)
+    }
+
+    /// Columns padded to their widest cell: the first `leftColumns` left-aligned,
+    /// the rest right-aligned; trailing blanks trimmed (an empty row is a blank line).
+    static func aligned(_ rows: [[String]], leftColumns: Int, separator: String, indent: String = "") -> String {
         let ncol = rows.map(\.count).max() ?? 0
         var widths = [Int](repeating: 0, count: ncol)
         for r in rows { for (j, c) in r.enumerated() { widths[j] = max(widths[j], c.count) } }
@@ -299,9 +305,9 @@ public enum Report {
             for j in 0..<ncol {
                 let c = j < r.count ? r[j] : ""
                 let pad = String(repeating: " ", count: widths[j] - c.count)
-                cells.append((rightAlign && !(leftFirst && j == 0)) ? pad + c : c + pad)
+                cells.append(j < leftColumns ? c + pad : pad + c)
             }
-            out += indent + cells.joined(separator: " ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression) + "\n"
+            out += indent + cells.joined(separator: separator).replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression) + "\n"
         }
         return out
     }
