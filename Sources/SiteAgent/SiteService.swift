@@ -492,11 +492,14 @@ public final class SiteService: Sendable {
         }
     }
 
-    private func session(_ id: String) throws -> Session {
+    /// The session, charged `rounds` toward max_rounds_per_session (a
+    /// batched evaluate is charged one round per θ point: batching saves the
+    /// coordinator latency, not the site's answer budget).
+    private func session(_ id: String, rounds charged: Int = 1) throws -> Session {
         let now = Date()
         let s: Session? = sessions.withLock { all in
             guard var s = all[id], now.timeIntervalSince(s.lastUsed) < sessionTimeout else { all[id] = nil; return nil }
-            s.rounds += 1; s.lastUsed = now
+            s.rounds += charged; s.lastUsed = now
             all[id] = s
             return s
         }
@@ -508,7 +511,7 @@ public final class SiteService: Sendable {
     }
 
     func evaluate(_ r: EvaluateRequest) throws -> Reply {
-        let s = try session(r.session)
+        let s = try session(r.session, rounds: max(1, r.points.count))
         let structure = s.model.covarianceStructure
         for theta in r.points { try validate(theta: theta, structure: structure) }
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }

@@ -192,6 +192,28 @@ final class ProfileConfintTests: XCTestCase {
         XCTAssertEqual(e.code, .invalidRequest)
     }
 
+    /// Batching saves latency, not the site's budget: each θ point of a
+    /// batch counts toward max_rounds_per_session.
+    func testEachPointOfABatchCountsAsARound() throws {
+        let file = try Fixtures.siteFiles("sleepstudy")[0]
+        let site = file.deletingPathExtension().lastPathComponent
+        var policy = DisclosurePolicy.off
+        policy.maxRoundsPerSession = 10
+        let service = SiteService(site: site, datasets: ["data": .csv(path: file.path, types: [:])], siteColumn: "site", policy: policy)
+        let fed = Federation(channels: [InProcessChannel(site: site) { service.handle(line: $0) }])
+        let spec = try Analysis.resolve(formula: "Reaction ~ Days + (Days | Subject)", descriptions: try Analysis.describe(fed, dataset: "data"))
+        guard case .prepared = service.handle(.prepare(PrepareRequest(session: "b2", dataset: "data", model: spec))) else { return XCTFail() }
+        // prepare (1) + 8 points = 9 rounds: answered.
+        let eight = (0..<8).map { [1.0 + Double($0) * 0.1, 0.0, 1.0] }
+        guard case .contribution = service.handle(.evaluate(EvaluateRequest(session: "b2", theta: eight[0], order: 0,
+                                                                             thetas: Array(eight.dropFirst())))) else { return XCTFail() }
+        // 2 more points would make 11 > 10: refused by the rule, although it is one request.
+        guard case .error(let e) = service.handle(.evaluate(EvaluateRequest(session: "b2", theta: eight[0], order: 0, thetas: [eight[1]]))) else {
+            return XCTFail("a batch beyond the round budget was answered")
+        }
+        XCTAssertTrue(e.message.contains("max_rounds_per_session"), e.message)
+    }
+
     func testBatchedEvaluateDecodingValidates() throws {
         let base = try LineCodec.encode(.evaluate(EvaluateRequest(session: "s", theta: [1, 0, 1], order: 2, thetas: [[7, 7, 7]])), id: 1)
         XCTAssertTrue(base.contains("\"thetas\":[[7,7,7]]"), base)
