@@ -56,6 +56,23 @@ final class FormulaFunctionTests: XCTestCase {
     func testComparison() throws { try check("comparison") }
     func testComparisonInteraction() throws { try check("comparison_and") }
     func testCut() throws { try check("cut") }
+    /// ns() with its knots written out: R's basis (B-splines projected by
+    /// LINPACK's QR) rewritten in truncated-power form; rows beyond the
+    /// boundary knots exercise the linear tails.
+    func testNaturalSpline() throws { try check("spline") }
+    /// ns() without written-out knots is refused with the reason and an example.
+    func testNaturalSplineNeedsKnots() throws {
+        for (formula, words) in [("y ~ ns(x, df = 3) + (1 | site)", "Boundary.knots"),
+                                 ("y ~ ns(x, df = 3, Boundary.knots = c(0, 10)) + (1 | site)", "quantiles"),
+                                 ("y ~ ns(x, knots = c(5, 20), Boundary.knots = c(0, 10)) + (1 | site)", "strictly between"),
+                                 ("y ~ ns(x, df = 4, knots = 5, Boundary.knots = c(0, 10)) + (1 | site)", "does not match"),
+                                 ("y ~ log(ns(x, knots = 5, Boundary.knots = c(0, 10))) + (1 | site)", "term of its own")] {
+            let variables = ["y": VariableInfo(name: "y", kind: .numeric), "x": VariableInfo(name: "x", kind: .numeric)]
+            XCTAssertThrowsError(try Formula.parse(formula).resolve(variables: variables, family: .gaussian, link: .identity), formula) {
+                XCTAssertTrue("\($0)".contains(words), "\(formula): \($0)")
+            }
+        }
+    }
     func testRelevelAndAsFactor() throws {
         try check("relevel")
         // relevel of a text variable directly (R needs factor() around it).

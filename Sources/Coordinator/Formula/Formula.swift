@@ -4,6 +4,8 @@
 // `resolve` (FormulaResolver.swift) turns it into a ModelSpec once the
 // variables' types and levels are known.
 
+import Protocol
+
 /// One random-effects term `(lhs | grouping)` after `||` and `/` expansion.
 public struct RandomEffectsTerm: Sendable, Hashable {
     /// The terms of the left side (`1 + x` → intercept and x).
@@ -90,7 +92,7 @@ public struct Formula: Sendable, Hashable, CustomStringConvertible {
 /// appear where, the reserved word `site`, bars, grouping factors.
 struct FormulaChecker {
     static let site = "site"
-    static let supportedFunctions = "factor, as.factor, relevel, I, log, log1p, exp, sqrt, abs, pmin, pmax, scale, poly, cut, offset, cbind, missing"
+    static let supportedFunctions = "factor, as.factor, relevel, I, log, log1p, exp, sqrt, abs, pmin, pmax, scale, poly, ns, cut, offset, cbind, missing"
     /// Functions whose argument is arithmetic and whose value is one column.
     static let unaryArithmetic: Set<String> = ["I", "log", "exp", "sqrt", "log1p", "abs"]
     /// Largest degree of poly(x, d): its columns are polynomials of degree d,
@@ -184,8 +186,8 @@ struct FormulaChecker {
                 try checkClamp(f, n, args, context: context)
             case "missing":
                 try requireVariable("missing", n, args, example: "missing(x)")
-            case "factor", "as.factor", "relevel", "scale", "poly", "cut":
-                throw errors.error("\(f)() cannot be used inside \(context); use it as a term of its own, e.g. + \(f == "poly" ? "poly(x, 2)" : f == "cut" ? "cut(x, c(-Inf, 40, 65, Inf))" : f == "relevel" ? "relevel(f, ref = \"B\")" : "\(f)(x)")", n)
+            case "factor", "as.factor", "relevel", "scale", "poly", "cut", "ns":
+                throw errors.error("\(f)() cannot be used inside \(context); use it as a term of its own, e.g. + \(f == "poly" ? "poly(x, 2)" : f == "cut" ? "cut(x, c(-Inf, 40, 65, Inf))" : f == "relevel" ? "relevel(f, ref = \"B\")" : f == "ns" ? Self.nsExample : "\(f)(x)")", n)
             case "offset":
                 throw errors.error("offset() cannot be used inside \(context); add it as a term: + offset(...)", n)
             case "cbind":
@@ -264,6 +266,9 @@ struct FormulaChecker {
             case "cut":
                 _ = try cutBreaks(n, args)
                 try checkArithmetic(args[0], context: "cut()")
+            case "ns":
+                _ = try naturalSplineKnots(n, args)
+                try checkArithmetic(Self.argument(args, "x", at: 0)!, context: "ns()")
             case "missing":
                 try requireVariable("missing", n, args, example: "missing(x)")
             case "offset":
@@ -378,6 +383,71 @@ struct FormulaChecker {
         }
         guard Set(breaks).count == breaks.count else { throw errors.error("the breaks of cut() must be distinct", b) }
         return breaks
+    }
+
+    static let nsExample = "ns(age, knots = c(40, 60), Boundary.knots = c(25, 80))"
+
+    /// ns(x, knots = c(…), Boundary.knots = c(a, b)): the interior and
+    /// boundary knots, given as numbers. R's defaults (knots at quantiles of
+    /// x for a df, boundary knots at its range) are single rows' values,
+    /// which no site reveals, so both are written out; `df`, when also
+    /// given, must agree with the knots.
+    func naturalSplineKnots(_ n: FormulaNode, _ args: [FormulaNode]) throws -> (interior: [Double], boundary: (Double, Double), intercept: Bool) {
+        let example = Self.nsExample
+        guard Self.argument(args, "x", at: 0) != nil else {
+            throw errors.error("ns() takes a variable and its knots, e.g. \(example)", n)
+        }
+        func numbers(_ node: FormulaNode, _ what: String) throws -> [Double] {
+            let items: [FormulaNode]
+            if case .name("NULL") = node.unparenthesized.kind { return [] }
+            if case .call("c", let list) = node.unparenthesized.kind { items = list } else { items = [node] }
+            return try items.map { item in
+                switch item.unparenthesized.kind {
+                case .number(let v): return v
+                case .unary(.minus, let a): if case .number(let v) = a.unparenthesized.kind { return -v }
+                default: break
+                }
+                throw errors.error("the \(what) of ns() must be numbers, e.g. \(example)", item)
+            }
+        }
+        var interior: [Double]?, boundary: [Double]?, df: Double?, intercept = false
+        for (i, a) in args.enumerated() {
+            switch a.kind {
+            case .named("x", _): continue
+            case .named("knots", let v): interior = try numbers(v, "knots")
+            case .named("Boundary.knots", let v): boundary = try numbers(v, "Boundary.knots")
+            case .named("df", let v):
+                guard case .number(let d) = v.unparenthesized.kind else { throw errors.error("df of ns() must be a number", v) }
+                df = d
+            case .named("intercept", let v):
+                guard case .name(let t) = v.unparenthesized.kind, t == "TRUE" || t == "FALSE" else {
+                    throw errors.error("intercept of ns() is TRUE or FALSE", v)
+                }
+                intercept = t == "TRUE"
+            case .named(let name, _):
+                throw errors.error("ns() takes x, knots, Boundary.knots, df and intercept; not \(name)", a)
+            default:
+                if i == 0 { continue }
+                throw errors.error("name the knots of ns(), e.g. \(example)", a)
+            }
+        }
+        guard let b = boundary else {
+            throw errors.error("ns() needs Boundary.knots: R's default, the range of x, is two patients' values, which the sites do not reveal; e.g. \(example)", n)
+        }
+        guard b.count == 2, b[0] != b[1], b.allSatisfy(\.isFinite) else {
+            throw errors.error("Boundary.knots of ns() are two different numbers, e.g. c(25, 80)", n)
+        }
+        guard let knots = interior else {
+            throw errors.error("ns() needs its interior knots written out (knots = c(…)): knots at the pooled quantiles of x would be patients' values, which the sites do not reveal; e.g. \(example) (knots = NULL for none)", n)
+        }
+        let (lo, hi) = (b.min()!, b.max()!)
+        guard knots.allSatisfy({ $0 > lo && $0 < hi }), Set(knots).count == knots.count else {
+            throw errors.error("the knots of ns() must be distinct and lie strictly between the Boundary.knots (\(RNumberFormat.format(lo)), \(RNumberFormat.format(hi)))", n)
+        }
+        if let d = df, d != Double(knots.count + (intercept ? 2 : 1)) {
+            throw errors.error("df = \(RNumberFormat.format(d)) does not match the \(knots.count) interior knots of ns(): it has \(knots.count + (intercept ? 2 : 1)) columns; leave df out when giving knots", n)
+        }
+        return (knots, (lo, hi), intercept)
     }
 
     // MARK: Bars

@@ -207,6 +207,16 @@ struct FormulaResolver {
             let exprs = moments[arg.deparsed].map { $0.poly(x, degree: d) }
                 ?? (1...d).map { k in k == 1 ? x : .binary(.power, x, .number(Double(k))) }
             return .numeric(exprs.enumerated().map { DesignColumn(name: n.deparsed + String($0.offset + 1), expr: $0.element) })
+        case .call("ns", let args):
+            let (interior, boundary, intercept) = try checker.naturalSplineKnots(n, args)
+            let x = try arithmetic(FormulaChecker.argument(args, "x", at: 0)!.unparenthesized, context: "ns()")
+            let spline: NaturalSpline
+            do { spline = try NaturalSpline(interior: interior, boundary: boundary, intercept: intercept) } catch {
+                throw errors.error("ns(): \(error)", n)
+            }
+            return .numeric(Self.naturalSplineColumns(spline, x).enumerated().map {
+                DesignColumn(name: n.deparsed + String($0.offset + 1), expr: $0.element)
+            })
         case .call("missing", let args):
             guard case .name(let name) = args[0].unparenthesized.kind else { break }
             _ = try info(name, args[0])
@@ -215,6 +225,24 @@ struct FormulaResolver {
             break
         }
         return .numeric(name: n.deparsed, expr: try arithmetic(n, context: n.deparsed))
+    }
+
+    /// ns()'s columns as expressions the sites evaluate (NaturalSpline's
+    /// truncated-power form): with u = pmin(x, ξ_K),
+    /// f(ξ₁) + f′(ξ₁)(u − ξ₁) + Σ c_k pmax(u − ξ_k, 0)³ + f′(ξ_K)(x − u).
+    /// Each knot is a kink, so a threshold at the sites (ThresholdRules).
+    static func naturalSplineColumns(_ spline: NaturalSpline, _ x: Expr) -> [Expr] {
+        let knots = spline.knots, last = knots[knots.count - 1]
+        let u = Expr.binary(.pmin, x, .number(last))
+        return spline.columns.map { c in
+            var f = Expr.binary(.add, .number(c.valueAtFirst),
+                                .binary(.multiply, .number(c.slopeAtFirst), .binary(.subtract, u, .number(knots[0]))))
+            for (k, a) in c.cubic.enumerated() where a != 0 {
+                let t = Expr.binary(.pmax, .binary(.subtract, u, .number(knots[k])), .number(0))
+                f = .binary(.add, f, .binary(.multiply, .number(a), .binary(.power, t, .number(3))))
+            }
+            return .binary(.add, f, .binary(.multiply, .number(c.slopeAtLast), .binary(.subtract, x, u)))
+        }
     }
 
     /// A comparison of arithmetic, or & of comparisons, as a 0/1 expression.

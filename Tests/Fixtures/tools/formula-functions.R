@@ -1,10 +1,11 @@
-# References for the formula functions scale, poly, log1p, abs, pmin, pmax,
+# References for the formula functions scale, poly, ns, log1p, abs, pmin, pmax,
 # I(comparison), cut, relevel and as.factor (Tests/IntegrationTests/
 # FormulaFunctionTests.swift): R's model.matrix on the pooled rows (every
 # 7th row, all columns) and lmer's REML fit at tight optimizer tolerances.
 # Run from the repository root: Rscript Tests/Fixtures/tools/formula-functions.R
 # Writes Tests/Fixtures/formula-functions.json. Needs R and lme4 (not the tests).
 suppressMessages(library(lme4))
+library(splines)
 num <- function(x) sprintf("%.17g", x)
 vec <- function(x) paste0("[", paste(num(x), collapse = ", "), "]")
 str <- function(x) paste0("[", paste0("\"", gsub("\"", "\\\\\"", x), "\"", collapse = ", "), "]")
@@ -16,7 +17,8 @@ formulas <- c(
   comparison = "normexam ~ I(standLRT > 0) + sex + (1 | site)",
   comparison_and = "normexam ~ I(standLRT > -1 & standLRT <= 1) * sex + (1 | site)",
   cut = "normexam ~ cut(standLRT, c(-Inf, -1, 0, 1, Inf)) + (1 | site)",
-  relevel = "normexam ~ relevel(factor(schgend), ref = \"girls\") + as.factor(sex) + (1 | site)"
+  relevel = "normexam ~ relevel(factor(schgend), ref = \"girls\") + as.factor(sex) + (1 | site)",
+  spline = "normexam ~ ns(standLRT, knots = c(-1, 0, 1), Boundary.knots = c(-2, 2)) + sex + (1 | site)"
 )
 rows <- seq(1, nrow(d), by = 7)
 out <- c()
