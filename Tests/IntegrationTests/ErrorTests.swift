@@ -126,7 +126,7 @@ final class ErrorTests: XCTestCase {
     func testUnknownFunctionIsNamedWithTheSupportedOnes() throws {
         let f = "y ~ x + mean(x) + (1 | site)"
         try assertFormulaError(f, position: offset(of: "mean", in: f), term: "mean",
-                               message: "function mean is not supported; supported: factor, as.factor, relevel, I, log, log1p, exp, sqrt, abs, pmin, pmax, scale, poly, cut, offset, cbind, missing")
+                               message: "function mean is not supported; supported: factor, as.factor, relevel, I, log, log1p, exp, sqrt, abs, pmin, pmax, scale, poly, ns, cut, offset, cbind, missing")
     }
 
     func testBarOutsideParenthesesSaysToAddThem() throws {
