@@ -218,11 +218,24 @@ public enum Analysis {
                              options: FitOptions, missingData: MissingDataStrategy = MissingDataStrategy()) throws -> ModelSpec {
         let spec = try model(formula: formula, descriptions: descriptions, options: options, missingData: missingData)
         try requireNesting(spec, descriptions: descriptions, federation: federation, dataset: dataset)
+        return try withPooledMoments(spec, formula: formula, federation: federation, dataset: dataset,
+                                     descriptions: descriptions, options: options, missingData: missingData)
+    }
+
+    /// `spec` resolved again with the pooled moments of its scale() and
+    /// poly() arguments over exactly the rows `spec` uses (its filter, its
+    /// complete cases and `also_required`); `spec` itself when it has none.
+    static func withPooledMoments(_ spec: ModelSpec, formula: String, federation: Federation, dataset: String,
+                                  descriptions: [SiteDescription], options: FitOptions,
+                                  missingData: MissingDataStrategy = MissingDataStrategy()) throws -> ModelSpec {
         let parsed = try Formula.parse(formula)
         let arguments = try Formula.momentArguments(parsed, variables: try VariableCatalog(descriptions).variables(Set(parsed.variablesUsed)))
         guard !arguments.isEmpty else { return spec }
         let moments = try pooledMoments(federation, dataset: dataset, spec: spec, arguments: arguments)
-        return try model(formula: formula, descriptions: descriptions, options: options, missingData: missingData, moments: moments)
+        var out = try model(formula: formula, descriptions: descriptions, options: options, missingData: missingData, moments: moments)
+        out.alsoRequired = spec.alsoRequired
+        out.cluster = spec.cluster
+        return out
     }
 
     /// The model specification a fit sends to the sites: the formula

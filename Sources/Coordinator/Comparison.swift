@@ -288,7 +288,12 @@ public enum ModelComparison {
         }
         let resolved = try formulas.map { try Analysis.model(formula: $0, descriptions: descriptions, options: fitOptions) }
         try checkNested(resolved, names: names)
-        let specs = sameRows(resolved)
+        // scale() and poly() take their pooled moments over the rows every
+        // model is fitted on (the same rows for all, as in R's anova).
+        let specs = try zip(formulas, sameRows(resolved)).map { formula, spec in
+            try Analysis.withPooledMoments(spec, formula: formula, federation: federation, dataset: dataset,
+                                           descriptions: descriptions, options: fitOptions)
+        }
         var results: [FitResult] = []
         // A flat model gets cluster-robust SEs clustered as the smallest
         // mixed model groups its rows (the standard approach beside it).

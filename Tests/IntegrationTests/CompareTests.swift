@@ -51,6 +51,35 @@ final class CompareTests: XCTestCase {
     static let contraception = ["use01 ~ age + I(age^2) + urban + livch + (1 | site)",
                                 "use01 ~ age + I(age^2) + urban + livch + (urban | site)"]
 
+    /// scale() in compared models takes its pooled moments over the rows all
+    /// models use: the compared fit equals the ML fit of the same formula on
+    /// those rows, and its coefficient is the raw one times the pooled SD
+    /// (before, compare fitted raw standLRT under the scale() name).
+    func testScaleInComparedModelsUsesPooledMoments() throws {
+        let fed = inProcessFederation(files: try Fixtures.siteFiles("exam"))
+        defer { fed.close() }
+        let scaled = "normexam ~ scale(standLRT) + sex + (1 | site)"
+        let c = try ModelComparison.compare(fed, dataset: "data", formulas: ["normexam ~ sex + (1 | site)", scaled], options: FitOptions())
+        let alone = try Analysis.fit(fed, dataset: "data", formula: scaled, options: FitOptions(method: .ml))
+        let raw = try Analysis.fit(fed, dataset: "data", formula: "normexam ~ standLRT + sex + (1 | site)", options: FitOptions(method: .ml))
+        let compared = c.models[1].fixedEffects
+        XCTAssertEqual(compared.map(\.name), ["(Intercept)", "scale(standLRT)", "sexM"])
+        for (a, b) in zip(compared, alone.fixedEffects) {
+            XCTAssertEqual(a.estimate, b.estimate, accuracy: 1e-9 * max(1, abs(b.estimate)), a.name)
+            XCTAssertEqual(a.stdError, b.stdError, accuracy: 1e-9 * b.stdError, a.name)
+        }
+        // The scaled slope is the raw slope times the pooled SD of standLRT (not the raw slope).
+        let table = try CSVReader.read(path: Fixtures.pooledFile("exam").path)
+        guard case .numeric(let values)? = table.column(named: "standLRT")?.data else { return XCTFail("standLRT") }
+        let x = values.compactMap { $0 }
+        let mean = x.reduce(0, +) / Double(x.count)
+        let sd = (x.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(x.count - 1)).squareRoot()
+        XCTAssertNotEqual(sd, 1, accuracy: 1e-4)
+        XCTAssertEqual(compared[1].estimate / raw.fixedEffects[1].estimate, sd, accuracy: 1e-7 * sd,
+                       "compare must not fit raw standLRT under the scale() name")
+        XCTAssertEqual(c.models[0].nObs, c.models[1].nObs)
+    }
+
     func testExamInProcessMatchesLme4() throws {
         let fed = inProcessFederation(files: try Fixtures.siteFiles("exam"))
         defer { fed.close() }
