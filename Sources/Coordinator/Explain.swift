@@ -12,6 +12,29 @@ import Math
 import Protocol
 
 public enum Explain {
+    /// The scale() and poly() calls of a formula (R's deparse) with the
+    /// degree of each: each makes the fit ask for pooled moments first.
+    /// None when the text does not parse (a model read back from an audit log
+    /// with a formula fedmix did not write).
+    static func momentCalls(_ formula: String) -> [(call: String, degree: Int)] {
+        guard let parsed = try? Formula.parse(formula) else { return [] }
+        var out: [(call: String, degree: Int)] = []
+        func visit(_ n: FormulaNode) {
+            switch n.kind {
+            case .call(let g, let args) where g == "scale" || g == "poly":
+                var degree = 1
+                if g == "poly", args.count == 2, case .number(let d) = args[1].unparenthesized.kind { degree = Int(d) }
+                if !out.contains(where: { $0.call == n.deparsed }) { out.append((n.deparsed, degree)) }
+            case .call(_, let args): args.forEach(visit)
+            case .paren(let a), .unary(_, let a), .named(_, let a): visit(a)
+            case .binary(_, let a, let b): visit(a); visit(b)
+            default: break
+            }
+        }
+        visit(parsed.rhs)
+        return out
+    }
+
     /// The explanation of fitting `spec` over `sites` sites.
     public static func text(spec: ModelSpec, sites: Int, options: FitOptions = FitOptions()) -> String {
         let p = spec.fixedCount
@@ -50,6 +73,18 @@ public enum Explain {
             line("      and for the grouping variable\(hashed.count == 1 ? "" : "s") \(hashed.joined(separator: ", ")): a 64-bit keyed hash of each distinct")
             line("      code among all its rows (salt drawn for this describe; no counts), so that the coordinator can")
             line("      check that no code recurs at another site (docs/PRIVACY.md, \"Level hashes\")")
+        }
+        let moments = momentCalls(spec.formula)
+        if !moments.isEmpty {
+            let degrees = moments.map(\.degree)
+            let first = 1 + moments.count, second = 1 + degrees.reduce(0, +)
+            line("  moments: 2 prepare rounds before the fit, for \(moments.map(\.call).joined(separator: ", "))")
+            line("      receives a model of its own (\"pooled moments for scale() and poly() in: …\"): the arguments as")
+            line("               columns, one group per site, a constant response, this model's filter and complete cases")
+            line("      sends    θ-free sums over the rows this fit uses, as for a site-grouped model: first 1 and each")
+            line("               argument (\((first + 1) * (first + 2) + 1) numbers), then the powers of each argument minus its pooled mean up")
+            line("               to \(degrees.count == 1 && degrees[0] == 1 ? "1" : "its degree") (\((second + 1) * (second + 2) + 1) numbers); the coordinator writes scale()'s and poly()'s")
+            line("               columns from them as expressions (docs/PRIVACY.md, \"scale() and poly(): pooled moments\")")
         }
         line("  1. prepare")
         line("      receives the model above (columns as expressions, levels, groupings\(spec.filter == nil ? "" : ", the row filter"))")
@@ -93,6 +128,7 @@ public enum Explain {
             line("      sends    \(gaussian ? "nothing but the session id (no term is grouped by site)" : "the saturated model's −2 log-likelihood of its rows (1)")")
         }
         line()
+        if !moments.isEmpty { maxRounds += 2 }
         line("At most \(maxRounds) rounds per site after describe\(oneRound ? "" : " (the optimizer's limit; fewer when it converges, typically 5 to 20)");")
         line("each site also stops a session at its own max_rounds_per_session (default 200).")
         line()

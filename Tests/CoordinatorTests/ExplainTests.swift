@@ -37,6 +37,20 @@ final class ExplainTests: XCTestCase {
         XCTAssertEqual(t, Explain.text(spec: try spec("y ~ x + sex + (1 + x | site)"), sites: 4), "a pure function")
     }
 
+    /// scale() and poly() add their two moments rounds before the fit, with
+    /// what each sends, and two to the most rounds.
+    func testMomentsRoundsAreShown() throws {
+        let plain = Explain.text(spec: try spec("y ~ x + age + (1 | site)"), sites: 4)
+        XCTAssertFalse(plain.contains("moments"), plain)
+        XCTAssertTrue(plain.contains("At most 2 rounds per site after describe"), plain)
+        let t = Explain.text(spec: try spec("y ~ scale(x) + poly(age, 2) + (1 | site)"), sites: 4)
+        XCTAssertTrue(t.contains("moments: 2 prepare rounds before the fit, for scale(x), poly(age, 2)"), t)
+        // First round: 1, x, age and the response (w = 4): 4·5 + 1 numbers; second: 1, x−m, (age−m), (age−m)² (w = 5).
+        XCTAssertTrue(t.contains("argument (21 numbers)"), t)
+        XCTAssertTrue(t.contains("(31 numbers)"), t)
+        XCTAssertTrue(t.contains("At most 4 rounds per site after describe"), t)
+    }
+
     func testWithinSiteLMMSendsSchurComplementsEachRound() throws {
         let t = Explain.text(spec: try spec("y ~ x + (1 | site) + (1 | ward)"), sites: 3)
         // p = 2, m = 2: a jet has 1 + 2 + 3 = 6 numbers; 3×3 Schur complement: 54, plus log|L|²: 6.
