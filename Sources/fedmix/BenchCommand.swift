@@ -91,6 +91,8 @@ enum BenchCommand {
         var isolated: Bool
         /// Runs this measurement is the best of.
         var runs: Int?
+        /// The optimizer's path (objective and Newton decrement per iteration), to read rounds against.
+        var trace: [FitResult.TracePoint]?
 
         var designSeconds: Double { describeSeconds + prepareSeconds }
         /// What lme4's timing covers: model frame and design from in-memory rows, and the fit.
@@ -250,7 +252,7 @@ enum BenchCommand {
             bytesReceived: federation.bytesReceived.reduce(0, +) - received0,
             peakRSSBytes: peakRSS(), cpuSeconds: [c1 - c0, c2 - c1, c3 - c2, cp - c3, c4 - cp], peakRSSByPhase: peaks + [clock.peakAtPrepare ?? 0], objective: result.objective, theta: result.theta,
             beta: result.fixedEffects.map(\.estimate), sigma: result.sigma, converged: result.converged,
-            messages: result.messages, isolated: isolated)
+            messages: result.messages, isolated: isolated, trace: result.trace)
     }
 
     /// A site's rows as the table an agent would have read.
