@@ -45,11 +45,14 @@ final class LocalAgents {
             try Certificates.createAuthority(directory: ca, commonName: "fedmix local CA (throwaway)", days: 1)
             try Certificates.issue(caDirectory: ca, name: "coordinator", outDirectory: directory + "/coordinator", days: 1)
             if let a = auditDirectory { try FileManager.default.createDirectory(atPath: a, withIntermediateDirectories: true) }
+            // The agents' certificates on every core (each is a key, a signature and two files).
+            try FanOutPool.map(services.count, width: ProcessInfo.processInfo.activeProcessorCount, name: "certificates") { i in
+                try Certificates.issue(caDirectory: ca, name: "agent-\(i)", outDirectory: directory + "/agent-\(i)", days: 1)
+            }
+            startup.certificates += lap()
             var sites: [SitesFile.Site] = []
             for (i, service) in services.enumerated() {
                 let name = "agent-\(i)"
-                try Certificates.issue(caDirectory: ca, name: name, outDirectory: directory + "/" + name, days: 1)
-                startup.certificates += lap()
                 let context = try TLSContext.server(identity: TLSIdentity(directory: directory + "/" + name, caPath: ca + "/ca.pem"),
                                                     allowedPeerNames: ["coordinator"])
                 let audit: AuditLog? = try auditDirectory.map { try AuditLog.open(path: $0 + "/\(name).db") }
