@@ -125,6 +125,11 @@ enum BenchCommand {
         and the GLMM \(Model.binary.formula) (binary, binomial logit, Laplace),
         in process (SiteService on in-memory DataTables) and over one agent per site on loopback mutual TLS.
         Each configuration runs in a child process so that its peak memory (getrusage ru_maxrss) is its own.
+        ohio (geepack's, one child per site, nAGQ 12) and egsingle (mlmRev's growth model, one school per site,
+        children nested) are data sets of their own, read through Rscript (simulated alike without R), measured once
+        whatever --rows and --sites say. --lme4 times lmer or glmer on the same rows and prints the ratio.
+        Federated runs split the start-up into certificates, agents and handshakes; in-process runs print the
+        agents' CSV reading rate (MB/s) on the same rows.
         FEDMIX_BENCH_CHILD=/path/to/fedmix measures another build with this one's report.
         """,
         options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, json, noIsolate, single, lme4],
