@@ -3,7 +3,8 @@
 # SQLite, beside three CSV agents (BENCHMARKS.md):
 #   DIR=/tmp/fedmix-mem BIN=.build/release memory-10m-agent.sh FORMULA [FAMILY]
 # Prints the fit and the big agent's VmHWM (peak) and VmRSS after it;
-# DIR/rss.log has its VmRSS every 0.5 s.
+# DIR/rss.log has its VmRSS every 0.5 s. WORK_LIMIT=1e11 raises the big
+# agent's limits.max_work_per_request (default 1e10).
 set -e
 D=${DIR:-/tmp/fedmix-mem}; B=$(cd "${BIN:-.build/release}" && pwd)
 cd $D
@@ -15,12 +16,13 @@ fi
 port=17600; sites=""; pids=""
 for s in big small0 small1 small2; do
   port=$((port+1))
+  limits=""; [ $s = big ] && [ -n "$WORK_LIMIT" ] && limits=", \"limits\": {\"max_work_per_request\": $WORK_LIMIT}"
   if [ $s = big ]; then ds="{\"sqlite\": \"$D/big.db\", \"table\": \"data\"}"; else ds="{\"csv\": \"$D/$s.csv\"}"; fi
   rm -f $D/$s-audit.db*
   cat > $D/$s.json <<J
 {"site": "$s", "listen": "127.0.0.1:$port",
  "tls": {"certificate": "$D/$s/cert.pem", "key": "$D/$s/key.pem", "ca": "$D/ca/ca.pem", "allowed_coordinators": ["coordinator"]},
- "datasets": {"data": $ds}, "audit_log": "$D/$s-audit.db"}
+ "datasets": {"data": $ds}, "audit_log": "$D/$s-audit.db"$limits}
 J
   $B/fedmix-agent serve --config $D/$s.json > $D/$s.log 2>&1 &
   eval "pid_$s=$!"
