@@ -7,8 +7,11 @@
 // operation (width 1 + m + m(m+1)/2 for m parameters at order 2; the 4 is
 // measured: a product of two jets takes about three multiply-adds per
 // number, plus the loops around it). The figures follow the code they
-// predict (Sources/Math); measured on the shared 2-core build machine,
-// both LMM and GLMM evaluations ran at about 8e7 units per second.
+// predict (Sources/Math); measured on the shared 2-core build machine
+// (NetworkThreatTests.testLegitimateCasesAreFarBelowTheDefaultBudgets, debug
+// build), LMM evaluations ran at 5e7–1e8 units per second and GLMM
+// evaluations with exact derivatives at 1e7–5e7 (their per-row constants
+// are the least certain part: PIRLS iterations vary with the start).
 //
 // LMM evaluate (LMMSite.factorize) at order k, m = |θ|, w = width(m, k),
 //   W = p + 1 columns of [X y], td = the dense tail's dimension:
@@ -17,11 +20,17 @@
 //       w₁ · r · (r + W + c_l)²
 //   - the dense tail in all of θ: w · (2 td³ + td³/3 + 3 td² W + td W²)
 //   answer: (W² + 1) · w numbers.
-// GLMM evaluate (GLMMSite.evaluate): one Laplace evaluation with its
-//   gradient per point; order 2 takes 1 + 2n points (n = |θ| + p), and with
-//   nAGQ > 1 the gradient too is by differences (1 + 2n points at order 1,
-//   1 + 2n + 2n(n−1) at order 2). One point: PIRLS iterations (about 10) ×
-//   (rows · (p + r + 1)² + rows · nAGQ · (p + r + 1) + td³ + levels · r³).
+// GLMM evaluate (GLMMSite.evaluate; GLMMExactDerivatives.swift), n = |θ| + p,
+//   w = 4·width(n, order), w₁ = 4·width(n, 1) (jet operations), R rows, r = Σ r_f the row's
+//   random-effects width, k = p + r + 1, q the site's random effects:
+//   - one PIRLS solve, about 10 iterations × (R k² + td³ + Σ_f levels_f r_f³),
+//     and the value (R · nAGQ · k);
+//   - order ≥ 1, the mode equation's derivatives: R · 2r · w₁ (first order)
+//     and R · 2r · w (second), and width(n, order) solves with the blocked
+//     factor (q r + td² each);
+//   - the objective as a jet: R · w · (r² + r + 4), and its log-determinant
+//     w · (4 Σ_f levels_f r_f³ + td³); with nAGQ > 1, R · nAGQ · 3w more.
+//   answer: w numbers.
 // Prepare: rows · (p + 1 + Σr)² to build the sums.
 // Finalize: one evaluation at order 0.
 
@@ -78,30 +87,30 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
         return RequestCost(work: work, answerBytes: answer)
     }
 
-    /// One GLMM evaluation with derivatives up to `order` in (θ, β).
+    /// One GLMM evaluation with derivatives up to `order` in (θ, β): one
+    /// PIRLS solve, then the exact derivatives' passes over the rows.
     public static func glmmEvaluate(_ d: GLMMSiteData, order: Int, nAGQ: Int) -> RequestCost {
         let s = d.structure
-        let n = Double(s.thetaCount + d.p)
-        let points: Double
-        switch (order, nAGQ > 1) {
-        case (0, _): points = 1
-        case (1, false): points = 1
-        case (1, true): points = 1 + 2 * n
-        case (_, false): points = 1 + 2 * n
-        case (_, true): points = 1 + 2 * n + 2 * n * (n - 1)
-        }
+        let n = s.thetaCount + d.p
         let dims = (0..<s.factorCount).map { Double(s.factorDimension($0)) }
         let r = dims.reduce(0, +)
         let sizes = (0..<s.factorCount).map { Double(d.levelCounts[$0]) * dims[$0] }
         let largest = sizes.max() ?? 0
-        let td = sizes.reduce(0, +) - largest
+        let q = sizes.reduce(0, +)
+        let td = q - largest
         var levelWork = 0.0
         for f in 0..<s.factorCount { levelWork += Double(d.levelCounts[f]) * dims[f] * dims[f] * dims[f] }
-        let p = Double(d.p)
-        let rows = Double(d.rows), k = p + r + 1
-        let onePoint = 10 * (rows * k * k + rows * Double(max(nAGQ, 1)) * k + td * td * td + levelWork)
-        let answer = jetWidth(Int(n), order: order) * bytesPerNumber + 256
-        return RequestCost(work: points * onePoint, answerBytes: answer)
+        let p = Double(d.p), rows = Double(d.rows), k = p + r + 1
+        var work = 10 * (rows * k * k + td * td * td + levelWork) + rows * Double(max(nAGQ, 1)) * k
+        if order >= 1 {
+            let w = 4 * jetWidth(n, order: order), w1 = 4 * jetWidth(n, order: 1)
+            let solve = q * max(dims.max() ?? 1, 1) + td * td
+            work += rows * 2 * r * w1 + (order >= 2 ? rows * 2 * r * w : 0) + jetWidth(n, order: order) * solve
+            work += rows * w * (r * r + r + 4) + w * (4 * levelWork + td * td * td)
+            if nAGQ > 1 { work += rows * Double(nAGQ) * 3 * w }
+        }
+        let answer = jetWidth(n, order: order) * bytesPerNumber + 256
+        return RequestCost(work: work, answerBytes: answer)
     }
 
     /// Building a model's sums at prepare, before the model frame exists.

@@ -19,26 +19,31 @@ enum BenchCommand {
         /// geepack's ohio (wheeze of 537 children at ages 7–10, mother's smoking), one child per site,
         /// adaptive Gauss–Hermite with 12 points: many tiny sites. Rows and sites are the data's.
         case ohio
+        /// mlmRev's egsingle, one school per site, children nested in schools (BenchEgsingle.swift).
+        case egsingle
         var formula: String {
             switch self {
             case .slope: return BenchmarkData.slopeFormula
             case .patient: return BenchmarkData.patientFormula
             case .binary: return BenchmarkData.binaryFormula
             case .ohio: return OhioData.formula
+            case .egsingle: return EgsingleData.formula
             }
         }
         var options: FitOptions {
             switch self {
             case .binary: return FitOptions(family: .binomial)
             case .ohio: return FitOptions(family: .binomial, nAGQ: OhioData.nAGQ)
-            case .slope, .patient: return FitOptions(method: .reml)
+            case .slope, .patient, .egsingle: return FitOptions(method: .reml)
             }
         }
         var isGLMM: Bool { self == .binary || self == .ohio }
+        /// A data set of its own (its rows and sites, not --rows and --sites): measured once.
+        var hasOwnRows: Bool { self == .ohio || self == .egsingle }
         /// The models `fedmix bench` runs without --models.
         static let defaults: [Model] = [.slope, .patient, .binary]
         /// lme4's time at 100 000 rows on the reference machine (seconds).
-        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio: return .nan } }
+        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle: return .nan } }
     }
 
     enum Mode: String, CaseIterable, Codable {
@@ -57,6 +62,10 @@ enum BenchCommand {
         var generateSeconds: Double
         /// Site services, or certificates + agents + TLS connections.
         var setupSeconds: Double
+        /// Federated: the set-up's parts, [certificates, agents' start, connections and handshakes] (LocalAgents.startup).
+        var setupParts: [Double]?
+        /// In process: the sites' rows written as CSV files and read back by the agents' reader (CSVIngest).
+        var csvIngest: CSVIngest?
         /// Describe round and formula resolution.
         var describeSeconds: Double
         /// Prepare round: every site evaluates the model on its rows.
@@ -82,6 +91,8 @@ enum BenchCommand {
         var isolated: Bool
         /// Runs this measurement is the best of.
         var runs: Int?
+        /// The optimizer's path (objective and Newton decrement per iteration), to read rounds against.
+        var trace: [FitResult.TracePoint]?
 
         var designSeconds: Double { describeSeconds + prepareSeconds }
         /// What lme4's timing covers: model frame and design from in-memory rows, and the fit.
@@ -93,14 +104,14 @@ enum BenchCommand {
     static let rowsOption = Option<[Int]>("rows", value: "N[,N...]", help: "rows of each configuration (default 100000,1000000)",
                                           .list(of: .integer(in: 1...Int.max), what: "numbers of rows"))
     static let sitesOption = Option<Int>("sites", value: "K", help: "sites the rows are split over (default 50)", .integer(in: 1...Int.max))
-    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio (default slope,patient,binary)",
-                                              .list(of: .cases, what: "slope, patient, binary or ohio"))
+    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle (default slope,patient,binary)",
+                                              .list(of: .cases, what: "slope, patient, binary, ohio or egsingle"))
     static let modesOption = Option<[Mode]>("modes", value: "LIST", help: "in-process, federated, federated-audit (default in-process,federated)",
                                             .list(of: .cases, what: "in-process, federated or federated-audit"))
     static let repeatOption = Option<Int>("repeat", value: "R", help: "keep the fastest of R runs of each configuration (default 1)", .integer(in: 1...Int.max))
     static let seedOption = Option<UInt64>("seed", value: "S", help: "the random seed of the simulated rows (default 20260101)", .unsigned)
     static let json = Flag("json", help: "also print every measurement as one JSON line")
-    static let lme4 = Flag("lme4", help: "also time lme4's glmer on the same rows (GLMM models; needs Rscript with lme4)")
+    static let lme4 = Flag("lme4", help: "also time lme4 (lmer or glmer) on the same rows and print the ratio (needs Rscript with lme4)")
     static let noIsolate = Flag("no-isolate", help: "run every configuration in this process (peak memory is then cumulative)")
     static let single = Option<String>("single", value: "ROWS:SITES:MODEL:MODE",
                                        help: "internal: measure one configuration and print its result line (what each child process runs)")
@@ -114,6 +125,11 @@ enum BenchCommand {
         and the GLMM \(Model.binary.formula) (binary, binomial logit, Laplace),
         in process (SiteService on in-memory DataTables) and over one agent per site on loopback mutual TLS.
         Each configuration runs in a child process so that its peak memory (getrusage ru_maxrss) is its own.
+        ohio (geepack's, one child per site, nAGQ 12) and egsingle (mlmRev's growth model, one school per site,
+        children nested) are data sets of their own, read through Rscript (simulated alike without R), measured once
+        whatever --rows and --sites say. --lme4 times lmer or glmer on the same rows and prints the ratio.
+        Federated runs split the start-up into certificates, agents and handshakes; in-process runs print the
+        agents' CSV reading rate (MB/s) on the same rows.
         FEDMIX_BENCH_CHILD=/path/to/fedmix measures another build with this one's report.
         """,
         options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, json, noIsolate, single, lme4],
@@ -152,11 +168,11 @@ enum BenchCommand {
         print("  each configuration in \(isolate ? "its own process (peak memory is its own)" : "this process (peak memory is cumulative)")"
               + (repeats > 1 ? ", best of \(repeats) runs (least generation + design + fitting time; largest peak memory)" : "") + "\n")
         var results: [Measurement] = []
-        // ohio has its own rows: measured once, with the first --rows
-        let total = rowsList.count * models.filter { $0 != .ohio }.count * modes.count + (models.contains(.ohio) ? modes.count : 0)
+        // ohio and egsingle have their own rows: measured once, with the first --rows
+        let total = rowsList.count * models.filter { !$0.hasOwnRows }.count * modes.count + models.filter(\.hasOwnRows).count * modes.count
         for rows in rowsList {
             for mode in modes {
-                for model in models where model != .ohio || rows == rowsList.first {
+                for model in models where !model.hasOwnRows || rows == rowsList.first {
                     var runs: [Measurement] = []
                     for _ in 0..<repeats {
                         runs.append(isolate
@@ -168,7 +184,7 @@ enum BenchCommand {
                     m.runs = repeats
                     results.append(m)
                     print("[\(results.count)/\(total)] " + block(m))
-                    if withLme4 && model.isGLMM && mode == modes.first {
+                    if withLme4 && mode == modes.first {
                         print(Lme4Timing.line(fedmix: m, seed: seed))
                     }
                 }
@@ -188,14 +204,20 @@ enum BenchCommand {
         let t0 = monotonicSeconds(), c0 = cpuSeconds()
         let tables: [(site: String, table: DataTable)] = {
             if model == .ohio { return OhioData.load(seed: seed).tables }
+            if model == .egsingle { return EgsingleData.load(seed: seed).tables }
             let data = BenchmarkData.generate(rows: rows, sites: sites, seed: seed)
             return data.sites.map { ($0.name, table($0)) }
         }()
+        let tGenerated = monotonicSeconds(), cGenerated = cpuSeconds()
+        // In process, the agents' CSV reader on the same rows, outside every phase's clock.
+        let ingest = mode == .inProcess ? try CSVIngest.measure(tables) : nil
         let t1 = monotonicSeconds(), c1 = cpuSeconds()
         var peaks = [peakRSS()]
-        // ohio's sites are single children (4 rows): below any site's minimum, as with `fedmix local`.
-        let policy = model == .ohio ? DisclosurePolicy.off : DisclosurePolicy()
+        // ohio's sites are single children (4 rows), and three of egsingle's schools have fewer than 27
+        // rows (the parameter-per-rows rule): the data sets are fitted whole, as with `fedmix local`.
+        let policy = model.hasOwnRows ? DisclosurePolicy.off : DisclosurePolicy()
         let base: Federation
+        var setupParts: [Double]? = nil
         switch mode {
         case .inProcess:
             base = Federation(channels: tables.map { s in
@@ -207,8 +229,10 @@ enum BenchCommand {
             let auditDirectory = mode == .audited
                 ? (ProcessInfo.processInfo.environment["FEDMIX_BENCH_AUDIT_DIR"] ?? NSTemporaryDirectory()) + "/fedmix-bench-audit-\(getpid())-\(UUID().uuidString.prefix(8))"
                 : nil
-            base = try LocalAgents(services: tables.map { SiteService(site: $0.site, datasets: ["data": .table($0.table)], siteColumn: nil, policy: policy) },
-                                   auditDirectory: auditDirectory).federation
+            let agents = try LocalAgents(services: tables.map { SiteService(site: $0.site, datasets: ["data": .table($0.table)], siteColumn: nil, policy: policy) },
+                                         auditDirectory: auditDirectory)
+            setupParts = [agents.startup.certificates, agents.startup.agents, agents.startup.connections]
+            base = agents.federation
         }
         defer { base.close() }
         let clock = RoundClock()
@@ -224,16 +248,16 @@ enum BenchCommand {
         let t4 = monotonicSeconds(), c4 = cpuSeconds()
         let tp = clock.lastPrepare ?? t3, cp = clock.cpuAtPrepare ?? c3
         return Measurement(
-            rows: model == .ohio ? tables.reduce(0) { $0 + $1.table.rowCount } : rows,
+            rows: model.hasOwnRows ? tables.reduce(0) { $0 + $1.table.rowCount } : rows,
             sites: tables.count, model: model, mode: mode,
-            generateSeconds: t1 - t0, setupSeconds: t2 - t1, describeSeconds: t3 - t2,
+            generateSeconds: tGenerated - t0, setupSeconds: t2 - t1, setupParts: setupParts, csvIngest: ingest, describeSeconds: t3 - t2,
             prepareSeconds: tp - t3, fitSeconds: t4 - tp,
             evaluations: result.evaluations, rounds: result.rounds,
             bytesSent: federation.bytesSent.reduce(0, +) - sent0,
             bytesReceived: federation.bytesReceived.reduce(0, +) - received0,
-            peakRSSBytes: peakRSS(), cpuSeconds: [c1 - c0, c2 - c1, c3 - c2, cp - c3, c4 - cp], peakRSSByPhase: peaks + [clock.peakAtPrepare ?? 0], objective: result.objective, theta: result.theta,
+            peakRSSBytes: peakRSS(), cpuSeconds: [cGenerated - c0, c2 - c1, c3 - c2, cp - c3, c4 - cp], peakRSSByPhase: peaks + [clock.peakAtPrepare ?? 0], objective: result.objective, theta: result.theta,
             beta: result.fixedEffects.map(\.estimate), sigma: result.sigma, converged: result.converged,
-            messages: result.messages, isolated: isolated)
+            messages: result.messages, isolated: isolated, trace: result.trace)
     }
 
     /// A site's rows as the table an agent would have read.
@@ -276,6 +300,11 @@ enum BenchCommand {
         out += " = \(secs(m.generateSeconds + m.designSeconds)); fitting \(secs(m.fitSeconds))\n"
         out += "               design + fitting \(secs(m.analysisSeconds))"
         out += m.mode != .inProcess ? "; agents, certificates and TLS connections \(secs(m.setupSeconds))\n" : "\n"
+        if let p = m.setupParts, p.count == 3 {
+            out += "      start-up certificates \(secs(p[0])) (CA and \(m.sites + 1) certificates), agents \(secs(p[1])) (TLS contexts, listening), "
+            out += "connections \(secs(p[2])) (\(m.sites) mutual-TLS handshakes)\n"
+        }
+        if let c = m.csvIngest { out += "      CSV      \(c)\n" }
         if let c = m.cpuSeconds, c.count == 5 {
             out += "      CPU      generation \(secs(c[0])), describe \(secs(c[2])), prepare \(secs(c[3])), fitting \(secs(c[4])) (all threads)\n"
         }

@@ -1,6 +1,7 @@
 // GLMM cases of `fedmix bench`: the ohio data (many tiny sites, adaptive
-// quadrature) and lme4's timing of the same fits, so the figures are read
-// beside the reference implementation on the same machine and rows.
+// quadrature); and lme4's timing of every bench fit (lmer or glmer), so the
+// figures are read beside the reference implementation on the same machine
+// and rows.
 
 import Foundation
 import Coordinator
@@ -64,7 +65,7 @@ enum OhioData {
     }
 }
 
-/// lme4's glmer on the same rows, timed inside R (the fit only: the CSV is
+/// lme4's lmer or glmer on the same rows, timed inside R (the fit only: the CSV is
 /// read before the clock starts, as fedmix's design + fitting excludes
 /// generating the rows).
 enum Lme4Timing {
@@ -82,36 +83,44 @@ enum Lme4Timing {
         return p.terminationStatus == 0 ? String(decoding: data, as: UTF8.self) : nil
     }
 
-    /// One line for the report: lme4's time and −2 log L beside fedmix's.
+    /// One line for the report: lme4's time and criterion beside fedmix's,
+    /// with the ratio over design + fitting and over the whole analysis
+    /// (agents' start-up included).
     static func line(fedmix m: BenchCommand.Measurement, seed: UInt64) -> String {
         let file = NSTemporaryDirectory() + "/fedmix-bench-lme4-\(getpid()).csv"
         defer { try? FileManager.default.removeItem(atPath: file) }
-        let formula: String, nAGQ: Int
         var csv = ""
+        let fit: String, criterion: String, label: String
         switch m.model {
         case .ohio:
-            formula = OhioData.lme4Formula; nAGQ = OhioData.nAGQ
+            fit = "glmer(\(OhioData.lme4Formula), family = binomial, data = d, nAGQ = \(OhioData.nAGQ))"
             csv = "id,resp,age,smoke\n" + OhioData.load(seed: seed).rows.map { "\($0.id),\($0.resp),\($0.age),\($0.smoke)" }.joined(separator: "\n") + "\n"
-        case .binary:
-            formula = BenchmarkData.binaryFormula; nAGQ = 1
+        case .egsingle:
+            fit = "lmer(\(EgsingleData.lme4Formula), data = d, REML = TRUE)"
+            csv = "schoolid,childid,year,math\n" + EgsingleData.load(seed: seed).rows.map { "\($0.school),\($0.child),\($0.year),\($0.math)" }.joined(separator: "\n") + "\n"
+        case .binary, .slope, .patient:
+            fit = m.model == .binary ? "glmer(\(m.model.formula), family = binomial, data = d)" : "lmer(\(m.model.formula), data = d, REML = TRUE)"
             let data = BenchmarkData.generate(rows: m.rows, sites: m.sites, seed: seed)
             csv = data.sites.enumerated().map { $1.csv(header: $0 == 0) }.joined()
-        case .slope, .patient:
-            return "      lme4     (timed for GLMM models only)"
         }
+        if m.model.isGLMM { criterion = "-2 * as.numeric(logLik(f))"; label = "−2 log L" } else { criterion = "REMLcrit(f)"; label = "REML criterion" }
         guard (try? csv.write(toFile: file, atomically: true, encoding: .utf8)) != nil else { return "      lme4     could not write the rows" }
         let script = """
             suppressMessages(library(lme4)); d <- read.csv('\(file)'); \
-            t <- system.time(f <- glmer(\(formula), family = binomial, data = d, nAGQ = \(nAGQ))); \
-            cat(sprintf('%.6f %.6f %s', t[['elapsed']], -2 * as.numeric(logLik(f)), paste(sprintf('%.6f', fixef(f)), collapse = ',')))
+            t <- system.time(f <- \(fit)); \
+            cat(sprintf('%.6f %.6f %s', t[['elapsed']], \(criterion), paste(sprintf('%.6f', fixef(f)), collapse = ',')))
             """
         guard let out = rscript(["-e", script]) else { return "      lme4     not available (Rscript with lme4 is needed)" }
         let parts = out.split(separator: " ")
-        guard parts.count == 3, let seconds = Double(parts[0]), let deviance = Double(parts[1]) else { return "      lme4     unexpected output: \(out)" }
-        let ours = m.analysisSeconds
-        let ratio = seconds / ours
-        let speed = ratio >= 1 ? String(format: "fedmix %.1f× faster", ratio) : String(format: "fedmix %.1f× slower", 1 / ratio)
-        return "      lme4     glmer \(BenchCommand.secs(seconds)) (nAGQ = \(nAGQ)) vs fedmix design + fitting \(BenchCommand.secs(ours)): \(speed); "
-            + "−2 log L lme4 \(String(format: "%.6f", deviance)), fedmix \(String(format: "%.6f", m.objective)); β lme4 [\(parts[2])]"
+        guard parts.count == 3, let seconds = Double(parts[0]), let value = Double(parts[1]) else { return "      lme4     unexpected output: \(out)" }
+        func speed(_ ours: Double) -> String {
+            let ratio = seconds / ours
+            return ratio >= 1 ? String(format: "fedmix %.1f× faster", ratio) : String(format: "fedmix %.1f× slower", 1 / ratio)
+        }
+        let whole = m.setupSeconds + m.analysisSeconds
+        let setupWord = m.mode == .inProcess ? "site services" : "certificates, agents and handshakes"
+        return "      lme4     \(m.model.isGLMM ? "glmer" : "lmer") \(BenchCommand.secs(seconds)) vs fedmix design + fitting \(BenchCommand.secs(m.analysisSeconds)): \(speed(m.analysisSeconds)); "
+            + "with \(setupWord) \(BenchCommand.secs(whole)): \(speed(whole))\n"
+            + "               \(label) lme4 \(String(format: "%.6f", value)), fedmix \(String(format: "%.6f", m.objective)); β lme4 [\(parts[2])]"
     }
 }

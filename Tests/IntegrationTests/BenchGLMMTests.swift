@@ -27,3 +27,63 @@ extension ExecutableTests {
         }
     }
 }
+
+extension ExecutableTests {
+    /// `fedmix bench --models egsingle,slope --modes federated --lme4`: the
+    /// egsingle growth model (60 school sites, children nested) runs once
+    /// whatever --rows says; the federated run splits its start-up into
+    /// certificates, agents and handshakes; lme4's lmer is timed beside both
+    /// models with the ratio. The REML criterion is never above lme4's by
+    /// more than 1e-8 relative (lme4 stops short of the optimum, fedmix must
+    /// not), and β agrees with lme4's to 1e-4 relative.
+    func benchEgsingleAndSlopeFederatedBesideLme4() throws {
+        let r = try fedmix(["bench", "--models", "egsingle,slope", "--modes", "federated", "--rows", "400", "--sites", "4",
+                            "--no-isolate", "--json", "--lme4"])
+        XCTAssertTrue(r.out.contains("[1/2] math ~ year + (1 + year | site) + (1 + year | site:child)"), r.out)
+        XCTAssertTrue(r.out.contains("rows 7,230, sites 60"), r.out)
+        XCTAssertTrue(r.out.contains("start-up certificates "), r.out)
+        XCTAssertTrue(r.out.contains("(CA and 61 certificates), agents "), r.out)
+        XCTAssertTrue(r.out.contains("(60 mutual-TLS handshakes)"), r.out)
+        let ms = benchLines(r.out)
+        XCTAssertEqual(ms.map { $0["model"] as? String }, ["egsingle", "slope"])
+        for m in ms {
+            XCTAssertEqual(m["converged"] as? Bool, true)
+            let parts = try XCTUnwrap(m["setupParts"] as? [Double])
+            XCTAssertEqual(parts.count, 3)
+            XCTAssertLessThanOrEqual(parts.reduce(0, +), try XCTUnwrap(m["setupSeconds"] as? Double) + 1e-9, "the parts are within the set-up")
+        }
+        let lines = r.out.split(separator: "\n").map(String.init)
+        let lme4 = lines.filter { $0.hasPrefix("      lme4     ") }
+        XCTAssertEqual(lme4.count, 2, r.out)
+        guard lme4.allSatisfy({ $0.hasPrefix("      lme4     lmer ") }) else {
+            XCTAssertTrue(lme4.allSatisfy { $0.contains("not available") }, r.out)
+            return
+        }
+        XCTAssertTrue(lme4.allSatisfy { $0.contains("× faster") || $0.contains("× slower") }, r.out)
+        let criteria = lines.filter { $0.contains("REML criterion lme4 ") }
+        XCTAssertEqual(criteria.count, 2, r.out)
+        for (line, m) in zip(criteria, ms) {
+            let words = line.split(separator: " ").map(String.init)
+            let theirs = try XCTUnwrap(words.firstIndex(of: "lme4").flatMap { Double(words[$0 + 1].trimmingCharacters(in: CharacterSet(charactersIn: ","))) })
+            let ours = try XCTUnwrap(m["objective"] as? Double)
+            XCTAssertLessThanOrEqual(ours, theirs + 1e-8 * abs(theirs), line)
+            let open = try XCTUnwrap(line.range(of: "β lme4 ["))
+            let beta = line[open.upperBound...].prefix { $0 != "]" }.split(separator: ",").compactMap { Double($0) }
+            let ourBeta = try XCTUnwrap(m["beta"] as? [Double])
+            XCTAssertEqual(beta.count, ourBeta.count, line)
+            for (a, b) in zip(ourBeta, beta) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(b)), line) }
+        }
+    }
+
+    /// In process, bench reads the sites' rows back through the agents' CSV reader and prints the rate.
+    func benchCSVIngest() throws {
+        let r = try fedmix(["bench", "--models", "slope", "--modes", "in-process", "--rows", "2000", "--sites", "4", "--no-isolate", "--json"])
+        XCTAssertTrue(r.out.contains("      CSV      "), r.out)
+        XCTAssertTrue(r.out.contains(" in 4 files (2,000 rows) read by the agents' reader in "), r.out)
+        XCTAssertTrue(r.out.contains(" MB/s, "), r.out)
+        let ingest = try XCTUnwrap(benchLines(r.out).first?["csvIngest"] as? [String: Any])
+        XCTAssertEqual(ingest["rows"] as? Int, 2000)
+        XCTAssertEqual(ingest["files"] as? Int, 4)
+        XCTAssertGreaterThan(try XCTUnwrap(ingest["bytes"] as? Int), 2000 * 20)
+    }
+}

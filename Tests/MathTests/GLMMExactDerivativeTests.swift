@@ -2,8 +2,8 @@ import XCTest
 @testable import Math
 
 /// The exact Hessians (Laplace and adaptive Gauss–Hermite) against central
-/// differences of the exact gradient, entry by entry: every link, scalar
-/// and vector terms, nested within-site factors (up to three levels), θ
+/// differences of the exact gradient, entry by entry: every link, binomial
+/// trials and Poisson prior weights, offsets, scalar and vector terms, nested within-site factors (up to three levels), θ
 /// generic, near 0, mixed and at 0.
 ///
 /// Tolerance: |H_ij − FD_ij| ≤ 1e-6 · max(|FD_ij|, 1e-3·√(|H_ii H_jj|)): relative
@@ -48,7 +48,8 @@ final class GLMMExactDerivativeTests: XCTestCase {
         let per = max(groups / 4, 1)
         for i in 0..<rows {
             x.append(1); for _ in 1..<p { x.append(Double.random(in: -1...1, using: &rng)) }
-            let trials = family.distribution == .binomial ? Double(Int.random(in: 1...3, using: &rng)) : 1
+            // binomial: 1–3 trials per row; Poisson: prior weights (log-likelihood multipliers) 0.5–2.5
+            let trials = family.distribution == .binomial ? Double(Int.random(in: 1...3, using: &rng)) : Double.random(in: 0.5...2.5, using: &rng)
             n.append(trials)
             let g = i % groups
             for f in 0..<s.factorCount {

@@ -160,13 +160,46 @@ public struct SQLiteSource {
 
     // MARK: Rows
 
-    /// One value as SQLite returned it, kept until the column's type is known.
-    enum Cell {
-        case null
-        case integer(Int64)
-        case real(Double)
-        /// The text, and its value if it reads as a number.
-        case text(String, Double?)
+    /// One column's values while the rows are read, before its type is
+    /// known: every value as a number (nil for NULL and for values that are
+    /// not numbers), which is the column itself when it turns out numeric,
+    /// and, only once a value needs it, each row's text where it cannot be
+    /// rendered back from the number (TEXT values, non-finite REALs,
+    /// INTEGERs beyond 2⁵³). A numeric column costs one optional Double per
+    /// row (16 bytes) instead of a tagged cell with room for a String (32):
+    /// 10 million rows of six columns read in 1 GB less.
+    struct ColumnBuilder {
+        var numbers: [Double?] = []
+        /// Nil until a row needs its own text; then nil entries mean "render the number".
+        var texts: [String?]? = nil
+        /// The first row (0-based) whose value is not a number, NULL aside.
+        var firstNonNumber: Int? = nil
+
+        mutating func keepText(_ text: String) {
+            if texts == nil { texts = [String?](repeating: nil, count: numbers.count - 1) }
+            texts!.append(text)
+        }
+
+        mutating func appendNull() { numbers.append(nil); texts?.append(nil) }
+
+        mutating func appendInteger(_ v: Int64) {
+            numbers.append(Double(v))
+            // ValueRules.render writes integral doubles below 2⁵³ as the integer they are.
+            if v.magnitude < 9_007_199_254_740_992 { texts?.append(nil) } else { keepText(String(v)) }
+        }
+
+        mutating func appendReal(_ v: Double) {
+            if v.isFinite { numbers.append(v); texts?.append(nil); return }
+            if firstNonNumber == nil { firstNonNumber = numbers.count }
+            numbers.append(nil)
+            keepText(ValueRules.render(v))
+        }
+
+        mutating func appendText(_ text: String, number: Double?) {
+            if number == nil && firstNonNumber == nil { firstNonNumber = numbers.count }
+            numbers.append(number)
+            keepText(text)
+        }
     }
 
     static func readRows(_ statement: OpaquePointer, types: [String: ColumnType],
@@ -189,7 +222,7 @@ public struct SQLiteSource {
             throw DataSourceError.sqliteUnknownColumn(path: path, target: target, column: name)
         }
 
-        var cells = [[Cell]](repeating: [], count: columnCount)
+        var builders = [ColumnBuilder](repeating: ColumnBuilder(), count: columnCount)
         var rowCount = 0
         while true {
             let rc = sqlite3_step(statement)
@@ -200,22 +233,22 @@ public struct SQLiteSource {
                 let index = Int32(c)
                 switch sqlite3_column_type(statement, index) {
                 case SQLITE_NULL:
-                    cells[c].append(.null)
+                    builders[c].appendNull()
                 case SQLITE_INTEGER:
-                    cells[c].append(.integer(sqlite3_column_int64(statement, index)))
+                    builders[c].appendInteger(sqlite3_column_int64(statement, index))
                 case SQLITE_FLOAT:
-                    cells[c].append(.real(sqlite3_column_double(statement, index)))
+                    builders[c].appendReal(sqlite3_column_double(statement, index))
                 case SQLITE_TEXT:
                     let count = Int(sqlite3_column_bytes(statement, index))
                     guard count > 0, let bytes = sqlite3_column_text(statement, index) else {
-                        cells[c].append(.text("", nil))
+                        builders[c].appendText("", number: nil)
                         continue
                     }
                     if ValueRules.firstInvalidUTF8(bytes, 0, count) != nil {
                         throw DataSourceError.sqliteInvalidUTF8(path: path, target: target, row: rowCount, column: names[c])
                     }
                     let string = String(decoding: UnsafeBufferPointer(start: bytes, count: count), as: UTF8.self)
-                    cells[c].append(.text(string, ValueRules.parseNumber(bytes, 0, count)))
+                    builders[c].appendText(string, number: ValueRules.parseNumber(bytes, 0, count))
                 default:
                     throw DataSourceError.blobColumn(path: path, target: target, column: names[c])
                 }
@@ -225,46 +258,20 @@ public struct SQLiteSource {
         var columns: [DataTable.Column] = []
         columns.reserveCapacity(columnCount)
         for c in 0..<columnCount {
-            let data = try buildColumn(cells[c], name: names[c], forced: types[names[c]], path: path, target: target)
-            cells[c] = []
+            let data = try buildColumn(builders[c], name: names[c], forced: types[names[c]], path: path, target: target)
+            builders[c] = ColumnBuilder()
             columns.append(DataTable.Column(name: names[c], data: data))
         }
         return DataTable(columns: columns, rowCount: rowCount)
     }
 
     /// Numeric if every value is a number (or the column is forced numeric), else text.
-    static func buildColumn(_ cells: [Cell], name: String, forced: ColumnType?,
+    static func buildColumn(_ b: ColumnBuilder, name: String, forced: ColumnType?,
                             path: String, target: SQLiteTarget) throws -> DataTable.ColumnData {
         if forced != .text {
-            var values = [Double?]()
-            values.reserveCapacity(cells.count)
-            var allNumbers = true
-            for (row, cell) in cells.enumerated() {
-                let value: Double?
-                switch cell {
-                case .null: values.append(nil); continue
-                case .integer(let v): value = Double(v)
-                case .real(let v): value = v.isFinite ? v : nil
-                case .text(_, let number): value = number
-                }
-                if let value {
-                    values.append(value)
-                } else if forced == .numeric {
-                    throw DataSourceError.sqliteNotNumeric(path: path, target: target, row: row + 1, column: name)
-                } else {
-                    allNumbers = false
-                    break
-                }
-            }
-            if allNumbers { return .numeric(values) }
+            guard let row = b.firstNonNumber else { return .numeric(b.numbers) }
+            if forced == .numeric { throw DataSourceError.sqliteNotNumeric(path: path, target: target, row: row + 1, column: name) }
         }
-        return .text(cells.map { cell -> String? in
-            switch cell {
-            case .null: return nil
-            case .integer(let v): return String(v)
-            case .real(let v): return ValueRules.render(v)
-            case .text(let s, _): return s
-            }
-        })
+        return .text(b.numbers.indices.map { i in b.texts?[i] ?? b.numbers[i].map(ValueRules.render) })
     }
 }
