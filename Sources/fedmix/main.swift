@@ -1,4 +1,6 @@
 import Foundation
 import Coordinator
+import Protocol
 
+initializeOpenSSL()
 exit(FedmixCommand.run(Array(CommandLine.arguments.dropFirst())))

@@ -310,3 +310,22 @@ func stringFromCBuffer(_ buffer: [CChar]) -> String {
     let end = buffer.firstIndex(of: 0) ?? buffer.count
     return String(decoding: buffer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
+
+/// Initializes OpenSSL without its exit-time cleanup.
+///
+/// Why: by default OpenSSL frees its global state in an `atexit` handler.
+/// The executables end with `exit()` on the main thread while agent,
+/// connection and fan-out threads may still be inside OpenSSL (a handshake,
+/// a read, a signature), and a cleanup under their feet crashes the process
+/// (signal 11 in libcrypto) after its work is done. The operating system
+/// frees the memory at exit anyway. Must run before any other OpenSSL call to
+/// take effect, so the executables call it first; TLSContext calls it too.
+public func initializeOpenSSL() {
+    _ = OpenSSLInitialized.once
+}
+
+private enum OpenSSLInitialized {
+    static let once: Bool = {
+        OPENSSL_init_ssl(UInt64(OPENSSL_INIT_NO_ATEXIT) | UInt64(OPENSSL_INIT_LOAD_SSL_STRINGS) | UInt64(OPENSSL_INIT_LOAD_CRYPTO_STRINGS), nil) == 1
+    }()
+}

@@ -39,6 +39,7 @@ public struct TLSIdentity: Sendable, Equatable {
 /// `TLSError.connectionReset`. Creating a `TLSContext` also calls this, so a
 /// forgotten call cannot crash the process; calling it again is harmless.
 public func ignoreSIGPIPE() {
+    initializeOpenSSL()
     _ = SIGPIPEIgnored.once
 }
 
