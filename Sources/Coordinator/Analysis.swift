@@ -124,6 +124,16 @@ public enum Analysis {
                 throw SettingError("\(.cluster) takes site or the name of a variable nested within sites")
             }
         }
+        if let g = options.gee {
+            guard parsed.random.isEmpty else {
+                throw SettingError("\(.formula): GEE models the population-averaged mean with fixed effects only; remove the random-effects term\(parsed.random.count == 1 ? "" : "s") (grouped by \(parsed.random.map(\.name).joined(separator: ", "))) and name the clusters with \(.cluster)")
+            }
+            guard options.cluster != nil else { throw SettingError("GEE needs its clusters: \(.cluster) site, or \(.cluster) VAR for a variable nested within sites (e.g. a patient id)") }
+            if g.order != nil && g.correlation != .ar1 { throw SettingError("\(.order) orders rows for \(.corstr) ar1 only") }
+            if let o = g.order, o.range(of: #"^[A-Za-z.][A-Za-z0-9._]*$"#, options: .regularExpression) == nil {
+                throw SettingError("\(.order) takes the name of a numeric variable")
+            }
+        }
         for v in missingData.indicators.keys.sorted() where !parsed.variablesUsed.contains(v) {
             throw SettingError("\(.missingIndicator) \(v): the formula does not use \(v)")
         }
@@ -240,6 +250,15 @@ public enum Analysis {
             if c != "site" { try VariableCatalog(descriptions).requireVariables([c]) }
             // Clusters are site-local: equal codes at two sites are two clusters (sandwich's cluster = ~site:VAR).
             spec.cluster = c == "site" ? .site : .withinSite([c])
+        }
+        if let g = options.gee {
+            if let o = g.order {
+                try VariableCatalog(descriptions).requireVariables([o])
+                guard try VariableCatalog(descriptions).variables([o])[o]?.kind == .numeric else {
+                    throw SettingError("\(.order) \(o): the order of rows within a cluster must be a numeric variable (e.g. the visit number)")
+                }
+            }
+            spec.gee = GEESpec(correlation: g.correlation, order: g.order)
         }
         if let w = options.weights {
             try VariableCatalog(descriptions).requireVariables([w])

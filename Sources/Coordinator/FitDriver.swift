@@ -20,6 +20,9 @@ public struct FitOptions: Sendable {
     /// Flat models: cluster-robust standard errors (sandwich::vcovCL) with
     /// clusters "site" or a variable nested within sites; nil for none.
     public var cluster: String? = nil
+    /// GEE (fedmix gee): the working correlation, the variable ordering rows
+    /// within a cluster (ar1), and the small-sample correction to report.
+    public var gee: GEESettings? = nil
     /// A numeric variable of prior weights (GLMMs: binomial trials for a
     /// proportion response, or Poisson log-likelihood multipliers).
     public var weights: String? = nil
@@ -152,7 +155,8 @@ public enum FitDriver {
     /// the gaussian family, a GLMM otherwise.
     public static func fit(_ federation: Federation, dataset: String, spec: ModelSpec,
                            options: FitOptions = FitOptions()) throws -> FitResult {
-        spec.isFlat ? try run(FlatObjective.self, federation, dataset: dataset, spec: spec, options: options)
+        spec.gee != nil ? try run(GEEObjective.self, federation, dataset: dataset, spec: spec, options: options)
+        : spec.isFlat ? try run(FlatObjective.self, federation, dataset: dataset, spec: spec, options: options)
         : spec.family == .gaussian
             ? try run(LMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
             : try run(GLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
@@ -192,7 +196,8 @@ public enum FitDriver {
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
                                           weightsAt: estimates.weightsAt)
         // Flat models with a cluster: vcovCL in the fitted coordinates, carried back with β.
-        var robust = try session.spec.cluster.map {
+        // (GEE's own sandwich comes from its rounds.)
+        var robust = try session.spec.cluster.flatMap { c in spec.gee != nil ? nil : c }.map {
             try RobustCovariance.build($0, finals: finals, sites: federation.sites, unscaled: estimates.unscaledCovariance,
                                        nObs: estimates.nObs, linear: spec.family == .gaussian)
         }

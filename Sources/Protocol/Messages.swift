@@ -111,11 +111,14 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// site answers `theta` first, then each of these, at `order`. At most
     /// `ProtocolLimits.maxExtraThetaPoints`; the site costs each point alone.
     public var thetas: [[Double]]?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas }
+    /// GEE: the round's α and φ (and the bread for the corrected meats); the
+    /// site answers `gee_step` at (beta, α, φ).
+    public var gee: GEEPoint?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee }
     public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
-                thetas: [[Double]]? = nil) {
+                thetas: [[Double]]? = nil, gee: GEEPoint? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
-        self.thetas = thetas
+        self.thetas = thetas; self.gee = gee
     }
     /// Refuses more extra points than `ProtocolLimits.maxExtraThetaPoints`,
     /// an empty list, and points of another length than `theta`.
@@ -127,6 +130,7 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
         beta = try c.decodeIfPresent([Double].self, forKey: .beta)
         nAGQ = try c.decodeIfPresent(Int.self, forKey: .nAGQ)
         thetas = try c.decodeIfPresent([[Double]].self, forKey: .thetas)
+        gee = try c.decodeIfPresent(GEEPoint.self, forKey: .gee)
         if let why = problem {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
         }
@@ -634,6 +638,7 @@ public enum Reply: Sendable, Equatable {
     case contribution(ContributionReply)
     case glmmContribution(GLMMContributionReply)
     case glmStep(GLMStepReply)
+    case geeStep(GEEStepReply)
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
@@ -645,6 +650,7 @@ public enum Reply: Sendable, Equatable {
         case .contribution: return "contribution"
         case .glmmContribution: return "glmm_contribution"
         case .glmStep: return "glm_step"
+        case .geeStep: return "gee_step"
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"

@@ -193,6 +193,9 @@ extension SettingError: UsageFailure {
         case .excludeSites: return "--exclude-sites"
         case .confint: return "--confint"
         case .cluster: return "--cluster"
+        case .corstr: return "--corstr"
+        case .order: return "--order"
+        case .smallSample: return "--small-sample"
         }
     }
 }
