@@ -116,14 +116,6 @@ public enum Analysis {
         if let f = options.filter {
             do { _ = try RowFilterParser.parse(f, variables: guessedFilterVariables(f)) } catch { throw SettingError("\(.filter): \(error)") }
         }
-        if let c = options.cluster {
-            guard parsed.random.isEmpty else {
-                throw SettingError("\(.cluster) applies to flat models (no random-effects term); a mixed model accounts for its clusters through its random effects")
-            }
-            guard c == "site" || c.range(of: #"^[A-Za-z.][A-Za-z0-9._]*$"#, options: .regularExpression) != nil else {
-                throw SettingError("\(.cluster) takes site or the name of a variable nested within sites")
-            }
-        }
         if let g = options.gee {
             guard parsed.random.isEmpty else {
                 throw SettingError("\(.formula): GEE models the population-averaged mean with fixed effects only; remove the random-effects term\(parsed.random.count == 1 ? "" : "s") (grouped by \(parsed.random.map(\.name).joined(separator: ", "))) and name the clusters with \(.cluster)")
@@ -132,6 +124,14 @@ public enum Analysis {
             if g.order != nil && g.correlation != .ar1 { throw SettingError("\(.order) orders rows for \(.corstr) ar1 only") }
             if let o = g.order, o.range(of: #"^[A-Za-z.][A-Za-z0-9._]*$"#, options: .regularExpression) == nil {
                 throw SettingError("\(.order) takes the name of a numeric variable")
+            }
+        }
+        if let c = options.cluster {
+            guard parsed.random.isEmpty else {
+                throw SettingError("\(.cluster) applies to flat models (no random-effects term); a mixed model accounts for its clusters through its random effects")
+            }
+            guard c == "site" || c.range(of: #"^[A-Za-z.][A-Za-z0-9._]*$"#, options: .regularExpression) != nil else {
+                throw SettingError("\(.cluster) takes site or the name of a variable nested within sites")
             }
         }
         for v in missingData.indicators.keys.sorted() where !parsed.variablesUsed.contains(v) {

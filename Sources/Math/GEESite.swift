@@ -60,15 +60,15 @@ public struct GEESums: Sendable, Equatable {
 }
 
 public enum GEEError: Error, Equatable, CustomStringConvertible {
-    case repeatedOrder(Double)
+    case repeatedOrder
     case clusterTooLarge(rows: Int, limit: Int)
     case workingCorrelationNotPositiveDefinite
     case leverageAtOne
 
     public var description: String {
         switch self {
-        case .repeatedOrder(let v):
-            return "two rows of one cluster have the same order value (\(v)); ar1 needs distinct order values within each cluster"
+        case .repeatedOrder:
+            return "two rows of one cluster have the same order value; ar1 needs distinct order values within each cluster"
         case .clusterTooLarge(let n, let limit):
             return "a cluster has \(n) rows; ar1 handles clusters of at most \(limit) rows. Cluster by a finer variable, or use the exchangeable working correlation"
         case .workingCorrelationNotPositiveDefinite:
@@ -101,7 +101,7 @@ public struct GEESite: Sendable {
             for c in members {
                 guard c.count <= Self.maxDenseCluster else { throw GEEError.clusterTooLarge(rows: c.count, limit: Self.maxDenseCluster) }
                 let w = c.map { wave($0) }
-                if let d = Dictionary(grouping: w, by: { $0 }).first(where: { $0.value.count > 1 }) { throw GEEError.repeatedOrder(d.key) }
+                if Set(w).count < w.count { throw GEEError.repeatedOrder }
             }
         }
     }

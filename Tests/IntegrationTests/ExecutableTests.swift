@@ -104,6 +104,14 @@ final class ExecutableTests: XCTestCase {
             Entry("compare", ["--exclude-sites"], ExecutableTests.compareExcludeSites),
             Entry("compare", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.compareNetworkOptions),
 
+            Entry("gee", ["PATH", "--formula", "--family", "--link", "--cluster", "--corstr", "--order", "--small-sample", "--format"],
+                  ExecutableTests.geeLocalEqualsGeepack),
+            Entry("gee", ["--in-process", "--format"], ExecutableTests.geeInProcessAndText),
+            Entry("gee", ["--sites", "--dataset", "--output"], ExecutableTests.geeOverAgents),
+            Entry("gee", ["--filter", "--missing-indicator", "--exclude-sites-missing-above", "--exclude-sites"], ExecutableTests.geeRowOptions),
+            Entry("gee", ["--formula", "--cluster", "--corstr", "--order", "--small-sample", "--dataset"], ExecutableTests.geeUsageErrors),
+            Entry("gee", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.geeNetworkOptions),
+
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),
 
@@ -213,6 +221,7 @@ final class ExecutableTests: XCTestCase {
     func testFedmixSensitivity() throws { try runChecks("sensitivity") }
     func testFedmixCompare() throws { try runChecks("compare") }
     func testFedmixSimulate() throws { try runChecks("simulate") }
+    func testFedmixGEE() throws { try runChecks("gee") }
     func testFedmixCerts() throws { try runChecks("certs init"); try runChecks("certs issue") }
     func testFedmixBench() throws { try runChecks("bench") }
     func testFedmixBenchNetwork() throws { try runChecks("bench-network") }

@@ -74,4 +74,74 @@ final class GEETests: XCTestCase {
                          r.gee?.iterations ?? -1, worst))
         }
     }
+
+    /// The acceptance cases through agents over loopback mutual TLS: the
+    /// same numbers and rounds as in-process; the rounds and bytes are printed.
+    func testGEEOverTLSEqualsGeepack() throws {
+        var figures: [String] = []
+        for name in ["respiratory-exchangeable", "respiratory-ar1", "ohio-exchangeable", "trauma-exchangeable"] {
+            let ref = Self.references[name]!
+            let files = try Self.siteFiles(ref["dir"] as! String)
+            let agents = try files.map { try LoopbackAgent(file: $0, pki: Self.pki) }
+            let federation = try tlsFederation(agents, pki: Self.pki)
+            defer { federation.close(); agents.forEach { $0.stop() } }
+            let r = try Analysis.fit(federation, dataset: "data", formula: ref["formula"] as! String, options: Self.options(ref))
+            let worst = Self.check(r, ref, "\(name) over TLS")
+            let inProcess = try Analysis.fit(inProcessFederation(files: files, siteColumn: nil), dataset: "data",
+                                             formula: ref["formula"] as! String, options: Self.options(ref))
+            XCTAssertEqual(r.rounds, inProcess.rounds, name)
+            XCTAssertEqual(r.fixedEffects.map(\.estimate), inProcess.fixedEffects.map(\.estimate), "\(name): TLS and in-process agree exactly")
+            figures.append(String(format: "%@: %d sites, %d clusters, %d rounds (%d GEE iterations), %d bytes; worst rel. error %.1e",
+                                  name, files.count, r.gee!.nClusters, r.rounds, r.gee!.iterations, r.bytesSent + r.bytesReceived, worst))
+        }
+        print("GEE over loopback mutual TLS:\n" + figures.joined(separator: "\n"))
+    }
+
+    /// A site answers GEE only when the model's rows form at least min_cell
+    /// clusters there; the refusal names the rule.
+    func testGEESiteNeedsMinCellClusters() throws {
+        let ref = Self.references["respiratory-exchangeable"]!
+        let files = try Self.siteFiles("respiratory")   // 56 and 55 patients of 4 visits
+        var policy = DisclosurePolicy.off
+        policy.minCell = 56
+        func fit(_ policy: DisclosurePolicy) throws -> FitResult {
+            try Analysis.fit(inProcessFederation(files: files, siteColumn: nil, policy: policy), dataset: "data",
+                             formula: "outcome ~ age", options: Self.options(ref))
+        }
+        XCTAssertThrowsError(try fit(policy)) { e in
+            XCTAssertTrue("\(e)".contains("form 55 clusters at this site; GEE answers are sums over at least 56 clusters (rule min_cell)"), "\(e)")
+        }
+        policy.minCell = 55
+        XCTAssertEqual(try fit(policy).fixedEffects.map(\.estimate), try fit(.off).fixedEffects.map(\.estimate),
+                       "clusters of 4 rows are allowed: nothing per cluster leaves the site")
+    }
+
+    /// A GEE round on a session not prepared for GEE is refused; a GEE
+    /// answer that is not p×p is refused at decode, naming the field.
+    func testGEEProtocolRefusals() throws {
+        let file = try Self.siteFiles("respiratory")[0]
+        let service = SiteService(site: "c1", datasets: ["data": .csv(path: file.path, types: [:])], policy: .off)
+        var spec = ModelSpec(formula: "outcome ~ age", family: .binomial, link: .logit, response: .value(.variable("outcome")),
+                             fixed: [DesignColumn(name: "(Intercept)", expr: .number(1)), DesignColumn(name: "age", expr: .variable("age"))], terms: [])
+        spec.cluster = .withinSite(["id"])
+        func ask(_ r: Request) throws -> Reply { try LineCodec.decodeReply(service.handle(line: try LineCodec.encode(r, id: 1))).reply }
+        _ = try ask(.prepare(PrepareRequest(session: "s", dataset: "data", model: spec)))
+        guard case .error(let refused) = try ask(.evaluate(EvaluateRequest(session: "s", theta: [], order: 0, beta: [0, 0], gee: GEEPoint(alpha: 0, scale: 1)))) else {
+            return XCTFail("a GEE round on a glm session was answered")
+        }
+        XCTAssertTrue(refused.message.contains("needs a session prepared for GEE"), refused.message)
+        spec.gee = GEESpec(correlation: .exchangeable)
+        _ = try ask(.prepare(PrepareRequest(session: "g", dataset: "data", model: spec)))
+        guard case .geeStep(let s) = try ask(.evaluate(EvaluateRequest(session: "g", theta: [], order: 0, beta: [0, 0],
+                                                                       gee: GEEPoint(alpha: 0.2, scale: 1)))) else { return XCTFail() }
+        XCTAssertEqual(s.clusters, 56)
+        XCTAssertEqual(s.score.count, 2)
+        var line = try LineCodec.encode(Reply.geeStep(s), id: 1)
+        XCTAssertEqual(try LineCodec.decodeReply(line).reply, .geeStep(s), "round-trips exactly")
+        line = line.replacingOccurrences(of: "\"meat\":[", with: "\"meat\":[1,")
+        XCTAssertThrowsError(try LineCodec.decodeReply(line)) { e in XCTAssertTrue("\(e)".contains("meat"), "\(e)") }
+        XCTAssertThrowsError(try LineCodec.decodeRequest(#"{"id":1,"type":"evaluate","session":"g","theta":[],"order":0,"beta":[0,0],"gee":{"alpha":1.5,"scale":1}}"#)) { e in
+            XCTAssertTrue("\(e)".contains("alpha"), "\(e)")
+        }
+    }
 }
