@@ -113,6 +113,16 @@ public enum Analysis {
                 throw SettingError("\(.nAGQ) \(options.nAGQ) needs a single scalar random-effects term such as (1 | site); the formula has \(parsed.random.count == 1 ? "a term with several columns" : "\(parsed.random.count) random-effects terms"). Use \(.nAGQ) 1 (Laplace) for this model")
             }
         }
+        if options.marginal {
+            guard options.family != .gaussian else {
+                throw SettingError("\(.marginal) applies to GLMMs (\(.family) binomial or poisson): a linear mixed model's fixed effects are already population-averaged")
+            }
+            let scalar = parsed.random.count == 1
+                && (parsed.random[0].lhs.intercept ? 1 : 0) + parsed.random[0].lhs.terms.count == 1
+            guard scalar else {
+                throw SettingError("\(.marginal) integrates over one scalar random effect, such as (1 | site); the formula has \(parsed.random.isEmpty ? "no random-effects term" : parsed.random.count == 1 ? "a term with several columns" : "\(parsed.random.count) random-effects terms")")
+            }
+        }
         if let f = options.filter {
             do { _ = try RowFilterParser.parse(f, variables: guessedFilterVariables(f)) } catch { throw SettingError("\(.filter): \(error)") }
         }

@@ -23,6 +23,10 @@ public struct FitOptions: Sendable {
     /// GEE (fedmix gee): the working correlation, the variable ordering rows
     /// within a cluster (ar1), and the small-sample correction to report.
     public var gee: GEESettings? = nil
+    /// GLMMs with one scalar random-effects term: population-averaged
+    /// predictions and average marginal effects (MarginalEffects), summed by
+    /// the sites in the finalize round.
+    public var marginal = false
     /// A numeric variable of prior weights (GLMMs: binomial trials for a
     /// proportion response, or Poisson log-likelihood multipliers).
     public var weights: String? = nil
@@ -78,10 +82,11 @@ struct FitSession {
 
     /// The finalize round: each site's partially pooled site-level effects at
     /// the optimum; the sites then free the session.
-    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) throws -> [FinalizeReply] {
+    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
+                  marginal: MarginalRequest? = nil) throws -> [FinalizeReply] {
         let spec = self.spec
         return try federation.round({ _ in
-            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt))
+            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt, marginal: marginal))
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
             try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
@@ -193,8 +198,12 @@ public enum FitDriver {
             profiled = try profile(objective, session: session, recoding: recoding, federation: federation, dataset: dataset,
                                    spec: spec, estimates: estimates, options: options)
         }
+        if options.marginal && (spec.isFlat || spec.family == .gaussian || recoding != nil) {
+            throw SettingError("marginal effects apply to GLMMs (\(.family) binomial or poisson) with one scalar random-effects term")
+        }
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
-                                          weightsAt: estimates.weightsAt)
+                                          weightsAt: estimates.weightsAt,
+                                          marginal: options.marginal ? MarginalEffects.request(spec) : nil)
         // Flat models with a cluster: vcovCL in the fitted coordinates, carried back with β.
         // (GEE's own sandwich comes from its rounds.)
         var robust = try session.spec.cluster.flatMap { c in spec.gee != nil ? nil : c }.map {
@@ -229,6 +238,10 @@ public enum FitDriver {
                 vcov: (0..<p).map { i in (0..<p).map { robust.vcov[i, $0] } })
         }
         objective.complete(&result, optimum: optimum, finals: finals)
+        if options.marginal {
+            result.marginal = try MarginalEffects.build(finals, sites: federation.sites, spec: spec, beta: estimates.beta,
+                                                        sigma: estimates.theta[0], vcov: estimates.unscaledCovariance)
+        }
         result.trace = trace.points
         switch options.confint {
         case .profile?:

@@ -157,9 +157,13 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     /// took its working weights (the estimating functions use them); absent,
     /// the family's start (mustart). Ignored by every other model.
     public var weightsAt: [Double]?
-    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma, weightsAt = "weights_at" }
-    public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) {
+    /// A GLMM with `--marginal`: the population-averaged sums to add.
+    public var marginal: MarginalRequest?
+    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma, weightsAt = "weights_at", marginal }
+    public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
+                marginal: MarginalRequest? = nil) {
         self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma; self.weightsAt = weightsAt
+        self.marginal = marginal
     }
 }
 
@@ -570,9 +574,11 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
     /// clusters (p×p column-major), and their number.
     public var scoreCrossProducts: [Double]?
     public var clusters: Int?
+    /// `--marginal`: the site's population-averaged sums (MarginalReply).
+    public var marginal: MarginalReply?
     enum CodingKeys: String, CodingKey {
         case session, effects, conditionalCovariance = "conditional_covariance", ownEffects = "own_effects"
-        case saturatedDeviance = "saturated_deviance", score, scoreCrossProducts = "score_cross_products", clusters
+        case saturatedDeviance = "saturated_deviance", score, scoreCrossProducts = "score_cross_products", clusters, marginal
     }
     public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?, ownEffects: [Double]? = nil,
                 saturatedDeviance: Double? = nil) {
@@ -594,6 +600,7 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
         score = try c.decodeIfPresent([Double].self, forKey: .score)
         scoreCrossProducts = try c.decodeIfPresent([Double].self, forKey: .scoreCrossProducts)
         clusters = try c.decodeIfPresent(Int.self, forKey: .clusters)
+        marginal = try c.decodeIfPresent(MarginalReply.self, forKey: .marginal)
         if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
     }
     var problem: (CodingKeys, String)? {

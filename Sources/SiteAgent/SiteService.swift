@@ -600,6 +600,7 @@ public final class SiteService: Sendable {
         var reply: FinalizeReply
         switch s.fit.model {
         case .linear(let blocks, _):
+            if r.marginal != nil { throw SiteError.invalid("marginal effects apply to GLMMs (binomial or Poisson)") }
             if let refusal = RequestCost.lmmEvaluate(blocks, structure: structure, order: 0)
                 .refusal(limits, what: "finalize") { throw refusal }
             let e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
@@ -611,6 +612,20 @@ public final class SiteService: Sendable {
             let e = try site.siteEffects(theta: r.theta, beta: r.beta)
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                   saturatedDeviance: site.saturatedConstant)
+            if let m = r.marginal {
+                // Population-averaged sums over the site's rows (GLMMMarginal): one scalar term only.
+                guard s.model.terms.count == 1, s.model.terms[0].columns.count == 1, r.theta.count == 1 else {
+                    throw SiteError.invalid("marginal effects need a model with one scalar random-effects term")
+                }
+                guard m.discrete.count == s.model.fixedCount else { throw SiteError.invalid("marginal.discrete must have one flag per fixed effect") }
+                let p = Double(s.model.fixedCount)
+                let cost = RequestCost(work: Double(site.data.rows) * Double(m.points) * 3 * (p + 2) * (p + 1),
+                                       answerBytes: (p + 1) * (p + 1) * RequestCost.bytesPerNumber)
+                if let refusal = cost.refusal(limits, what: "marginal effects") { throw refusal }
+                let sums = GLMMMarginal.sums(site.data, beta: r.beta, sigma: r.theta[0], discrete: m.discrete, points: m.points)
+                guard (sums.values + sums.gradients).allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
+                reply.marginal = MarginalReply(sums)
+            }
         }
         if let flat = s.fit.flat, let cluster = s.model.cluster, s.model.gee == nil {
             // The robust covariance's meat: the site's score, or Σ_c s_c s_cᵀ over its clusters.
