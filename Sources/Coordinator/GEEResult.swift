@@ -87,13 +87,15 @@ public struct GEEResult: Codable, Sendable {
     public var filter: FitResult.RowFilterUsed?
     public var excludedSites: [String]
     public var exclusions: [SiteExclusion]
+    /// `fedmix gee --glmm`: the matching GLMM's conditional and marginal effects beside the GEE's.
+    public var sideBySide: SideBySide? = nil
 
     enum CodingKeys: String, CodingKey {
         case model, fixedEffects = "fixed_effects", statistic, smallSample = "small_sample", correlation, scale, cluster
         case nClusters = "n_clusters", nObs = "n_obs", nSites = "n_sites", converged, convergence, iterations
         case glmIterations = "glm_iterations", vcov, naiveVcov = "naive_vcov", messages, sites, rounds
         case bytesSent = "bytes_sent", bytesReceived = "bytes_received", elapsedSeconds = "elapsed_seconds"
-        case filter, excludedSites = "excluded_sites", exclusions
+        case filter, excludedSites = "excluded_sites", exclusions, sideBySide = "side_by_side"
     }
 
     /// The GEE result of a fit through the one fit path (nil: not a GEE fit).
@@ -176,6 +178,7 @@ public struct GEEResult: Codable, Sendable {
         line()
         line("\(convergence); \(iterations) GEE and \(glmIterations) glm iterations, \(rounds) rounds, \(bytesSent + bytesReceived) bytes.")
         for m in messages { line(m) }
+        if let sideBySide { line(); out += sideBySide.text }
         return out
     }
 }

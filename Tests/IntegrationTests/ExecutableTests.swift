@@ -56,6 +56,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--quiet"], ExecutableTests.localQuiet),
             Entry("local", ["--confint"], ExecutableTests.localConfint),
             Entry("local", ["--cluster"], ExecutableTests.localFlatModelWithClusterEqualsVcovCL),
+            Entry("local", ["--marginal"], ExecutableTests.localMarginalEffects),
             Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
             Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportWritesTheHTMLPage),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
@@ -70,6 +71,7 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
             Entry("fit", ["--confint"], ExecutableTests.fitConfintOverAgents),
             Entry("fit", ["--cluster"], ExecutableTests.fitFlatModelWithClusterOverAgents),
+            Entry("fit", ["--marginal"], ExecutableTests.fitMarginalOverAgents),
             Entry("fit", ["--report", "--dry-run"], ExecutableTests.fitReportOverAgents),
             Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
@@ -107,6 +109,7 @@ final class ExecutableTests: XCTestCase {
             Entry("gee", ["PATH", "--formula", "--family", "--link", "--cluster", "--corstr", "--order", "--small-sample", "--format"],
                   ExecutableTests.geeLocalEqualsGeepack),
             Entry("gee", ["--in-process", "--format"], ExecutableTests.geeInProcessAndText),
+            Entry("gee", ["--glmm"], ExecutableTests.geeBesideGLMM),
             Entry("gee", ["--sites", "--dataset", "--output"], ExecutableTests.geeOverAgents),
             Entry("gee", ["--filter", "--missing-indicator", "--exclude-sites-missing-above", "--exclude-sites"], ExecutableTests.geeRowOptions),
             Entry("gee", ["--formula", "--cluster", "--corstr", "--order", "--small-sample", "--dataset"], ExecutableTests.geeUsageErrors),

@@ -82,6 +82,24 @@ extension ExecutableTests {
         XCTAssertEqual(named["n_sites"] as? Int, 2)
     }
 
+    /// --glmm: the matching GLMM (1 | site:id) beside the GEE, with the plain-language line.
+    func geeBesideGLMM() throws {
+        let fit = try jsonFit(["gee", Self.respiratory, "--in-process", "--formula", Self.respiratoryFormula, "--family", "binomial",
+                               "--cluster", "id", "--corstr", "exchangeable", "--glmm"])
+        let side = try XCTUnwrap(fit["side_by_side"] as? [String: Any])
+        XCTAssertEqual(side["glmm_formula"] as? String, Self.respiratoryFormula + " + (1 | site:id)")
+        let rows = side["rows"] as! [[String: Any]]
+        XCTAssertEqual(rows.map { $0["name"] as! String }, ["treatP", "sexM", "age", "baseline"])
+        let gee = Dictionary(uniqueKeysWithValues: (fit["fixed_effects"] as! [[String: Any]]).map { ($0["name"] as! String, $0["estimate"] as! Double) })
+        for r in rows {
+            XCTAssertEqual(r["gee_ratio"] as! Double, exp(gee[r["name"] as! String]!), accuracy: 1e-12)
+            // Attenuation: the conditional log-odds ratio is the farthest from 0.
+            XCTAssertGreaterThan(abs(log(r["conditional_ratio"] as! Double)), abs(log(r["implied_marginal_ratio"] as! Double)))
+        }
+        XCTAssertTrue((side["explanation"] as! String).contains("closer to 1"))
+        try fedmixUsageError(["gee", Self.respiratory, "--formula", "outcome ~ age", "--cluster", "id", "--glmm"], "--glmm compares odds or rate ratios")
+    }
+
     func geeUsageErrors() throws {
         let base = ["gee", Self.respiratory]
         try fedmixUsageError(base + ["--formula", "outcome ~ treat + (1 | id)", "--cluster", "id"],
@@ -100,5 +118,37 @@ extension ExecutableTests {
         try networkOptions("gee", ["--formula", "Reaction ~ Days", "--cluster", "site"])
         try fedmixUsageError(["gee"] + (try data().files) + ["--formula", "Reaction ~ Days", "--cluster", "site", "--round-timeout", "5"],
                              "--round-timeout cannot be used with CSV paths")
+    }
+}
+
+/// --marginal through the built executable (entries in ExecutableTests.table).
+extension ExecutableTests {
+    static let slowGLMM = ["--family", "binomial", "--formula", "slow ~ Days + (1 | Subject)"]
+
+    /// contraception: the marginal section equals R's brute force (at
+    /// fedmix's optimum, within the GLMM tolerance of lme4's); without the
+    /// flag there is none.
+    func localMarginalEffects() throws {
+        let sites = Fixtures.caseDirectory("contraception").appendingPathComponent("sites").path
+        let base = ["local", sites, "--in-process", "--family", "binomial", "--formula", MarginalEffectsTests.formula]
+        let fit = try jsonFit(base + ["--marginal"])
+        let m = try XCTUnwrap(fit["marginal"] as? [String: Any])
+        let predicted = (m["predicted"] as! [String: Any])["estimate"] as! Double
+        XCTAssertLessThan(relativeError(predicted, MarginalEffectsTests.reference["predicted"] as! Double), 1e-3)
+        XCTAssertEqual((m["effects"] as! [[String: Any]]).map { $0["kind"] as! String },
+                       ["derivative", "derivative", "discrete change", "discrete change", "discrete change", "discrete change"])
+        XCTAssertNil(try jsonFit(base)["marginal"])
+        try fedmixUsageError(["local", sites, "--formula", "use01 ~ age + (1 | site)", "--marginal"],
+                             "--marginal applies to GLMMs (--family binomial or poisson)")
+    }
+
+    /// Over agent processes: the same marginal section as on the local files.
+    func fitMarginalOverAgents() throws {
+        let remoteFit = try jsonFit(["fit"] + (try remote) + Self.slowGLMM + ["--marginal"])
+        let localFit = try jsonFit(["local"] + (try data().files) + ["--in-process"] + Self.slowGLMM + ["--marginal"])
+        let a = remoteFit["marginal"] as! [String: Any], b = localFit["marginal"] as! [String: Any]
+        XCTAssertEqual((a["predicted"] as! [String: Any])["estimate"] as? Double, (b["predicted"] as! [String: Any])["estimate"] as? Double)
+        XCTAssertEqual((a["effects"] as! [[String: Any]]).map { $0["estimate"] as! Double },
+                       (b["effects"] as! [[String: Any]]).map { $0["estimate"] as! Double })
     }
 }
