@@ -57,6 +57,10 @@ public struct GEESums: Sendable, Equatable {
         score = [Double](repeating: 0, count: p)
         meat = [Double](repeating: 0, count: p * p)
     }
+
+    public init(rows: Int, clusters: Int, information: [Double], score: [Double], meat: [Double]) {
+        self.rows = rows; self.clusters = clusters; self.information = information; self.score = score; self.meat = meat
+    }
 }
 
 public enum GEEError: Error, Equatable, CustomStringConvertible {

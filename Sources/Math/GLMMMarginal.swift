@@ -15,6 +15,7 @@ public struct GLMMMarginalSums: Sendable, Equatable {
     public var values: [Double]
     /// (1 + p) × p, column-major: the gradient in β of each sum (row q, column k).
     public var gradients: [Double]
+    public init(rows: Int, values: [Double], gradients: [Double]) { self.rows = rows; self.values = values; self.gradients = gradients }
 }
 
 public enum GLMMMarginal {

@@ -56,9 +56,19 @@ final class GEETests: XCTestCase {
                 close(g.stdErrorsKC![k], (ref["std_error_kc"] as! [Double])[k], "\(f.name) Kauermann-Carroll SE")
             }
         }
+        let vcov = ref["vcov"] as! [[Double]]
+        for i in vcov.indices { for j in vcov.indices {
+            // Relative to the diagonal's scale: off-diagonal entries may be near 0.
+            let e = abs(r.vcov[i][j] - vcov[i][j]) / (vcov[i][i] * vcov[j][j]).squareRoot()
+            worst = max(worst, e)
+            XCTAssertLessThan(e, 1e-6, "\(label) robust vcov[\(i)][\(j)]")
+        } }
         close(g.scale, ref["scale"] as! Double, "scale")
         if let alpha = ref["alpha"] as? Double { close(g.alpha ?? .nan, alpha, "alpha") } else { XCTAssertNil(g.alpha, label) }
         XCTAssertEqual(g.nClusters, ref["n_clusters"] as! Int, label)
+        // Fewer than 40 clusters: the warning about the sandwich's downward bias.
+        XCTAssertEqual(r.messages.contains { $0.hasPrefix("only \(g.nClusters) clusters: the sandwich standard errors are biased downward") },
+                       g.nClusters < 40, label)
         XCTAssertEqual(r.nObs, ref["n_obs"] as! Int, label)
         XCTAssertTrue(r.converged, label)
         return worst
@@ -85,13 +95,13 @@ final class GEETests: XCTestCase {
             let agents = try files.map { try LoopbackAgent(file: $0, pki: Self.pki) }
             let federation = try tlsFederation(agents, pki: Self.pki)
             defer { federation.close(); agents.forEach { $0.stop() } }
-            let r = try Analysis.fit(federation, dataset: "data", formula: ref["formula"] as! String, options: Self.options(ref))
-            let worst = Self.check(r, ref, "\(name) over TLS")
+            let r = try Analysis.fit(federation, dataset: "data", formula: ref["formula"] as! String, options: Self.options(ref, smallSample: .kc))
+            let worst = Self.check(r, ref, "\(name) over TLS", corrected: true)
             let inProcess = try Analysis.fit(inProcessFederation(files: files, siteColumn: nil), dataset: "data",
-                                             formula: ref["formula"] as! String, options: Self.options(ref))
+                                             formula: ref["formula"] as! String, options: Self.options(ref, smallSample: .kc))
             XCTAssertEqual(r.rounds, inProcess.rounds, name)
             XCTAssertEqual(r.fixedEffects.map(\.estimate), inProcess.fixedEffects.map(\.estimate), "\(name): TLS and in-process agree exactly")
-            figures.append(String(format: "%@: %d sites, %d clusters, %d rounds (%d GEE iterations), %d bytes; worst rel. error %.1e",
+            figures.append(String(format: "%@: %d sites, %d clusters, %d rounds (%d GEE iterations, incl. the corrections' round), %d bytes; worst rel. error %.1e",
                                   name, files.count, r.gee!.nClusters, r.rounds, r.gee!.iterations, r.bytesSent + r.bytesReceived, worst))
         }
         print("GEE over loopback mutual TLS:\n" + figures.joined(separator: "\n"))
