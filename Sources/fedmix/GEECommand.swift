@@ -7,6 +7,9 @@ import Math
 /// equations, as geepack's geeglm fits them on the pooled rows.
 enum GEECommand {
     static let paths = Positional("PATH", help: "CSV files or folders of CSV files (one file per site), instead of --sites", arity: .any)
+    static let formula = Option<String>("formula", value: "F", help: "the mean model, fixed effects only, e.g. 'y ~ treat + age'", required: true)
+    static let family = Option<Family>("family", value: "NAME", help: "gaussian (the default), binomial or poisson",
+                                       .oneOf([("gaussian", .gaussian), ("binomial", .binomial), ("poisson", .poisson)]))
     static let cluster = Option<String>("cluster", value: "site|VAR",
                                         help: "the clusters: each site, or a variable nested within sites (e.g. a patient id; equal codes at two sites are two clusters)",
                                         required: true)
@@ -25,13 +28,13 @@ enum GEECommand {
         synopsis: "(PATH... | --sites FILE --dataset NAME) --formula F --cluster site|VAR [--family F] [--corstr C] [--order VAR] [options]",
         discussion: "Fixed effects only; clusters never span sites and their codes never leave them. Each round is one step of geepack's Fisher scoring: the sites send sums over their clusters (estimating function, its derivative, the sandwich's meat, the moments of the correlation and scale).",
         arguments: [paths],
-        options: [Opt.sites, Opt.dataset, Opt.requiredFormula, Opt.family, Opt.link, Opt.filter, cluster, corstr, order, smallSample, glmm]
+        options: [Opt.sites, Opt.dataset, formula, family, Opt.link, Opt.filter, cluster, corstr, order, smallSample, glmm]
             + Opt.missingData + Opt.result + [Opt.inProcess, Opt.excludeSites] + Opt.network,
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
-        let formula = try a.require(Opt.requiredFormula)
-        var options = FitOptions(family: a.value(Opt.family, default: .gaussian), link: a.value(Opt.link))
+        let formula = try a.require(Self.formula)
+        var options = FitOptions(family: a.value(family, default: .gaussian), link: a.value(Opt.link))
         options.filter = a.value(Opt.filter)
         options.cluster = try a.require(cluster)
         let correlation = a.value(corstr, default: .independence)
