@@ -64,9 +64,14 @@ public struct SideBySide: Codable, Sendable {
                        geeRatio: exp(g.estimate), geeLower: exp(lower), geeUpper: exp(upper))
         }
         let (one, many) = gee.cluster == "site" ? ("site", "sites") : ("\(gee.cluster) cluster", "\(gee.cluster) clusters")
-        explanation = gee.model.link == "logit"
-            ? "The GLMM's odds ratios compare patients within the same \(one); the GEE's and the GLMM-implied marginal ones compare the whole population, averaged over \(many), and lie closer to 1 because the variation between \(many) (σ = \(String(format: "%.3g", sigma)) on the log-odds scale) dilutes an effect when it is averaged over them."
-            : "With a log link the GLMM's rate ratios and the population-averaged ones agree in theory (only the intercept shifts by σ²/2); a gap between the GLMM's and the GEE's reflects estimation, not attenuation."
+        let closer = rows.filter { abs(log($0.geeRatio)) <= abs(log($0.conditionalRatio)) }.count
+        if gee.model.link == "logit" {
+            explanation = "The GLMM's odds ratios compare patients within the same \(one); the GEE's and the GLMM-implied marginal ones compare the whole population, averaged over \(many), and are expected to lie closer to 1, because the variation between \(many) (σ = \(String(format: "%.3g", sigma)) on the log-odds scale) dilutes an effect when it is averaged over them."
+                + (closer == rows.count ? " Here every GEE odds ratio is closer to 1 than the GLMM's."
+                   : " Here \(closer) of the \(rows.count) GEE odds ratios are closer to 1: the two fits weight the data differently and the GEE's carry the sampling error of \(gee.nClusters) clusters; the implied marginal ratios show the attenuation the GLMM itself predicts.")
+        } else {
+            explanation = "With a log link the GLMM's rate ratios and the population-averaged ones agree in theory (only the intercept shifts, by σ²/2); a gap between the GLMM's and the GEE's reflects estimation, not attenuation."
+        }
     }
 
     public var text: String {
