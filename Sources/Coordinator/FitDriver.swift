@@ -1,8 +1,7 @@
 // One federated fit for every model kind: prepare at every site, minimize the
 // kind's objective over the sites' summed contributions, finalize, build the
 // result. The pooled fit is this fit with one site. A model kind (LMM, GLMM,
-// and the flat and marginal models to come) plugs in as a `FitObjective`;
-// ARCHITECTURE.md shows where.
+// flat lm/glm, GEE) plugs in as a `FitObjective`; ARCHITECTURE.md shows where.
 
 import Foundation
 import Synchronization
@@ -156,7 +155,8 @@ extension BoundedNewton.Result {
 }
 
 public enum FitDriver {
-    /// Fits `spec` on `dataset` at every site of the federation: an LMM for
+    /// Fits `spec` on `dataset` at every site of the federation: GEE when the
+    /// spec carries `gee`, lm or glm without random-effects terms, an LMM for
     /// the gaussian family, a GLMM otherwise.
     public static func fit(_ federation: Federation, dataset: String, spec: ModelSpec,
                            options: FitOptions = FitOptions()) throws -> FitResult {
