@@ -117,10 +117,8 @@ public enum Analysis {
             guard options.family != .gaussian else {
                 throw SettingError("\(.marginal) applies to GLMMs (\(.family) binomial or poisson): a linear mixed model's fixed effects are already population-averaged")
             }
-            let scalar = parsed.random.count == 1
-                && (parsed.random[0].lhs.intercept ? 1 : 0) + parsed.random[0].lhs.terms.count == 1
-            guard scalar else {
-                throw SettingError("\(.marginal) integrates over one scalar random effect, such as (1 | site); the formula has \(parsed.random.isEmpty ? "no random-effects term" : parsed.random.count == 1 ? "a term with several columns" : "\(parsed.random.count) random-effects terms")")
+            guard !parsed.random.isEmpty else {
+                throw SettingError("\(.marginal) integrates over the random effects; the formula has no random-effects term (a GLM's effects are already population-averaged)")
             }
         }
         if let f = options.filter {

@@ -22,7 +22,7 @@ public struct FitOptions: Sendable {
     /// GEE (fedmix gee): the working correlation, the variable ordering rows
     /// within a cluster (ar1), and the small-sample correction to report.
     public var gee: GEESettings? = nil
-    /// GLMMs with one scalar random-effects term: population-averaged
+    /// GLMMs: population-averaged
     /// predictions and average marginal effects (MarginalEffects), summed by
     /// the sites in the finalize round.
     public var marginal = false
@@ -199,7 +199,7 @@ public enum FitDriver {
                                    spec: spec, estimates: estimates, options: options)
         }
         if options.marginal && (spec.isFlat || spec.family == .gaussian || recoding != nil) {
-            throw SettingError("marginal effects apply to GLMMs (\(.family) binomial or poisson) with one scalar random-effects term")
+            throw SettingError("marginal effects apply to GLMMs (\(.family) binomial or poisson)")
         }
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
                                           weightsAt: estimates.weightsAt,
@@ -240,7 +240,7 @@ public enum FitDriver {
         objective.complete(&result, optimum: optimum, finals: finals)
         if options.marginal {
             result.marginal = try MarginalEffects.build(finals, sites: federation.sites, spec: spec, beta: estimates.beta,
-                                                        sigma: estimates.theta[0], vcov: estimates.unscaledCovariance)
+                                                        theta: estimates.theta, vcov: estimates.unscaledCovariance)
         }
         result.trace = trace.points
         switch options.confint {

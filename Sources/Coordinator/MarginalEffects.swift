@@ -1,6 +1,6 @@
-// Population-averaged effects of a GLMM with one scalar random-effects term
-// (`--marginal`): the sites integrate the conditional mean over the random
-// effect by Gauss-Hermite quadrature row by row and send sums with their
+// Population-averaged effects of a GLMM (`--marginal`): the sites integrate
+// the conditional mean over the random effects (a row's random part is one
+// normal variable, whatever the terms) by Gauss-Hermite quadrature row by row and send sums with their
 // β-gradients in the finalize round (no extra round; GLMMMarginal); here the
 // sums are added in site order, averaged over the rows, and given delta-
 // method SEs from the fit's Cov(β̂) (θ's uncertainty is not included). Beside
@@ -35,8 +35,9 @@ public struct MarginalResult: Codable, Sendable {
     }
     /// Gauss-Hermite points per row.
     public var points: Int
-    /// The random effect's SD σ (θ).
-    public var sigma: Double
+    /// The SD σ of the random intercepts summed (√Σθ², every term an
+    /// intercept); nil with random slopes, whose spread varies by row.
+    public var sigma: Double?
     public var rows: Int
     public var predicted: Estimate
     public var effects: [Estimate]
@@ -60,9 +61,16 @@ enum MarginalEffects {
         MarginalRequest(points: points, discrete: spec.fixed.map { if case .indicator = $0.expr { return true }; return false })
     }
 
-    /// The result from the sites' sums, at β̂ with covariance `vcov` and σ = θ.
-    static func build(_ finals: [FinalizeReply], sites: [String], spec: ModelSpec, beta: [Double], sigma: Double,
+    /// The random intercepts' total SD, when every term is an intercept.
+    static func interceptSD(_ spec: ModelSpec, theta: [Double]) -> Double? {
+        guard spec.terms.allSatisfy({ $0.columns.count == 1 && $0.columns[0].expr == .number(1) }) else { return nil }
+        return theta.reduce(0) { $0 + $1 * $1 }.squareRoot()
+    }
+
+    /// The result from the sites' sums, at β̂ and θ̂ with covariance `vcov`.
+    static func build(_ finals: [FinalizeReply], sites: [String], spec: ModelSpec, beta: [Double], theta: [Double],
                       vcov: Matrix) throws -> MarginalResult {
+        let sigma = interceptSD(spec, theta: theta)
         let p = spec.fixedCount, q = 1 + p
         var values = [Double](repeating: 0, count: q), gradients = [Double](repeating: 0, count: q * p), rows = 0
         for (f, site) in zip(finals, sites) {
@@ -91,7 +99,10 @@ enum MarginalEffects {
         var attenuation: [MarginalResult.Attenuated] = []
         var method = ""
         switch spec.link {
+        case _ where sigma == nil:
+            method = "none: with random slopes the attenuation varies with the covariates; use the average marginal effects"
         case .logit, .probit, .log:
+            let sigma = sigma!
             let factor = spec.link == .logit ? 1 / (1 + c * c * sigma * sigma).squareRoot()
                 : spec.link == .probit ? 1 / (1 + sigma * sigma).squareRoot() : 1
             method = spec.link == .logit ? "approximation: β / √(1 + c²σ²), c = 16√3/(15π) (Zeger, Liang & Albert 1988)"
@@ -109,7 +120,7 @@ enum MarginalEffects {
         return MarginalResult(points: points, sigma: sigma, rows: rows,
                               predicted: estimate(0, name: "mean predicted " + (spec.family == .poisson ? "rate" : "probability"), kind: "predicted"),
                               effects: effects,
-                              method: "Gauss-Hermite quadrature (\(points) points) over the random effect N(0, σ²) per row, averaged over the rows used; delta-method SEs from Cov(β̂), σ held at its estimate (θ's uncertainty not included)",
+                              method: "Gauss-Hermite quadrature (\(points) points) per row over its random part zᵢᵀb ~ N(0, zᵢᵀΣzᵢ), averaged over the rows used; delta-method SEs from Cov(β̂), σ held at its estimate (θ's uncertainty not included)",
                               attenuation: attenuation, attenuationMethod: method)
     }
 }

@@ -130,7 +130,7 @@ public enum Report {
 
     /// The population-averaged section of a GLMM fit with --marginal.
     static func marginalText(_ m: MarginalResult) -> String {
-        var out = "Population-averaged effects (integrated over the random effect, σ = \(fmt(m.sigma, digits: 4)); delta-method SEs, θ held fixed):\n"
+        var out = "Population-averaged effects (integrated over the random effects\(m.sigma.map { ", σ = \(fmt($0, digits: 4))" } ?? ""); delta-method SEs, θ held fixed):\n"
         var rows: [[String]] = [["", "kind", "Estimate", "Std. Error", "2.5 %", "97.5 %"]]
         for e in [m.predicted] + m.effects {
             rows.append([e.name, e.kind, fmt(e.estimate, digits: 5), fmt(e.stdError, digits: 4), fmt(e.ciLower, digits: 4), fmt(e.ciUpper, digits: 4)])

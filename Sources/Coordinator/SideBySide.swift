@@ -51,7 +51,7 @@ public struct SideBySide: Codable, Sendable {
         guard let m = glmm.marginal, gee.model.link == "logit" || gee.model.link == "log" else { return nil }
         ratio = gee.model.link == "logit" ? "odds ratio" : "rate ratio"
         glmmFormula = glmm.model.formula
-        sigma = m.sigma
+        sigma = m.sigma ?? .nan
         let z = StandardNormal.quantile975
         rows = gee.fixedEffects.filter { $0.name != "(Intercept)" }.compactMap { g in
             guard let c = glmm.fixedEffects.first(where: { $0.name == g.name }) else { return nil }

@@ -1,8 +1,10 @@
-// Population-averaged quantities of a GLMM with one scalar random-effects
-// term, over one site's rows: the marginal mean of row i integrates the
-// conditional mean over the random effect b ~ N(0, σ²),
-//   m(ηᵢ) = ∫ g⁻¹(ηᵢ + σ zᵢ u) φ(u) du      (zᵢ the term's column, 1 for an intercept),
-// by Gauss-Hermite quadrature. The site sums, over its rows, m and the
+// Population-averaged quantities of a GLMM over one site's rows: the
+// marginal mean of row i integrates the conditional mean over the random
+// effects. Row i's random part zᵢᵀb, summed over the terms, is normal with
+// variance sᵢ² = Σ_f ‖T_fᵀ z_f,ᵢ‖² (b_f = T_f u, u ~ N(0, I)), so for any
+// terms, scalar or vector, nested or not,
+//   m(ηᵢ) = ∫ g⁻¹(ηᵢ + sᵢ u) φ(u) du,
+// one-dimensional, by Gauss-Hermite quadrature. The site sums, over its rows, m and the
 // average marginal effect of each fixed-effects column (the derivative
 // βⱼ ∂m/∂η, or for a 0/1 factor column the discrete change m(xⱼ = 1) −
 // m(xⱼ = 0)), each with its gradient in β for the delta method.
@@ -49,17 +51,34 @@ public enum GLMMMarginal {
         return (m, m1, m2)
     }
 
-    /// The site's sums at (β, σ) with a `points`-point rule; `discrete[j]`
+    /// Each row's SD sᵢ of its random part at θ.
+    public static func spreads(_ data: GLMMSiteData, theta: [Double]) -> [Double] {
+        var variance = [Double](repeating: 0, count: data.rows)
+        for f in 0..<data.structure.factorCount {
+            let t = data.structure.factorMatrix(f, theta: theta), r = t.rows
+            for i in 0..<data.rows {
+                for c in 0..<r {
+                    var v = 0.0   // (Tᵀz)_c
+                    for a in 0..<r { v += t[a, c] * data.z[f][i * r + a] }
+                    variance[i] += v * v
+                }
+            }
+        }
+        return variance.map { $0.squareRoot() }
+    }
+
+    /// The site's sums at (β, θ) with a `points`-point rule; `discrete[j]`
     /// marks the 0/1 factor columns whose effect is a discrete change.
-    public static func sums(_ data: GLMMSiteData, beta: [Double], sigma: Double, discrete: [Bool], points: Int) -> GLMMMarginalSums {
+    public static func sums(_ data: GLMMSiteData, beta: [Double], theta: [Double], discrete: [Bool], points: Int) -> GLMMMarginalSums {
         let p = data.p, q = 1 + p, link = data.family.link
         let rule = GaussHermiteRule.cached(points: points)
+        let spreads = spreads(data, theta: theta)
         var values = [Double](repeating: 0, count: q), gradients = [Double](repeating: 0, count: q * p)
         for i in 0..<data.rows {
             let x = Array(data.x[(i * p)..<((i + 1) * p)])
             var eta = data.offset[i]
             for k in 0..<p { eta += x[k] * beta[k] }
-            let spread = sigma * (data.z.first.map { $0[i] } ?? 1)
+            let spread = spreads[i]
             let at = integrated(link, eta, spread: spread, rule: rule)
             values[0] += at.m
             for k in 0..<p { gradients[0 + k * q] += x[k] * at.m1 }

@@ -613,16 +613,13 @@ public final class SiteService: Sendable {
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                   saturatedDeviance: site.saturatedConstant)
             if let m = r.marginal {
-                // Population-averaged sums over the site's rows (GLMMMarginal): one scalar term only.
-                guard s.model.terms.count == 1, s.model.terms[0].columns.count == 1, r.theta.count == 1 else {
-                    throw SiteError.invalid("marginal effects need a model with one scalar random-effects term")
-                }
+                // Population-averaged sums over the site's rows (GLMMMarginal).
                 guard m.discrete.count == s.model.fixedCount else { throw SiteError.invalid("marginal.discrete must have one flag per fixed effect") }
                 let p = Double(s.model.fixedCount)
-                let cost = RequestCost(work: Double(site.data.rows) * Double(m.points) * 3 * (p + 2) * (p + 1),
+                let cost = RequestCost(work: Double(site.data.rows) * (Double(m.points) * 3 * (p + 2) * (p + 1) + Double(s.model.thetaCount * s.model.thetaCount)),
                                        answerBytes: (p + 1) * (p + 1) * RequestCost.bytesPerNumber)
                 if let refusal = cost.refusal(limits, what: "marginal effects") { throw refusal }
-                let sums = GLMMMarginal.sums(site.data, beta: r.beta, sigma: r.theta[0], discrete: m.discrete, points: m.points)
+                let sums = GLMMMarginal.sums(site.data, beta: r.beta, theta: r.theta, discrete: m.discrete, points: m.points)
                 guard (sums.values + sums.gradients).allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
                 reply.marginal = MarginalReply(sums)
             }
