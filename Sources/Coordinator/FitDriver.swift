@@ -1,8 +1,7 @@
 // One federated fit for every model kind: prepare at every site, minimize the
 // kind's objective over the sites' summed contributions, finalize, build the
 // result. The pooled fit is this fit with one site. A model kind (LMM, GLMM,
-// and the flat and marginal models to come) plugs in as a `FitObjective`;
-// ARCHITECTURE.md shows where.
+// flat lm/glm, GEE) plugs in as a `FitObjective`; ARCHITECTURE.md shows where.
 
 import Foundation
 import Synchronization
@@ -20,6 +19,13 @@ public struct FitOptions: Sendable {
     /// Flat models: cluster-robust standard errors (sandwich::vcovCL) with
     /// clusters "site" or a variable nested within sites; nil for none.
     public var cluster: String? = nil
+    /// GEE (fedmix gee): the working correlation, the variable ordering rows
+    /// within a cluster (ar1), and the small-sample correction to report.
+    public var gee: GEESettings? = nil
+    /// GLMMs: population-averaged
+    /// predictions and average marginal effects (MarginalEffects), summed by
+    /// the sites in the finalize round.
+    public var marginal = false
     /// A numeric variable of prior weights (GLMMs: binomial trials for a
     /// proportion response, or Poisson log-likelihood multipliers).
     public var weights: String? = nil
@@ -75,10 +81,11 @@ struct FitSession {
 
     /// The finalize round: each site's partially pooled site-level effects at
     /// the optimum; the sites then free the session.
-    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) throws -> [FinalizeReply] {
+    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
+                  marginal: MarginalRequest? = nil) throws -> [FinalizeReply] {
         let spec = self.spec
         return try federation.round({ _ in
-            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt))
+            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt, marginal: marginal))
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
             try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
@@ -148,11 +155,13 @@ extension BoundedNewton.Result {
 }
 
 public enum FitDriver {
-    /// Fits `spec` on `dataset` at every site of the federation: an LMM for
+    /// Fits `spec` on `dataset` at every site of the federation: GEE when the
+    /// spec carries `gee`, lm or glm without random-effects terms, an LMM for
     /// the gaussian family, a GLMM otherwise.
     public static func fit(_ federation: Federation, dataset: String, spec: ModelSpec,
                            options: FitOptions = FitOptions()) throws -> FitResult {
-        spec.isFlat ? try run(FlatObjective.self, federation, dataset: dataset, spec: spec, options: options)
+        spec.gee != nil ? try run(GEEObjective.self, federation, dataset: dataset, spec: spec, options: options)
+        : spec.isFlat ? try run(FlatObjective.self, federation, dataset: dataset, spec: spec, options: options)
         : spec.family == .gaussian
             ? try run(LMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
             : try run(GLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
@@ -189,10 +198,15 @@ public enum FitDriver {
             profiled = try profile(objective, session: session, recoding: recoding, federation: federation, dataset: dataset,
                                    spec: spec, estimates: estimates, options: options)
         }
+        if options.marginal && (spec.isFlat || spec.family == .gaussian || recoding != nil) {
+            throw SettingError("marginal effects apply to GLMMs (\(.family) binomial or poisson)")
+        }
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
-                                          weightsAt: estimates.weightsAt)
+                                          weightsAt: estimates.weightsAt,
+                                          marginal: options.marginal ? MarginalEffects.request(spec) : nil)
         // Flat models with a cluster: vcovCL in the fitted coordinates, carried back with β.
-        var robust = try session.spec.cluster.map {
+        // (GEE's own sandwich comes from its rounds.)
+        var robust = try session.spec.cluster.flatMap { c in spec.gee != nil ? nil : c }.map {
             try RobustCovariance.build($0, finals: finals, sites: federation.sites, unscaled: estimates.unscaledCovariance,
                                        nObs: estimates.nObs, linear: spec.family == .gaussian)
         }
@@ -224,6 +238,10 @@ public enum FitDriver {
                 vcov: (0..<p).map { i in (0..<p).map { robust.vcov[i, $0] } })
         }
         objective.complete(&result, optimum: optimum, finals: finals)
+        if options.marginal {
+            result.marginal = try MarginalEffects.build(finals, sites: federation.sites, spec: spec, beta: estimates.beta,
+                                                        theta: estimates.theta, vcov: estimates.unscaledCovariance)
+        }
         result.trace = trace.points
         switch options.confint {
         case .profile?:

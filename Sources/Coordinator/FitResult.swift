@@ -188,6 +188,10 @@ public struct FitResult: Codable, Sendable {
     public var flat: FlatStatistics? = nil
     /// Flat models with a cluster: sandwich::vcovCL (absent otherwise).
     public var robust: Robust? = nil
+    /// GEE (fedmix gee): its own figures (absent otherwise).
+    public var gee: GEEDetails? = nil
+    /// GLMMs with `--marginal`: population-averaged predictions and effects.
+    public var marginal: MarginalResult? = nil
 
     enum CodingKeys: String, CodingKey {
         case model, variables, converged, convergence, dfResid = "df_resid", singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
@@ -195,7 +199,7 @@ public struct FitResult: Codable, Sendable {
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
-        case exclusions, flat, robust, filter
+        case exclusions, flat, robust, filter, gee, marginal
         case confint, iccConfint = "icc_confint", profile, trace
     }
 

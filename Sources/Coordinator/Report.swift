@@ -84,6 +84,7 @@ public enum Report {
             line()
             out += confintTable(r, ci)
         }
+        if let m = r.marginal { line(); out += marginalText(m) }
         let siteEffects = r.sites.contains { !$0.effects.isEmpty }
         line()
         line(siteEffects ? "Sites (conditional modes of site effects with 95% intervals; partially pooled coefficients):"
@@ -125,6 +126,25 @@ public enum Report {
              + "\(bytes(r.bytesSent)) sent, \(bytes(r.bytesReceived)) received, \(String(format: "%.2f", r.elapsedSeconds)) s; "
              + (r.converged ? "converged" : "NOT converged"))
         return out
+    }
+
+    /// The population-averaged section of a GLMM fit with --marginal.
+    static func marginalText(_ m: MarginalResult) -> String {
+        var out = "Population-averaged effects (integrated over the random effects\(m.sigma.map { ", σ = \(fmt($0, digits: 4))" } ?? ""); delta-method SEs, θ held fixed):\n"
+        var rows: [[String]] = [["", "kind", "Estimate", "Std. Error", "2.5 %", "97.5 %"]]
+        for e in [m.predicted] + m.effects {
+            rows.append([e.name, e.kind, fmt(e.estimate, digits: 5), fmt(e.stdError, digits: 4), fmt(e.ciLower, digits: 4), fmt(e.ciUpper, digits: 4)])
+        }
+        out += table(rows, rightAlign: true, leftFirst: true)
+        guard !m.attenuation.isEmpty else { return out + m.attenuationMethod + "\n" }
+        out += "GLMM-implied marginal coefficients (\(m.attenuationMethod)):\n"
+        let ratios = m.attenuation.first?.conditionalRatio != nil
+        var at: [[String]] = [["", "conditional", "marginal"] + (ratios ? ["exp(cond.)", "exp(marg.)"] : [])]
+        for a in m.attenuation {
+            at.append([a.name, fmt(a.conditional, digits: 5), fmt(a.marginal, digits: 5)]
+                      + (ratios ? [fmt(a.conditionalRatio!, digits: 4), fmt(a.marginalRatio!, digits: 4)] : []))
+        }
+        return out + table(at, rightAlign: true, leftFirst: true)
     }
 
     /// lme4's "Correlation of Fixed Effects" block as `print(summary(m))`

@@ -10,7 +10,7 @@
 public struct SettingError: Error, CustomStringConvertible, Equatable {
     /// The analysis settings a message can name.
     public enum Setting: String, Sendable, Equatable, CaseIterable {
-        case formula, family, nAGQ, filter, weights, missingIndicator, excludeSitesMissingAbove, excludeSites, confint, cluster
+        case formula, family, nAGQ, filter, weights, missingIndicator, excludeSitesMissingAbove, excludeSites, confint, cluster, corstr, order, smallSample, marginal
     }
 
     public enum Part: Sendable, Equatable {

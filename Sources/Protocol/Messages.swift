@@ -111,11 +111,14 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// site answers `theta` first, then each of these, at `order`. At most
     /// `ProtocolLimits.maxExtraThetaPoints`; the site costs each point alone.
     public var thetas: [[Double]]?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas }
+    /// GEE: the round's α and φ (and the bread for the corrected meats); the
+    /// site answers `gee_step` at (beta, α, φ).
+    public var gee: GEEPoint?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee }
     public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
-                thetas: [[Double]]? = nil) {
+                thetas: [[Double]]? = nil, gee: GEEPoint? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
-        self.thetas = thetas
+        self.thetas = thetas; self.gee = gee
     }
     /// Refuses more extra points than `ProtocolLimits.maxExtraThetaPoints`,
     /// an empty list, and points of another length than `theta`.
@@ -127,6 +130,7 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
         beta = try c.decodeIfPresent([Double].self, forKey: .beta)
         nAGQ = try c.decodeIfPresent(Int.self, forKey: .nAGQ)
         thetas = try c.decodeIfPresent([[Double]].self, forKey: .thetas)
+        gee = try c.decodeIfPresent(GEEPoint.self, forKey: .gee)
         if let why = problem {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
         }
@@ -153,9 +157,13 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     /// took its working weights (the estimating functions use them); absent,
     /// the family's start (mustart). Ignored by every other model.
     public var weightsAt: [Double]?
-    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma, weightsAt = "weights_at" }
-    public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) {
+    /// A GLMM with `--marginal`: the population-averaged sums to add.
+    public var marginal: MarginalRequest?
+    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma, weightsAt = "weights_at", marginal }
+    public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
+                marginal: MarginalRequest? = nil) {
         self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma; self.weightsAt = weightsAt
+        self.marginal = marginal
     }
 }
 
@@ -566,9 +574,11 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
     /// clusters (p×p column-major), and their number.
     public var scoreCrossProducts: [Double]?
     public var clusters: Int?
+    /// `--marginal`: the site's population-averaged sums (MarginalReply).
+    public var marginal: MarginalReply?
     enum CodingKeys: String, CodingKey {
         case session, effects, conditionalCovariance = "conditional_covariance", ownEffects = "own_effects"
-        case saturatedDeviance = "saturated_deviance", score, scoreCrossProducts = "score_cross_products", clusters
+        case saturatedDeviance = "saturated_deviance", score, scoreCrossProducts = "score_cross_products", clusters, marginal
     }
     public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?, ownEffects: [Double]? = nil,
                 saturatedDeviance: Double? = nil) {
@@ -590,6 +600,7 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
         score = try c.decodeIfPresent([Double].self, forKey: .score)
         scoreCrossProducts = try c.decodeIfPresent([Double].self, forKey: .scoreCrossProducts)
         clusters = try c.decodeIfPresent(Int.self, forKey: .clusters)
+        marginal = try c.decodeIfPresent(MarginalReply.self, forKey: .marginal)
         if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
     }
     var problem: (CodingKeys, String)? {
@@ -634,6 +645,7 @@ public enum Reply: Sendable, Equatable {
     case contribution(ContributionReply)
     case glmmContribution(GLMMContributionReply)
     case glmStep(GLMStepReply)
+    case geeStep(GEEStepReply)
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
@@ -645,6 +657,7 @@ public enum Reply: Sendable, Equatable {
         case .contribution: return "contribution"
         case .glmmContribution: return "glmm_contribution"
         case .glmStep: return "glm_step"
+        case .geeStep: return "gee_step"
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"

@@ -178,6 +178,9 @@ public struct ModelSpec: Sendable, Hashable {
     /// never span sites). Absent from the wire when nil. A site refuses a
     /// cluster with fewer than its min_cell rows (see docs/PRIVACY.md).
     public var cluster: Grouping? = nil
+    /// GEE (fedmix gee): the working correlation and order variable; the
+    /// clusters are `cluster`. Absent from the wire when nil.
+    public var gee: GEESpec? = nil
 
     public init(formula: String, family: Family = .gaussian, link: Link = .identity,
                 response: Response, fixed: [DesignColumn], terms: [RandomTerm],
@@ -204,6 +207,7 @@ public struct ModelSpec: Sendable, Hashable {
         if let o = offset { add(o.requiredVariables) }
         add(alsoRequired)
         if case .withinSite(let vs)? = cluster { add(vs) }
+        if let o = gee?.order { add([o]) }
         return out
     }
 

@@ -88,7 +88,7 @@ extension Response: Codable {
 }
 
 extension ModelSpec: Codable {
-    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter, alsoRequired = "also_required", cluster }
+    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter, alsoRequired = "also_required", cluster, gee }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -103,6 +103,7 @@ extension ModelSpec: Codable {
         filter = try c.decodeIfPresent(Expr.self, forKey: .filter)
         alsoRequired = try c.decodeIfPresent([String].self, forKey: .alsoRequired) ?? []
         cluster = try c.decodeIfPresent(Grouping.self, forKey: .cluster)
+        gee = try c.decodeIfPresent(GEESpec.self, forKey: .gee)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -118,6 +119,7 @@ extension ModelSpec: Codable {
         try c.encodeIfPresent(filter, forKey: .filter)
         if !alsoRequired.isEmpty { try c.encode(alsoRequired, forKey: .alsoRequired) }
         try c.encodeIfPresent(cluster, forKey: .cluster)
+        try c.encodeIfPresent(gee, forKey: .gee)
     }
 }
 

@@ -72,6 +72,9 @@ public struct SiteDesign: Sendable {
     /// A flat model's rows (no random-effects term): a GLM's IRLS steps and
     /// the robust covariance's per-cluster scores read them. Nil for mixed models.
     public let flat: FlatSite?
+    /// GEE (the model's `gee`): the flat rows with their clusters, order
+    /// values and working correlation. Nil otherwise.
+    public let gee: GEESite?
 
     /// What a session keeps between rounds.
     public enum Model: Sendable {
@@ -121,6 +124,7 @@ public struct SiteDesign: Sendable {
         let indicators = Self.indicatorVariables(spec).map { cases.columns[$0]! }
         flat = try Self.flatSite(spec, family: family, fixed: fixed, response: response, weights: weights, offset: offset,
                                  cases: cases, used: rowCount)
+        gee = try Self.geeSite(spec, flat: flat, evaluator: ev)
         let thresholds = try ThresholdRules.atoms(spec).map { a in
             (name: ThresholdRules.label(a), values: try ev.evaluate(a, name: "threshold"))
         }
@@ -161,6 +165,18 @@ public struct SiteDesign: Sendable {
                                             levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
             builder.addColumns(w: wcols, levels: levels, z: z)
             model = .linear(builder.finish(), logWeightSum: logWeightSum)
+        }
+    }
+
+    /// GEE's rows: the flat rows (the gaussian family too, with the identity
+    /// link) and the order variable's values.
+    static func geeSite(_ spec: ModelSpec, flat: FlatSite?, evaluator ev: ExpressionEvaluator) throws -> GEESite? {
+        guard let g = spec.gee, let flat else { return nil }
+        let order = try g.order.map { try ev.evaluate(.variable($0), name: $0) }
+        do {
+            return try GEESite(rows: flat, family: GLMFamily(spec.family, spec.link), structure: g.correlation, order: order)
+        } catch let e as GEEError {
+            throw ModelFrameError.unsupported(e.description)
         }
     }
 

@@ -381,7 +381,10 @@ public final class SiteService: Sendable {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
         if let why = fit.cells.violation(policy) { throw SiteError.disclosure(why) }
-        if let flat = fit.flat, case .withinSite? = r.model.cluster, policy.minCell > 0,
+        if let gee = fit.gee, case .withinSite? = r.model.cluster, gee.members.count < policy.minCell {
+            throw SiteError.disclosure("the model's rows form \(gee.members.count) clusters at this site; GEE answers are sums over at least \(policy.minCell) clusters (rule min_cell). Cluster by site, or leave this site out")
+        }
+        if let flat = fit.flat, case .withinSite? = r.model.cluster, r.model.gee == nil, policy.minCell > 0,
            flat.clusterSizes.contains(where: { $0 < policy.minCell }) {
             throw SiteError.disclosure("some clusters of the robust covariance have fewer than \(policy.minCell) rows at this site; a cluster's score would describe those few rows (rule min_cell). Cluster by a coarser variable, or by site")
         }
@@ -516,6 +519,7 @@ public final class SiteService: Sendable {
         for theta in r.points { try validate(theta: theta, structure: structure) }
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
         if let why = r.problem { throw SiteError.invalid("thetas \(why)") }
+        if let point = r.gee { return try geeStep(r, point: point, session: s) }
         if let flat = s.fit.flat, flat.family != nil {
             guard r.thetas == nil else { throw SiteError.invalid("a flat GLM has no θ to evaluate at several points") }
             // A flat GLM: one IRLS step of glm.fit at β (or at the start).
@@ -560,6 +564,29 @@ public final class SiteService: Sendable {
         }
     }
 
+    /// One GEE round: the site's sums over its clusters at (β, α, φ)
+    /// (GEESite.sums), with the corrected meats when the bread is sent.
+    func geeStep(_ r: EvaluateRequest, point: GEEPoint, session s: Session) throws -> Reply {
+        guard let gee = s.fit.gee else { throw SiteError.invalid("a GEE round (gee) needs a session prepared for GEE (the model's gee)") }
+        let p = s.model.fixedCount
+        guard let beta = r.beta, beta.count == p, beta.allSatisfy(\.isFinite) else {
+            throw SiteError.invalid("a GEE round needs beta with one finite value per fixed effect")
+        }
+        var bread: Matrix? = nil
+        if let b = point.bread {
+            guard b.count == p * p else { throw SiteError.invalid("bread must hold p×p = \(p * p) values") }
+            bread = Matrix(rows: p, cols: p, data: b)
+        }
+        if let refusal = RequestCost.geeStep(gee, corrections: bread != nil).refusal(limits, what: "GEE round") { throw refusal }
+        let sums: GEESums
+        do { sums = try gee.sums(beta: beta, alpha: point.alpha, scale: point.scale, bread: bread) }
+        catch let e as GEEError { throw SiteError.invalid(e.description) }
+        let numbers = sums.information + sums.score + sums.meat + (sums.meatMD ?? []) + (sums.meatKC ?? [])
+            + [sums.pearsonSquares, sums.alphaInformation, sums.alphaCross, sums.alphaFitted]
+        guard numbers.allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
+        return .geeStep(GEEStepReply(session: r.session, sums: sums))
+    }
+
     func finalize(_ r: FinalizeRequest) throws -> FinalizeReply {
         let s = try session(r.session)
         let structure = s.model.covarianceStructure
@@ -573,6 +600,7 @@ public final class SiteService: Sendable {
         var reply: FinalizeReply
         switch s.fit.model {
         case .linear(let blocks, _):
+            if r.marginal != nil { throw SiteError.invalid("marginal effects apply to GLMMs (binomial or Poisson)") }
             if let refusal = RequestCost.lmmEvaluate(blocks, structure: structure, order: 0)
                 .refusal(limits, what: "finalize") { throw refusal }
             let e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
@@ -584,8 +612,19 @@ public final class SiteService: Sendable {
             let e = try site.siteEffects(theta: r.theta, beta: r.beta)
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                   saturatedDeviance: site.saturatedConstant)
+            if let m = r.marginal {
+                // Population-averaged sums over the site's rows (GLMMMarginal).
+                guard m.discrete.count == s.model.fixedCount else { throw SiteError.invalid("marginal.discrete must have one flag per fixed effect") }
+                let p = Double(s.model.fixedCount)
+                let cost = RequestCost(work: Double(site.data.rows) * (Double(m.points) * 3 * (p + 2) * (p + 1) + Double(s.model.thetaCount * s.model.thetaCount)),
+                                       answerBytes: (p + 1) * (p + 1) * RequestCost.bytesPerNumber)
+                if let refusal = cost.refusal(limits, what: "marginal effects") { throw refusal }
+                let sums = GLMMMarginal.sums(site.data, beta: r.beta, theta: r.theta, discrete: m.discrete, points: m.points)
+                guard (sums.values + sums.gradients).allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
+                reply.marginal = MarginalReply(sums)
+            }
         }
-        if let flat = s.fit.flat, let cluster = s.model.cluster {
+        if let flat = s.fit.flat, let cluster = s.model.cluster, s.model.gee == nil {
             // The robust covariance's meat: the site's score, or Σ_c s_c s_cᵀ over its clusters.
             switch cluster {
             case .site:
@@ -640,6 +679,9 @@ public final class SiteService: Sendable {
             throw SiteError.invalid("a cluster for robust standard errors applies to flat models (no random-effects term) only")
         }
         if case .withinSite(let vs)? = m.cluster, vs.isEmpty || vs.count > 10 { throw SiteError.invalid("a cluster needs 1 to 10 variables") }
+        if m.gee != nil && (!m.isFlat || m.cluster == nil) {
+            throw SiteError.invalid("GEE (gee) needs a model without random-effects terms and a cluster")
+        }
         guard m.family == .gaussian ? m.link == .identity : true else { throw SiteError.invalid("a gaussian model uses the identity link") }
         // θ's derivatives travel as jets whose width grows with θ²: bound it.
         guard m.thetaCount <= ProtocolLimits.maxThetaCount else {

@@ -19,6 +19,7 @@ enum FedmixCommand {
             .command(RemoteCommands.describeCommand),
             .command(SensitivityCommand.command),
             .command(CompareCommand.command),
+            .command(GEECommand.command),
             .command(SimulateCommand.command),
             .group(CertsCommand.group),
             .command(BenchCommand.command),

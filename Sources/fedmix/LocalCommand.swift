@@ -13,7 +13,7 @@ enum LocalCommand {
     static let command = Command(
         "local", abstract: "Each CSV file (or each CSV in a folder) is one site; fits over local agents (mutual TLS on loopback).",
         arguments: [paths],
-        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, Opt.inProcess, Opt.excludeSites, Opt.quiet, Opt.cluster, Opt.splitBy, Opt.report],
+        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, Opt.inProcess, Opt.excludeSites, Opt.quiet, Opt.cluster, Opt.marginal, Opt.splitBy, Opt.report],
         notHere: ["dataset": "fedmix local serves each CSV file as the one dataset of its site; --dataset goes with --sites (fit, describe, explain, sensitivity)"],
         run: run)
 

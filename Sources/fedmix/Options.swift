@@ -31,6 +31,7 @@ enum Opt {
     static let filter = Option<String>("filter", value: "EXPR", help: "fit on the rows it selects at every site, e.g. 'age >= 50 & sex == \"F\"'")
     static let cluster = Option<String>("cluster", value: "site|VAR",
                                         help: "flat models (no random-effects term): cluster-robust standard errors as sandwich::vcovCL gives them, clustered by site or by a variable nested within sites")
+    static let marginal = Flag("marginal", help: "GLMMs: population-averaged predicted probability (or rate) and average marginal effects, by quadrature over the random effects, and (random intercepts) the GLMM-implied marginal coefficients")
     static let excludeAbove = Option<Assignment>("exclude-sites-missing-above", value: "VAR=F",
                                                  help: "leave out sites where VAR is missing in more than the fraction F of rows",
                                                  repeatable: true, Assignment.parser(fractions: true, several: false))
@@ -116,6 +117,7 @@ func fitOptions(_ a: ParsedArguments) throws -> FitOptions {
 func singleFitOptions(_ a: ParsedArguments) throws -> FitOptions {
     var options = try fitOptions(a)
     options.cluster = a.value(Opt.cluster)
+    options.marginal = a.flag(Opt.marginal)
     return options
 }
 
@@ -193,6 +195,10 @@ extension SettingError: UsageFailure {
         case .excludeSites: return "--exclude-sites"
         case .confint: return "--confint"
         case .cluster: return "--cluster"
+        case .corstr: return "--corstr"
+        case .order: return "--order"
+        case .smallSample: return "--small-sample"
+        case .marginal: return "--marginal"
         }
     }
 }

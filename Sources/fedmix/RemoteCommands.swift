@@ -12,7 +12,7 @@ enum RemoteCommands {
 
     static let fitCommand = Command(
         "fit", abstract: "Fits the model over the agents of a sites file.",
-        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, dryRun, Opt.excludeSites, Opt.cluster, Opt.report] + Opt.network,
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, dryRun, Opt.excludeSites, Opt.cluster, Opt.marginal, Opt.report] + Opt.network,
         run: fit)
 
     static func fit(_ a: ParsedArguments) throws -> Int32 {

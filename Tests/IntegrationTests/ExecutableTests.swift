@@ -56,6 +56,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--quiet"], ExecutableTests.localQuiet),
             Entry("local", ["--confint"], ExecutableTests.localConfint),
             Entry("local", ["--cluster"], ExecutableTests.localFlatModelWithClusterEqualsVcovCL),
+            Entry("local", ["--marginal"], ExecutableTests.localMarginalEffects),
             Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
             Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportWritesTheHTMLPage),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
@@ -70,6 +71,7 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
             Entry("fit", ["--confint"], ExecutableTests.fitConfintOverAgents),
             Entry("fit", ["--cluster"], ExecutableTests.fitFlatModelWithClusterOverAgents),
+            Entry("fit", ["--marginal"], ExecutableTests.fitMarginalOverAgents),
             Entry("fit", ["--report", "--dry-run"], ExecutableTests.fitReportOverAgents),
             Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
@@ -103,6 +105,15 @@ final class ExecutableTests: XCTestCase {
             Entry("compare", ["--formula", "--in-process", "--dataset", "PATH"], ExecutableTests.compareRefusals),
             Entry("compare", ["--exclude-sites"], ExecutableTests.compareExcludeSites),
             Entry("compare", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.compareNetworkOptions),
+
+            Entry("gee", ["PATH", "--formula", "--family", "--link", "--cluster", "--corstr", "--order", "--small-sample", "--format"],
+                  ExecutableTests.geeLocalEqualsGeepack),
+            Entry("gee", ["--in-process", "--format"], ExecutableTests.geeInProcessAndText),
+            Entry("gee", ["--glmm"], ExecutableTests.geeBesideGLMM),
+            Entry("gee", ["--sites", "--dataset", "--output"], ExecutableTests.geeOverAgents),
+            Entry("gee", ["--filter", "--missing-indicator", "--exclude-sites-missing-above", "--exclude-sites"], ExecutableTests.geeRowOptions),
+            Entry("gee", ["--formula", "--cluster", "--corstr", "--order", "--small-sample", "--dataset"], ExecutableTests.geeUsageErrors),
+            Entry("gee", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.geeNetworkOptions),
 
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),
@@ -215,6 +226,7 @@ final class ExecutableTests: XCTestCase {
     func testFedmixSensitivity() throws { try runChecks("sensitivity") }
     func testFedmixCompare() throws { try runChecks("compare") }
     func testFedmixSimulate() throws { try runChecks("simulate") }
+    func testFedmixGEE() throws { try runChecks("gee") }
     func testFedmixCerts() throws { try runChecks("certs init"); try runChecks("certs issue") }
     func testFedmixBench() throws { try runChecks("bench") }
     func testFedmixBenchNetwork() throws { try runChecks("bench-network") }

@@ -33,6 +33,9 @@ final class MessageTests: XCTestCase {
             .evaluate(EvaluateRequest(session: "s1", theta: [0.5, -0.0, 1e-300], order: 2)),
             .evaluate(EvaluateRequest(session: "s1", theta: [0.8], order: 1, beta: [-1.25, 5e-324], nAGQ: 9)),
             .finalize(FinalizeRequest(session: "s1", theta: [0.5], beta: [1, 2], sigma: 25.5)),
+            .evaluate(EvaluateRequest(session: "s1", theta: [], order: 0, beta: [0.25, -1e-300],
+                                      gee: GEEPoint(alpha: -0.0, scale: 1.5, bread: [2, 0.5, 0.5, 3e-310]))),
+            .finalize(FinalizeRequest(session: "s1", theta: [0.5], beta: [1, 2], sigma: 1, marginal: MarginalRequest(points: 40, discrete: [false, true]))),
             .ping,
         ]
     }
@@ -63,6 +66,17 @@ final class MessageTests: XCTestCase {
             .glmStep(GLMStepReply(session: "s1", rows: 117, deviance: 93.5, information: [4, 1.5, 1.5, 2e-310], working: [-0.25, 7])),
             .finalized(FinalizeReply(session: "s1", effects: [0.5], conditionalCovariance: [0.01], ownEffects: [-0.0],
                                      saturatedDeviance: 12.5)),
+            .geeStep(GEEStepReply(session: "s1", sums: {
+                var g = GEESums(rows: 117, clusters: 30, information: [4, 1.5, 1.5, 2e-310], score: [-0.25, 7], meat: [1, -0.0, -0.0, 5e-324])
+                g.pearsonSquares = 116.5; g.alphaInformation = 240; g.alphaCross = -3.75; g.alphaFitted = 1e-300
+                g.meatMD = [1.5, 0.25, 0.25, 2]; g.meatKC = [1.25, 0.125, 0.125, 1.75]
+                return g
+            }())),
+            .finalized({
+                var f = FinalizeReply(session: "s1", effects: [0.5], conditionalCovariance: [0.01], saturatedDeviance: 3)
+                f.marginal = MarginalReply(GLMMMarginalSums(rows: 117, values: [45.5, -0.0, 2e-310], gradients: [1, 2, 3, 4, 5, 6]))
+                return f
+            }()),
             .pong,
             .error(ErrorReply(code: "disclosure_refused", fatal: true, message: "refused\twith a tab, a \"quote\" and ünïcode")),
         ]
@@ -97,7 +111,7 @@ final class MessageTests: XCTestCase {
             XCTAssertEqual(try LineCodec.encode(got, id: gotID), line)
             kinds.insert(reply.typeName)
         }
-        XCTAssertEqual(kinds, ["described", "prepared", "contribution", "glmm_contribution", "glm_step", "finalized", "pong", "error"])
+        XCTAssertEqual(kinds, ["described", "prepared", "contribution", "glmm_contribution", "glm_step", "gee_step", "finalized", "pong", "error"])
     }
 
     /// A request is not a reply and a reply is not a request.
