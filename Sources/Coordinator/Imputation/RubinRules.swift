@@ -1,0 +1,51 @@
+// Rubin's rules: one estimate and its uncertainty from M analyses of M
+// completed datasets. For a coefficient with estimates Q_m and squared
+// standard errors U_m:
+//   Q̄ = mean Q_m, Ū = mean U_m (within), B = Σ(Q_m − Q̄)²/(M − 1) (between),
+//   T = Ū + (1 + 1/M) B (total), riv r = (1 + 1/M) B / Ū, λ = (1 + 1/M) B / T,
+//   df (Barnard and Rubin 1999): ν_old = (M − 1)/λ², ν_obs = (ν_com + 1)/(ν_com + 3) ν_com (1 − λ),
+//   ν = ν_old ν_obs / (ν_old + ν_obs); fmi = (r + 2/(ν + 3)) / (1 + r) (as R's mice::pool).
+// ν_com, the complete-data df, is the analysis' rows minus its fixed effects.
+
+import Foundation
+import Math
+
+public struct RubinPooled: Sendable, Equatable {
+    public var estimate: Double
+    public var within: Double
+    public var between: Double
+    public var total: Double
+    public var df: Double
+    public var riv: Double
+    public var lambda: Double
+    public var fmi: Double
+    public var stdError: Double { total.squareRoot() }
+    /// The 95% interval on Student's t with the Barnard-Rubin df.
+    public var interval: (lower: Double, upper: Double) {
+        let t = df.isFinite ? StudentT.quantile(0.975, degreesOfFreedom: df) : 1.959963984540054
+        return (estimate - t * stdError, estimate + t * stdError)
+    }
+}
+
+public enum RubinRules {
+    public static func pool(estimates q: [Double], variances u: [Double], completeDataDF dfCom: Double) -> RubinPooled {
+        let m = Double(q.count)
+        let qbar = q.reduce(0, +) / m
+        let ubar = u.reduce(0, +) / m
+        let b = m > 1 ? q.reduce(0) { $0 + ($1 - qbar) * ($1 - qbar) } / (m - 1) : 0
+        let t = ubar + (1 + 1 / m) * b
+        let riv = ubar > 0 ? (1 + 1 / m) * b / ubar : .infinity
+        let lambda = t > 0 ? (1 + 1 / m) * b / t : 0
+        let dfOld = lambda > 0 ? (m - 1) / (lambda * lambda) : .infinity
+        let dfObs = dfCom.isFinite ? (dfCom + 1) / (dfCom + 3) * dfCom * (1 - lambda) : .infinity
+        let df: Double
+        switch (dfOld.isFinite, dfObs.isFinite) {
+        case (true, true): df = dfOld * dfObs / (dfOld + dfObs)
+        case (true, false): df = dfOld
+        case (false, true): df = dfObs
+        case (false, false): df = .infinity
+        }
+        let fmi = (riv + 2 / (df + 3)) / (1 + riv)
+        return RubinPooled(estimate: qbar, within: ubar, between: b, total: t, df: df, riv: riv, lambda: lambda, fmi: fmi)
+    }
+}
