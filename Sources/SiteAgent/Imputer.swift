@@ -23,13 +23,39 @@ enum Imputer {
                          dataset: String) throws -> (table: DataTable, imputed: [String: Int]) {
         var t = table
         var counts: [String: Int] = [:]
+        // Chained equations start as mice does: every incomplete variable's
+        // missing values filled with random draws of the site's observed
+        // values, so that a row missing two variables can be imputed; a
+        // starting value no draw replaces is made missing again at the end.
+        var variables: [String] = []
+        for v in draws.map(\.variable) + observed where !variables.contains(v) { variables.append(v) }
+        var started: [String: [Int]] = [:]
+        if variables.count > 1, let first = draws.first {
+            for v in variables {
+                guard let k = t.columns.firstIndex(where: { $0.name == v }), case .numeric(var values) = t.columns[k].data else { continue }
+                let seen = values.compactMap { $0 }
+                let missing = values.indices.filter { values[$0] == nil }
+                guard !seen.isEmpty else { continue }
+                var stream = ImputationStream(label: "fedmix-impute-start\u{1f}\(first.seed)\u{1f}\(site)\u{1f}\(first.m)\u{1f}\(v)")
+                for i in missing { values[i] = seen[min(seen.count - 1, Int(stream.uniform() * Double(seen.count)))] }
+                t.columns[k].data = .numeric(values)
+                started[v] = missing
+            }
+        }
+        var replaced: [String: Set<Int>] = [:]
         for d in draws {
             guard let original = table.column(named: d.variable) else { throw ModelFrameError.unknownVariable(d.variable, dataset: dataset) }
             guard case .numeric(let values) = original.data else { throw ModelFrameError.notNumeric(d.variable) }
-            let (completedValues, n) = try completed(t, original: values, draw: d, site: site, dataset: dataset)
+            let (completedValues, rows) = try completed(t, original: values, draw: d, site: site, dataset: dataset)
             let k = t.columns.firstIndex { $0.name == d.variable }!
             t.columns[k].data = .numeric(completedValues)
-            counts[d.variable] = n
+            counts[d.variable] = rows.count
+            replaced[d.variable, default: []].formUnion(rows)
+        }
+        for (v, rows) in started {
+            guard let k = t.columns.firstIndex(where: { $0.name == v }), case .numeric(var values) = t.columns[k].data else { continue }
+            for i in rows where !(replaced[v]?.contains(i) ?? false) { values[i] = nil }
+            t.columns[k].data = .numeric(values)
         }
         for v in observed {
             guard let k = t.columns.firstIndex(where: { $0.name == v }), let c = table.column(named: v) else { continue }
@@ -38,12 +64,12 @@ enum Imputer {
         return (t, counts)
     }
 
-    /// One variable's column completed, and how many values were imputed.
+    /// One variable's column completed, and the rows imputed.
     /// Rows missing a predictor of the imputation model stay missing.
     /// `original`: the variable as observed at the site (its missing rows
     /// are the ones imputed); `table` holds the other variables as completed so far.
     static func completed(_ table: DataTable, original values: [Double?], draw d: ImputationDraw, site: String,
-                          dataset: String) throws -> ([Double?], Int) {
+                          dataset: String) throws -> ([Double?], [Int]) {
         let spec = d.model
         guard spec.terms.allSatisfy({ $0.grouping == .site }) else {
             throw ModelFrameError.unsupported("an imputation model's random-effects terms must be grouped by site")
@@ -63,7 +89,10 @@ enum Imputer {
         let complete = (0..<table.rowCount).filter { i in predictors.allSatisfy { !columns[$0]!.isMissing(i) } }
         let observed = complete.filter { values[$0] != nil }
         let missing = complete.filter { values[$0] == nil }
-        guard !missing.isEmpty else { return (values, 0) }
+        let current: [Double?] = table.column(named: d.variable).map { c in
+            if case .numeric(let v) = c.data { return v } else { return values }
+        } ?? values
+        guard !missing.isEmpty else { return (current, []) }
 
         func design(_ rows: [Int]) throws -> (x: [[Double]], z: [[Double]]) {
             let ev = ExpressionEvaluator(columns: columns, rows: rows)
@@ -81,9 +110,7 @@ enum Imputer {
             ? try SiteEffectDraw.gaussian(zLambda: zl, residual: zip(y, offsets).map { $0 - $1 }, sigma: d.sigma, stream: &stream)
             : try SiteEffectDraw.logistic(zLambda: zl, y: y, offset: offsets, stream: &stream)
         let b = (0..<lambda.rows).map { i in (0..<lambda.cols).reduce(0) { $0 + lambda[i, $1] * u[$1] } }
-        var out: [Double?] = table.column(named: d.variable).map { c in
-            if case .numeric(let v) = c.data { return v } else { return values }
-        } ?? values
+        var out = current
         let eta = Self.linear(mis.x, d.beta, rows: missing.count)
         for (k, row) in missing.enumerated() {
             var e = eta[k] + d.delta
@@ -96,7 +123,7 @@ enum Imputer {
                 out[row] = stream.uniform() < 1 / (1 + Foundation.exp(-e)) ? 1 : 0
             }
         }
-        return (out, missing.count)
+        return (out, missing)
     }
 
     /// X β for column-stored X.

@@ -106,6 +106,12 @@ final class ExecutableTests: XCTestCase {
 
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),
+            // Multiple imputation (ImputationExecutableTests.swift).
+            Entry("simulate", ["DATASET", "--out", "--seed"], ExecutableTests.simulateImputation),
+            Entry("local", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.localImputation),
+            Entry("fit", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.fitImputationOverAgents),
+            Entry("sensitivity", ["--impute", "--m", "--seed", "--delta", "--tipping-point", "--iterations"], ExecutableTests.sensitivityImputation),
+            Entry("bench-imputation", ["--replications", "--m", "--seed"], ExecutableTests.benchImputationSmall),
 
             Entry("certs init", ["DIR", "--days", "--force"], ExecutableTests.certsInit),
             Entry("certs issue", ["--ca", "--name", "--out", "--days"], ExecutableTests.certsIssue),
@@ -822,7 +828,7 @@ final class ExecutableTests: XCTestCase {
         XCTAssertTrue(text.contains("complete case"), text)
         XCTAssertTrue(text.contains("indicator lab=0"), text)
         try fedmixUsageError(["sensitivity"] + (try data().files) + ["--formula", Self.withLab],
-                             "give at least one alternative: --exclude-sites-missing-above VAR=FRACTION[,FRACTION...] or --missing-indicator VAR=VALUE")
+                             "give at least one alternative: --exclude-sites-missing-above VAR=FRACTION[,FRACTION...], --missing-indicator VAR=VALUE or --impute MODEL")
     }
 
     func sensitivityOverAgents() throws {
@@ -897,8 +903,8 @@ final class ExecutableTests: XCTestCase {
         try fedmixUsageError(["simulate", "trauma", "--out", dir, "--scale", "0"], "--scale must be a positive number (got \"0\")")
         try fedmixUsageError(["simulate", "trauma", "--out", dir, "--seed", "-1"], "--seed must be a non-negative whole number (got \"-1\")")
         try fedmixUsageError(["simulate", "trauma"], "missing required option --out DIR")
-        try fedmixUsageError(["simulate", "--out", dir], "fedmix simulate trauma|hypertension --out DIR")
-        try fedmixUsageError(["simulate", "truama", "--out", dir], "unknown dataset \"truama\"; use trauma (site-structured missing lactate) or hypertension (the demo)")
+        try fedmixUsageError(["simulate", "--out", dir], "fedmix simulate trauma|hypertension|imputation --out DIR")
+        try fedmixUsageError(["simulate", "truama", "--out", dir], "unknown dataset \"truama\"; use trauma (site-structured missing lactate), hypertension (the demo) or imputation (missing lactate with known truth)")
     }
 
     func simulateHypertension() throws {
