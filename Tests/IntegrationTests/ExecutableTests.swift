@@ -112,6 +112,7 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.fitImputationOverAgents),
             Entry("sensitivity", ["--impute", "--m", "--seed", "--delta", "--tipping-point", "--iterations"], ExecutableTests.sensitivityImputation),
             Entry("bench-imputation", ["--replications", "--m", "--seed"], ExecutableTests.benchImputationSmall),
+            Entry("compare", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.compareImputation),
 
             Entry("certs init", ["DIR", "--days", "--force"], ExecutableTests.certsInit),
             Entry("certs issue", ["--ca", "--name", "--out", "--days"], ExecutableTests.certsIssue),
@@ -222,6 +223,7 @@ final class ExecutableTests: XCTestCase {
     func testFedmixCerts() throws { try runChecks("certs init"); try runChecks("certs issue") }
     func testFedmixBench() throws { try runChecks("bench") }
     func testFedmixBenchNetwork() throws { try runChecks("bench-network") }
+    func testFedmixBenchImputation() throws { try runChecks("bench-imputation") }
     func testAgentServeAndCheck() throws { try runChecks("serve", program: "fedmix-agent"); try runChecks("check", program: "fedmix-agent") }
     func testAgentAudit() throws {
         for c in ["list", "show", "verify", "export", "prune"] { try runChecks("audit " + c, program: "fedmix-agent") }

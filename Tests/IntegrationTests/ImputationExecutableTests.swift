@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import Coordinator
+import Math
 
 /// The multiple-imputation options of the built `fedmix` (entries of
 /// ExecutableTests.table): each reaches its effect.
@@ -79,6 +80,28 @@ extension ExecutableTests {
         try fedmixUsageError(["sensitivity"] + (try data().files) + ["--formula", Self.withLab, "--impute", Self.imputationModel, "--m", "3",
                                                                      "--delta", "lab=1", "--tipping-point", "Dayz"],
                              "--tipping-point Dayz: the model has no fixed effect Dayz")
+    }
+
+    func compareImputation() throws {
+        let base = ["compare"] + (try data().files) + ["--formula", "Reaction ~ Days + (1 | Subject)", "--formula", Self.withLab,
+                                                       "--impute", Self.imputationModel, "--m", "4", "--seed", "3", "--format", "json"]
+        let r = try json(try fedmix(base))
+        let again = try json(try fedmix(base))
+        XCTAssertEqual(r["n_obs"] as? Int, 180, "both models on every row, lab completed")
+        let anova = try XCTUnwrap(r["anova"] as? [[String: Any]])
+        let test = anova[1]
+        let f = try XCTUnwrap(test["pooled_f"] as? Double), df2 = try XCTUnwrap(test["pooled_df2"] as? Double)
+        // (JSONSerialization may read the last bit of a number differently: compare to 1e-12.)
+        XCTAssertEqual(try XCTUnwrap(test["chisq"] as? Double), f * Double(test["df"] as! Int), accuracy: 1e-12 * f)
+        XCTAssertEqual(try XCTUnwrap(test["p_value"] as? Double), FDistribution.upperTail(f, numdf: 1, dendf: df2), accuracy: 1e-12)
+        XCTAssertEqual((again["anova"] as? [[String: Any]])?[1]["pooled_f"] as? Double, f, "--seed reproduces the pooled test")
+        XCTAssertEqual((r["imputation"] as? [String: Any])?["analysis_fits"] as? Int, 8)
+        let models = try XCTUnwrap(r["models"] as? [[String: Any]])
+        XCTAssertNotNil((models[1]["fixed_effects"] as? [[String: Any]])?.last?["fmi"], "each model pooled by Rubin's rules")
+        let shifted = try json(try fedmix(base + ["--delta", "lab=2", "--iterations", "1"]))
+        XCTAssertNotEqual((shifted["anova"] as? [[String: Any]])?[1]["pooled_f"] as? Double, f, "--delta shifts lab")
+        try fedmixUsageError(["compare"] + (try data().files) + ["--formula", "Reaction ~ Days + (1 | Subject)", "--formula", Self.withLab, "--seed", "3"],
+                             "--seed cannot be used without --impute")
     }
 
     func benchImputationSmall() throws {

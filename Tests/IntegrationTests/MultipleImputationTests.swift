@@ -54,6 +54,18 @@ final class MultipleImputationTests: XCTestCase {
         XCTAssertEqual(same.df, 51.0 / 53.0 * 50, accuracy: 1e-12)
     }
 
+    /// Likelihood-ratio statistics pooled by D2 equal mitml's (.D2 and pf).
+    func testPooledLikelihoodRatioEqualsMitml() throws {
+        let data = try Data(contentsOf: Self.directory.appendingPathComponent("d2.json"))
+        let cases = (try JSONSerialization.jsonObject(with: data) as! [String: Any])["cases"] as! [[String: Any]]
+        for c in cases {
+            let r = PooledLikelihoodRatio.pool(numbers(c["d"]), df: Int(numbers(c["k"])[0]))
+            XCTAssertLessThanOrEqual(relativeError(r.statistic, numbers(c["statistic"])[0]), 1e-12)
+            XCTAssertLessThanOrEqual(relativeError(r.df2, numbers(c["df2"])[0]), 1e-12)
+            XCTAssertLessThanOrEqual(relativeError(r.pValue, numbers(c["p"])[0]), 1e-8)
+        }
+    }
+
     // MARK: The imputation model's fit
 
     /// The imputation model is an ordinary federated fit on the rows where

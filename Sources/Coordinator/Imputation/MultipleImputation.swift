@@ -135,12 +135,22 @@ public enum MultipleImputation {
         }
     }
 
-    /// The pooled fit of `formula` over M completed datasets.
-    public static func fit(_ federation: Federation, dataset: String, formula: String, descriptions: [SiteDescription],
-                           options: FitOptions, settings: ImputationSettings,
-                           missingData: MissingDataStrategy = MissingDataStrategy()) throws -> FitResult {
-        let started = Date()
-        let roundsBefore = federation.rounds
+    /// The M chains of draws: what each completed dataset's prepare carries.
+    struct Chains {
+        var draws: [[ImputationDraw]]
+        var models: [Model]
+        /// Each variable's first imputation-model fit (for the summary).
+        var first: [FitResult?]
+        var imputationFits: Int
+        var sweeps: Int
+        var warnings: [String]
+    }
+
+    /// Fits the imputation models and draws their parameters: one fit per
+    /// variable when one variable is imputed (every chain draws from it);
+    /// with several, one refit per chain, variable and sweep after the first.
+    static func chains(_ federation: Federation, dataset: String, analysisFormula formula: String,
+                       descriptions: [SiteDescription], options: FitOptions, settings: ImputationSettings) throws -> Chains {
         let warnings = try validate(settings, analysisFormula: formula)
         var models: [Model] = []
         for f in settings.models {
@@ -154,15 +164,15 @@ public enum MultipleImputation {
             }
             models.append(Model(variable: v, formula: f, transform: transform, options: o, spec: spec, delta: settings.delta[v] ?? 0))
         }
-        // Chains: per dataset m, the draws so far (a variable's later draw supersedes its earlier one at the site).
+        // Per dataset m, the draws so far (a variable's later draw supersedes its earlier one at the site).
         let sweeps = models.count > 1 ? settings.iterations : 1
         var chains = [[ImputationDraw]](repeating: [], count: settings.m)
         var first: [FitResult?] = Array(repeating: nil, count: models.count)
         var imputationFits = 0
         for sweep in 0..<sweeps {
             for (k, model) in models.enumerated() {
-                // Sweep 1 with one variable: one fit serves every chain. Otherwise one fit per chain.
-                let shared = sweep == 0 && chains.allSatisfy { $0.isEmpty }
+                // Before any draw, one fit serves every chain; after, one fit per chain.
+                let shared = chains.allSatisfy { $0.isEmpty }
                 var sharedFit: FitResult? = nil
                 for m in 0..<settings.m {
                     let fit: FitResult
@@ -182,36 +192,52 @@ public enum MultipleImputation {
                 }
             }
         }
-        // Only each variable's last draw matters at the end of a chain's sweeps, but the
-        // sites regenerate the chain from all of them (stateless).
-        var analyses: [FitResult] = []
-        var roundsPerAnalysis = 0
-        for m in 0..<settings.m {
-            var o = options
-            o.imputations = chains[m]
-            let before = federation.rounds
-            analyses.append(try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
-                                             options: o, missingData: missingData))
-            roundsPerAnalysis = max(roundsPerAnalysis, federation.rounds - before)
-        }
-        var result = pooled(analyses)
-        result.messages = warnings.map { "warning: " + $0 } + result.messages
-        result.messages.append("multiple imputation: \(settings.m) completed datasets (seed \(settings.seed)); fixed effects pooled by Rubin's rules with Barnard-Rubin df; variance components are the mean over datasets on the log-SD scale (correlations on Fisher's z scale)")
-        result.imputation = ImputationSummary(
+        return Chains(draws: chains, models: models, first: first, imputationFits: imputationFits, sweeps: sweeps, warnings: warnings)
+    }
+
+    /// The `imputation` block of a pooled result.
+    static func summary(_ c: Chains, settings: ImputationSettings, sites: [FitResult.SiteResult], analysisFits: Int,
+                        rounds: Int, roundsPerAnalysis: Int) -> ImputationSummary {
+        ImputationSummary(
             m: settings.m, seed: settings.seed,
-            models: zip(models, first).map { model, fit in
+            models: zip(c.models, c.first).map { model, fit in
                 ImputationSummary.Model(variable: model.variable, formula: model.formula,
                                         kind: (model.spec.family == .gaussian ? "l" : "gl") + (model.spec.isFlat ? "m" : "mm"),
                                         transform: model.transform.rawValue, delta: model.delta, nObs: fit?.nObs ?? 0,
                                         fixedEffects: Dictionary(uniqueKeysWithValues: (fit?.fixedEffects ?? []).map { ($0.name, $0.estimate) }),
                                         theta: fit?.theta ?? [], sigma: fit?.sigma ?? 1)
             },
-            iterations: sweeps,
-            perSite: analyses[0].sites.map { .init(site: $0.site, imputed: $0.imputed ?? [:]) },
-            pooling: ["fixed effects: Rubin's rules; df Barnard-Rubin with complete-data df = rows used − fixed effects",
+            iterations: c.sweeps,
+            perSite: sites.map { .init(site: $0.site, imputed: $0.imputed ?? [:]) },
+            pooling: ["fixed effects: Rubin's rules; df Barnard-Rubin with complete-data df = rows used \u{2212} fixed effects",
                       "variance components and sigma: mean of log SD over datasets, back-transformed; correlations: mean of atanh"],
-            imputationFits: imputationFits, analysisFits: settings.m,
-            rounds: federation.rounds - roundsBefore, roundsPerAnalysis: roundsPerAnalysis)
+            imputationFits: c.imputationFits, analysisFits: analysisFits, rounds: rounds, roundsPerAnalysis: roundsPerAnalysis)
+    }
+
+    /// The pooled fit of `formula` over M completed datasets.
+    public static func fit(_ federation: Federation, dataset: String, formula: String, descriptions: [SiteDescription],
+                           options: FitOptions, settings: ImputationSettings,
+                           missingData: MissingDataStrategy = MissingDataStrategy()) throws -> FitResult {
+        let started = Date()
+        let roundsBefore = federation.rounds
+        let c = try chains(federation, dataset: dataset, analysisFormula: formula, descriptions: descriptions,
+                           options: options, settings: settings)
+        var analyses: [FitResult] = []
+        var roundsPerAnalysis = 0
+        for m in 0..<settings.m {
+            var o = options
+            o.imputations = c.draws[m]
+            let before = federation.rounds
+            analyses.append(try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
+                                             options: o, missingData: missingData))
+            roundsPerAnalysis = max(roundsPerAnalysis, federation.rounds - before)
+        }
+        var result = pooled(analyses)
+        result.messages = c.warnings.map { "warning: " + $0 } + result.messages
+        let shifts = settings.delta.sorted { $0.key < $1.key }.map { "\($0.key) shifted by \(RNumberFormat.format($0.value))" }
+        result.messages.append("multiple imputation: M = \(settings.m), seed \(settings.seed)\(shifts.isEmpty ? "" : ", " + shifts.joined(separator: ", ")); pooled by Rubin's rules")
+        result.imputation = summary(c, settings: settings, sites: analyses[0].sites, analysisFits: settings.m,
+                                    rounds: federation.rounds - roundsBefore, roundsPerAnalysis: roundsPerAnalysis)
         result.rounds = federation.rounds - roundsBefore
         result.elapsedSeconds = Date().timeIntervalSince(started)
         return result

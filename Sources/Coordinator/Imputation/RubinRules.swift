@@ -49,3 +49,28 @@ public enum RubinRules {
         return RubinPooled(estimate: qbar, within: ubar, between: b, total: t, df: df, riv: riv, lambda: lambda, fmi: fmi)
     }
 }
+
+/// Likelihood-ratio statistics pooled over imputations: the D2 statistic of
+/// Li, Meng, Raghunathan and Rubin (1991), as mitml::testModels(method =
+/// "D2") computes it. From the M statistics d_m on k df:
+///   r = (1 + 1/M) var(√d_m),  D2 = (mean d / k − (M + 1)/(M − 1) r) / (1 + r),
+///   df2 = k^(−3/M) (M − 1) (1 + 1/r)²,  p = P(F(k, df2) > D2).
+public struct PooledLikelihoodRatio: Sendable, Equatable {
+    public var statistic: Double
+    public var df: Int
+    public var df2: Double
+    public var pValue: Double
+
+    public static func pool(_ d: [Double], df k: Int) -> PooledLikelihoodRatio {
+        let m = Double(d.count), kk = Double(k)
+        let roots = d.map { max(0, $0).squareRoot() }
+        let mean = roots.reduce(0, +) / m
+        let variance = m > 1 ? roots.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / (m - 1) : 0
+        let r = (1 + 1 / m) * variance
+        let statistic = max(0, (d.reduce(0, +) / m / kk - (m + 1) / (m - 1) * r) / (1 + r))
+        let df2 = r > 0 ? Foundation.pow(kk, -3 / m) * (m - 1) * (1 + 1 / r) * (1 + 1 / r) : .infinity
+        let p = df2.isFinite ? FDistribution.upperTail(statistic, numdf: kk, dendf: df2)
+            : ChiSquare.upperTail(statistic * kk, df: kk)
+        return PooledLikelihoodRatio(statistic: statistic, df: k, df2: df2, pValue: p)
+    }
+}
