@@ -220,6 +220,39 @@ final class MultipleImputationTests: XCTestCase {
         XCTAssertNotNil(p.summary.imputed?["lactate"])
     }
 
+    // MARK: Disclosure
+
+    /// With the default rules, a site that would impute between 1 and
+    /// min_rows − 1 values refuses the analysis: its rows differ from the
+    /// imputation model's by fewer than min_rows rows (differencing rule).
+    func testDifferencingRuleRefusesAFewImputedRows() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fedmix-mi-diff-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var files: [URL] = []
+        for f in Self.files {
+            var text = try String(contentsOf: f, encoding: .utf8)
+            if f.lastPathComponent == "st-olaf.csv" {
+                // Keep 3 of its missing values; fill the others.
+                var kept = 0
+                text = text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+                    guard line.contains(",NA,") else { return String(line) }
+                    kept += 1
+                    return kept <= 3 ? String(line) : line.replacingOccurrences(of: ",NA,", with: ",2.00,")
+                }.joined(separator: "\n")
+            }
+            let url = dir.appendingPathComponent(f.lastPathComponent)
+            try text.write(to: url, atomically: true, encoding: .utf8)
+            files.append(url)
+        }
+        let fed = inProcessFederation(files: files, policy: DisclosurePolicy())
+        XCTAssertThrowsError(try imputed(fed, m: 2, seed: 1, formula: "iss ~ age + lactate + (1 | site)", family: .gaussian,
+                                         models: ["lactate ~ age + iss + (1 | site)"])) { e in
+            XCTAssertTrue("\(e)".contains("st-olaf"), "\(e)")
+            XCTAssertTrue("\(e)".contains("by fewer than 10 rows"), "\(e)")
+        }
+    }
+
     // MARK: Refusals and warnings
 
     func testRefusalsAndWarnings() throws {
