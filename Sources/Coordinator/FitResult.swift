@@ -97,6 +97,8 @@ public struct FitResult: Codable, Sendable {
         /// Multiple imputation: values the site imputed per variable (a
         /// string such as "<5" when suppressed); absent otherwise.
         public var imputed: [String: MissingCount]? = nil
+        /// Multiple imputation: observed and imputed means per variable, where the site's rules allow.
+        public var imputedMeans: [String: ImputedMeans]? = nil
         public struct Pattern: Codable, Sendable {
             public var missing: [String]
             public var count: MissingCount
@@ -105,7 +107,7 @@ public struct FitResult: Codable, Sendable {
             case responseScale = "response_scale", droppedShare = "dropped_share", shareBefore = "share_before"
             case shareAfter = "share_after", missingPatterns = "missing_patterns"
             case site, nRows = "n_rows", nUsed = "n_used", missing, effects, condSD = "cond_sd", ownEffects = "own_effects", coefficients
-            case bytesSent = "bytes_sent", bytesReceived = "bytes_received", receipts, imputed
+            case bytesSent = "bytes_sent", bytesReceived = "bytes_received", receipts, imputed, imputedMeans = "imputed_means"
         }
     }
 

@@ -131,6 +131,7 @@ struct ResultBuilder {
                                      missingPatterns: patterns)
             result.receipts = ReceiptLedger.shared.take(session: prepared[i].session, site: site)
             result.imputed = s.imputed?.mapValues { $0.exactValue.map(MissingCount.exact) ?? .suppressed($0.description) }
+            result.imputedMeans = s.imputedMeans
             return result
         }
     }

@@ -66,6 +66,16 @@ public struct ImputationDraw: Codable, Sendable, Hashable {
     }
 }
 
+/// A site's mean of a variable's observed values and of the values it
+/// imputed (original scale), sent only when both are over at least the
+/// site's min_rows and min_cell rows.
+public struct ImputedMeans: Codable, Sendable, Hashable {
+    public var observed: Double
+    public var imputed: Double
+    enum CodingKeys: String, CodingKey { case observed, imputed }
+    public init(observed: Double, imputed: Double) { self.observed = observed; self.imputed = imputed }
+}
+
 /// The reproducible random stream of one imputation: SplitMix64 seeded by
 /// the first 8 bytes of SHA-256 over a label that names its use, so that the
 /// coordinator's parameter draws and each site's draws are independent

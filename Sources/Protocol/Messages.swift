@@ -316,9 +316,12 @@ public struct SiteSummary: Codable, Sendable, Equatable {
     /// Multiple imputation: values the site imputed per variable (counts
     /// below min_cell suppressed). Absent without imputation.
     public var imputed: [String: DisclosedCount]?
+    /// Multiple imputation: per variable, the mean of its observed and of its
+    /// imputed values, where both counts reach min_rows and min_cell.
+    public var imputedMeans: [String: ImputedMeans]?
     enum CodingKeys: String, CodingKey {
         case rows, used, missing, groups, patterns, columnSums = "column_sums", logWeightSum = "log_weight_sum"
-        case columnSquareSums = "column_square_sums", imputed
+        case columnSquareSums = "column_square_sums", imputed, imputedMeans = "imputed_means"
     }
     public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int],
                 patterns: [MissingPattern]? = nil, columnSums: [Double]? = nil) {
@@ -337,6 +340,7 @@ public struct SiteSummary: Codable, Sendable, Equatable {
         logWeightSum = try c.decodeIfPresent(Double.self, forKey: .logWeightSum)
         columnSquareSums = try c.decodeIfPresent([Double].self, forKey: .columnSquareSums)
         imputed = try c.decodeIfPresent([String: DisclosedCount].self, forKey: .imputed)
+        imputedMeans = try c.decodeIfPresent([String: ImputedMeans].self, forKey: .imputedMeans)
         func fail(_ key: CodingKeys, _ why: String) -> ProtocolError {
             .inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why)
         }

@@ -21,6 +21,14 @@ enum Imputer {
     /// imputation model reads only the observed values, the others completed).
     static func complete(_ table: DataTable, draws: [ImputationDraw], observed: [String] = [], site: String,
                          dataset: String) throws -> (table: DataTable, imputed: [String: Int]) {
+        let out = try completeWithMeans(table, draws: draws, observed: observed, site: site, dataset: dataset)
+        return (out.table, out.imputed.mapValues(\.count))
+    }
+
+    /// `complete`, with each variable's imputed count and the means of its
+    /// observed and imputed values (for the per-site summary).
+    static func completeWithMeans(_ table: DataTable, draws: [ImputationDraw], observed: [String] = [], site: String,
+                                  dataset: String) throws -> (table: DataTable, imputed: [String: (count: Int, observedMean: Double, imputedMean: Double)]) {
         var t = table
         var counts: [String: Int] = [:]
         // Chained equations start as mice does: every incomplete variable's
@@ -61,7 +69,16 @@ enum Imputer {
             guard let k = t.columns.firstIndex(where: { $0.name == v }), let c = table.column(named: v) else { continue }
             t.columns[k] = c
         }
-        return (t, counts)
+        var summary: [String: (count: Int, observedMean: Double, imputedMean: Double)] = [:]
+        for (v, n) in counts {
+            guard case .numeric(let original)? = table.column(named: v)?.data,
+                  case .numeric(let completed)? = t.column(named: v)?.data else { continue }
+            let seen = original.compactMap { $0 }
+            let drawn = (replaced[v] ?? []).compactMap { completed[$0] }
+            summary[v] = (n, seen.isEmpty ? .nan : seen.reduce(0, +) / Double(seen.count),
+                          drawn.isEmpty ? .nan : drawn.reduce(0, +) / Double(drawn.count))
+        }
+        return (t, summary)
     }
 
     /// One variable's column completed, and the rows imputed.

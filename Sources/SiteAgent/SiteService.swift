@@ -92,6 +92,7 @@ public final class SiteService: Sendable {
         var imputations: [ImputationDraw]? = nil
         var observed: [String]? = nil
         var imputed: [String: Int]? = nil
+        var imputedMeans: [String: ImputedMeans]? = nil
     }
 
     public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
@@ -337,7 +338,7 @@ public final class SiteService: Sendable {
             guard existing.model == r.model, existing.dataset == r.dataset, existing.imputations == r.imputations, existing.observed == r.observed else {
                 throw SiteError.sessionConflict(r.session)
             }
-            return reply(for: r.session, existing.fit, patterns: existing.patterns, imputed: existing.imputed)
+            return reply(for: r.session, existing.fit, patterns: existing.patterns, imputed: existing.imputed, imputedMeans: existing.imputedMeans)
         }
         try validate(model: r.model)
         // Every new session counts, answered or refused: refusals are answers too.
@@ -363,7 +364,13 @@ public final class SiteService: Sendable {
         var table = try load(r.dataset)
         if let refusal = RequestCost.prepare(r.model, rows: table.rowCount).refusal(limits, what: "prepare") { throw refusal }
         var imputed: [String: Int]? = nil
-        if let draws = r.imputations { (table, imputed) = try impute(draws, observed: r.observed ?? [], table: table, dataset: r.dataset) }
+        var imputedMeans: [String: ImputedMeans]? = nil
+        if let draws = r.imputations {
+            let done = try impute(draws, observed: r.observed ?? [], table: table, dataset: r.dataset)
+            table = done.table
+            imputed = done.imputed.mapValues(\.count)
+            imputedMeans = disclosedMeans(done.imputed, table: try load(r.dataset))
+        }
         var selection: [Bool]? = nil
         var filtered: RowSet? = nil
         if let filter = r.model.filter {
@@ -400,16 +407,17 @@ public final class SiteService: Sendable {
         sessions.withLock { s in
             s = s.filter { now.timeIntervalSince($0.value.lastUsed) < sessionTimeout }
             s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, patterns: patterns, rounds: 1, lastUsed: now,
-                                   imputations: r.imputations, observed: r.observed, imputed: imputed)
+                                   imputations: r.imputations, observed: r.observed, imputed: imputed, imputedMeans: imputedMeans)
         }
-        return reply(for: r.session, fit, patterns: patterns, imputed: imputed)
+        return reply(for: r.session, fit, patterns: patterns, imputed: imputed, imputedMeans: imputedMeans)
     }
 
     /// Multiple imputation: the table with the draws' variables completed
     /// (Imputer.swift). Each imputation model obeys the rules of a model
     /// (shape, allowed variables, expression language); what it completes
     /// stays in this session's design.
-    func impute(_ draws: [ImputationDraw], observed: [String], table: DataTable, dataset: String) throws -> (DataTable, [String: Int]) {
+    func impute(_ draws: [ImputationDraw], observed: [String], table: DataTable, dataset: String) throws
+        -> (table: DataTable, imputed: [String: (count: Int, observedMean: Double, imputedMean: Double)]) {
         guard (1...ProtocolLimits.maxImputedVariables).contains(draws.count) else {
             throw SiteError.invalid("a prepare completes 1 to \(ProtocolLimits.maxImputedVariables) variables")
         }
@@ -420,7 +428,21 @@ public final class SiteService: Sendable {
             }
             if policy.checksExpressions { try ExpressionRules.check(d.model) }
         }
-        return try Imputer.complete(table, draws: draws, observed: observed, site: site, dataset: dataset)
+        return try Imputer.completeWithMeans(table, draws: draws, observed: observed, site: site, dataset: dataset)
+    }
+
+    /// Observed and imputed means of each completed variable, where both are
+    /// over at least min_rows and min_cell rows (a mean of fewer would
+    /// describe those few patients; the sums they come from are the
+    /// differences of answers the differencing rule already admits).
+    func disclosedMeans(_ s: [String: (count: Int, observedMean: Double, imputedMean: Double)], table: DataTable) -> [String: ImputedMeans]? {
+        let least = max(policy.minRows, policy.minCell, 1)
+        var out: [String: ImputedMeans] = [:]
+        for (v, x) in s where x.count >= least && x.observedMean.isFinite && x.imputedMean.isFinite {
+            let observedCount = table.column(named: v).map { c in (0..<table.rowCount).filter { !c.isMissing($0) }.count } ?? 0
+            if observedCount >= least { out[v] = ImputedMeans(observed: x.observedMean, imputed: x.imputedMean) }
+        }
+        return out.isEmpty ? nil : out
     }
 
     /// A row filter and its complement must each select at least min_rows
@@ -495,9 +517,11 @@ public final class SiteService: Sendable {
         }.sorted { ($0.missing.count, $0.missing.joined(separator: ",")) < ($1.missing.count, $1.missing.joined(separator: ",")) }
     }
 
-    private func reply(for session: String, _ frame: SiteDesign, patterns: [MissingPattern], imputed: [String: Int]?) -> PrepareReply {
+    private func reply(for session: String, _ frame: SiteDesign, patterns: [MissingPattern], imputed: [String: Int]?,
+                       imputedMeans: [String: ImputedMeans]?) -> PrepareReply {
         var out = reply(for: session, frame, patterns: patterns)
         out.summary.imputed = imputed?.mapValues { disclosed($0) }
+        out.summary.imputedMeans = imputedMeans
         return out
     }
 

@@ -118,6 +118,12 @@ final class MultipleImputationTests: XCTestCase {
             let missing = (0..<table.rowCount).filter { table.column(named: "lactate")!.isMissing($0) }.count
             let site = f.deletingPathExtension().lastPathComponent
             XCTAssertEqual(c.imputation?.perSite.first { $0.site == site }?.imputed["lactate"], .exact(missing), site)
+            // Observed vs imputed means (the rules allow them here: both counts reach min_rows and min_cell).
+            guard case .numeric(let v) = table.column(named: "lactate")!.data else { return XCTFail() }
+            let seen = v.compactMap { $0 }
+            let entry = c.imputation?.perSite.first { $0.site == site }
+            XCTAssertEqual(entry?.observedMean?["lactate"] ?? .nan, seen.reduce(0, +) / Double(seen.count), accuracy: 1e-12, site)
+            XCTAssertNotNil(entry?.imputedMean?["lactate"], site)
         }
         XCTAssertEqual(c.nObs, 1480, "every row is used after imputation")
         let summary = try XCTUnwrap(c.imputation)

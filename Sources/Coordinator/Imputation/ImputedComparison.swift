@@ -49,7 +49,7 @@ extension ModelComparison {
         out.rounds = federation.rounds - roundsBefore
         out.bytesSent = federation.bytesSent.reduce(0, +)
         out.bytesReceived = federation.bytesReceived.reduce(0, +)
-        out.imputation = MultipleImputation.summary(c, settings: settings, sites: each[0].models[each[0].models.count - 1].sites,
+        out.imputation = MultipleImputation.summary(c, settings: settings, sites: each.map { $0.models[$0.models.count - 1].sites },
                                                     analysisFits: settings.m * formulas.count, rounds: out.rounds,
                                                     roundsPerAnalysis: roundsPerAnalysis)
         _ = started

@@ -50,6 +50,11 @@ public struct ImputationSummary: Codable, Sendable {
     public struct SiteCounts: Codable, Sendable {
         public var site: String
         public var imputed: [String: MissingCount]
+        /// Mean of the observed values and mean over the M datasets of the
+        /// imputed values' mean, where the site's rules let it send them.
+        public var observedMean: [String: Double]? = nil
+        public var imputedMean: [String: Double]? = nil
+        enum CodingKeys: String, CodingKey { case site, imputed, observedMean = "observed_mean", imputedMean = "imputed_mean" }
     }
     public var m: Int
     public var seed: UInt64
@@ -196,7 +201,7 @@ public enum MultipleImputation {
     }
 
     /// The `imputation` block of a pooled result.
-    static func summary(_ c: Chains, settings: ImputationSettings, sites: [FitResult.SiteResult], analysisFits: Int,
+    static func summary(_ c: Chains, settings: ImputationSettings, sites: [[FitResult.SiteResult]], analysisFits: Int,
                         rounds: Int, roundsPerAnalysis: Int) -> ImputationSummary {
         ImputationSummary(
             m: settings.m, seed: settings.seed,
@@ -208,7 +213,20 @@ public enum MultipleImputation {
                                         theta: fit?.theta ?? [], sigma: fit?.sigma ?? 1)
             },
             iterations: c.sweeps,
-            perSite: sites.map { .init(site: $0.site, imputed: $0.imputed ?? [:]) },
+            perSite: sites[0].map { site in
+                var out = ImputationSummary.SiteCounts(site: site.site, imputed: site.imputed ?? [:])
+                // Means only where every dataset's answer carried them.
+                let means = sites.map { $0.first { $0.site == site.site }?.imputedMeans }
+                if let first = means.first ?? nil, means.allSatisfy({ $0 != nil }) {
+                    let variables = first.keys.filter { v in means.allSatisfy { $0?[v] != nil } }
+                    if !variables.isEmpty {
+                        out.observedMean = Dictionary(uniqueKeysWithValues: variables.map { ($0, first[$0]!.observed) })
+                        out.imputedMean = Dictionary(uniqueKeysWithValues: variables.map { v in
+                            (v, means.reduce(0) { $0 + $1![v]!.imputed } / Double(means.count)) })
+                    }
+                }
+                return out
+            },
             pooling: ["fixed effects: Rubin's rules; df Barnard-Rubin with complete-data df = rows used \u{2212} fixed effects",
                       "variance components and sigma: mean of log SD over datasets, back-transformed; correlations: mean of atanh"],
             imputationFits: c.imputationFits, analysisFits: analysisFits, rounds: rounds, roundsPerAnalysis: roundsPerAnalysis)
@@ -236,7 +254,7 @@ public enum MultipleImputation {
         result.messages = c.warnings.map { "warning: " + $0 } + result.messages
         let shifts = settings.delta.sorted { $0.key < $1.key }.map { "\($0.key) shifted by \(RNumberFormat.format($0.value))" }
         result.messages.append("multiple imputation: M = \(settings.m), seed \(settings.seed)\(shifts.isEmpty ? "" : ", " + shifts.joined(separator: ", ")); pooled by Rubin's rules")
-        result.imputation = summary(c, settings: settings, sites: analyses[0].sites, analysisFits: settings.m,
+        result.imputation = summary(c, settings: settings, sites: analyses.map(\.sites), analysisFits: settings.m,
                                     rounds: federation.rounds - roundsBefore, roundsPerAnalysis: roundsPerAnalysis)
         result.rounds = federation.rounds - roundsBefore
         result.elapsedSeconds = Date().timeIntervalSince(started)
