@@ -226,6 +226,58 @@ final class MultipleImputationTests: XCTestCase {
         XCTAssertNotNil(p.summary.imputed?["lactate"])
     }
 
+    // MARK: Transformed and binary variables
+
+    /// `log(lactate) ~ …`: the model is fitted on the log scale, imputed
+    /// values are exp of the draws (positive; their site means are reported).
+    func testLogTransformedImputation() throws {
+        // The trauma registry's lactate is positive (the imputation registry's, simulated normal, is not).
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fedmix-mi-log-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fed = inProcessFederation(files: try TraumaRegistrySimulator.write(to: dir.path, scale: 0.5))
+        let r = try imputed(fed, m: 3, seed: 4, models: ["log(lactate) ~ age + iss + died + (1 | site)"])
+        let model = try XCTUnwrap(r.imputation?.models.first)
+        XCTAssertEqual(model.transform, "log")
+        let direct = try Analysis.fit(fed, dataset: "data", formula: "log(lactate) ~ age + iss + died + (1 | site)")
+        XCTAssertEqual(model.fixedEffects["iss"], direct.fixedEffects[2].estimate)
+        let means = r.imputation!.perSite.compactMap { $0.imputedMean?["lactate"] }
+        XCTAssertFalse(means.isEmpty)
+        XCTAssertTrue(means.allSatisfy { $0 > 0 }, "\(means)")
+    }
+
+    /// A 0/1 variable gets a logistic GLMM; each site draws its effect by
+    /// Metropolis-Hastings and imputes 0 or 1; the same seed reproduces it.
+    func testBinaryVariableGetsALogisticModel() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fedmix-mi-bin-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var files: [URL] = [], missing = 0
+        for f in Self.files {
+            // died missing in every 5th row whose iss is odd (missing at random given iss).
+            let lines = try String(contentsOf: f, encoding: .utf8).split(separator: "\n").map(String.init)
+            var out = [lines[0]]
+            for (i, line) in lines.dropFirst().enumerated() {
+                var cells = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+                if i % 5 == 0, let iss = Int(cells[3]), iss % 2 == 1 { cells[5] = "NA"; missing += 1 }
+                out.append(cells.joined(separator: ","))
+            }
+            let url = dir.appendingPathComponent(f.lastPathComponent)
+            try (out.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+            files.append(url)
+        }
+        let run = { try self.imputed(inProcessFederation(files: files), m: 3, seed: 8, formula: "iss ~ age + died + (1 | site)",
+                                     family: .gaussian, models: ["died ~ age + iss + (1 | site)"]) }
+        let a = try run(), b = try run()
+        XCTAssertEqual(a.imputation?.models.first?.kind, "glmm")
+        XCTAssertEqual(a.fixedEffects.map(\.estimate), b.fixedEffects.map(\.estimate))
+        XCTAssertEqual(a.nObs, 1480)
+        let total = a.imputation!.perSite.reduce(0) { n, s in if case .exact(let k)? = s.imputed["died"] { return n + k }; return n }
+        XCTAssertEqual(total, missing)
+        for s in a.imputation!.perSite {
+            if let m = s.imputedMean?["died"] { XCTAssertTrue((0...1).contains(m), s.site) }
+        }
+    }
+
     // MARK: Disclosure
 
     /// With the default rules, a site that would impute between 1 and
