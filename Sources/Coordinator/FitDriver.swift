@@ -16,6 +16,12 @@ public struct FitOptions: Sendable {
     public var link: Link? = nil
     /// Quadrature points for GLMMs (1 = Laplace).
     public var nAGQ = 1
+    /// Multiple imputation: the draws every site completes its data with
+    /// before this fit's prepare (MultipleImputation.swift); nil for none.
+    public var imputations: [ImputationDraw]? = nil
+    /// Variables the fit reads as observed although `imputations` completes
+    /// them (PrepareRequest.observed): a chained-equation imputation model's fit.
+    public var observedOnly: [String]? = nil
     /// Flat models: cluster-robust standard errors (sandwich::vcovCL) with
     /// clusters "site" or a variable nested within sites; nil for none.
     public var cluster: String? = nil
@@ -59,9 +65,14 @@ struct FitSession {
 
     /// The prepare round, its replies checked, and lme4's level-count rules
     /// on the rows the sites will use.
-    static func prepare(_ federation: Federation, dataset: String, spec: ModelSpec) throws -> FitSession {
+    static func prepare(_ federation: Federation, dataset: String, spec: ModelSpec,
+                        imputations: [ImputationDraw]? = nil, observed: [String]? = nil) throws -> FitSession {
         let id = UUID().uuidString.lowercased()
-        let prepared = try federation.round({ _ in .prepare(PrepareRequest(session: id, dataset: dataset, model: spec)) }) { reply, site in
+        let prepared = try federation.round({ _ in
+            var r = PrepareRequest(session: id, dataset: dataset, model: spec, imputations: imputations)
+            r.observed = observed
+            return .prepare(r)
+        }) { reply, site in
             guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
             try ReplyChecks.check(p, spec: spec, site: site)
             return p
@@ -172,10 +183,10 @@ public enum FitDriver {
         let started = Date()
         let roundsBefore = federation.rounds
         try Objective.validate(spec, options: options)
-        var session = try FitSession.prepare(federation, dataset: dataset, spec: spec)
+        var session = try FitSession.prepare(federation, dataset: dataset, spec: spec, imputations: options.imputations, observed: options.observedOnly)
         let recoding = try Objective.recoding(session)
         if let recoding {
-            session = try FitSession.prepare(federation, dataset: dataset, spec: recoding.apply(spec))
+            session = try FitSession.prepare(federation, dataset: dataset, spec: recoding.apply(spec), imputations: options.imputations, observed: options.observedOnly)
         }
         var objective = try Objective(session, options: options)
         var optimizer = BoundedNewton(lower: objective.lowerBounds)
@@ -243,6 +254,7 @@ public enum FitDriver {
                                                         theta: estimates.theta, vcov: estimates.unscaledCovariance)
         }
         result.trace = trace.points
+        result.optimum = .init(parameters: objective.parameterNames, x: optimum.x, hessian: optimum.hessian, recoded: recoding != nil)
         switch options.confint {
         case .profile?:
             if let profiled {
@@ -276,7 +288,7 @@ public enum FitDriver {
                                                    unscaledCovariance: estimates.unscaledCovariance, method: estimates.method,
                                                    groupCounts: counts)
         }
-        let plain = try FitSession.prepare(federation, dataset: dataset, spec: spec)
+        let plain = try FitSession.prepare(federation, dataset: dataset, spec: spec, imputations: options.imputations, observed: options.observedOnly)
         let original = try LMMObjective(plain, options: options)
         let theta = recoding.theta(estimates.theta, structure: session.structure, spec: spec)
         let (beta, covariance) = recoding.fixedEffects(estimates.beta, covariance: estimates.unscaledCovariance, spec: spec)

@@ -8,6 +8,7 @@ import Math
 public enum Report {
     /// lme4-style text summary of a fit.
     public static func text(_ r: FitResult) -> String {
+        if r.imputation != nil { return ImputationReport.text(r) }
         if let flat = r.flat { return flatText(r, flat) }
         var out = ""
         func line(_ s: String = "") { out += s + "\n" }

@@ -130,6 +130,8 @@ struct ResultBuilder {
                                      shareBefore: Double(s.rows) / Double(totalRows), shareAfter: Double(s.used) / Double(totalUsed),
                                      missingPatterns: patterns)
             result.receipts = ReceiptLedger.shared.take(session: prepared[i].session, site: site)
+            result.imputed = s.imputed?.mapValues { $0.exactValue.map(MissingCount.exact) ?? .suppressed($0.description) }
+            result.imputedMeans = s.imputedMeans
             return result
         }
     }

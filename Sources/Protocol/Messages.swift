@@ -90,9 +90,16 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
     public var session: String
     public var dataset: String
     public var model: ModelSpec
-    enum CodingKeys: String, CodingKey { case session, dataset, model }
-    public init(session: String, dataset: String, model: ModelSpec) {
-        self.session = session; self.dataset = dataset; self.model = model
+    /// Multiple imputation: the variables the site completes, in order,
+    /// before evaluating `model` (ImputationDraw). Absent from the wire when nil.
+    public var imputations: [ImputationDraw]? = nil
+    /// Variables the model reads as observed although `imputations`
+    /// completes them: the chained-equation fit of their own imputation
+    /// model, on the rows where they are observed. Absent when nil.
+    public var observed: [String]? = nil
+    enum CodingKeys: String, CodingKey { case session, dataset, model, imputations, observed }
+    public init(session: String, dataset: String, model: ModelSpec, imputations: [ImputationDraw]? = nil) {
+        self.session = session; self.dataset = dataset; self.model = model; self.imputations = imputations
     }
 }
 
@@ -314,9 +321,15 @@ public struct SiteSummary: Codable, Sendable, Equatable {
     /// `columnSums`, each column's spread, so that diagnostics (separation,
     /// bad scaling) do not depend on a covariate's units.
     public var columnSquareSums: [Double]?
+    /// Multiple imputation: values the site imputed per variable (counts
+    /// below min_cell suppressed). Absent without imputation.
+    public var imputed: [String: DisclosedCount]?
+    /// Multiple imputation: per variable, the mean of its observed and of its
+    /// imputed values, where both counts reach min_rows and min_cell.
+    public var imputedMeans: [String: ImputedMeans]?
     enum CodingKeys: String, CodingKey {
         case rows, used, missing, groups, patterns, columnSums = "column_sums", logWeightSum = "log_weight_sum"
-        case columnSquareSums = "column_square_sums"
+        case columnSquareSums = "column_square_sums", imputed, imputedMeans = "imputed_means"
     }
     public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int],
                 patterns: [MissingPattern]? = nil, columnSums: [Double]? = nil) {
@@ -334,6 +347,8 @@ public struct SiteSummary: Codable, Sendable, Equatable {
         columnSums = try c.decodeIfPresent([Double].self, forKey: .columnSums)
         logWeightSum = try c.decodeIfPresent(Double.self, forKey: .logWeightSum)
         columnSquareSums = try c.decodeIfPresent([Double].self, forKey: .columnSquareSums)
+        imputed = try c.decodeIfPresent([String: DisclosedCount].self, forKey: .imputed)
+        imputedMeans = try c.decodeIfPresent([String: ImputedMeans].self, forKey: .imputedMeans)
         func fail(_ key: CodingKeys, _ why: String) -> ProtocolError {
             .inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why)
         }

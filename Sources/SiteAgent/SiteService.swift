@@ -87,6 +87,12 @@ public final class SiteService: Sendable {
         var patterns: [MissingPattern]
         var rounds: Int
         var lastUsed: Date
+        /// Multiple imputation: the draws the session's data were completed
+        /// with, and the values imputed per variable.
+        var imputations: [ImputationDraw]? = nil
+        var observed: [String]? = nil
+        var imputed: [String: Int]? = nil
+        var imputedMeans: [String: ImputedMeans]? = nil
     }
 
     public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
@@ -329,10 +335,10 @@ public final class SiteService: Sendable {
 
     func prepare(_ r: PrepareRequest, peer: PeerIdentity = .inProcess) throws -> PrepareReply {
         if let existing = sessions.withLock({ $0[r.session] }) {
-            guard existing.model == r.model, existing.dataset == r.dataset else {
+            guard existing.model == r.model, existing.dataset == r.dataset, existing.imputations == r.imputations, existing.observed == r.observed else {
                 throw SiteError.sessionConflict(r.session)
             }
-            return reply(for: r.session, existing.fit, patterns: existing.patterns)
+            return reply(for: r.session, existing.fit, patterns: existing.patterns, imputed: existing.imputed, imputedMeans: existing.imputedMeans)
         }
         try validate(model: r.model)
         // Every new session counts, answered or refused: refusals are answers too.
@@ -355,8 +361,16 @@ public final class SiteService: Sendable {
             // Comparisons in columns only in the forms the threshold rule reads, whatever the policy.
             try ExpressionRules.checkComparisons(r.model)
         }
-        let table = try load(r.dataset)
+        var table = try load(r.dataset)
         if let refusal = RequestCost.prepare(r.model, rows: table.rowCount).refusal(limits, what: "prepare") { throw refusal }
+        var imputed: [String: Int]? = nil
+        var imputedMeans: [String: ImputedMeans]? = nil
+        if let draws = r.imputations {
+            let done = try impute(draws, observed: r.observed ?? [], table: table, dataset: r.dataset)
+            table = done.table
+            imputed = done.imputed.mapValues(\.count)
+            imputedMeans = disclosedMeans(done.imputed, table: try load(r.dataset))
+        }
         var selection: [Bool]? = nil
         var filtered: RowSet? = nil
         if let filter = r.model.filter {
@@ -395,9 +409,43 @@ public final class SiteService: Sendable {
         let now = Date()
         sessions.withLock { s in
             s = s.filter { now.timeIntervalSince($0.value.lastUsed) < sessionTimeout }
-            s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, patterns: patterns, rounds: 1, lastUsed: now)
+            s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, patterns: patterns, rounds: 1, lastUsed: now,
+                                   imputations: r.imputations, observed: r.observed, imputed: imputed, imputedMeans: imputedMeans)
         }
-        return reply(for: r.session, fit, patterns: patterns)
+        return reply(for: r.session, fit, patterns: patterns, imputed: imputed, imputedMeans: imputedMeans)
+    }
+
+    /// Multiple imputation: the table with the draws' variables completed
+    /// (Imputer.swift). Each imputation model obeys the rules of a model
+    /// (shape, allowed variables, expression language); what it completes
+    /// stays in this session's design.
+    func impute(_ draws: [ImputationDraw], observed: [String], table: DataTable, dataset: String) throws
+        -> (table: DataTable, imputed: [String: (count: Int, observedMean: Double, imputedMean: Double)]) {
+        guard (1...ProtocolLimits.maxImputedVariables).contains(draws.count) else {
+            throw SiteError.invalid("a prepare completes 1 to \(ProtocolLimits.maxImputedVariables) variables")
+        }
+        for d in draws {
+            try validate(model: d.model)
+            for v in SiteDesign.allVariables(d.model) + d.model.requiredVariables where !mayUse(v) {
+                throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
+            }
+            if policy.checksExpressions { try ExpressionRules.check(d.model) }
+        }
+        return try Imputer.completeWithMeans(table, draws: draws, observed: observed, site: site, dataset: dataset)
+    }
+
+    /// Observed and imputed means of each completed variable, where both are
+    /// over at least min_rows and min_cell rows (a mean of fewer would
+    /// describe those few patients; the sums they come from are the
+    /// differences of answers the differencing rule already admits).
+    func disclosedMeans(_ s: [String: (count: Int, observedMean: Double, imputedMean: Double)], table: DataTable) -> [String: ImputedMeans]? {
+        let least = max(policy.minRows, policy.minCell, 1)
+        var out: [String: ImputedMeans] = [:]
+        for (v, x) in s where x.count >= least && x.observedMean.isFinite && x.imputedMean.isFinite {
+            let observedCount = table.column(named: v).map { c in (0..<table.rowCount).filter { !c.isMissing($0) }.count } ?? 0
+            if observedCount >= least { out[v] = ImputedMeans(observed: x.observedMean, imputed: x.imputedMean) }
+        }
+        return out.isEmpty ? nil : out
     }
 
     /// A row filter and its complement must each select at least min_rows
@@ -470,6 +518,14 @@ public final class SiteService: Sendable {
         return counts.map { k, n in
             MissingPattern(missing: zip(columns, k).filter(\.1).map(\.0.name), count: disclosed(n))
         }.sorted { ($0.missing.count, $0.missing.joined(separator: ",")) < ($1.missing.count, $1.missing.joined(separator: ",")) }
+    }
+
+    private func reply(for session: String, _ frame: SiteDesign, patterns: [MissingPattern], imputed: [String: Int]?,
+                       imputedMeans: [String: ImputedMeans]?) -> PrepareReply {
+        var out = reply(for: session, frame, patterns: patterns)
+        out.summary.imputed = imputed?.mapValues { disclosed($0) }
+        out.summary.imputedMeans = imputedMeans
+        return out
     }
 
     private func reply(for session: String, _ frame: SiteDesign, patterns: [MissingPattern]) -> PrepareReply {

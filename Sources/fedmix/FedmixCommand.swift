@@ -24,6 +24,7 @@ enum FedmixCommand {
             .group(CertsCommand.group),
             .command(BenchCommand.command),
             .command(BenchNetworkCommand.command),
+            .command(BenchImputationCommand.command),
         ])
 
     static func run(_ args: [String]) -> Int32 { program.run(args) }

@@ -117,6 +117,13 @@ final class ExecutableTests: XCTestCase {
 
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),
+            // Multiple imputation (ImputationExecutableTests.swift).
+            Entry("simulate", ["DATASET", "--out", "--seed"], ExecutableTests.simulateImputation),
+            Entry("local", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.localImputation),
+            Entry("fit", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.fitImputationOverAgents),
+            Entry("sensitivity", ["--impute", "--m", "--seed", "--delta", "--tipping-point", "--iterations"], ExecutableTests.sensitivityImputation),
+            Entry("bench-imputation", ["--replications", "--m", "--seed"], ExecutableTests.benchImputationSmall),
+            Entry("compare", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.compareImputation),
 
             Entry("certs init", ["DIR", "--days", "--force"], ExecutableTests.certsInit),
             Entry("certs issue", ["--ca", "--name", "--out", "--days"], ExecutableTests.certsIssue),
@@ -230,6 +237,7 @@ final class ExecutableTests: XCTestCase {
     func testFedmixCerts() throws { try runChecks("certs init"); try runChecks("certs issue") }
     func testFedmixBench() throws { try runChecks("bench") }
     func testFedmixBenchNetwork() throws { try runChecks("bench-network") }
+    func testFedmixBenchImputation() throws { try runChecks("bench-imputation") }
     func testAgentServeAndCheck() throws { try runChecks("serve", program: "fedmix-agent"); try runChecks("check", program: "fedmix-agent") }
     func testAgentAudit() throws {
         for c in ["list", "show", "verify", "export", "prune"] { try runChecks("audit " + c, program: "fedmix-agent") }
@@ -836,7 +844,7 @@ final class ExecutableTests: XCTestCase {
         XCTAssertTrue(text.contains("complete case"), text)
         XCTAssertTrue(text.contains("indicator lab=0"), text)
         try fedmixUsageError(["sensitivity"] + (try data().files) + ["--formula", Self.withLab],
-                             "give at least one alternative: --exclude-sites-missing-above VAR=FRACTION[,FRACTION...] or --missing-indicator VAR=VALUE")
+                             "give at least one alternative: --exclude-sites-missing-above VAR=FRACTION[,FRACTION...], --missing-indicator VAR=VALUE or --impute MODEL")
     }
 
     func sensitivityOverAgents() throws {
@@ -911,8 +919,8 @@ final class ExecutableTests: XCTestCase {
         try fedmixUsageError(["simulate", "trauma", "--out", dir, "--scale", "0"], "--scale must be a positive number (got \"0\")")
         try fedmixUsageError(["simulate", "trauma", "--out", dir, "--seed", "-1"], "--seed must be a non-negative whole number (got \"-1\")")
         try fedmixUsageError(["simulate", "trauma"], "missing required option --out DIR")
-        try fedmixUsageError(["simulate", "--out", dir], "fedmix simulate trauma|hypertension --out DIR")
-        try fedmixUsageError(["simulate", "truama", "--out", dir], "unknown dataset \"truama\"; use trauma (site-structured missing lactate) or hypertension (the demo)")
+        try fedmixUsageError(["simulate", "--out", dir], "fedmix simulate trauma|hypertension|imputation --out DIR")
+        try fedmixUsageError(["simulate", "truama", "--out", dir], "unknown dataset \"truama\"; use trauma (site-structured missing lactate), hypertension (the demo) or imputation (missing lactate with known truth)")
     }
 
     func simulateHypertension() throws {
