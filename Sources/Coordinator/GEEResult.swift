@@ -26,9 +26,15 @@ public struct GEEResult: Codable, Sendable {
         public var ciUpper: Double
         public var stdErrorMD: Double? = nil
         public var stdErrorKC: Double? = nil
+        /// With --impute: Barnard-Rubin df, relative increase in variance and
+        /// fraction of missing information of the tested SE (Rubin's rules).
+        public var df: Double? = nil
+        public var riv: Double? = nil
+        public var fmi: Double? = nil
         enum CodingKeys: String, CodingKey {
             case name, estimate, stdError = "std_error", naiveStdError = "naive_std_error", statistic, pValue = "p_value"
             case ciLower = "ci_lower", ciUpper = "ci_upper", stdErrorMD = "std_error_md", stdErrorKC = "std_error_kc"
+            case df, riv, fmi
         }
     }
     public struct Correlation: Codable, Sendable {
@@ -89,13 +95,15 @@ public struct GEEResult: Codable, Sendable {
     public var exclusions: [SiteExclusion]
     /// `fedmix gee --glmm`: the matching GLMM's conditional and marginal effects beside the GEE's.
     public var sideBySide: SideBySide? = nil
+    /// `fedmix gee --impute`: the imputation models, M, seed and per-site counts.
+    public var imputation: ImputationSummary? = nil
 
     enum CodingKeys: String, CodingKey {
         case model, fixedEffects = "fixed_effects", statistic, smallSample = "small_sample", correlation, scale, cluster
         case nClusters = "n_clusters", nObs = "n_obs", nSites = "n_sites", converged, convergence, iterations
         case glmIterations = "glm_iterations", vcov, naiveVcov = "naive_vcov", messages, sites, rounds
         case bytesSent = "bytes_sent", bytesReceived = "bytes_received", elapsedSeconds = "elapsed_seconds"
-        case filter, excludedSites = "excluded_sites", exclusions, sideBySide = "side_by_side"
+        case filter, excludedSites = "excluded_sites", exclusions, sideBySide = "side_by_side", imputation
     }
 
     /// The GEE result of a fit through the one fit path (nil: not a GEE fit).
@@ -146,8 +154,12 @@ public struct GEEResult: Codable, Sendable {
         line("   Data: \(nObs) rows at \(nSites) site\(nSites == 1 ? "" : "s") (\(sites.map(\.site).joined(separator: ", ")))")
         line()
         let t = statistic == "t"
-        line(t ? " Coefficients (t on \(smallSample!.df) df with the \(smallSample!.method == "kc" ? "Kauermann-Carroll" : "Mancl-DeRouen") SE; Std.err is the robust sandwich):"
-               : " Coefficients (Std.err: robust sandwich; Wald = (Estimate/Std.err)², geepack's test):")
+        if let mi = imputation {
+            line(" Coefficients pooled over M = \(mi.m) completed datasets by Rubin's rules (t on Barnard-Rubin df, below; the test's SE is \(smallSample.map { $0.method == "kc" ? "Kauermann-Carroll's" : "Mancl-DeRouen's" } ?? "the robust sandwich")):")
+        } else {
+            line(t ? " Coefficients (t on \(smallSample!.df) df with the \(smallSample!.method == "kc" ? "Kauermann-Carroll" : "Mancl-DeRouen") SE; Std.err is the robust sandwich):"
+                   : " Coefficients (Std.err: robust sandwich; Wald = (Estimate/Std.err)², geepack's test):")
+        }
         var rows: [[String]] = [["", "Estimate", "Std.err", "Naive SE"]]
         if fixedEffects.first?.stdErrorMD != nil { rows[0] += ["SE (MD)", "SE (KC)"] }
         rows[0] += t ? ["t value", "Pr(>|t|)", "2.5 %", "97.5 %", ""] : ["Wald", "Pr(>|W|)", "2.5 %", "97.5 %", ""]
@@ -176,6 +188,21 @@ public struct GEEResult: Codable, Sendable {
         }
         line("Number of clusters:   \(nClusters)   (\(cluster == "site" ? "each site is one cluster" : "\(cluster) within sites"))")
         line()
+        if let mi = imputation {
+            line("Multiple imputation: M = \(mi.m), seed \(mi.seed); estimates and SEs pooled by Rubin's rules:")
+            var rubin: [[String]] = [["", "df", "riv", "fmi"]]
+            for f in fixedEffects {
+                rubin.append([f.name, f.df.map { $0.isFinite ? RFormat.significant($0, 4) : "Inf" } ?? "-",
+                              f.riv.map { RFormat.significant($0, 3) } ?? "-", f.fmi.map { RFormat.significant($0, 3) } ?? "-"])
+            }
+            out += Report.table(rubin, rightAlign: true, leftFirst: true)
+            for m in mi.models { line("  imputed by \(m.formula)  [\(m.kind), \(m.nObs) rows]") }
+            let variables = mi.models.map(\.variable)
+            for s in mi.perSite {
+                line("  \(s.site): " + variables.map { "\($0) imputed \(s.imputed[$0]?.text ?? "0")" }.joined(separator: ", "))
+            }
+            line()
+        }
         line("\(convergence); \(iterations) GEE and \(glmIterations) glm iterations, \(rounds) rounds, \(bytesSent + bytesReceived) bytes.")
         for m in messages { line(m) }
         if let sideBySide { line(); out += sideBySide.text }

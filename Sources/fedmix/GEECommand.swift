@@ -29,7 +29,7 @@ enum GEECommand {
         discussion: "Fixed effects only; clusters never span sites and their codes never leave them. Each round is one step of geepack's Fisher scoring: the sites send sums over their clusters (estimating function, its derivative, the sandwich's meat, the moments of the correlation and scale).",
         arguments: [paths],
         options: [Opt.sites, Opt.dataset, formula, family, Opt.link, Opt.filter, cluster, corstr, order, smallSample, glmm]
-            + Opt.missingData + Opt.result + [Opt.inProcess, Opt.excludeSites] + Opt.network,
+            + Opt.missingData + Opt.imputation + Opt.result + [Opt.inProcess, Opt.excludeSites] + Opt.network,
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
@@ -47,10 +47,20 @@ enum GEECommand {
         options.gee = GEESettings(correlation: correlation, order: a.value(order), smallSample: a.value(smallSample))
         let missing = missingDataStrategy(a)
         try Analysis.validate(formula: formula, options: options, missingData: missing)
+        let imputation = try imputationSettings(a)
+        if let imputation { _ = try MultipleImputation.validate(imputation, analysisFormula: formula) }
         let (federation, dataset) = try SensitivityCommand.connect(a, paths: paths)
         defer { federation.close() }
-        let fit = try Analysis.fit(federation, dataset: dataset, formula: formula, options: options, missingData: missing)
-        guard var result = GEEResult(fit) else { throw UsageError("the fit returned no GEE section") }
+        var result: GEEResult
+        if let imputation {
+            let descriptions = try Analysis.describe(federation, dataset: dataset)
+            result = try GEEResult.imputed(federation, dataset: dataset, formula: formula, descriptions: descriptions,
+                                           options: options, settings: imputation, missingData: missing)
+        } else {
+            let fit = try Analysis.fit(federation, dataset: dataset, formula: formula, options: options, missingData: missing)
+            guard let r = GEEResult(fit) else { throw UsageError("the fit returned no GEE section") }
+            result = r
+        }
         if a.flag(glmm) {
             var g = FitOptions(family: options.family, link: options.link)
             g.filter = options.filter

@@ -110,6 +110,7 @@ final class ExecutableTests: XCTestCase {
                   ExecutableTests.geeLocalEqualsGeepack),
             Entry("gee", ["--in-process", "--format"], ExecutableTests.geeInProcessAndText),
             Entry("gee", ["--glmm"], ExecutableTests.geeBesideGLMM),
+            Entry("gee", ["--impute", "--m", "--seed", "--iterations", "--delta"], ExecutableTests.geeImputed),
             Entry("gee", ["--sites", "--dataset", "--output"], ExecutableTests.geeOverAgents),
             Entry("gee", ["--filter", "--missing-indicator", "--exclude-sites-missing-above", "--exclude-sites"], ExecutableTests.geeRowOptions),
             Entry("gee", ["--formula", "--cluster", "--corstr", "--order", "--small-sample", "--dataset"], ExecutableTests.geeUsageErrors),
