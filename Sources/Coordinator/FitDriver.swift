@@ -75,10 +75,14 @@ struct FitSession {
 
     /// The finalize round: each site's partially pooled site-level effects at
     /// the optimum; the sites then free the session.
-    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) throws -> [FinalizeReply] {
+    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
+                  crossed: CrossedModes? = nil) throws -> [FinalizeReply] {
         let spec = self.spec
-        return try federation.round({ _ in
-            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt))
+        return try federation.round({ k in
+            var request = FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt)
+            // Crossed factors: the site's own effects are taken given the crossed ones at its levels.
+            if let parts = crossed?.finalizeParts(site: k) { request.crossedEffects = parts.effects; request.crossedCovariance = parts.covariance }
+            return .finalize(request)
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
             try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
@@ -104,6 +108,8 @@ struct FitEstimates {
     var kenwardRoger: KenwardRoger? = nil
     /// A flat GLM's last working point (FinalizeRequest.weightsAt).
     var weightsAt: [Double]? = nil
+    /// LMMs with crossed factors: their effects' conditional modes.
+    var crossed: CrossedModes? = nil
 }
 
 /// A model kind, as the driver sees it: the objective over the summed site
@@ -190,7 +196,7 @@ public enum FitDriver {
                                    spec: spec, estimates: estimates, options: options)
         }
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
-                                          weightsAt: estimates.weightsAt)
+                                          weightsAt: estimates.weightsAt, crossed: estimates.crossed)
         // Flat models with a cluster: vcovCL in the fitted coordinates, carried back with β.
         var robust = try session.spec.cluster.map {
             try RobustCovariance.build($0, finals: finals, sites: federation.sites, unscaled: estimates.unscaledCovariance,
@@ -223,6 +229,7 @@ public enum FitDriver {
                 stdErrors: (0..<p).map { robust.vcov[$0, $0].squareRoot() },
                 vcov: (0..<p).map { i in (0..<p).map { robust.vcov[i, $0] } })
         }
+        result.crossedEffects = estimates.crossed?.results(spec: spec, sigma: estimates.sigma)
         objective.complete(&result, optimum: optimum, finals: finals)
         result.trace = trace.points
         switch options.confint {

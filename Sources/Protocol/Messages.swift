@@ -153,7 +153,17 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     /// took its working weights (the estimating functions use them); absent,
     /// the family's start (mustart). Ignored by every other model.
     public var weightsAt: [Double]?
-    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma, weightsAt = "weights_at" }
+    /// Models with crossed factors: the conditional modes b = Λu of the
+    /// crossed effects at this site's levels (its leading columns, in
+    /// order), and σ⁻² times their conditional covariance there (column-
+    /// major), from which the site's own effects and their conditional
+    /// covariance follow (LMMSite.siteEffects). Absent otherwise.
+    public var crossedEffects: [Double]?
+    public var crossedCovariance: [Double]?
+    enum CodingKeys: String, CodingKey {
+        case session, theta, beta, sigma, weightsAt = "weights_at"
+        case crossedEffects = "crossed_effects", crossedCovariance = "crossed_covariance"
+    }
     public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) {
         self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma; self.weightsAt = weightsAt
     }
@@ -306,9 +316,14 @@ public struct SiteSummary: Codable, Sendable, Equatable {
     /// `columnSums`, each column's spread, so that diagnostics (separation,
     /// bad scaling) do not depend on a covariate's units.
     public var columnSquareSums: [Double]?
+    /// Models with crossed factors (ModelSpec.crossedFactors, in that
+    /// order): the agreed level indices present among the used rows,
+    /// ascending; each has at least min_cell rows here. The site's leading
+    /// columns of [X y] are these levels' effects (r per level).
+    public var crossedLevels: [[Int]]?
     enum CodingKeys: String, CodingKey {
         case rows, used, missing, groups, patterns, columnSums = "column_sums", logWeightSum = "log_weight_sum"
-        case columnSquareSums = "column_square_sums"
+        case columnSquareSums = "column_square_sums", crossedLevels = "crossed_levels"
     }
     public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int],
                 patterns: [MissingPattern]? = nil, columnSums: [Double]? = nil) {
@@ -326,12 +341,16 @@ public struct SiteSummary: Codable, Sendable, Equatable {
         columnSums = try c.decodeIfPresent([Double].self, forKey: .columnSums)
         logWeightSum = try c.decodeIfPresent(Double.self, forKey: .logWeightSum)
         columnSquareSums = try c.decodeIfPresent([Double].self, forKey: .columnSquareSums)
+        crossedLevels = try c.decodeIfPresent([[Int]].self, forKey: .crossedLevels)
         func fail(_ key: CodingKeys, _ why: String) -> ProtocolError {
             .inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why)
         }
         guard (0...ProtocolLimits.maxRows).contains(rows) else { throw fail(.rows, "is out of range") }
         guard (0...rows).contains(used) else { throw fail(.used, "is not between 0 and rows") }
         guard groups.allSatisfy({ (0...ProtocolLimits.maxGroupLevels).contains($0) }) else { throw fail(.groups, "holds a count out of range") }
+        if let cl = crossedLevels, !cl.allSatisfy({ l in l.allSatisfy { $0 >= 0 } && zip(l, l.dropFirst()).allSatisfy { $0 < $1 } }) {
+            throw fail(.crossedLevels, "must list ascending, distinct, non-negative level indices")
+        }
     }
 }
 
