@@ -43,7 +43,7 @@ struct CrossedColumns {
         for cf in spec.crossedFactors {
             let idx = levels[cf.factor]
             guard !idx.contains(-1) else {
-                throw ModelFrameError.unsupported("grouping factor \"\(cf.variable)\" is crossed with the sites, and some rows the model uses at this site have a level of it that is not among its agreed levels (sites name only levels with at least min_cell rows, so these are rare levels here). Merge rare levels of \"\(cf.variable)\" at the sites, or leave their rows out with a filter")
+                throw ModelFrameError.unsupported("grouping factor \"\(cf.variable)\" is crossed with the sites, and some rows the model uses at this site have a level of it that is not among its agreed levels (sites name only levels with at least min_cell rows, so these are rare levels here). Merge rare levels of the factor at the sites, or leave their rows out with a filter")
             }
             var counts = [Int](repeating: 0, count: cf.levels.count)
             for l in idx { counts[l] += 1 }
