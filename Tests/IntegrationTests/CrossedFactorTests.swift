@@ -250,3 +250,24 @@ final class CrossedFactorTests: XCTestCase {
         XCTAssertTrue(message.contains("linear mixed models only"), message)
     }
 }
+
+extension ExecutableTests {
+    /// `fedmix local` on the simulated registry (agents on loopback TLS):
+    /// `(1 + x | year)` crossed with the hospitals equals lmer on the pooled
+    /// rows, and the JSON carries every year's effects.
+    func localCrossedFactorEqualsLmer() throws {
+        let ref = CrossedFactorTests.references["year_slope"]!
+        let dir = CrossedFactorTests.directory.appendingPathComponent("registry").path
+        let fit = try jsonFit(["local", dir, "--formula", ref["formula"] as! String])
+        let objective = ref["objective"] as! Double
+        XCTAssertLessThanOrEqual((fit["objective"] as! Double - objective) / objective, 1e-8)
+        for (mine, theirs) in zip(Self.estimates(fit), (ref["fixed"] as! [String: Any])["estimates"] as! [Double]) {
+            XCTAssertEqual(mine, theirs, accuracy: 1e-5 * max(abs(theirs), 1))
+        }
+        let crossed = fit["crossed_effects"] as! [[String: Any]]
+        XCTAssertEqual(crossed.count, 10)
+        XCTAssertEqual(Set(crossed.map { $0["group"] as! String }), ["year"])
+        XCTAssertEqual(Set((crossed[0]["effects"] as! [String: Double]).keys), ["(Intercept)", "x"])
+        XCTAssertEqual(fit["rounds"] as? Int, 2)
+    }
+}
