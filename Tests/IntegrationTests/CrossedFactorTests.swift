@@ -32,7 +32,8 @@ final class CrossedFactorTests: XCTestCase {
 
     /// DESIGN.md's LMM tolerances against lmer refitted tightly: the
     /// criterion never worse than lmer's by more than 1e-8 relative;
-    /// estimates, SEs, variance components and σ within 1e-5 relative; the
+    /// estimates, SEs, variance components and σ within 1e-5 relative (REML:
+    /// Satterthwaite and Kenward-Roger df and SEs too); the
     /// conditional modes of every factor (crossed levels and sites) within
     /// 1e-5 of their conditional SD, and the conditional SDs within 1e-5
     /// relative. Returns the worst relative error.
@@ -60,6 +61,14 @@ final class CrossedFactorTests: XCTestCase {
             let mine = r.varianceComponents.first { $0.group == c["group"] as! String && $0.var1 == c["var1"] as? String && $0.var2 == c["var2"] as? String }
             XCTAssertNotNil(mine, "\(key): variance component \(c)", file: file, line: line)
             check(mine?.vcov ?? .nan, c["vcov"] as! Double, "vcov \(c["group"]!) \(c["var1"] ?? "") \(c["var2"] ?? "")")
+        }
+        // REML: lmerTest's Satterthwaite df and pbkrtest's Kenward-Roger SEs and df.
+        if let inference = ref["inference"] as? [String: Any] {
+            for (k, f) in r.fixedEffects.enumerated() {
+                check(f.df ?? .nan, (inference["satterthwaite_df"] as! [Double])[k], "\(f.name) Satterthwaite df")
+                check(f.kenwardRoger?.stdError ?? .nan, (inference["kr_std_errors"] as! [Double])[k], "\(f.name) Kenward-Roger SE")
+                check(f.kenwardRoger?.df ?? .nan, (inference["kr_df"] as! [Double])[k], "\(f.name) Kenward-Roger df")
+            }
         }
         check(r.sigma, ref["sigma"] as! Double, "sigma")
         check(r.loglik, ref["loglik"] as! Double, "logLik")

@@ -7,8 +7,9 @@
 #               hospital, 3 wards per hospital (codes W1-W3 at each), 12
 #               surgeons who operate at 2-3 hospitals each.
 # Run from the repository root: Rscript Tests/Fixtures/tools/crossed-references.R
-# Needs R, lme4 and jsonlite (not the tests).
-suppressMessages({ library(lme4); library(jsonlite) })
+# REML fits also carry lmerTest's Satterthwaite df and pbkrtest's
+# Kenward-Roger SEs and df. Needs R, lme4, lmerTest, pbkrtest and jsonlite (not the tests).
+suppressMessages({ library(lme4); library(jsonlite); library(lmerTest); library(pbkrtest) })
 out_dir <- "Tests/Fixtures/crossed"
 
 write_sites <- function(d, case) {
@@ -85,8 +86,16 @@ ranef_table <- function(m) {
 }
 refs <- lapply(names(fits), function(k) {
   f <- fits[[k]]
-  m <- lmer(f$r, f$data, REML = f$reml, control = tight)
+  m <- lme4::lmer(f$r, f$data, REML = f$reml, control = tight)
   s <- summary(m)$coefficients
+  p <- nrow(s)
+  inference <- NULL
+  if (f$reml) {
+    sdf <- summary(as_lmerModLmerTest(m))$coefficients[, "df"]
+    v <- vcovAdj(m)
+    kr_df <- sapply(seq_len(p), function(k) { L <- rep(0, p); L[k] <- 1; Lb_ddf(matrix(L, nrow = 1), vcov(m), v) })
+    inference <- list(satterthwaite_df = I(unname(sdf)), kr_std_errors = I(unname(sqrt(diag(as.matrix(v))))), kr_df = I(unname(kr_df)))
+  }
   vc <- as.data.frame(VarCorr(m))
   list(case = f$case, formula = f$fedmix, method = if (f$reml) "REML" else "ML",
        objective = if (f$reml) REMLcrit(m) else deviance(m),
@@ -95,7 +104,7 @@ refs <- lapply(names(fits), function(k) {
        variance_components = lapply(seq_len(nrow(vc)), function(i)
          list(group = vc$grp[i], var1 = if (is.na(vc$var1[i])) NULL else vc$var1[i],
               var2 = if (is.na(vc$var2[i])) NULL else vc$var2[i], vcov = vc$vcov[i], sdcor = vc$sdcor[i])),
-       ranef = ranef_table(m))
+       ranef = ranef_table(m), inference = inference)
 })
 names(refs) <- names(fits)
 writeLines(toJSON(refs, auto_unbox = TRUE, digits = NA, pretty = TRUE, null = "null"), file.path(out_dir, "references.json"))
