@@ -19,6 +19,8 @@ struct LMMObjective: FitObjective {
     private(set) var evaluations = 0
     private var last: (theta: [Double], totals: LMMTotals)? = nil
 
+    static let maxCrossedForRestarts = 500
+
     /// The sites' θ-free sums, checked, or nil when some term is grouped
     /// within sites (then every evaluation is a round).
     static func siteBlocks(_ session: FitSession) throws -> [SiteBlocks]? {
@@ -138,10 +140,13 @@ struct LMMObjective: FitObjective {
     /// A profiled criterion can have a local minimum on a bound and a lower
     /// one inside (or the reverse). When the sites sent their θ-free sums,
     /// evaluations cost no round: start also from small factors and keep the
-    /// lowest optimum. Otherwise one start, lme4's.
+    /// lowest optimum. Otherwise one start, lme4's; and one when more than
+    /// `maxCrossedForRestarts` crossed effects make each evaluation a dense
+    /// factorization of their size.
     mutating func minimize(_ optimizer: BoundedNewton) throws -> BoundedNewton.Result {
         let initial = session.structure.initialTheta
-        let starts = blocks == nil ? [initial] : [initial, initial.map { $0 * 0.1 }, initial.map { $0 * 1e-3 }]
+        let restarts = blocks != nil && (crossed?.dimension ?? 0) <= Self.maxCrossedForRestarts
+        let starts = !restarts ? [initial] : [initial, initial.map { $0 * 0.1 }, initial.map { $0 * 1e-3 }]
         var result = try optimizer.minimize(from: starts[0]) { try criterion($0) }
         for start in starts.dropFirst() {
             let other = try optimizer.minimize(from: start) { try criterion($0) }
