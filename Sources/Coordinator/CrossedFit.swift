@@ -53,7 +53,7 @@ struct CrossedModes {
     func results(spec: ModelSpec, sigma: Double) -> [FitResult.CrossedEffect] {
         var out: [FitResult.CrossedEffect] = []
         for (c, f) in zip(spec.crossedFactors, layout.factors) {
-            let names = f.columns(spec: spec, crossed: c)
+            let names = c.columns.map(\.name)
             let r = names.count
             let term = spec.terms.first { $0.grouping == spec.factorGroupings[c.factor] }!.name
             for (l, level) in c.levels.enumerated() {
@@ -67,11 +67,5 @@ struct CrossedModes {
             }
         }
         return out
-    }
-}
-
-extension CrossedLayout.Factor {
-    func columns(spec: ModelSpec, crossed c: (factor: Int, variable: String, levels: [String], columns: [DesignColumn])) -> [String] {
-        c.columns.map(\.name)
     }
 }
