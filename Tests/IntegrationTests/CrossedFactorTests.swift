@@ -246,6 +246,7 @@ final class CrossedFactorTests: XCTestCase {
         XCTAssertTrue(message.contains("(1 | site:patient)"), message)
         XCTAssertTrue(message.contains("(1 | site/patient)"), message)
         XCTAssertTrue(message.contains("(1 | patient)"), message)
+        XCTAssertTrue(message.contains("declare \"patient\" as text in each agent's \"types\""), "numeric codes: how to get them listed: \(message)")
         // Written with the site, it is nested and fitted.
         XCTAssertNoThrow(try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | site:patient)"))
     }
