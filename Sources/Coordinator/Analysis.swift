@@ -47,8 +47,9 @@ public enum Analysis {
         let catalog = VariableCatalog(descriptions)
         try requireVariablesEverywhere(parsed.variablesUsed, descriptions: descriptions)
         try catalog.requireVariables(parsed.variablesUsed)
-        let spec = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
-                                       link: link ?? defaultLink(family), moments: moments)
+        let written = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
+                                          link: link ?? defaultLink(family), moments: moments)
+        let spec = try catalog.resolveCrossed(written)
         try catalog.requireNesting(spec)
         try GroupingChecks.checkDescribed(spec, descriptions: descriptions)
         return spec

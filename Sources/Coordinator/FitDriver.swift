@@ -93,10 +93,13 @@ struct FitSession {
     /// The finalize round: each site's partially pooled site-level effects at
     /// the optimum; the sites then free the session.
     func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
-                  marginal: MarginalRequest? = nil) throws -> [FinalizeReply] {
+                  marginal: MarginalRequest? = nil, crossed: CrossedModes? = nil) throws -> [FinalizeReply] {
         let spec = self.spec
-        return try federation.round({ _ in
-            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt, marginal: marginal))
+        return try federation.round({ k in
+            var request = FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt, marginal: marginal)
+            // Crossed factors: the site's own effects are taken given the crossed ones at its levels.
+            if let parts = crossed?.finalizeParts(site: k) { request.crossedEffects = parts.effects; request.crossedCovariance = parts.covariance }
+            return .finalize(request)
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
             try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
@@ -122,6 +125,8 @@ struct FitEstimates {
     var kenwardRoger: KenwardRoger? = nil
     /// A flat GLM's last working point (FinalizeRequest.weightsAt).
     var weightsAt: [Double]? = nil
+    /// LMMs with crossed factors: their effects' conditional modes.
+    var crossed: CrossedModes? = nil
 }
 
 /// A model kind, as the driver sees it: the objective over the summed site
@@ -214,7 +219,7 @@ public enum FitDriver {
         }
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
                                           weightsAt: estimates.weightsAt,
-                                          marginal: options.marginal ? MarginalEffects.request(spec) : nil)
+                                          marginal: options.marginal ? MarginalEffects.request(spec) : nil, crossed: estimates.crossed)
         // Flat models with a cluster: vcovCL in the fitted coordinates, carried back with β.
         // (GEE's own sandwich comes from its rounds.)
         var robust = try session.spec.cluster.flatMap { c in spec.gee != nil ? nil : c }.map {
@@ -248,6 +253,7 @@ public enum FitDriver {
                 stdErrors: (0..<p).map { robust.vcov[$0, $0].squareRoot() },
                 vcov: (0..<p).map { i in (0..<p).map { robust.vcov[i, $0] } })
         }
+        result.crossedEffects = estimates.crossed?.results(spec: spec, sigma: estimates.sigma)
         objective.complete(&result, optimum: optimum, finals: finals)
         if options.marginal {
             result.marginal = try MarginalEffects.build(finals, sites: federation.sites, spec: spec, beta: estimates.beta,

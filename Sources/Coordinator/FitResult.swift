@@ -193,6 +193,18 @@ public struct FitResult: Codable, Sendable {
             self.iteration = iteration; self.objective = objective; self.newtonDecrement = newtonDecrement
         }
     }
+    /// Models with crossed factors: the conditional mode and conditional SD
+    /// of every crossed level's effects (lme4's `ranef(condVar = TRUE)` for
+    /// those factors); absent otherwise.
+    public var crossedEffects: [CrossedEffect]? = nil
+
+    public struct CrossedEffect: Codable, Sendable, Equatable {
+        public var group: String
+        public var level: String
+        public var effects: [String: Double]
+        public var condSD: [String: Double]
+        enum CodingKeys: String, CodingKey { case group, level, effects, condSD = "cond_sd" }
+    }
     /// Flat models: R's summary.lm / summary.glm figures (absent for mixed models).
     public var flat: FlatStatistics? = nil
     /// `--impute`: how the pooled result was made (absent otherwise).
@@ -221,7 +233,7 @@ public struct FitResult: Codable, Sendable {
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
         case exclusions, flat, robust, filter, gee, marginal, imputation
-        case confint, iccConfint = "icc_confint", profile, trace
+        case confint, iccConfint = "icc_confint", profile, trace, crossedEffects = "crossed_effects"
     }
 
     /// The JSON form (pretty-printed, keys sorted).

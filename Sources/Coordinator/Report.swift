@@ -116,6 +116,23 @@ public enum Report {
             }
             out += table(rs, rightAlign: true, leftFirst: true)
         }
+        if let crossed = r.crossedEffects, !crossed.isEmpty {
+            line()
+            line("Crossed factors (conditional modes with 95% intervals; shared by the sites):")
+            var ct: [[String]] = [["group", "level"]]
+            let names = Set(crossed.flatMap(\.effects.keys)).sorted(by: { a, b in a == "(Intercept)" || (b != "(Intercept)" && a < b) })
+            for n in names { ct[0].append(n); ct[0].append("95% interval") }
+            for c in crossed {
+                var row = [c.group, c.level]
+                for n in names {
+                    let v = c.effects[n] ?? .nan, sd = c.condSD[n] ?? .nan
+                    row.append(c.effects[n] == nil ? "" : fmt(v, digits: 4))
+                    row.append(c.effects[n] == nil ? "" : "[\(fmt(v - 1.959963984540054 * sd, digits: 4)), \(fmt(v + 1.959963984540054 * sd, digits: 4))]")
+                }
+                ct.append(row)
+            }
+            out += table(ct, rightAlign: true, leftFirst: true)
+        }
         if let l = r.lme4Objective {
             line()
             line("−2 log-likelihood \(fmt(r.objective, digits: 7)) includes the binomial coefficients; lme4 reports \(fmt(l, digits: 7)) for nAGQ > 1, leaving out the saturated model's constant.")

@@ -166,7 +166,17 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     public var weightsAt: [Double]?
     /// A GLMM with `--marginal`: the population-averaged sums to add.
     public var marginal: MarginalRequest?
-    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma, weightsAt = "weights_at", marginal }
+    /// Models with crossed factors: the conditional modes b = Λu of the
+    /// crossed effects at this site's levels (its leading columns, in
+    /// order), and σ⁻² times their conditional covariance there (column-
+    /// major), from which the site's own effects and their conditional
+    /// covariance follow (LMMSite.siteEffects). Absent otherwise.
+    public var crossedEffects: [Double]?
+    public var crossedCovariance: [Double]?
+    enum CodingKeys: String, CodingKey {
+        case session, theta, beta, sigma, weightsAt = "weights_at", marginal
+        case crossedEffects = "crossed_effects", crossedCovariance = "crossed_covariance"
+    }
     public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
                 marginal: MarginalRequest? = nil) {
         self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma; self.weightsAt = weightsAt
@@ -327,9 +337,14 @@ public struct SiteSummary: Codable, Sendable, Equatable {
     /// Multiple imputation: per variable, the mean of its observed and of its
     /// imputed values, where both counts reach min_rows and min_cell.
     public var imputedMeans: [String: ImputedMeans]?
+    /// Models with crossed factors (ModelSpec.crossedFactors, in that
+    /// order): the agreed level indices present among the used rows,
+    /// ascending; each has at least min_cell rows here. The site's leading
+    /// columns of [X y] are these levels' effects (r per level).
+    public var crossedLevels: [[Int]]?
     enum CodingKeys: String, CodingKey {
         case rows, used, missing, groups, patterns, columnSums = "column_sums", logWeightSum = "log_weight_sum"
-        case columnSquareSums = "column_square_sums", imputed, imputedMeans = "imputed_means"
+        case columnSquareSums = "column_square_sums", imputed, imputedMeans = "imputed_means", crossedLevels = "crossed_levels"
     }
     public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int],
                 patterns: [MissingPattern]? = nil, columnSums: [Double]? = nil) {
@@ -349,12 +364,16 @@ public struct SiteSummary: Codable, Sendable, Equatable {
         columnSquareSums = try c.decodeIfPresent([Double].self, forKey: .columnSquareSums)
         imputed = try c.decodeIfPresent([String: DisclosedCount].self, forKey: .imputed)
         imputedMeans = try c.decodeIfPresent([String: ImputedMeans].self, forKey: .imputedMeans)
+        crossedLevels = try c.decodeIfPresent([[Int]].self, forKey: .crossedLevels)
         func fail(_ key: CodingKeys, _ why: String) -> ProtocolError {
             .inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why)
         }
         guard (0...ProtocolLimits.maxRows).contains(rows) else { throw fail(.rows, "is out of range") }
         guard (0...rows).contains(used) else { throw fail(.used, "is not between 0 and rows") }
         guard groups.allSatisfy({ (0...ProtocolLimits.maxGroupLevels).contains($0) }) else { throw fail(.groups, "holds a count out of range") }
+        if let cl = crossedLevels, !cl.allSatisfy({ l in l.allSatisfy { $0 >= 0 } && zip(l, l.dropFirst()).allSatisfy { $0 < $1 } }) {
+            throw fail(.crossedLevels, "must list ascending, distinct, non-negative level indices")
+        }
     }
 }
 

@@ -50,15 +50,23 @@ extension Expr: Codable {
 }
 
 extension Grouping: Codable {
-    private enum Key: String, CodingKey { case kind, variables }
+    private enum Key: String, CodingKey { case kind, variables, levels }
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: Key.self)
         switch try c.decode(String.self, forKey: .kind) {
         case "site": self = .site
         case "within_site": self = .withinSite(try c.decode([String].self, forKey: .variables))
+        case "crossed":
+            let vs = try c.decode([String].self, forKey: .variables)
+            let levels = try c.decode([String].self, forKey: .levels)
+            guard vs.count == 1, !levels.isEmpty, Set(levels).count == levels.count else {
+                throw DecodingError.dataCorruptedError(forKey: .levels, in: c,
+                    debugDescription: "a crossed grouping needs one variable and its distinct levels")
+            }
+            self = .crossed(vs[0], levels: levels)
         default:
             throw DecodingError.dataCorruptedError(forKey: .kind, in: c,
-                debugDescription: "grouping kind must be \"site\" or \"within_site\"")
+                debugDescription: "grouping kind must be \"site\", \"within_site\" or \"crossed\"")
         }
     }
     public func encode(to encoder: Encoder) throws {
@@ -66,6 +74,8 @@ extension Grouping: Codable {
         switch self {
         case .site: try c.encode("site", forKey: .kind)
         case .withinSite(let vs): try c.encode("within_site", forKey: .kind); try c.encode(vs, forKey: .variables)
+        case .crossed(let v, let levels):
+            try c.encode("crossed", forKey: .kind); try c.encode([v], forKey: .variables); try c.encode(levels, forKey: .levels)
         }
     }
 }

@@ -75,6 +75,9 @@ public struct SiteDesign: Sendable {
     /// GEE (the model's `gee`): the flat rows with their clusters, order
     /// values and working correlation. Nil otherwise.
     public let gee: GEESite?
+    /// Models with crossed factors: the agreed level indices present among
+    /// the used rows, per crossed factor (SiteSummary.crossedLevels).
+    public private(set) var crossedLevels: [[Int]]? = nil
 
     /// What a session keeps between rounds.
     public enum Model: Sendable {
@@ -112,8 +115,13 @@ public struct SiteDesign: Sendable {
         let offset = try spec.offset.map { try ev.evaluate($0, name: "offset") }
         let groupings = spec.factorGroupings
         let (levels, levelCounts) = cases.factorLevels(spec)
-        groupCounts = spec.terms.map { levelCounts[groupings.firstIndex(of: $0.grouping)!] }
-        try Self.checkTail(spec, levelCounts: levelCounts)
+        let crossed = try CrossedColumns(spec, levels: levels)
+        groupCounts = spec.terms.map { t in
+            let f = groupings.firstIndex(of: t.grouping)!
+            return crossed.present(factor: f)?.count ?? levelCounts[f]
+        }
+        let local = crossed.isEmpty ? nil : crossed.localFactors
+        try Self.checkTail(spec.localModel, levelCounts: local.map { $0.map { levelCounts[$0] } } ?? levelCounts)
         // Per factor, the columns of its terms in term order.
         var z: [[[Double]]] = []
         for g in groupings {
@@ -127,6 +135,9 @@ public struct SiteDesign: Sendable {
         gee = try Self.geeSite(spec, flat: flat, evaluator: ev)
         let thresholds = try ThresholdRules.atoms(spec).map { a in
             (name: ThresholdRules.label(a), values: try ev.evaluate(a, name: "threshold"))
+        }
+        if family != nil && !crossed.isEmpty {
+            throw ModelFrameError.unsupported("grouping factors crossed with the sites (\(spec.crossedFactors.map(\.variable).joined(separator: ", "))) are fitted for linear mixed models only; a generalized model with a crossed factor is not supported yet")
         }
         if let family {
             let g = try GLMMRows(response: response, weights: weights, family: family, used: used)
@@ -159,12 +170,27 @@ public struct SiteDesign: Sendable {
                 for f in z.indices { for a in z[f].indices { for i in 0..<used { z[f][a][i] *= sw[i] } } }
                 for x in w { logWeightSum += Foundation.log(x) }
             }
-            cells = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows,
-                                       outcome: CellCounts.binaryClasses(response.values), thresholds: thresholds)
-            var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
-                                            levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
-            builder.addColumns(w: wcols, levels: levels, z: z)
-            model = .linear(builder.finish(), logWeightSum: logWeightSum)
+            var measured = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows,
+                                              outcome: CellCounts.binaryClasses(response.values), thresholds: thresholds)
+            if let local {
+                // Crossed factors: their levels' effects lead [X y] (unscaled
+                // z columns, one set per level present here); the site's own
+                // random effects are the local factors'.
+                crossed.measure(into: &measured, usedRows: cases.usedRows)
+                cells = measured
+                let localSpec = spec.localModel
+                var builder = SiteBlocksBuilder(structure: localSpec.covarianceStructure, width: crossed.width + wcols.count,
+                                                levelCounts: local.map { levelCounts[$0] }, siteFactor: localSpec.siteFactorIndex)
+                crossed.add(to: &builder, w: wcols, levels: levels, z: z)
+                model = .linear(builder.finish(), logWeightSum: logWeightSum)
+            } else {
+                cells = measured
+                var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
+                                                levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
+                builder.addColumns(w: wcols, levels: levels, z: z)
+                model = .linear(builder.finish(), logWeightSum: logWeightSum)
+            }
+            crossedLevels = crossed.isEmpty ? nil : crossed.presentLevels
         }
     }
 

@@ -390,7 +390,10 @@ public final class SiteService: Sendable {
         guard used >= policy.minRows else {
             throw SiteError.disclosure("the model would use \(used < policy.minCell ? "fewer than \(policy.minCell)" : String(used)) rows at this site; the site's minimum is \(policy.minRows) (rule min_rows)")
         }
-        let parameters = r.model.fixedCount + r.model.thetaCount + (r.model.family == .gaussian ? 1 : 0)
+        // Crossed factors: the Schur complement onto their levels' effects
+        // is a fit of those effects too, so each counts as a parameter.
+        let crossedEffects = zip(r.model.crossedFactors, fit.crossedLevels ?? []).reduce(0) { $0 + $1.0.columns.count * $1.1.count }
+        let parameters = r.model.fixedCount + r.model.thetaCount + (r.model.family == .gaussian ? 1 : 0) + crossedEffects
         guard Double(parameters) <= policy.maxParametersPerRow * Double(used) else {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
@@ -535,8 +538,9 @@ public final class SiteService: Sendable {
                                       missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
                                       patterns: patterns)
             if frame.spec.weights != nil { summary.logWeightSum = logWeightSum }
+            summary.crossedLevels = frame.crossedLevels
             return PrepareReply(session: session, summary: summary,
-                                blocks: frame.spec.allTermsGroupedBySite ? blocks : nil)
+                                blocks: frame.spec.localModel.allTermsGroupedBySite ? blocks : nil)
         case .generalized(let site):
             let data = site.data, p = data.p
             var sums = [Double](repeating: 0, count: p), squares = sums
@@ -571,8 +575,9 @@ public final class SiteService: Sendable {
 
     func evaluate(_ r: EvaluateRequest) throws -> Reply {
         let s = try session(r.session, rounds: max(1, r.points.count))
-        let structure = s.model.covarianceStructure
-        for theta in r.points { try validate(theta: theta, structure: structure) }
+        for theta in r.points { try validate(theta: theta, structure: s.model.covarianceStructure) }
+        // The site's own random effects: crossed factors' are the coordinator's.
+        let structure = s.model.localModel.covarianceStructure
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
         if let why = r.problem { throw SiteError.invalid("thetas \(why)") }
         if let point = r.gee { return try geeStep(r, point: point, session: s) }
@@ -602,7 +607,7 @@ public final class SiteService: Sendable {
             if points.count > 1, Double(points.count) * cost.answerBytes > Double(limits.maxAnswerBytes) {
                 throw SiteError.invalid(String(format: "the %d points of this evaluation would need an answer of about %.0f bytes; this site sends at most %d (limits.max_answer_bytes). Ask for fewer points per request", points.count, Double(points.count) * cost.answerBytes, limits.maxAnswerBytes))
             }
-            let c = try points.map { try LMMSite.evaluate(blocks, structure: structure, theta: $0, order: r.order) }
+            let c = try points.map { try LMMSite.evaluate(blocks, structure: structure, theta: s.model.localTheta($0), order: r.order) }
             return .contribution(ContributionReply(session: r.session, contributions: c))
         case .generalized(let site):
             guard r.thetas == nil else { throw SiteError.invalid("thetas (several points per evaluation) applies to linear mixed models only") }
@@ -645,8 +650,8 @@ public final class SiteService: Sendable {
 
     func finalize(_ r: FinalizeRequest) throws -> FinalizeReply {
         let s = try session(r.session)
-        let structure = s.model.covarianceStructure
-        try validate(theta: r.theta, structure: structure)
+        try validate(theta: r.theta, structure: s.model.covarianceStructure)
+        let structure = s.model.localModel.covarianceStructure
         guard r.beta.count == s.model.fixedCount, r.sigma > 0, r.beta.allSatisfy(\.isFinite) else {
             throw SiteError.invalid("beta must have one finite value per fixed effect and sigma must be positive")
         }
@@ -659,9 +664,21 @@ public final class SiteService: Sendable {
             if r.marginal != nil { throw SiteError.invalid("marginal effects apply to GLMMs (binomial or Poisson)") }
             if let refusal = RequestCost.lmmEvaluate(blocks, structure: structure, order: 0)
                 .refusal(limits, what: "finalize") { throw refusal }
-            let e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
+            let e: SiteLevelEffects?
+            if s.model.hasCrossedTerms {
+                // Given the crossed effects at this site's levels (its leading columns).
+                let q = blocks.width - 1 - s.model.fixedCount
+                guard let b = r.crossedEffects, b.count == q, b.allSatisfy(\.isFinite),
+                      let v = r.crossedCovariance, v.count == q * q, v.allSatisfy(\.isFinite) else {
+                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and crossed_covariance (\(q)×\(q)) to finalize")
+                }
+                e = try LMMSite.siteEffects(blocks, structure: structure, theta: s.model.localTheta(r.theta), beta: b + r.beta, sigma: r.sigma,
+                                            crossedCovariance: Matrix(rows: q, cols: q, data: v))
+            } else {
+                e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
+            }
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
-                                  ownEffects: LMMSite.ownEstimate(blocks, beta: r.beta))
+                                  ownEffects: s.model.hasCrossedTerms ? nil : LMMSite.ownEstimate(blocks, beta: r.beta))
         case .generalized(let site):
             if let refusal = RequestCost.glmmEvaluate(site.data, order: 0, nAGQ: 1)
                 .refusal(limits, what: "finalize") { throw refusal }
@@ -685,6 +702,8 @@ public final class SiteService: Sendable {
             switch cluster {
             case .site:
                 reply.score = flat.clusterScores(beta: r.beta, weightsAt: r.weightsAt)[0]
+            case .crossed:
+                throw SiteError.invalid("the clusters of a robust covariance are the site or groups nested in it, never a factor crossed with the sites")
             case .withinSite:
                 reply.scoreCrossProducts = flat.scoreCrossProducts(beta: r.beta, weightsAt: r.weightsAt)
                 reply.clusters = flat.clusterCount

@@ -36,8 +36,24 @@ final class MessageTests: XCTestCase {
             .evaluate(EvaluateRequest(session: "s1", theta: [], order: 0, beta: [0.25, -1e-300],
                                       gee: GEEPoint(alpha: -0.0, scale: 1.5, bread: [2, 0.5, 0.5, 3e-310]))),
             .finalize(FinalizeRequest(session: "s1", theta: [0.5], beta: [1, 2], sigma: 1, marginal: MarginalRequest(points: 40, discrete: [false, true]))),
+            .prepare(PrepareRequest(session: "s2", dataset: "registry", model: crossedModel)),
+            .finalize({
+                var f = FinalizeRequest(session: "s2", theta: [0.5, 1.25], beta: [1, 2], sigma: 2)
+                f.crossedEffects = [0.25, -0.0]
+                f.crossedCovariance = [1, 0.5, 0.5, 2e-310]
+                return f
+            }()),
             .ping,
         ]
+    }
+
+    /// `y ~ x + (1 | site) + (1 | year)` with year crossed with the sites.
+    static var crossedModel: ModelSpec {
+        let one = DesignColumn(name: "(Intercept)", expr: .number(1))
+        return ModelSpec(formula: "y ~ x + (1 | site) + (1 | year)", response: .value(.variable("y")),
+                         fixed: [one, DesignColumn(name: "x", expr: .variable("x"))],
+                         terms: [RandomTerm(name: "year", grouping: .crossed("year", levels: ["2011", "2012", "2013"]), columns: [one]),
+                                 RandomTerm(name: "site", grouping: .site, columns: [one])])
     }
 
     static var everyReply: [Reply] {
@@ -61,6 +77,7 @@ final class MessageTests: XCTestCase {
         return [
             .described(description),
             .prepared(PrepareReply(session: "s1", summary: summary, blocks: nil)),
+            .prepared(PrepareReply(session: "s2", summary: { var c = summary; c.crossedLevels = [[0, 2]]; return c }(), blocks: nil)),
             .contribution(ContributionReply(session: "s1", contribution: LMMContribution(schur: schur, logDet: logDet, rows: 117))),
             .glmmContribution(GLMMContributionReply(session: "s1", rows: 117, objective: objective)),
             .glmStep(GLMStepReply(session: "s1", rows: 117, deviance: 93.5, information: [4, 1.5, 1.5, 2e-310], working: [-0.25, 7])),
@@ -263,6 +280,8 @@ final class MessageTests: XCTestCase {
             ("{}", "gaussian", "{\"kind\":\"site\"}", "invalid_message", ["num, var, level, missing, fill, fn, op"]),
             ("{\"var\":\"y\"}", "gamma", "{\"kind\":\"site\"}", "invalid_message", ["model.family"]),
             ("{\"var\":\"y\"}", "gaussian", "{\"kind\":\"nested\"}", "invalid_message", ["model.terms[0].grouping.kind"]),
+            ("{\"var\":\"y\"}", "gaussian", "{\"kind\":\"crossed\",\"variables\":[\"year\"],\"levels\":[\"1\",\"1\"]}", "invalid_message",
+             ["model.terms[0].grouping.levels", "distinct levels"]),
             ("{\"var\":3}", "gaussian", "{\"kind\":\"site\"}", "wrong_field_type", ["model.response.value.var", "a string"]),
         ]
         for c in cases {
