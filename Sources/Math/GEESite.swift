@@ -51,6 +51,12 @@ public struct GEESums: Sendable, Equatable {
     /// outer products, Mancl-DeRouen and Kauermann-Carroll (p×p column-major).
     public var meatMD: [Double]? = nil
     public var meatKC: [Double]? = nil
+    /// Never sent: the largest share one cluster holds of any diagonal entry
+    /// of the information Σ DᵀV⁻¹D (0 with a single cluster). The agent
+    /// refuses an answer dominated by one cluster (max_row_share):
+    /// a crafted β, α or bread could otherwise make the sums describe one
+    /// patient.
+    public var largestClusterShare = 0.0
 
     init(p: Int) {
         information = [Double](repeating: 0, count: p * p)
@@ -68,6 +74,8 @@ public enum GEEError: Error, Equatable, CustomStringConvertible {
     case clusterTooLarge(rows: Int, limit: Int)
     case workingCorrelationNotPositiveDefinite
     case leverageAtOne
+    case breadNotSymmetricPositiveDefinite
+    case breadBeyondSite(largest: Double)
 
     public var description: String {
         switch self {
@@ -79,6 +87,10 @@ public enum GEEError: Error, Equatable, CustomStringConvertible {
             return "the working correlation is not positive definite at the current α"
         case .leverageAtOne:
             return "a cluster's leverage I − H is not positive definite, so the small-sample corrections are undefined"
+        case .breadNotSymmetricPositiveDefinite:
+            return "bread must be a symmetric positive definite p×p matrix (column-major), the inverse of the information summed over all sites"
+        case .breadBeyondSite(let largest):
+            return String(format: "bread is larger than the inverse of this site's own information Σ DᵀV⁻¹D at the β, α and scale sent (largest eigenvalue of B·Σ DᵀV⁻¹D is %.3g, at most 1 allowed): the bread must be (Σ DᵀV⁻¹D)⁻¹ over all sites at that point, so that no cluster's leverage exceeds what the site's own data imply", largest)
         }
     }
 }
@@ -129,7 +141,12 @@ public struct GEESite: Sendable {
         out.rows = rows.rows
         out.clusters = members.count
         if bread != nil { out.meatMD = [Double](repeating: 0, count: p * p); out.meatKC = out.meatMD }
+        if let b = bread { try Self.checkSymmetric(b) }
         let roots = try bread.map(Self.roots)
+        // Per cluster, for the corrections (checked against the site's total
+        // information first).
+        var perCluster: [(information: Matrix, score: [Double])] = []
+        var largestInformation = [Double](repeating: 0, count: p)
         for c in members {
             let n = c.count
             var d = [Double](repeating: 0, count: n * p)   // n×p column-major
@@ -156,6 +173,7 @@ public struct GEESite: Sendable {
                 }
             }
             for j in 0..<p { out.score[j] += u[j]; for k in 0..<p { out.meat[j + k * p] += u[j] * u[k] } }
+            for j in 0..<p { largestInformation[j] = max(largestInformation[j], information[j, j]) }
             if structure != .independence && n > 1 {
                 for a in 0..<(n - 1) { for b in (a + 1)..<n {
                     let e = structure.pair(alpha: alpha, distance: abs(wave(c[b]) - wave(c[a])))
@@ -164,16 +182,48 @@ public struct GEESite: Sendable {
                     out.alphaFitted += e.derivative * e.rho
                 } }
             }
-            if let roots {
-                let (md, kc) = try Self.correctedScores(information: information, score: u, roots: roots)
-                for j in 0..<p { for k in 0..<p {
-                    out.meatMD![j + k * p] += md[j] * md[k]
-                    out.meatKC![j + k * p] += kc[j] * kc[k]
-                } }
-            }
+            if roots != nil { perCluster.append((information, u)) }
         }
         for j in 0..<p { for k in 0..<j { out.information[k + j * p] = out.information[j + k * p] } }
+        if let roots {
+            try Self.checkBread(roots, information: Matrix(rows: p, cols: p, data: out.information))
+            for (information, u) in perCluster {
+                let (md, kc) = try Self.correctedScores(information: information, score: u, roots: roots)
+                for j in 0..<p {
+                    for k in 0..<p {
+                        out.meatMD![j + k * p] += md[j] * md[k]
+                        out.meatKC![j + k * p] += kc[j] * kc[k]
+                    }
+                }
+            }
+        }
+        out.largestClusterShare = members.count > 1 ? Self.share(largestInformation, of: out.information, p: p) : 0
         return out
+    }
+
+    /// The largest share one cluster's term holds of a diagonal entry of a
+    /// sum of positive semi-definite terms (entries whose sum is 0 hold none).
+    static func share(_ largest: [Double], of sum: [Double], p: Int) -> Double {
+        (0..<p).reduce(0) { m, j in sum[j + j * p] > 0 ? max(m, largest[j] / sum[j + j * p]) : m }
+    }
+
+    /// The bread must be symmetric (to a relative 1e-10 of its largest entry).
+    static func checkSymmetric(_ b: Matrix) throws {
+        let scale = b.data.reduce(0) { max($0, abs($1)) }
+        for i in 0..<b.rows { for j in 0..<i where abs(b[i, j] - b[j, i]) > 1e-10 * scale { throw GEEError.breadNotSymmetricPositiveDefinite } }
+    }
+
+    /// B⁻¹ ⪰ the site's own Σ DᵀV⁻¹D, i.e. every eigenvalue of
+    /// B^½ (Σ DᵀV⁻¹D) B^½ at most 1 (to rounding): the honest bread is the
+    /// inverse of the information summed over all sites at the same point,
+    /// which includes this site's. Then each cluster's leverage, an
+    /// eigenvalue of B^½ Aᵢ B^½ ⪯ B^½ (Σ Aᵢ) B^½, is at most its share of
+    /// the site's own information, never one a coordinator tuned toward 1
+    /// to amplify one cluster's estimating function.
+    static func checkBread(_ roots: (half: Matrix, inverseHalf: Matrix), information a: Matrix) throws {
+        let s = Dense.multiply(Dense.multiply(roots.half, a), roots.half)
+        let largest = Dense.symmetricEigen(s).values.max() ?? 0
+        guard largest <= 1 + 1e-8 else { throw GEEError.breadBeyondSite(largest: largest) }
     }
 
     /// The working correlation R(α) of one cluster, dense.
@@ -222,7 +272,7 @@ public struct GEESite: Sendable {
     /// The square roots B^½ and B^(-½) of the bread (symmetric, by its eigenvectors).
     static func roots(_ bread: Matrix) throws -> (half: Matrix, inverseHalf: Matrix) {
         let (values, vectors) = Dense.symmetricEigen(bread)
-        guard values.allSatisfy({ $0 > 0 }) else { throw GEEError.workingCorrelationNotPositiveDefinite }
+        guard values.allSatisfy({ $0 > 0 }) else { throw GEEError.breadNotSymmetricPositiveDefinite }
         let p = bread.rows
         var half = Matrix(rows: p, cols: p), inverseHalf = Matrix(rows: p, cols: p)
         for j in 0..<p { for i in 0..<p { for k in 0..<p {

@@ -641,7 +641,20 @@ public final class SiteService: Sendable {
         if let refusal = RequestCost.geeStep(gee, corrections: bread != nil).refusal(limits, what: "GEE round") { throw refusal }
         let sums: GEESums
         do { sums = try gee.sums(beta: beta, alpha: point.alpha, scale: point.scale, bread: bread) }
-        catch let e as GEEError { throw SiteError.invalid(e.description) }
+        catch let e as GEEError {
+            if case .breadBeyondSite = e { throw SiteError.disclosure(e.description + " (rule max_row_share, leverage)") }
+            throw SiteError.invalid(e.description)
+        }
+        // Whatever β, α, φ and bread were sent: no answer mostly describes one
+        // cluster (one patient when clusters are patients): its share of the
+        // information, which only the design and the coordinator's β, α
+        // move. The meat and Σ r² may be dominated by one cluster or row at
+        // the honest β (an outcome far from its prediction), like a GLM
+        // step's deviance, so they are not checked; a crafted α or β that
+        // swamps them swamps the information first.
+        if sums.largestClusterShare > policy.maxRowShare {
+            throw SiteError.disclosure("at the β, α and scale sent, one cluster would carry more than \(Int(100 * policy.maxRowShare))% of the GEE information Σ DᵀV⁻¹D at this site, so the answer would mostly describe that cluster (rule max_row_share, dominance). A working correlation's α near the edge of its range, or a bread that is not the inverse of the pooled information, does this")
+        }
         let numbers = sums.information + sums.score + sums.meat + (sums.meatMD ?? []) + (sums.meatKC ?? [])
             + [sums.pearsonSquares, sums.alphaInformation, sums.alphaCross, sums.alphaFitted]
         guard numbers.allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
