@@ -27,8 +27,12 @@ enum Imputer {
 
     /// `complete`, with each variable's imputed count and the means of its
     /// observed and imputed values (for the per-site summary).
+    /// `rules`: called with each imputation model's design cells (over the
+    /// rows it is evaluated on, observed and imputed) before any value is
+    /// drawn; it throws to refuse the model.
     static func completeWithMeans(_ table: DataTable, draws: [ImputationDraw], observed: [String] = [], site: String,
-                                  dataset: String) throws -> (table: DataTable, imputed: [String: (count: Int, observedMean: Double, imputedMean: Double)]) {
+                                  dataset: String, rules: ((ImputationDraw, CellCounts) throws -> Void)? = nil) throws
+        -> (table: DataTable, imputed: [String: (count: Int, observedMean: Double, imputedMean: Double)]) {
         var t = table
         var counts: [String: Int] = [:]
         // Chained equations start as mice does: every incomplete variable's
@@ -54,7 +58,7 @@ enum Imputer {
         for d in draws {
             guard let original = table.column(named: d.variable) else { throw ModelFrameError.unknownVariable(d.variable, dataset: dataset) }
             guard case .numeric(let values) = original.data else { throw ModelFrameError.notNumeric(d.variable) }
-            let (completedValues, rows) = try completed(t, original: values, draw: d, site: site, dataset: dataset)
+            let (completedValues, rows) = try completed(t, original: values, draw: d, site: site, dataset: dataset, rules: rules)
             let k = t.columns.firstIndex { $0.name == d.variable }!
             t.columns[k].data = .numeric(completedValues)
             counts[d.variable] = rows.count
@@ -86,7 +90,7 @@ enum Imputer {
     /// `original`: the variable as observed at the site (its missing rows
     /// are the ones imputed); `table` holds the other variables as completed so far.
     static func completed(_ table: DataTable, original values: [Double?], draw d: ImputationDraw, site: String,
-                          dataset: String) throws -> ([Double?], [Int]) {
+                          dataset: String, rules: ((ImputationDraw, CellCounts) throws -> Void)? = nil) throws -> ([Double?], [Int]) {
         let spec = d.model
         guard spec.terms.allSatisfy({ $0.grouping == .site }) else {
             throw ModelFrameError.unsupported("an imputation model's random-effects terms must be grouped by site")
@@ -115,6 +119,17 @@ enum Imputer {
             let ev = ExpressionEvaluator(columns: columns, rows: rows)
             return (try spec.fixed.map { try ev.evaluate($0.expr, name: $0.name) },
                     try spec.terms.flatMap { t in try t.columns.map { try ev.evaluate($0.expr, name: $0.name) } })
+        }
+        if let rules {
+            // The imputation model's columns are columns like any model's:
+            // they must not single out rows among those they are evaluated on.
+            let ev = ExpressionEvaluator(columns: columns, rows: complete)
+            let all = try design(complete)
+            let names = spec.fixed.map(\.name) + spec.terms.flatMap { t in t.columns.map { "\($0.name) | \(t.name)" } }
+            let thresholds = try ThresholdRules.atoms(spec).map { (name: ThresholdRules.label($0), values: try ev.evaluate($0, name: "threshold")) }
+            try rules(d, CellCounts.measure(columns: Array(zip(names, all.x + all.z)).map { (name: $0.0, values: $0.1) },
+                                            indicatorVariables: SiteDesign.indicatorVariables(spec).compactMap { columns[$0] },
+                                            usedRows: complete, outcome: nil, thresholds: thresholds))
         }
         let obs = try design(observed), mis = try design(missing)
         let y = try ExpressionEvaluator(columns: columns, rows: observed).evaluate(responseExpr, name: "response")

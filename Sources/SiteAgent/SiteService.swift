@@ -348,20 +348,9 @@ public final class SiteService: Sendable {
         for v in SiteDesign.allVariables(r.model) + r.model.requiredVariables where !mayUse(v) {
             throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
         }
-        let design = r.model.fixed.map(\.expr) + r.model.terms.flatMap { $0.columns.map(\.expr) }
-        var response: [Expr]
-        switch r.model.response { case .value(let e): response = [e]; case .binomial(let a, let b): response = [a, b] }
-        response += [r.model.offset, r.model.weights].compactMap { $0 }
-        if response.contains(where: \.usesLogicalOperators) {
-            throw SiteError.disclosure("comparison and logical operators may be used only in a row filter or as a design column of its own (I(x > c)), never in the response, weights or offset (rule min_cell)")
-        }
-        if policy.checksExpressions {
-            try ExpressionRules.check(r.model)
-        } else if design.contains(where: \.usesLogicalOperators) {
-            // Comparisons in columns only in the forms the threshold rule reads, whatever the policy.
-            try ExpressionRules.checkComparisons(r.model)
-        }
+        try checkExpressions(r.model)
         var table = try load(r.dataset)
+        let asObserved = table
         if let refusal = RequestCost.prepare(r.model, rows: table.rowCount).refusal(limits, what: "prepare") { throw refusal }
         var imputed: [String: Int]? = nil
         var imputedMeans: [String: ImputedMeans]? = nil
@@ -398,6 +387,7 @@ public final class SiteService: Sendable {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
         if let why = fit.cells.violation(policy) { throw SiteError.disclosure(why) }
+        let imputedRows = imputedRows(r, table: asObserved, usedRows: fit.cells.usedRows)
         if let gee = fit.gee, case .withinSite? = r.model.cluster, gee.members.count < policy.minCell {
             throw SiteError.disclosure("the model's rows form \(gee.members.count) clusters at this site; GEE answers are sums over at least \(policy.minCell) clusters (rule min_cell). Cluster by site, or leave this site out")
         }
@@ -407,7 +397,7 @@ public final class SiteService: Sendable {
         }
         try checkMomentDifferencing(fit.cells.usedRows, variables: SiteDesign.allVariables(r.model) + r.model.requiredVariables,
                                     table: table, source: sourceKey(r.dataset, rowCount: table.rowCount))
-        try checkDifferencing(fit.cells, filtered: filtered, source: sourceKey(r.dataset, rowCount: table.rowCount), rowCount: table.rowCount)
+        try checkDifferencing(fit.cells, filtered: filtered, imputed: imputedRows, source: sourceKey(r.dataset, rowCount: table.rowCount), rowCount: table.rowCount)
         let patterns = missingPatterns(table, variables: r.model.requiredVariables)
         let now = Date()
         sessions.withLock { s in
@@ -416,6 +406,38 @@ public final class SiteService: Sendable {
                                    imputations: r.imputations, observed: r.observed, imputed: imputed, imputedMeans: imputedMeans)
         }
         return reply(for: r.session, fit, patterns: patterns, imputed: imputed, imputedMeans: imputedMeans)
+    }
+
+    /// The rows where each variable the model reads was imputed, among its
+    /// used rows (checked in checkDifferencing).
+    func imputedRows(_ r: PrepareRequest, table: DataTable, usedRows: [Int]) -> [(variable: String, rows: [Int])] {
+        guard let draws = r.imputations else { return [] }
+        let read = Set(SiteDesign.allVariables(r.model) + r.model.requiredVariables)
+        var out: [(variable: String, rows: [Int])] = []
+        for v in draws.map(\.variable) where read.contains(v) && !out.contains(where: { $0.variable == v }) && !(r.observed ?? []).contains(v) {
+            guard let c = table.column(named: v) else { continue }
+            out.append((v, usedRows.filter { c.isMissing($0) }))
+        }
+        return out
+    }
+
+    /// The expression rules of a model (an analysis or an imputation model):
+    /// no comparison in the response, weights or offset; the formula
+    /// language; comparisons only in the forms the threshold rule reads.
+    func checkExpressions(_ model: ModelSpec) throws {
+        let design = model.fixed.map(\.expr) + model.terms.flatMap { $0.columns.map(\.expr) }
+        var response: [Expr]
+        switch model.response { case .value(let e): response = [e]; case .binomial(let a, let b): response = [a, b] }
+        response += [model.offset, model.weights].compactMap { $0 }
+        if response.contains(where: \.usesLogicalOperators) {
+            throw SiteError.disclosure("comparison and logical operators may be used only in a row filter or as a design column of its own (I(x > c)), never in the response, weights or offset (rule min_cell)")
+        }
+        if policy.checksExpressions {
+            try ExpressionRules.check(model)
+        } else if design.contains(where: \.usesLogicalOperators) {
+            // Comparisons in columns only in the forms the threshold rule reads, whatever the policy.
+            try ExpressionRules.checkComparisons(model)
+        }
     }
 
     /// Multiple imputation: the table with the draws' variables completed
@@ -432,9 +454,15 @@ public final class SiteService: Sendable {
             for v in SiteDesign.allVariables(d.model) + d.model.requiredVariables where !mayUse(v) {
                 throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
             }
-            if policy.checksExpressions { try ExpressionRules.check(d.model) }
+            try checkExpressions(d.model)
         }
-        return try Imputer.completeWithMeans(table, draws: draws, observed: observed, site: site, dataset: dataset)
+        // The imputation model's design obeys the cell rules of any model's
+        // (min_cell, thresholds, dominance) over the rows it is evaluated on:
+        // otherwise I(age > 90) with a large coefficient would make the
+        // completed column an indicator of a few patients.
+        return try Imputer.completeWithMeans(table, draws: draws, observed: observed, site: site, dataset: dataset) { d, cells in
+            if let why = cells.violation(self.policy) { throw SiteError.disclosure("the imputation model of \"\(d.variable)\": \(why)") }
+        }
     }
 
     /// Observed and imputed means of each completed variable, where both are
@@ -471,7 +499,7 @@ public final class SiteService: Sendable {
     /// column's rows, the filter's rows) must each equal, or differ by at
     /// least min_rows from, every subset answered before from the same
     /// source (SubsetHistory.swift); then they are remembered.
-    func checkDifferencing(_ cells: CellCounts, filtered: RowSet?, source: String, rowCount: Int) throws {
+    func checkDifferencing(_ cells: CellCounts, filtered: RowSet?, imputed: [(variable: String, rows: [Int])] = [], source: String, rowCount: Int) throws {
         let m = policy.minRows
         let used = RowSet(indices: cells.usedRows, rowCount: rowCount)
         if m > 1, let d = subsetHistory.closestDifference(used, source: source), d < m {
@@ -482,6 +510,20 @@ public final class SiteService: Sendable {
             let set = RowSet(indices: rows, rowCount: rowCount)
             if m > 1, let d = subsetHistory.closestDifference(set, source: source), d < m {
                 throw SiteError.disclosure("the rows where column \"\(name)\" is 1 differ from a set of rows answered before at this site by fewer than \(m) rows, so the difference of the two answers would describe those patients (rule min_rows, differencing)")
+            }
+            answered.append(set)
+        }
+        // The rows where a variable is imputed: none or at least min_cell,
+        // like a missing(x) indicator's, and a subset like any other.
+        // Otherwise a draw with a large shift δ (or intercept) would make the
+        // completed column an indicator of those few patients.
+        for (variable, rows) in imputed where !rows.isEmpty && rows.count < policy.minCell {
+            throw SiteError.disclosure("\"\(variable)\" would be imputed in fewer than \(policy.minCell) of the rows this model uses at this site; a completed column would then single out those patients (rule min_cell). Leave this site out of the analysis (--exclude-sites), or the variable out of the model")
+        }
+        for (variable, rows) in imputed where !rows.isEmpty {
+            let set = RowSet(indices: rows, rowCount: rowCount)
+            if m > 1, let d = subsetHistory.closestDifference(set, source: source), d < m {
+                throw SiteError.disclosure("the rows where \"\(variable)\" is imputed differ from a set of rows answered before at this site by fewer than \(m) rows, so the difference of the two answers would describe those patients (rule min_rows, differencing)")
             }
             answered.append(set)
         }
