@@ -17,6 +17,12 @@ public struct GLMMMarginalSums: Sendable, Equatable {
     public var values: [Double]
     /// (1 + p) × p, column-major: the gradient in β of each sum (row q, column k).
     public var gradients: [Double]
+    /// Never sent: the largest share one row holds of Σ m, of Σ m′ (the
+    /// weight every derivative sum puts on a row) and of Σ |Δm| of each
+    /// discrete column. A crafted β, steep in one column, turns m into a
+    /// step (Σ m counts the rows past a threshold) or m′ into a spike on one
+    /// row; the agent refuses sums that one row dominates (max_row_share).
+    public var largestRowShare = 0.0
     public init(rows: Int, values: [Double], gradients: [Double]) { self.rows = rows; self.values = values; self.gradients = gradients }
 }
 
@@ -74,6 +80,9 @@ public enum GLMMMarginal {
         let rule = GaussHermiteRule.cached(points: points)
         let spreads = spreads(data, theta: theta)
         var values = [Double](repeating: 0, count: q), gradients = [Double](repeating: 0, count: q * p)
+        // Per row-wise term: the largest |term| and Σ |term| (m, m′, then each column's Δm).
+        var largest = [Double](repeating: 0, count: 2 + p), total = largest
+        func track(_ k: Int, _ t: Double) { largest[k] = max(largest[k], abs(t)); total[k] += abs(t) }
         for i in 0..<data.rows {
             let x = Array(data.x[(i * p)..<((i + 1) * p)])
             var eta = data.offset[i]
@@ -81,12 +90,14 @@ public enum GLMMMarginal {
             let spread = spreads[i]
             let at = integrated(link, eta, spread: spread, rule: rule)
             values[0] += at.m
+            track(0, at.m); track(1, at.m1)
             for k in 0..<p { gradients[0 + k * q] += x[k] * at.m1 }
             for j in 0..<p {
                 if discrete[j] {
                     let eta1 = eta + beta[j] * (1 - x[j]), eta0 = eta - beta[j] * x[j]
                     let one = integrated(link, eta1, spread: spread, rule: rule), zero = integrated(link, eta0, spread: spread, rule: rule)
                     values[1 + j] += one.m - zero.m
+                    track(2 + j, one.m - zero.m)
                     for k in 0..<p {
                         let x1 = k == j ? 1 : x[k], x0 = k == j ? 0 : x[k]
                         gradients[1 + j + k * q] += x1 * one.m1 - x0 * zero.m1
@@ -97,6 +108,8 @@ public enum GLMMMarginal {
                 }
             }
         }
-        return GLMMMarginalSums(rows: data.rows, values: values, gradients: gradients)
+        var out = GLMMMarginalSums(rows: data.rows, values: values, gradients: gradients)
+        out.largestRowShare = zip(largest, total).reduce(0) { m, t in t.1 > 0 ? max(m, t.0 / t.1) : m }
+        return out
     }
 }

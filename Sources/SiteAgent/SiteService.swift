@@ -749,6 +749,9 @@ public final class SiteService: Sendable {
                 if let refusal = cost.refusal(limits, what: "marginal effects") { throw refusal }
                 let sums = GLMMMarginal.sums(site.data, beta: r.beta, theta: r.theta, discrete: m.discrete, points: m.points)
                 guard (sums.values + sums.gradients).allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
+                if sums.largestRowShare > policy.maxRowShare {
+                    throw SiteError.disclosure("at the β and θ sent, one row would carry more than \(Int(100 * policy.maxRowShare))% of a marginal sum at this site (the population-averaged means, their derivatives or a discrete change), so the answer would mostly describe that row (rule max_row_share, dominance)")
+                }
                 reply.marginal = MarginalReply(sums)
             }
         }
