@@ -124,6 +124,25 @@ public struct GEESite: Sendable {
 
     @inline(__always) func wave(_ i: Int) -> Double { order?[i] ?? Double(i) }
 
+    /// ar1: for each distance between two order values within a cluster,
+    /// how many clusters have a pair at that distance (with a single
+    /// cluster, the site: how many pairs). α's moments are polynomials in α
+    /// whose coefficients are sums over the pairs at each distance
+    /// (Σ E·rⱼrₖ = Σ_d d α^(d−1) Σ_{pairs at d} rⱼrₖ), so rounds at several
+    /// α would separate a distance that one patient (or pair) alone has.
+    public var holdersPerDistance: [Double: Int] {
+        var out: [Double: Int] = [:]
+        for c in members where c.count > 1 {
+            var seen = Set<Double>()
+            for a in 0..<(c.count - 1) { for b in (a + 1)..<c.count {
+                let d = abs(wave(c[b]) - wave(c[a]))
+                if members.count == 1 { out[d, default: 0] += 1 } else { seen.insert(d) }
+            } }
+            for d in seen { out[d, default: 0] += 1 }
+        }
+        return out
+    }
+
     /// Whether μ is inside the family's range (geepack's validMu).
     @inline(__always) func valid(_ mu: Double) -> Bool {
         switch family.distribution {

@@ -159,14 +159,53 @@ final class GEEAttackTests: XCTestCase {
         }
     }
 
+    /// ar1: one patient with a gap of 18 visits that no other patient has.
+    /// α's moments are polynomials in α with one coefficient per distance,
+    /// so rounds at several α would give that patient's residual product;
+    /// the site refuses at prepare (min_cell clusters per distance). Without
+    /// the odd patient the model is answered.
+    func testRareAR1DistanceIsRefused() throws {
+        func data(odd: Bool) throws -> URL {
+            var lines = ["id,visit,x,y"]
+            for id in 1...20 { for v in 1...3 {
+                let visit = odd && id == 20 && v == 3 ? 20 : v
+                lines.append("\(id),\(visit),\(Double((id * 3 + v) % 7)),\(Double((id * 5 + v * 3) % 11) / 2)")
+            } }
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("gee-ar1-\(getpid())-\(odd).csv")
+            try lines.joined(separator: "\n").appending("\n").write(to: url, atomically: true, encoding: .utf8)
+            return url
+        }
+        var spec = Self.spec(.gaussian, .identity, response: "y", x: "x")
+        spec.gee = GEESpec(correlation: .ar1, order: "visit")
+        var policy = DisclosurePolicy.off
+        policy.minCell = 5
+        for odd in [false, true] {
+            let file = try data(odd: odd)
+            defer { try? FileManager.default.removeItem(at: file) }
+            let service = SiteService(site: "s", datasets: ["data": .csv(path: file.path, types: [:])], policy: policy)
+            let reply = try Self.ask(service, .prepare(PrepareRequest(session: "g", dataset: "data", model: spec)))
+            if !odd {
+                guard case .prepared = reply else { return XCTFail("regular visits were refused: \(reply)") }
+            } else if let e = Self.refusal(reply) {
+                XCTAssertEqual(e.code, .disclosureRefused)
+                XCTAssertTrue(e.message.contains("some distance between two order values within a cluster occurs in fewer than 5 clusters"), e.message)
+                XCTAssertTrue(e.message.contains("rule min_cell"), e.message)
+            }
+        }
+    }
+
     /// The rules refuse no honest fit: every geepack acceptance case, with
     /// the Mancl-DeRouen correction (the bread round), under max_row_share
-    /// 0.5 gives geepack's answer (GEETests.check, 1e-6 relative).
+    /// 0.5 (and min_cell 5 for ar1's distances) gives geepack's answer (GEETests.check, 1e-6 relative).
     func testHonestFitsPassTheRules() throws {
         for (name, ref) in GEETests.references.sorted(by: { $0.key < $1.key }) {
             let files = try GEETests.siteFiles(ref["dir"] as! String)
             do {
-                let r = try Analysis.fit(inProcessFederation(files: files, siteColumn: nil, policy: Self.shareOnly), dataset: "data",
+                var policy = Self.shareOnly
+                // ar1's distances under min_cell 5 (the other cases' small
+                // sites have fewer than 5 events, refused by the outcome's rule).
+                policy.minCell = ref["corstr"] as? String == "ar1" ? 5 : 0
+                let r = try Analysis.fit(inProcessFederation(files: files, siteColumn: nil, policy: policy), dataset: "data",
                                          formula: ref["formula"] as! String, options: GEETests.options(ref, smallSample: .md))
                 GEETests.check(r, ref, "\(name) under max_row_share 0.5", corrected: true)
             } catch { XCTFail("\(name): \(error)") }
