@@ -124,6 +124,16 @@ public struct GEESite: Sendable {
 
     @inline(__always) func wave(_ i: Int) -> Double { order?[i] ?? Double(i) }
 
+    /// Exchangeable: how many clusters have each size n ≥ 2. A cluster's
+    /// (φR)⁻¹ = (I − c₍ₙ₎11ᵀ)/((1 − α)φ) with c₍ₙ₎ = α/(1 + (n − 1)α), so every
+    /// sum is Σ_n of a function of α with its own pole per size: rounds at
+    /// several α would separate a size that one patient alone has.
+    public var clustersPerSize: [Int: Int] {
+        var out: [Int: Int] = [:]
+        for c in members where c.count > 1 { out[c.count, default: 0] += 1 }
+        return out
+    }
+
     /// ar1: for each distance between two order values within a cluster,
     /// how many clusters have a pair at that distance (with a single
     /// cluster, the site: how many pairs). α's moments are polynomials in α

@@ -395,6 +395,10 @@ public final class SiteService: Sendable {
            gee.holdersPerDistance.values.contains(where: { $0 < policy.minCell }) {
             throw SiteError.disclosure("with the ar1 working correlation, some distance between two order values within a cluster occurs in fewer than \(policy.minCell) clusters (pairs, clustered by site) at this site; rounds at several α would separate the residuals of those few pairs (rule min_cell). Use the exchangeable working correlation, or an order variable with regular visits")
         }
+        if let gee = fit.gee, gee.structure == .exchangeable, gee.members.count > 1, policy.minCell > 0,
+           gee.clustersPerSize.values.contains(where: { $0 < policy.minCell }) {
+            throw SiteError.disclosure("with the exchangeable working correlation, some cluster size (rows per cluster) occurs in fewer than \(policy.minCell) clusters at this site; each size enters the sums through its own function of α, so rounds at several α would separate those few clusters (rule min_cell). Use the independence working correlation, or leave this site out")
+        }
         if let flat = fit.flat, case .withinSite? = r.model.cluster, r.model.gee == nil, policy.minCell > 0,
            flat.clusterSizes.contains(where: { $0 < policy.minCell }) {
             throw SiteError.disclosure("some clusters of the robust covariance have fewer than \(policy.minCell) rows at this site; a cluster's score would describe those few rows (rule min_cell). Cluster by a coarser variable, or by site")

@@ -194,6 +194,29 @@ final class GEEAttackTests: XCTestCase {
         }
     }
 
+    /// Exchangeable: the only 6-visit patient's sums enter through their own
+    /// function of α (c₆ = α/(1 + 5α)), which rounds at several α would
+    /// separate; refused at prepare under min_cell 5. Patients of 4 visits
+    /// each (respiratory) are answered.
+    func testRareClusterSizeIsRefused() throws {
+        var policy = DisclosurePolicy.off
+        policy.minCell = 5
+        let file = try Self.oneLargeCluster()
+        defer { try? FileManager.default.removeItem(at: file) }
+        let odd = SiteService(site: "s", datasets: ["data": .csv(path: file.path, types: [:])], policy: policy)
+        if let e = Self.refusal(try Self.ask(odd, .prepare(PrepareRequest(session: "g", dataset: "data",
+                                                                        model: Self.spec(.gaussian, .identity, response: "y", x: "x"))))) {
+            XCTAssertEqual(e.code, .disclosureRefused)
+            XCTAssertTrue(e.message.contains("some cluster size (rows per cluster) occurs in fewer than 5 clusters at this site"), e.message)
+        }
+        let regular = try GEETests.siteFiles("respiratory")[0]
+        let service = SiteService(site: "c1", datasets: ["data": .csv(path: regular.path, types: [:])], policy: policy)
+        guard case .prepared = try Self.ask(service, .prepare(PrepareRequest(session: "g", dataset: "data",
+                                                                            model: Self.spec(.binomial, .logit, response: "outcome", x: "age")))) else {
+            return XCTFail("clusters of one size were refused")
+        }
+    }
+
     /// The rules refuse no honest fit: every geepack acceptance case, with
     /// the Mancl-DeRouen correction (the bread round), under max_row_share
     /// 0.5 (and min_cell 5 for ar1's distances) gives geepack's answer (GEETests.check, 1e-6 relative).
@@ -202,9 +225,10 @@ final class GEEAttackTests: XCTestCase {
             let files = try GEETests.siteFiles(ref["dir"] as! String)
             do {
                 var policy = Self.shareOnly
-                // ar1's distances under min_cell 5 (the other cases' small
-                // sites have fewer than 5 events, refused by the outcome's rule).
-                policy.minCell = ref["corstr"] as? String == "ar1" ? 5 : 0
+                // Cluster sizes and ar1's distances under min_cell 5 (trauma's
+                // and ohio's small sites have fewer than 5 events, refused by
+                // the outcome's own rule).
+                policy.minCell = ["respiratory"].contains(ref["dir"] as? String ?? "") ? 5 : 0
                 let r = try Analysis.fit(inProcessFederation(files: files, siteColumn: nil, policy: policy), dataset: "data",
                                          formula: ref["formula"] as! String, options: GEETests.options(ref, smallSample: .md))
                 GEETests.check(r, ref, "\(name) under max_row_share 0.5", corrected: true)
