@@ -47,8 +47,9 @@ public enum Analysis {
         let catalog = VariableCatalog(descriptions)
         try requireVariablesEverywhere(parsed.variablesUsed, descriptions: descriptions)
         try catalog.requireVariables(parsed.variablesUsed)
-        let spec = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
-                                       link: link ?? defaultLink(family), moments: moments)
+        let written = try Formula.resolve(parsed, variables: try catalog.variables(Set(parsed.variablesUsed)), family: family,
+                                          link: link ?? defaultLink(family), moments: moments)
+        let spec = try catalog.resolveCrossed(written)
         try catalog.requireNesting(spec)
         try GroupingChecks.checkDescribed(spec, descriptions: descriptions)
         return spec
@@ -113,8 +114,26 @@ public enum Analysis {
                 throw SettingError("\(.nAGQ) \(options.nAGQ) needs a single scalar random-effects term such as (1 | site); the formula has \(parsed.random.count == 1 ? "a term with several columns" : "\(parsed.random.count) random-effects terms"). Use \(.nAGQ) 1 (Laplace) for this model")
             }
         }
+        if options.marginal {
+            guard options.family != .gaussian else {
+                throw SettingError("\(.marginal) applies to GLMMs (\(.family) binomial or poisson): a linear mixed model's fixed effects are already population-averaged")
+            }
+            guard !parsed.random.isEmpty else {
+                throw SettingError("\(.marginal) integrates over the random effects; the formula has no random-effects term (a GLM's effects are already population-averaged)")
+            }
+        }
         if let f = options.filter {
             do { _ = try RowFilterParser.parse(f, variables: guessedFilterVariables(f)) } catch { throw SettingError("\(.filter): \(error)") }
+        }
+        if let g = options.gee {
+            guard parsed.random.isEmpty else {
+                throw SettingError("\(.formula): GEE models the population-averaged mean with fixed effects only; remove the random-effects term\(parsed.random.count == 1 ? "" : "s") (grouped by \(parsed.random.map(\.name).joined(separator: ", "))) and name the clusters with \(.cluster)")
+            }
+            guard options.cluster != nil else { throw SettingError("GEE needs its clusters: \(.cluster) site, or \(.cluster) VAR for a variable nested within sites (e.g. a patient id)") }
+            if g.order != nil && g.correlation != .ar1 { throw SettingError("\(.order) orders rows for \(.corstr) ar1 only") }
+            if let o = g.order, o.range(of: #"^[A-Za-z.][A-Za-z0-9._]*$"#, options: .regularExpression) == nil {
+                throw SettingError("\(.order) takes the name of a numeric variable")
+            }
         }
         if let c = options.cluster {
             guard parsed.random.isEmpty else {
@@ -253,6 +272,15 @@ public enum Analysis {
             if c != "site" { try VariableCatalog(descriptions).requireVariables([c]) }
             // Clusters are site-local: equal codes at two sites are two clusters (sandwich's cluster = ~site:VAR).
             spec.cluster = c == "site" ? .site : .withinSite([c])
+        }
+        if let g = options.gee {
+            if let o = g.order {
+                try VariableCatalog(descriptions).requireVariables([o])
+                guard try VariableCatalog(descriptions).variables([o])[o]?.kind == .numeric else {
+                    throw SettingError("\(.order) \(o): the order of rows within a cluster must be a numeric variable (e.g. the visit number)")
+                }
+            }
+            spec.gee = GEESpec(correlation: g.correlation, order: g.order)
         }
         if let w = options.weights {
             try VariableCatalog(descriptions).requireVariables([w])

@@ -27,8 +27,13 @@ public struct Comparison: Codable, Sendable {
         public var pValueMixture: Double?
         /// "chi2_q:chi2_(q+1)" naming the mixture, or null.
         public var mixture: String?
+        /// Multiple imputation: the D2 statistic (an F on df and `pooled_df2`;
+        /// `chisq` is then D2 × df) and its denominator df. Absent otherwise.
+        public var pooledF: Double? = nil
+        public var pooledDF2: Double? = nil
         enum CodingKeys: String, CodingKey {
             case model, formula, npar, aic, bic, loglik, deviance, chisq, df, pValue = "p_value", pValueMixture = "p_value_mixture", mixture
+            case pooledF = "pooled_f", pooledDF2 = "pooled_df2"
         }
         public func encode(to encoder: Encoder) throws {
             var c = encoder.container(keyedBy: CodingKeys.self)
@@ -38,6 +43,7 @@ public struct Comparison: Codable, Sendable {
             try c.encode(chisq, forKey: .chisq); try c.encode(df, forKey: .df)   // explicit nulls, as R's NA
             try c.encode(pValue, forKey: .pValue); try c.encode(pValueMixture, forKey: .pValueMixture)
             try c.encode(mixture, forKey: .mixture)
+            try c.encodeIfPresent(pooledF, forKey: .pooledF); try c.encodeIfPresent(pooledDF2, forKey: .pooledDF2)
         }
     }
 
@@ -88,9 +94,13 @@ public struct Comparison: Codable, Sendable {
     public var bytesSent: Int
     public var bytesReceived: Int
 
+    /// `--impute`: how the pooled comparison was made (absent otherwise).
+    public var imputation: ImputationSummary? = nil
+
     enum CodingKeys: String, CodingKey {
         case names, models, anova, flatVsMixed = "flat_vs_mixed", designEffect = "design_effect", refittedML = "refitted_ml", notes
         case dataset, nObs = "n_obs", nSites = "n_sites", rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
+        case imputation
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -100,6 +110,7 @@ public struct Comparison: Codable, Sendable {
         try c.encode(refittedML, forKey: .refittedML); try c.encode(notes, forKey: .notes)
         try c.encode(dataset, forKey: .dataset); try c.encode(nObs, forKey: .nObs); try c.encode(nSites, forKey: .nSites)
         try c.encode(rounds, forKey: .rounds); try c.encode(bytesSent, forKey: .bytesSent); try c.encode(bytesReceived, forKey: .bytesReceived)
+        try c.encodeIfPresent(imputation, forKey: .imputation)
     }
 
     /// The JSON form (pretty-printed, keys sorted).

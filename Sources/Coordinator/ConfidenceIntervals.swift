@@ -59,9 +59,7 @@ extension FitResult {
 enum ConfidenceIntervals {
     /// Levels of each term's grouping factor over all sites (as ResultBuilder counts them).
     static func groupCounts(_ session: FitSession) -> [Int] {
-        session.spec.terms.indices.map { t in
-            session.spec.terms[t].grouping == .site ? session.prepared.count : session.prepared.reduce(0) { $0 + $1.summary.groups[t] }
-        }
+        GroupingChecks.pooledLevels(session.spec, prepared: session.prepared)
     }
 
     /// lme4's parameter list for `confint`: .sig01, … (each term's sds and

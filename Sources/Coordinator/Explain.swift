@@ -43,7 +43,7 @@ public enum Explain {
         let r = siteTerms.reduce(0) { $0 + $1.columns.count }
         let withinSite = spec.terms.filter { $0.grouping != .site }
         let gaussian = spec.family == .gaussian
-        let oneRound = gaussian && spec.allTermsGroupedBySite
+        let oneRound = gaussian && spec.localModel.allTermsGroupedBySite
         var out = ""
         func line(_ s: String = "") { out += s + "\n" }
         func jet(_ n: Int, order: Int = 2) -> Int { JetSpace.width(parameters: n, order: order) }
@@ -58,8 +58,15 @@ public enum Explain {
         line("Filter    \(spec.filter.map { expression($0) } ?? "none: every row of the dataset")")
         line("Fixed     p = \(p): \(names(spec.fixed))")
         for t in spec.terms {
-            let where_ = t.grouping == .site ? "one group per site" : "groups within each site; their effects never leave the site"
+            let where_ = t.grouping == .site ? "one group per site"
+                : t.grouping.isCrossed ? "groups shared by the sites (crossed), with the agreed levels in the model"
+                : "groups within each site; their effects never leave the site"
             line("Random    (\(names(t.columns)) | \(t.name)): \(where_)")
+        }
+        if spec.hasCrossedTerms {
+            line("Crossed   each site's [X y] below is led by the z columns of the crossed levels it has (r per level,")
+            line("          each level with at least min_cell rows there); the sizes below leave them out. The site also")
+            line("          sends which agreed levels it has; finalize sends it the crossed modes at those levels")
         }
         line("          θ has m = \(m) value\(m == 1 ? "" : "s")")
         line("Sites     \(sites); every site receives the same requests and answers with aggregates of the same shape")

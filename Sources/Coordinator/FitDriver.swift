@@ -1,8 +1,7 @@
 // One federated fit for every model kind: prepare at every site, minimize the
 // kind's objective over the sites' summed contributions, finalize, build the
 // result. The pooled fit is this fit with one site. A model kind (LMM, GLMM,
-// and the flat and marginal models to come) plugs in as a `FitObjective`;
-// ARCHITECTURE.md shows where.
+// flat lm/glm, GEE) plugs in as a `FitObjective`; ARCHITECTURE.md shows where.
 
 import Foundation
 import Synchronization
@@ -17,9 +16,22 @@ public struct FitOptions: Sendable {
     public var link: Link? = nil
     /// Quadrature points for GLMMs (1 = Laplace).
     public var nAGQ = 1
+    /// Multiple imputation: the draws every site completes its data with
+    /// before this fit's prepare (MultipleImputation.swift); nil for none.
+    public var imputations: [ImputationDraw]? = nil
+    /// Variables the fit reads as observed although `imputations` completes
+    /// them (PrepareRequest.observed): a chained-equation imputation model's fit.
+    public var observedOnly: [String]? = nil
     /// Flat models: cluster-robust standard errors (sandwich::vcovCL) with
     /// clusters "site" or a variable nested within sites; nil for none.
     public var cluster: String? = nil
+    /// GEE (fedmix gee): the working correlation, the variable ordering rows
+    /// within a cluster (ar1), and the small-sample correction to report.
+    public var gee: GEESettings? = nil
+    /// GLMMs: population-averaged
+    /// predictions and average marginal effects (MarginalEffects), summed by
+    /// the sites in the finalize round.
+    public var marginal = false
     /// A numeric variable of prior weights (GLMMs: binomial trials for a
     /// proportion response, or Poisson log-likelihood multipliers).
     public var weights: String? = nil
@@ -53,9 +65,14 @@ struct FitSession {
 
     /// The prepare round, its replies checked, and lme4's level-count rules
     /// on the rows the sites will use.
-    static func prepare(_ federation: Federation, dataset: String, spec: ModelSpec) throws -> FitSession {
+    static func prepare(_ federation: Federation, dataset: String, spec: ModelSpec,
+                        imputations: [ImputationDraw]? = nil, observed: [String]? = nil) throws -> FitSession {
         let id = UUID().uuidString.lowercased()
-        let prepared = try federation.round({ _ in .prepare(PrepareRequest(session: id, dataset: dataset, model: spec)) }) { reply, site in
+        let prepared = try federation.round({ _ in
+            var r = PrepareRequest(session: id, dataset: dataset, model: spec, imputations: imputations)
+            r.observed = observed
+            return .prepare(r)
+        }) { reply, site in
             guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
             try ReplyChecks.check(p, spec: spec, site: site)
             return p
@@ -75,10 +92,14 @@ struct FitSession {
 
     /// The finalize round: each site's partially pooled site-level effects at
     /// the optimum; the sites then free the session.
-    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) throws -> [FinalizeReply] {
+    func finalize(theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
+                  marginal: MarginalRequest? = nil, crossed: CrossedModes? = nil) throws -> [FinalizeReply] {
         let spec = self.spec
-        return try federation.round({ _ in
-            .finalize(FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt))
+        return try federation.round({ k in
+            var request = FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt, marginal: marginal)
+            // Crossed factors: the site's own effects are taken given the crossed ones at its levels.
+            if let parts = crossed?.finalizeParts(site: k) { request.crossedEffects = parts.effects; request.crossedCovariance = parts.covariance }
+            return .finalize(request)
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }
             try ReplyChecks.check(f, siteLevelDimension: ReplyChecks.siteLevelDimension(spec), site: site)
@@ -104,6 +125,8 @@ struct FitEstimates {
     var kenwardRoger: KenwardRoger? = nil
     /// A flat GLM's last working point (FinalizeRequest.weightsAt).
     var weightsAt: [Double]? = nil
+    /// LMMs with crossed factors: their effects' conditional modes.
+    var crossed: CrossedModes? = nil
 }
 
 /// A model kind, as the driver sees it: the objective over the summed site
@@ -148,11 +171,13 @@ extension BoundedNewton.Result {
 }
 
 public enum FitDriver {
-    /// Fits `spec` on `dataset` at every site of the federation: an LMM for
+    /// Fits `spec` on `dataset` at every site of the federation: GEE when the
+    /// spec carries `gee`, lm or glm without random-effects terms, an LMM for
     /// the gaussian family, a GLMM otherwise.
     public static func fit(_ federation: Federation, dataset: String, spec: ModelSpec,
                            options: FitOptions = FitOptions()) throws -> FitResult {
-        spec.isFlat ? try run(FlatObjective.self, federation, dataset: dataset, spec: spec, options: options)
+        spec.gee != nil ? try run(GEEObjective.self, federation, dataset: dataset, spec: spec, options: options)
+        : spec.isFlat ? try run(FlatObjective.self, federation, dataset: dataset, spec: spec, options: options)
         : spec.family == .gaussian
             ? try run(LMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
             : try run(GLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
@@ -163,10 +188,10 @@ public enum FitDriver {
         let started = Date()
         let roundsBefore = federation.rounds
         try Objective.validate(spec, options: options)
-        var session = try FitSession.prepare(federation, dataset: dataset, spec: spec)
+        var session = try FitSession.prepare(federation, dataset: dataset, spec: spec, imputations: options.imputations, observed: options.observedOnly)
         let recoding = try Objective.recoding(session)
         if let recoding {
-            session = try FitSession.prepare(federation, dataset: dataset, spec: recoding.apply(spec))
+            session = try FitSession.prepare(federation, dataset: dataset, spec: recoding.apply(spec), imputations: options.imputations, observed: options.observedOnly)
         }
         var objective = try Objective(session, options: options)
         var optimizer = BoundedNewton(lower: objective.lowerBounds)
@@ -189,10 +214,15 @@ public enum FitDriver {
             profiled = try profile(objective, session: session, recoding: recoding, federation: federation, dataset: dataset,
                                    spec: spec, estimates: estimates, options: options)
         }
+        if options.marginal && (spec.isFlat || spec.family == .gaussian || recoding != nil) {
+            throw SettingError("marginal effects apply to GLMMs (\(.family) binomial or poisson)")
+        }
         var finals = try session.finalize(theta: estimates.theta, beta: estimates.beta, sigma: estimates.sigma,
-                                          weightsAt: estimates.weightsAt)
+                                          weightsAt: estimates.weightsAt,
+                                          marginal: options.marginal ? MarginalEffects.request(spec) : nil, crossed: estimates.crossed)
         // Flat models with a cluster: vcovCL in the fitted coordinates, carried back with β.
-        var robust = try session.spec.cluster.map {
+        // (GEE's own sandwich comes from its rounds.)
+        var robust = try session.spec.cluster.flatMap { c in spec.gee != nil ? nil : c }.map {
             try RobustCovariance.build($0, finals: finals, sites: federation.sites, unscaled: estimates.unscaledCovariance,
                                        nObs: estimates.nObs, linear: spec.family == .gaussian)
         }
@@ -223,8 +253,14 @@ public enum FitDriver {
                 stdErrors: (0..<p).map { robust.vcov[$0, $0].squareRoot() },
                 vcov: (0..<p).map { i in (0..<p).map { robust.vcov[i, $0] } })
         }
+        result.crossedEffects = estimates.crossed?.results(spec: spec, sigma: estimates.sigma)
         objective.complete(&result, optimum: optimum, finals: finals)
+        if options.marginal {
+            result.marginal = try MarginalEffects.build(finals, sites: federation.sites, spec: spec, beta: estimates.beta,
+                                                        theta: estimates.theta, vcov: estimates.unscaledCovariance)
+        }
         result.trace = trace.points
+        result.optimum = .init(parameters: objective.parameterNames, x: optimum.x, hessian: optimum.hessian, recoded: recoding != nil)
         switch options.confint {
         case .profile?:
             if let profiled {
@@ -258,7 +294,7 @@ public enum FitDriver {
                                                    unscaledCovariance: estimates.unscaledCovariance, method: estimates.method,
                                                    groupCounts: counts)
         }
-        let plain = try FitSession.prepare(federation, dataset: dataset, spec: spec)
+        let plain = try FitSession.prepare(federation, dataset: dataset, spec: spec, imputations: options.imputations, observed: options.observedOnly)
         let original = try LMMObjective(plain, options: options)
         let theta = recoding.theta(estimates.theta, structure: session.structure, spec: spec)
         let (beta, covariance) = recoding.fixedEffects(estimates.beta, covariance: estimates.unscaledCovariance, spec: spec)

@@ -28,9 +28,13 @@ public struct FitResult: Codable, Sendable {
         /// REML LMMs: Kenward-Roger's adjusted SE, df, t and p (pbkrtest,
         /// lmerTest's ddf = "Kenward-Roger").
         public var kenwardRoger: KenwardRogerTest? = nil
+        /// Multiple imputation (Rubin's rules): relative increase in variance
+        /// and fraction of missing information; `df` is then Barnard-Rubin's.
+        public var riv: Double? = nil
+        public var fmi: Double? = nil
         enum CodingKeys: String, CodingKey {
             case name, estimate, stdError = "std_error", statistic, pValue = "p_value", ciLower = "ci_lower", ciUpper = "ci_upper"
-            case df, kenwardRoger = "kenward_roger"
+            case df, kenwardRoger = "kenward_roger", riv, fmi
         }
     }
     public struct KenwardRogerTest: Codable, Sendable {
@@ -90,6 +94,11 @@ public struct FitResult: Codable, Sendable {
         /// (nil without an audit log at the site, or in-process): check them
         /// against the site's log with `fedmix-agent audit verify --receipts`.
         public var receipts: [Receipt]? = nil
+        /// Multiple imputation: values the site imputed per variable (a
+        /// string such as "<5" when suppressed); absent otherwise.
+        public var imputed: [String: MissingCount]? = nil
+        /// Multiple imputation: observed and imputed means per variable, where the site's rules allow.
+        public var imputedMeans: [String: ImputedMeans]? = nil
         public struct Pattern: Codable, Sendable {
             public var missing: [String]
             public var count: MissingCount
@@ -98,7 +107,7 @@ public struct FitResult: Codable, Sendable {
             case responseScale = "response_scale", droppedShare = "dropped_share", shareBefore = "share_before"
             case shareAfter = "share_after", missingPatterns = "missing_patterns"
             case site, nRows = "n_rows", nUsed = "n_used", missing, effects, condSD = "cond_sd", ownEffects = "own_effects", coefficients
-            case bytesSent = "bytes_sent", bytesReceived = "bytes_received", receipts
+            case bytesSent = "bytes_sent", bytesReceived = "bytes_received", receipts, imputed, imputedMeans = "imputed_means"
         }
     }
 
@@ -184,10 +193,38 @@ public struct FitResult: Codable, Sendable {
             self.iteration = iteration; self.objective = objective; self.newtonDecrement = newtonDecrement
         }
     }
+    /// Models with crossed factors: the conditional mode and conditional SD
+    /// of every crossed level's effects (lme4's `ranef(condVar = TRUE)` for
+    /// those factors); absent otherwise.
+    public var crossedEffects: [CrossedEffect]? = nil
+
+    public struct CrossedEffect: Codable, Sendable, Equatable {
+        public var group: String
+        public var level: String
+        public var effects: [String: Double]
+        public var condSD: [String: Double]
+        enum CodingKeys: String, CodingKey { case group, level, effects, condSD = "cond_sd" }
+    }
     /// Flat models: R's summary.lm / summary.glm figures (absent for mixed models).
     public var flat: FlatStatistics? = nil
+    /// `--impute`: how the pooled result was made (absent otherwise).
+    public var imputation: ImputationSummary? = nil
+    /// The optimizer's end point and Hessian (not in the JSON): what an
+    /// imputation model's parameter draws need (ParameterDraw.swift).
+    public var optimum: Optimum? = nil
+    public struct Optimum: Sendable {
+        public var parameters: [String]
+        public var x: [Double]
+        public var hessian: Matrix
+        /// Whether x is in a recoded (centred) parameterization.
+        public var recoded: Bool
+    }
     /// Flat models with a cluster: sandwich::vcovCL (absent otherwise).
     public var robust: Robust? = nil
+    /// GEE (fedmix gee): its own figures (absent otherwise).
+    public var gee: GEEDetails? = nil
+    /// GLMMs with `--marginal`: population-averaged predictions and effects.
+    public var marginal: MarginalResult? = nil
 
     enum CodingKeys: String, CodingKey {
         case model, variables, converged, convergence, dfResid = "df_resid", singular, messages, nObs = "n_obs", nSites = "n_sites", nGroups = "n_groups"
@@ -195,8 +232,8 @@ public struct FitResult: Codable, Sendable {
         case varianceComponents = "variance_components", sigma, loglik, aic, bic, objective, icc, sites
         case evaluations, rounds, bytesSent = "bytes_sent", bytesReceived = "bytes_received"
         case elapsedSeconds = "elapsed_seconds", groupOrder = "group_order", nAGQ = "nagq", lme4Objective = "lme4_objective", excludedSites = "excluded_sites"
-        case exclusions, flat, robust, filter
-        case confint, iccConfint = "icc_confint", profile, trace
+        case exclusions, flat, robust, filter, gee, marginal, imputation
+        case confint, iccConfint = "icc_confint", profile, trace, crossedEffects = "crossed_effects"
     }
 
     /// The JSON form (pretty-printed, keys sorted).

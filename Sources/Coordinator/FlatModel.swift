@@ -217,7 +217,7 @@ enum RobustCovariance {
                 guard let s = f.score, s.count == p else { throw SiteFailure(site: site, message: "sent no score of \(p) values for the robust covariance") }
                 for b in 0..<p { for a in 0..<p { meat[a, b] += s[a] * s[b] } }
                 clusters += 1
-            case .withinSite:
+            case .withinSite, .crossed:   // the coordinator never clusters by a crossed factor
                 guard let m = f.scoreCrossProducts, m.count == p * p, let g = f.clusters else {
                     throw SiteFailure(site: site, message: "sent no score cross-products of \(p)×\(p) values for the robust covariance")
                 }

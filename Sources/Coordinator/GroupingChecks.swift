@@ -33,6 +33,8 @@ public enum GroupingChecks {
                     total += here
                 }
                 if total == 1 { throw oneLevel(name, spec: spec, terms: terms, site: nil) }
+            case .crossed(_, let levels):
+                if levels.count == 1 { throw oneLevel(name, spec: spec, terms: terms, site: nil) }
             }
         }
     }
@@ -61,10 +63,21 @@ public enum GroupingChecks {
     /// The same check on the prepare answers (FitSession.prepare, before
     /// any optimizer step).
     public static func check(_ spec: ModelSpec, prepared: [PrepareReply]) throws {
-        let levels = spec.terms.indices.map { t in
-            spec.terms[t].grouping == .site ? prepared.count : prepared.reduce(0) { $0 + $1.summary.groups[t] }
+        try check(spec, levels: pooledLevels(spec, prepared: prepared), nObs: prepared.reduce(0) { $0 + $1.summary.used })
+    }
+
+    /// Levels of each term's factor over all sites' used rows: one per site
+    /// for `site`; a nested factor's add up over sites; a crossed factor's
+    /// are the agreed levels some site has (the union of the sites' lists).
+    static func pooledLevels(_ spec: ModelSpec, prepared: [PrepareReply]) -> [Int] {
+        let crossed = spec.crossedFactors, groupings = spec.factorGroupings
+        return spec.terms.indices.map { t in
+            if spec.terms[t].grouping == .site { return prepared.count }
+            if let c = crossed.firstIndex(where: { groupings[$0.factor] == spec.terms[t].grouping }) {
+                return Set(prepared.flatMap { $0.summary.crossedLevels.map { $0.indices.contains(c) ? $0[c] : [] } ?? [] }).count
+            }
+            return prepared.reduce(0) { $0 + $1.summary.groups[t] }
         }
-        try check(spec, levels: levels, nObs: prepared.reduce(0) { $0 + $1.summary.used })
     }
 
     /// The model's grouping factors: lme4's name (the first term's), the

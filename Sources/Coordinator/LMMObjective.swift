@@ -14,17 +14,23 @@ struct LMMObjective: FitObjective {
     let blocks: [SiteBlocks]?
     /// With prior weights, lme4 subtracts Σ log w from the criterion.
     let logWeightSum: Double
+    /// Crossed factors: where each site's leading columns sit (nil without).
+    let crossed: CrossedLayout?
     private(set) var evaluations = 0
     private var last: (theta: [Double], totals: LMMTotals)? = nil
+
+    static let maxCrossedForRestarts = 500
 
     /// The sites' θ-free sums, checked, or nil when some term is grouped
     /// within sites (then every evaluation is a round).
     static func siteBlocks(_ session: FitSession) throws -> [SiteBlocks]? {
-        let spec = session.spec, structure = session.structure
-        guard spec.allTermsGroupedBySite else { return nil }
+        let spec = session.spec, structure = spec.localModel.covarianceStructure
+        guard spec.localModel.allTermsGroupedBySite else { return nil }
+        let crossed = try session.crossedLayout()
         return try session.prepared.enumerated().map { i, p in
             guard let b = p.blocks else { throw SiteFailure(site: session.sites[i], message: "sent no θ-free sums for a site-grouped model") }
-            if let why = b.inconsistency(structure: structure, width: spec.fixedCount + 1) {
+            let width = (crossed?.siteColumns[i].count ?? 0) + spec.fixedCount + 1
+            if let why = b.inconsistency(structure: structure, width: width) {
                 throw SiteFailure(site: session.sites[i], message: "sent inconsistent sums (\(why))")
             }
             return b
@@ -35,7 +41,8 @@ struct LMMObjective: FitObjective {
     /// their digits would otherwise be lost: the sites then prepare the
     /// shifted model, one more round.
     static func recoding(_ session: FitSession) throws -> Centring? {
-        guard let blocks = try siteBlocks(session) else { return nil }
+        // Crossed factors' columns lead the sums; centring is not offered for them.
+        guard !session.spec.hasCrossedTerms, let blocks = try siteBlocks(session) else { return nil }
         return Centring.choose(blocks, spec: session.spec)
     }
 
@@ -43,6 +50,7 @@ struct LMMObjective: FitObjective {
         self.session = session
         method = options.method
         blocks = try Self.siteBlocks(session)
+        crossed = try session.crossedLayout()
         logWeightSum = session.prepared.reduce(0.0) { $0 + ($1.summary.logWeightSum ?? 0) }
     }
 
@@ -51,20 +59,31 @@ struct LMMObjective: FitObjective {
 
     /// The summed contributions at θ, with derivatives up to `order`.
     func totals(_ theta: [Double], order: Int) throws -> LMMTotals {
-        let spec = session.spec, structure = session.structure
+        try crossedTotals(theta, order: order).totals
+    }
+
+    /// The totals, and with crossed factors the elimination of their effects
+    /// (CrossedElimination), whose factor the conditional modes read.
+    func crossedTotals(_ theta: [Double], order: Int) throws -> (totals: LMMTotals, crossed: CrossedElimination.Result?) {
+        let spec = session.spec, structure = spec.localModel.covarianceStructure
         let parts: [LMMContribution]
         if let blocks {
-            parts = try blocks.map { try LMMSite.evaluate($0, structure: structure, theta: theta, order: order) }
+            let local = spec.localTheta(theta)
+            parts = try blocks.map { try LMMSite.evaluate($0, structure: structure, theta: local, order: order) }
         } else {
-            let width = spec.fixedCount + 1, thetaCount = structure.thetaCount
+            let thetaCount = structure.thetaCount, sites = session.sites, crossed = self.crossed
+            let width = spec.fixedCount + 1
             parts = try session.evaluate(EvaluateRequest(session: session.id, theta: theta, order: order)) { reply, site in
                 guard case .contribution(let c) = reply else { throw unexpected(reply, site, expected: "contribution") }
                 let part = try c.contribution()
-                try Self.check(part, width: width, thetaCount: thetaCount, order: order, site: site)
+                let lead = crossed.map { $0.siteColumns[sites.firstIndex(of: site)!].count } ?? 0
+                try Self.check(part, width: lead + width, thetaCount: thetaCount, order: order, site: site)
                 return part
             }
         }
-        return LMMTotals(summing: parts)
+        guard let crossed else { return (LMMTotals(summing: parts), nil) }
+        let r = try CrossedElimination.combine(parts, layout: crossed, structure: session.structure, theta: theta, order: order)
+        return (r.totals, r)
     }
 
     /// A site's contribution must have the model's shape, finite numbers,
@@ -85,7 +104,7 @@ struct LMMObjective: FitObjective {
     /// `ProtocolLimits.maxExtraThetaPoints + 1` points.
     func totals(batch thetas: [[Double]], order: Int) throws -> [LMMTotals] {
         guard !thetas.isEmpty else { return [] }
-        if blocks != nil || thetas.count == 1 { return try thetas.map { try totals($0, order: order) } }
+        if blocks != nil || thetas.count == 1 || crossed != nil { return try thetas.map { try totals($0, order: order) } }
         let spec = session.spec, structure = session.structure
         let width = spec.fixedCount + 1, thetaCount = structure.thetaCount
         var out: [LMMTotals] = []
@@ -121,10 +140,13 @@ struct LMMObjective: FitObjective {
     /// A profiled criterion can have a local minimum on a bound and a lower
     /// one inside (or the reverse). When the sites sent their θ-free sums,
     /// evaluations cost no round: start also from small factors and keep the
-    /// lowest optimum. Otherwise one start, lme4's.
+    /// lowest optimum. Otherwise one start, lme4's; and one when more than
+    /// `maxCrossedForRestarts` crossed effects make each evaluation a dense
+    /// factorization of their size.
     mutating func minimize(_ optimizer: BoundedNewton) throws -> BoundedNewton.Result {
         let initial = session.structure.initialTheta
-        let starts = blocks == nil ? [initial] : [initial, initial.map { $0 * 0.1 }, initial.map { $0 * 1e-3 }]
+        let restarts = blocks != nil && (crossed?.dimension ?? 0) <= Self.maxCrossedForRestarts
+        let starts = !restarts ? [initial] : [initial, initial.map { $0 * 0.1 }, initial.map { $0 * 1e-3 }]
         var result = try optimizer.minimize(from: starts[0]) { try criterion($0) }
         for start in starts.dropFirst() {
             let other = try optimizer.minimize(from: start) { try criterion($0) }
@@ -141,8 +163,15 @@ struct LMMObjective: FitObjective {
         if let last, last.theta == theta { totals = last.totals }
         else { totals = try self.totals(theta, order: 2); evaluations += 1 }
         let e = try ProfiledCriterion.estimates(totals, method: method)
+        var modes: CrossedModes? = nil
+        if let crossed {
+            let r = try crossedTotals(theta, order: 0).crossed!
+            let m = CrossedElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+            modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance)
+        }
         var out = FitEstimates(theta: theta, beta: e.beta, sigma: e.sigma, unscaledCovariance: e.unscaledCovariance,
                                residualSumOfSquares: e.residualSumOfSquares, nObs: totals.rows, method: method)
+        out.crossed = modes
         out.satterthwaite = Satterthwaite(totals: totals, method: method)
         out.kenwardRoger = KenwardRoger(totals: totals, structure: session.structure, theta: theta, method: method)
         return out

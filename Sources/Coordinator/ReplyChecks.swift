@@ -43,11 +43,13 @@ enum ReplyChecks {
         guard b.rows == used else { throw fail("sums over \(b.rows) rows, but \(used) rows used") }
         let w = b.width
         guard w > 0, b.ww.count == w * w, b.ww.allSatisfy(\.isFinite) else { return }   // shape: SiteBlocks.inconsistency
+        // Crossed factors' columns lead [X y] (CrossedColumns at the site).
+        let x0 = max(0, w - spec.fixedCount - 1), i0 = x0 * w + x0
         if spec.fixed.first?.name == "(Intercept)" {
-            if spec.weights == nil, b.ww[0] != Double(used) {
-                throw fail("the intercept column's sum of squares is \(RNumberFormat.format(b.ww[0])), not the \(used) rows used")
+            if spec.weights == nil, b.ww[i0] != Double(used) {
+                throw fail("the intercept column's sum of squares is \(RNumberFormat.format(b.ww[i0])), not the \(used) rows used")
             }
-            if spec.weights != nil, used > 0, !(b.ww[0] > 0) { throw fail("the intercept column's weighted sum of squares is not positive") }
+            if spec.weights != nil, used > 0, !(b.ww[i0] > 0) { throw fail("the intercept column's weighted sum of squares is not positive") }
         }
         try psd(b.ww, w, "[X y]ᵀ[X y]", fail)
         let td = b.tailDimension

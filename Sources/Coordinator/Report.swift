@@ -8,6 +8,7 @@ import Math
 public enum Report {
     /// lme4-style text summary of a fit.
     public static func text(_ r: FitResult) -> String {
+        if r.imputation != nil { return ImputationReport.text(r) }
         if let flat = r.flat { return flatText(r, flat) }
         var out = ""
         func line(_ s: String = "") { out += s + "\n" }
@@ -84,6 +85,7 @@ public enum Report {
             line()
             out += confintTable(r, ci)
         }
+        if let m = r.marginal { line(); out += marginalText(m) }
         let siteEffects = r.sites.contains { !$0.effects.isEmpty }
         line()
         line(siteEffects ? "Sites (conditional modes of site effects with 95% intervals; partially pooled coefficients):"
@@ -114,6 +116,23 @@ public enum Report {
             }
             out += table(rs, rightAlign: true, leftFirst: true)
         }
+        if let crossed = r.crossedEffects, !crossed.isEmpty {
+            line()
+            line("Crossed factors (conditional modes with 95% intervals; shared by the sites):")
+            var ct: [[String]] = [["group", "level"]]
+            let names = Set(crossed.flatMap(\.effects.keys)).sorted(by: { a, b in a == "(Intercept)" || (b != "(Intercept)" && a < b) })
+            for n in names { ct[0].append(n); ct[0].append("95% interval") }
+            for c in crossed {
+                var row = [c.group, c.level]
+                for n in names {
+                    let v = c.effects[n] ?? .nan, sd = c.condSD[n] ?? .nan
+                    row.append(c.effects[n] == nil ? "" : fmt(v, digits: 4))
+                    row.append(c.effects[n] == nil ? "" : "[\(fmt(v - 1.959963984540054 * sd, digits: 4)), \(fmt(v + 1.959963984540054 * sd, digits: 4))]")
+                }
+                ct.append(row)
+            }
+            out += table(ct, rightAlign: true, leftFirst: true)
+        }
         if let l = r.lme4Objective {
             line()
             line("−2 log-likelihood \(fmt(r.objective, digits: 7)) includes the binomial coefficients; lme4 reports \(fmt(l, digits: 7)) for nAGQ > 1, leaving out the saturated model's constant.")
@@ -125,6 +144,25 @@ public enum Report {
              + "\(bytes(r.bytesSent)) sent, \(bytes(r.bytesReceived)) received, \(String(format: "%.2f", r.elapsedSeconds)) s; "
              + (r.converged ? "converged" : "NOT converged"))
         return out
+    }
+
+    /// The population-averaged section of a GLMM fit with --marginal.
+    static func marginalText(_ m: MarginalResult) -> String {
+        var out = "Population-averaged effects (integrated over the random effects\(m.sigma.map { ", σ = \(fmt($0, digits: 4))" } ?? ""); delta-method SEs, θ held fixed):\n"
+        var rows: [[String]] = [["", "kind", "Estimate", "Std. Error", "2.5 %", "97.5 %"]]
+        for e in [m.predicted] + m.effects {
+            rows.append([e.name, e.kind, fmt(e.estimate, digits: 5), fmt(e.stdError, digits: 4), fmt(e.ciLower, digits: 4), fmt(e.ciUpper, digits: 4)])
+        }
+        out += table(rows, rightAlign: true, leftFirst: true)
+        guard !m.attenuation.isEmpty else { return out + m.attenuationMethod + "\n" }
+        out += "GLMM-implied marginal coefficients (\(m.attenuationMethod)):\n"
+        let ratios = m.attenuation.first?.conditionalRatio != nil
+        var at: [[String]] = [["", "conditional", "marginal"] + (ratios ? ["exp(cond.)", "exp(marg.)"] : [])]
+        for a in m.attenuation {
+            at.append([a.name, fmt(a.conditional, digits: 5), fmt(a.marginal, digits: 5)]
+                      + (ratios ? [fmt(a.conditionalRatio!, digits: 4), fmt(a.marginalRatio!, digits: 4)] : []))
+        }
+        return out + table(at, rightAlign: true, leftFirst: true)
     }
 
     /// lme4's "Correlation of Fixed Effects" block as `print(summary(m))`

@@ -29,9 +29,7 @@ struct ResultBuilder {
 
     /// Number of levels of each term's grouping factor over all sites.
     var groupCounts: [Int] {
-        spec.terms.indices.map { t in
-            spec.terms[t].grouping == .site ? prepared.count : prepared.reduce(0) { $0 + $1.summary.groups[t] }
-        }
+        GroupingChecks.pooledLevels(spec, prepared: prepared)
     }
 
     /// The GLMM's family; nil for a linear model.
@@ -130,6 +128,8 @@ struct ResultBuilder {
                                      shareBefore: Double(s.rows) / Double(totalRows), shareAfter: Double(s.used) / Double(totalUsed),
                                      missingPatterns: patterns)
             result.receipts = ReceiptLedger.shared.take(session: prepared[i].session, site: site)
+            result.imputed = s.imputed?.mapValues { $0.exactValue.map(MissingCount.exact) ?? .suppressed($0.description) }
+            result.imputedMeans = s.imputedMeans
             return result
         }
     }

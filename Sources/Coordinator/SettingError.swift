@@ -10,7 +10,9 @@
 public struct SettingError: Error, CustomStringConvertible, Equatable {
     /// The analysis settings a message can name.
     public enum Setting: String, Sendable, Equatable, CaseIterable {
-        case formula, family, nAGQ, filter, weights, missingIndicator, excludeSitesMissingAbove, excludeSites, confint, cluster
+        case formula, family, nAGQ, filter, weights, missingIndicator, excludeSitesMissingAbove, excludeSites, confint, cluster, corstr, order, smallSample, marginal
+        /// Multiple imputation: the imputation models, M, the seed, sweeps, MNAR shifts.
+        case impute, imputations, seed, iterations, delta
     }
 
     public enum Part: Sendable, Equatable {

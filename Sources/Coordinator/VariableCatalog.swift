@@ -71,6 +71,22 @@ public struct VariableCatalog: Sendable {
     /// checked (a site sent neither levels nor hashes of a component) is
     /// refused too; without it, it is passed over (a describe without hashes,
     /// as `fedmix explain` runs it; `Analysis.fit` always checks completely).
+    /// Grouping factors written plainly (`(1 | year)`) whose codes recur at
+    /// several sites are crossed with them: their groups are shared, with
+    /// the union of the levels the sites list as the agreed coding (sites
+    /// list only levels with at least min_cell rows). A factor whose levels
+    /// some site does not list is left for `requireNesting`, which refuses
+    /// it as ambiguous.
+    public func resolveCrossed(_ spec: ModelSpec) throws -> ModelSpec {
+        var out = spec
+        for (t, term) in spec.terms.enumerated() {
+            guard let vs = Self.checkedComponents(term), vs.count == 1, case .recurs = sharing(vs[0]),
+                  let levels = try variables([vs[0]])[vs[0]]?.levels, !levels.isEmpty else { continue }
+            out.terms[t].grouping = .crossed(vs[0], levels: levels)
+        }
+        return out
+    }
+
     public func requireNesting(_ spec: ModelSpec, complete: Bool = false) throws {
         for term in spec.terms {
             guard let vs = Self.checkedComponents(term) else { continue }
@@ -92,8 +108,16 @@ public struct VariableCatalog: Sendable {
                 guard complete else { continue }
                 throw CatalogError(message: "cannot check that grouping factor \"\(term.name)\" is nested in the sites: \(list(u.sites)) sent neither the levels of \"\(u.variable)\" nor their keyed hashes (an agent older than this coordinator, or a numeric variable whose values are not whole numbers). fedmix fits factors nested within sites and refuses one it cannot check, since a factor shared by several sites would silently be fitted as nested. If the codes are local to each site (equal codes are different groups), write (\(written) | site:\(term.name))")
             }
+            if let r = recurring, vs.count == 1 {
+                // Sites list at most 20 values of a numeric variable, whatever max_listed_levels says.
+                let numeric = (try? variables([vs[0]])[vs[0]]?.kind) == .numeric
+                let listing = numeric
+                    ? "declare \"\(vs[0])\" as text in each agent's \"types\" (sites list at most 20 values of a numeric variable) with disclosure.max_listed_levels at least its number of codes"
+                    : "each agent's disclosure.max_listed_levels at least its number of codes"
+                throw CatalogError(message: "grouping factor \"\(term.name)\" is ambiguous: \(r.codes) of its codes occur at more than one site (\(list(r.sites))), and the sites do not list its levels (more distinct codes than they list, as identifiers have), so fedmix cannot tell whether equal codes at two sites are one group or two. If the codes are local to each site (patient 1 at two hospitals are two patients), write (\(written) | site:\(term.name)) or (\(written) | site/\(term.name)). If they name the same groups at every site (a surgeon who operates at several hospitals), the factor is crossed with the sites, written (\(written) | \(term.name)): the sites must then list its levels (\(listing))")
+            }
             if let r = recurring {
-                throw CatalogError(message: "grouping factor \"\(term.name)\" crosses sites: \(r.codes) of its codes occur at more than one site (\(list(r.sites))). fedmix fits factors nested within sites. If the codes are local to each site (equal codes are different groups), write (\(written) | site:\(term.name)); a factor shared by several sites cannot be fitted without pooling rows")
+                throw CatalogError(message: "grouping factor \"\(term.name)\" crosses sites: \(r.codes) of its codes occur at more than one site (\(list(r.sites))). fedmix fits a crossed factor written as one variable, (\(written) | f), not an interaction of recurring variables. If the codes are local to each site (equal codes are different groups), write (\(written) | site:\(term.name)); otherwise make one variable of the combination at the sites and write (\(written) | that variable)")
             }
         }
     }

@@ -34,8 +34,13 @@ public enum LMMSite {
 
     /// The conditional modes and conditional covariance of the site-level
     /// effects, given the final θ, β and σ (nil when no term is grouped by site).
+    /// With crossed factors, `beta` starts with the crossed effects b_G at
+    /// the site's leading columns and `crossedCovariance` is P = σ⁻² Cov(b_G)
+    /// there: the site's effects are then its mode given b_G and β, and their
+    /// conditional covariance gains L_ss⁻ᵀ X_G P X_Gᵀ L_ss⁻¹ (the block of the
+    /// joint inverse, as lme4's condVar takes it over all factors).
     public static func siteEffects(_ b: SiteBlocks, structure: CovarianceStructure, theta: [Double],
-                                   beta: [Double], sigma: Double) throws -> SiteLevelEffects? {
+                                   beta: [Double], sigma: Double, crossedCovariance: Matrix? = nil) throws -> SiteLevelEffects? {
         guard let sf = b.siteFactor, let tf = b.tail.last, tf.factor == sf else { return nil }
         let fz = try factorize(b, structure: structure, theta: theta, order: 0)
         let lt = fz.tailFactor.valueMatrix
@@ -56,7 +61,17 @@ public enum LMMSite {
         // (L_ss L_ssᵀ)⁻¹ for the trailing diagonal block of the tail factor.
         var lss = Matrix(rows: r, cols: r)
         for j in 0..<r { for i in 0..<r { lss[i, j] = lt[o + i, o + j] } }
-        let inv = Dense.inverseFromCholesky(lss)
+        var inv = Dense.inverseFromCholesky(lss)
+        if let pg = crossedCovariance {
+            let q = pg.rows
+            var ms = Matrix(rows: r, cols: q)
+            for c in 0..<q {
+                let m = Dense.solveLowerTranspose(lss, (0..<r).map { xt[o + $0, c] })
+                for i in 0..<r { ms[i, c] = m[i] }
+            }
+            let extra = Dense.multiply(Dense.multiply(ms, pg), Dense.transpose(ms))
+            for k in 0..<inv.data.count { inv.data[k] += extra.data[k] }
+        }
         var cov = Dense.multiply(Dense.multiply(t, inv), Dense.transpose(t))
         for k in 0..<cov.data.count { cov.data[k] *= sigma * sigma }
         return SiteLevelEffects(effects: effects, conditionalCovariance: cov)

@@ -31,6 +31,8 @@ public struct LMMTotals: Sendable, Equatable {
     public var logDet: ScalarJet
     public var rows: Int
 
+    public init(schur: JetMatrix, logDet: ScalarJet, rows: Int) { self.schur = schur; self.logDet = logDet; self.rows = rows }
+
     public init(summing parts: [LMMContribution]) {
         precondition(!parts.isEmpty, "no site contributions to sum")
         var s = parts[0].schur, l = parts[0].logDet, n = parts[0].rows

@@ -90,9 +90,16 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
     public var session: String
     public var dataset: String
     public var model: ModelSpec
-    enum CodingKeys: String, CodingKey { case session, dataset, model }
-    public init(session: String, dataset: String, model: ModelSpec) {
-        self.session = session; self.dataset = dataset; self.model = model
+    /// Multiple imputation: the variables the site completes, in order,
+    /// before evaluating `model` (ImputationDraw). Absent from the wire when nil.
+    public var imputations: [ImputationDraw]? = nil
+    /// Variables the model reads as observed although `imputations`
+    /// completes them: the chained-equation fit of their own imputation
+    /// model, on the rows where they are observed. Absent when nil.
+    public var observed: [String]? = nil
+    enum CodingKeys: String, CodingKey { case session, dataset, model, imputations, observed }
+    public init(session: String, dataset: String, model: ModelSpec, imputations: [ImputationDraw]? = nil) {
+        self.session = session; self.dataset = dataset; self.model = model; self.imputations = imputations
     }
 }
 
@@ -111,11 +118,14 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// site answers `theta` first, then each of these, at `order`. At most
     /// `ProtocolLimits.maxExtraThetaPoints`; the site costs each point alone.
     public var thetas: [[Double]]?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas }
+    /// GEE: the round's α and φ (and the bread for the corrected meats); the
+    /// site answers `gee_step` at (beta, α, φ).
+    public var gee: GEEPoint?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee }
     public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
-                thetas: [[Double]]? = nil) {
+                thetas: [[Double]]? = nil, gee: GEEPoint? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
-        self.thetas = thetas
+        self.thetas = thetas; self.gee = gee
     }
     /// Refuses more extra points than `ProtocolLimits.maxExtraThetaPoints`,
     /// an empty list, and points of another length than `theta`.
@@ -127,6 +137,7 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
         beta = try c.decodeIfPresent([Double].self, forKey: .beta)
         nAGQ = try c.decodeIfPresent(Int.self, forKey: .nAGQ)
         thetas = try c.decodeIfPresent([[Double]].self, forKey: .thetas)
+        gee = try c.decodeIfPresent(GEEPoint.self, forKey: .gee)
         if let why = problem {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
         }
@@ -153,9 +164,23 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     /// took its working weights (the estimating functions use them); absent,
     /// the family's start (mustart). Ignored by every other model.
     public var weightsAt: [Double]?
-    enum CodingKeys: String, CodingKey { case session, theta, beta, sigma, weightsAt = "weights_at" }
-    public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil) {
+    /// A GLMM with `--marginal`: the population-averaged sums to add.
+    public var marginal: MarginalRequest?
+    /// Models with crossed factors: the conditional modes b = Λu of the
+    /// crossed effects at this site's levels (its leading columns, in
+    /// order), and σ⁻² times their conditional covariance there (column-
+    /// major), from which the site's own effects and their conditional
+    /// covariance follow (LMMSite.siteEffects). Absent otherwise.
+    public var crossedEffects: [Double]?
+    public var crossedCovariance: [Double]?
+    enum CodingKeys: String, CodingKey {
+        case session, theta, beta, sigma, weightsAt = "weights_at", marginal
+        case crossedEffects = "crossed_effects", crossedCovariance = "crossed_covariance"
+    }
+    public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
+                marginal: MarginalRequest? = nil) {
         self.session = session; self.theta = theta; self.beta = beta; self.sigma = sigma; self.weightsAt = weightsAt
+        self.marginal = marginal
     }
 }
 
@@ -306,9 +331,20 @@ public struct SiteSummary: Codable, Sendable, Equatable {
     /// `columnSums`, each column's spread, so that diagnostics (separation,
     /// bad scaling) do not depend on a covariate's units.
     public var columnSquareSums: [Double]?
+    /// Multiple imputation: values the site imputed per variable (counts
+    /// below min_cell suppressed). Absent without imputation.
+    public var imputed: [String: DisclosedCount]?
+    /// Multiple imputation: per variable, the mean of its observed and of its
+    /// imputed values, where both counts reach min_rows and min_cell.
+    public var imputedMeans: [String: ImputedMeans]?
+    /// Models with crossed factors (ModelSpec.crossedFactors, in that
+    /// order): the agreed level indices present among the used rows,
+    /// ascending; each has at least min_cell rows here. The site's leading
+    /// columns of [X y] are these levels' effects (r per level).
+    public var crossedLevels: [[Int]]?
     enum CodingKeys: String, CodingKey {
         case rows, used, missing, groups, patterns, columnSums = "column_sums", logWeightSum = "log_weight_sum"
-        case columnSquareSums = "column_square_sums"
+        case columnSquareSums = "column_square_sums", imputed, imputedMeans = "imputed_means", crossedLevels = "crossed_levels"
     }
     public init(rows: Int, used: Int, missing: [String: DisclosedCount], groups: [Int],
                 patterns: [MissingPattern]? = nil, columnSums: [Double]? = nil) {
@@ -326,12 +362,18 @@ public struct SiteSummary: Codable, Sendable, Equatable {
         columnSums = try c.decodeIfPresent([Double].self, forKey: .columnSums)
         logWeightSum = try c.decodeIfPresent(Double.self, forKey: .logWeightSum)
         columnSquareSums = try c.decodeIfPresent([Double].self, forKey: .columnSquareSums)
+        imputed = try c.decodeIfPresent([String: DisclosedCount].self, forKey: .imputed)
+        imputedMeans = try c.decodeIfPresent([String: ImputedMeans].self, forKey: .imputedMeans)
+        crossedLevels = try c.decodeIfPresent([[Int]].self, forKey: .crossedLevels)
         func fail(_ key: CodingKeys, _ why: String) -> ProtocolError {
             .inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why)
         }
         guard (0...ProtocolLimits.maxRows).contains(rows) else { throw fail(.rows, "is out of range") }
         guard (0...rows).contains(used) else { throw fail(.used, "is not between 0 and rows") }
         guard groups.allSatisfy({ (0...ProtocolLimits.maxGroupLevels).contains($0) }) else { throw fail(.groups, "holds a count out of range") }
+        if let cl = crossedLevels, !cl.allSatisfy({ l in l.allSatisfy { $0 >= 0 } && zip(l, l.dropFirst()).allSatisfy { $0 < $1 } }) {
+            throw fail(.crossedLevels, "must list ascending, distinct, non-negative level indices")
+        }
     }
 }
 
@@ -566,9 +608,11 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
     /// clusters (p×p column-major), and their number.
     public var scoreCrossProducts: [Double]?
     public var clusters: Int?
+    /// `--marginal`: the site's population-averaged sums (MarginalReply).
+    public var marginal: MarginalReply?
     enum CodingKeys: String, CodingKey {
         case session, effects, conditionalCovariance = "conditional_covariance", ownEffects = "own_effects"
-        case saturatedDeviance = "saturated_deviance", score, scoreCrossProducts = "score_cross_products", clusters
+        case saturatedDeviance = "saturated_deviance", score, scoreCrossProducts = "score_cross_products", clusters, marginal
     }
     public init(session: String, effects: [Double]?, conditionalCovariance: [Double]?, ownEffects: [Double]? = nil,
                 saturatedDeviance: Double? = nil) {
@@ -590,6 +634,7 @@ public struct FinalizeReply: Codable, Sendable, Equatable {
         score = try c.decodeIfPresent([Double].self, forKey: .score)
         scoreCrossProducts = try c.decodeIfPresent([Double].self, forKey: .scoreCrossProducts)
         clusters = try c.decodeIfPresent(Int.self, forKey: .clusters)
+        marginal = try c.decodeIfPresent(MarginalReply.self, forKey: .marginal)
         if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
     }
     var problem: (CodingKeys, String)? {
@@ -634,6 +679,7 @@ public enum Reply: Sendable, Equatable {
     case contribution(ContributionReply)
     case glmmContribution(GLMMContributionReply)
     case glmStep(GLMStepReply)
+    case geeStep(GEEStepReply)
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
@@ -645,6 +691,7 @@ public enum Reply: Sendable, Equatable {
         case .contribution: return "contribution"
         case .glmmContribution: return "glmm_contribution"
         case .glmStep: return "glm_step"
+        case .geeStep: return "gee_step"
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"

@@ -126,6 +126,16 @@ public enum Grouping: Sendable, Hashable {
     /// variables' values at that site (`site:ward:patient` → ["ward", "patient"]).
     /// Equal codes at two sites are different groups.
     case withinSite([String])
+    /// A factor shared by several sites (`(1 | year)`, a surgeon who operates
+    /// at several hospitals): global groups, one per level of `levels`, the
+    /// coordinator's agreed coding (levels as R prints them; a row's level is
+    /// its position in the list). A site eliminates its own random effects
+    /// and sends its Schur complement onto these groups' effects (DESIGN.md,
+    /// "Crossed factors").
+    case crossed(String, levels: [String])
+
+    /// Whether the groups are shared by sites (not nested in one).
+    public var isCrossed: Bool { if case .crossed = self { return true } else { return false } }
 }
 
 /// One random-effects term `(columns | group)` with an unstructured
@@ -178,6 +188,9 @@ public struct ModelSpec: Sendable, Hashable {
     /// never span sites). Absent from the wire when nil. A site refuses a
     /// cluster with fewer than its min_cell rows (see docs/PRIVACY.md).
     public var cluster: Grouping? = nil
+    /// GEE (fedmix gee): the working correlation and order variable; the
+    /// clusters are `cluster`. Absent from the wire when nil.
+    public var gee: GEESpec? = nil
 
     public init(formula: String, family: Family = .gaussian, link: Link = .identity,
                 response: Response, fixed: [DesignColumn], terms: [RandomTerm],
@@ -199,11 +212,13 @@ public struct ModelSpec: Sendable, Hashable {
         for t in terms {
             for c in t.columns { add(c.expr.requiredVariables) }
             if case .withinSite(let vs) = t.grouping { add(vs) }
+            if case .crossed(let v, _) = t.grouping { add([v]) }
         }
         if let w = weights { add(w.requiredVariables) }
         if let o = offset { add(o.requiredVariables) }
         add(alsoRequired)
         if case .withinSite(let vs)? = cluster { add(vs) }
+        if let o = gee?.order { add([o]) }
         return out
     }
 

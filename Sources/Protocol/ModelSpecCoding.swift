@@ -50,15 +50,23 @@ extension Expr: Codable {
 }
 
 extension Grouping: Codable {
-    private enum Key: String, CodingKey { case kind, variables }
+    private enum Key: String, CodingKey { case kind, variables, levels }
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: Key.self)
         switch try c.decode(String.self, forKey: .kind) {
         case "site": self = .site
         case "within_site": self = .withinSite(try c.decode([String].self, forKey: .variables))
+        case "crossed":
+            let vs = try c.decode([String].self, forKey: .variables)
+            let levels = try c.decode([String].self, forKey: .levels)
+            guard vs.count == 1, !levels.isEmpty, Set(levels).count == levels.count else {
+                throw DecodingError.dataCorruptedError(forKey: .levels, in: c,
+                    debugDescription: "a crossed grouping needs one variable and its distinct levels")
+            }
+            self = .crossed(vs[0], levels: levels)
         default:
             throw DecodingError.dataCorruptedError(forKey: .kind, in: c,
-                debugDescription: "grouping kind must be \"site\" or \"within_site\"")
+                debugDescription: "grouping kind must be \"site\", \"within_site\" or \"crossed\"")
         }
     }
     public func encode(to encoder: Encoder) throws {
@@ -66,6 +74,8 @@ extension Grouping: Codable {
         switch self {
         case .site: try c.encode("site", forKey: .kind)
         case .withinSite(let vs): try c.encode("within_site", forKey: .kind); try c.encode(vs, forKey: .variables)
+        case .crossed(let v, let levels):
+            try c.encode("crossed", forKey: .kind); try c.encode([v], forKey: .variables); try c.encode(levels, forKey: .levels)
         }
     }
 }
@@ -88,7 +98,7 @@ extension Response: Codable {
 }
 
 extension ModelSpec: Codable {
-    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter, alsoRequired = "also_required", cluster }
+    enum CodingKeys: String, CodingKey { case formula, family, link, response, fixed, terms, weights, offset, filter, alsoRequired = "also_required", cluster, gee }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -103,6 +113,7 @@ extension ModelSpec: Codable {
         filter = try c.decodeIfPresent(Expr.self, forKey: .filter)
         alsoRequired = try c.decodeIfPresent([String].self, forKey: .alsoRequired) ?? []
         cluster = try c.decodeIfPresent(Grouping.self, forKey: .cluster)
+        gee = try c.decodeIfPresent(GEESpec.self, forKey: .gee)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -118,6 +129,7 @@ extension ModelSpec: Codable {
         try c.encodeIfPresent(filter, forKey: .filter)
         if !alsoRequired.isEmpty { try c.encode(alsoRequired, forKey: .alsoRequired) }
         try c.encodeIfPresent(cluster, forKey: .cluster)
+        try c.encodeIfPresent(gee, forKey: .gee)
     }
 }
 

@@ -28,3 +28,46 @@ extension ModelSpec {
     /// Number of fixed effects p.
     public var fixedCount: Int { fixed.count }
 }
+
+extension ModelSpec {
+    /// Whether some term is grouped by a factor shared by sites.
+    public var hasCrossedTerms: Bool { terms.contains { $0.grouping.isCrossed } }
+
+    /// The model a site builds its own random effects from: the crossed
+    /// terms removed (their effects are global; the site treats their
+    /// columns as leading columns of [X y] and sends its Schur complement
+    /// onto them). The model itself when it has no crossed term.
+    public var localModel: ModelSpec {
+        guard hasCrossedTerms else { return self }
+        var s = self
+        s.terms = terms.filter { !$0.grouping.isCrossed }
+        return s
+    }
+
+    /// θ index in the full model of each θ of `localModel`, in order
+    /// (terms keep their order, so each term's θ keep theirs).
+    public var localThetaIndices: [Int] {
+        var out: [Int] = [], o = 0
+        for t in terms {
+            if !t.grouping.isCrossed { out += Array(o..<(o + t.thetaCount)) }
+            o += t.thetaCount
+        }
+        return out
+    }
+
+    /// The θ of `localModel` taken from the full model's θ (θ itself
+    /// when the model has no crossed term).
+    public func localTheta(_ theta: [Double]) -> [Double] {
+        hasCrossedTerms ? localThetaIndices.map { theta[$0] } : theta
+    }
+
+    /// The crossed factors in `factorGroupings` order: the factor index,
+    /// the variable, its agreed levels and the factor's columns (its terms'
+    /// columns in term order, as the factor's r random effects per level).
+    public var crossedFactors: [(factor: Int, variable: String, levels: [String], columns: [DesignColumn])] {
+        factorGroupings.enumerated().compactMap { f, g in
+            guard case .crossed(let v, let levels) = g else { return nil }
+            return (f, v, levels, terms.filter { $0.grouping == g }.flatMap(\.columns))
+        }
+    }
+}

@@ -35,4 +35,6 @@ public enum ProtocolLimits {
     public static var maxJetDimension: Int { maxFixedColumns + 1 }
     /// Random effects per level of one factor (all its terms' columns).
     public static var maxFactorDimension: Int { randomTerms.upperBound * randomTermColumns.upperBound }
+    /// Imputation draws one prepare may apply (variables × chained-equation sweeps).
+    public static let maxImputedVariables = 400
 }

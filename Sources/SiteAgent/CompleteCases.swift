@@ -45,6 +45,12 @@ struct CompleteCases {
             case .withinSite(let vs):
                 let (idx, n) = SiteDesign.levelIndex(vs.map { columns[$0]! }, rows: usedRows)
                 index.append(idx); counts.append(n)
+            case .crossed(let v, let levels):
+                // The agreed coding's index of each row's code; −1 for a code
+                // the coding does not have (SiteDesign refuses those rows).
+                let position = Dictionary(levels.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+                let c = columns[v]!
+                index.append(usedRows.map { position[SiteDesign.key(c, $0)] ?? -1 }); counts.append(levels.count)
             }
         }
         return (index, counts)

@@ -95,6 +95,8 @@ public struct CellCounts: Sendable, Equatable {
     public var thresholds: [BinaryColumn] = []
     /// Rows in each non-empty cell of the partition all thresholds make.
     public var thresholdCells: [Int] = []
+    /// Crossed factors: rows per level present among the used rows.
+    public var crossedLevelRows: [(factor: String, rows: [Int])] = []
 
     public static func == (a: CellCounts, b: CellCounts) -> Bool {
         a.binaryColumns == b.binaryColumns && a.levelCounts == b.levelCounts
@@ -186,6 +188,9 @@ public struct CellCounts: Sendable, Equatable {
         }
         if thresholdCells.contains(where: { $0 > 0 && $0 < m }) {
             return "the model's thresholds (comparisons, cut() breaks, kinks of pmin, pmax or abs) together leave fewer than \(m) of the rows the model uses at this site between two of them (as I(x > a) and I(x > b) would for close a and b), so a combination of columns would single out those rows; thresholds must leave none or at least \(m) rows between them (rule min_cell, thresholds)"
+        }
+        for c in crossedLevelRows where c.rows.contains(where: { $0 < m }) {
+            return "a level of grouping factor \"\(c.factor)\", which is crossed with the sites, has fewer than \(m) of the rows the model uses at this site, and the site's sums would describe those rows (rule min_cell). Merge rare levels of the factor at the sites, or leave their rows out with a filter"
         }
         for b in binaryColumns where (b.ones > 0 && b.ones < m) || (b.zeros > 0 && b.zeros < m) {
             return "design column \"\(b.name)\" takes one of its two values in fewer than \(m) of the rows the model uses at this site; each level, interaction cell or two-valued variable needs none or at least \(m) rows (rule min_cell)"

@@ -124,3 +124,20 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
         return RequestCost(work: Double(rows) * columns * columns, answerBytes: columns * columns * bytesPerNumber + 4096)
     }
 }
+
+extension RequestCost {
+    /// One GEE round: D and r per row, (φR)⁻¹ applied per cluster (dense
+    /// for ar1, n³), and with a bread the leverage corrections (n³ per
+    /// cluster, then p×p eigenvectors, about 30 p³, per cluster).
+    public static func geeStep(_ site: GEESite, corrections: Bool) -> RequestCost {
+        let p = Double(site.rows.p)
+        var work = Double(site.rows.rows) * (p + 1) * (p + 2)
+        for c in site.members {
+            let n = Double(c.count)
+            if site.structure == .ar1 { work += n * n * n / 3 + n * n * (p + 1) }
+            if site.structure != .independence { work += n * n / 2 }
+            if corrections { work += 30 * p * p * p }
+        }
+        return RequestCost(work: work, answerBytes: (4 * p * p + p + 10) * bytesPerNumber)
+    }
+}

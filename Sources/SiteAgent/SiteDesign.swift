@@ -72,6 +72,12 @@ public struct SiteDesign: Sendable {
     /// A flat model's rows (no random-effects term): a GLM's IRLS steps and
     /// the robust covariance's per-cluster scores read them. Nil for mixed models.
     public let flat: FlatSite?
+    /// GEE (the model's `gee`): the flat rows with their clusters, order
+    /// values and working correlation. Nil otherwise.
+    public let gee: GEESite?
+    /// Models with crossed factors: the agreed level indices present among
+    /// the used rows, per crossed factor (SiteSummary.crossedLevels).
+    public private(set) var crossedLevels: [[Int]]? = nil
 
     /// What a session keeps between rounds.
     public enum Model: Sendable {
@@ -109,10 +115,17 @@ public struct SiteDesign: Sendable {
         let offset = try spec.offset.map { try ev.evaluate($0, name: "offset") }
         let groupings = spec.factorGroupings
         let (levels, levelCounts) = cases.factorLevels(spec)
-        groupCounts = spec.terms.map { levelCounts[groupings.firstIndex(of: $0.grouping)!] }
+        let crossed = try CrossedColumns(spec, levels: levels)
+        groupCounts = spec.terms.map { t in
+            let f = groupings.firstIndex(of: t.grouping)!
+            return crossed.present(factor: f)?.count ?? levelCounts[f]
+        }
+        let local = crossed.isEmpty ? nil : crossed.localFactors
         // An LMM's nested within-site factors beyond the dense tail's cap are held level by level (NestedChain).
-        let nestedChain = family == nil ? Self.nestedChain(spec, levelCounts: levelCounts, levels: levels) : nil
-        if nestedChain == nil { try Self.checkTail(spec, levelCounts: levelCounts) }
+        let nestedChain = family == nil && crossed.isEmpty ? Self.nestedChain(spec, levelCounts: levelCounts, levels: levels) : nil
+        if nestedChain == nil {
+            try Self.checkTail(spec.localModel, levelCounts: local.map { $0.map { levelCounts[$0] } } ?? levelCounts)
+        }
         // Per factor, the columns of its terms in term order.
         var z: [[[Double]]] = []
         for g in groupings {
@@ -123,8 +136,12 @@ public struct SiteDesign: Sendable {
         let indicators = Self.indicatorVariables(spec).map { cases.columns[$0]! }
         flat = try Self.flatSite(spec, family: family, fixed: fixed, response: response, weights: weights, offset: offset,
                                  cases: cases, used: rowCount)
+        gee = try Self.geeSite(spec, flat: flat, evaluator: ev)
         let thresholds = try ThresholdRules.atoms(spec).map { a in
             (name: ThresholdRules.label(a), values: try ev.evaluate(a, name: "threshold"))
+        }
+        if family != nil && !crossed.isEmpty {
+            throw ModelFrameError.unsupported("grouping factors crossed with the sites (\(spec.crossedFactors.map(\.variable).joined(separator: ", "))) are fitted for linear mixed models only; a generalized model with a crossed factor is not supported yet")
         }
         if let family {
             let g = try GLMMRows(response: response, weights: weights, family: family, used: used)
@@ -157,18 +174,44 @@ public struct SiteDesign: Sendable {
                 for f in z.indices { for a in z[f].indices { for i in 0..<used { z[f][a][i] *= sw[i] } } }
                 for x in w { logWeightSum += Foundation.log(x) }
             }
-            cells = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows,
-                                       outcome: CellCounts.binaryClasses(response.values), thresholds: thresholds)
-            if let chain = nestedChain {
+            var measured = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows,
+                                              outcome: CellCounts.binaryClasses(response.values), thresholds: thresholds)
+            if let local {
+                // Crossed factors: their levels' effects lead [X y] (unscaled
+                // z columns, one set per level present here); the site's own
+                // random effects are the local factors'.
+                crossed.measure(into: &measured, usedRows: cases.usedRows)
+                cells = measured
+                let localSpec = spec.localModel
+                var builder = SiteBlocksBuilder(structure: localSpec.covarianceStructure, width: crossed.width + wcols.count,
+                                                levelCounts: local.map { levelCounts[$0] }, siteFactor: localSpec.siteFactorIndex)
+                crossed.add(to: &builder, w: wcols, levels: levels, z: z)
+                model = .linear(builder.finish(), logWeightSum: logWeightSum)
+            } else if let chain = nestedChain {
+                cells = measured
                 model = .linear(SiteBlocks.nested(structure: spec.covarianceStructure, width: wcols.count, levelCounts: levelCounts,
                                                   siteFactor: spec.siteFactorIndex, chain: chain, w: wcols, levels: levels, z: z),
                                 logWeightSum: logWeightSum)
             } else {
+                cells = measured
                 var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
                                                 levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
                 builder.addColumns(w: wcols, levels: levels, z: z)
                 model = .linear(builder.finish(), logWeightSum: logWeightSum)
             }
+            crossedLevels = crossed.isEmpty ? nil : crossed.presentLevels
+        }
+    }
+
+    /// GEE's rows: the flat rows (the gaussian family too, with the identity
+    /// link) and the order variable's values.
+    static func geeSite(_ spec: ModelSpec, flat: FlatSite?, evaluator ev: ExpressionEvaluator) throws -> GEESite? {
+        guard let g = spec.gee, let flat else { return nil }
+        let order = try g.order.map { try ev.evaluate(.variable($0), name: $0) }
+        do {
+            return try GEESite(rows: flat, family: GLMFamily(spec.family, spec.link), structure: g.correlation, order: order)
+        } catch let e as GEEError {
+            throw ModelFrameError.unsupported(e.description)
         }
     }
 

@@ -87,6 +87,12 @@ public final class SiteService: Sendable {
         var patterns: [MissingPattern]
         var rounds: Int
         var lastUsed: Date
+        /// Multiple imputation: the draws the session's data were completed
+        /// with, and the values imputed per variable.
+        var imputations: [ImputationDraw]? = nil
+        var observed: [String]? = nil
+        var imputed: [String: Int]? = nil
+        var imputedMeans: [String: ImputedMeans]? = nil
     }
 
     public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
@@ -329,10 +335,10 @@ public final class SiteService: Sendable {
 
     func prepare(_ r: PrepareRequest, peer: PeerIdentity = .inProcess) throws -> PrepareReply {
         if let existing = sessions.withLock({ $0[r.session] }) {
-            guard existing.model == r.model, existing.dataset == r.dataset else {
+            guard existing.model == r.model, existing.dataset == r.dataset, existing.imputations == r.imputations, existing.observed == r.observed else {
                 throw SiteError.sessionConflict(r.session)
             }
-            return reply(for: r.session, existing.fit, patterns: existing.patterns)
+            return reply(for: r.session, existing.fit, patterns: existing.patterns, imputed: existing.imputed, imputedMeans: existing.imputedMeans)
         }
         try validate(model: r.model)
         // Every new session counts, answered or refused: refusals are answers too.
@@ -355,8 +361,16 @@ public final class SiteService: Sendable {
             // Comparisons in columns only in the forms the threshold rule reads, whatever the policy.
             try ExpressionRules.checkComparisons(r.model)
         }
-        let table = try load(r.dataset)
+        var table = try load(r.dataset)
         if let refusal = RequestCost.prepare(r.model, rows: table.rowCount).refusal(limits, what: "prepare") { throw refusal }
+        var imputed: [String: Int]? = nil
+        var imputedMeans: [String: ImputedMeans]? = nil
+        if let draws = r.imputations {
+            let done = try impute(draws, observed: r.observed ?? [], table: table, dataset: r.dataset)
+            table = done.table
+            imputed = done.imputed.mapValues(\.count)
+            imputedMeans = disclosedMeans(done.imputed, table: try load(r.dataset))
+        }
         var selection: [Bool]? = nil
         var filtered: RowSet? = nil
         if let filter = r.model.filter {
@@ -376,12 +390,18 @@ public final class SiteService: Sendable {
         guard used >= policy.minRows else {
             throw SiteError.disclosure("the model would use \(used < policy.minCell ? "fewer than \(policy.minCell)" : String(used)) rows at this site; the site's minimum is \(policy.minRows) (rule min_rows)")
         }
-        let parameters = r.model.fixedCount + r.model.thetaCount + (r.model.family == .gaussian ? 1 : 0)
+        // Crossed factors: the Schur complement onto their levels' effects
+        // is a fit of those effects too, so each counts as a parameter.
+        let crossedEffects = zip(r.model.crossedFactors, fit.crossedLevels ?? []).reduce(0) { $0 + $1.0.columns.count * $1.1.count }
+        let parameters = r.model.fixedCount + r.model.thetaCount + (r.model.family == .gaussian ? 1 : 0) + crossedEffects
         guard Double(parameters) <= policy.maxParametersPerRow * Double(used) else {
             throw SiteError.disclosure("the model has \(parameters) parameters; with the rows it would use here the site allows at most \(policy.maxParametersPerRow) per row (rule max_params_per_row)")
         }
         if let why = fit.cells.violation(policy) { throw SiteError.disclosure(why) }
-        if let flat = fit.flat, case .withinSite? = r.model.cluster, policy.minCell > 0,
+        if let gee = fit.gee, case .withinSite? = r.model.cluster, gee.members.count < policy.minCell {
+            throw SiteError.disclosure("the model's rows form \(gee.members.count) clusters at this site; GEE answers are sums over at least \(policy.minCell) clusters (rule min_cell). Cluster by site, or leave this site out")
+        }
+        if let flat = fit.flat, case .withinSite? = r.model.cluster, r.model.gee == nil, policy.minCell > 0,
            flat.clusterSizes.contains(where: { $0 < policy.minCell }) {
             throw SiteError.disclosure("some clusters of the robust covariance have fewer than \(policy.minCell) rows at this site; a cluster's score would describe those few rows (rule min_cell). Cluster by a coarser variable, or by site")
         }
@@ -392,9 +412,43 @@ public final class SiteService: Sendable {
         let now = Date()
         sessions.withLock { s in
             s = s.filter { now.timeIntervalSince($0.value.lastUsed) < sessionTimeout }
-            s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, patterns: patterns, rounds: 1, lastUsed: now)
+            s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, patterns: patterns, rounds: 1, lastUsed: now,
+                                   imputations: r.imputations, observed: r.observed, imputed: imputed, imputedMeans: imputedMeans)
         }
-        return reply(for: r.session, fit, patterns: patterns)
+        return reply(for: r.session, fit, patterns: patterns, imputed: imputed, imputedMeans: imputedMeans)
+    }
+
+    /// Multiple imputation: the table with the draws' variables completed
+    /// (Imputer.swift). Each imputation model obeys the rules of a model
+    /// (shape, allowed variables, expression language); what it completes
+    /// stays in this session's design.
+    func impute(_ draws: [ImputationDraw], observed: [String], table: DataTable, dataset: String) throws
+        -> (table: DataTable, imputed: [String: (count: Int, observedMean: Double, imputedMean: Double)]) {
+        guard (1...ProtocolLimits.maxImputedVariables).contains(draws.count) else {
+            throw SiteError.invalid("a prepare completes 1 to \(ProtocolLimits.maxImputedVariables) variables")
+        }
+        for d in draws {
+            try validate(model: d.model)
+            for v in SiteDesign.allVariables(d.model) + d.model.requiredVariables where !mayUse(v) {
+                throw SiteError.disclosure("variable \"\(v)\" may not be used at this site (rules allowed_variables / denied_variables)")
+            }
+            if policy.checksExpressions { try ExpressionRules.check(d.model) }
+        }
+        return try Imputer.completeWithMeans(table, draws: draws, observed: observed, site: site, dataset: dataset)
+    }
+
+    /// Observed and imputed means of each completed variable, where both are
+    /// over at least min_rows and min_cell rows (a mean of fewer would
+    /// describe those few patients; the sums they come from are the
+    /// differences of answers the differencing rule already admits).
+    func disclosedMeans(_ s: [String: (count: Int, observedMean: Double, imputedMean: Double)], table: DataTable) -> [String: ImputedMeans]? {
+        let least = max(policy.minRows, policy.minCell, 1)
+        var out: [String: ImputedMeans] = [:]
+        for (v, x) in s where x.count >= least && x.observedMean.isFinite && x.imputedMean.isFinite {
+            let observedCount = table.column(named: v).map { c in (0..<table.rowCount).filter { !c.isMissing($0) }.count } ?? 0
+            if observedCount >= least { out[v] = ImputedMeans(observed: x.observedMean, imputed: x.imputedMean) }
+        }
+        return out.isEmpty ? nil : out
     }
 
     /// A row filter and its complement must each select at least min_rows
@@ -469,6 +523,14 @@ public final class SiteService: Sendable {
         }.sorted { ($0.missing.count, $0.missing.joined(separator: ",")) < ($1.missing.count, $1.missing.joined(separator: ",")) }
     }
 
+    private func reply(for session: String, _ frame: SiteDesign, patterns: [MissingPattern], imputed: [String: Int]?,
+                       imputedMeans: [String: ImputedMeans]?) -> PrepareReply {
+        var out = reply(for: session, frame, patterns: patterns)
+        out.summary.imputed = imputed?.mapValues { disclosed($0) }
+        out.summary.imputedMeans = imputedMeans
+        return out
+    }
+
     private func reply(for session: String, _ frame: SiteDesign, patterns: [MissingPattern]) -> PrepareReply {
         switch frame.model {
         case .linear(let blocks, let logWeightSum):
@@ -476,8 +538,9 @@ public final class SiteService: Sendable {
                                       missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
                                       patterns: patterns)
             if frame.spec.weights != nil { summary.logWeightSum = logWeightSum }
+            summary.crossedLevels = frame.crossedLevels
             return PrepareReply(session: session, summary: summary,
-                                blocks: frame.spec.allTermsGroupedBySite ? blocks : nil)
+                                blocks: frame.spec.localModel.allTermsGroupedBySite ? blocks : nil)
         case .generalized(let site):
             let data = site.data, p = data.p
             var sums = [Double](repeating: 0, count: p), squares = sums
@@ -512,10 +575,12 @@ public final class SiteService: Sendable {
 
     func evaluate(_ r: EvaluateRequest) throws -> Reply {
         let s = try session(r.session, rounds: max(1, r.points.count))
-        let structure = s.model.covarianceStructure
-        for theta in r.points { try validate(theta: theta, structure: structure) }
+        for theta in r.points { try validate(theta: theta, structure: s.model.covarianceStructure) }
+        // The site's own random effects: crossed factors' are the coordinator's.
+        let structure = s.model.localModel.covarianceStructure
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
         if let why = r.problem { throw SiteError.invalid("thetas \(why)") }
+        if let point = r.gee { return try geeStep(r, point: point, session: s) }
         if let flat = s.fit.flat, flat.family != nil {
             guard r.thetas == nil else { throw SiteError.invalid("a flat GLM has no θ to evaluate at several points") }
             // A flat GLM: one IRLS step of glm.fit at β (or at the start).
@@ -542,7 +607,7 @@ public final class SiteService: Sendable {
             if points.count > 1, Double(points.count) * cost.answerBytes > Double(limits.maxAnswerBytes) {
                 throw SiteError.invalid(String(format: "the %d points of this evaluation would need an answer of about %.0f bytes; this site sends at most %d (limits.max_answer_bytes). Ask for fewer points per request", points.count, Double(points.count) * cost.answerBytes, limits.maxAnswerBytes))
             }
-            let c = try points.map { try LMMSite.evaluate(blocks, structure: structure, theta: $0, order: r.order) }
+            let c = try points.map { try LMMSite.evaluate(blocks, structure: structure, theta: s.model.localTheta($0), order: r.order) }
             return .contribution(ContributionReply(session: r.session, contributions: c))
         case .generalized(let site):
             guard r.thetas == nil else { throw SiteError.invalid("thetas (several points per evaluation) applies to linear mixed models only") }
@@ -560,10 +625,33 @@ public final class SiteService: Sendable {
         }
     }
 
+    /// One GEE round: the site's sums over its clusters at (β, α, φ)
+    /// (GEESite.sums), with the corrected meats when the bread is sent.
+    func geeStep(_ r: EvaluateRequest, point: GEEPoint, session s: Session) throws -> Reply {
+        guard let gee = s.fit.gee else { throw SiteError.invalid("a GEE round (gee) needs a session prepared for GEE (the model's gee)") }
+        let p = s.model.fixedCount
+        guard let beta = r.beta, beta.count == p, beta.allSatisfy(\.isFinite) else {
+            throw SiteError.invalid("a GEE round needs beta with one finite value per fixed effect")
+        }
+        var bread: Matrix? = nil
+        if let b = point.bread {
+            guard b.count == p * p else { throw SiteError.invalid("bread must hold p×p = \(p * p) values") }
+            bread = Matrix(rows: p, cols: p, data: b)
+        }
+        if let refusal = RequestCost.geeStep(gee, corrections: bread != nil).refusal(limits, what: "GEE round") { throw refusal }
+        let sums: GEESums
+        do { sums = try gee.sums(beta: beta, alpha: point.alpha, scale: point.scale, bread: bread) }
+        catch let e as GEEError { throw SiteError.invalid(e.description) }
+        let numbers = sums.information + sums.score + sums.meat + (sums.meatMD ?? []) + (sums.meatKC ?? [])
+            + [sums.pearsonSquares, sums.alphaInformation, sums.alphaCross, sums.alphaFitted]
+        guard numbers.allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
+        return .geeStep(GEEStepReply(session: r.session, sums: sums))
+    }
+
     func finalize(_ r: FinalizeRequest) throws -> FinalizeReply {
         let s = try session(r.session)
-        let structure = s.model.covarianceStructure
-        try validate(theta: r.theta, structure: structure)
+        try validate(theta: r.theta, structure: s.model.covarianceStructure)
+        let structure = s.model.localModel.covarianceStructure
         guard r.beta.count == s.model.fixedCount, r.sigma > 0, r.beta.allSatisfy(\.isFinite) else {
             throw SiteError.invalid("beta must have one finite value per fixed effect and sigma must be positive")
         }
@@ -573,23 +661,49 @@ public final class SiteService: Sendable {
         var reply: FinalizeReply
         switch s.fit.model {
         case .linear(let blocks, _):
+            if r.marginal != nil { throw SiteError.invalid("marginal effects apply to GLMMs (binomial or Poisson)") }
             if let refusal = RequestCost.lmmEvaluate(blocks, structure: structure, order: 0)
                 .refusal(limits, what: "finalize") { throw refusal }
-            let e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
+            let e: SiteLevelEffects?
+            if s.model.hasCrossedTerms {
+                // Given the crossed effects at this site's levels (its leading columns).
+                let q = blocks.width - 1 - s.model.fixedCount
+                guard let b = r.crossedEffects, b.count == q, b.allSatisfy(\.isFinite),
+                      let v = r.crossedCovariance, v.count == q * q, v.allSatisfy(\.isFinite) else {
+                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and crossed_covariance (\(q)×\(q)) to finalize")
+                }
+                e = try LMMSite.siteEffects(blocks, structure: structure, theta: s.model.localTheta(r.theta), beta: b + r.beta, sigma: r.sigma,
+                                            crossedCovariance: Matrix(rows: q, cols: q, data: v))
+            } else {
+                e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
+            }
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
-                                  ownEffects: LMMSite.ownEstimate(blocks, beta: r.beta))
+                                  ownEffects: s.model.hasCrossedTerms ? nil : LMMSite.ownEstimate(blocks, beta: r.beta))
         case .generalized(let site):
             if let refusal = RequestCost.glmmEvaluate(site.data, order: 0, nAGQ: 1)
                 .refusal(limits, what: "finalize") { throw refusal }
             let e = try site.siteEffects(theta: r.theta, beta: r.beta)
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                   saturatedDeviance: site.saturatedConstant)
+            if let m = r.marginal {
+                // Population-averaged sums over the site's rows (GLMMMarginal).
+                guard m.discrete.count == s.model.fixedCount else { throw SiteError.invalid("marginal.discrete must have one flag per fixed effect") }
+                let p = Double(s.model.fixedCount)
+                let cost = RequestCost(work: Double(site.data.rows) * (Double(m.points) * 3 * (p + 2) * (p + 1) + Double(s.model.thetaCount * s.model.thetaCount)),
+                                       answerBytes: (p + 1) * (p + 1) * RequestCost.bytesPerNumber)
+                if let refusal = cost.refusal(limits, what: "marginal effects") { throw refusal }
+                let sums = GLMMMarginal.sums(site.data, beta: r.beta, theta: r.theta, discrete: m.discrete, points: m.points)
+                guard (sums.values + sums.gradients).allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
+                reply.marginal = MarginalReply(sums)
+            }
         }
-        if let flat = s.fit.flat, let cluster = s.model.cluster {
+        if let flat = s.fit.flat, let cluster = s.model.cluster, s.model.gee == nil {
             // The robust covariance's meat: the site's score, or Σ_c s_c s_cᵀ over its clusters.
             switch cluster {
             case .site:
                 reply.score = flat.clusterScores(beta: r.beta, weightsAt: r.weightsAt)[0]
+            case .crossed:
+                throw SiteError.invalid("the clusters of a robust covariance are the site or groups nested in it, never a factor crossed with the sites")
             case .withinSite:
                 reply.scoreCrossProducts = flat.scoreCrossProducts(beta: r.beta, weightsAt: r.weightsAt)
                 reply.clusters = flat.clusterCount
@@ -640,6 +754,9 @@ public final class SiteService: Sendable {
             throw SiteError.invalid("a cluster for robust standard errors applies to flat models (no random-effects term) only")
         }
         if case .withinSite(let vs)? = m.cluster, vs.isEmpty || vs.count > 10 { throw SiteError.invalid("a cluster needs 1 to 10 variables") }
+        if m.gee != nil && (!m.isFlat || m.cluster == nil) {
+            throw SiteError.invalid("GEE (gee) needs a model without random-effects terms and a cluster")
+        }
         guard m.family == .gaussian ? m.link == .identity : true else { throw SiteError.invalid("a gaussian model uses the identity link") }
         // θ's derivatives travel as jets whose width grows with θ²: bound it.
         guard m.thetaCount <= ProtocolLimits.maxThetaCount else {

@@ -15,7 +15,7 @@ enum CompareCommand {
         synopsis: "(PATH... | --sites FILE --dataset NAME) --formula F0 --formula F1 [--formula F2 ...] [options]",
         discussion: "Every model is fitted on the complete cases of all the models. Linear mixed models are fitted by ML (lme4 refits REML fits for anova). Where a model adds one random effect, the p-value from the 50:50 mixture of chi-squares (the null is on the boundary) is reported beside Pr(>Chisq).",
         arguments: [paths],
-        options: [Opt.sites, Opt.dataset, formulas] + Opt.model + Opt.result + [Opt.inProcess, Opt.excludeSites, Opt.report] + Opt.network,
+        options: [Opt.sites, Opt.dataset, formulas] + Opt.model + Opt.imputation + Opt.result + [Opt.inProcess, Opt.excludeSites, Opt.report] + Opt.network,
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
@@ -25,12 +25,16 @@ enum CompareCommand {
         }
         let options = try fitOptions(a)
         for f in list { try Analysis.validate(formula: f, options: options) }
+        let imputation = try imputationSettings(a)
+        if let imputation { _ = try MultipleImputation.validate(imputation, analysisFormula: list[list.count - 1]) }
         let format = a.value(Opt.format, default: .text)
         let (federation, dataset) = try SensitivityCommand.connect(a, paths: paths)
         defer { federation.close() }
         let comparison: Comparison
         do {
-            comparison = try ModelComparison.compare(federation, dataset: dataset, formulas: list, options: options)
+            comparison = try imputation.map {
+                try ModelComparison.compare(federation, dataset: dataset, formulas: list, options: options, imputation: $0)
+            } ?? ModelComparison.compare(federation, dataset: dataset, formulas: list, options: options)
         } catch let e as ComparisonError {
             throw UsageError(e.message)
         }

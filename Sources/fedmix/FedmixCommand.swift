@@ -19,10 +19,12 @@ enum FedmixCommand {
             .command(RemoteCommands.describeCommand),
             .command(SensitivityCommand.command),
             .command(CompareCommand.command),
+            .command(GEECommand.command),
             .command(SimulateCommand.command),
             .group(CertsCommand.group),
             .command(BenchCommand.command),
             .command(BenchNetworkCommand.command),
+            .command(BenchImputationCommand.command),
         ])
 
     static func run(_ args: [String]) -> Int32 { program.run(args) }

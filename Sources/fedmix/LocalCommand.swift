@@ -13,7 +13,7 @@ enum LocalCommand {
     static let command = Command(
         "local", abstract: "Each CSV file (or each CSV in a folder) is one site; fits over local agents (mutual TLS on loopback).",
         arguments: [paths],
-        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, Opt.inProcess, Opt.excludeSites, Opt.quiet, Opt.cluster, Opt.splitBy, Opt.report],
+        options: [Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.imputation + Opt.result + [Opt.confint, Opt.inProcess, Opt.excludeSites, Opt.quiet, Opt.cluster, Opt.marginal, Opt.splitBy, Opt.report],
         notHere: ["dataset": "fedmix local serves each CSV file as the one dataset of its site; --dataset goes with --sites (fit, describe, explain, sensitivity)"],
         run: run)
 
@@ -23,6 +23,8 @@ enum LocalCommand {
         options.confint = a.value(Opt.confint)
         let missing = missingDataStrategy(a)
         try Analysis.validate(formula: formula, options: options, missingData: missing)
+        let imputation = try imputationSettings(a)
+        if let imputation { _ = try MultipleImputation.validate(imputation, analysisFormula: formula) }
         let services: [SiteService]
         if let column = a.value(Opt.splitBy) {
             services = try split(a.positionals(paths), by: column)
@@ -32,7 +34,7 @@ enum LocalCommand {
         let federation = try LocalFederation.start(services: services, inProcess: a.flag(Opt.inProcess), excluding: a.value(Opt.excludeSites) ?? [],
                                                    quiet: a.flag(Opt.quiet))
         defer { federation.close() }
-        let result = try Analysis.fit(federation, dataset: "data", formula: formula, options: options, missingData: missing)
+        let result = try fitMaybeImputed(federation, dataset: "data", formula: formula, options: options, missingData: missing, imputation: imputation)
         try emit(result, a)
         try writeReport(result, a, title: "fedmix local: \(formula)")
         return 0

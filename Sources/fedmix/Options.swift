@@ -31,12 +31,25 @@ enum Opt {
     static let filter = Option<String>("filter", value: "EXPR", help: "fit on the rows it selects at every site, e.g. 'age >= 50 & sex == \"F\"'")
     static let cluster = Option<String>("cluster", value: "site|VAR",
                                         help: "flat models (no random-effects term): cluster-robust standard errors as sandwich::vcovCL gives them, clustered by site or by a variable nested within sites")
+    static let marginal = Flag("marginal", help: "GLMMs: population-averaged predicted probability (or rate) and average marginal effects, by quadrature over the random effects, and (random intercepts) the GLMM-implied marginal coefficients")
     static let excludeAbove = Option<Assignment>("exclude-sites-missing-above", value: "VAR=F",
                                                  help: "leave out sites where VAR is missing in more than the fraction F of rows",
                                                  repeatable: true, Assignment.parser(fractions: true, several: false))
     static let missingIndicator = Option<Assignment>("missing-indicator", value: "VAR=VALUE",
                                                      help: "fill the covariate VAR with VALUE where missing and add missing(VAR) as a 0/1 term",
                                                      repeatable: true, Assignment.parser(fractions: false, several: false))
+
+    // Multiple imputation (README "Multiple imputation").
+    static let impute = Option<String>("impute", value: "MODEL",
+                                       help: "multiple imputation of the model's left-side variable, e.g. 'lactate ~ age + iss + died + (1 | site)' or 'log(lactate) ~ …'; a 0/1 variable gets a logistic model; repeat for chained equations",
+                                       repeatable: true)
+    static let imputations = Option<Int>("m", value: "M", help: "with --impute: completed datasets (default 20)", .integer(in: 2...1000))
+    static let seed = Option<UInt64>("seed", value: "S", help: "with --impute: the seed every draw derives from (default 1); the same seed gives the same pooled result", .unsigned)
+    static let iterations = Option<Int>("iterations", value: "N", help: "with several --impute models: chained-equation sweeps (default 10)", .integer(in: 1...100))
+    static let delta = Option<Assignment>("delta", value: "VAR=D",
+                                          help: "with --impute: MNAR shift added to VAR's imputed values on its model's scale (logit scale for 0/1 variables)",
+                                          repeatable: true, Assignment.parser(fractions: false, several: false))
+    static let imputation: [any OptionDeclaration] = [impute, imputations, seed, iterations, delta]
 
     static let excludeSites = Option<[String]>("exclude-sites", value: "A,B",
                                                help: "leave these sites out (by name); the result lists them with the reason. For sites that refuse a model the analyst accepts to fit without",
@@ -116,6 +129,7 @@ func fitOptions(_ a: ParsedArguments) throws -> FitOptions {
 func singleFitOptions(_ a: ParsedArguments) throws -> FitOptions {
     var options = try fitOptions(a)
     options.cluster = a.value(Opt.cluster)
+    options.marginal = a.flag(Opt.marginal)
     return options
 }
 
@@ -125,6 +139,30 @@ func missingDataStrategy(_ a: ParsedArguments) -> MissingDataStrategy {
     for x in a.values(Opt.excludeAbove) { s.excludeAbove[x.variable] = x.numbers[0] }
     for x in a.values(Opt.missingIndicator) { s.indicators[x.variable] = x.numbers[0] }
     return s
+}
+
+/// --impute, --m, --seed, --iterations and --delta; nil without --impute.
+func imputationSettings(_ a: ParsedArguments) throws -> ImputationSettings? {
+    let models = a.values(Opt.impute)
+    guard !models.isEmpty else {
+        try a.refuse([Opt.imputations, Opt.seed, Opt.iterations, Opt.delta], "without --impute (they set up multiple imputation)")
+        return nil
+    }
+    var s = ImputationSettings(models: models, m: a.value(Opt.imputations) ?? 20, seed: a.value(Opt.seed) ?? 1,
+                               iterations: a.value(Opt.iterations) ?? 10)
+    for d in a.values(Opt.delta) { s.delta[d.variable] = d.numbers[0] }
+    return s
+}
+
+/// A fit with --impute (pooled over the completed datasets) or without.
+func fitMaybeImputed(_ federation: Federation, dataset: String, formula: String, options: FitOptions,
+                     missingData: MissingDataStrategy, imputation: ImputationSettings?) throws -> FitResult {
+    guard let imputation else {
+        return try Analysis.fit(federation, dataset: dataset, formula: formula, options: options, missingData: missingData)
+    }
+    let descriptions = try Analysis.describe(federation, dataset: dataset, hashingLevelsOf: Analysis.groupingVariables(formula))
+    return try MultipleImputation.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
+                                      options: options, settings: imputation, missingData: missingData)
 }
 
 /// The sites file, with the sites of --exclude-sites left out (not contacted)
@@ -193,6 +231,15 @@ extension SettingError: UsageFailure {
         case .excludeSites: return "--exclude-sites"
         case .confint: return "--confint"
         case .cluster: return "--cluster"
+        case .corstr: return "--corstr"
+        case .order: return "--order"
+        case .smallSample: return "--small-sample"
+        case .marginal: return "--marginal"
+        case .impute: return "--impute"
+        case .imputations: return "--m"
+        case .seed: return "--seed"
+        case .iterations: return "--iterations"
+        case .delta: return "--delta"
         }
     }
 }

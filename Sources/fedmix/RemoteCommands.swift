@@ -12,7 +12,7 @@ enum RemoteCommands {
 
     static let fitCommand = Command(
         "fit", abstract: "Fits the model over the agents of a sites file.",
-        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.result + [Opt.confint, dryRun, Opt.excludeSites, Opt.cluster, Opt.report] + Opt.network,
+        options: [sites, dataset, Opt.requiredFormula] + Opt.model + Opt.missingData + Opt.imputation + Opt.result + [Opt.confint, dryRun, Opt.excludeSites, Opt.cluster, Opt.marginal, Opt.report] + Opt.network,
         run: fit)
 
     static func fit(_ a: ParsedArguments) throws -> Int32 {
@@ -26,13 +26,15 @@ enum RemoteCommands {
         }
         if dry && a.value(Opt.report) != nil { throw ArgumentError("--dry-run fits nothing; --report writes a fit's page") }
         try Analysis.validate(formula: formula, options: options, missingData: missing)
+        let imputation = try imputationSettings(a)
+        if let imputation { _ = try MultipleImputation.validate(imputation, analysisFormula: formula) }
         let federation = try connectSites(try a.require(sites), a)
         defer { federation.close() }
         if dry {
             try write(try ExplainCommand.text(federation, dataset: dataset, formula: formula, options: options, missingData: missing), a)
             return 0
         }
-        let result = try Analysis.fit(federation, dataset: dataset, formula: formula, options: options, missingData: missing)
+        let result = try fitMaybeImputed(federation, dataset: dataset, formula: formula, options: options, missingData: missing, imputation: imputation)
         try emit(result, a)
         try writeReport(result, a, title: "fedmix fit: \(formula)")
         return 0

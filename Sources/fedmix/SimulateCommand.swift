@@ -2,12 +2,12 @@ import Foundation
 import CommandKit
 import Coordinator
 
-/// `fedmix simulate trauma|hypertension --out DIR`: writes a simulated
+/// `fedmix simulate trauma|hypertension|imputation --out DIR`: writes a simulated
 /// multi-site dataset, one CSV per hospital.
 enum SimulateCommand {
-    enum Kind: String, CaseIterable, Sendable { case trauma, hypertension }
-    static let kind = Positional("DATASET", help: "trauma (site-structured missing lactate) or hypertension (the demo's registry)",
-                                 missing: "fedmix simulate trauma|hypertension --out DIR [--scale X] [--seed N]")
+    enum Kind: String, CaseIterable, Sendable { case trauma, hypertension, imputation }
+    static let kind = Positional("DATASET", help: "trauma (site-structured missing lactate), hypertension (the demo's registry) or imputation (missing lactate, known truth)",
+                                 missing: "fedmix simulate trauma|hypertension|imputation --out DIR [--scale X] [--seed N]")
     static let out = Option<String>("out", value: "DIR", help: "the folder for the CSV files (one per hospital)", required: true)
     static let scale = Option<Double>("scale", value: "X", help: "multiplies every hospital's number of patients (default 1)", .number(positive: true))
     static let seed = Option<UInt64>("seed", value: "N", help: "the random seed (default: trauma 7, hypertension 2026, the demo's data)", .unsigned)
@@ -19,7 +19,7 @@ enum SimulateCommand {
     static func run(_ a: ParsedArguments) throws -> Int32 {
         let name = a.positional(kind)!
         guard let which = Kind(rawValue: name) else {
-            throw ArgumentError("unknown dataset \"\(name)\"; use trauma (site-structured missing lactate) or hypertension (the demo)")
+            throw ArgumentError("unknown dataset \"\(name)\"; use trauma (site-structured missing lactate), hypertension (the demo) or imputation (missing lactate with known truth)")
         }
         let dir = try a.require(out)
         let scale = a.value(scale, default: 1)
@@ -27,6 +27,9 @@ enum SimulateCommand {
         switch which {
         case .trauma:
             files = try TraumaRegistrySimulator.write(to: dir, scale: scale, seed: a.value(seed, default: 7))
+        case .imputation:
+            try a.refuse([SimulateCommand.scale], "with imputation (its hospitals have fixed sizes)")
+            files = try ImputationSimulator.write(to: dir, seed: a.value(seed, default: 16))
         case .hypertension:
             let seed = a.value(seed, default: 2026)
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

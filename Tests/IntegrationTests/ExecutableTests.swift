@@ -56,7 +56,9 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--quiet"], ExecutableTests.localQuiet),
             Entry("local", ["--confint"], ExecutableTests.localConfint),
             Entry("local", ["--cluster"], ExecutableTests.localFlatModelWithClusterEqualsVcovCL),
+            Entry("local", ["--marginal"], ExecutableTests.localMarginalEffects),
             Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
+            Entry("local", ["PATH", "--formula", "--format"], ExecutableTests.localCrossedFactorEqualsLmer),
             Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportWritesTheHTMLPage),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
@@ -70,6 +72,7 @@ final class ExecutableTests: XCTestCase {
             Entry("fit", ["--exclude-sites"], ExecutableTests.fitExcludeSites),
             Entry("fit", ["--confint"], ExecutableTests.fitConfintOverAgents),
             Entry("fit", ["--cluster"], ExecutableTests.fitFlatModelWithClusterOverAgents),
+            Entry("fit", ["--marginal"], ExecutableTests.fitMarginalOverAgents),
             Entry("fit", ["--report", "--dry-run"], ExecutableTests.fitReportOverAgents),
             Entry("fit", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.fitNetworkOptions),
 
@@ -104,8 +107,25 @@ final class ExecutableTests: XCTestCase {
             Entry("compare", ["--exclude-sites"], ExecutableTests.compareExcludeSites),
             Entry("compare", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.compareNetworkOptions),
 
+            Entry("gee", ["PATH", "--formula", "--family", "--link", "--cluster", "--corstr", "--order", "--small-sample", "--format"],
+                  ExecutableTests.geeLocalEqualsGeepack),
+            Entry("gee", ["--in-process", "--format"], ExecutableTests.geeInProcessAndText),
+            Entry("gee", ["--glmm"], ExecutableTests.geeBesideGLMM),
+            Entry("gee", ["--impute", "--m", "--seed", "--iterations", "--delta"], ExecutableTests.geeImputed),
+            Entry("gee", ["--sites", "--dataset", "--output"], ExecutableTests.geeOverAgents),
+            Entry("gee", ["--filter", "--missing-indicator", "--exclude-sites-missing-above", "--exclude-sites"], ExecutableTests.geeRowOptions),
+            Entry("gee", ["--formula", "--cluster", "--corstr", "--order", "--small-sample", "--dataset"], ExecutableTests.geeUsageErrors),
+            Entry("gee", ["--round-timeout", "--connect-timeout", "--reconnect-budget", "--quiet"], ExecutableTests.geeNetworkOptions),
+
             Entry("simulate", ["DATASET", "--out", "--scale", "--seed"], ExecutableTests.simulateTrauma),
             Entry("simulate", ["DATASET", "--scale", "--seed"], ExecutableTests.simulateHypertension),
+            // Multiple imputation (ImputationExecutableTests.swift).
+            Entry("simulate", ["DATASET", "--out", "--seed"], ExecutableTests.simulateImputation),
+            Entry("local", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.localImputation),
+            Entry("fit", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.fitImputationOverAgents),
+            Entry("sensitivity", ["--impute", "--m", "--seed", "--delta", "--tipping-point", "--iterations"], ExecutableTests.sensitivityImputation),
+            Entry("bench-imputation", ["--replications", "--m", "--seed"], ExecutableTests.benchImputationSmall),
+            Entry("compare", ["--impute", "--m", "--seed", "--delta", "--iterations"], ExecutableTests.compareImputation),
 
             Entry("certs init", ["DIR", "--days", "--force"], ExecutableTests.certsInit),
             Entry("certs issue", ["--ca", "--name", "--out", "--days"], ExecutableTests.certsIssue),
@@ -215,9 +235,11 @@ final class ExecutableTests: XCTestCase {
     func testFedmixSensitivity() throws { try runChecks("sensitivity") }
     func testFedmixCompare() throws { try runChecks("compare") }
     func testFedmixSimulate() throws { try runChecks("simulate") }
+    func testFedmixGEE() throws { try runChecks("gee") }
     func testFedmixCerts() throws { try runChecks("certs init"); try runChecks("certs issue") }
     func testFedmixBench() throws { try runChecks("bench") }
     func testFedmixBenchNetwork() throws { try runChecks("bench-network") }
+    func testFedmixBenchImputation() throws { try runChecks("bench-imputation") }
     func testAgentServeAndCheck() throws { try runChecks("serve", program: "fedmix-agent"); try runChecks("check", program: "fedmix-agent") }
     func testAgentAudit() throws {
         for c in ["list", "show", "verify", "export", "prune"] { try runChecks("audit " + c, program: "fedmix-agent") }
@@ -824,7 +846,7 @@ final class ExecutableTests: XCTestCase {
         XCTAssertTrue(text.contains("complete case"), text)
         XCTAssertTrue(text.contains("indicator lab=0"), text)
         try fedmixUsageError(["sensitivity"] + (try data().files) + ["--formula", Self.withLab],
-                             "give at least one alternative: --exclude-sites-missing-above VAR=FRACTION[,FRACTION...] or --missing-indicator VAR=VALUE")
+                             "give at least one alternative: --exclude-sites-missing-above VAR=FRACTION[,FRACTION...], --missing-indicator VAR=VALUE or --impute MODEL")
     }
 
     func sensitivityOverAgents() throws {
@@ -899,8 +921,8 @@ final class ExecutableTests: XCTestCase {
         try fedmixUsageError(["simulate", "trauma", "--out", dir, "--scale", "0"], "--scale must be a positive number (got \"0\")")
         try fedmixUsageError(["simulate", "trauma", "--out", dir, "--seed", "-1"], "--seed must be a non-negative whole number (got \"-1\")")
         try fedmixUsageError(["simulate", "trauma"], "missing required option --out DIR")
-        try fedmixUsageError(["simulate", "--out", dir], "fedmix simulate trauma|hypertension --out DIR")
-        try fedmixUsageError(["simulate", "truama", "--out", dir], "unknown dataset \"truama\"; use trauma (site-structured missing lactate) or hypertension (the demo)")
+        try fedmixUsageError(["simulate", "--out", dir], "fedmix simulate trauma|hypertension|imputation --out DIR")
+        try fedmixUsageError(["simulate", "truama", "--out", dir], "unknown dataset \"truama\"; use trauma (site-structured missing lactate), hypertension (the demo) or imputation (missing lactate with known truth)")
     }
 
     func simulateHypertension() throws {

@@ -128,20 +128,26 @@ final class GroupingChecksTests: XCTestCase {
         }
     }
 
-    func testRecurringNumericCodesBeyondTwentyPerSiteAreRefused() throws {
+    /// Recurring codes the sites do not list (numbers beyond 20 per site):
+    /// ambiguous between nested and crossed, refused with both spellings.
+    func testRecurringNumericCodesBeyondTwentyPerSiteAreAmbiguous() throws {
         let files = try manyLevelSites(text: false, perSite: 30)
         guard let e = fitError(files, "y ~ x + (1 | g)", CatalogError.self) else { return }
-        XCTAssertTrue(e.message.hasPrefix("grouping factor \"g\" crosses sites: 30 of its codes occur at more than one site (A, B, C)."), e.message)
-        XCTAssertTrue(e.message.contains("write (1 | site:g)"), e.message)
+        XCTAssertTrue(e.message.hasPrefix("grouping factor \"g\" is ambiguous: 30 of its codes occur at more than one site (A, B, C)"), e.message)
+        XCTAssertTrue(e.message.contains("write (1 | site:g) or (1 | site/g)"), e.message)
+        XCTAssertTrue(e.message.contains("written (1 | g)"), e.message)
         XCTAssertFalse(e.message.contains("17"), "no code in the message: \(e.message)")
         // The nested spelling fits: 90 groups, as lme4 would on (1 | site:g).
         XCTAssertEqual(try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | site:g)").nGroups, ["site:g": 90])
     }
 
-    func testRecurringTextCodesBeyondFiftyPerSiteAreRefused() throws {
+    /// Recurring text codes the sites list are crossed with the sites: 60
+    /// shared groups (each site lists its 60 codes: its max_listed_levels allows).
+    func testRecurringListedTextCodesAreFittedCrossed() throws {
         let files = try manyLevelSites(text: true, perSite: 60)
-        guard let e = fitError(files, "y ~ x + (1 | g)", CatalogError.self) else { return }
-        XCTAssertTrue(e.message.hasPrefix("grouping factor \"g\" crosses sites: 60 of its codes occur at more than one site (A, B, C)."), e.message)
+        let crossed = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | g)")
+        XCTAssertEqual(crossed.nGroups, ["g": 60])
+        XCTAssertEqual(crossed.crossedEffects?.count, 60)
         // An interaction crosses only if every component recurs: g:local is nested (local's codes are local).
         XCTAssertEqual(try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | g:local)").nGroups, ["g:local": 180])
         guard let both = fitError(files, "y ~ x + (1 | g:x)", CatalogError.self) else { return }
@@ -172,7 +178,7 @@ final class GroupingChecksTests: XCTestCase {
         XCTAssertTrue(descriptions.allSatisfy { $0.levelHashes == nil })
         XCTAssertThrowsError(try Analysis.fit(fed, dataset: "data", formula: "y ~ x + (1 | g)", descriptions: descriptions,
                                               options: FitOptions(), missingData: MissingDataStrategy())) { e in
-            XCTAssertTrue("\(e)".hasPrefix("grouping factor \"g\" crosses sites: 30 of its codes"), "\(e)")
+            XCTAssertTrue("\(e)".hasPrefix("grouping factor \"g\" is ambiguous: 30 of its codes"), "\(e)")
         }
     }
 
@@ -201,13 +207,15 @@ final class GroupingChecksTests: XCTestCase {
 
     // MARK: ScotsSec: primary schools split by secondary school
 
+    /// Primary codes recur at secondary schools (lme4 fits 148 crossed
+    /// groups) but the sites do not list them (numbers beyond 20): ambiguous.
     func testScotsSecPrimaryCrossesSecondarySchoolsAndIsRefused() throws {
         let files = try Fixtures.siteFiles("scotssec-primary")
         XCTAssertEqual(files.count, 19)
         let fed = inProcessFederation(files: files)
         XCTAssertThrowsError(try Analysis.fit(fed, dataset: "data", formula: "attain ~ verbal + sex + social + (1 | primary)")) { e in
             guard let c = e as? CatalogError else { return XCTFail("expected a CatalogError, got \(e)") }
-            XCTAssertTrue(c.message.hasPrefix("grouping factor \"primary\" crosses sites: 91 of its codes occur at more than one site (S01, S02, S03, S04, S05 and 14 more)."), c.message)
+            XCTAssertTrue(c.message.hasPrefix("grouping factor \"primary\" is ambiguous: 91 of its codes occur at more than one site (S01, S02, S03, S04, S05 and 14 more)"), c.message)
             XCTAssertTrue(c.message.contains("write (1 | site:primary)"), c.message)
         }
         let nested = try Analysis.fit(inProcessFederation(files: files), dataset: "data",

@@ -104,6 +104,7 @@ extension ModelSpec {
             case .site: s.terms[i].grouping = .withinSite([column])
             case .withinSite(let vs):
                 s.terms[i].grouping = .withinSite(s.terms[i].name.hasPrefix("site:") || s.terms[i].name == "site" ? [column] + vs : vs)
+            case .crossed: break   // crossed factors are the same at one site
             }
         }
         return s

@@ -441,11 +441,11 @@ final class LineCodecTests: XCTestCase {
 
     func testBadValuesInsideTheModelNameTheField() {
         let model = "{\"formula\":\"y ~ 1\",\"family\":\"gaussian\",\"link\":\"identity\",\"response\":{\"value\":{\"var\":\"y\"}},"
-            + "\"fixed\":[],\"terms\":[{\"name\":\"g\",\"grouping\":{\"kind\":\"crossed\"},\"columns\":[]}]}"
+            + "\"fixed\":[],\"terms\":[{\"name\":\"g\",\"grouping\":{\"kind\":\"shared\"},\"columns\":[]}]}"
         guard let e = requestError("{\"id\":1,\"type\":\"prepare\",\"session\":\"s\",\"dataset\":\"d\",\"model\":\(model)}") else { return }
         XCTAssertEqual(e.code, "invalid_message")
         XCTAssertTrue(e.description.contains("model.terms[0].grouping.kind"), e.description)
-        XCTAssertTrue(e.description.contains("\"site\" or \"within_site\""), e.description)
+        XCTAssertTrue(e.description.contains("\"site\", \"within_site\" or \"crossed\""), e.description)
 
         let noKind = "{\"formula\":\"y ~ 1\",\"family\":\"gaussian\",\"link\":\"identity\",\"response\":{\"value\":{\"fn\":\"log\",\"arg\":{\"nothing\":1}}},\"fixed\":[],\"terms\":[]}"
         guard let e2 = requestError("{\"id\":1,\"type\":\"prepare\",\"session\":\"s\",\"dataset\":\"d\",\"model\":\(noKind)}") else { return }

@@ -33,8 +33,27 @@ final class MessageTests: XCTestCase {
             .evaluate(EvaluateRequest(session: "s1", theta: [0.5, -0.0, 1e-300], order: 2)),
             .evaluate(EvaluateRequest(session: "s1", theta: [0.8], order: 1, beta: [-1.25, 5e-324], nAGQ: 9)),
             .finalize(FinalizeRequest(session: "s1", theta: [0.5], beta: [1, 2], sigma: 25.5)),
+            .evaluate(EvaluateRequest(session: "s1", theta: [], order: 0, beta: [0.25, -1e-300],
+                                      gee: GEEPoint(alpha: -0.0, scale: 1.5, bread: [2, 0.5, 0.5, 3e-310]))),
+            .finalize(FinalizeRequest(session: "s1", theta: [0.5], beta: [1, 2], sigma: 1, marginal: MarginalRequest(points: 40, discrete: [false, true]))),
+            .prepare(PrepareRequest(session: "s2", dataset: "registry", model: crossedModel)),
+            .finalize({
+                var f = FinalizeRequest(session: "s2", theta: [0.5, 1.25], beta: [1, 2], sigma: 2)
+                f.crossedEffects = [0.25, -0.0]
+                f.crossedCovariance = [1, 0.5, 0.5, 2e-310]
+                return f
+            }()),
             .ping,
         ]
+    }
+
+    /// `y ~ x + (1 | site) + (1 | year)` with year crossed with the sites.
+    static var crossedModel: ModelSpec {
+        let one = DesignColumn(name: "(Intercept)", expr: .number(1))
+        return ModelSpec(formula: "y ~ x + (1 | site) + (1 | year)", response: .value(.variable("y")),
+                         fixed: [one, DesignColumn(name: "x", expr: .variable("x"))],
+                         terms: [RandomTerm(name: "year", grouping: .crossed("year", levels: ["2011", "2012", "2013"]), columns: [one]),
+                                 RandomTerm(name: "site", grouping: .site, columns: [one])])
     }
 
     static var everyReply: [Reply] {
@@ -58,11 +77,23 @@ final class MessageTests: XCTestCase {
         return [
             .described(description),
             .prepared(PrepareReply(session: "s1", summary: summary, blocks: nil)),
+            .prepared(PrepareReply(session: "s2", summary: { var c = summary; c.crossedLevels = [[0, 2]]; return c }(), blocks: nil)),
             .contribution(ContributionReply(session: "s1", contribution: LMMContribution(schur: schur, logDet: logDet, rows: 117))),
             .glmmContribution(GLMMContributionReply(session: "s1", rows: 117, objective: objective)),
             .glmStep(GLMStepReply(session: "s1", rows: 117, deviance: 93.5, information: [4, 1.5, 1.5, 2e-310], working: [-0.25, 7])),
             .finalized(FinalizeReply(session: "s1", effects: [0.5], conditionalCovariance: [0.01], ownEffects: [-0.0],
                                      saturatedDeviance: 12.5)),
+            .geeStep(GEEStepReply(session: "s1", sums: {
+                var g = GEESums(rows: 117, clusters: 30, information: [4, 1.5, 1.5, 2e-310], score: [-0.25, 7], meat: [1, -0.0, -0.0, 5e-324])
+                g.pearsonSquares = 116.5; g.alphaInformation = 240; g.alphaCross = -3.75; g.alphaFitted = 1e-300
+                g.meatMD = [1.5, 0.25, 0.25, 2]; g.meatKC = [1.25, 0.125, 0.125, 1.75]
+                return g
+            }())),
+            .finalized({
+                var f = FinalizeReply(session: "s1", effects: [0.5], conditionalCovariance: [0.01], saturatedDeviance: 3)
+                f.marginal = MarginalReply(GLMMMarginalSums(rows: 117, values: [45.5, -0.0, 2e-310], gradients: [1, 2, 3, 4, 5, 6]))
+                return f
+            }()),
             .pong,
             .error(ErrorReply(code: "disclosure_refused", fatal: true, message: "refused\twith a tab, a \"quote\" and ünïcode")),
         ]
@@ -97,7 +128,7 @@ final class MessageTests: XCTestCase {
             XCTAssertEqual(try LineCodec.encode(got, id: gotID), line)
             kinds.insert(reply.typeName)
         }
-        XCTAssertEqual(kinds, ["described", "prepared", "contribution", "glmm_contribution", "glm_step", "finalized", "pong", "error"])
+        XCTAssertEqual(kinds, ["described", "prepared", "contribution", "glmm_contribution", "glm_step", "gee_step", "finalized", "pong", "error"])
     }
 
     /// A request is not a reply and a reply is not a request.
@@ -249,6 +280,8 @@ final class MessageTests: XCTestCase {
             ("{}", "gaussian", "{\"kind\":\"site\"}", "invalid_message", ["num, var, level, missing, fill, fn, op"]),
             ("{\"var\":\"y\"}", "gamma", "{\"kind\":\"site\"}", "invalid_message", ["model.family"]),
             ("{\"var\":\"y\"}", "gaussian", "{\"kind\":\"nested\"}", "invalid_message", ["model.terms[0].grouping.kind"]),
+            ("{\"var\":\"y\"}", "gaussian", "{\"kind\":\"crossed\",\"variables\":[\"year\"],\"levels\":[\"1\",\"1\"]}", "invalid_message",
+             ["model.terms[0].grouping.levels", "distinct levels"]),
             ("{\"var\":3}", "gaussian", "{\"kind\":\"site\"}", "wrong_field_type", ["model.response.value.var", "a string"]),
         ]
         for c in cases {

@@ -1,0 +1,71 @@
+// The coordinator's side of crossed factors (DESIGN.md, "Crossed factors";
+// Math/CrossedElimination.swift): where each site's leading columns sit in
+// the global crossed effects, the conditional modes of those effects at
+// the optimum, and what each site needs of them to finalize.
+
+import Math
+import Protocol
+
+extension FitSession {
+    /// The crossed effects' layout from the prepare answers (nil for a model
+    /// without crossed factors). A site must report, per crossed factor,
+    /// agreed level indices in range, as many as its group count for the
+    /// factor's terms.
+    func crossedLayout() throws -> CrossedLayout? {
+        let spec = self.spec
+        guard spec.hasCrossedTerms else { return nil }
+        let crossed = spec.crossedFactors, groupings = spec.factorGroupings
+        var present: [[[Int]]] = []
+        for (site, p) in zip(sites, prepared) {
+            guard let levels = p.summary.crossedLevels, levels.count == crossed.count,
+                  zip(levels, crossed).allSatisfy({ l, c in l.allSatisfy { $0 < c.levels.count } }) else {
+                throw SiteFailure(site: site, message: "did not report the crossed factors' levels it has (an agent older than this coordinator, or a faulty one)")
+            }
+            for (t, term) in spec.terms.enumerated() {
+                if let c = crossed.firstIndex(where: { groupings[$0.factor] == term.grouping }), p.summary.groups[t] != levels[c].count {
+                    throw SiteFailure(site: site, message: "reported \(p.summary.groups[t]) levels of \(term.name) but listed \(levels[c].count)")
+                }
+            }
+            present.append(levels)
+        }
+        return CrossedLayout(structure: structure, crossed: crossed.map { ($0.factor, $0.levels.count) },
+                             presentLevels: present, localTheta: spec.localThetaIndices)
+    }
+}
+
+/// The crossed effects at the optimum: b_G = Λ_G u_G and P with σ² P their
+/// conditional covariance (all crossed effects, in u_G order).
+struct CrossedModes {
+    var layout: CrossedLayout
+    var effects: [Double]
+    var covariance: Matrix
+
+    /// What site k is sent to finalize: b_G and P at its own leading columns.
+    func finalizeParts(site k: Int) -> (effects: [Double], covariance: [Double]) {
+        let cols = layout.siteColumns[k]
+        var v: [Double] = []
+        v.reserveCapacity(cols.count * cols.count)
+        for j in cols { for i in cols { v.append(covariance[i, j]) } }
+        return (cols.map { effects[$0] }, v)
+    }
+
+    /// The result's rows: each crossed level's effects and conditional SDs.
+    func results(spec: ModelSpec, sigma: Double) -> [FitResult.CrossedEffect] {
+        var out: [FitResult.CrossedEffect] = []
+        for (c, f) in zip(spec.crossedFactors, layout.factors) {
+            let names = c.columns.map(\.name)
+            let r = names.count
+            let term = spec.terms.first { $0.grouping == spec.factorGroupings[c.factor] }!.name
+            for (l, level) in c.levels.enumerated() {
+                let o = f.offset + l * r
+                var e: [String: Double] = [:], sd: [String: Double] = [:]
+                for a in 0..<r {
+                    e[names[a]] = effects[o + a]
+                    sd[names[a]] = sigma * covariance[o + a, o + a].squareRoot()
+                }
+                out.append(.init(group: term, level: level, effects: e, condSD: sd))
+            }
+        }
+        return out
+    }
+}
