@@ -81,7 +81,7 @@ public enum LMMSite {
     /// β̂, (ZᵀZ)⁻¹Zᵀ(y − Xβ̂): what the site would conclude alone. Available
     /// when every term is grouped by site and ZᵀZ is invertible.
     public static func ownEstimate(_ b: SiteBlocks, beta: [Double]) -> [Double]? {
-        guard b.first == nil, b.tail.count == 1, b.siteFactor == b.tail[0].factor else { return nil }
+        guard b.first == nil, b.nested == nil, b.tail.count == 1, b.siteFactor == b.tail[0].factor else { return nil }
         let td = b.tailDimension, p = b.width - 1
         var rhs = [Double](repeating: 0, count: td)
         for i in 0..<td {
@@ -112,6 +112,13 @@ public enum LMMSite {
             let local = JetSpace(parameters: localMap.count, order: order)
             let t1 = structure.factorJet(lb.factor, theta: theta, space: local, parameterMap: localMap)
             let sums = try accumulateLevels(lb, t1: t1, width: width, tailDimension: td)
+            mtt = sums.tt; mtw = sums.tw; mww = sums.ww
+            logDet.addLifted(sums.logDet, map: localMap)
+        } else if let chain = b.nested {
+            // Nested factors, eliminated level by level in all of θ (NestedElimination).
+            localMap = Array(0..<m)
+            let sums = try NestedElimination.eliminate(chain, structure: structure, theta: theta, width: width,
+                                                       tailDimension: td, space: global)
             mtt = sums.tt; mtw = sums.tw; mww = sums.ww
             logDet.addLifted(sums.logDet, map: localMap)
         }

@@ -51,11 +51,14 @@ public struct SiteBlocks: Sendable, Equatable {
     public var tw: [Double]
     /// width × width Σ [x y][x y]ᵀ.
     public var ww: [Double]
+    /// Nested within-site factors held level by level (then `first` is nil
+    /// and the tail holds the rest): SiteBlocks.nested. Never on the wire.
+    public var nested: NestedChain?
 
     public init(width: Int, rows: Int, first: LevelBlocks?, siteFactor: Int?, tail: [TailFactor], tailDimension: Int,
-                tt: [Double], tw: [Double], ww: [Double]) {
+                tt: [Double], tw: [Double], ww: [Double], nested: NestedChain? = nil) {
         self.width = width; self.rows = rows; self.first = first; self.siteFactor = siteFactor; self.tail = tail
-        self.tailDimension = tailDimension; self.tt = tt; self.tw = tw; self.ww = ww
+        self.tailDimension = tailDimension; self.tt = tt; self.tw = tw; self.ww = ww; self.nested = nested
     }
 }
 

@@ -82,6 +82,10 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
                 work += w1 * r * (r + W + c) * (r + W + c)
             }
         }
+        for f in b.nested?.factors ?? [] {   // NestedElimination: per level, products of r × (r + W + C) in all of θ
+            let r = Double(f.dimension), c = Double(f.crossWidth)
+            work += w * Double(f.levels) * r * (r + W + c) * (r + W + c)
+        }
         work += w * (2 * td * td * td + td * td * td / 3 + 3 * td * td * W + td * W * W + td * td)
         let answer = (W * W + 1) * jetWidth(m, order: order) * bytesPerNumber + 256
         return RequestCost(work: work, answerBytes: answer)

@@ -121,7 +121,11 @@ public struct SiteDesign: Sendable {
             return crossed.present(factor: f)?.count ?? levelCounts[f]
         }
         let local = crossed.isEmpty ? nil : crossed.localFactors
-        try Self.checkTail(spec.localModel, levelCounts: local.map { $0.map { levelCounts[$0] } } ?? levelCounts)
+        // An LMM's nested within-site factors beyond the dense tail's cap are held level by level (NestedChain).
+        let nestedChain = family == nil && crossed.isEmpty ? Self.nestedChain(spec, levelCounts: levelCounts, levels: levels) : nil
+        if nestedChain == nil {
+            try Self.checkTail(spec.localModel, levelCounts: local.map { $0.map { levelCounts[$0] } } ?? levelCounts)
+        }
         // Per factor, the columns of its terms in term order.
         var z: [[[Double]]] = []
         for g in groupings {
@@ -183,6 +187,11 @@ public struct SiteDesign: Sendable {
                                                 levelCounts: local.map { levelCounts[$0] }, siteFactor: localSpec.siteFactorIndex)
                 crossed.add(to: &builder, w: wcols, levels: levels, z: z)
                 model = .linear(builder.finish(), logWeightSum: logWeightSum)
+            } else if let chain = nestedChain {
+                cells = measured
+                model = .linear(SiteBlocks.nested(structure: spec.covarianceStructure, width: wcols.count, levelCounts: levelCounts,
+                                                  siteFactor: spec.siteFactorIndex, chain: chain, w: wcols, levels: levels, z: z),
+                                logWeightSum: logWeightSum)
             } else {
                 cells = measured
                 var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: wcols.count,
@@ -313,8 +322,20 @@ extension SiteDesign {
     static func checkTail(_ spec: ModelSpec, levelCounts: [Int]) throws {
         let td = SiteBlocksBuilder.tailDimension(structure: spec.covarianceStructure, levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
         guard td <= ProtocolLimits.maxTailDimension else {
-            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site; at most \(ProtocolLimits.maxTailDimension) are supported (they are held densely). Nest at most one large factor (e.g. patients) inside the site, or group the second factor more coarsely")
+            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site and are not nested in one another (or the model is a GLMM); at most \(ProtocolLimits.maxTailDimension) such effects are supported (they are held densely). Nest the within-site factors (e.g. site/patient/episode), or group the second factor more coarsely")
         }
+    }
+
+    /// The nested chain (finest factor first) when a linear model's dense
+    /// tail would exceed its cap and the within-site factors are nested;
+    /// nil otherwise (the dense layout, or checkTail's refusal). Tails within
+    /// the cap keep the dense layout, so those fits are unchanged.
+    static func nestedChain(_ spec: ModelSpec, levelCounts: [Int], levels: [[Int]]) -> [Int]? {
+        let s = spec.covarianceStructure, sf = spec.siteFactorIndex
+        guard SiteBlocksBuilder.tailDimension(structure: s, levelCounts: levelCounts, siteFactor: sf) > ProtocolLimits.maxTailDimension,
+              let chain = NestedChain.order(structure: s, levelCounts: levelCounts, siteFactor: sf, levels: levels) else { return nil }
+        let rest = (0..<s.factorCount).filter { !chain.contains($0) }.reduce(0) { $0 + levelCounts[$1] * s.factorDimension($1) }
+        return rest <= ProtocolLimits.maxTailDimension ? chain : nil
     }
 
     /// Variables the design reads through a level indicator (factors), in first-use order.

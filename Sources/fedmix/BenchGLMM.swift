@@ -98,6 +98,9 @@ enum Lme4Timing {
         case .egsingle:
             fit = "lmer(\(EgsingleData.lme4Formula), data = d, REML = TRUE)"
             csv = "schoolid,childid,year,math\n" + EgsingleData.load(seed: seed).rows.map { "\($0.school),\($0.child),\($0.year),\($0.math)" }.joined(separator: "\n") + "\n"
+        case .nested:
+            fit = "lmer(y ~ x + (1 | site/patient/episode), data = d, REML = TRUE)"
+            csv = NestedVisitsData.csv(seed: seed)
         case .binary, .slope, .patient:
             fit = m.model == .binary ? "glmer(\(m.model.formula), family = binomial, data = d)" : "lmer(\(m.model.formula), data = d, REML = TRUE)"
             let data = BenchmarkData.generate(rows: m.rows, sites: m.sites, seed: seed)
