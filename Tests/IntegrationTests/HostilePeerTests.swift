@@ -87,20 +87,28 @@ final class HostilePeerTests: XCTestCase {
         }
     }
 
-    /// Two nested within-site factors whose second one is too large to hold densely are refused up front.
-    func testOversizedDenseTailIsRefused() throws {
+    /// Within-site factors too many to hold densely: nested ones (episodes in
+    /// patients) are held level by level and accepted; two that are not
+    /// nested in one another are refused up front, saying why.
+    func testOversizedDenseTailIsRefusedUnlessNested() throws {
         let n = 9000
         let t = DataTable(columns: [
             .init(name: "y", data: .numeric((0..<n).map { Double($0 % 5) })),
             .init(name: "patient", data: .numeric((0..<n).map { Double($0 / 3) })),
             .init(name: "episode", data: .numeric((0..<n).map { Double($0) })),
+            .init(name: "ward", data: .numeric((0..<n).map { Double(($0 * 7) % 2900) })),
         ], rowCount: n)
         let service = SiteService(site: "A", datasets: ["d": .table(t)], siteColumn: nil, policy: .off)
         let one = DesignColumn(name: "(Intercept)", expr: .number(1))
-        let spec = ModelSpec(formula: "y ~ 1 + (1 | site/patient/episode)", response: .value(.variable("y")), fixed: [one],
-                             terms: [RandomTerm(name: "episode:patient", grouping: .withinSite(["episode", "patient"]), columns: [one]),
-                                     RandomTerm(name: "patient", grouping: .withinSite(["patient"]), columns: [one])])
-        guard case .error(let e) = prepare(service, spec) else { return XCTFail("a 3000-level dense tail was accepted") }
-        XCTAssertTrue(e.message.contains("at most 2000"), e.message)
+        let nested = ModelSpec(formula: "y ~ 1 + (1 | site/patient/episode)", response: .value(.variable("y")), fixed: [one],
+                               terms: [RandomTerm(name: "episode:patient", grouping: .withinSite(["episode", "patient"]), columns: [one]),
+                                       RandomTerm(name: "patient", grouping: .withinSite(["patient"]), columns: [one])])
+        if case .error(let e) = prepare(service, nested) { XCTFail("3,000 nested patients were refused: \(e.message)") }
+        let crossedInSite = ModelSpec(formula: "y ~ 1 + (1 | site:episode) + (1 | site:patient) + (1 | site:ward)", response: .value(.variable("y")), fixed: [one],
+                                      terms: [RandomTerm(name: "episode", grouping: .withinSite(["episode"]), columns: [one]),
+                                              RandomTerm(name: "patient", grouping: .withinSite(["patient"]), columns: [one]),
+                                              RandomTerm(name: "ward", grouping: .withinSite(["ward"]), columns: [one])])
+        guard case .error(let e) = prepare(service, crossedInSite) else { return XCTFail("a 5,900-effect tail of factors not nested in one another was accepted") }
+        XCTAssertTrue(e.message.contains("at most 2000") && e.message.contains("not nested"), e.message)
     }
 }
