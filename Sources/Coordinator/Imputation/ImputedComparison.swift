@@ -10,20 +10,13 @@ import Math
 extension ModelComparison {
     public static func compare(_ federation: Federation, dataset: String, formulas: [String], options: FitOptions,
                                imputation settings: ImputationSettings) throws -> Comparison {
-        let started = Date()
         let roundsBefore = federation.rounds
         let descriptions = try Analysis.describe(federation, dataset: dataset)
         // The largest model's outcome is what the imputation models should hold.
         let c = try MultipleImputation.chains(federation, dataset: dataset, analysisFormula: formulas[formulas.count - 1],
                                               descriptions: descriptions, options: options, settings: settings)
-        var each: [Comparison] = []
-        var roundsPerAnalysis = 0
-        for m in 0..<settings.m {
-            var o = options
-            o.imputations = c.draws[m]
-            let before = federation.rounds
-            each.append(try compare(federation, dataset: dataset, formulas: formulas, options: o))
-            roundsPerAnalysis = max(roundsPerAnalysis, federation.rounds - before)
+        let (each, roundsPerAnalysis) = try MultipleImputation.each(federation, chains: c, options: options) { o in
+            try compare(federation, dataset: dataset, formulas: formulas, options: o)
         }
         var out = each[0]
         out.models = out.models.indices.map { k in MultipleImputation.pooled(each.map { $0.models[k] }) }
@@ -52,7 +45,6 @@ extension ModelComparison {
         out.imputation = MultipleImputation.summary(c, settings: settings, sites: each.map { $0.models[$0.models.count - 1].sites },
                                                     analysisFits: settings.m * formulas.count, rounds: out.rounds,
                                                     roundsPerAnalysis: roundsPerAnalysis)
-        _ = started
         return out
     }
 }

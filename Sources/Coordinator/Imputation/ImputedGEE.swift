@@ -20,15 +20,8 @@ extension GEEResult {
         let roundsBefore = federation.rounds
         let chains = try MultipleImputation.chains(federation, dataset: dataset, analysisFormula: formula,
                                                    descriptions: descriptions, options: options, settings: settings)
-        var fits: [FitResult] = []
-        var roundsPerAnalysis = 0
-        for m in 0..<settings.m {
-            var o = options
-            o.imputations = chains.draws[m]
-            let before = federation.rounds
-            fits.append(try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
-                                         options: o, missingData: missingData))
-            roundsPerAnalysis = max(roundsPerAnalysis, federation.rounds - before)
+        let (fits, roundsPerAnalysis) = try MultipleImputation.each(federation, chains: chains, options: options) { o in
+            try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions, options: o, missingData: missingData)
         }
         let geeFits = fits.compactMap(GEEResult.init)
         guard geeFits.count == fits.count, var out = geeFits.first else { throw SettingError("the analyses returned no GEE section") }

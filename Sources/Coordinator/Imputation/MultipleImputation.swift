@@ -200,6 +200,23 @@ public enum MultipleImputation {
         return Chains(draws: chains, models: models, first: first, imputationFits: imputationFits, sweeps: sweeps, warnings: warnings)
     }
 
+    /// Runs `analysis` once per completed dataset, in order, with `options`
+    /// carrying that dataset's draws; returns the results and the most
+    /// rounds one analysis took.
+    static func each<T>(_ federation: Federation, chains: Chains, options: FitOptions,
+                        _ analysis: (FitOptions) throws -> T) throws -> (results: [T], roundsPerAnalysis: Int) {
+        var results: [T] = []
+        var roundsPerAnalysis = 0
+        for draws in chains.draws {
+            var o = options
+            o.imputations = draws
+            let before = federation.rounds
+            results.append(try analysis(o))
+            roundsPerAnalysis = max(roundsPerAnalysis, federation.rounds - before)
+        }
+        return (results, roundsPerAnalysis)
+    }
+
     /// The `imputation` block of a pooled result.
     static func summary(_ c: Chains, settings: ImputationSettings, sites: [[FitResult.SiteResult]], analysisFits: Int,
                         rounds: Int, roundsPerAnalysis: Int) -> ImputationSummary {
@@ -240,15 +257,8 @@ public enum MultipleImputation {
         let roundsBefore = federation.rounds
         let c = try chains(federation, dataset: dataset, analysisFormula: formula, descriptions: descriptions,
                            options: options, settings: settings)
-        var analyses: [FitResult] = []
-        var roundsPerAnalysis = 0
-        for m in 0..<settings.m {
-            var o = options
-            o.imputations = c.draws[m]
-            let before = federation.rounds
-            analyses.append(try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
-                                             options: o, missingData: missingData))
-            roundsPerAnalysis = max(roundsPerAnalysis, federation.rounds - before)
+        let (analyses, roundsPerAnalysis) = try each(federation, chains: c, options: options) { o in
+            try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions, options: o, missingData: missingData)
         }
         var result = pooled(analyses)
         result.messages = c.warnings.map { "warning: " + $0 } + result.messages

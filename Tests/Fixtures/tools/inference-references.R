@@ -1,12 +1,12 @@
 # R reference values for the inference features of issue 14 (flat models and
 # cluster-robust SEs, anova() of nested models, profile confidence intervals,
 # Satterthwaite / Kenward-Roger df, ICC and design effect), computed on the
-# pooled rows of the shared reference cases.
+# pooled rows of the reference cases.
 #
 # Run from the repository root:
-#   Rscript Tests/Fixtures/tools/inference-references.R [SHARED_DIR] [OUT_JSON]
-# SHARED_DIR defaults to "Tests/Fixtures" (data in SHARED_DIR/reference/<case>/, the
-# repository's copies of the shared reference cases),
+#   Rscript Tests/Fixtures/tools/inference-references.R [FIXTURES_DIR] [OUT_JSON]
+# FIXTURES_DIR defaults to "Tests/Fixtures" (data in FIXTURES_DIR/reference/<case>/, the
+# repository's copies of the reference cases),
 # OUT_JSON to Tests/Fixtures/inference/references.json.
 # Needs R with lme4, lmerTest, pbkrtest, sandwich, jsonlite, minqa (not the tests).
 # Deterministic: no random numbers, no timestamps; doubles are written with the
@@ -17,7 +17,7 @@ suppressMessages({
   library(jsonlite)
 })
 args <- commandArgs(trailingOnly = TRUE)
-shared <- if (length(args) >= 1) args[1] else "Tests/Fixtures"
+fixtures <- if (length(args) >= 1) args[1] else "Tests/Fixtures"
 out_path <- if (length(args) >= 2) args[2] else "Tests/Fixtures/inference/references.json"
 has_kr <- requireNamespace("pbkrtest", quietly = TRUE)
 
@@ -65,7 +65,7 @@ with_warnings <- function(expr) {
 
 # ---------------------------------------------------------------- data
 read_case <- function(case) {
-  dir <- file.path(shared, "reference", case)
+  dir <- file.path(fixtures, "reference", case)
   ref <- fromJSON(file.path(dir, "reference.json"), simplifyVector = FALSE)
   stopifnot(ref$site_column == "site")
   d <- read.csv(file.path(dir, "pooled.csv"), colClasses = c(site = "character"))

@@ -1,9 +1,9 @@
 # lme4's covariance of the fixed effects (vcov()) and its printed
 # "Correlation of Fixed Effects" block, on the pooled rows of two reference
 # cases, at lme4's default settings and at the tight tolerances of
-# lme4-tight.R / lme4-tight-glmm.R. The pooled rows are those of the shared
-# reference (Tests/Fixtures/reference/<case>/pooled.csv is a copy of
-# ../shared/reference/<case>/pooled.csv, copied in Tests/Fixtures/reference). Run from the repository root:
+# lme4-tight.R / lme4-tight-glmm.R. The pooled rows are the repository's
+# copies of the reference cases (Tests/Fixtures/reference/<case>/pooled.csv).
+# Run from the repository root:
 #   Rscript Tests/Fixtures/tools/vcov-references.R
 # Writes Tests/Fixtures/vcov-references.json. Needs R and lme4 (not the tests).
 suppressMessages(library(lme4))
