@@ -204,6 +204,9 @@ public struct FitResult: Codable, Sendable {
         public var effects: [String: Double]
         public var condSD: [String: Double]
         enum CodingKeys: String, CodingKey { case group, level, effects, condSD = "cond_sd" }
+        public init(group: String, level: String, effects: [String: Double], condSD: [String: Double]) {
+            self.group = group; self.level = level; self.effects = effects; self.condSD = condSD
+        }
     }
     /// Flat models: R's summary.lm / summary.glm figures (absent for mixed models).
     public var flat: FlatStatistics? = nil

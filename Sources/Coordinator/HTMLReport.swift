@@ -48,6 +48,7 @@ public enum HTMLReport {
         body += summarySection(r)
         body += fixedEffectsSection(r)
         body += siteEffectsSection(r)
+        body += crossedEffectsSection(r)
         body += shrinkageSection(r)
         body += iccSection(r)
         body += missingSection(r)
@@ -194,6 +195,37 @@ public enum HTMLReport {
             }.sorted { $0.estimate < $1.estimate }
             out += "<p class=\"note\">Caterpillar plot of \(escape(c)) by site: conditional modes with 95% intervals (±1.96 conditional SD), sorted; the dashed line is the average site.</p>\n"
             out += intervalPlot(rows, reference: 0)
+        }
+        return out
+    }
+
+    /// Levels drawn per crossed factor and column: a caterpillar plot of
+    /// thousands of levels is unreadable, and the extremes are what an
+    /// analyst looks for (every level is in the JSON and the text summary).
+    static let crossedLevelsDrawn = 60
+
+    /// Caterpillar plots of factors crossed with the sites (effects the
+    /// sites share, such as year or surgeon), one per factor and column.
+    static func crossedEffectsSection(_ r: FitResult) -> String {
+        guard let crossed = r.crossedEffects, !crossed.isEmpty else { return "" }
+        var out = "<h2>Crossed effects</h2>\n"
+        let groups = crossed.map(\.group).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        for g in groups {
+            let levels = crossed.filter { $0.group == g }
+            let columns = Set(levels.flatMap(\.effects.keys)).sorted { a, b in a == "(Intercept)" ? b != "(Intercept)" : (b == "(Intercept)" ? false : a < b) }
+            for c in columns {
+                var rows = levels.compactMap { l -> IntervalRow? in
+                    guard let b = l.effects[c], let sd = l.condSD[c] else { return nil }
+                    return IntervalRow(label: l.level, estimate: b, lower: b - 1.96 * sd, upper: b + 1.96 * sd)
+                }.sorted { $0.estimate < $1.estimate }
+                var note = "Caterpillar plot of \(escape(c)) by \(escape(g)), a factor crossed with the sites (its levels are shared by them): conditional modes with 95% intervals (±1.96 conditional SD), sorted; the dashed line is the average level."
+                if rows.count > crossedLevelsDrawn {
+                    let half = crossedLevelsDrawn / 2
+                    note += " \(escape(g)) has \(rows.count) levels: the \(half) lowest and \(half) highest are drawn; every level is in the text summary and the JSON output (crossed_effects)."
+                    rows = Array(rows.prefix(half) + rows.suffix(half))
+                }
+                out += "<p class=\"note\">\(note)</p>\n" + intervalPlot(rows, reference: 0)
+            }
         }
         return out
     }

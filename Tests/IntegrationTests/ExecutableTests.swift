@@ -60,6 +60,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
             Entry("local", ["PATH", "--formula", "--format"], ExecutableTests.localCrossedFactorEqualsLmer),
             Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportWritesTheHTMLPage),
+            Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportDrawsCrossedEffects),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],
                   ExecutableTests.localUsageErrors),
 

@@ -54,6 +54,37 @@ extension ExecutableTests {
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/again.html"))
     }
 
+    /// A factor crossed with the sites (Penicillin's sample, plate as the
+    /// site) gets its own caterpillar plot with every level's mode and
+    /// interval; beyond `crossedLevelsDrawn` levels only the extremes are drawn, and the page says so.
+    func localReportDrawsCrossedEffects() throws {
+        let dir = try scratch("crossed-report")
+        let files = try CrossedFactorTests.files("penicillin").map(\.path)
+        try fedmix(["local"] + files + ["--formula", "diameter ~ 1 + (1 | site) + (1 | sample)", "--in-process", "--format", "json",
+                                        "--output", dir + "/fit.json", "--report", dir + "/fit.html"])
+        let result = try JSONDecoder().decode(FitResult.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/fit.json")))
+        let html = try String(contentsOfFile: dir + "/fit.html", encoding: .utf8)
+        try checkReport(html, result)
+        let crossed = try XCTUnwrap(result.crossedEffects)
+        XCTAssertEqual(crossed.count, 6, "Penicillin's six samples")
+        XCTAssertTrue(html.contains("Caterpillar plot of (Intercept) by sample, a factor crossed with the sites"))
+        for c in crossed {
+            let b = try XCTUnwrap(c.effects["(Intercept)"]), sd = try XCTUnwrap(c.condSD["(Intercept)"])
+            XCTAssertTrue(html.contains("<title>\(c.level): \(HTMLReport.number(b)) [\(HTMLReport.number(b - 1.96 * sd)), \(HTMLReport.number(b + 1.96 * sd))]</title>"), "level \(c.level)")
+        }
+        XCTAssertFalse(html.contains("levels: the 30 lowest"), "six levels are all drawn")
+        // 200 levels: the 30 lowest and 30 highest, in order.
+        var many = result
+        many.crossedEffects = (0..<200).map { k in
+            FitResult.CrossedEffect(group: "surgeon", level: "s\(k)", effects: ["(Intercept)": Double(k) - 99.5], condSD: ["(Intercept)": 0.5])
+        }
+        let page = HTMLReport.html(many)
+        try checkWellFormed(page)
+        XCTAssertTrue(page.contains("surgeon has 200 levels: the 30 lowest and 30 highest are drawn"))
+        let drawn = (0..<200).filter { page.contains("<title>s\($0): ") }
+        XCTAssertEqual(drawn, Array(0..<30) + Array(170..<200))
+    }
+
     /// Over agents with disclosure rules: suppressed counts are marked; --dry-run refuses --report.
     func fitReportOverAgents() throws {
         let dir = try scratch("fit-report")

@@ -85,8 +85,9 @@ print.coef.fedmix_fit <- function(x, ...) {
   invisible(x)
 }
 
-# Conditional modes of the site-level random effects (lme4's ranef(condVar = TRUE)
-# for the grouping factor `site`). Modes of within-site groups never leave a site.
+# Conditional modes of the site-level random effects and of factors crossed with
+# the sites, such as year or surgeon (lme4's ranef(condVar = TRUE) for those
+# grouping factors). Modes of within-site groups never leave a site.
 ranef.fedmix_fit <- function(object, ...) {
   sites <- object$json$sites
   terms <- unique(unlist(lapply(sites, function(s) names(s$effects))))
@@ -101,13 +102,26 @@ ranef.fedmix_fit <- function(object, ...) {
     }
     out$site <- structure(grab("effects"), cond_sd = grab("cond_sd"))
   }
-  groups <- setdiff(unlist(object$json$group_order), "site")
+  crossed <- object$json$crossed_effects
+  for (g in unique(vapply(crossed, function(c) c$group, ""))) {
+    levels <- Filter(function(c) identical(c$group, g), crossed)
+    terms <- unique(unlist(lapply(levels, function(c) names(c$effects))))
+    terms <- c(intersect("(Intercept)", terms), sort(setdiff(terms, "(Intercept)")))
+    grab <- function(field) {
+      tab <- as.data.frame(lapply(stats::setNames(terms, terms), function(t)
+        vapply(levels, function(c) num(c[[field]][[t]]), 0)), check.names = FALSE)
+      rownames(tab) <- vapply(levels, function(c) c$level, "")
+      tab
+    }
+    out[[g]] <- structure(grab("effects"), cond_sd = grab("cond_sd"))
+  }
+  groups <- setdiff(unlist(object$json$group_order), c("site", names(out)))
   structure(out, class = "ranef.fedmix_fit", within_site = groups)
 }
 
 print.ranef.fedmix_fit <- function(x, ...) {
   if (length(x) == 0L) {
-    cat("No site-level random effects in this model.\n")
+    cat("No site-level or crossed random effects in this model.\n")
   }
   for (g in names(x)) {
     cat("$", g, "\n", sep = "")
