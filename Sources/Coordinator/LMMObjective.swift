@@ -62,10 +62,28 @@ struct LMMObjective: FitObjective {
         try crossedTotals(theta, order: order).totals
     }
 
-    /// The totals, and with crossed factors the elimination of their effects
-    /// (CrossedElimination), whose factor the conditional modes read.
-    func crossedTotals(_ theta: [Double], order: Int) throws -> (totals: LMMTotals, crossed: CrossedElimination.Result?) {
+    /// The elimination of the crossed effects, whose factors the conditional modes read.
+    enum CrossedFactorization {
+        case dense(CrossedElimination.Result)
+        case byLevel(CrossedLevelElimination.Result)
+    }
+
+    /// Whether the crossed effects are eliminated level by level
+    /// (CrossedLevelElimination): the coordinator holds the sites' θ-free
+    /// sums and that costs less than the dense elimination.
+    var eliminatesByLevel: Bool {
+        guard let blocks, let crossed else { return false }
+        return CrossedLevelElimination.cheaper(blocks, layout: crossed, structure: session.structure)
+    }
+
+    /// The totals, and with crossed factors the elimination of their effects.
+    func crossedTotals(_ theta: [Double], order: Int) throws -> (totals: LMMTotals, crossed: CrossedFactorization?) {
         let spec = session.spec, structure = spec.localModel.covarianceStructure
+        if let blocks, let crossed, eliminatesByLevel,
+           let r = try CrossedLevelElimination.combine(blocks, layout: crossed, structure: session.structure,
+                                                       localStructure: structure, theta: theta, order: order) {
+            return (r.totals, .byLevel(r))
+        }
         let parts: [LMMContribution]
         if let blocks {
             let local = spec.localTheta(theta)
@@ -83,7 +101,7 @@ struct LMMObjective: FitObjective {
         }
         guard let crossed else { return (LMMTotals(summing: parts), nil) }
         let r = try CrossedElimination.combine(parts, layout: crossed, structure: session.structure, theta: theta, order: order)
-        return (r.totals, r)
+        return (r.totals, .dense(r))
     }
 
     /// A site's contribution must have the model's shape, finite numbers,
@@ -165,8 +183,11 @@ struct LMMObjective: FitObjective {
         let e = try ProfiledCriterion.estimates(totals, method: method)
         var modes: CrossedModes? = nil
         if let crossed {
-            let r = try crossedTotals(theta, order: 0).crossed!
-            let m = CrossedElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+            let m: (effects: [Double], covariance: Matrix)
+            switch try crossedTotals(theta, order: 0).crossed! {
+            case .dense(let r): m = CrossedElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+            case .byLevel(let r): m = CrossedLevelElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+            }
             modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance)
         }
         var out = FitEstimates(theta: theta, beta: e.beta, sigma: e.sigma, unscaledCovariance: e.unscaledCovariance,

@@ -6,9 +6,10 @@ import SiteAgent
 import Math
 
 /// Grouping factors crossed with the sites (issue 17; DESIGN.md "Crossed
-/// factors"): lme4's Penicillin with the plate as the site and a simulated
-/// registry with years, wards and surgeons (Tests/Fixtures/tools/
-/// crossed-references.R), against lmer refitted tightly on the pooled rows,
+/// factors"): lme4's Penicillin with the plate as the site, a simulated
+/// registry with years, wards and surgeons, and 300 surgeons at 2-4 of 20
+/// hospitals, whose effects are eliminated level by level
+/// (Tests/Fixtures/tools/crossed-references.R), against lmer refitted tightly on the pooled rows,
 /// in-process and through agents over TLS; and the refusals.
 final class CrossedFactorTests: XCTestCase {
     static let pki: TestPKI = try! TestPKI("crossed-factors")
@@ -112,7 +113,7 @@ final class CrossedFactorTests: XCTestCase {
     /// nested in the sites each evaluation is a round. Rounds and bytes per
     /// site are printed.
     func testReferencesOverTLS() throws {
-        for caseName in ["penicillin", "registry"] {
+        for caseName in ["penicillin", "registry", "surgeons"] {
             let files = try Self.files(caseName)
             let agents = try files.map { try LoopbackAgent(file: $0, pki: Self.pki) }
             let federation = try tlsFederation(agents, pki: Self.pki)

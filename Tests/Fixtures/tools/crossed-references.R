@@ -6,6 +6,7 @@
 #   registry:   simulated (seed 17): 8 hospitals, years 2011-2020 at every
 #               hospital, 3 wards per hospital (codes W1-W3 at each), 12
 #               surgeons who operate at 2-3 hospitals each.
+#   surgeons:   simulated (seed 23): 20 hospitals, 300 surgeons at 2-4 each.
 # Run from the repository root: Rscript Tests/Fixtures/tools/crossed-references.R
 # REML fits also carry lmerTest's Satterthwaite df and pbkrtest's
 # Kenward-Roger SEs and df. Needs R, lme4, lmerTest, pbkrtest and jsonlite (not the tests).
@@ -56,6 +57,22 @@ rownames(reg) <- NULL
 write_sites(reg, "registry")
 stopifnot(min(table(reg$site, reg$year)) >= 5, min(table(reg$site, reg$surgeon)[table(reg$site, reg$surgeon) > 0]) >= 5)
 
+# Many surgeons (the level-by-level elimination, Math/CrossedLevelElimination):
+# 20 hospitals, 300 surgeons who operate at 2-4 of them, 5-8 rows per cell.
+set.seed(23)
+hosp20 <- sprintf("H%02d", 1:20)
+cells20 <- do.call(rbind, lapply(sprintf("S%03d", 1:300), function(s)
+  data.frame(site = sample(hosp20, sample(2:4, 1)), surgeon = s)))
+sur <- cells20[rep(seq_len(nrow(cells20)), sample(5:8, nrow(cells20), replace = TRUE)), ]
+sur$x <- round(rnorm(nrow(sur)), 3)
+a20 <- rnorm(20, 0, 0.7); names(a20) <- hosp20
+s20 <- rnorm(20, 0, 0.2); names(s20) <- hosp20
+g300 <- rnorm(300, 0, 0.5); names(g300) <- sprintf("S%03d", 1:300)
+sur$y <- round(1 + 0.6 * sur$x + a20[sur$site] + s20[sur$site] * sur$x + g300[sur$surgeon] + rnorm(nrow(sur)), 4)
+sur <- sur[order(sur$site), ]
+rownames(sur) <- NULL
+write_sites(sur, "surgeons")
+
 tight <- lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e6))
 fits <- list(
   penicillin_reml = list(data = pen, case = "penicillin", reml = TRUE,
@@ -73,7 +90,11 @@ fits <- list(
   year_and_surgeon = list(data = reg, case = "registry", reml = TRUE,
                           fedmix = "y ~ x + (1 | site) + (1 | year) + (1 | surgeon)", r = y ~ x + (1 | site) + (1 | year) + (1 | surgeon)),
   year_only = list(data = reg, case = "registry", reml = TRUE,
-                   fedmix = "y ~ x + (1 | year)", r = y ~ x + (1 | year))
+                   fedmix = "y ~ x + (1 | year)", r = y ~ x + (1 | year)),
+  surgeons_reml = list(data = sur, case = "surgeons", reml = TRUE, inference = FALSE,
+                       fedmix = "y ~ x + (1 | site) + (1 | surgeon)", r = y ~ x + (1 | site) + (1 | surgeon)),
+  surgeons_slope = list(data = sur, case = "surgeons", reml = TRUE, inference = FALSE,
+                        fedmix = "y ~ x + (1 + x | site) + (1 | surgeon)", r = y ~ x + (1 + x | site) + (1 | surgeon))
 )
 ranef_table <- function(m) {
   re <- ranef(m, condVar = TRUE)
@@ -90,7 +111,7 @@ refs <- lapply(names(fits), function(k) {
   s <- summary(m)$coefficients
   p <- nrow(s)
   inference <- NULL
-  if (f$reml) {
+  if (f$reml && !isFALSE(f$inference)) {   # pbkrtest's n × n matrices: not for the surgeons' 5,000 rows
     sdf <- summary(as_lmerModLmerTest(m))$coefficients[, "df"]
     v <- vcovAdj(m)
     kr_df <- sapply(seq_len(p), function(k) { L <- rep(0, p); L[k] <- 1; Lb_ddf(matrix(L, nrow = 1), vcov(m), v) })
