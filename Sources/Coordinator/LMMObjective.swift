@@ -160,10 +160,10 @@ struct LMMObjective: FitObjective {
     /// evaluations cost no round: start also from small factors and keep the
     /// lowest optimum. Otherwise one start, lme4's; and one when more than
     /// `maxCrossedForRestarts` crossed effects make each evaluation a dense
-    /// factorization of their size.
+    /// factorization of their size (not when they are eliminated level by level).
     mutating func minimize(_ optimizer: BoundedNewton) throws -> BoundedNewton.Result {
         let initial = session.structure.initialTheta
-        let restarts = blocks != nil && (crossed?.dimension ?? 0) <= Self.maxCrossedForRestarts
+        let restarts = blocks != nil && ((crossed?.dimension ?? 0) <= Self.maxCrossedForRestarts || eliminatesByLevel)
         let starts = !restarts ? [initial] : [initial, initial.map { $0 * 0.1 }, initial.map { $0 * 1e-3 }]
         var result = try optimizer.minimize(from: starts[0]) { try criterion($0) }
         for start in starts.dropFirst() {
