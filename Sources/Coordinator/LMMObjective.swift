@@ -16,6 +16,9 @@ struct LMMObjective: FitObjective {
     let logWeightSum: Double
     /// Crossed factors: where each site's leading columns sit (nil without).
     let crossed: CrossedLayout?
+    /// The sites' sums in the order of the level-by-level elimination, when
+    /// it is taken (`CrossedLevelElimination.cheaper`); nil otherwise.
+    let levelSums: CrossedLevelElimination.Sums?
     private(set) var evaluations = 0
     private var last: (theta: [Double], totals: LMMTotals)? = nil
 
@@ -51,6 +54,12 @@ struct LMMObjective: FitObjective {
         method = options.method
         blocks = try Self.siteBlocks(session)
         crossed = try session.crossedLayout()
+        if let blocks, let crossed, CrossedLevelElimination.cheaper(blocks, layout: crossed, structure: session.structure) {
+            levelSums = CrossedLevelElimination.sums(blocks, layout: crossed, structure: session.structure,
+                                                     localStructure: session.spec.localModel.covarianceStructure)
+        } else {
+            levelSums = nil
+        }
         logWeightSum = session.prepared.reduce(0.0) { $0 + ($1.summary.logWeightSum ?? 0) }
     }
 
@@ -71,17 +80,14 @@ struct LMMObjective: FitObjective {
     /// Whether the crossed effects are eliminated level by level
     /// (CrossedLevelElimination): the coordinator holds the sites' θ-free
     /// sums and that costs less than the dense elimination.
-    var eliminatesByLevel: Bool {
-        guard let blocks, let crossed else { return false }
-        return CrossedLevelElimination.cheaper(blocks, layout: crossed, structure: session.structure)
-    }
+    var eliminatesByLevel: Bool { levelSums != nil }
 
     /// The totals, and with crossed factors the elimination of their effects.
     func crossedTotals(_ theta: [Double], order: Int) throws -> (totals: LMMTotals, crossed: CrossedFactorization?) {
         let spec = session.spec, structure = spec.localModel.covarianceStructure
-        if let blocks, let crossed, eliminatesByLevel,
-           let r = try CrossedLevelElimination.combine(blocks, layout: crossed, structure: session.structure,
-                                                       localStructure: structure, theta: theta, order: order) {
+        if let levelSums, let crossed {
+            let r = try CrossedLevelElimination.combine(levelSums, layout: crossed, structure: session.structure,
+                                                        localStructure: structure, theta: theta, order: order)
             return (r.totals, .byLevel(r))
         }
         let parts: [LMMContribution]

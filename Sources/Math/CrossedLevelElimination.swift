@@ -117,15 +117,29 @@ public enum CrossedLevelElimination {
                     randomDimension: next, width: w, groups: groups, groupOfColumn: groupOfColumn)
     }
 
-    /// The pooled totals at θ (the whole model's), or nil when a level of the
+    /// The sites' θ-free sums in the elimination's order, taken once per fit.
+    public struct Sums: Sendable {
+        public var plan: Plan
+        public var rows: Int
+        /// Per level of F: Σ zzᵀ (r × r).
+        var diagonal: [Matrix]
+        /// Per level: the column groups of R it shares rows with, and the
+        /// unscaled block (r × their columns) in that order.
+        var coupledGroups: [[Int]]
+        var coupling: [Matrix]
+        /// R's nonzero blocks between column groups (g, h), unscaled.
+        var restBlocks: [(g: Int, h: Int, block: Matrix)]
+    }
+
+    /// The sums of `blocks` in the new order, or nil when a level of the
     /// first factor shares rows with another of its levels (never for data:
     /// a row has one level), so the dense path must be taken.
-    public static func combine(_ blocks: [SiteBlocks], layout: CrossedLayout, structure: CovarianceStructure,
-                               localStructure: CovarianceStructure, theta: [Double], order: Int) throws -> Result? {
+    public static func sums(_ blocks: [SiteBlocks], layout: CrossedLayout, structure: CovarianceStructure,
+                            localStructure: CovarianceStructure) -> Sums? {
         precondition(blocks.count == layout.siteColumns.count, "one set of sums per site")
         let plan = plan(blocks, layout: layout, structure: structure, localStructure: localStructure)
         let first = layout.factors[plan.first], r1 = plan.firstDimension
-        let dR = plan.randomDimension + plan.width, du = plan.randomDimension
+        let dR = plan.randomDimension + plan.width
         // The unscaled sums in the new order, site by site (in site order).
         var d0 = [Double](repeating: 0, count: first.levels * r1 * r1)
         var e0 = [[Double]](repeating: [], count: first.levels)     // r1 × dR per level, column-major
@@ -168,7 +182,58 @@ public enum CrossedLevelElimination {
             }
             for j in 0..<td { for i in 0..<td { c0[tailStart + i + (tailStart + j) * dR] += b.tt[i + j * td] } }
         }
+        var coupledGroups: [[Int]] = [], coupling: [Matrix] = []
+        for l in 0..<first.levels {
+            var groups: [Int] = []
+            if !e0[l].isEmpty {
+                for (g, grp) in plan.groups.enumerated() {
+                    var any = false
+                    for j in grp.start..<(grp.start + grp.width) { for a in 0..<r1 where e0[l][a + j * r1] != 0 { any = true } }
+                    if any { groups.append(g) }
+                }
+            }
+            let width = groups.reduce(0) { $0 + plan.groups[$1].width }
+            var block = Matrix(rows: r1, cols: width)
+            var at = 0
+            for g in groups {
+                let grp = plan.groups[g]
+                for j in 0..<grp.width { for a in 0..<r1 { block[a, at + j] = e0[l][a + (grp.start + j) * r1] } }
+                at += grp.width
+            }
+            coupledGroups.append(groups)
+            coupling.append(block)
+        }
+        var restBlocks: [(g: Int, h: Int, block: Matrix)] = []
+        for (h, gh) in plan.groups.enumerated() {
+            for (g, gg) in plan.groups.enumerated() {
+                var block = Matrix(rows: gg.width, cols: gh.width)
+                var any = false
+                for j in 0..<gh.width { for i in 0..<gg.width {
+                    let v = c0[gg.start + i + (gh.start + j) * dR]
+                    if v != 0 { block[i, j] = v; any = true }
+                } }
+                if any { restBlocks.append((g, h, block)) }
+            }
+        }
+        return Sums(plan: plan, rows: blocks.reduce(0) { $0 + $1.rows },
+                    diagonal: (0..<first.levels).map { l in Matrix(rows: r1, cols: r1, data: Array(d0[(l * r1 * r1)..<((l + 1) * r1 * r1)])) },
+                    coupledGroups: coupledGroups, coupling: coupling, restBlocks: restBlocks)
+    }
 
+    /// The pooled totals at θ (the whole model's) from the sites' sums; nil
+    /// as `sums` says.
+    public static func combine(_ blocks: [SiteBlocks], layout: CrossedLayout, structure: CovarianceStructure,
+                               localStructure: CovarianceStructure, theta: [Double], order: Int) throws -> Result? {
+        guard let sums = sums(blocks, layout: layout, structure: structure, localStructure: localStructure) else { return nil }
+        return try combine(sums, layout: layout, structure: structure, localStructure: localStructure, theta: theta, order: order)
+    }
+
+    /// The pooled totals at θ from sums taken once.
+    public static func combine(_ sums: Sums, layout: CrossedLayout, structure: CovarianceStructure,
+                               localStructure: CovarianceStructure, theta: [Double], order: Int) throws -> Result {
+        let plan = sums.plan
+        let first = layout.factors[plan.first], r1 = plan.firstDimension
+        let dR = plan.randomDimension + plan.width, du = plan.randomDimension
         let m = structure.thetaCount
         let space = JetSpace(parameters: m, order: order)
         let jw = space.width
@@ -192,23 +257,15 @@ public enum CrossedLevelElimination {
         }
         let t1 = jet(.crossed(first.factor))
 
-        // C = Λ_Rᵀ C0 Λ_R (+ I on the random part), block by block, skipping zero blocks.
+        // C = Λ_Rᵀ C0 Λ_R (+ I on the random part), block by block.
         var c = JetMatrix(rows: dR, cols: dR, space: space)
-        for gh in plan.groups {
-            for gg in plan.groups {
-                var block = Matrix(rows: gg.width, cols: gh.width)
-                var any = false
-                for j in 0..<gh.width { for i in 0..<gg.width {
-                    let v = c0[gg.start + i + (gh.start + j) * dR]
-                    if v != 0 { block[i, j] = v; any = true }
-                } }
-                guard any else { continue }
-                let scaled = scale(block, left: gg.block.map(jet), right: gh.block.map(jet), space: space)
-                for j in 0..<gh.width { for i in 0..<gg.width {
-                    let s = scaled.offset(i, j), d = c.offset(gg.start + i, gh.start + j)
-                    for x in 0..<jw { c.storage[d + x] = scaled.storage[s + x] }
-                } }
-            }
+        for (g, h, block) in sums.restBlocks {
+            let gg = plan.groups[g], gh = plan.groups[h]
+            let scaled = scale(block, left: gg.block.map(jet), right: gh.block.map(jet), space: space)
+            for j in 0..<gh.width { for i in 0..<gg.width {
+                let s = scaled.offset(i, j), d = c.offset(gg.start + i, gh.start + j)
+                for x in 0..<jw { c.storage[d + x] = scaled.storage[s + x] }
+            } }
         }
         for i in 0..<du { c.storage[c.offset(i, i)] += 1 }
 
@@ -217,28 +274,22 @@ public enum CrossedLevelElimination {
         levels.reserveCapacity(first.levels)
         let kernel = JetKernel(space)
         for l in 0..<first.levels {
-            var dl = scale(Matrix(rows: r1, cols: r1, data: Array(d0[(l * r1 * r1)..<((l + 1) * r1 * r1)])), left: t1, right: t1, space: space)
+            var dl = scale(sums.diagonal[l], left: t1, right: t1, space: space)
             dl.addToDiagonal(1)
             try dl.choleskyInPlace()
             let ld = dl.sumLogDiagonal(scale: 2)
             for x in 0..<jw { logDet.storage[x] += ld.storage[x] }
-            // The groups this level shares rows with.
+            // The groups this level shares rows with, scaled: V = T_Fᵀ B Λ_groups.
+            let coupled = sums.coupledGroups[l], block = sums.coupling[l]
             var columns: [Int] = []
-            var coupled: [Int] = []
-            if !e0[l].isEmpty {
-                for (g, grp) in plan.groups.enumerated() {
-                    var any = false
-                    for j in grp.start..<(grp.start + grp.width) { for a in 0..<r1 where e0[l][a + j * r1] != 0 { any = true } }
-                    if any { coupled.append(g); columns.append(contentsOf: grp.start..<(grp.start + grp.width)) }
-                }
-            }
+            for g in coupled { let grp = plan.groups[g]; columns.append(contentsOf: grp.start..<(grp.start + grp.width)) }
             var v = JetMatrix(rows: r1, cols: columns.count, space: space)
             var at = 0
             for g in coupled {
                 let grp = plan.groups[g]
-                var block = Matrix(rows: r1, cols: grp.width)
-                for j in 0..<grp.width { for a in 0..<r1 { block[a, j] = e0[l][a + (grp.start + j) * r1] } }
-                let scaled = scale(block, left: t1, right: grp.block.map(jet), space: space)
+                var part = Matrix(rows: r1, cols: grp.width)
+                for j in 0..<grp.width { for a in 0..<r1 { part[a, j] = block[a, at + j] } }
+                let scaled = scale(part, left: t1, right: grp.block.map(jet), space: space)
                 for j in 0..<grp.width { for a in 0..<r1 {
                     let s = scaled.offset(a, j), d = v.offset(a, at + j)
                     for x in 0..<jw { v.storage[d + x] = scaled.storage[s + x] }
@@ -276,8 +327,7 @@ public enum CrossedLevelElimination {
             let lr = cuu.sumLogDiagonal(scale: 2)
             for x in 0..<jw { logDet.storage[x] += lr.storage[x] }
         }
-        let rows = blocks.reduce(0) { $0 + $1.rows }
-        return Result(totals: LMMTotals(schur: cww, logDet: logDet, rows: rows), levels: levels,
+        return Result(totals: LMMTotals(schur: cww, logDet: logDet, rows: sums.rows), levels: levels,
                       restFactor: cuu, restCross: cuw, plan: plan)
     }
 

@@ -29,6 +29,34 @@ extension ExecutableTests {
 }
 
 extension ExecutableTests {
+    /// `fedmix bench --models surgeons`: 2,000 surgeons crossed with 20
+    /// hospitals, eliminated level by level at the coordinator. The fit takes
+    /// the sites' θ-free sums (2 rounds), and its REML criterion is never above
+    /// lme4's by more than 1e-8 relative, with β within 1e-4 (lme4 timed beside it when present).
+    func benchSurgeonsCrossedBesideLme4() throws {
+        let r = try fedmix(["bench", "--models", "surgeons", "--modes", "in-process", "--no-isolate", "--json", "--lme4"])
+        XCTAssertTrue(r.out.contains("[1/1] y ~ x + (1 | site) + (1 | surgeon)"), r.out)
+        XCTAssertTrue(r.out.contains("sites 20"), r.out)
+        let m = try XCTUnwrap(benchLines(r.out).first)
+        XCTAssertEqual(m["model"] as? String, "surgeons")
+        XCTAssertEqual(m["converged"] as? Bool, true)
+        XCTAssertEqual(m["rounds"] as? Int, 2, "prepare and finalize: the coordinator iterates on the sites' sums")
+        let line = r.out.split(separator: "\n").first { $0.contains("REML criterion lme4 ") }.map(String.init)
+        guard let line else {
+            XCTAssertTrue(r.out.contains("      lme4     not available"), r.out)
+            return
+        }
+        let words = line.split(separator: " ").map(String.init)
+        let theirs = try XCTUnwrap(words.firstIndex(of: "lme4").flatMap { Double(words[$0 + 1].trimmingCharacters(in: CharacterSet(charactersIn: ","))) })
+        let ours = try XCTUnwrap(m["objective"] as? Double)
+        XCTAssertLessThanOrEqual(ours, theirs + 1e-8 * abs(theirs), line)
+        let open = try XCTUnwrap(line.range(of: "β lme4 ["))
+        let beta = line[open.upperBound...].prefix { $0 != "]" }.split(separator: ",").compactMap { Double($0) }
+        let ourBeta = try XCTUnwrap(m["beta"] as? [Double])
+        XCTAssertEqual(beta.count, ourBeta.count, line)
+        for (a, b) in zip(ourBeta, beta) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(b)), line) }
+    }
+
     /// `fedmix bench --models egsingle,slope --modes federated --lme4`: the
     /// egsingle growth model (60 school sites, children nested) runs once
     /// whatever --rows says; the federated run splits its start-up into
