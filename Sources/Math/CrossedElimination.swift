@@ -206,6 +206,14 @@ public enum CrossedElimination {
             rhs[i] = v
         }
         let u = Dense.solveLowerTranspose(l, rhs)
+        return scaled(modes: u, inverse: Dense.inverseFromCholesky(l), layout: layout, structure: structure, theta: theta)
+    }
+
+    /// b_G = Λ_G u_G and P = Λ_G A⁻¹ Λ_Gᵀ from the spherical modes u_G and
+    /// A⁻¹ = [(ΛᵀZᵀZΛ + I)⁻¹]_GG, whichever elimination gave them.
+    static func scaled(modes u: [Double], inverse: Matrix, layout: CrossedLayout, structure: CovarianceStructure,
+                       theta: [Double]) -> (effects: [Double], covariance: Matrix) {
+        let q = layout.dimension
         // Λ_G is block diagonal: each effect's block (offset, T) of its level.
         var block = [(offset: Int, t: Matrix)](repeating: (0, Matrix(rows: 0, cols: 0)), count: q)
         for f in layout.factors {
@@ -217,16 +225,20 @@ public enum CrossedElimination {
             let (o, t) = block[i]
             for a in 0..<t.cols { b[i] += t[i - o, a] * u[o + a] }
         }
-        // P = Λ (L Lᵀ)⁻¹ Λᵀ, entry by entry over the blocks.
-        let inv = Dense.inverseFromCholesky(l)
-        var left = Matrix(rows: q, cols: q)   // Λ · inv
+        // P = Λ A⁻¹ Λᵀ, entry by entry over the blocks (scalar blocks: t_i a_ij t_j).
+        var cov = Matrix(rows: q, cols: q)
+        if block.allSatisfy({ $0.t.rows == 1 }) {
+            let t = block.map { $0.t[0, 0] }
+            for j in 0..<q { for i in 0..<q { cov.data[i + j * q] = t[i] * inverse.data[i + j * q] * t[j] } }
+            return (b, cov)
+        }
+        var left = Matrix(rows: q, cols: q)   // Λ · A⁻¹
         for j in 0..<q { for i in 0..<q {
             let (o, t) = block[i]
             var v = 0.0
-            for a in 0..<t.cols { v += t[i - o, a] * inv[o + a, j] }
+            for a in 0..<t.cols { v += t[i - o, a] * inverse[o + a, j] }
             left[i, j] = v
         } }
-        var cov = Matrix(rows: q, cols: q)
         for j in 0..<q {
             let (o, t) = block[j]
             for i in 0..<q {

@@ -412,37 +412,6 @@ public enum CrossedLevelElimination {
                 }
             }
         }
-        // Λ_G blocks per effect, then b = Λ u and P = Λ A⁻¹ Λᵀ.
-        var block = [(offset: Int, t: Matrix)](repeating: (0, Matrix(rows: 0, cols: 0)), count: q)
-        for f in layout.factors {
-            let t = structure.factorMatrix(f.factor, theta: theta), d = t.rows
-            for lvl in 0..<f.levels { for a in 0..<d { block[f.offset + lvl * d + a] = (f.offset + lvl * d, t) } }
-        }
-        var b = [Double](repeating: 0, count: q)
-        for i in 0..<q { let (o, t) = block[i]; for a in 0..<t.cols { b[i] += t[i - o, a] * u[o + a] } }
-        // P = Λ A⁻¹ Λᵀ: Λ is block diagonal, so each entry takes its two blocks.
-        var cov = Matrix(rows: q, cols: q)
-        let scalarBlocks = block.allSatisfy { $0.t.rows == 1 }
-        if scalarBlocks {
-            let t = block.map { $0.t[0, 0] }
-            for j in 0..<q { for i in 0..<q { cov.data[i + j * q] = t[i] * ainv.data[i + j * q] * t[j] } }
-        } else {
-            var left = Matrix(rows: q, cols: q)
-            for j in 0..<q { for i in 0..<q {
-                let (o, t) = block[i]
-                var v = 0.0
-                for a in 0..<t.cols { v += t[i - o, a] * ainv[o + a, j] }
-                left[i, j] = v
-            } }
-            for j in 0..<q {
-                let (o, t) = block[j]
-                for i in 0..<q {
-                    var v = 0.0
-                    for a in 0..<t.cols { v += left[i, o + a] * t[j - o, a] }
-                    cov[i, j] = v
-                }
-            }
-        }
-        return (b, cov)
+        return CrossedElimination.scaled(modes: u, inverse: ainv, layout: layout, structure: structure, theta: theta)
     }
 }
