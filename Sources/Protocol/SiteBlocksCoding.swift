@@ -37,6 +37,37 @@ struct WireSiteBlocks: Codable {
     var ww: [Double]
     enum CodingKeys: String, CodingKey {
         case width, rows, first, siteFactor = "site_factor", tail, tailDimension = "tail_dimension", tt, tw, ww
+        case wwEntries = "ww_entries"
+    }
+
+    /// [X y]ᵀ[X y] by its nonzero entries: with crossed factors its leading
+    /// columns are the site's levels' z columns, and a row has one level, so
+    /// most of the width² entries are exact zeros.
+    struct Entries: Codable {
+        /// Column-major positions, ascending.
+        var at: [Int]
+        var values: [Double]
+    }
+
+    /// Sent as entries when at most a third of ww is nonzero (the same
+    /// numbers either way; a model without crossed factors keeps the dense form).
+    static func sparseForm(_ ww: [Double]) -> Entries? {
+        let nonzero = ww.indices.filter { ww[$0].bitPattern != 0 }   // −0 is sent as itself
+        guard nonzero.count * 3 <= ww.count else { return nil }
+        return Entries(at: nonzero, values: nonzero.map { ww[$0] })
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(width, forKey: .width)
+        try c.encode(rows, forKey: .rows)
+        try c.encodeIfPresent(first, forKey: .first)
+        try c.encodeIfPresent(siteFactor, forKey: .siteFactor)
+        try c.encode(tail, forKey: .tail)
+        try c.encode(tailDimension, forKey: .tailDimension)
+        try c.encode(tt, forKey: .tt)
+        try c.encode(tw, forKey: .tw)
+        if let entries = Self.sparseForm(ww) { try c.encode(entries, forKey: .wwEntries) } else { try c.encode(ww, forKey: .ww) }
     }
 
     init(_ b: SiteBlocks) {
@@ -69,7 +100,23 @@ struct WireSiteBlocks: Codable {
         tailDimension = try c.decode(Int.self, forKey: .tailDimension)
         tt = try c.decode([Double].self, forKey: .tt)
         tw = try c.decode([Double].self, forKey: .tw)
-        ww = try c.decode([Double].self, forKey: .ww)
+        if let entries = try c.decodeIfPresent(Entries.self, forKey: .wwEntries) {
+            guard !c.contains(.ww) else {
+                throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.wwEntries]), reason: "comes with ww; send one of them")
+            }
+            let cells = width * width
+            guard (1...(ProtocolLimits.maxFixedColumns + 1)).contains(width), entries.at.count == entries.values.count,
+                  zip(entries.at, entries.at.dropFirst()).allSatisfy({ $0 < $1 }),
+                  entries.at.allSatisfy({ (0..<cells).contains($0) }) else {
+                throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.wwEntries]),
+                                                 reason: "needs ascending positions below width², one value each")
+            }
+            var dense = [Double](repeating: 0, count: cells)
+            for (k, v) in zip(entries.at, entries.values) { dense[k] = v }
+            ww = dense
+        } else {
+            ww = try c.decode([Double].self, forKey: .ww)
+        }
         if let why = problem() { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [why.key]), reason: why.reason) }
     }
 

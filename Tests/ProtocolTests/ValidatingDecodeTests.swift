@@ -51,6 +51,38 @@ final class ValidatingDecodeTests: XCTestCase {
         XCTAssertEqual(got, sent)
     }
 
+    /// With crossed factors most of [X y]ᵀ[X y] is exact zeros: it travels as
+    /// its nonzero entries (−0 included) and decodes to the same numbers, bit for bit.
+    func testMostlyZeroSumsTravelAsEntries() throws {
+        let width = 12
+        var ww = [Double](repeating: 0, count: width * width)
+        for i in 0..<width { ww[i + i * width] = Double(i + 1) / 3 }
+        ww[width - 1] = -0.0
+        ww[5 + 11 * width] = 1e-300
+        let blocks = SiteBlocks(width: width, rows: 9, first: nil, siteFactor: 0, tail: [.init(factor: 0, levels: 1, offset: 0)],
+                                tailDimension: 1, tt: [2], tw: [Double](repeating: 0.5, count: width), ww: ww)
+        let line = try LineCodec.encode(.prepared(PrepareReply(session: "s", summary: SiteSummary(rows: 9, used: 9, missing: [:], groups: [1]),
+                                                               blocks: blocks)), id: 1)
+        XCTAssertTrue(line.contains("\"ww_entries\":"), line)
+        XCTAssertFalse(line.contains("\"ww\":"), line)
+        guard case .prepared(let got) = try reply(line) else { return XCTFail() }
+        XCTAssertEqual(got.blocks?.ww.map(\.bitPattern), ww.map(\.bitPattern))
+        // Dense sums (no crossed factor) keep the dense form.
+        XCTAssertTrue(try LineCodec.encode(.prepared(PrepareReply(session: "s", summary: SiteSummary(rows: 9, used: 9, missing: [:], groups: [1]),
+                                                                  blocks: SiteBlocks(width: 2, rows: 3, first: nil, siteFactor: 0,
+                                                                                     tail: [.init(factor: 0, levels: 1, offset: 0)], tailDimension: 1,
+                                                                                     tt: [3], tw: [3, 1], ww: [3, 1, 1, 2]))), id: 1).contains("\"ww\":[3,1,1,2]"))
+    }
+
+    func testEntriesThatDoNotFitAreRefused() {
+        func entries(_ e: String) -> String { blocks().replacingOccurrences(of: "\"ww\":[3,1,1,2]", with: "\"ww_entries\":\(e)") }
+        XCTAssertEqual(try? reply(prepared(entries("{\"at\":[0,3],\"values\":[3,2]}"))).typeName, "prepared")
+        assertInconsistent(prepared(entries("{\"at\":[3,0],\"values\":[2,3]}")), field: "blocks.ww_entries", "ascending")
+        assertInconsistent(prepared(entries("{\"at\":[0,4],\"values\":[3,2]}")), field: "blocks.ww_entries", "below width²")
+        assertInconsistent(prepared(entries("{\"at\":[0,3],\"values\":[3]}")), field: "blocks.ww_entries", "one value each")
+        assertInconsistent(prepared(entries("{\"at\":[0],\"values\":[3]},\"ww\":[3,0,0,0]")), field: "blocks.ww_entries", "send one of them")
+    }
+
     func testConsistentBlocksDecode() throws {
         guard case .prepared(let p) = try reply(prepared(blocks())) else { return XCTFail() }
         XCTAssertEqual(p.blocks?.tailDimension, 1)
