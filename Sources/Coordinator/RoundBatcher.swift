@@ -132,10 +132,12 @@ extension Federation {
     /// with a lane federation whose rounds share rounds on the wire with the
     /// other lanes' (RoundBatcher). Called from a lane, the new lanes join
     /// that lane's batcher (a δ grid of imputations batches all its fits).
-    /// Returns each lane's outcome at its index; a failing lane ends and the
-    /// others go on. Also returns the sites that took no batches.
+    /// Returns each lane's outcome and rounds (as if it ran alone) at its
+    /// index; a failing lane ends and the others go on. Also returns the
+    /// sites that took no batches. Called from a lane, that lane's rounds
+    /// grow by the most rounds one new lane took (they ran in step).
     public func lanes<T: Sendable>(_ count: Int, _ body: @escaping @Sendable (Int, Federation) throws -> T)
-        -> (results: [Result<T, any Error>], unbatchedSites: [String]) {
+        -> (results: [Result<(value: T, rounds: Int), any Error>], unbatchedSites: [String]) {
         guard count > 0 else { return ([], []) }
         let batcher: RoundBatcher, key: [Int], parentIndex: [Int], group: LaneGroup?
         if let lane {
@@ -144,11 +146,13 @@ extension Federation {
             batcher = RoundBatcher(federation: self, lanes: count); key = []; parentIndex = Array(channels.indices); group = nil
         }
         let channels = self.channels, exclusions = self.exclusions
-        let results = FanOutPool.results(count, width: count, name: "fedmix-lane", stackSize: 8 << 20) { (k: Int) throws -> T in
+        let results = FanOutPool.results(count, width: count, name: "fedmix-lane", stackSize: 8 << 20) { (k: Int) throws -> (value: T, rounds: Int) in
             let route = LaneRoute(batcher: batcher, key: key + [k], parentIndex: parentIndex, group: group)
             defer { batcher.end(route) }
-            return try body(k, Federation(channels: channels, exclusions: exclusions, lane: route))
+            let federation = Federation(channels: channels, exclusions: exclusions, lane: route)
+            return (try body(k, federation), federation.rounds)
         }
+        if lane != nil { countRounds(results.map { (try? $0.get().rounds) ?? 0 }.max() ?? 0) }
         return (results, batcher.unbatchedSites)
     }
 

@@ -24,7 +24,7 @@ public protocol SiteChannel: AnyObject, Sendable {
     /// What the channel did to keep going (reconnects, sessions prepared
     /// again after an agent restart), oldest first; a fit reports them.
     var recoveries: [String] { get }
-    /// Sends several prepare/evaluate/finalize requests as one batch line
+    /// Sends several describe/prepare/evaluate/finalize requests as one batch line
     /// and returns their answers in order (BatchMessages.swift).
     func call(batch requests: [Request], round: Int?) throws -> [Reply]
 }

@@ -1,4 +1,4 @@
-// The wire form of a batch: several prepare, evaluate or finalize requests
+// The wire form of a batch: several describe, prepare, evaluate or finalize requests
 // sent as one line and answered as one line, so that the M analyses of a
 // multiple imputation share rounds (Coordinator/RoundBatcher.swift). Each
 // sub-request is a complete protocol line, exactly as it would be sent
@@ -14,9 +14,10 @@ public struct BatchRequest: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey { case requests }
     public init(requests: [String]) { self.requests = requests }
 
-    /// Types a batch may carry: the rounds of a fit session. describe and
-    /// ping are answered alone; a batch inside a batch is refused.
-    public static let batchableTypes: Set<String> = ["prepare", "evaluate", "finalize"]
+    /// Types a batch may carry: the rounds of an analysis (describe, and a
+    /// fit session's prepare, evaluate and finalize). ping is answered
+    /// alone; a batch inside a batch is refused.
+    public static let batchableTypes: Set<String> = ["describe", "prepare", "evaluate", "finalize"]
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -33,7 +34,7 @@ public struct BatchRequest: Codable, Sendable, Equatable {
             if type == "batch" { throw ProtocolError.inconsistent(field: "\(field)[\(k)]", reason: "is a batch; batches cannot be nested") }
             guard Self.batchableTypes.contains(type) else {
                 let shown = type.count <= 40 && type.allSatisfy({ $0.isLetter || $0 == "_" }) ? "\"\(type)\"" : "of an unknown type"
-                throw ProtocolError.inconsistent(field: "\(field)[\(k)]", reason: "is a request \(shown); only prepare, evaluate and finalize may be batched")
+                throw ProtocolError.inconsistent(field: "\(field)[\(k)]", reason: "is a request \(shown); only describe, prepare, evaluate and finalize may be batched")
             }
         }
     }

@@ -188,7 +188,7 @@ public enum MultipleImputation {
         var most = 0
         var unbatched: [String] = []
         if batched {
-            let lanes = federation.lanes(count) { m, lane in (try body(m, lane), lane.rounds) }
+            let lanes = federation.lanes(count, body)
             for r in lanes.results {
                 let (value, rounds) = try r.get()
                 results.append(value); most = max(most, rounds)
@@ -328,6 +328,17 @@ public enum MultipleImputation {
         }
         result.elapsedSeconds = Date().timeIntervalSince(started)
         return result
+    }
+
+    /// Several pooled fits (a sensitivity analysis's δ grid), side by side
+    /// with their rounds batched unless the first settings turn batching
+    /// off; the error of the first failing one, if any.
+    public static func fits(_ federation: Federation, dataset: String, formula: String, descriptions: [SiteDescription],
+                            options: FitOptions, settings: [ImputationSettings]) throws -> [FitResult] {
+        guard let first = settings.first else { return [] }
+        return try perDataset(federation, count: settings.count, batched: first.batched) { k, lane in
+            try fit(lane, dataset: dataset, formula: formula, descriptions: descriptions, options: options, settings: settings[k])
+        }.results
     }
 
     /// The first analysis with its estimates replaced by the pooled ones.
