@@ -224,3 +224,37 @@ final class BatchedRoundsTests: XCTestCase {
         XCTAssertEqual(replies, single, "each answer as if sent alone")
     }
 }
+
+/// Rounds, bytes and wall time over TLS on the registry example (the
+/// fixtures of `fedmix simulate imputation`), batched and one after
+/// another, for M = 5 and 20. Prints the figures; set FEDMIX_MEASURE_BATCH=1
+/// to run it (about a minute on the shared machine).
+final class BatchedRoundsMeasurement: XCTestCase {
+    func testMeasureOverTLS() throws {
+        guard ProcessInfo.processInfo.environment["FEDMIX_MEASURE_BATCH"] == "1" else { throw XCTSkip("set FEDMIX_MEASURE_BATCH=1 to measure") }
+        let pki = try TestPKI("batched-measure")
+        defer { pki.remove() }
+        let agents = try BatchedRoundsTests.files.map { try LoopbackAgent(file: $0, pki: pki) }
+        defer { agents.forEach { $0.stop() } }
+        for m in [5, 20] {
+            var pooled: [String] = []
+            for batched in [false, true] {
+                let tls = try tlsFederation(agents, pki: pki)
+                defer { tls.close() }
+                let descriptions = try Analysis.describe(tls, dataset: "data")
+                let (sent0, received0, rounds0) = (tls.bytesSent.reduce(0, +), tls.bytesReceived.reduce(0, +), tls.rounds)
+                var s = ImputationSettings(models: [BatchedRoundsTests.imputation], m: m, seed: 7)
+                s.batched = batched
+                let started = Date()
+                let r = try MultipleImputation.fit(tls, dataset: "data", formula: BatchedRoundsTests.analysis, descriptions: descriptions,
+                                                   options: FitOptions(family: .binomial), settings: s)
+                let seconds = Date().timeIntervalSince(started)
+                pooled.append(try BatchedRoundsTests.stable(r.json()))
+                print(String(format: "MI over TLS, M = %d, %@: rounds %d (%d per analysis), bytes sent %d, received %d, wall %.1f s",
+                             m, batched ? "batched" : "one after another", tls.rounds - rounds0, r.imputation!.roundsPerAnalysis,
+                             tls.bytesSent.reduce(0, +) - sent0, tls.bytesReceived.reduce(0, +) - received0, seconds))
+            }
+            XCTAssertEqual(pooled[0], pooled[1], "M = \(m): the same pooled JSON")
+        }
+    }
+}
