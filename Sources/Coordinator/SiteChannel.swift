@@ -62,7 +62,9 @@ extension SiteChannel {
     }
 
     /// Answers to `requests`, in order, in as few lines as the limits allow:
-    /// batches of at most `ProtocolLimits.maxBatchRequests`; a sub-request the
+    /// batches of at most `ProtocolLimits.maxBatchRequests` requests and
+    /// `maxBatchLineBytes` (a quarter of the default line limit, so that a
+    /// batch line never nears what an agent reads); a sub-request the
     /// agent left for later (`batch_not_answered`) goes in the next line. An
     /// agent that does not know batches (an older version: `unknown_type`)
     /// gets the requests one at a time (`unbatched` true). `exchanges` counts
@@ -71,8 +73,13 @@ extension SiteChannel {
         var replies = [Reply?](repeating: nil, count: requests.count)
         var exchanges = 0
         var pending = Array(requests.indices)
+        let sizes = try requests.map { try LineCodec.encode($0, id: 0).utf8.count + 16 }
         while !pending.isEmpty {
-            let chunk = Array(pending.prefix(ProtocolLimits.maxBatchRequests))
+            var chunk: [Int] = [], bytes = 0
+            for k in pending.prefix(ProtocolLimits.maxBatchRequests) {
+                if !chunk.isEmpty && bytes + sizes[k] > Self.maxBatchLineBytes { break }
+                chunk.append(k); bytes += sizes[k]
+            }
             let got: [Reply]
             do { got = try call(batch: chunk.map { requests[$0] }, round: round) } catch let f as SiteFailure where f.code == .unknownType && exchanges == 0 {
                 return (try requests.map { try call($0, round: round) }, requests.count, true)
@@ -89,6 +96,9 @@ extension SiteChannel {
         }
         return (replies.map { $0! }, exchanges, false)
     }
+
+    /// Longest batch line the coordinator builds (bytes).
+    static var maxBatchLineBytes: Int { ProtocolLimits.maxLineBytes / 4 }
 }
 
 extension Request {

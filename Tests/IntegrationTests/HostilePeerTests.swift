@@ -171,6 +171,17 @@ final class HostilePeerTests: XCTestCase {
         }
         try client.send(.ping, id: 9)
         guard case (9, .pong)? = try client.reply() else { return XCTFail("the connection still serves") }
+        // A batch longer than the agent's line limit: refused with the limit named, the connection closed, no crash.
+        let small = try LoopbackAgent(file: Fixtures.siteFiles("sleepstudy")[0], pki: pki, maxLineBytes: 4096)
+        defer { small.stop() }
+        let other = try RawProtocolClient(agent: small, identity: pki.coordinator)
+        defer { other.close() }
+        let evaluate = #"{\"id\":3,\"type\":\"evaluate\",\"session\":\"x\",\"theta\":[1],\"order\":0}"#
+        let long = #"{"id":1,"type":"batch","requests":["# + Array(repeating: "\"" + evaluate + "\"", count: 80).joined(separator: ",") + "]}"
+        XCTAssertGreaterThan(long.utf8.count, 4096)
+        guard let (_, e) = try other.expectError(after: long) else { return }
+        XCTAssertTrue(e.fatal && e.message.contains("limit of 4096 bytes"), e.message)
+        XCTAssertTrue(other.agentClosed())
         XCTAssertFalse(agent.audit.all.contains { $0.direction == .received && $0.type == "evaluate" },
                        "no sub-request of a refused batch was processed")
     }
