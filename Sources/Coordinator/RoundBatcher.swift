@@ -146,7 +146,7 @@ extension Federation {
             batcher = RoundBatcher(federation: self, lanes: count); key = []; parentIndex = Array(channels.indices); group = nil
         }
         let channels = self.channels, exclusions = self.exclusions
-        let results = FanOutPool.results(count, width: count, name: "fedmix-lane", stackSize: 8 << 20) { (k: Int) throws -> (value: T, rounds: Int) in
+        let results = FanOutPool.results(count, width: count, name: "fedmix-lane", stackSize: 4 << 20) { (k: Int) throws -> (value: T, rounds: Int) in
             let route = LaneRoute(batcher: batcher, key: key + [k], parentIndex: parentIndex, group: group)
             defer { batcher.end(route) }
             let federation = Federation(channels: channels, exclusions: exclusions, lane: route)
