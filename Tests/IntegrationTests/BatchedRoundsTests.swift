@@ -256,5 +256,32 @@ final class BatchedRoundsMeasurement: XCTestCase {
             }
             XCTAssertEqual(pooled[0], pooled[1], "M = \(m): the same pooled JSON")
         }
+        // In process with a 20 ms round trip per request (a hospital network), M = 20.
+        for batched in [false, true] {
+            let f = Federation(channels: inProcessFederation(files: BatchedRoundsTests.files).channels.map { LatencyChannel($0, seconds: 0.02) })
+            let descriptions = try Analysis.describe(f, dataset: "data")
+            var s = ImputationSettings(models: [BatchedRoundsTests.imputation], m: 20, seed: 7)
+            s.batched = batched
+            let started = Date()
+            let r = try MultipleImputation.fit(f, dataset: "data", formula: BatchedRoundsTests.analysis, descriptions: descriptions,
+                                               options: FitOptions(family: .binomial), settings: s)
+            print(String(format: "MI in process with 20 ms per round trip, M = 20, %@: rounds %d, wall %.1f s",
+                         batched ? "batched" : "one after another", r.rounds, Date().timeIntervalSince(started)))
+        }
     }
+}
+
+/// A channel that waits `seconds` before each request (a network round trip).
+final class LatencyChannel: SiteChannel {
+    let inner: SiteChannel
+    let seconds: Double
+    init(_ inner: SiteChannel, seconds: Double) { self.inner = inner; self.seconds = seconds }
+    var site: String { inner.site }
+    func call(_ request: Request) throws -> Reply {
+        Thread.sleep(forTimeInterval: seconds)
+        return try inner.call(request)
+    }
+    var bytesSent: Int { inner.bytesSent }
+    var bytesReceived: Int { inner.bytesReceived }
+    func close() { inner.close() }
 }

@@ -7,7 +7,10 @@
 // dataset and pooled by Rubin's rules (RubinRules). With several variables
 // the draws come from chained equations: each of the M chains sweeps the
 // variables `iterations` times, refitting each model on its observed rows
-// with the other variables as completed so far in that chain.
+// with the other variables as completed so far in that chain. The M chains,
+// and then the M analyses, run side by side with their rounds batched
+// (Federation.lanes, RoundBatcher.swift): about one fit's rounds, not M
+// times them, with results bit-identical to running them one after another.
 
 import Foundation
 import Math
