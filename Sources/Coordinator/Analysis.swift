@@ -201,7 +201,7 @@ public enum Analysis {
         let excluded = try missingData.sitesToExclude(descriptions)
         let kept = federation.channels.filter { c in !excluded.contains { $0.site == c.site } }
         guard !kept.isEmpty else { throw SettingError("every site would be excluded by \(.excludeSitesMissingAbove)") }
-        let used = excluded.isEmpty ? federation : Federation(channels: kept)
+        let used = excluded.isEmpty ? federation : federation.restricted(to: kept)
         let keptDescriptions = descriptions.filter { d in !excluded.contains { $0.site == d.site } }
         let recoveryCounts = federation.channels.map(\.recoveries.count)
         var options = options

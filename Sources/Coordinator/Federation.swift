@@ -15,10 +15,27 @@ public final class Federation: Sendable {
     /// its result, so that no site is ever dropped silently.
     public let exclusions: [SiteExclusion]
     private let counter = Mutex(0)
+    /// Set on a lane's federation (`lanes`, RoundBatcher.swift): its rounds
+    /// go to the batcher, which sends them with the other lanes' rounds.
+    let lane: LaneRoute?
 
     public init(channels: [SiteChannel], exclusions: [SiteExclusion] = []) {
         self.channels = channels
         self.exclusions = exclusions
+        self.lane = nil
+    }
+
+    init(channels: [SiteChannel], exclusions: [SiteExclusion], lane: LaneRoute) {
+        self.channels = channels
+        self.exclusions = exclusions
+        self.lane = lane
+    }
+
+    /// The same federation over some of its sites (a lane stays a lane).
+    public func restricted(to kept: [SiteChannel]) -> Federation {
+        guard let lane else { return Federation(channels: kept) }
+        let index = kept.map { c in lane.parentIndex[channels.firstIndex { $0 === c }!] }
+        return Federation(channels: kept, exclusions: [], lane: LaneRoute(batcher: lane.batcher, key: lane.key, parentIndex: index, group: lane.group))
     }
 
     deinit { poolState.withLock { $0?.stop() } }
@@ -29,7 +46,7 @@ public final class Federation: Sendable {
     /// 64 threads whatever the number of rounds.
     private let poolState = Mutex<FanOutPool?>(nil)
     public static let maxFanOutThreads = 64
-    private var pool: FanOutPool {
+    var pool: FanOutPool {
         poolState.withLock { p in
             if let p { return p }
             let made = FanOutPool(width: min(max(channels.count, 1), Self.maxFanOutThreads), name: "fedmix-fanout")
@@ -57,6 +74,8 @@ public final class Federation: Sendable {
     public var sites: [String] { channels.map(\.site) }
     /// Rounds run so far (one request to every site involved is one round).
     public var rounds: Int { counter.withLock { $0 } }
+    /// Adds rounds sent for lanes (RoundBatcher).
+    func countRounds(_ n: Int) { counter.withLock { $0 += n } }
 
     /// Sends `request(i)` to every site i concurrently and waits for every
     /// answer; returns them in site order. When sites refuse or fail, every
@@ -67,6 +86,13 @@ public final class Federation: Sendable {
                                    _ unwrap: @escaping @Sendable (Reply, String) throws -> T) throws -> [T] {
         let number = counter.withLock { $0 += 1; return $0 }
         let requests = channels.indices.map(request)
+        if let lane {
+            let replies = lane.batcher.exchange(key: lane.key, Array(zip(lane.parentIndex, requests)))
+            let all = replies.enumerated().map { i, reply in
+                Result { try Self.settle(try reply.get(), site: self.channels[i].site, unwrap) }
+            }
+            return try settled(all, requests: requests, number: number)
+        }
         let times = Mutex<[Double?]>(Array(repeating: nil, count: channels.count))
         let channels = self.channels
         let started = monotonicNow()
@@ -83,9 +109,7 @@ public final class Federation: Sendable {
             defer { let took = monotonicNow() - started; times.withLock { $0[i] = took } }
             let site = channels[i].site
             do {
-                let reply = try channels[i].call(requests[i], round: number)
-                if case .error(let e) = reply { throw SiteFailure(site: site, message: e.message, code: e.code) }
-                return try unwrap(reply, site)
+                return try Self.settle(try channels[i].call(requests[i], round: number), site: site, unwrap)
             } catch let f as SiteFailure {
                 throw f
             } catch {
@@ -93,6 +117,19 @@ public final class Federation: Sendable {
             }
         }
         lastTimes.withLock { $0 = times.withLock { $0 } }
+        return try settled(all, requests: requests, number: number)
+    }
+
+    /// A site's answer as the caller's type; an error answer as the site's failure.
+    private static func settle<T>(_ reply: Reply, site: String, _ unwrap: (Reply, String) throws -> T) throws -> T {
+        do {
+            if case .error(let e) = reply { throw SiteFailure(site: site, message: e.message, code: e.code) }
+            return try unwrap(reply, site)
+        } catch let f as SiteFailure { throw f } catch { throw SiteFailure(site: site, message: "\(error)") }
+    }
+
+    /// The answers in site order, or every failure at once (see `round`).
+    private func settled<T>(_ all: [Result<T, any Error>], requests: [Request], number: Int) throws -> [T] {
         var failures: [SiteFailure] = []
         for r in all { if case .failure(let e) = r { failures.append(e as? SiteFailure ?? SiteFailure(site: "?", message: "\(e)")) } }
         if !failures.isEmpty {

@@ -24,12 +24,81 @@ public protocol SiteChannel: AnyObject, Sendable {
     /// What the channel did to keep going (reconnects, sessions prepared
     /// again after an agent restart), oldest first; a fit reports them.
     var recoveries: [String] { get }
+    /// Sends several describe/prepare/evaluate/finalize requests as one batch line
+    /// and returns their answers in order (BatchMessages.swift).
+    func call(batch requests: [Request], round: Int?) throws -> [Reply]
 }
 
 extension SiteChannel {
     public var receipts: [Receipt] { [] }
     public var recoveries: [String] { [] }
     public func call(_ request: Request, round: Int?) throws -> Reply { try call(request) }
+
+    /// One batch line through `call`, its sub-requests numbered 1, 2, ….
+    public func call(batch requests: [Request], round: Int?) throws -> [Reply] {
+        let ids = Array(1...requests.count)
+        let lines = try zip(requests, ids).map { try LineCodec.encode($0, id: $1) }
+        let reply = try call(.batch(BatchRequest(requests: lines)), round: round)
+        return try batchAnswers(reply, ids: ids).map(\.reply)
+    }
+
+    /// The sub-answers of a batch's answer, each checked to answer its sub-request.
+    func batchAnswers(_ reply: Reply, ids: [Int]) throws -> [(line: String, reply: Reply)] {
+        switch reply {
+        case .batched(let b):
+            guard b.answers.count == ids.count else {
+                throw SiteFailure(site: site, message: "answered a batch of \(ids.count) requests with \(b.answers.count) answers")
+            }
+            return try zip(b.answers, ids).map { line, id in
+                let (rid, sub) = try LineCodec.decodeReply(line)
+                guard rid == id else { throw SiteFailure(site: site, message: "answered request \(rid) instead of \(id) in a batch") }
+                return (line, sub)
+            }
+        case .error(let e):
+            throw SiteFailure(site: site, message: e.message, code: e.code)
+        default:
+            throw unexpected(reply, site, expected: "batched")
+        }
+    }
+
+    /// Answers to `requests`, in order, in as few lines as the limits allow:
+    /// batches of at most `ProtocolLimits.maxBatchRequests` requests and
+    /// `maxBatchLineBytes` (a quarter of the default line limit, so that a
+    /// batch line never nears what an agent reads); a sub-request the
+    /// agent left for later (`batch_not_answered`) goes in the next line. An
+    /// agent that does not know batches (an older version: `unknown_type`)
+    /// gets the requests one at a time (`unbatched` true). `exchanges` counts
+    /// the lines sent, for the round count.
+    public func answers(to requests: [Request], round: Int?) throws -> (replies: [Reply], exchanges: Int, unbatched: Bool) {
+        var replies = [Reply?](repeating: nil, count: requests.count)
+        var exchanges = 0
+        var pending = Array(requests.indices)
+        let sizes = try requests.map { try LineCodec.encode($0, id: 0).utf8.count + 16 }
+        while !pending.isEmpty {
+            var chunk: [Int] = [], bytes = 0
+            for k in pending.prefix(ProtocolLimits.maxBatchRequests) {
+                if !chunk.isEmpty && bytes + sizes[k] > Self.maxBatchLineBytes { break }
+                chunk.append(k); bytes += sizes[k]
+            }
+            let got: [Reply]
+            do { got = try call(batch: chunk.map { requests[$0] }, round: round) } catch let f as SiteFailure where f.code == .unknownType && exchanges == 0 {
+                return (try requests.map { try call($0, round: round) }, requests.count, true)
+            }
+            exchanges += 1
+            var later: [Int] = []
+            for (k, r) in zip(chunk, got) {
+                if case .error(let e) = r, e.code == .batchNotAnswered { later.append(k) } else { replies[k] = r }
+            }
+            guard later.count < chunk.count else {
+                throw SiteFailure(site: site, message: "answered none of a batch's \(chunk.count) requests (batch_not_answered); its answer limit is too small for one answer")
+            }
+            pending = later + pending.dropFirst(chunk.count)
+        }
+        return (replies.map { $0! }, exchanges, false)
+    }
+
+    /// Longest batch line the coordinator builds (bytes).
+    static var maxBatchLineBytes: Int { ProtocolLimits.maxLineBytes / 4 }
 }
 
 extension Request {
@@ -39,7 +108,7 @@ extension Request {
         case .prepare(let r): return r.session
         case .evaluate(let r): return r.session
         case .finalize(let r): return r.session
-        case .describe, .ping: return nil
+        case .describe, .ping, .batch: return nil
         }
     }
 }

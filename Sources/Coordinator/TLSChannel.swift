@@ -129,6 +129,54 @@ public final class TLSChannel: SiteChannel, Sendable {
         try calling.withLock { _ in try serializedCall(request, round: round) }
     }
 
+    /// A batch over this connection (BatchMessages.swift): the same
+    /// reconnecting as a single call; each sub-answer's receipt is checked
+    /// and kept under its own session, and a sub-request whose session the
+    /// agent lost (a restart) is answered again as `call` would, alone.
+    public func call(batch requests: [Request], round: Int?) throws -> [Reply] {
+        try calling.withLock { _ in
+            var replies = try reconnecting(what: "batch of \(requests.count)\(round.map { " (round \($0))" } ?? "")") {
+                try exchange(batch: requests, round: round)
+            }
+            for k in requests.indices {
+                if case .error(let e) = replies[k], e.code == .unknownSession, let session = requests[k].session,
+                   memory.withLock({ $0.prepared[session] }) != nil, requests[k].typeName != "prepare" {
+                    replies[k] = try serializedCall(requests[k], round: round)
+                } else if case .prepare(let p) = requests[k], case .prepared = replies[k] {
+                    memory.withLock { $0.prepared[p.session] = (p, replies[k]) }
+                }
+            }
+            return replies
+        }
+    }
+
+    /// One batch line and its answer; the deadline is the round timeout per sub-request.
+    private func exchange(batch requests: [Request], round: Int?) throws -> [Reply] {
+        let ids = memory.withLock { m in (0...requests.count).map { _ in m.nextID += 1; return m.nextID } }
+        let lines = try zip(requests, ids.dropFirst()).map { try LineCodec.encode($0, id: $1) }
+        let reply = try exchange(.batch(BatchRequest(requests: lines)), round: round, id: ids[0],
+                                 timeout: policy.roundTimeout * Double(requests.count))
+        return try zip(batchAnswers(reply, ids: Array(ids.dropFirst())), requests).map { answer, request in
+            try keepReceipt(of: answer.line, for: request)
+            return answer.reply
+        }
+    }
+
+    /// Runs `body`, reconnecting (within the reconnect budget) and running it
+    /// again when the connection is lost.
+    private func reconnecting<T>(what: String, _ body: () throws -> T) throws -> T {
+        var outageStarted: Double? = nil
+        var resends = 0
+        while true {
+            do { return try body() } catch let f as SiteFailure where f.code == .connectionLost && policy.reconnectBudget > 0 && resends < 20 {
+                let start = outageStarted ?? monotonicNow()
+                outageStarted = start
+                try reconnect(until: start + policy.reconnectBudget, cause: f, what: what)
+                resends += 1
+            }
+        }
+    }
+
     private func serializedCall(_ request: Request, round: Int?) throws -> Reply {
         var outageStarted: Double? = nil
         var resends = 0
@@ -201,14 +249,15 @@ public final class TLSChannel: SiteChannel, Sendable {
 
     /// One request and its answer on the current connection, within the
     /// round deadline and the minimum transfer rate.
-    private func exchange(_ request: Request, round: Int?) throws -> Reply {
-        let id = memory.withLock { $0.nextID += 1; return $0.nextID }
+    private func exchange(_ request: Request, round: Int?, id given: Int? = nil, timeout: Double? = nil) throws -> Reply {
+        let id = given ?? memory.withLock { $0.nextID += 1; return $0.nextID }
+        let timeout = timeout ?? policy.roundTimeout
         let connection = self.connection
         let started = monotonicNow()
-        let deadline = started + policy.roundTimeout
+        let deadline = started + timeout
         do {
-            setReadTimeout(max(0.001, policy.roundTimeout))
-            connection.writeTimeout = max(0.001, policy.roundTimeout)
+            setReadTimeout(max(0.001, timeout))
+            connection.writeTimeout = max(0.001, timeout)
             do { try connection.writeLine(LineCodec.encode(request, id: id)) } catch let e as TLSError {
                 // The agent may have refused the request (e.g. its line limit) and
                 // closed: its fatal error answer says why, so prefer it.

@@ -51,6 +51,7 @@ public enum LineCodec {
         case .evaluate(let b): return try encode(id: id, type: request.typeName, body: b)
         case .finalize(let b): return try encode(id: id, type: request.typeName, body: b)
         case .ping: return try encode(id: id, type: request.typeName, body: Empty?.none)
+        case .batch(let b): return try encode(id: id, type: request.typeName, body: b)
         }
     }
 
@@ -65,6 +66,7 @@ public enum LineCodec {
         case .finalized(let b): return try encode(id: id, type: reply.typeName, body: b)
         case .pong: return try encode(id: id, type: reply.typeName, body: Empty?.none)
         case .error(let b): return try encode(id: id, type: reply.typeName, body: b)
+        case .batched(let b): return try encode(id: id, type: reply.typeName, body: b)
         }
     }
 
@@ -78,12 +80,19 @@ public enum LineCodec {
         case "evaluate": return (id, .evaluate(try decode(EvaluateRequest.self, line)))
         case "finalize": return (id, .finalize(try decode(FinalizeRequest.self, line)))
         case "ping": return (id, .ping)
+        case "batch": return (id, .batch(try decode(BatchRequest.self, line)))
         default: throw ProtocolError.unknownType(String(h.type.prefix(40)))
         }
     }
 
     /// The id of a line, if it has one (to address an error answer).
     public static func peekID(_ line: String) -> Int? { try? decode(Header.self, line).id }
+
+    /// The type of a line with an id, if it has both (to route a batch before decoding it).
+    public static func peekType(_ line: String) -> String? {
+        guard let h = try? decode(Header.self, line), h.id != nil else { return nil }
+        return h.type
+    }
 
     public static func decodeReply(_ line: String) throws -> (id: Int, reply: Reply) {
         let h = try decode(Header.self, line)
@@ -98,6 +107,7 @@ public enum LineCodec {
         case "finalized": return (id, .finalized(try decode(FinalizeReply.self, line)))
         case "pong": return (id, .pong)
         case "error": return (id, .error(try decode(ErrorReply.self, line)))
+        case "batched": return (id, .batched(try decode(BatchReply.self, line)))
         default: throw ProtocolError.unknownReplyType(String(h.type.prefix(40)))
         }
     }

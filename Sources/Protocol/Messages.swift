@@ -190,6 +190,8 @@ public enum Request: Sendable, Equatable {
     case evaluate(EvaluateRequest)
     case finalize(FinalizeRequest)
     case ping
+    /// Several prepare/evaluate/finalize lines in one (BatchMessages.swift).
+    case batch(BatchRequest)
 
     public var typeName: String {
         switch self {
@@ -198,6 +200,7 @@ public enum Request: Sendable, Equatable {
         case .evaluate: return "evaluate"
         case .finalize: return "finalize"
         case .ping: return "ping"
+        case .batch: return "batch"
         }
     }
 }
@@ -683,6 +686,7 @@ public enum Reply: Sendable, Equatable {
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
+    case batched(BatchReply)
 
     public var typeName: String {
         switch self {
@@ -695,6 +699,7 @@ public enum Reply: Sendable, Equatable {
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"
+        case .batched: return "batched"
         }
     }
 }

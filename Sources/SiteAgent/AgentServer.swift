@@ -293,6 +293,10 @@ public final class AgentServer: Sendable {
                         message: "a request of \(line.utf8.count) bytes exceeds the \(limits.maxAuditEntryBytes) bytes this agent logs in full (limits.max_audit_entry_bytes); it was not processed"), id: 0, conn, peer)
                     continue
                 }
+                if LineCodec.peekType(line) == "batch", case .batch(let batch)? = try? LineCodec.decodeRequest(line).request {
+                    guard try answer(batch, line: line, conn, peer) else { break }
+                    continue
+                }
                 try audit?.record(direction: .received, peer: peer, line: line)
                 // Requests queued before the peer left are not worked on.
                 if conn.peerHasClosed {
@@ -303,18 +307,46 @@ public final class AgentServer: Sendable {
                     log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection while its request was being answered; the answer was not computed further, logged or sent"])
                     break
                 }
-                let limit = min(limits.maxAnswerBytes, limits.maxAuditEntryBytes)
-                if answer.utf8.count > limit {
-                    let id = LineCodec.peekID(line) ?? 0
-                    answer = try LineCodec.encode(Reply.error(ErrorReply(code: .answerTooLarge, fatal: false,
-                        message: "the answer would be \(answer.utf8.count) bytes; this site sends at most \(limit) (limits.max_answer_bytes). Use fewer columns or covariance parameters, or a lower derivative order")), id: id)
-                }
+                answer = try withinAnswerLimit(answer, to: line)
                 try sendLine(answer, conn, peer)
             }
         } catch {
             log.event("connection_error", ["peer": conn.peerSubject, "error": "\(error)"])
         }
         log.event("connection_closed", ["peer": conn.peerSubject, "bytes_read": String(conn.bytesRead), "bytes_written": String(conn.bytesWritten)])
+    }
+
+    /// An answer, or the error saying it is over the site's answer limit.
+    private func withinAnswerLimit(_ answer: String, to line: String) throws -> String {
+        let limit = min(limits.maxAnswerBytes, limits.maxAuditEntryBytes)
+        guard answer.utf8.count > limit else { return answer }
+        return try LineCodec.encode(Reply.error(ErrorReply(code: .answerTooLarge, fatal: false,
+            message: "the answer would be \(answer.utf8.count) bytes; this site sends at most \(limit) (limits.max_answer_bytes). Use fewer columns or covariance parameters, or a lower derivative order")), id: LineCodec.peekID(line) ?? 0)
+    }
+
+    /// Answers a batch (BatchAnswering.swift): a note for the batch line,
+    /// then each sub-request exactly as if it had arrived alone, logged as
+    /// its own received and sent entries, its answer with its own receipt;
+    /// the batched line (the sub-answers as sent) is noted, not stored twice.
+    /// False when the peer left mid-batch.
+    private func answer(_ batch: BatchRequest, line: String, _ conn: TLSConnection, _ peer: PeerIdentity) throws -> Bool {
+        try audit?.recordNote(peer: peer, text: Self.note("batch_received", bytes: line.utf8.count + 1, sha256: SHA256Digest.hex(Array(line.utf8)),
+                                                          reason: "\(batch.requests.count) requests, each logged as its own entry"))
+        let answers = try SiteService.answerBatch(batch.requests, maxBytes: service.batchAnswerBudget) { sub -> String? in
+            try audit?.record(direction: .received, peer: peer, line: sub)
+            if conn.peerHasClosed { return nil }
+            guard let answer = handleWatchingPeer(sub, peer: peer, conn: conn) else { return nil }
+            return try receipted(try withinAnswerLimit(answer, to: sub), peer, conn.context)
+        }
+        guard let answers else {
+            log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection during a batch; its remaining requests were not processed"])
+            return false
+        }
+        let out = try LineCodec.encode(Reply.batched(BatchReply(answers: answers)), id: LineCodec.peekID(line) ?? 0)
+        try audit?.recordNote(peer: peer, text: Self.note("batch_sent", bytes: out.utf8.count + 1, sha256: SHA256Digest.hex(Array(out.utf8)),
+                                                          reason: "\(answers.count) answers, each logged as its own entry"))
+        try conn.writeLine(out)
+        return true
     }
 
     /// The next request line; nil when the peer closed. A line that is too
@@ -384,12 +416,14 @@ public final class AgentServer: Sendable {
     /// this connection presented (so the coordinator can check it against
     /// the peer certificate it verified, even after a rotation).
     private func sendLine(_ line: String, _ conn: TLSConnection, _ peer: PeerIdentity) throws {
-        var out = line
-        if let head = try audit?.recordSent(peer: peer, line: line) {
-            let receipt = try Receipt.sign(site: service.site, seq: head.seq, hash: head.hash, context: conn.context)
-            out = try receipt.appended(to: line)
-        }
-        try conn.writeLine(out)
+        try conn.writeLine(try receipted(line, peer, conn.context))
+    }
+
+    /// Logs an answer line and returns it with its receipt (as sent alone or in a batch).
+    private func receipted(_ line: String, _ peer: PeerIdentity, _ context: TLSContext) throws -> String {
+        guard let head = try audit?.recordSent(peer: peer, line: line) else { return line }
+        let receipt = try Receipt.sign(site: service.site, seq: head.seq, hash: head.hash, context: context)
+        return try receipt.appended(to: line)
     }
 }
 

@@ -78,7 +78,8 @@ enum Imputer {
             guard case .numeric(let original)? = table.column(named: v)?.data,
                   case .numeric(let completed)? = t.column(named: v)?.data else { continue }
             let seen = original.compactMap { $0 }
-            let drawn = (replaced[v] ?? []).compactMap { completed[$0] }
+            // In row order: a Set's order varies from instance to instance, and the sum's last bits with it.
+            let drawn = (replaced[v] ?? []).sorted().compactMap { completed[$0] }
             summary[v] = (n, seen.isEmpty ? .nan : seen.reduce(0, +) / Double(seen.count),
                           drawn.isEmpty ? .nan : drawn.reduce(0, +) / Double(drawn.count))
         }

@@ -134,7 +134,12 @@ public final class SiteService: Sendable {
         do {
             let (_, request) = try LineCodec.decodeRequest(line)
             if isCancelled() { return nil }
-            reply = handle(request, peer: peer)
+            if case .batch(let b) = request {
+                guard let r = answerInProcess(b, peer: peer, isCancelled: isCancelled) else { return nil }
+                reply = r
+            } else {
+                reply = handle(request, peer: peer)
+            }
         } catch let e as ProtocolError {
             reply = .error(ErrorReply(code: e.code, fatal: false, message: Self.peerSafe(e)))
         } catch {
@@ -156,6 +161,9 @@ public final class SiteService: Sendable {
             case .prepare(let r): return .prepared(try prepare(r, peer: peer))
             case .evaluate(let r): return try evaluate(r)
             case .finalize(let r): return .finalized(try finalize(r))
+            case .batch:
+                // Its lines are answered one by one (handle(line:), AgentServer), each as if alone.
+                return .error(ErrorReply(code: .invalidRequest, fatal: false, message: "a batch is answered line by line; send it as a protocol line"))
             }
         } catch let e as SiteError {
             return .error(ErrorReply(code: e.code, fatal: false, message: e.description))
@@ -178,7 +186,7 @@ public final class SiteService: Sendable {
     static func peerSafe(_ e: ProtocolError) -> String {
         switch e {
         case .unknownType(let t):
-            return "unknown message type (\(t.utf8.count) characters); expected describe, prepare, evaluate, finalize or ping"
+            return "unknown message type (\(t.utf8.count) characters); expected describe, prepare, evaluate, finalize, ping or batch"
         case .invalidMessage(let why):
             if let field = why.range(of: #"^field "[^"]{0,200}""#, options: .regularExpression) {
                 return "invalid message: \(why[field]) is not valid"

@@ -55,10 +55,10 @@ enum SensitivityCommand {
             results.append((label, try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
                                                     options: options, missingData: strategy)))
         }
-        for (label, settings) in imputation {
-            results.append((label, try MultipleImputation.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions,
-                                                              options: options, settings: settings)))
-        }
+        // The δ grid's imputations side by side: their rounds are batched.
+        let imputed = try MultipleImputation.fits(federation, dataset: dataset, formula: formula, descriptions: descriptions,
+                                                  options: options, settings: imputation.map(\.1))
+        results += zip(imputation, imputed).map { ($0.0, $1) }
         let tippingPoint = try tippingPoint(a, imputation: imputation, results: results)
         switch format {
         case .json:

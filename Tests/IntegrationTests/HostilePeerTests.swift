@@ -111,4 +111,78 @@ final class HostilePeerTests: XCTestCase {
         guard case .error(let e) = prepare(service, crossedInSite) else { return XCTFail("a 5,900-effect tail of factors not nested in one another was accepted") }
         XCTAssertTrue(e.message.contains("at most 2000") && e.message.contains("not nested"), e.message)
     }
+
+    // MARK: Malformed batches
+
+    /// Batch lines a hostile coordinator might send (empty, too many, nested,
+    /// ping inside, an unknown or non-line sub-request): each is
+    /// refused as a whole with a clear error naming the sub-request, nothing
+    /// in it is processed, and the connection goes on serving.
+    static let malformedBatches: [(line: String, says: String)] = {
+        let ping = #"{\"id\":2,\"type\":\"ping\"}"#
+        let evaluate = #"{\"id\":3,\"type\":\"evaluate\",\"session\":\"x\"}"#
+        let many = Array(repeating: "\"" + evaluate + "\"", count: ProtocolLimits.maxBatchRequests + 1).joined(separator: ",")
+        let nested = #"{\"id\":2,\"type\":\"batch\",\"requests\":[]}"#
+        return [
+            (#"{"id":1,"type":"batch","requests":[]}"#, "is empty"),
+            (#"{"id":1,"type":"batch","requests":["# + many + "]}", "holds 101 requests; a batch carries at most 100"),
+            (#"{"id":1,"type":"batch","requests":[""# + nested + #""]}"#, "requests[0]\" is a batch; batches cannot be nested"),
+            (#"{"id":1,"type":"batch","requests":[""# + evaluate + #"",""# + ping + #""]}"#, "requests[1]\" is a request \"ping\"; only describe, prepare, evaluate and finalize may be batched"),
+            (#"{"id":1,"type":"batch","requests":["{\"id\":2,\"type\":\"fit_everything\"}"]}"#, "is a request \"fit_everything\"; only describe, prepare"),
+            (#"{"id":1,"type":"batch","requests":["not a line"]}"#, "requests[0]\" is not a protocol line"),
+            (#"{"id":1,"type":"batch","requests":[7]}"#, "wrong type"),
+            (#"{"id":1,"type":"batch"}"#, "\"requests\" is missing"),
+        ]
+    }()
+
+    func testMalformedBatchesAreRefusedInProcess() throws {
+        let files = try Fixtures.siteFiles("sleepstudy")
+        let url = files[0]
+        let service = SiteService(site: url.deletingPathExtension().lastPathComponent, datasets: ["data": .csv(path: url.path, types: [:])], policy: .off)
+        for (line, says) in Self.malformedBatches {
+            let (id, reply) = try LineCodec.decodeReply(service.handle(line: line))
+            XCTAssertEqual(id, 1)
+            guard case .error(let e) = reply else { XCTFail("accepted: \(line.prefix(120))"); continue }
+            XCTAssertFalse(e.fatal)
+            XCTAssertTrue(e.message.contains(says), "\(e.message) should say \(says)")
+        }
+        // One bad sub-request among good ones gets its own error; the others answer.
+        let spec = try Analysis.model(formula: "Reaction ~ Days + (1 | site)",
+                                      descriptions: Analysis.describe(inProcessFederation(files: files), dataset: "data"), options: FitOptions())
+        let good = try LineCodec.encode(.prepare(PrepareRequest(session: "a", dataset: "data", model: spec)), id: 2)
+        let bad = try LineCodec.encode(.finalize(FinalizeRequest(session: "nobody", theta: [1], beta: [1, 1], sigma: 1)), id: 3)
+        let (_, reply) = try LineCodec.decodeReply(service.handle(line: LineCodec.encode(.batch(BatchRequest(requests: [good, bad])), id: 1)))
+        guard case .batched(let b) = reply else { return XCTFail("\(reply)") }
+        guard case (2, .prepared) = try LineCodec.decodeReply(b.answers[0]) else { return XCTFail(b.answers[0]) }
+        guard case (3, .error(let e)) = try LineCodec.decodeReply(b.answers[1]) else { return XCTFail(b.answers[1]) }
+        XCTAssertEqual(e.code, .unknownSession)
+    }
+
+    func testMalformedBatchesAreRefusedOverTLS() throws {
+        let pki = try TestPKI("hostile-batch")
+        defer { pki.remove() }
+        let agent = try LoopbackAgent(file: Fixtures.siteFiles("sleepstudy")[0], pki: pki)
+        defer { agent.stop() }
+        let client = try RawProtocolClient(agent: agent, identity: pki.coordinator)
+        defer { client.close() }
+        for (line, says) in Self.malformedBatches {
+            guard let (_, e) = try client.expectError(after: line) else { return }
+            XCTAssertTrue(e.message.contains(says), "\(e.message) should say \(says)")
+        }
+        try client.send(.ping, id: 9)
+        guard case (9, .pong)? = try client.reply() else { return XCTFail("the connection still serves") }
+        // A batch longer than the agent's line limit: refused with the limit named, the connection closed, no crash.
+        let small = try LoopbackAgent(file: Fixtures.siteFiles("sleepstudy")[0], pki: pki, maxLineBytes: 4096)
+        defer { small.stop() }
+        let other = try RawProtocolClient(agent: small, identity: pki.coordinator)
+        defer { other.close() }
+        let evaluate = #"{\"id\":3,\"type\":\"evaluate\",\"session\":\"x\",\"theta\":[1],\"order\":0}"#
+        let long = #"{"id":1,"type":"batch","requests":["# + Array(repeating: "\"" + evaluate + "\"", count: 80).joined(separator: ",") + "]}"
+        XCTAssertGreaterThan(long.utf8.count, 4096)
+        guard let (_, e) = try other.expectError(after: long) else { return }
+        XCTAssertTrue(e.fatal && e.message.contains("limit of 4096 bytes"), e.message)
+        XCTAssertTrue(other.agentClosed())
+        XCTAssertFalse(agent.audit.all.contains { $0.direction == .received && $0.type == "evaluate" },
+                       "no sub-request of a refused batch was processed")
+    }
 }

@@ -214,7 +214,7 @@ final class RefusalTests: XCTestCase {
         XCTAssertEqual(e?.error.code, "unknown_type")
         XCTAssertEqual(e?.error.fatal, false)
         XCTAssertEqual(e?.id, 9)
-        XCTAssertEqual(e?.error.message, "unknown message type (11 characters); expected describe, prepare, evaluate, finalize or ping")
+        XCTAssertEqual(e?.error.message, "unknown message type (11 characters); expected describe, prepare, evaluate, finalize, ping or batch")
         try assertSameConnectionServes(client, id: 10)
         assertStillServes(agent, earlier)
     }

@@ -609,7 +609,7 @@ extension LineCodecTests {
         for known in ["described", "prepared", "contribution", "finalized", "pong", "error"] {
             XCTAssertTrue(e.description.contains(known), "\(e.description) does not list the reply type \(known)")
         }
-        XCTAssertFalse(e.description.contains("expected describe, prepare, evaluate, finalize or ping"),
+        XCTAssertFalse(e.description.contains("expected describe, prepare, evaluate, finalize, ping or batch"),
                        "a reply is checked against the request types: \(e.description)")
     }
 }

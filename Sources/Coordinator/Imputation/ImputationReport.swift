@@ -51,7 +51,8 @@ enum ImputationReport {
         out += Report.table(sites, rightAlign: true, leftFirst: true)
         line("(means only where the site's rules allow them)")
         line()
-        line("fits: \(mi.imputationFits) imputation model(s), \(mi.analysisFits) analyses; rounds \(mi.rounds) (\(mi.roundsPerAnalysis) per analysis)")
+        line("fits: \(mi.imputationFits) imputation model(s), \(mi.analysisFits) analyses; rounds \(mi.rounds) (\(mi.roundsPerAnalysis) per analysis"
+             + (mi.batched ? "; the \(mi.m) analyses batched into \(mi.analysisRounds))" : ", one after another)"))
         for m in r.messages { line(m) }
         return out
     }

@@ -15,9 +15,10 @@ extension ModelComparison {
         // The largest model's outcome is what the imputation models should hold.
         let c = try MultipleImputation.chains(federation, dataset: dataset, analysisFormula: formulas[formulas.count - 1],
                                               descriptions: descriptions, options: options, settings: settings)
-        let (each, roundsPerAnalysis) = try MultipleImputation.each(federation, chains: c, options: options) { o in
-            try compare(federation, dataset: dataset, formulas: formulas, options: o)
+        let run = try MultipleImputation.each(federation, chains: c, options: options) { lane, o in
+            try compare(lane, dataset: dataset, formulas: formulas, options: o)
         }
+        let each = run.results
         var out = each[0]
         out.models = out.models.indices.map { k in MultipleImputation.pooled(each.map { $0.models[k] }) }
         let mCount = Double(settings.m)
@@ -37,14 +38,14 @@ extension ModelComparison {
         }
         out.flatVsMixed = []
         out.designEffect = nil
-        out.notes = c.warnings.map { "warning: " + $0 } + out.notes.filter { !$0.contains("mixture") }
+        out.notes = c.warnings.map { "warning: " + $0 } + out.notes.filter { !$0.contains("mixture") } + run.notes
         out.notes.append("multiple imputation: M = \(settings.m), seed \(settings.seed); each model pooled by Rubin's rules; likelihood-ratio tests pooled by D2 (Li et al. 1991, as mitml::testModels): Chisq = D2 × Df, Pr from F(Df, pooled_df2); AIC, BIC, logLik and deviance are means over the completed datasets")
         out.rounds = federation.rounds - roundsBefore
         out.bytesSent = federation.bytesSent.reduce(0, +)
         out.bytesReceived = federation.bytesReceived.reduce(0, +)
         out.imputation = MultipleImputation.summary(c, settings: settings, sites: each.map { $0.models[$0.models.count - 1].sites },
                                                     analysisFits: settings.m * formulas.count, rounds: out.rounds,
-                                                    roundsPerAnalysis: roundsPerAnalysis)
+                                                    analyses: run)
         return out
     }
 }

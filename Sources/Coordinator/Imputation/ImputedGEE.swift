@@ -20,18 +20,19 @@ extension GEEResult {
         let roundsBefore = federation.rounds
         let chains = try MultipleImputation.chains(federation, dataset: dataset, analysisFormula: formula,
                                                    descriptions: descriptions, options: options, settings: settings)
-        let (fits, roundsPerAnalysis) = try MultipleImputation.each(federation, chains: chains, options: options) { o in
-            try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions, options: o, missingData: missingData)
+        let run = try MultipleImputation.each(federation, chains: chains, options: options) { lane, o in
+            try Analysis.fit(lane, dataset: dataset, formula: formula, descriptions: descriptions, options: o, missingData: missingData)
         }
+        let fits = run.results
         let geeFits = fits.compactMap(GEEResult.init)
         guard geeFits.count == fits.count, var out = geeFits.first else { throw SettingError("the analyses returned no GEE section") }
         out = pooled(geeFits)
-        out.messages = chains.warnings.map { "warning: " + $0 } + out.messages
+        out.messages = chains.warnings.map { "warning: " + $0 } + out.messages + run.notes
         out.messages.append("multiple imputation: M = \(settings.m), seed \(settings.seed); pooled by Rubin's rules (each SE with its own within variance; α and φ are means over the datasets)")
         out.imputation = MultipleImputation.summary(chains, settings: settings, sites: fits.map(\.sites), analysisFits: settings.m,
-                                                    rounds: federation.rounds - roundsBefore, roundsPerAnalysis: roundsPerAnalysis)
+                                                    rounds: federation.rounds - roundsBefore, analyses: run)
         out.rounds = federation.rounds - roundsBefore
-        (out.bytesSent, out.bytesReceived) = (fits.last?.bytesSent ?? 0, fits.last?.bytesReceived ?? 0)
+        (out.bytesSent, out.bytesReceived) = (federation.bytesSent.reduce(0, +), federation.bytesReceived.reduce(0, +))
         out.elapsedSeconds = Date().timeIntervalSince(started)
         return out
     }

@@ -7,7 +7,10 @@
 // dataset and pooled by Rubin's rules (RubinRules). With several variables
 // the draws come from chained equations: each of the M chains sweeps the
 // variables `iterations` times, refitting each model on its observed rows
-// with the other variables as completed so far in that chain.
+// with the other variables as completed so far in that chain. The M chains,
+// and then the M analyses, run side by side with their rounds batched
+// (Federation.lanes, RoundBatcher.swift): about one fit's rounds, not M
+// times them, with results bit-identical to running them one after another.
 
 import Foundation
 import Math
@@ -24,6 +27,10 @@ public struct ImputationSettings: Sendable, Equatable {
     public var iterations: Int
     /// MNAR shifts by variable, added to imputed values on the model's scale.
     public var delta: [String: Double]
+    /// Whether the M chains and analyses share rounds (RoundBatcher); false
+    /// runs them one after another, as a check that batching changes nothing
+    /// but the rounds.
+    public var batched = true
     public init(models: [String], m: Int = 20, seed: UInt64 = 1, iterations: Int = 10, delta: [String: Double] = [:]) {
         self.models = models; self.m = m; self.seed = seed; self.iterations = iterations; self.delta = delta
     }
@@ -66,12 +73,18 @@ public struct ImputationSummary: Codable, Sendable {
     /// Fits made: imputation models and analyses.
     public var imputationFits: Int
     public var analysisFits: Int
-    /// Rounds of all fits, and of the largest single analysis fit.
+    /// Rounds on the wire for the whole run (imputation models, chains and
+    /// analyses), and the most rounds one analysis needed by itself.
     public var rounds: Int
     public var roundsPerAnalysis: Int
+    /// Whether the M chains and analyses shared rounds (batch lines), and
+    /// the rounds on the wire the analyses took together.
+    public var batched: Bool
+    public var analysisRounds: Int
     enum CodingKeys: String, CodingKey {
         case m, seed, models, iterations, perSite = "per_site", pooling, imputationFits = "imputation_fits"
         case analysisFits = "analysis_fits", rounds, roundsPerAnalysis = "rounds_per_analysis"
+        case batched, analysisRounds = "analysis_rounds"
     }
 }
 
@@ -149,6 +162,49 @@ public enum MultipleImputation {
         var imputationFits: Int
         var sweeps: Int
         var warnings: [String]
+        var batched: Bool
+    }
+
+    /// What `each` ran: the analyses' results, the most rounds one took by
+    /// itself, the rounds on the wire they took together, and sites that
+    /// answered one request at a time (they do not take batch lines).
+    struct Analyses<T> {
+        var results: [T]
+        var roundsPerAnalysis: Int
+        var rounds: Int
+        var unbatchedSites: [String]
+        /// The note for the result's messages when some site took no batches.
+        var notes: [String] {
+            unbatchedSites.isEmpty ? [] : ["sites \(unbatchedSites.joined(separator: ", ")) do not take batched requests (an older agent): their requests were sent one at a time"]
+        }
+    }
+
+    /// Runs `body(m)` for every completed dataset m, with a federation of its
+    /// own: side by side, their rounds batched (`Federation.lanes`), or one
+    /// after another. Returns the results in order (the error of the lowest
+    /// failing m, if any), the most rounds one run took, the rounds on the
+    /// wire in all, and the sites that took no batches.
+    static func perDataset<T: Sendable>(_ federation: Federation, count: Int, batched: Bool,
+                                        _ body: @escaping @Sendable (Int, Federation) throws -> T) throws -> Analyses<T> {
+        let before = federation.rounds
+        var results: [T] = []
+        var most = 0
+        var unbatched: [String] = []
+        if batched {
+            let lanes = federation.lanes(count, body)
+            for r in lanes.results {
+                let (value, rounds) = try r.get()
+                results.append(value); most = max(most, rounds)
+            }
+            unbatched = lanes.unbatchedSites
+        } else {
+            for m in 0..<count {
+                let start = federation.rounds
+                results.append(try body(m, federation))
+                most = max(most, federation.rounds - start)
+            }
+        }
+        return Analyses(results: results, roundsPerAnalysis: most, rounds: federation.rounds - before, unbatchedSites: unbatched)
     }
 
     /// Fits the imputation models and draws their parameters: one fit per
@@ -169,57 +225,55 @@ public enum MultipleImputation {
             }
             models.append(Model(variable: v, formula: f, transform: transform, options: o, spec: spec, delta: settings.delta[v] ?? 0))
         }
-        // Per dataset m, the draws so far (a variable's later draw supersedes its earlier one at the site).
+        // The first variable's first fit, on its observed rows, serves every chain.
         let sweeps = models.count > 1 ? settings.iterations : 1
-        var chains = [[ImputationDraw]](repeating: [], count: settings.m)
-        var first: [FitResult?] = Array(repeating: nil, count: models.count)
-        var imputationFits = 0
-        for sweep in 0..<sweeps {
-            for (k, model) in models.enumerated() {
-                // Before any draw, one fit serves every chain; after, one fit per chain.
-                let shared = chains.allSatisfy { $0.isEmpty }
-                var sharedFit: FitResult? = nil
-                for m in 0..<settings.m {
-                    let fit: FitResult
-                    if shared, let f = sharedFit { fit = f } else {
-                        var o = model.options
-                        if !chains[m].isEmpty { o.imputations = chains[m]; o.observedOnly = [model.variable] }
-                        fit = try FitDriver.fit(federation, dataset: dataset, spec: model.spec, options: o)
-                        imputationFits += 1
-                        if shared { sharedFit = fit }
-                    }
-                    if first[k] == nil { first[k] = fit }
-                    var stream = ImputationStream.parameters(seed: settings.seed, m: m + 1, variable: model.variable, iteration: sweep)
-                    let d = try ParameterDraw.draw(fit, spec: model.spec, stream: &stream)
-                    chains[m].append(ImputationDraw(variable: model.variable, model: model.spec, transform: model.transform,
-                                                    theta: d.theta, beta: d.beta, sigma: d.sigma, delta: model.delta,
-                                                    seed: settings.seed, m: m + 1))
+        let shared = try FitDriver.fit(federation, dataset: dataset, spec: models[0].spec, options: models[0].options)
+        // Each chain then sweeps on its own: a refit per variable and sweep
+        // after the first, on the rows completed so far in that chain (its
+        // draws; a variable's later draw supersedes its earlier one at the
+        // site). The M chains run side by side, their rounds batched.
+        let steps = (0..<sweeps).flatMap { sweep in models.indices.map { (sweep, $0) } }
+        let fixedModels = models
+        let chainRuns = try perDataset(federation, count: settings.m, batched: settings.batched) { m, lane -> (draws: [ImputationDraw], firstFits: [FitResult]) in
+            var draws: [ImputationDraw] = []
+            var firstFits: [FitResult] = []
+            for (sweep, k) in steps {
+                let model = fixedModels[k]
+                let fit: FitResult
+                if draws.isEmpty { fit = shared } else {
+                    var o = model.options
+                    o.imputations = draws; o.observedOnly = [model.variable]
+                    fit = try FitDriver.fit(lane, dataset: dataset, spec: model.spec, options: o)
                 }
+                if sweep == 0 { firstFits.append(fit) }
+                var stream = ImputationStream.parameters(seed: settings.seed, m: m + 1, variable: model.variable, iteration: sweep)
+                let d = try ParameterDraw.draw(fit, spec: model.spec, stream: &stream)
+                draws.append(ImputationDraw(variable: model.variable, model: model.spec, transform: model.transform,
+                                            theta: d.theta, beta: d.beta, sigma: d.sigma, delta: model.delta,
+                                            seed: settings.seed, m: m + 1))
             }
+            return (draws, firstFits)
         }
-        return Chains(draws: chains, models: models, first: first, imputationFits: imputationFits, sweeps: sweeps, warnings: warnings)
+        return Chains(draws: chainRuns.results.map { $0.draws }, models: models, first: chainRuns.results[0].firstFits.map { $0 },
+                      imputationFits: 1 + settings.m * (steps.count - 1), sweeps: sweeps, warnings: warnings, batched: settings.batched)
     }
 
-    /// Runs `analysis` once per completed dataset, in order, with `options`
-    /// carrying that dataset's draws; returns the results and the most
-    /// rounds one analysis took.
-    static func each<T>(_ federation: Federation, chains: Chains, options: FitOptions,
-                        _ analysis: (FitOptions) throws -> T) throws -> (results: [T], roundsPerAnalysis: Int) {
-        var results: [T] = []
-        var roundsPerAnalysis = 0
-        for draws in chains.draws {
+    /// Runs `analysis` once per completed dataset with `options` carrying
+    /// that dataset's draws and the federation to use (a lane whose rounds
+    /// are batched with the other datasets', unless batching is off).
+    static func each<T: Sendable>(_ federation: Federation, chains: Chains, options: FitOptions,
+                                  _ analysis: @escaping @Sendable (Federation, FitOptions) throws -> T) throws -> Analyses<T> {
+        let draws = chains.draws
+        return try perDataset(federation, count: draws.count, batched: chains.batched) { m, lane in
             var o = options
-            o.imputations = draws
-            let before = federation.rounds
-            results.append(try analysis(o))
-            roundsPerAnalysis = max(roundsPerAnalysis, federation.rounds - before)
+            o.imputations = draws[m]
+            return try analysis(lane, o)
         }
-        return (results, roundsPerAnalysis)
     }
 
     /// The `imputation` block of a pooled result.
-    static func summary(_ c: Chains, settings: ImputationSettings, sites: [[FitResult.SiteResult]], analysisFits: Int,
-                        rounds: Int, roundsPerAnalysis: Int) -> ImputationSummary {
+    static func summary<T>(_ c: Chains, settings: ImputationSettings, sites: [[FitResult.SiteResult]], analysisFits: Int,
+                           rounds: Int, analyses: Analyses<T>) -> ImputationSummary {
         ImputationSummary(
             m: settings.m, seed: settings.seed,
             models: zip(c.models, c.first).map { model, fit in
@@ -246,7 +300,8 @@ public enum MultipleImputation {
             },
             pooling: ["fixed effects: Rubin's rules; df Barnard-Rubin with complete-data df = rows used \u{2212} fixed effects",
                       "variance components and sigma: mean of log SD over datasets, back-transformed; correlations: mean of atanh"],
-            imputationFits: c.imputationFits, analysisFits: analysisFits, rounds: rounds, roundsPerAnalysis: roundsPerAnalysis)
+            imputationFits: c.imputationFits, analysisFits: analysisFits, rounds: rounds, roundsPerAnalysis: analyses.roundsPerAnalysis,
+            batched: c.batched, analysisRounds: analyses.rounds)
     }
 
     /// The pooled fit of `formula` over M completed datasets.
@@ -257,18 +312,36 @@ public enum MultipleImputation {
         let roundsBefore = federation.rounds
         let c = try chains(federation, dataset: dataset, analysisFormula: formula, descriptions: descriptions,
                            options: options, settings: settings)
-        let (analyses, roundsPerAnalysis) = try each(federation, chains: c, options: options) { o in
-            try Analysis.fit(federation, dataset: dataset, formula: formula, descriptions: descriptions, options: o, missingData: missingData)
+        let run = try each(federation, chains: c, options: options) { lane, o in
+            try Analysis.fit(lane, dataset: dataset, formula: formula, descriptions: descriptions, options: o, missingData: missingData)
         }
+        let analyses = run.results
         var result = pooled(analyses)
-        result.messages = c.warnings.map { "warning: " + $0 } + result.messages
+        result.messages = c.warnings.map { "warning: " + $0 } + result.messages + run.notes
         let shifts = settings.delta.sorted { $0.key < $1.key }.map { "\($0.key) shifted by \(RNumberFormat.format($0.value))" }
         result.messages.append("multiple imputation: M = \(settings.m), seed \(settings.seed)\(shifts.isEmpty ? "" : ", " + shifts.joined(separator: ", ")); pooled by Rubin's rules")
         result.imputation = summary(c, settings: settings, sites: analyses.map(\.sites), analysisFits: settings.m,
-                                    rounds: federation.rounds - roundsBefore, roundsPerAnalysis: roundsPerAnalysis)
+                                    rounds: federation.rounds - roundsBefore, analyses: run)
         result.rounds = federation.rounds - roundsBefore
+        // Bytes of the whole run (each analysis saw the shared channels' totals at its own end).
+        let (sent, received) = (federation.bytesSent, federation.bytesReceived)
+        result.bytesSent = sent.reduce(0, +); result.bytesReceived = received.reduce(0, +)
+        for (i, site) in result.sites.enumerated() {
+            if let k = federation.sites.firstIndex(of: site.site) { result.sites[i].bytesSent = sent[k]; result.sites[i].bytesReceived = received[k] }
+        }
         result.elapsedSeconds = Date().timeIntervalSince(started)
         return result
+    }
+
+    /// Several pooled fits (a sensitivity analysis's δ grid), side by side
+    /// with their rounds batched unless the first settings turn batching
+    /// off; the error of the first failing one, if any.
+    public static func fits(_ federation: Federation, dataset: String, formula: String, descriptions: [SiteDescription],
+                            options: FitOptions, settings: [ImputationSettings]) throws -> [FitResult] {
+        guard let first = settings.first else { return [] }
+        return try perDataset(federation, count: settings.count, batched: first.batched) { k, lane in
+            try fit(lane, dataset: dataset, formula: formula, descriptions: descriptions, options: options, settings: settings[k])
+        }.results
     }
 
     /// The first analysis with its estimates replaced by the pooled ones.
