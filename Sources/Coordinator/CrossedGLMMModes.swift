@@ -1,5 +1,5 @@
 // The joint conditional mode of a GLMM with crossed factors, found by Newton
-// on the crossed effects u_G at the coordinator (DESIGN.md, "Crossed factors
+// on the crossed effects u_G at the coordinator (README, "Crossed factors
 // in GLMMs"). Each round sends every active point (θ, β, b_G = Λ_G u_G) to
 // the sites; site k answers with its profiled piece (GLMMCrossedSite):
 //     Φ(u_G)  = Σ_k P_k(Λ_G u_G) + ‖u_G‖²

@@ -1,4 +1,4 @@
-// One site's piece of a GLMM with factors crossed across sites (DESIGN.md,
+// One site's piece of a GLMM with factors crossed across sites (README,
 // "Crossed factors in GLMMs"). The joint conditional mode of lme4's Laplace
 // approximation splits by site: given (θ, β) and the crossed effects b_G at
 // this site's levels, the site finds its own (site-local) modes û_L by PIRLS

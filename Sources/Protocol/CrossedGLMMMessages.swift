@@ -1,4 +1,4 @@
-// GLMMs with factors crossed across sites (DESIGN.md, "Crossed factors in
+// GLMMs with factors crossed across sites (README, "Crossed factors in
 // GLMMs"): an evaluate round carries points (θ, β, b_G at the site's own
 // levels); the site answers each with its profiled penalized deviance, its
 // gradient and Hessian in b_G, and log|H_ss| (GLMMCrossedSite).

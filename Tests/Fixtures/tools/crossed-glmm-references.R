@@ -29,13 +29,16 @@ for (s in surgeons) for (h in unique(at[[s]])) {
 reg <- do.call(rbind, rows)
 reg$k <- NULL
 reg$age <- round(rnorm(nrow(reg), 0, 1), 3)
-eta <- -1.6 + 0.5 * reg$age + u_site[reg$site] + u_surg[reg$surgeon]
+eta <- -1.3 + 0.5 * reg$age + u_site[reg$site] + u_surg[reg$surgeon]
 reg$died <- rbinom(nrow(reg), 1, plogis(eta))
 reg$complications <- rpois(nrow(reg), exp(-0.3 + 0.25 * reg$age + 0.8 * u_site[reg$site] + u_surg[reg$surgeon]))
 reg <- reg[order(reg$site, reg$surgeon), ]
 rownames(reg) <- NULL
 tab <- table(reg$site, reg$surgeon)
 stopifnot(min(tab[tab > 0]) >= 12, all(rowSums(tab > 0) >= 2), all(colSums(tab > 0) >= 2))
+# The agents' default rules: each outcome class with at least 5 rows per hospital.
+deaths <- table(factor(reg$site, levels = hospitals), reg$died)
+stopifnot(min(deaths) >= 5)
 dir <- file.path(out_dir, "surgeons")
 unlink(dir, recursive = TRUE); dir.create(dir, recursive = TRUE)
 for (s in unique(reg$site)) write.csv(reg[reg$site == s, ], file.path(dir, paste0(s, ".csv")), row.names = FALSE, quote = FALSE)
