@@ -16,10 +16,18 @@ struct CrossedGLMMObjective: FitObjective {
     let scale: ColumnScale?
     let standard: Standardization
     private(set) var evaluations = 0
-    /// The last central point's crossed modes: every stencil starts there.
+    /// The last evaluated point's crossed modes: every stencil starts there,
+    /// moved by `warmSlope` (dũ_G/dx from that stencil's differences) toward
+    /// each of its points.
     private var warmU: [Double]
+    private var warmAt: [Double] = []
+    private var warmSlope: [[Double]?] = []
+    /// The last evaluated point's solution (the optimum's, for its modes).
+    private var lastSolution: (x: [Double], solution: CrossedGLMMModes.Solution)? = nil
     /// Step of the differences in (θ, β̃) (β̃: β per SD of its column).
     static let step = 2e-4
+    /// How far from the last evaluation its slope predicts the modes.
+    static let predictionReach = 0.02
 
     static func validate(_ spec: ModelSpec, options: FitOptions) throws {
         if options.nAGQ > 1 {
@@ -77,8 +85,18 @@ struct CrossedGLMMObjective: FitObjective {
         let pairBase = xs.count
         for i in 0..<n { for j in 0..<i { xs.append(shifted([(i, h), (j, h)])); xs.append(shifted([(i, -h), (j, -h)])) } }
         let points = xs.map(point)
-        let solutions = try solver.solve(points, starts: Array(repeating: warmU, count: xs.count))
-        warmU = solutions[0].u
+        let solutions: [CrossedGLMMModes.Solution]
+        do {
+            solutions = try solver.solve(points, starts: xs.map(predictedModes))
+        } catch let f as SiteFailure where f.code == .glmmFailed && evaluations > 1 {
+            // A trial step too far (a site's modes cannot be found there): step back.
+            throw InfeasiblePoint(f.description)
+        }
+        warmU = solutions[0].u; warmAt = x; lastSolution = (x, solutions[0])
+        warmSlope = Array(repeating: nil, count: x.count)
+        for (i, c) in coords.enumerated() {
+            warmSlope[c] = zip(solutions[plusBase + 2 * i].u, solutions[plusBase + 2 * i + 1].u).map { ($0 - $1) / (2 * h) }
+        }
         let f = solutions.map(\.deviance)
         let f0 = f[moved ? 1 : 0]
         let plus = { (i: Int) in f[plusBase + 2 * i] }, minus = { (i: Int) in f[plusBase + 2 * i + 1] }
@@ -97,6 +115,20 @@ struct CrossedGLMMObjective: FitObjective {
         }
         for i in 0..<n { for j in 0..<n { g[i] += hess[i, j] * (x[coords[j]] - centre[coords[j]]) } }
         return (f[0], g, hess, solutions[0])
+    }
+
+    /// The crossed modes at `y` to first order from the last evaluation:
+    /// Newton then needs a step or two.
+    func predictedModes(_ y: [Double]) -> [Double] {
+        // Only for nearby points: ũ_G is far from linear in θ over a long step.
+        guard warmAt.count == y.count, zip(y, warmAt).allSatisfy({ abs($0 - $1) <= Self.predictionReach }) else { return warmU }
+        var u = warmU
+        for (c, slope) in warmSlope.enumerated() where y[c] != warmAt[c] {
+            guard let slope else { continue }
+            let d = y[c] - warmAt[c]
+            for k in u.indices { u[k] += slope[k] * d }
+        }
+        return u
     }
 
     mutating func evaluate(_ x: [Double]) throws -> BoundedNewton.Evaluation {
@@ -118,7 +150,7 @@ struct CrossedGLMMObjective: FitObjective {
             let e = try evaluate(zeroTheta + b, coords: Array(m..<(m + p)))
             return .init(value: e.value, gradient: e.gradient, hessian: e.hessian)
         }
-        warmU = [Double](repeating: 0, count: solver.layout.dimension)
+        warmU = [Double](repeating: 0, count: solver.layout.dimension); warmAt = []; warmSlope = []
         var result = try optimizer.minimize(from: session.structure.initialTheta + glm.x) { try evaluate($0) }
         if glm.converged, glm.value < result.value - optimizer.relativeNoise * max(1, abs(result.value)) {
             let at = try evaluate(zeroTheta + glm.x)
@@ -138,7 +170,8 @@ struct CrossedGLMMObjective: FitObjective {
         guard let covarianceTilde = FixedEffectsCovariance(hessian: optimum.hessian, thetaCount: m)?.matrix else {
             throw FitFailure("the fixed effects are not identified at the optimum (their information matrix is singular): some columns are collinear, or the outcome is separated by a term. Remove or merge the offending terms (e.g. categories with no events)")
         }
-        let solution = try solver.solve([(theta, beta)], starts: [warmU])[0]
+        let solution = try lastSolution.flatMap { $0.x == optimum.x ? $0.solution : nil }
+            ?? solver.solve([(theta, beta)], starts: [predictedModes(optimum.x)])[0]
         var e = FitEstimates(theta: theta, beta: beta, sigma: 1, unscaledCovariance: standard.covariance(covarianceTilde),
                              nObs: session.usedRows, method: .ml)
         e.crossed = solver.modes(solution, theta: theta)

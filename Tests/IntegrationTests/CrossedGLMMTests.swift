@@ -193,3 +193,23 @@ final class CrossedGLMMTests: XCTestCase {
         XCTAssertEqual(try LineCodec.decodeReply(line).reply, .glmmCrossed(answer), "round-trips exactly")
     }
 }
+
+extension ExecutableTests {
+    /// `fedmix local --family binomial` on the surgeons registry (agents on
+    /// loopback TLS): `(1 | site) + (1 | surgeon)` equals glmer on the pooled
+    /// rows, the JSON carries every surgeon's effect, and says how the
+    /// derivatives were obtained.
+    func localCrossedGLMMEqualsGlmer() throws {
+        let ref = CrossedGLMMTests.references["died"]!
+        let dir = CrossedGLMMTests.directory.appendingPathComponent("surgeons").path
+        let fit = try jsonFit(["local", dir, "--formula", ref["formula"] as! String, "--family", "binomial"])
+        XCTAssertLessThanOrEqual(fit["objective"] as! Double - (ref["objective"] as! Double), 1e-6)
+        for (mine, theirs) in zip(Self.estimates(fit), (ref["fixed"] as! [String: Any])["estimates"] as! [Double]) {
+            XCTAssertEqual(mine, theirs, accuracy: 1e-4 * max(abs(theirs), 1))
+        }
+        let crossed = fit["crossed_effects"] as! [[String: Any]]
+        XCTAssertEqual(crossed.count, 40)
+        XCTAssertEqual(Set(crossed.map { $0["group"] as! String }), ["surgeon"])
+        XCTAssertTrue((fit["messages"] as? [String] ?? []).contains { $0.contains("finite differences") })
+    }
+}
