@@ -77,7 +77,7 @@ struct CrossedGLMMModes {
     /// The sites' pieces for each point, summed in site order into u_G's index.
     func round(_ points: [(theta: [Double], beta: [Double], u: [Double])]) throws
         -> [(value: Double, gradient: [Double], hessian: Matrix, logDet: Double)] {
-        let q = layout.dimension, layout = self.layout, id = session.id
+        let q = layout.dimension, layout = self.layout, id = session.id, sites = session.sites
         let effects = points.map { lambda($0.theta, $0.u) }
         let replies = try session.federation.round({ k in
             var r = EvaluateRequest(session: id, theta: points[0].theta, order: 0)
@@ -88,6 +88,8 @@ struct CrossedGLMMModes {
         }) { reply, site in
             guard case .glmmCrossed(let c) = reply else { throw unexpected(reply, site, expected: "glmm_crossed") }
             guard c.pieces.count == points.count else { throw SiteFailure(site: site, message: "answered \(c.pieces.count) crossed points of \(points.count)") }
+            let qk = layout.siteColumns[sites.firstIndex(of: site)!].count
+            guard c.pieces.allSatisfy({ $0.gradient.count == qk }) else { throw SiteFailure(site: site, message: "answered crossed pieces of the wrong size (its levels have \(qk) effects)") }
             return c.pieces
         }
         return points.indices.map { i in
@@ -97,9 +99,14 @@ struct CrossedGLMMModes {
             for (k, pieces) in replies.enumerated() {
                 let piece = pieces[i], cols = layout.siteColumns[k], qk = cols.count
                 value += piece.value; logDet += piece.logDet
-                for a in 0..<qk {
-                    g[cols[a]] += piece.gradient[a]
-                    for b in 0..<qk { h[cols[a], cols[b]] += piece.hessian[a + b * qk] }
+                var t = 0
+                for b in 0..<qk {
+                    g[cols[b]] += piece.gradient[b]
+                    for a in 0...b {
+                        h[cols[a], cols[b]] += piece.hessian[t]
+                        if a != b { h[cols[b], cols[a]] += piece.hessian[t] }
+                        t += 1
+                    }
                 }
             }
             return (value, g, h, logDet)

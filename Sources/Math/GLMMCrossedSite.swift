@@ -122,22 +122,17 @@ public final class GLMMCrossedSite: Sendable {
     func weightedSchur(rootWeights: [Double], thetaL: [Double]) throws -> (schur: Matrix, blocks: SiteBlocks) {
         let s = local.structure, nf = s.factorCount, q = crossed.width
         let dims = (0..<nf).map { s.factorDimension($0) }
-        var builder = SiteBlocksBuilder(structure: s, width: q + 1, levelCounts: local.levelCounts, siteFactor: local.siteFactor)
-        var row = [Double](repeating: 0, count: q + 1)
-        var zrow: [[Double]] = dims.map { [Double](repeating: 0, count: $0) }
-        var lv = [Int](repeating: 0, count: nf)
-        for i in 0..<local.rows {
-            let sw = rootWeights[i]
-            for k in 0..<q { row[k] = 0 }
-            for f in crossed.factors {
-                for a in 0..<f.dimension { row[f.column[i] + a] = sw * f.z[i * f.dimension + a] }
-            }
-            for f in 0..<nf {
-                lv[f] = local.levels[f][i]
-                for a in 0..<dims[f] { zrow[f][a] = local.z[f][i * dims[f] + a] * sw }
-            }
-            builder.add(w: row, levels: lv, z: zrow)
+        // Column by column (SiteBlocksBuilder.addColumns): [√w z_G, 0] and √w z_L.
+        let n = local.rows
+        var w = [[Double]](repeating: [Double](repeating: 0, count: n), count: q + 1)
+        for f in crossed.factors {
+            for i in 0..<n { for a in 0..<f.dimension { w[f.column[i] + a][i] = rootWeights[i] * f.z[i * f.dimension + a] } }
         }
+        let z: [[[Double]]] = (0..<nf).map { f in
+            (0..<dims[f]).map { a in (0..<n).map { i in local.z[f][i * dims[f] + a] * rootWeights[i] } }
+        }
+        var builder = SiteBlocksBuilder(structure: s, width: q + 1, levelCounts: local.levelCounts, siteFactor: local.siteFactor)
+        builder.addColumns(w: w, levels: local.levels, z: z)
         let blocks = builder.finish()
         let c = try LMMSite.evaluate(blocks, structure: s, theta: thetaL, order: 0)
         return (c.schur.valueMatrix, blocks)

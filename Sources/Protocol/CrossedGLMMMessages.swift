@@ -27,7 +27,8 @@ public struct CrossedGLMMPoint: Codable, Sendable, Equatable {
 public struct CrossedGLMMPiece: Codable, Sendable, Equatable {
     public var value: Double
     public var gradient: [Double]
-    /// Column-major, width².
+    /// The upper triangle, column by column (H[0,0], H[0,1], H[1,1], H[0,2], …):
+    /// width·(width+1)/2 values.
     public var hessian: [Double]
     public var logDet: Double
     enum CodingKeys: String, CodingKey { case value, gradient, hessian, logDet = "log_det" }
@@ -43,8 +44,8 @@ public struct CrossedGLMMReply: Codable, Sendable, Equatable {
     public var pieces: [CrossedGLMMPiece]
     enum CodingKeys: String, CodingKey { case session, rows, pieces }
     public init(session: String, rows: Int, pieces: [CrossedGLMMPiece]) { self.session = session; self.rows = rows; self.pieces = pieces }
-    /// Refuses pieces that are not one width (gradient) and width² (Hessian)
-    /// of finite numbers each.
+    /// Refuses pieces that are not one width (gradient) and its upper
+    /// triangle (Hessian) of finite numbers each.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         session = try c.decode(String.self, forKey: .session)
@@ -55,9 +56,9 @@ public struct CrossedGLMMReply: Codable, Sendable, Equatable {
         }
         for p in pieces {
             let q = p.gradient.count
-            guard p.hessian.count == q * q, ([p.value, p.logDet] + p.gradient + p.hessian).allSatisfy(\.isFinite) else {
+            guard p.hessian.count == q * (q + 1) / 2, ([p.value, p.logDet] + p.gradient + p.hessian).allSatisfy(\.isFinite) else {
                 throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.pieces]),
-                                                 reason: "holds a piece whose Hessian is not its gradient's length squared, or a non-finite number")
+                                                 reason: "holds a piece whose Hessian is not the upper triangle of its gradient's length, or a non-finite number")
             }
         }
     }

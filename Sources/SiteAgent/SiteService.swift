@@ -703,11 +703,13 @@ public final class SiteService: Sendable {
         }
         let one = RequestCost.glmmEvaluate(site.local, order: 0, nAGQ: 1)
         let cost = RequestCost(work: Double(points.count) * (one.work + Double(site.local.rows) * Double((q + 1) * (q + 1)) * 2),
-                               answerBytes: Double(points.count) * Double(q * q + q + 2) * RequestCost.bytesPerNumber + 256)
+                               answerBytes: Double(points.count) * Double(q * (q + 1) / 2 + q + 2) * RequestCost.bytesPerNumber + 256)
         if let refusal = cost.refusal(limits, what: "crossed GLMM round") { throw refusal }
         let pieces = try points.map { point in
             let p = try site.piece(theta: point.theta, beta: point.beta, effects: point.effects)
-            return CrossedGLMMPiece(value: p.value, gradient: p.gradient, hessian: p.hessian, logDet: p.logDet)
+            let q = p.gradient.count
+            let upper = (0..<q).flatMap { j in (0...j).map { i in p.hessian[i + j * q] } }
+            return CrossedGLMMPiece(value: p.value, gradient: p.gradient, hessian: upper, logDet: p.logDet)
         }
         guard pieces.allSatisfy({ ([$0.value, $0.logDet] + $0.gradient + $0.hessian).allSatisfy(\.isFinite) }) else { throw GLMMError.nonFinite }
         return .glmmCrossed(CrossedGLMMReply(session: r.session, rows: s.fit.used, pieces: pieces))

@@ -188,7 +188,7 @@ final class CrossedGLMMTests: XCTestCase {
         guard case .glmmCrossed(let answer) = try Self.ask(service, .evaluate(honest)) else { return XCTFail("the honest point was refused") }
         XCTAssertEqual(answer.pieces.count, 1)
         XCTAssertEqual(answer.pieces[0].gradient.count, q)
-        XCTAssertEqual(answer.pieces[0].hessian.count, q * q)
+        XCTAssertEqual(answer.pieces[0].hessian.count, q * (q + 1) / 2, "the upper triangle")
         let line = try LineCodec.encode(Reply.glmmCrossed(answer), id: 7)
         XCTAssertEqual(try LineCodec.decodeReply(line).reply, .glmmCrossed(answer), "round-trips exactly")
     }
