@@ -5,7 +5,8 @@
 # tolPwrss 1e-13; and nloptwrap, taking the lower deviance) in Tests/Fixtures/crossed-glmm/references.json.
 #   surgeons: simulated (seed 1717): 20 hospitals, 40 surgeons who operate
 #             at 2-4 hospitals each; died (binomial) and complications
-#             (Poisson counts) with age.
+#             (Poisson counts) with age; and the surgeons alone, with no
+#             random effect of a site's own (died_surgeon_only).
 # Run from the repository root: Rscript Tests/Fixtures/tools/crossed-glmm-references.R
 # SEs are vcov(m): lme4's finite-difference Hessian of the deviance in
 # (θ, β) at the optimum. Needs R, lme4 and jsonlite (not the tests).
@@ -46,6 +47,7 @@ for (s in unique(reg$site)) write.csv(reg[reg$site == s, ], file.path(dir, paste
 tight <- glmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e6), tolPwrss = 1e-13)
 fits <- list(
   died = list(family = binomial, fedmix = "died ~ age + (1 | site) + (1 | surgeon)", r = died ~ age + (1 | site) + (1 | surgeon)),
+  died_surgeon_only = list(family = binomial, fedmix = "died ~ age + (1 | surgeon)", r = died ~ age + (1 | surgeon)),
   complications = list(family = poisson, fedmix = "complications ~ age + (1 | site) + (1 | surgeon)",
                        r = complications ~ age + (1 | site) + (1 | surgeon))
 )
