@@ -180,6 +180,7 @@ public enum FitDriver {
         : spec.isFlat ? try run(FlatObjective.self, federation, dataset: dataset, spec: spec, options: options)
         : spec.family == .gaussian
             ? try run(LMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
+            : spec.hasCrossedTerms ? try run(CrossedGLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
             : try run(GLMMObjective.self, federation, dataset: dataset, spec: spec, options: options)
     }
 

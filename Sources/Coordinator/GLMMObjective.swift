@@ -21,12 +21,9 @@ struct GLMMObjective: FitObjective {
     /// uncentred covariate's large intercept is not it.
     static let runningOff = 30.0
 
+    /// (Models with crossed factors are CrossedGLMMObjective's; FitDriver never sends them here.)
     static func validate(_ spec: ModelSpec, options: FitOptions) throws {
         let structure = spec.covarianceStructure, nAGQ = options.nAGQ
-        if spec.hasCrossedTerms {
-            let names = spec.crossedFactors.map { "\"\($0.variable)\"" }.joined(separator: ", ")
-            throw SettingError("grouping factor \(names) is crossed with the sites (its codes recur at several sites); crossed factors are fitted for linear mixed models only so far, not for \(spec.family.rawValue) models. If its codes are local to each site (equal codes are different groups), write it with the site, (1 | site:\(spec.crossedFactors[0].variable))")
-        }
         if nAGQ > 1 && !(structure.terms.count == 1 && structure.terms[0].dimension == 1) {
             throw SettingError("\(.nAGQ) \(nAGQ) needs a single scalar random-effects term such as (1 | site); use \(.nAGQ) 1 (Laplace) for this model")
         }

@@ -121,7 +121,10 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// GEE: the round's α and φ (and the bread for the corrected meats); the
     /// site answers `gee_step` at (beta, α, φ).
     public var gee: GEEPoint?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee }
+    /// GLMMs with crossed factors: the points (θ, β, b_G) the site answers
+    /// with `glmm_crossed` (CrossedGLMMMessages.swift).
+    public var crossed: [CrossedGLMMPoint]?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed }
     public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
                 thetas: [[Double]]? = nil, gee: GEEPoint? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
@@ -138,6 +141,7 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
         nAGQ = try c.decodeIfPresent(Int.self, forKey: .nAGQ)
         thetas = try c.decodeIfPresent([[Double]].self, forKey: .thetas)
         gee = try c.decodeIfPresent(GEEPoint.self, forKey: .gee)
+        crossed = try c.decodeIfPresent([CrossedGLMMPoint].self, forKey: .crossed)
         if let why = problem {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
         }
@@ -683,6 +687,7 @@ public enum Reply: Sendable, Equatable {
     case glmmContribution(GLMMContributionReply)
     case glmStep(GLMStepReply)
     case geeStep(GEEStepReply)
+    case glmmCrossed(CrossedGLMMReply)
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
@@ -696,6 +701,7 @@ public enum Reply: Sendable, Equatable {
         case .glmmContribution: return "glmm_contribution"
         case .glmStep: return "glm_step"
         case .geeStep: return "gee_step"
+        case .glmmCrossed: return "glmm_crossed"
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"

@@ -30,7 +30,7 @@ public enum ProtocolError: Error, Equatable, CustomStringConvertible {
         case .invalidMessage(let why): return "invalid message: \(why)"
         case .inconsistent(let f, let why): return "invalid message: field \"\(f)\" \(why)"
         case .unknownType(let t): return "unknown message type \"\(t)\"; expected describe, prepare, evaluate, finalize, ping or batch"
-        case .unknownReplyType(let t): return "unknown answer type \"\(t)\"; expected described, prepared, contribution, glmm_contribution, glm_step, gee_step, finalized, pong, error or batched"
+        case .unknownReplyType(let t): return "unknown answer type \"\(t)\"; expected described, prepared, contribution, glmm_contribution, glm_step, gee_step, glmm_crossed, finalized, pong, error or batched"
         case .wrongFieldType(let f, let e): return "field \"\(f)\" has the wrong type: expected \(e)"
         case .missingField(let f): return "field \"\(f)\" is missing"
         case .versionMismatch(let o, let t):

@@ -78,6 +78,9 @@ public struct SiteDesign: Sendable {
     /// Models with crossed factors: the agreed level indices present among
     /// the used rows, per crossed factor (SiteSummary.crossedLevels).
     public private(set) var crossedLevels: [[Int]]? = nil
+    /// GLMMs with crossed factors: the rows as GLMMCrossedSite answers them
+    /// (`model` then holds the site-local part alone). Nil otherwise.
+    public private(set) var crossedGLMM: GLMMCrossedSite? = nil
 
     /// What a session keeps between rounds.
     public enum Model: Sendable {
@@ -140,10 +143,32 @@ public struct SiteDesign: Sendable {
         let thresholds = try ThresholdRules.atoms(spec).map { a in
             (name: ThresholdRules.label(a), values: try ev.evaluate(a, name: "threshold"))
         }
-        if family != nil && !crossed.isEmpty {
-            throw ModelFrameError.unsupported("grouping factors crossed with the sites (\(spec.crossedFactors.map(\.variable).joined(separator: ", "))) are fitted for linear mixed models only; a generalized model with a crossed factor is not supported yet")
-        }
-        if let family {
+        if let family, let local {
+            // Crossed factors (GLMMCrossedSite): the local effects' rows, and
+            // each row's crossed level as a leading column.
+            guard GLMMCrossedSite.isCanonical(family) else {
+                throw ModelFrameError.unsupported("grouping factors crossed with the sites (\(spec.crossedFactors.map(\.variable).joined(separator: ", "))) are fitted for GLMMs with the canonical link only (binomial with logit, poisson with log); link \(spec.link.rawValue) is not supported with them")
+            }
+            let g = try GLMMRows(response: response, weights: weights, family: family, used: used)
+            columns.append(("response", g.y))
+            if let offset { columns.append(("offset", offset)) }
+            if weights != nil { columns.append(("weights", g.n)) }
+            var measured = CellCounts.measure(columns: columns, indicatorVariables: indicators, usedRows: cases.usedRows, outcome: g.outcome, thresholds: thresholds)
+            crossed.measure(into: &measured, usedRows: cases.usedRows)
+            cells = measured
+            let localSpec = spec.localModel
+            let data = GLMMSiteData(
+                family: family, structure: localSpec.covarianceStructure, siteFactor: localSpec.siteFactorIndex, p: fixed.count,
+                x: Self.rowMajor(fixed, rows: rowCount), y: g.y, n: g.n, offset: offset ?? [Double](repeating: 0, count: rowCount),
+                levels: local.map { levels[$0] }, levelCounts: local.map { levelCounts[$0] }, z: local.map { Self.rowMajor(z[$0], rows: rowCount) })
+            let rowColumns = CrossedRowColumns(factors: crossed.factors.map { f in
+                .init(dimension: f.dimension, column: f.rowLevel.map { f.offset + f.rank[$0] * f.dimension }, z: Self.rowMajor(z[f.factor], rows: rowCount))
+            }, width: crossed.width)
+            let site = GLMMCrossedSite(local: data, crossed: rowColumns, localTheta: spec.localThetaIndices)
+            crossedGLMM = site
+            model = .generalized(GLMMSite(data))
+            crossedLevels = crossed.presentLevels
+        } else if let family {
             let g = try GLMMRows(response: response, weights: weights, family: family, used: used)
             // The response obeys the column rules too (min_cell minority, dominance).
             columns.append(("response", g.y))

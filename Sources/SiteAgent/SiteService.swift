@@ -609,6 +609,7 @@ public final class SiteService: Sendable {
                                       missing: frame.missing.mapValues { disclosed($0) }, groups: frame.groupCounts,
                                       patterns: patterns, columnSums: sums)
             summary.columnSquareSums = squares
+            summary.crossedLevels = frame.crossedLevels
             return PrepareReply(session: session, summary: summary, blocks: nil)
         }
     }
@@ -639,6 +640,7 @@ public final class SiteService: Sendable {
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
         if let why = r.problem { throw SiteError.invalid("thetas \(why)") }
         if let point = r.gee { return try geeStep(r, point: point, session: s) }
+        if let points = r.crossed { return try crossedGLMMStep(r, points: points, session: s) }
         if let flat = s.fit.flat, flat.family != nil {
             guard r.thetas == nil else { throw SiteError.invalid("a flat GLM has no θ to evaluate at several points") }
             // A flat GLM: one IRLS step of glm.fit at β (or at the start).
@@ -668,6 +670,9 @@ public final class SiteService: Sendable {
             let c = try points.map { try LMMSite.evaluate(blocks, structure: structure, theta: s.model.localTheta($0), order: r.order) }
             return .contribution(ContributionReply(session: r.session, contributions: c))
         case .generalized(let site):
+            guard s.fit.crossedGLMM == nil else {
+                throw SiteError.invalid("this GLMM has factors crossed with the sites: its rounds send points (θ, β, crossed effects) as `crossed`, answered by glmm_crossed")
+            }
             guard r.thetas == nil else { throw SiteError.invalid("thetas (several points per evaluation) applies to linear mixed models only") }
             guard let beta = r.beta, beta.count == s.model.fixedCount, beta.allSatisfy(\.isFinite) else {
                 throw SiteError.invalid("a GLMM evaluation needs beta with one finite value per fixed effect")
@@ -681,6 +686,41 @@ public final class SiteService: Sendable {
             let jet = try site.evaluate(theta: r.theta, beta: beta, order: r.order, nAGQ: nAGQ)
             return .glmmContribution(GLMMContributionReply(session: r.session, rows: s.fit.used, objective: jet))
         }
+    }
+
+    /// A round of a GLMM with crossed factors (GLMMCrossedSite): each point's
+    /// profiled piece. A round is charged as one toward max_rounds_per_session
+    /// when it holds at most one finite-difference stencil of points (what one
+    /// order-2 GLMM evaluation reveals as a Hessian), and one more per further
+    /// stencil's worth.
+    func crossedGLMMStep(_ r: EvaluateRequest, points: [CrossedGLMMPoint], session s: Session) throws -> Reply {
+        guard let site = s.fit.crossedGLMM else {
+            throw SiteError.invalid("crossed points apply to a session prepared for a GLMM with factors crossed with the sites")
+        }
+        let n = s.model.thetaCount + s.model.fixedCount, stencil = 2 + 2 * n + n * max(n - 1, 0)
+        guard !points.isEmpty, points.count <= ProtocolLimits.maxExtraThetaPoints + 1 + stencil else {
+            throw SiteError.invalid("a crossed GLMM round holds between 1 and \(ProtocolLimits.maxExtraThetaPoints + 1 + stencil) points; it has \(points.count)")
+        }
+        if points.count > stencil { _ = try session(r.session, rounds: (points.count - 1) / stencil) }
+        let q = site.crossed.width
+        for point in points {
+            try validate(theta: point.theta, structure: s.model.covarianceStructure)
+            guard point.beta.count == s.model.fixedCount, point.effects.count == q else {
+                throw SiteError.invalid("each crossed point needs beta with one value per fixed effect (\(s.model.fixedCount)) and effects with one value per crossed effect at this site's levels (\(q))")
+            }
+        }
+        let one = RequestCost.glmmEvaluate(site.local, order: 0, nAGQ: 1)
+        let cost = RequestCost(work: Double(points.count) * (one.work + Double(site.local.rows) * Double((q + 1) * (q + 1)) * 2),
+                               answerBytes: Double(points.count) * Double(q * (q + 1) / 2 + q + 2) * RequestCost.bytesPerNumber + 256)
+        if let refusal = cost.refusal(limits, what: "crossed GLMM round") { throw refusal }
+        let pieces = try points.map { point in
+            let p = try site.piece(theta: point.theta, beta: point.beta, effects: point.effects)
+            let q = p.gradient.count
+            let upper = (0..<q).flatMap { j in (0...j).map { i in p.hessian[i + j * q] } }
+            return CrossedGLMMPiece(value: p.value, gradient: p.gradient, hessian: upper, logDet: p.logDet)
+        }
+        guard pieces.allSatisfy({ ([$0.value, $0.logDet] + $0.gradient + $0.hessian).allSatisfy(\.isFinite) }) else { throw GLMMError.nonFinite }
+        return .glmmCrossed(CrossedGLMMReply(session: r.session, rows: s.fit.used, pieces: pieces))
     }
 
     /// One GEE round: the site's sums over its clusters at (β, α, φ)
@@ -753,7 +793,19 @@ public final class SiteService: Sendable {
         case .generalized(let site):
             if let refusal = RequestCost.glmmEvaluate(site.data, order: 0, nAGQ: 1)
                 .refusal(limits, what: "finalize") { throw refusal }
-            let e = try site.siteEffects(theta: r.theta, beta: r.beta)
+            let e: SiteLevelEffects?
+            if let crossedSite = s.fit.crossedGLMM {
+                // Given the crossed effects at this site's levels, as for LMMs.
+                let q = crossedSite.crossed.width
+                guard r.marginal == nil else { throw SiteError.invalid("marginal effects are not available for GLMMs with factors crossed with the sites") }
+                guard let b = r.crossedEffects, b.count == q, b.allSatisfy(\.isFinite),
+                      let v = r.crossedCovariance, v.count == q * q, v.allSatisfy(\.isFinite) else {
+                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and crossed_covariance (\(q)×\(q)) to finalize")
+                }
+                e = try crossedSite.siteEffects(theta: r.theta, beta: r.beta, effects: b, crossedCovariance: Matrix(rows: q, cols: q, data: v))
+            } else {
+                e = try site.siteEffects(theta: r.theta, beta: r.beta)
+            }
             reply = FinalizeReply(session: r.session, effects: e?.effects, conditionalCovariance: e?.conditionalCovariance.data,
                                   saturatedDeviance: site.saturatedConstant)
             if let m = r.marginal {

@@ -252,13 +252,19 @@ final class CrossedFactorTests: XCTestCase {
         XCTAssertNoThrow(try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | site:patient)"))
     }
 
-    /// GLMMs with a crossed factor are refused before any prepare, naming the factor.
-    func testGeneralizedModelWithCrossedFactorIsRefused() throws {
+    /// GLMMs with a crossed factor are fitted with the canonical link and
+    /// Laplace (CrossedGLMMTests); other links and nAGQ > 1 are refused
+    /// before any prepare, naming the factor and what to use instead.
+    func testGeneralizedModelWithCrossedFactorNeedsCanonicalLinkAndLaplace() throws {
         let (dir, files) = try editedRegistry { _, rows in rows.map { r in var r = r; r[5] = Double(r[5])! > 2 ? "1" : "0"; return r } }
         defer { try? FileManager.default.removeItem(at: dir) }
-        let message = refusal(files, "y ~ x + (1 | site) + (1 | year)", policy: .off, family: .binomial)
-        XCTAssertTrue(message.contains("\"year\" is crossed with the sites"), message)
-        XCTAssertTrue(message.contains("linear mixed models only"), message)
+        let federation = inProcessFederation(files: files, policy: .off)
+        let probit = thrownError({ try Analysis.fit(federation, dataset: "data", formula: "y ~ x + (1 | site) + (1 | year)",
+                                                    options: FitOptions(family: .binomial, link: .probit)) }).map { "\($0)" } ?? ""
+        XCTAssertTrue(probit.contains("canonical link only") && probit.contains("probit"), probit)
+        let agq = thrownError({ try Analysis.fit(federation, dataset: "data", formula: "y ~ x + (1 | site) + (1 | year)",
+                                                 options: FitOptions(family: .binomial, nAGQ: 5)) }).map { "\($0)" } ?? ""
+        XCTAssertTrue(agq.contains("year") && agq.contains("Laplace"), agq)
     }
 }
 

@@ -59,6 +59,7 @@ final class ExecutableTests: XCTestCase {
             Entry("local", ["--marginal"], ExecutableTests.localMarginalEffects),
             Entry("local", ["--split-by", "PATH", "--formula"], ExecutableTests.localSplitBy),
             Entry("local", ["PATH", "--formula", "--format"], ExecutableTests.localCrossedFactorEqualsLmer),
+            Entry("local", ["--family", "--format"], ExecutableTests.localCrossedGLMMEqualsGlmer),
             Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportWritesTheHTMLPage),
             Entry("local", ["--report", "--output", "--format"], ExecutableTests.localReportDrawsCrossedEffects),
             Entry("local", ["--weights", "--nagq", "--family", "--link", "--format", "--exclude-sites-missing-above", "--missing-indicator", "--ml"],

@@ -32,6 +32,12 @@ final class MessageTests: XCTestCase {
             .prepare(PrepareRequest(session: "s1", dataset: "registry", model: model)),
             .evaluate(EvaluateRequest(session: "s1", theta: [0.5, -0.0, 1e-300], order: 2)),
             .evaluate(EvaluateRequest(session: "s1", theta: [0.8], order: 1, beta: [-1.25, 5e-324], nAGQ: 9)),
+            .evaluate({
+                var r = EvaluateRequest(session: "s1", theta: [0.5, 0.25], order: 0)
+                r.crossed = [CrossedGLMMPoint(theta: [0.5, 0.25], beta: [-1.25, 5e-324], effects: [0.1, -0.0, 2e-310]),
+                             CrossedGLMMPoint(theta: [0.5002, 0.25], beta: [-1.25, 0.5], effects: [0.1, 0.2, 0.3])]
+                return r
+            }()),
             .finalize(FinalizeRequest(session: "s1", theta: [0.5], beta: [1, 2], sigma: 25.5)),
             .evaluate(EvaluateRequest(session: "s1", theta: [], order: 0, beta: [0.25, -1e-300],
                                       gee: GEEPoint(alpha: -0.0, scale: 1.5, bread: [2, 0.5, 0.5, 3e-310]))),
@@ -81,6 +87,8 @@ final class MessageTests: XCTestCase {
             .contribution(ContributionReply(session: "s1", contribution: LMMContribution(schur: schur, logDet: logDet, rows: 117))),
             .glmmContribution(GLMMContributionReply(session: "s1", rows: 117, objective: objective)),
             .glmStep(GLMStepReply(session: "s1", rows: 117, deviance: 93.5, information: [4, 1.5, 1.5, 2e-310], working: [-0.25, 7])),
+            .glmmCrossed(CrossedGLMMReply(session: "s1", rows: 117, pieces: [
+                CrossedGLMMPiece(value: 93.5, gradient: [-0.25, 7], hessian: [4, 1.5, 2e-310], logDet: 1e-300)])),
             .finalized(FinalizeReply(session: "s1", effects: [0.5], conditionalCovariance: [0.01], ownEffects: [-0.0],
                                      saturatedDeviance: 12.5)),
             .geeStep(GEEStepReply(session: "s1", sums: {
@@ -128,7 +136,7 @@ final class MessageTests: XCTestCase {
             XCTAssertEqual(try LineCodec.encode(got, id: gotID), line)
             kinds.insert(reply.typeName)
         }
-        XCTAssertEqual(kinds, ["described", "prepared", "contribution", "glmm_contribution", "glm_step", "gee_step", "finalized", "pong", "error"])
+        XCTAssertEqual(kinds, ["described", "prepared", "contribution", "glmm_contribution", "glm_step", "gee_step", "glmm_crossed", "finalized", "pong", "error"])
     }
 
     /// A request is not a reply and a reply is not a request.

@@ -1,0 +1,205 @@
+// The joint conditional mode of a GLMM with crossed factors, found by Newton
+// on the crossed effects u_G at the coordinator (README, "Crossed factors
+// in GLMMs"). Each round sends every active point (θ, β, b_G = Λ_G u_G) to
+// the sites; site k answers with its profiled piece (GLMMCrossedSite):
+//     Φ(u_G)  = Σ_k P_k(Λ_G u_G) + ‖u_G‖²
+//     ∇Φ      = Λ_Gᵀ Σ_k ∇P_k + 2u_G,   ∇²Φ = 2S,   S = Λ_Gᵀ(Σ_k ∇²P_k / 2)Λ_G + I,
+// and at the mode lme4's Laplace deviance is
+//     F(θ, β) = Φ(ũ_G) + Σ_k log|H_ss,k| + log|S|.
+// Several points run in lockstep, so a finite-difference stencil of F costs
+// the rounds of one Newton solve.
+
+import Math
+import Protocol
+
+struct CrossedGLMMModes {
+    let session: FitSession
+    let layout: CrossedLayout
+
+    /// One point's joint mode and Laplace deviance.
+    struct Solution {
+        var deviance: Double
+        var u: [Double]
+        /// S = ½∇²Φ at the mode (its Cholesky factor).
+        var schurFactor: Matrix
+        var rounds: Int
+    }
+
+    /// Λ_G's blocks at θ: (offset, levels, T) per crossed factor.
+    func lambdaBlocks(_ theta: [Double]) -> [(offset: Int, levels: Int, t: Matrix)] {
+        layout.factors.map { ($0.offset, $0.levels, session.structure.factorMatrix($0.factor, theta: theta)) }
+    }
+
+    /// Λ_G x.
+    func lambda(_ theta: [Double], _ x: [Double]) -> [Double] {
+        var out = [Double](repeating: 0, count: x.count)
+        for (o, levels, t) in lambdaBlocks(theta) {
+            let r = t.rows
+            for l in 0..<levels {
+                let b = o + l * r
+                for i in 0..<r { var v = 0.0; for k in 0...i { v += t[i, k] * x[b + k] }; out[b + i] = v }
+            }
+        }
+        return out
+    }
+
+    /// Λ_Gᵀ x.
+    func lambdaTransposed(_ theta: [Double], _ x: [Double]) -> [Double] {
+        var out = [Double](repeating: 0, count: x.count)
+        for (o, levels, t) in lambdaBlocks(theta) {
+            let r = t.rows
+            for l in 0..<levels {
+                let b = o + l * r
+                for k in 0..<r { var v = 0.0; for i in k..<r { v += t[i, k] * x[b + i] }; out[b + k] = v }
+            }
+        }
+        return out
+    }
+
+    /// Λ_Gᵀ K Λ_G + I.
+    func schur(_ theta: [Double], _ k: Matrix) -> Matrix {
+        let q = layout.dimension
+        var m = k
+        // Columns then rows, each via Λ_Gᵀ on a vector (K is symmetric).
+        for j in 0..<q {
+            let col = lambdaTransposed(theta, (0..<q).map { m[$0, j] })
+            for i in 0..<q { m[i, j] = col[i] }
+        }
+        for i in 0..<q {
+            let row = lambdaTransposed(theta, (0..<q).map { m[i, $0] })
+            for j in 0..<q { m[i, j] = row[j] }
+        }
+        for i in 0..<q { m[i, i] += 1 }
+        for j in 0..<q { for i in 0..<j { let v = 0.5 * (m[i, j] + m[j, i]); m[i, j] = v; m[j, i] = v } }
+        return m
+    }
+
+    /// The sites' pieces for each point, summed in site order into u_G's index.
+    func round(_ points: [(theta: [Double], beta: [Double], u: [Double])]) throws
+        -> [(value: Double, gradient: [Double], hessian: Matrix, logDet: Double)] {
+        let q = layout.dimension, layout = self.layout, id = session.id, sites = session.sites
+        let effects = points.map { lambda($0.theta, $0.u) }
+        let replies = try session.federation.round({ k in
+            var r = EvaluateRequest(session: id, theta: points[0].theta, order: 0)
+            r.crossed = zip(points, effects).map { p, b in
+                CrossedGLMMPoint(theta: p.theta, beta: p.beta, effects: layout.siteColumns[k].map { b[$0] })
+            }
+            return .evaluate(r)
+        }) { reply, site in
+            guard case .glmmCrossed(let c) = reply else { throw unexpected(reply, site, expected: "glmm_crossed") }
+            guard c.pieces.count == points.count else { throw SiteFailure(site: site, message: "answered \(c.pieces.count) crossed points of \(points.count)") }
+            let qk = layout.siteColumns[sites.firstIndex(of: site)!].count
+            guard c.pieces.allSatisfy({ $0.gradient.count == qk }) else { throw SiteFailure(site: site, message: "answered crossed pieces of the wrong size (its levels have \(qk) effects)") }
+            return c.pieces
+        }
+        return points.indices.map { i in
+            var value = 0.0, logDet = 0.0
+            var g = [Double](repeating: 0, count: q)
+            var h = Matrix(rows: q, cols: q)
+            for (k, pieces) in replies.enumerated() {
+                let piece = pieces[i], cols = layout.siteColumns[k], qk = cols.count
+                value += piece.value; logDet += piece.logDet
+                var t = 0
+                for b in 0..<qk {
+                    g[cols[b]] += piece.gradient[b]
+                    for a in 0...b {
+                        h[cols[a], cols[b]] += piece.hessian[t]
+                        if a != b { h[cols[b], cols[a]] += piece.hessian[t] }
+                        t += 1
+                    }
+                }
+            }
+            return (value, g, h, logDet)
+        }
+    }
+
+    /// Newton with step halving on each point's Φ from `starts`, in
+    /// lockstep; converged when the last accepted step was below 1e-6
+    /// (relative), so that quadratic convergence puts the mode within ~1e-12
+    /// before F is read (2 rounds per stencil near the optimum).
+    func solve(_ points: [(theta: [Double], beta: [Double])], starts: [[Double]]) throws -> [Solution] {
+        let q = layout.dimension
+        struct State {
+            var u: [Double]; var trial: [Double]; var phi = Double.infinity
+            var direction: [Double] = []; var scale = 1.0; var lastStep = Double.infinity
+            var done: Solution? = nil; var accepted: (deviance: Double, factor: Matrix)? = nil
+        }
+        var states = starts.map { State(u: $0, trial: $0) }
+        var rounds = 0
+        while let _ = states.firstIndex(where: { $0.done == nil }) {
+            rounds += 1
+            guard rounds <= 100 else {
+                throw FitFailure("the crossed effects' conditional modes did not converge in 100 rounds (Newton on u_G); the model may be too complex for the data, or the outcome separated by a crossed level")
+            }
+            let active = states.indices.filter { states[$0].done == nil }
+            let answers = try round(active.map { (points[$0].theta, points[$0].beta, states[$0].trial) })
+            for (a, i) in active.enumerated() {
+                let theta = points[i].theta, ans = answers[a]
+                var s = states[i]
+                let phi = ans.value + s.trial.reduce(0) { $0 + $1 * $1 }
+                let size = max(1, s.u.reduce(0) { max($0, abs($1)) })
+                guard phi.isFinite else { throw FitFailure("the penalized deviance is not finite at the crossed effects' trial point") }
+                if s.phi.isFinite && phi > s.phi + 1e-11 * abs(s.phi) {
+                    // Step halving toward the last accepted mode.
+                    s.scale *= 0.5
+                    if s.scale < 1e-10, let acc = s.accepted {
+                        s.done = Solution(deviance: acc.deviance, u: s.u, schurFactor: acc.factor, rounds: rounds)
+                    } else {
+                        s.trial = zip(s.u, s.direction).map { $0 + s.scale * $1 }
+                    }
+                    states[i] = s
+                    continue
+                }
+                s.lastStep = s.phi.isFinite ? s.scale * s.direction.reduce(0) { max($0, abs($1)) } : .infinity
+                s.u = s.trial; s.phi = phi
+                let sMatrix = schur(theta, ans.hessian.scaled(0.5))
+                let factor = try Dense.cholesky(sMatrix)
+                var logDetS = 0.0
+                for k in 0..<q { logDetS += 2 * Foundation.log(factor[k, k]) }
+                let deviance = phi + ans.logDet + logDetS
+                s.accepted = (deviance, factor)
+                if s.lastStep <= 1e-6 * size || q == 0 {
+                    s.done = Solution(deviance: deviance, u: s.u, schurFactor: factor, rounds: rounds)
+                    states[i] = s
+                    continue
+                }
+                // Newton: Δ = −(2S)⁻¹ ∇Φ.
+                let grad = zip(lambdaTransposed(theta, ans.gradient), s.u).map { $0 + 2 * $1 }
+                let y = Dense.solveLowerTranspose(factor, Dense.solveLower(factor, grad))
+                s.direction = y.map { -0.5 * $0 }
+                let stepSize = s.direction.reduce(0) { max($0, abs($1)) }
+                if stepSize <= 1e-13 * size {
+                    s.done = Solution(deviance: deviance, u: s.u, schurFactor: factor, rounds: rounds)
+                } else {
+                    s.scale = 1
+                    s.trial = zip(s.u, s.direction).map { $0 + $1 }
+                }
+                states[i] = s
+            }
+        }
+        return states.map { $0.done! }
+    }
+
+    /// The crossed effects at a solution: b_G = Λ_G ũ_G and P = Λ_G S⁻¹ Λ_Gᵀ
+    /// (their conditional covariance, lme4's condVar).
+    func modes(_ s: Solution, theta: [Double]) -> CrossedModes {
+        let q = layout.dimension
+        let inverse = Dense.inverseFromCholesky(s.schurFactor)
+        var p = Matrix(rows: q, cols: q)
+        for j in 0..<q {
+            let col = lambda(theta, (0..<q).map { inverse[$0, j] })
+            for i in 0..<q { p[i, j] = col[i] }
+        }
+        for i in 0..<q {
+            let row = lambda(theta, (0..<q).map { p[i, $0] })
+            for j in 0..<q { p[i, j] = row[j] }
+        }
+        return CrossedModes(layout: layout, effects: lambda(theta, s.u), covariance: p)
+    }
+}
+
+import Foundation
+
+private extension Matrix {
+    func scaled(_ c: Double) -> Matrix { Matrix(rows: rows, cols: cols, data: data.map { $0 * c }) }
+}
