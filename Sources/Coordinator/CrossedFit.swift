@@ -39,14 +39,37 @@ struct CrossedModes {
     var layout: CrossedLayout
     var effects: [Double]
     var covariance: Matrix
+    /// Per site, what P adds to its effects' conditional covariance, when the
+    /// coordinator holds the sites' θ-free sums (`withSiteTerms`); sent
+    /// instead of P at the site's levels (q_k² numbers).
+    var siteTerms: [[Double]]? = nil
 
-    /// What site k is sent to finalize: b_G and P at its own leading columns.
-    func finalizeParts(site k: Int) -> (effects: [Double], covariance: [Double]) {
+    /// P at site k's leading columns (column-major).
+    func covariance(site k: Int) -> [Double] {
         let cols = layout.siteColumns[k]
         var v: [Double] = []
         v.reserveCapacity(cols.count * cols.count)
         for j in cols { for i in cols { v.append(covariance[i, j]) } }
-        return (cols.map { effects[$0] }, v)
+        return v
+    }
+
+    /// What site k is sent to finalize: b_G at its own leading columns, and
+    /// P there or the term it makes.
+    func finalizeParts(site k: Int) -> (effects: [Double], covariance: [Double]?, term: [Double]?) {
+        let b = layout.siteColumns[k].map { effects[$0] }
+        if let siteTerms { return (b, nil, siteTerms[k]) }
+        return (b, covariance(site: k), nil)
+    }
+
+    /// The same modes with each site's term formed here from its sums (LMMSite.crossedCovarianceTerm).
+    func withSiteTerms(_ blocks: [SiteBlocks], localStructure: CovarianceStructure, localTheta: [Double]) throws -> CrossedModes {
+        var out = self
+        out.siteTerms = try blocks.indices.map { k in
+            let q = layout.siteColumns[k].count
+            return try LMMSite.crossedCovarianceTerm(blocks[k], structure: localStructure, theta: localTheta,
+                                                     crossedCovariance: Matrix(rows: q, cols: q, data: covariance(site: k)))?.data ?? []
+        }
+        return out
     }
 
     /// The result's rows: each crossed level's effects and conditional SDs.

@@ -98,7 +98,9 @@ struct FitSession {
         return try federation.round({ k in
             var request = FinalizeRequest(session: id, theta: theta, beta: beta, sigma: sigma, weightsAt: weightsAt, marginal: marginal)
             // Crossed factors: the site's own effects are taken given the crossed ones at its levels.
-            if let parts = crossed?.finalizeParts(site: k) { request.crossedEffects = parts.effects; request.crossedCovariance = parts.covariance }
+            if let parts = crossed?.finalizeParts(site: k) {
+                request.crossedEffects = parts.effects; request.crossedCovariance = parts.covariance; request.crossedTerm = parts.term
+            }
             return .finalize(request)
         }) { reply, site in
             guard case .finalized(let f) = reply else { throw unexpected(reply, site, expected: "finalized") }

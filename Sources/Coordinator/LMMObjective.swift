@@ -195,6 +195,11 @@ struct LMMObjective: FitObjective {
             case .byLevel(let r): m = CrossedLevelElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
             }
             modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance)
+            // Holding the sites' sums, the coordinator sends each its r × r term, not P at its levels.
+            if let blocks {
+                let spec = session.spec
+                modes = try modes?.withSiteTerms(blocks, localStructure: spec.localModel.covarianceStructure, localTheta: spec.localTheta(theta))
+            }
         }
         var out = FitEstimates(theta: theta, beta: e.beta, sigma: e.sigma, unscaledCovariance: e.unscaledCovariance,
                                residualSumOfSquares: e.residualSumOfSquares, nObs: totals.rows, method: method)

@@ -39,8 +39,11 @@ public enum LMMSite {
     /// there: the site's effects are then its mode given b_G and β, and their
     /// conditional covariance gains L_ss⁻ᵀ X_G P X_Gᵀ L_ss⁻¹ (the block of the
     /// joint inverse, as lme4's condVar takes it over all factors).
+    /// `crossedTerm`, when given instead of `crossedCovariance`, is that
+    /// L_ss⁻ᵀ X_G P X_Gᵀ L_ss⁻¹ already formed (`crossedCovarianceTerm`), r × r.
     public static func siteEffects(_ b: SiteBlocks, structure: CovarianceStructure, theta: [Double],
-                                   beta: [Double], sigma: Double, crossedCovariance: Matrix? = nil) throws -> SiteLevelEffects? {
+                                   beta: [Double], sigma: Double, crossedCovariance: Matrix? = nil,
+                                   crossedTerm: Matrix? = nil) throws -> SiteLevelEffects? {
         guard let sf = b.siteFactor, let tf = b.tail.last, tf.factor == sf else { return nil }
         let fz = try factorize(b, structure: structure, theta: theta, order: 0)
         let lt = fz.tailFactor.valueMatrix
@@ -62,19 +65,37 @@ public enum LMMSite {
         var lss = Matrix(rows: r, cols: r)
         for j in 0..<r { for i in 0..<r { lss[i, j] = lt[o + i, o + j] } }
         var inv = Dense.inverseFromCholesky(lss)
-        if let pg = crossedCovariance {
-            let q = pg.rows
-            var ms = Matrix(rows: r, cols: q)
-            for c in 0..<q {
-                let m = Dense.solveLowerTranspose(lss, (0..<r).map { xt[o + $0, c] })
-                for i in 0..<r { ms[i, c] = m[i] }
-            }
-            let extra = Dense.multiply(Dense.multiply(ms, pg), Dense.transpose(ms))
+        if let extra = try crossedTerm ?? crossedCovariance.map({ try crossedCovarianceTerm(lss: lss, cross: xt, offset: o, crossedCovariance: $0) }) {
+            precondition(extra.rows == r && extra.cols == r, "the crossed term is r × r")
             for k in 0..<inv.data.count { inv.data[k] += extra.data[k] }
         }
         var cov = Dense.multiply(Dense.multiply(t, inv), Dense.transpose(t))
         for k in 0..<cov.data.count { cov.data[k] *= sigma * sigma }
         return SiteLevelEffects(effects: effects, conditionalCovariance: cov)
+    }
+
+    /// What the crossed effects add to the site effects' conditional
+    /// covariance (before T and σ²): L_ss⁻ᵀ X_G P X_Gᵀ L_ss⁻¹, r × r, for
+    /// P = σ⁻² Cov(b_G) at the site's leading columns. A coordinator that
+    /// holds the site's θ-free sums sends this instead of P (q_k² numbers).
+    public static func crossedCovarianceTerm(_ b: SiteBlocks, structure: CovarianceStructure, theta: [Double],
+                                             crossedCovariance pg: Matrix) throws -> Matrix? {
+        guard let sf = b.siteFactor, let tf = b.tail.last, tf.factor == sf else { return nil }
+        let fz = try factorize(b, structure: structure, theta: theta, order: 0)
+        let lt = fz.tailFactor.valueMatrix, r = structure.factorDimension(sf), o = tf.offset
+        var lss = Matrix(rows: r, cols: r)
+        for j in 0..<r { for i in 0..<r { lss[i, j] = lt[o + i, o + j] } }
+        return try crossedCovarianceTerm(lss: lss, cross: fz.tailCross.valueMatrix, offset: o, crossedCovariance: pg)
+    }
+
+    static func crossedCovarianceTerm(lss: Matrix, cross xt: Matrix, offset o: Int, crossedCovariance pg: Matrix) throws -> Matrix {
+        let r = lss.rows, q = pg.rows
+        var ms = Matrix(rows: r, cols: q)
+        for c in 0..<q {
+            let m = Dense.solveLowerTranspose(lss, (0..<r).map { xt[o + $0, c] })
+            for i in 0..<r { ms[i, c] = m[i] }
+        }
+        return Dense.multiply(Dense.multiply(ms, pg), Dense.transpose(ms))
     }
 
     /// The site's own (no-pooling) estimate of its site-level effects given

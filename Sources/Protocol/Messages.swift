@@ -177,9 +177,13 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     /// covariance follow (LMMSite.siteEffects). Absent otherwise.
     public var crossedEffects: [Double]?
     public var crossedCovariance: [Double]?
+    /// Instead of `crossedCovariance`, when the coordinator holds the site's
+    /// θ-free sums (every own term grouped by the site): what P adds to the
+    /// site effects' conditional covariance, r × r (LMMSite.crossedCovarianceTerm).
+    public var crossedTerm: [Double]?
     enum CodingKeys: String, CodingKey {
         case session, theta, beta, sigma, weightsAt = "weights_at", marginal
-        case crossedEffects = "crossed_effects", crossedCovariance = "crossed_covariance"
+        case crossedEffects = "crossed_effects", crossedCovariance = "crossed_covariance", crossedTerm = "crossed_term"
     }
     public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
                 marginal: MarginalRequest? = nil) {

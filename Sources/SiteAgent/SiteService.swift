@@ -779,12 +779,20 @@ public final class SiteService: Sendable {
             if s.model.hasCrossedTerms {
                 // Given the crossed effects at this site's levels (its leading columns).
                 let q = blocks.width - 1 - s.model.fixedCount
+                let d = blocks.siteFactor.map { structure.factorDimension($0) } ?? 0
                 guard let b = r.crossedEffects, b.count == q, b.allSatisfy(\.isFinite),
-                      let v = r.crossedCovariance, v.count == q * q, v.allSatisfy(\.isFinite) else {
-                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and crossed_covariance (\(q)×\(q)) to finalize")
+                      (r.crossedCovariance == nil) != (r.crossedTerm == nil) else {
+                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and either crossed_covariance (\(q)×\(q)) or crossed_term (\(d)×\(d)) to finalize")
+                }
+                if let v = r.crossedCovariance, !(v.count == q * q && v.allSatisfy(\.isFinite)) {
+                    throw SiteError.invalid("crossed_covariance must have \(q)×\(q) finite values (this site's levels)")
+                }
+                if let v = r.crossedTerm, !(v.count == d * d && v.allSatisfy(\.isFinite)) {
+                    throw SiteError.invalid("crossed_term must have \(d)×\(d) finite values (this site's own effects)")
                 }
                 e = try LMMSite.siteEffects(blocks, structure: structure, theta: s.model.localTheta(r.theta), beta: b + r.beta, sigma: r.sigma,
-                                            crossedCovariance: Matrix(rows: q, cols: q, data: v))
+                                            crossedCovariance: r.crossedCovariance.map { Matrix(rows: q, cols: q, data: $0) },
+                                            crossedTerm: r.crossedTerm.map { Matrix(rows: d, cols: d, data: $0) })
             } else {
                 e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
             }
