@@ -272,7 +272,7 @@ public final class SiteService: Sendable {
     /// order. From the sorted values rather than a dictionary of counts: a
     /// continuous column of 10 million rows needs 80 MB here, not a table of
     /// 10 million entries (several hundred MB).
-    static func numericCounts(_ v: [Double?], listLimit: Int) -> (missing: Int, distinct: Int, listed: [(value: Double, count: Int)]?) {
+    static func numericCounts(_ v: NumericValues, listLimit: Int) -> (missing: Int, distinct: Int, listed: [(value: Double, count: Int)]?) {
         var present: [Double] = []
         present.reserveCapacity(v.count)
         for x in v { if let x { present.append(x == 0 ? 0 : x) } }
@@ -298,7 +298,7 @@ public final class SiteService: Sendable {
     /// before. Those rows are then remembered under the variable, so that a
     /// later model reading it cannot use rows a few short of them
     /// (`checkMomentDifferencing`). Never a minimum, maximum or single value.
-    func numericMoments(_ v: [Double?], variable: String, source: String, rowCount: Int) throws -> NumericMoments {
+    func numericMoments(_ v: NumericValues, variable: String, source: String, rowCount: Int) throws -> NumericMoments {
         let present = v.compactMap { $0 }
         let n = present.count
         // n itself is sent exactly with them (pooling needs it), so never below min_cell either.

@@ -111,6 +111,21 @@ final class StreamedLinearDesignTests: XCTestCase {
         XCTAssertFalse(StreamedLinearDesign.applies(s, family: nil))
     }
 
+    func testNumericValuesHoldMissingValuesAsOptionalDoublesDid() {
+        var v: NumericValues = [1, nil, -0.0, 2.5]
+        XCTAssertEqual(Array(v), [1, nil, 0, 2.5])
+        XCTAssertEqual(v.count, 4)
+        XCTAssertNil(v[1])
+        v[1] = 7; v[0] = nil
+        XCTAssertEqual(Array(v), [nil, 7, 0, 2.5])
+        XCTAssertEqual(v.compactMap { $0 }, [7, 0, 2.5])
+        XCTAssertEqual(v, NumericValues([nil, 7, 0, 2.5]))
+        XCTAssertNotEqual(v, NumericValues([0, 7, 0, 2.5]))
+        XCTAssertEqual(v.storage.count, 4)   // 8 bytes a row: one Double each, NaN where missing
+        let column: [Double?] = [3, nil]
+        XCTAssertEqual(DataTable.ColumnData.numeric(column), .numeric(NumericValues([3, nil])))
+    }
+
     /// The dictionary counts the sorted counts replaced.
     static func minorityByDictionary(_ values: [Double]) -> Int {
         var counts: [UInt64: Int] = [:]
@@ -138,7 +153,7 @@ final class StreamedLinearDesignTests: XCTestCase {
             var dict: [Double: Int] = [:]
             for x in present { dict[x == 0 ? 0 : x, default: 0] += 1 }
             for limit in [0, 3, 20] {
-                let c = SiteService.numericCounts(values, listLimit: limit)
+                let c = SiteService.numericCounts(NumericValues(values), listLimit: limit)
                 XCTAssertEqual(c.missing, n - present.count)
                 XCTAssertEqual(c.distinct, dict.count)
                 let expected = dict.count <= limit ? dict.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" } : nil
