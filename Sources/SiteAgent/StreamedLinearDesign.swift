@@ -43,16 +43,17 @@ struct StreamedLinearDesign {
         // The columns one at a time over all used rows, in SiteDesign's order.
         let fixed = try spec.fixed.map { try measured($0.expr, $0.name, cellName: $0.name) }
         let (response, outcome): (CellCounts.ColumnCells, (events: Double, nonEvents: Double)?) = try {
-            let r = try SiteDesign.response(spec, family: nil, evaluator: all)
-            return (CellCounts.cells(of: "response", values: r.values, usedRows: used), CellCounts.binaryClasses(r.values))
+            let values = try SiteDesign.response(spec, family: nil, evaluator: all).values
+            let outcome = CellCounts.binaryClasses(values)
+            return (CellCounts.cells(of: "response", values: consume values, usedRows: used), outcome)
         }()
         var weights: CellCounts.ColumnCells? = nil
         var positiveWeights = true, logWeightSum = 0.0
         if let e = spec.weights {
             let w = try all.evaluate(e, name: "weights")
-            weights = CellCounts.cells(of: "weights", values: w, usedRows: used)
             positiveWeights = w.allSatisfy { $0 > 0 }
             if positiveWeights { for x in w { logWeightSum += Foundation.log(x) } }
+            weights = CellCounts.cells(of: "weights", values: consume w, usedRows: used)
         }
         let offset = try spec.offset.map { try measured($0, "offset", cellName: "offset") }
         var z: [CellCounts.ColumnCells] = []
