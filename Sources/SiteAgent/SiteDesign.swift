@@ -98,10 +98,10 @@ public struct SiteDesign: Sendable {
     }
 
     /// The model on the rows of `table` that its filter selects (`selection`,
-    /// when the caller has already evaluated the filter). A site-grouped
-    /// LMM's sums are streamed (StreamedLinearDesign) unless `streamSiteSums`
-    /// is false, which builds them from full-length columns like every other
-    /// model (tests compare the two).
+    /// when the caller has already evaluated the filter). An LMM's sums are
+    /// streamed (StreamedLinearDesign) unless `streamSiteSums` is false,
+    /// which builds them from full-length columns like every other model
+    /// (tests compare the two).
     public init(table: DataTable, spec: ModelSpec, dataset: String, selection: [Bool]? = nil, streamSiteSums: Bool = true) throws {
         self.spec = spec
         let family = try Self.family(spec)
@@ -110,10 +110,10 @@ public struct SiteDesign: Sendable {
         missing = cases.missing
         let rowCount = cases.usedRows.count
         used = rowCount
-        if streamSiteSums && StreamedLinearDesign.applies(spec, family: family) {
-            // Site-grouped LMM: the θ-free sums, streamed without full-length copies of the columns.
-            let streamed = try StreamedLinearDesign(spec: spec, cases: cases)
-            groupCounts = spec.terms.map { _ in 1 }
+        if streamSiteSums && StreamedLinearDesign.applies(spec, family: family),
+           let streamed = try StreamedLinearDesign(spec: spec, cases: cases) {
+            // An LMM's θ-free sums, streamed without full-length copies of the columns.
+            groupCounts = streamed.groupCounts
             cells = streamed.cells
             model = .linear(streamed.blocks, logWeightSum: streamed.logWeightSum)
             flat = nil

@@ -1,11 +1,13 @@
-// A site-grouped linear mixed model's design without full-length copies of
-// its columns. When every random-effects term is grouped by the site, the
-// site's answer is the θ-free cross-products of [Z X y] (DESIGN.md), so the
-// columns are needed only one chunk of rows at a time: the disclosure checks
-// read each column over all used rows, one column at a time, and the blocks
-// are summed while the rows stream past in chunks. The general path
-// (SiteDesign.init) holds every column at once: at 10 million rows that was
-// about 1.1 GB beside the table (BENCHMARKS.md).
+// A linear mixed model's design without full-length copies of its columns.
+// An LMM site's answer is the θ-free cross-products of [Z X y] (DESIGN.md):
+// per site, or per level of the within-site factor with the most levels
+// beside a small dense tail. Those sums need the columns only one chunk of
+// rows at a time, so the disclosure checks read each column over all used
+// rows, one column at a time, and the blocks are summed while the rows
+// stream past in chunks. The general path (SiteDesign.init) holds every
+// column at once: at 10 million rows that was about 1.1 GB beside the table
+// (BENCHMARKS.md). Nested factors beyond the dense tail's cap (NestedChain)
+// and factors crossed with the sites still take that path.
 //
 // The sums are bit-identical to the general path's: each chunk is a whole
 // number of SiteBlocksBuilder.addColumns' own 1024-row chunks, so every
@@ -23,18 +25,21 @@ struct StreamedLinearDesign {
     let cells: CellCounts
     let blocks: SiteBlocks
     let logWeightSum: Double
+    /// Levels of each term's grouping factor among the used rows (term order).
+    let groupCounts: [Int]
 
-    /// Whether a model's site sums can be streamed: a linear mixed model
-    /// (not flat, no GEE) whose every term is grouped by the site.
+    /// Whether a model's sums can be streamed: a linear mixed model (not
+    /// flat, no GEE) without factors crossed with the sites.
     static func applies(_ spec: ModelSpec, family: GLMFamily?) -> Bool {
-        family == nil && !spec.isFlat && spec.gee == nil && spec.crossedFactors.isEmpty
-            && spec.factorGroupings.allSatisfy { $0 == .site }
+        family == nil && !spec.isFlat && spec.gee == nil && spec.crossedFactors.isEmpty && !spec.hasCrossedTerms
     }
 
-    /// The checks' pass, then the blocks' pass, over the complete cases.
-    /// Errors (non-finite or text columns, non-positive weights) are those of
+    /// The checks' pass, then the blocks' pass, over the complete cases; nil
+    /// when the within-site factors need the nested layout (SiteDesign.init
+    /// then builds it from full columns). Errors (non-finite or text columns,
+    /// a dense tail beyond its cap, non-positive weights) are those of
     /// SiteDesign.init, found in the same order.
-    init(spec: ModelSpec, cases: CompleteCases) throws {
+    init?(spec: ModelSpec, cases: CompleteCases) throws {
         let used = cases.usedRows
         let all = ExpressionEvaluator(columns: cases.columns, rows: used)
         func measured(_ e: Expr, _ evaluateName: String, cellName: String) throws -> CellCounts.ColumnCells {
@@ -56,8 +61,13 @@ struct StreamedLinearDesign {
             weights = CellCounts.cells(of: "weights", values: consume w, usedRows: used)
         }
         let offset = try spec.offset.map { try measured($0, "offset", cellName: "offset") }
+        let groupings = spec.factorGroupings
+        let (levels, levelCounts) = cases.factorLevels(spec)
+        if SiteDesign.nestedChain(spec, levelCounts: levelCounts, levels: levels) != nil { return nil }
+        try SiteDesign.checkTail(spec.localModel, levelCounts: levelCounts)
+        groupCounts = spec.terms.map { t in levelCounts[groupings.firstIndex(of: t.grouping)!] }
         var z: [CellCounts.ColumnCells] = []
-        for g in spec.factorGroupings {
+        for g in groupings {
             for t in spec.terms where t.grouping == g {
                 z += try t.columns.map { try measured($0.expr, $0.name, cellName: "\($0.name) | \(t.name)") }
             }
@@ -73,13 +83,13 @@ struct StreamedLinearDesign {
                                    indicatorVariables: indicators, usedRows: used, outcome: outcome, thresholds: thresholds)
         self.logWeightSum = logWeightSum
 
-        // The blocks, chunk by chunk: [X y − offset] and Z, each row scaled by √w.
-        let groupings = spec.factorGroupings
+        // The blocks, chunk by chunk: [X y − offset] and Z, each row scaled by √w, with each row's levels.
         var builder = SiteBlocksBuilder(structure: spec.covarianceStructure, width: spec.fixed.count + 1,
-                                        levelCounts: groupings.map { _ in 1 }, siteFactor: spec.siteFactorIndex)
+                                        levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
         var start = 0
         while start < used.count {
-            let part = Array(used[start..<min(start + Self.chunkRows, used.count)])
+            let end = min(start + Self.chunkRows, used.count)
+            let part = Array(used[start..<end])
             let ev = ExpressionEvaluator(columns: cases.columns, rows: part)
             var wcols = try spec.fixed.map { try ev.evaluate($0.expr, name: $0.name) }
             wcols.append(try SiteDesign.response(spec, family: nil, evaluator: ev).values)
@@ -95,7 +105,7 @@ struct StreamedLinearDesign {
                 for j in wcols.indices { for i in part.indices { wcols[j][i] *= sw[i] } }
                 for f in zcols.indices { for a in zcols[f].indices { for i in part.indices { zcols[f][a][i] *= sw[i] } } }
             }
-            builder.addColumns(w: wcols, levels: groupings.map { _ in [Int](repeating: 0, count: part.count) }, z: zcols)
+            builder.addColumns(w: wcols, levels: levels.map { Array($0[start..<end]) }, z: zcols)
             start += part.count
         }
         blocks = builder.finish()

@@ -4,8 +4,8 @@ import Protocol
 import Math
 @testable import SiteAgent
 
-/// A site-grouped LMM's sums streamed in chunks of rows (StreamedLinearDesign)
-/// are bit-identical to those built from full-length columns, and so are the
+/// An LMM's sums streamed in chunks of rows (StreamedLinearDesign), per site
+/// or per level within it, are bit-identical to those built from full-length columns, and so are the
 /// disclosure counts and the errors; the sorted-value counts that replaced
 /// dictionaries (minority rows, describe's distinct values) count exactly as
 /// the dictionaries did.
@@ -101,12 +101,58 @@ final class StreamedLinearDesignTests: XCTestCase {
         XCTAssertTrue("\(String(describing: w))".contains("must be positive"), "\(String(describing: w))")
     }
 
-    func testWithinSiteAndGeneralizedModelsAreNotStreamed() {
+    /// Patients (p) within the site with a random intercept and x slope, and
+    /// wards (g) within the site in the dense tail: per-level blocks, streamed.
+    func testWithinSiteFactorsStreamTheSameSums() throws {
+        var table = Self.table(rows: 140_000)
+        table.columns.append(.init(name: "p", data: .numeric((0..<140_000).map { Double($0 / 4) })))
+        var spec = Self.spec()
+        spec.terms = [RandomTerm(name: "site:p", grouping: .withinSite(["p"]), columns: [Self.intercept, DesignColumn(name: "x", expr: .variable("x"))]),
+                      RandomTerm(name: "site:g", grouping: .withinSite(["g"]), columns: [Self.intercept]),
+                      RandomTerm(name: "site", grouping: .site, columns: [Self.intercept])]
+        let streamed = try SiteDesign(table: table, spec: spec, dataset: "d")
+        let full = try SiteDesign(table: table, spec: spec, dataset: "d", streamSiteSums: false)
+        XCTAssertGreaterThan(streamed.used, StreamedLinearDesign.chunkRows)
+        XCTAssertEqual(streamed.groupCounts, full.groupCounts)
+        XCTAssertEqual(streamed.groupCounts[1], 3)
+        let blocks = try XCTUnwrap(streamed.blocks)
+        XCTAssertEqual(blocks, try XCTUnwrap(full.blocks))
+        XCTAssertEqual(blocks.tailDimension, 4)   // g's 3 levels and the site
+        XCTAssertEqual(streamed.cells, full.cells)
+        XCTAssertEqual(streamed.cells.binarySubsets.map(\.rows), full.cells.binarySubsets.map(\.rows))
+    }
+
+    /// Nested factors beyond the dense tail's cap keep the nested layout,
+    /// built from full columns, and a crossed tail beyond it is refused alike.
+    func testNestedLayoutAndTailRefusalAreThoseOfFullColumns() throws {
+        let a = (0..<4400).map(Double.init), b = a.map { Double(Int($0) / 2) }
+        func design(_ a: [Double], _ b: [Double], streamed: Bool) throws -> SiteDesign {
+            let table = DataTable(columns: [.init(name: "a", data: .numeric(a.map { $0 })), .init(name: "b", data: .numeric(b.map { $0 })),
+                                            .init(name: "y", data: .numeric((0..<4400).map { Double(($0 * 37) % 11) / 3 }))], rowCount: 4400)
+            let spec = ModelSpec(formula: "test", response: .value(.variable("y")), fixed: [Self.intercept],
+                                 terms: [RandomTerm(name: "a:site", grouping: .withinSite(["a"]), columns: [Self.intercept]),
+                                         RandomTerm(name: "b:site", grouping: .withinSite(["b"]), columns: [Self.intercept]),
+                                         RandomTerm(name: "site", grouping: .site, columns: [Self.intercept])])
+            return try SiteDesign(table: table, spec: spec, dataset: "d", streamSiteSums: streamed)
+        }
+        let nested = try XCTUnwrap(try design(a, b, streamed: true).blocks)
+        XCTAssertEqual(nested.nested?.factors.map(\.levels), [4400, 2200])
+        XCTAssertEqual(nested, try XCTUnwrap(try design(a, b, streamed: false).blocks))
+        // a (2,200 levels) and b (2,199) cross: a tail of 2,200 effects, refused.
+        let crossedA = (0..<4400).map { Double($0 % 2200) }, crossedB = (0..<4400).map { Double(($0 * 7) % 2199) }
+        let refusal = { (streamed: Bool) -> String? in
+            do { _ = try design(crossedA, crossedB, streamed: streamed); return nil } catch { return "\(error)" }
+        }
+        XCTAssertNotNil(refusal(true))
+        XCTAssertEqual(refusal(true), refusal(false))
+    }
+
+    func testGeneralizedFlatAndCrossedModelsAreNotStreamed() {
         var s = Self.spec()
         XCTAssertTrue(StreamedLinearDesign.applies(s, family: nil))
-        s.terms.append(RandomTerm(name: "g:site", grouping: .withinSite(["g"]), columns: [Self.intercept]))
+        XCTAssertFalse(StreamedLinearDesign.applies(s, family: GLMFamily(.binomial, .logit)))
+        s.terms.append(RandomTerm(name: "g", grouping: .crossed("g", levels: ["a", "b", "c"]), columns: [Self.intercept]))
         XCTAssertFalse(StreamedLinearDesign.applies(s, family: nil))
-        XCTAssertFalse(StreamedLinearDesign.applies(Self.spec(), family: GLMFamily(.binomial, .logit)))
         s.terms = []
         XCTAssertFalse(StreamedLinearDesign.applies(s, family: nil))
     }
