@@ -62,9 +62,13 @@ struct StreamedLinearDesign {
         }
         let offset = try spec.offset.map { try measured($0, "offset", cellName: "offset") }
         let groupings = spec.factorGroupings
-        let (levels, levelCounts) = cases.factorLevels(spec)
-        if SiteDesign.nestedChain(spec, levelCounts: levelCounts, levels: levels) != nil { return nil }
-        try SiteDesign.checkTail(spec.localModel, levelCounts: levelCounts)
+        // Every row's level of a site-grouped model's one factor is 0: not stored (80 MB at 10 million rows).
+        let bySite = groupings == [.site]
+        let (levels, levelCounts) = bySite ? ([[]], [1]) : cases.factorLevels(spec)
+        if !bySite {
+            if SiteDesign.nestedChain(spec, levelCounts: levelCounts, levels: levels) != nil { return nil }
+            try SiteDesign.checkTail(spec.localModel, levelCounts: levelCounts)
+        }
         groupCounts = spec.terms.map { t in levelCounts[groupings.firstIndex(of: t.grouping)!] }
         var z: [CellCounts.ColumnCells] = []
         for g in groupings {
@@ -105,7 +109,8 @@ struct StreamedLinearDesign {
                 for j in wcols.indices { for i in part.indices { wcols[j][i] *= sw[i] } }
                 for f in zcols.indices { for a in zcols[f].indices { for i in part.indices { zcols[f][a][i] *= sw[i] } } }
             }
-            builder.addColumns(w: wcols, levels: levels.map { Array($0[start..<end]) }, z: zcols)
+            builder.addColumns(w: wcols, levels: bySite ? [[Int](repeating: 0, count: part.count)] : levels.map { Array($0[start..<end]) },
+                               z: zcols)
             start += part.count
         }
         blocks = builder.finish()
