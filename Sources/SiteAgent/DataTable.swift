@@ -2,8 +2,10 @@
 /// Missing values are nil. Nothing here ever leaves the site.
 public struct DataTable: Sendable {
     public enum ColumnData: Sendable, Equatable {
-        case numeric([Double?])
+        case numeric(NumericValues)
         case text([String?])
+        /// A numeric column from optional Doubles (nil where missing).
+        public static func numeric(_ values: [Double?]) -> ColumnData { .numeric(NumericValues(values)) }
     }
     public struct Column: Sendable, Equatable {
         public var name: String

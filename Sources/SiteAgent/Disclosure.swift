@@ -105,8 +105,48 @@ public struct CellCounts: Sendable, Equatable {
             && a.thresholds == b.thresholds && a.thresholdCells == b.thresholdCells
     }
 
+    /// What the rules read of one evaluated column: whether it is 0/1 (and
+    /// then its rows of 1, when it has both values), how many rows differ
+    /// from its most common value, and the largest share of its spread one
+    /// row carries. Measured column by column, so a site need not hold every
+    /// column of a large design at once (StreamedLinearDesign).
+    struct ColumnCells {
+        var name: String
+        var binary: BinaryColumn?
+        var onesRows: [Int]?
+        var minority: Int
+        var dominance: Double?
+    }
+
+    /// The cells of one column evaluated on the used rows. The values are
+    /// consumed: the minority count sorts them in place.
+    static func cells(of name: String, values: consuming [Double], usedRows: [Int]) -> ColumnCells {
+        var column = values   // owned here, so sorting it below copies nothing
+        var ones = 0, zeros = 0, binary = true
+        for x in column {
+            if x == 1 { ones += 1 } else if x == 0 { zeros += 1 } else { binary = false; break }
+        }
+        var c = ColumnCells(name: name, binary: nil, onesRows: nil, minority: 0, dominance: nil)
+        if binary {
+            c.binary = BinaryColumn(name: name, ones: ones, zeros: zeros)
+            if ones > 0 && zeros > 0 { c.onesRows = column.indices.filter { column[$0] == 1 }.map { usedRows[$0] } }
+        } else {
+            c.dominance = largestRowShare(column)
+        }
+        c.minority = minority(sorting: &column)
+        return c
+    }
+
     /// Counts for design columns evaluated on the used rows.
     static func measure(columns: [(name: String, values: [Double])], indicatorVariables: [DataTable.Column],
+                        usedRows: [Int], outcome: (events: Double, nonEvents: Double)?,
+                        thresholds: [(name: String, values: [Double])] = []) -> CellCounts {
+        measure(measured: columns.map { cells(of: $0.name, values: $0.values, usedRows: usedRows) }, indicatorVariables: indicatorVariables,
+                usedRows: usedRows, outcome: outcome, thresholds: thresholds)
+    }
+
+    /// Counts from columns measured one at a time (`cells(of:values:usedRows:)`), in design order.
+    static func measure(measured: [ColumnCells], indicatorVariables: [DataTable.Column],
                         usedRows: [Int], outcome: (events: Double, nonEvents: Double)?,
                         thresholds: [(name: String, values: [Double])] = []) -> CellCounts {
         var c = CellCounts()
@@ -119,17 +159,13 @@ public struct CellCounts: Sendable, Equatable {
             }
         }
         c.thresholdCells = ThresholdRules.cells(thresholds.map(\.values), rows: usedRows.count)
-        for (name, values) in columns {
-            var ones = 0, zeros = 0, binary = true
-            for x in values {
-                if x == 1 { ones += 1 } else if x == 0 { zeros += 1 } else { binary = false; break }
+        for m in measured {
+            if let b = m.binary {
+                c.binaryColumns.append(b)
+                if let rows = m.onesRows { c.binarySubsets.append((m.name, rows)) }
             }
-            if binary {
-                c.binaryColumns.append(BinaryColumn(name: name, ones: ones, zeros: zeros))
-                if ones > 0 && zeros > 0 { c.binarySubsets.append((name, values.indices.filter { values[$0] == 1 }.map { usedRows[$0] })) }
-            }
-            c.minorityRows.append((name, minority(values)))
-            if !binary, let share = largestRowShare(values) { c.dominance.append((name, share)) }
+            c.minorityRows.append((m.name, m.minority))
+            if let share = m.dominance { c.dominance.append((m.name, share)) }
         }
         for column in indicatorVariables where c.levelCounts[column.name] == nil {
             let (codes, n) = SiteDesign.columnCodes(column, rows: usedRows)
@@ -142,17 +178,31 @@ public struct CellCounts: Sendable, Equatable {
         return c
     }
 
-    /// Rows that differ from the most common value of `values`.
+    /// Rows that differ from the most common value of `values` (−0 counted as 0).
     static func minority(_ values: [Double]) -> Int {
-        var counts: [UInt64: Int] = [:]
-        var top = 0
-        for x in values {
-            let k = (x == 0 ? 0.0 : x).bitPattern
-            let n = (counts[k] ?? 0) + 1
-            counts[k] = n
-            top = max(top, n)
+        var copy = values
+        return minority(sorting: &copy)
+    }
+
+    /// `minority`, sorting the values' bit patterns in place (−0 as 0) and
+    /// counting the longest run: no dictionary of 10 million entries for a
+    /// continuous column of 10 million rows, and no copy of the column.
+    /// Leaves `values` permuted.
+    static func minority(sorting values: inout [Double]) -> Int {
+        values.withUnsafeMutableBufferPointer { b in
+            b.withMemoryRebound(to: UInt64.self) { rebound -> Int in
+                var keys = rebound
+                guard !keys.isEmpty else { return 0 }
+                let negativeZero = (-0.0).bitPattern
+                for i in keys.indices where keys[i] == negativeZero { keys[i] = 0 }
+                keys.sort()
+                var top = 0, run = 0, previous = keys[0]
+                for k in keys {
+                    if k == previous { run += 1 } else { top = max(top, run); run = 1; previous = k }
+                }
+                return keys.count - max(top, run)
+            }
         }
-        return values.count - top
     }
 
     /// max_i (x_i − x̄)² / Σ (x_i − x̄)², or nil for a column that does not vary.

@@ -90,8 +90,8 @@ enum Imputer {
     /// Rows missing a predictor of the imputation model stay missing.
     /// `original`: the variable as observed at the site (its missing rows
     /// are the ones imputed); `table` holds the other variables as completed so far.
-    static func completed(_ table: DataTable, original values: [Double?], draw d: ImputationDraw, site: String,
-                          dataset: String, rules: ((ImputationDraw, CellCounts) throws -> Void)? = nil) throws -> ([Double?], [Int]) {
+    static func completed(_ table: DataTable, original values: NumericValues, draw d: ImputationDraw, site: String,
+                          dataset: String, rules: ((ImputationDraw, CellCounts) throws -> Void)? = nil) throws -> (NumericValues, [Int]) {
         let spec = d.model
         guard spec.terms.allSatisfy({ $0.grouping == .site }) else {
             throw ModelFrameError.unsupported("an imputation model's random-effects terms must be grouped by site")
@@ -111,7 +111,7 @@ enum Imputer {
         let complete = (0..<table.rowCount).filter { i in predictors.allSatisfy { !columns[$0]!.isMissing(i) } }
         let observed = complete.filter { values[$0] != nil }
         let missing = complete.filter { values[$0] == nil }
-        let current: [Double?] = table.column(named: d.variable).map { c in
+        let current: NumericValues = table.column(named: d.variable).map { c in
             if case .numeric(let v) = c.data { return v } else { return values }
         } ?? values
         guard !missing.isEmpty else { return (current, []) }

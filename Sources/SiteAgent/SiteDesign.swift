@@ -101,8 +101,11 @@ public struct SiteDesign: Sendable {
     }
 
     /// The model on the rows of `table` that its filter selects (`selection`,
-    /// when the caller has already evaluated the filter).
-    public init(table: DataTable, spec: ModelSpec, dataset: String, selection: [Bool]? = nil) throws {
+    /// when the caller has already evaluated the filter). An LMM's sums are
+    /// streamed (StreamedLinearDesign) unless `streamSiteSums` is false,
+    /// which builds them from full-length columns like every other model
+    /// (tests compare the two).
+    public init(table: DataTable, spec: ModelSpec, dataset: String, selection: [Bool]? = nil, streamSiteSums: Bool = true) throws {
         self.spec = spec
         let family = try Self.family(spec)
         let cases = try CompleteCases(table: table, spec: spec, dataset: dataset, selection: selection)
@@ -110,6 +113,16 @@ public struct SiteDesign: Sendable {
         missing = cases.missing
         let rowCount = cases.usedRows.count
         used = rowCount
+        if streamSiteSums && StreamedLinearDesign.applies(spec, family: family),
+           let streamed = try StreamedLinearDesign(spec: spec, cases: cases) {
+            // An LMM's θ-free sums, streamed without full-length copies of the columns.
+            groupCounts = streamed.groupCounts
+            cells = streamed.cells
+            model = .linear(streamed.blocks, logWeightSum: streamed.logWeightSum)
+            flat = nil
+            gee = nil
+            return
+        }
         let ev = ExpressionEvaluator(columns: cases.columns, rows: cases.usedRows)
         let fixed = try spec.fixed.map { try ev.evaluate($0.expr, name: $0.name) }
         var columns = zip(spec.fixed.map(\.name), fixed).map { (name: $0, values: $1) }

@@ -240,12 +240,12 @@ public final class SiteService: Sendable {
             switch c.data {
             case .numeric(let v):
                 // Count by value; format only the values that will be listed.
-                var counts: [Double: Int] = [:]
-                for x in v { if let x { counts[x == 0 ? 0 : x, default: 0] += 1 } else { missing += 1 } }
-                distinct = counts.count
-                if distinct <= min(20, policy.maxListedLevels) {
+                let counts = Self.numericCounts(v, listLimit: min(20, policy.maxListedLevels))
+                missing = counts.missing
+                distinct = counts.distinct
+                if let listed = counts.listed {
                     var merged: [(String, Double, Int)] = []
-                    for (x, n) in counts.sorted(by: { $0.key < $1.key }) {
+                    for (x, n) in listed {
                         let label = RNumberFormat.format(x)
                         if let last = merged.last, last.0 == label { merged[merged.count - 1].2 += n } else { merged.append((label, x, n)) }
                     }
@@ -275,6 +275,28 @@ public final class SiteService: Sendable {
         return SiteDescription(site: site, dataset: r.dataset, rows: table.rowCount, variables: vars, levelHashes: hashes)
     }
 
+    /// A numeric column's missing values, its distinct values (−0 is 0) and,
+    /// when there are at most `listLimit`, each with its count in increasing
+    /// order. From the sorted values rather than a dictionary of counts: a
+    /// continuous column of 10 million rows needs 80 MB here, not a table of
+    /// 10 million entries (several hundred MB).
+    static func numericCounts(_ v: NumericValues, listLimit: Int) -> (missing: Int, distinct: Int, listed: [(value: Double, count: Int)]?) {
+        var present: [Double] = []
+        present.reserveCapacity(v.count)
+        for x in v { if let x { present.append(x == 0 ? 0 : x) } }
+        present.sort()
+        var runs: [(value: Double, count: Int)] = []
+        var distinct = 0, k = 0
+        while k < present.count {
+            var end = k + 1
+            while end < present.count && present[end] == present[k] { end += 1 }
+            distinct += 1
+            if distinct <= listLimit { runs.append((present[k], end - k)) }
+            k = end
+        }
+        return (v.count - present.count, distinct, distinct <= listLimit ? runs : nil)
+    }
+
     struct NumericMoments { var n: Int; var mean: Double?; var sd: Double?; var withheld: String? }
 
     /// A numeric variable's non-missing count, and its mean and SD when the
@@ -284,7 +306,7 @@ public final class SiteService: Sendable {
     /// before. Those rows are then remembered under the variable, so that a
     /// later model reading it cannot use rows a few short of them
     /// (`checkMomentDifferencing`). Never a minimum, maximum or single value.
-    func numericMoments(_ v: [Double?], variable: String, source: String, rowCount: Int) throws -> NumericMoments {
+    func numericMoments(_ v: NumericValues, variable: String, source: String, rowCount: Int) throws -> NumericMoments {
         let present = v.compactMap { $0 }
         let n = present.count
         // n itself is sent exactly with them (pooling needs it), so never below min_cell either.

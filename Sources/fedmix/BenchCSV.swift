@@ -49,7 +49,7 @@ struct CSVIngest: Codable, CustomStringConvertible {
     /// A numeric table as CSV: a header, then shortest round-trip decimals (NA when missing).
     static func text(_ t: DataTable) -> String {
         let columns: [[Double?]] = t.columns.map { c in
-            if case .numeric(let v) = c.data { return v }
+            if case .numeric(let v) = c.data { return Array(v) }
             return [Double?](repeating: nil, count: t.rowCount)
         }
         var out = t.columnNames.joined(separator: ",") + "\n"

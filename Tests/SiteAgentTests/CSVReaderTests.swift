@@ -17,7 +17,7 @@ final class CSVReaderTests: XCTestCase {
         guard case .numeric(let values) = column.data else {
             XCTFail("column \(name) is not numeric", file: file, line: line); return []
         }
-        return values
+        return Array(values)
     }
 
     private func strings(_ table: DataTable, _ name: String, file: StaticString = #filePath, line: UInt = #line) -> [String?] {

@@ -62,7 +62,7 @@ final class SQLiteSourceTests: XCTestCase {
         guard case .numeric(let values)? = table.column(named: name)?.data else {
             XCTFail("column \(name) is missing or not numeric", file: file, line: line); return []
         }
-        return values
+        return Array(values)
     }
 
     private func strings(_ table: DataTable, _ name: String, file: StaticString = #filePath, line: UInt = #line) -> [String?] {

@@ -277,7 +277,7 @@ struct CSVParser {
                      columnCount: Int, rowCount: Int) throws -> DataTable.ColumnData {
         let base = self.base
         if forced != .text {
-            var values = [Double?]()
+            var values = NumericValues()
             values.reserveCapacity(rowCount)
             var allNumbers = true
             var k = columnCount + index

@@ -165,11 +165,11 @@ public struct SQLiteSource {
     /// not numbers), which is the column itself when it turns out numeric,
     /// and, only once a value needs it, each row's text where it cannot be
     /// rendered back from the number (TEXT values, non-finite REALs,
-    /// INTEGERs beyond 2⁵³). A numeric column costs one optional Double per
-    /// row (16 bytes) instead of a tagged cell with room for a String (32):
-    /// 10 million rows of six columns read in 1 GB less.
+    /// INTEGERs beyond 2⁵³). A numeric column costs 8 bytes per row
+    /// (NumericValues) instead of a tagged cell with room for a String (32):
+    /// 10 million rows of six columns read in 0.48 GB, not 1.9 GB.
     struct ColumnBuilder {
-        var numbers: [Double?] = []
+        var numbers = NumericValues()
         /// Nil until a row needs its own text; then nil entries mean "render the number".
         var texts: [String?]? = nil
         /// The first row (0-based) whose value is not a number, NULL aside.
