@@ -141,24 +141,14 @@ struct CrossedGLMMObjective: FitObjective {
     mutating func minimize(_ optimizer: BoundedNewton) throws -> BoundedNewton.Result {
         let m = thetaCount, p = fixedCount
         let zeroTheta = [Double](repeating: 0, count: m)
-        var glmOptimizer = BoundedNewton(lower: [Double](repeating: -.infinity, count: p))
-        glmOptimizer.parameterNames = Array(parameterNames[m...])
-        glmOptimizer.maxEvaluations = optimizer.maxEvaluations
-        glmOptimizer.relativeNoise = optimizer.relativeNoise
-        glmOptimizer.decrementTolerance = optimizer.decrementTolerance
-        let glm = try glmOptimizer.minimize(from: [Double](repeating: 0, count: p)) { b in
+        let glm = try optimizer.glmStart(names: Array(parameterNames[m...])).minimize(from: [Double](repeating: 0, count: p)) { b in
             let e = try evaluate(zeroTheta + b, coords: Array(m..<(m + p)))
             return .init(value: e.value, gradient: e.gradient, hessian: e.hessian)
         }
         warmU = [Double](repeating: 0, count: solver.layout.dimension); warmAt = []; warmSlope = []
         var result = try optimizer.minimize(from: session.structure.initialTheta + glm.x) { try evaluate($0) }
-        if glm.converged, glm.value < result.value - optimizer.relativeNoise * max(1, abs(result.value)) {
-            let at = try evaluate(zeroTheta + glm.x)
-            let inside = result.message
-            result.x = zeroTheta + glm.x; result.value = at.value; result.gradient = at.gradient; result.hessian = at.hessian
-            result.converged = true; result.atBound = Array(0..<m)
-            result.newtonDecrement = glm.newtonDecrement; result.scaledGradient = glm.scaledGradient
-            result.message = "converged on the bound θ = 0 (the GLM: \(glm.message)), lower than the optimum inside (\(inside))"
+        if result.isAboveBoundary(glm, noise: optimizer.relativeNoise) {
+            result.takeBoundary(glm, at: try evaluate(zeroTheta + glm.x), thetaCount: m)
         }
         return result
     }

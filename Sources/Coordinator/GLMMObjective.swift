@@ -85,12 +85,7 @@ struct GLMMObjective: FitObjective {
     mutating func minimize(_ optimizer: BoundedNewton) throws -> BoundedNewton.Result {
         let m = thetaCount, p = fixedCount
         let zeroTheta = [Double](repeating: 0, count: m)
-        var glmOptimizer = BoundedNewton(lower: [Double](repeating: -.infinity, count: p))
-        glmOptimizer.parameterNames = betaNames
-        glmOptimizer.maxEvaluations = optimizer.maxEvaluations
-        glmOptimizer.relativeNoise = optimizer.relativeNoise
-        glmOptimizer.decrementTolerance = optimizer.decrementTolerance
-        let glm = try glmOptimizer.minimize(from: [Double](repeating: 0, count: p)) { b in
+        let glm = try optimizer.glmStart(names: betaNames).minimize(from: [Double](repeating: 0, count: p)) { b in
             let full = try evaluate(zeroTheta + b)
             glmEvaluated.append((b, full))
             var h = Matrix(rows: p, cols: p)
@@ -98,14 +93,9 @@ struct GLMMObjective: FitObjective {
             return .init(value: full.value, gradient: Array(full.gradient[m...]), hessian: h)
         }
         var result = try optimizer.minimize(from: session.structure.initialTheta + glm.x) { try evaluate($0) }
-        if glm.converged, glm.value < result.value - optimizer.relativeNoise * max(1, abs(result.value)) {
+        if result.isAboveBoundary(glm, noise: optimizer.relativeNoise) {
             // The GLM's point, with its full (θ, β) derivatives for the covariance.
-            let at = try glmEvaluated.last(where: { $0.0 == glm.x })?.1 ?? evaluate(zeroTheta + glm.x)
-            let inside = result.message
-            result.x = zeroTheta + glm.x; result.value = at.value; result.gradient = at.gradient; result.hessian = at.hessian
-            result.converged = true; result.atBound = Array(0..<m)
-            result.newtonDecrement = glm.newtonDecrement; result.scaledGradient = glm.scaledGradient
-            result.message = "converged on the bound θ = 0 (the GLM: \(glm.message)), lower than the optimum inside (\(inside))"
+            result.takeBoundary(glm, at: try glmEvaluated.last(where: { $0.0 == glm.x })?.1 ?? evaluate(zeroTheta + glm.x), thetaCount: m)
         }
         return result
     }
@@ -140,6 +130,35 @@ struct GLMMObjective: FitObjective {
         if nAGQ > 1 {
             r.lme4Objective = optimum.value - finals.reduce(0) { $0 + ($1.saturatedDeviance ?? 0) }
         }
+    }
+}
+
+extension BoundedNewton {
+    /// The optimizer for a GLMM's start, the GLM at θ = 0 over β alone, with this one's settings.
+    func glmStart(names: [String]) -> BoundedNewton {
+        var glm = BoundedNewton(lower: [Double](repeating: -.infinity, count: names.count))
+        glm.parameterNames = names
+        glm.maxEvaluations = maxEvaluations
+        glm.relativeNoise = relativeNoise
+        glm.decrementTolerance = decrementTolerance
+        return glm
+    }
+}
+
+extension BoundedNewton.Result {
+    /// Whether the GLM at θ = 0 (converged) lies below this optimum inside by more than the noise.
+    func isAboveBoundary(_ glm: BoundedNewton.Result, noise: Double) -> Bool {
+        glm.converged && glm.value < value - noise * max(1, abs(value))
+    }
+
+    /// This optimum replaced by the boundary θ = 0 at the GLM's β, with the
+    /// full (θ, β) evaluation there (for the covariance) and a message saying why.
+    mutating func takeBoundary(_ glm: BoundedNewton.Result, at: BoundedNewton.Evaluation, thetaCount m: Int) {
+        let inside = message
+        x = [Double](repeating: 0, count: m) + glm.x; value = at.value; gradient = at.gradient; hessian = at.hessian
+        converged = true; atBound = Array(0..<m)
+        newtonDecrement = glm.newtonDecrement; scaledGradient = glm.scaledGradient
+        message = "converged on the bound θ = 0 (the GLM: \(glm.message)), lower than the optimum inside (\(inside))"
     }
 }
 
