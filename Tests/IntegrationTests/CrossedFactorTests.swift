@@ -16,16 +16,9 @@ final class CrossedFactorTests: XCTestCase {
     override class func tearDown() { pki.remove() }
 
     static let directory = Fixtures.root.deletingLastPathComponent().appendingPathComponent("crossed")
-    nonisolated(unsafe) static let references: [String: [String: Any]] = {
-        let url = directory.appendingPathComponent("references.json")
-        return try! JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: [String: Any]]
-    }()
+    nonisolated(unsafe) static let references = Fixtures.references("crossed")
 
-    static func files(_ caseName: String) throws -> [URL] {
-        try FileManager.default.contentsOfDirectory(at: directory.appendingPathComponent(caseName), includingPropertiesForKeys: nil)
-            .filter { $0.pathExtension == "csv" }
-            .sorted { $0.lastPathComponent.utf8.lexicographicallyPrecedes($1.lastPathComponent.utf8) }
-    }
+    static func files(_ caseName: String) throws -> [URL] { try Fixtures.csvFiles(in: directory.appendingPathComponent(caseName)) }
 
     static func options(_ ref: [String: Any]) -> FitOptions {
         FitOptions(method: ref["method"] as! String == "ML" ? .ml : .reml)

@@ -17,16 +17,9 @@ final class CrossedGLMMTests: XCTestCase {
     override class func tearDown() { pki.remove() }
 
     static let directory = Fixtures.root.deletingLastPathComponent().appendingPathComponent("crossed-glmm")
-    nonisolated(unsafe) static let references: [String: [String: Any]] = {
-        let url = directory.appendingPathComponent("references.json")
-        return try! JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: [String: Any]]
-    }()
+    nonisolated(unsafe) static let references = Fixtures.references("crossed-glmm")
 
-    static func files() throws -> [URL] {
-        try FileManager.default.contentsOfDirectory(at: directory.appendingPathComponent("surgeons"), includingPropertiesForKeys: nil)
-            .filter { $0.pathExtension == "csv" }
-            .sorted { $0.lastPathComponent.utf8.lexicographicallyPrecedes($1.lastPathComponent.utf8) }
-    }
+    static func files() throws -> [URL] { try Fixtures.csvFiles(in: directory.appendingPathComponent("surgeons")) }
 
     static func options(_ ref: [String: Any]) -> FitOptions {
         FitOptions(family: ref["family"] as! String == "binomial" ? .binomial : .poisson)

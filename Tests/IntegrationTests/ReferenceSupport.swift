@@ -13,10 +13,20 @@ enum Fixtures {
 
     /// Site CSV files of a case, sorted by name.
     static func siteFiles(_ name: String) throws -> [URL] {
-        let dir = caseDirectory(name).appendingPathComponent("sites")
-        return try FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: nil)
+        try csvFiles(in: caseDirectory(name).appendingPathComponent("sites"))
+    }
+
+    /// The CSV files in a folder (one site each), sorted by name.
+    static func csvFiles(in dir: URL) throws -> [URL] {
+        try FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: nil)
             .filter { $0.pathExtension == "csv" }
             .sorted { $0.lastPathComponent.utf8.lexicographicallyPrecedes($1.lastPathComponent.utf8) }
+    }
+
+    /// A fixture folder beside `reference` (crossed, crossed-glmm, …) and its references.json, by key.
+    static func references(_ folder: String) -> [String: [String: Any]] {
+        let url = root.deletingLastPathComponent().appendingPathComponent(folder).appendingPathComponent("references.json")
+        return try! JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: [String: Any]]
     }
 
     static func pooledFile(_ name: String) -> URL { caseDirectory(name).appendingPathComponent("pooled.csv") }
