@@ -6,7 +6,8 @@
 #   surgeons: simulated (seed 1717): 20 hospitals, 40 surgeons who operate
 #             at 2-4 hospitals each; died (binomial) and complications
 #             (Poisson counts) with age; and the surgeons alone, with no
-#             random effect of a site's own (died_surgeon_only).
+#             random effect of a site's own (died_surgeon_only); and
+#             readmitted with year crossed too and a surgeon slope in age.
 # Run from the repository root: Rscript Tests/Fixtures/tools/crossed-glmm-references.R
 # SEs are vcov(m): lme4's finite-difference Hessian of the deviance in
 # (θ, β) at the optimum. Needs R, lme4 and jsonlite (not the tests).
@@ -40,6 +41,16 @@ stopifnot(min(tab[tab > 0]) >= 12, all(rowSums(tab > 0) >= 2), all(colSums(tab >
 # The agents' default rules: each outcome class with at least 5 rows per hospital.
 deaths <- table(factor(reg$site, levels = hospitals), reg$died)
 stopifnot(min(deaths) >= 5)
+# Several crossed factors and a vector crossed term: the year of the
+# operation (2016-2020, crossed with the sites too) and readmission, drawn
+# after everything above (so the columns above are unchanged), with a year
+# effect and a surgeon-specific slope in age.
+reg$year <- sample(2016:2020, nrow(reg), replace = TRUE)
+u_year <- rnorm(5, 0, 0.5); names(u_year) <- 2016:2020
+s_surg <- rnorm(40, 0, 0.35); names(s_surg) <- surgeons
+reg$readmitted <- rbinom(nrow(reg), 1, plogis(-0.8 + 0.4 * reg$age + u_site[reg$site] + u_year[as.character(reg$year)] +
+                                                u_surg[reg$surgeon] + s_surg[reg$surgeon] * reg$age))
+stopifnot(min(table(reg$site, reg$year)) >= 5, min(table(factor(reg$site, levels = hospitals), reg$readmitted)) >= 5)
 dir <- file.path(out_dir, "surgeons")
 unlink(dir, recursive = TRUE); dir.create(dir, recursive = TRUE)
 for (s in unique(reg$site)) write.csv(reg[reg$site == s, ], file.path(dir, paste0(s, ".csv")), row.names = FALSE, quote = FALSE)
@@ -49,8 +60,12 @@ fits <- list(
   died = list(family = binomial, fedmix = "died ~ age + (1 | site) + (1 | surgeon)", r = died ~ age + (1 | site) + (1 | surgeon)),
   died_surgeon_only = list(family = binomial, fedmix = "died ~ age + (1 | surgeon)", r = died ~ age + (1 | surgeon)),
   complications = list(family = poisson, fedmix = "complications ~ age + (1 | site) + (1 | surgeon)",
-                       r = complications ~ age + (1 | site) + (1 | surgeon))
+                       r = complications ~ age + (1 | site) + (1 | surgeon)),
+  readmitted = list(family = binomial, fedmix = "readmitted ~ age + (1 | site) + (1 | year) + (1 + age | surgeon)",
+                    r = readmitted ~ age + (1 | site) + (1 | year) + (1 + age | surgeon))
 )
+only <- commandArgs(trailingOnly = TRUE)
+if (length(only)) fits <- fits[only]
 ranef_table <- function(m) {
   re <- ranef(m, condVar = TRUE)
   lapply(names(re), function(g) {
@@ -80,8 +95,11 @@ refs <- lapply(names(fits), function(k) {
        fixed = list(names = I(rownames(s)), estimates = I(unname(s[, 1])), std_errors = I(unname(s[, 2]))),
        loglik = as.numeric(logLik(m)), n_obs = nobs(m),
        variance_components = lapply(seq_len(nrow(vc)), function(i)
-         list(group = vc$grp[i], vcov = vc$vcov[i], sdcor = vc$sdcor[i])),
+         list(group = vc$grp[i], var1 = if (is.na(vc$var1[i])) NULL else vc$var1[i],
+              var2 = if (is.na(vc$var2[i])) NULL else vc$var2[i], vcov = vc$vcov[i], sdcor = vc$sdcor[i])),
        ranef = ranef_table(m))
 })
 names(refs) <- names(fits)
-writeLines(toJSON(refs, auto_unbox = TRUE, digits = NA, pretty = TRUE, null = "null"), file.path(out_dir, "references.json"))
+# Rscript … KEY… refits only those models (the data are written whole either way).
+writeLines(toJSON(refs, auto_unbox = TRUE, digits = NA, pretty = TRUE, null = "null"),
+           file.path(out_dir, if (length(only)) "references-partial.json" else "references.json"))
