@@ -125,3 +125,38 @@ public struct GLMFamily: Sendable, Equatable {
 
 /// R's probit threshold: −qnorm(DBL_EPSILON).
 let qnormEpsilon = -8.125890664701906
+
+extension GLMFamily {
+    /// The largest share one row holds of the working weights Σ w at `eta`,
+    /// over all rows and over the rows of each group (`groups[g][i]`: row
+    /// i's group under grouping g): an honest β spreads the weights, a
+    /// crafted one steep in a column puts them on the row nearest its
+    /// threshold, and sums then describe that row. 1 when the weights
+    /// vanished entirely (every fitted probability at 0 or 1).
+    public func largestWeightShare(y: [Double], n: [Double], eta: [Double], groups: [[Int]] = []) -> Double {
+        var total = [[Double]](repeating: [0], count: 1), largest = total
+        for g in groups { let k = (g.max() ?? -1) + 1; total.append([Double](repeating: 0, count: k)); largest.append(total.last!) }
+        for i in eta.indices {
+            let w = weightAndResidual(y: y[i], n: n[i], eta: eta[i]).w
+            total[0][0] += w; largest[0][0] = max(largest[0][0], w)
+            for (g, grouping) in groups.enumerated() {
+                let c = grouping[i]
+                total[g + 1][c] += w; largest[g + 1][c] = max(largest[g + 1][c], w)
+            }
+        }
+        if !eta.isEmpty && !(total[0][0] > 0) { return 1 }
+        var share = 0.0
+        for (t, l) in zip(total, largest) { for (a, b) in zip(t, l) where a > 0 { share = max(share, b / a) } }
+        return share
+    }
+
+    /// x β + offset for rows × p row-major `x`.
+    public static func linearPredictor(x: [Double], p: Int, beta: [Double], offset: [Double]) -> [Double] {
+        offset.indices.map { i in
+            var v = offset[i]
+            for j in 0..<p { v += x[i * p + j] * beta[j] }
+            return v
+        }
+    }
+}
+

@@ -57,6 +57,9 @@ public struct CrossedPiece: Sendable, Equatable {
     public var hessian: [Double]
     /// log|H_ss|.
     public var logDet: Double
+    /// `largestWeightShare` at the site's modes. Not on the wire; the site
+    /// checks it (max_row_share).
+    public var largestRowShare: Double = 0
     public init(value: Double, gradient: [Double], hessian: [Double], logDet: Double) {
         self.value = value; self.gradient = gradient; self.hessian = hessian; self.logDet = logDet
     }
@@ -93,6 +96,23 @@ public final class GLMMCrossedSite: Sendable {
         return site
     }
 
+    /// The largest share one row holds of the PIRLS weights Σ w, over all the
+    /// site's rows and over each crossed level's rows (1 when they vanished):
+    /// an honest fit spreads them, a crafted β steep in one column puts them
+    /// on the row nearest its threshold, whose answer would then be that row's.
+    /// Without `eta`, at the linear predictor before the site's own modes
+    /// (Xβ + Z_G b_G + offset), so a crafted point is refused before any work.
+    public func largestWeightShare(beta: [Double], effects: [Double]) -> Double {
+        let extra = crossed.linearPart(effects, rows: local.rows)
+        let eta = zip(GLMFamily.linearPredictor(x: local.x, p: local.p, beta: beta, offset: local.offset), extra).map { $0 + $1 }
+        return largestWeightShare(eta: eta)
+    }
+
+    /// Each crossed factor's levels group the rows (by the first leading column of their level).
+    func largestWeightShare(eta: [Double]) -> Double {
+        local.family.largestWeightShare(y: local.y, n: local.n, eta: eta, groups: crossed.factors.map(\.column))
+    }
+
     /// The site's piece at (θ, β) (the model's θ) and b_G at its levels.
     public func piece(theta: [Double], beta: [Double], effects: [Double]) throws -> CrossedPiece {
         precondition(effects.count == crossed.width, "one crossed effect per leading column")
@@ -110,11 +130,14 @@ public final class GLMMCrossedSite: Sendable {
                 for a in 0..<f.dimension { gradient[f.column[i] + a] -= 2 * w * r * f.z[i * f.dimension + a] }
             }
         }
+        let share = largestWeightShare(eta: m.eta)
         let schur = try weightedSchur(rootWeights: rootWeights, thetaL: thetaL)
         var hessian = [Double](repeating: 0, count: q * q)
         for j in 0..<q { for i in 0..<q { hessian[i + j * q] = 2 * schur.schur[i, j] } }
         for j in 0..<q { for i in 0..<j { let v = 0.5 * (hessian[i + j * q] + hessian[j + i * q]); hessian[i + j * q] = v; hessian[j + i * q] = v } }
-        return CrossedPiece(value: m.penalizedDeviance, gradient: gradient, hessian: hessian, logDet: m.factor.logDet)
+        var piece = CrossedPiece(value: m.penalizedDeviance, gradient: gradient, hessian: hessian, logDet: m.factor.logDet)
+        piece.largestRowShare = share
+        return piece
     }
 
     /// The Schur complement of [√W Z_G 0] after the local effects, and its

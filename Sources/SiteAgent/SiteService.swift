@@ -671,6 +671,9 @@ public final class SiteService: Sendable {
             }
             if let refusal = RequestCost.glmmEvaluate(s.fit.glmm!.data, order: 0, nAGQ: 1)
                 .refusal(limits, what: "evaluation") { throw refusal }
+            if let beta = r.beta, let family = flat.family {
+                try refuseDominatedWeights(family.largestWeightShare(y: flat.y, n: flat.n, eta: GLMFamily.linearPredictor(x: flat.x, p: flat.p, beta: beta, offset: flat.offset)))
+            }
             let step = flat.normalEquations(at: r.beta)
             guard step.deviance.isFinite, step.information.allSatisfy(\.isFinite), step.working.allSatisfy(\.isFinite) else {
                 throw GLMMError.nonFinite
@@ -705,9 +708,20 @@ public final class SiteService: Sendable {
             }
             if let refusal = RequestCost.glmmEvaluate(site.data, order: r.order, nAGQ: nAGQ)
                 .refusal(limits, what: "evaluation") { throw refusal }
+            let d = site.data
+            try refuseDominatedWeights(d.family.largestWeightShare(y: d.y, n: d.n, eta: GLMFamily.linearPredictor(x: d.x, p: d.p, beta: beta, offset: d.offset)))
             let jet = try site.evaluate(theta: r.theta, beta: beta, order: r.order, nAGQ: nAGQ)
             return .glmmContribution(GLMMContributionReply(session: r.session, rows: s.fit.used, objective: jet))
         }
+    }
+
+    /// Refuses an answer at a β under which one row would hold more than
+    /// max_row_share of the working weights (GLMFamily.largestWeightShare):
+    /// the glm step's, the GLMM's and the crossed GLMM's sums would then
+    /// mostly describe that row.
+    func refuseDominatedWeights(_ share: Double) throws {
+        guard share > policy.maxRowShare else { return }
+        throw SiteError.disclosure("at the β sent, one row would carry more than \(Int(100 * policy.maxRowShare))% of the working weights of this site's rows (or of a crossed level's rows), so the answer would mostly describe that row (rule max_row_share, dominance). A β far too steep in one column does this")
     }
 
     /// A round of a GLMM with crossed factors (GLMMCrossedSite): each point's
@@ -736,7 +750,9 @@ public final class SiteService: Sendable {
                                answerBytes: Double(points.count) * Double(q * (q + 1) / 2 + q + 2) * RequestCost.bytesPerNumber + 256)
         if let refusal = cost.refusal(limits, what: "crossed GLMM round") { throw refusal }
         let pieces = try points.map { point in
+            try refuseDominatedWeights(site.largestWeightShare(beta: point.beta, effects: point.effects))
             let p = try site.piece(theta: point.theta, beta: point.beta, effects: point.effects)
+            try refuseDominatedWeights(p.largestRowShare)
             let q = p.gradient.count
             let upper = (0..<q).flatMap { j in (0...j).map { i in p.hessian[i + j * q] } }
             return CrossedGLMMPiece(value: p.value, gradient: p.gradient, hessian: upper, logDet: p.logDet)

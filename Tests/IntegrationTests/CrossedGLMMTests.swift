@@ -168,8 +168,9 @@ final class CrossedGLMMTests: XCTestCase {
 
     /// What a site answers to crafted crossed rounds, at the default
     /// disclosure rules: a plain GLMM evaluation of a crossed session, a
-    /// point whose crossed effects are not its levels', and more points than
-    /// one stencil and the extra-point allowance are refused, each saying
+    /// point whose crossed effects are not its levels', more points than
+    /// one stencil and the extra-point allowance, and a β so steep that one
+    /// row dominates the information are refused, each saying
     /// why; an honest point is answered, and its answer round-trips exactly.
     func testCraftedCrossedRoundsAreRefused() throws {
         let files = try Self.files()
@@ -198,6 +199,13 @@ final class CrossedGLMMTests: XCTestCase {
         many.crossed = [CrossedGLMMPoint](repeating: CrossedGLMMPoint(theta: theta, beta: beta, effects: [Double](repeating: 0, count: q)), count: 200)
         let tooMany = message(try Self.ask(service, .evaluate(many)))
         XCTAssertTrue(tooMany.contains("a crossed GLMM round holds between 1 and"), tooMany)
+        // A β steep in age turns the fitted probabilities into a step at age 0.3, whose
+        // gradient per level would count the rows above it: refused, whatever the crossed effects.
+        var steep = wrong
+        steep.crossed = [CrossedGLMMPoint(theta: theta, beta: [-150, 500], effects: [Double](repeating: 0, count: q)),
+                         CrossedGLMMPoint(theta: theta, beta: [-1.5, 0.5], effects: [Double](repeating: 0, count: q))]
+        let dominated = message(try Self.ask(service, .evaluate(steep)))
+        XCTAssertTrue(dominated.contains("rule max_row_share, dominance"), dominated)
         var honest = wrong
         honest.crossed = [CrossedGLMMPoint(theta: theta, beta: beta, effects: (0..<q).map { 0.1 * Double($0) })]
         guard case .glmmCrossed(let answer) = try Self.ask(service, .evaluate(honest)) else { return XCTFail("the honest point was refused") }
