@@ -30,11 +30,24 @@ public enum LineCodec {
     static func string(_ data: Data) -> String { String(decoding: data, as: UTF8.self) }
 
     static func encode<B: Encodable>(id: Int, type: String, body: B?) throws -> String {
-        do { return string(try makeEncoder().encode(Envelope(id: id, type: type, body: body))) }
-        catch let EncodingError.invalidValue(_, ctx) {
+        let envelope = Envelope(id: id, type: type, body: body)
+        do {
+            let line = try JSONLineWriter.encode(envelope)
+            if checksCodec {
+                let reference = string(try makeEncoder().encode(envelope))
+                precondition(line == reference, "JSONLineWriter and JSONEncoder differ:\n\(line.prefix(2000))\n\(reference.prefix(2000))")
+            }
+            return line
+        } catch let EncodingError.invalidValue(_, ctx) {
             throw ProtocolError.invalidMessage("cannot send a non-finite number (field \(path(ctx.codingPath)))")
         }
     }
+
+    /// FEDMIX_CODEC_CHECK=1: every line is also written and read with
+    /// Foundation's JSONEncoder/JSONDecoder, and a difference (bytes written,
+    /// success, or the error's text) stops the process. The test suite runs
+    /// once this way (JSONLineCodecTests explains).
+    static let checksCodec = ProcessInfo.processInfo.environment["FEDMIX_CODEC_CHECK"] == "1"
 
     public static func encode(_ hello: Hello) throws -> String { string(try makeEncoder().encode(hello)) }
 
@@ -73,6 +86,7 @@ public enum LineCodec {
 
     /// Decodes a request line. Errors carry the request id when it could be read.
     public static func decodeRequest(_ line: String) throws -> (id: Int, request: Request) {
+        let line = try Parsed(line)
         let h = try decode(Header.self, line)
         guard let id = h.id else { throw ProtocolError.missingField("id") }
         switch h.type {
@@ -96,6 +110,7 @@ public enum LineCodec {
     }
 
     public static func decodeReply(_ line: String) throws -> (id: Int, reply: Reply) {
+        let line = try Parsed(line)
         let h = try decode(Header.self, line)
         guard let id = h.id else { throw ProtocolError.missingField("id") }
         switch h.type {
@@ -114,21 +129,54 @@ public enum LineCodec {
         }
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ line: String) throws -> T {
-        guard line.utf8.first(where: { $0 != 0x20 && $0 != 0x09 }) == UInt8(ascii: "{") else {
-            throw ProtocolError.invalidJSON("a protocol line must be one JSON object, {...}")
+    /// A line parsed once, decoded as its header and then as its body.
+    struct Parsed {
+        let text: String
+        let document: JSONLineDocument
+        init(_ line: String) throws {
+            guard line.utf8.first(where: { $0 != 0x20 && $0 != 0x09 }) == UInt8(ascii: "{") else {
+                throw ProtocolError.invalidJSON("a protocol line must be one JSON object, {...}")
+            }
+            text = line
+            do { document = try JSONLineDocument(line) } catch let e as DecodingError { throw LineCodec.protocolError(e) }
         }
-        do {
-            return try JSONDecoder().decode(T.self, from: Data(line.utf8))
-        } catch let DecodingError.typeMismatch(t, ctx) {
-            throw ProtocolError.wrongFieldType(field: path(ctx.codingPath), expected: expectedName(t))
-        } catch let DecodingError.valueNotFound(t, ctx) {
-            throw ProtocolError.wrongFieldType(field: path(ctx.codingPath), expected: expectedName(t))
-        } catch let DecodingError.keyNotFound(k, ctx) {
-            throw ProtocolError.missingField(path(ctx.codingPath + [k]))
-        } catch let DecodingError.dataCorrupted(ctx) {
-            if ctx.codingPath.isEmpty { throw ProtocolError.invalidJSON("the line is not a complete JSON object") }
-            throw ProtocolError.invalidMessage("field \"\(path(ctx.codingPath))\": \(ctx.debugDescription)")
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ line: String) throws -> T {
+        try decode(type, try Parsed(line))
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ line: Parsed) throws -> T {
+        let result: Result<T, Error>
+        do { result = .success(try JSONLineReader.decode(T.self, from: line.document)) }
+        catch let e as DecodingError { result = .failure(protocolError(e)) }
+        if checksCodec {
+            let reference: Result<T, Error>
+            do { reference = .success(try JSONDecoder().decode(T.self, from: Data(line.text.utf8))) }
+            catch let e as DecodingError { reference = .failure(protocolError(e)) }
+            switch (result, reference) {
+            case (.success, .success): break
+            case (.failure(let a), .failure(let b)) where "\(a)" == "\(b)": break
+            // Stricter on invalid JSON (JSONLineCodecTests lists where).
+            case (.failure(ProtocolError.invalidJSON), _): break
+            default: preconditionFailure("JSONLineReader and JSONDecoder differ on \(T.self): \(result) vs \(reference)\n\(line.text.prefix(2000))")
+            }
+        }
+        return try result.get()
+    }
+
+    /// Foundation's decoding errors as protocol errors naming the field.
+    static func protocolError(_ error: DecodingError) -> ProtocolError {
+        switch error {
+        case .typeMismatch(let t, let ctx), .valueNotFound(let t, let ctx):
+            return .wrongFieldType(field: path(ctx.codingPath), expected: expectedName(t))
+        case .keyNotFound(let k, let ctx):
+            return .missingField(path(ctx.codingPath + [k]))
+        case .dataCorrupted(let ctx):
+            if ctx.codingPath.isEmpty { return .invalidJSON("the line is not a complete JSON object") }
+            return .invalidMessage("field \"\(path(ctx.codingPath))\": \(ctx.debugDescription)")
+        @unknown default:
+            return .invalidJSON("the line is not a complete JSON object")
         }
     }
 

@@ -1,0 +1,132 @@
+// JSONLineWriter/JSONLineReader against Foundation's JSONEncoder/JSONDecoder,
+// which they replace on the wire: the same bytes written, the same values
+// read (doubles bit for bit), the same errors. The whole suite can also run
+// with FEDMIX_CODEC_CHECK=1, which makes LineCodec compare both on every
+// line any test sends or reads (run it so after any change to these files).
+
+import Foundation
+import XCTest
+@testable import Protocol
+import Math
+
+final class JSONLineCodecTests: XCTestCase {
+    private func foundation<T: Encodable>(_ v: T) throws -> String {
+        String(decoding: try LineCodec.makeEncoder().encode(v), as: UTF8.self)
+    }
+
+    private struct Sample: Codable, Equatable {
+        var values: [Double]
+        var count: Int
+        var name: String
+        var flag: Bool
+        var optional: Double?
+        var nested: [String: [Int]]
+        var matrix: [[Double]]
+        var small: Float
+        var big: UInt64
+        var missing: String?
+    }
+
+    /// Doubles that stress the shortest form: integral, huge, tiny, denormal, −0.
+    private let awkward: [Double] = [0, -0.0, 1, -1, 100, 1e15, 1e16, 1e22, 1e300, 1.7976931348623157e308, 5e-324,
+                                     2.2250738585072014e-308, 1e-5, 1e-7, 0.1, 1.0 / 3, 123456789.123456789, -2.5e-7,
+                                     Double.pi * 1e-300, 9007199254740993]
+
+    func testWritesFoundationsBytes() throws {
+        var rng = SystemRandomNumberGenerator()
+        var doubles = awkward
+        for _ in 0..<5_000 {
+            let d = Double(bitPattern: UInt64.random(in: 0...UInt64.max, using: &rng))
+            if d.isFinite { doubles.append(d) }
+            doubles.append(Double.random(in: -1e6...1e6, using: &rng))
+        }
+        let controls = String((0..<0x20).map { Character(UnicodeScalar(UInt8($0))) })
+        let names = ["plain", "with \"quotes\" and \\ and /", controls, "é日本\u{2028}\u{7f}", "", "emoji 🧪"]
+        for (i, name) in names.enumerated() {
+            let s = Sample(values: doubles, count: -i * 123_456_789, name: name, flag: i % 2 == 0, optional: i % 2 == 0 ? nil : 0.5,
+                           nested: ["b": [1, 2], "a_b": [], "aB": [3], "a10": [4], "a2": [5], "Z": [6], "é": [7], name: [8]],
+                           matrix: [[1.5, 2], [], [-0.0]], small: 0.1, big: UInt64.max, missing: nil)
+            let line = try JSONLineWriter.encode(s)
+            XCTAssertEqual(line, try foundation(s))
+            let back = try JSONLineReader.decode(Sample.self, from: JSONLineDocument(line))
+            XCTAssertEqual(back.values.map(\.bitPattern), s.values.map(\.bitPattern), "doubles read back bit for bit")
+            XCTAssertEqual(back, s)
+        }
+    }
+
+    func testAProtocolLineReadsBackBitForBit() throws {
+        // A contribution answer with random jets, through LineCodec both ways.
+        let space = JetSpace(parameters: 3, order: 2)
+        var schur = JetMatrix(rows: 4, cols: 4, space: space)
+        schur.storage = schur.storage.map { _ in Double.random(in: -1e3...1e3) * Double.random(in: 0...1) }
+        var logDet = ScalarJet(space: space, value: 12.25)
+        logDet.storage = logDet.storage.map { _ in Double.random(in: -1...1) }
+        let reply = ContributionReply(session: "s-1", contribution: LMMContribution(schur: schur, logDet: logDet, rows: 40))
+        let line = try LineCodec.encode(.contribution(reply), id: 7)
+        XCTAssertEqual(line, try foundation(Envelope(id: 7, type: "contribution", body: reply)))
+        let (id, decoded) = try LineCodec.decodeReply(line)
+        XCTAssertEqual(id, 7)
+        guard case .contribution(let back) = decoded else { return XCTFail("\(decoded)") }
+        XCTAssertEqual(back.schur.values.map(\.bitPattern), schur.storage.map(\.bitPattern))
+        XCTAssertEqual(back, reply)
+    }
+
+    /// LineCodec's envelope, spelled out for Foundation.
+    private struct Envelope<B: Encodable>: Encodable {
+        var id: Int, type: String, body: B
+        enum K: String, CodingKey { case id, type }
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: K.self)
+            try c.encode(id, forKey: .id); try c.encode(type, forKey: .type)
+            try body.encode(to: encoder)
+        }
+    }
+
+    /// Valid JSON: the same value or the same protocol error as Foundation.
+    /// Invalid JSON (RFC 8259): always "not valid JSON", where Foundation
+    /// accepts trailing commas and checks a malformed number or string only
+    /// when a field reads it (so it may name the field's type instead).
+    func testRefusesWhatFoundationRefusesWithTheSameError() throws {
+        struct I: Decodable { var a: Int }
+        struct D: Decodable { var a: Double }
+        struct S: Decodable { var a: String }
+        struct O: Decodable { var a: Int?; var b: [Double]? }
+        let valid = [
+            #"{"a":3.0}"#, #"{"a":1e2}"#, #"{"a":3.5}"#, #"{"a":99999999999999999999}"#, #"{"a":1,"a":2}"#, #"{"a":-0}"#,
+            #"{"a":null}"#, #"{"a":"3"}"#, #"{"a":true}"#, #"{"a":1e400}"#, #"{"a":1E5}"#, #"{"a":[1]}"#, #"{"a":{}}"#, #"{}"#,
+            #"{"a":5e-324}"#, #"{"a":"\u00e9\n\/"}"#, #"{"b":[1,null]}"#, #"{"b":[1,"x"]}"#, #"{"a":"\ud83e\uddea"}"#,
+            " {\"a\":1} \n", #"{"a":-1e-300}"#, #"{"a":1,"b":[]}"#, #"{"a":"x","b":[0.5,-2e-7]}"#,
+        ]
+        let invalid = [
+            #"{"a":3} x"#, #"{"a":03}"#, #"{"a":+3}"#, #"{"a":1.}"#, #"{"a":.5}"#, #"{"a":"\ud800"}"#, "{\"a\":\"tab\there\"}",
+            #"{"a":"\x"}"#, #"{"a":"\"#, #"{"a":1"#, #"{"a":1,}"#, #"{"a" 1}"#, #"{"a":tru}"#, #"{"a":nul}"#, #"{"a":[1,2,]}"#,
+            "{\"a\":1}\u{0}", #"{"a":-}"#, #"{"a":1e}"#, #"{"a":1e+}"#, #"{"a":-01}"#, #"{"a":"\u12"}"#,
+        ]
+        func outcome(_ body: () throws -> Void) -> String {
+            do { try body(); return "ok" }
+            catch let e as DecodingError { return "\(LineCodec.protocolError(e))" } catch { return "\(error)" }
+        }
+        func check<T: Decodable>(_ t: T.Type, _ line: String, valid: Bool) {
+            let ours = outcome { _ = try JSONLineReader.decode(T.self, from: JSONLineDocument(line)) }
+            if valid {
+                let reference = outcome { _ = try JSONDecoder().decode(T.self, from: Data(line.utf8)) }
+                XCTAssertEqual(ours, reference, "\(T.self) from \(line)")
+            } else {
+                XCTAssertEqual(ours, "\(ProtocolError.invalidJSON("the line is not a complete JSON object"))", "\(T.self) from \(line)")
+            }
+        }
+        for line in valid {
+            check(I.self, line, valid: true); check(D.self, line, valid: true); check(S.self, line, valid: true); check(O.self, line, valid: true)
+        }
+        for line in invalid {
+            check(I.self, line, valid: false); check(D.self, line, valid: false); check(S.self, line, valid: false); check(O.self, line, valid: false)
+        }
+    }
+
+    func testDeepNestingIsRefusedNotACrash() {
+        let line = "{\"a\":" + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"
+        XCTAssertThrowsError(try LineCodec.decodeRequest(line)) { error in
+            guard case ProtocolError.invalidJSON = error else { return XCTFail("\(error)") }
+        }
+    }
+}
