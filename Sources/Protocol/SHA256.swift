@@ -6,13 +6,18 @@ import COpenSSL
 /// by fingerprint; both must use the same vetted implementation that TLS uses,
 /// not a hand-written one.
 public enum SHA256Digest {
+    /// SHA-256 fetched from the default provider once. Why: EVP_sha256()
+    /// makes OpenSSL 3 look the implementation up again, under a lock, on
+    /// every call, and the audit chain hashes every line an agent logs.
+    nonisolated(unsafe) static let algorithm: OpaquePointer? = EVP_MD_fetch(nil, "SHA256", nil)
+
     /// The 32-byte SHA-256 digest of `bytes`.
     public static func hash(_ bytes: [UInt8]) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         let ok = bytes.withUnsafeBytes { input in
             digest.withUnsafeMutableBufferPointer { output in
-                EVP_Digest(input.baseAddress, input.count, output.baseAddress, &length, EVP_sha256(), nil)
+                EVP_Digest(input.baseAddress, input.count, output.baseAddress, &length, algorithm ?? EVP_sha256(), nil)
             }
         }
         // EVP_Digest with the built-in SHA-256 only fails when memory runs out.

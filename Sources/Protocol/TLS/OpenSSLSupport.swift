@@ -259,7 +259,7 @@ enum X509Fields {
     static func fingerprintSHA256(_ cert: OpaquePointer) -> String {
         var md = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
-        guard X509_digest(cert, EVP_sha256(), &md, &length) == 1 else { return "" }
+        guard X509_digest(cert, SHA256Digest.algorithm ?? EVP_sha256(), &md, &length) == 1 else { return "" }
         return hexString(md.prefix(Int(length)))
     }
 

@@ -21,7 +21,7 @@ public enum Signatures {
     /// Ed25519/Ed448, which hash internally.
     static func digest(for key: OpaquePointer) -> OpaquePointer? {
         let id = EVP_PKEY_get_base_id(key)
-        return (id == NID_ED25519 || id == NID_ED448) ? nil : EVP_sha256()
+        return (id == NID_ED25519 || id == NID_ED448) ? nil : (SHA256Digest.algorithm ?? EVP_sha256())
     }
 
     /// Signs `message` with `key` (an EVP_PKEY): ECDSA with SHA-256 for the
