@@ -378,6 +378,13 @@ private struct LineDecoder: Decoder {
 private func decodeNode<T: Decodable>(_ type: T.Type, _ node: Node, _ document: JSONLineDocument, _ path: [CodingKey]) throws -> T {
     let s = Scalars(document: document)
     if T.self == Double.self { return try unsafeBitCast(s.double(node, path), to: T.self) }
+    if T.self == [Double].self, case .array(let items) = node {
+        // Most of a round's numbers: read in one pass, no decoder per number.
+        var values: [Double] = []
+        values.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() { values.append(try s.double(item, path + [ReaderIndexKey(i)])) }
+        return withUnsafePointer(to: values) { UnsafeRawPointer($0).load(as: T.self) }
+    }
     if T.self == Int.self { return try unsafeBitCast(s.integer(Int.self, node, path), to: T.self) }
     if T.self == String.self { let v = try s.string(node, path); return withUnsafePointer(to: v) { UnsafeRawPointer($0).load(as: T.self) } }
     if T.self == Bool.self { return try unsafeBitCast(s.bool(node, path), to: T.self) }

@@ -21,7 +21,7 @@ enum JSONLineWriter {
     // MARK: the tree, filled by the encoder and written once at the end
 
     indirect enum Node {
-        case double(Double), float(Float), int(Int64), uint(UInt64), string(String), bool(Bool), null
+        case double(Double), float(Float), int(Int64), doubles([Double]), uint(UInt64), string(String), bool(Bool), null
         case object(ObjectBox), array(ArrayBox)
     }
     final class ObjectBox { var entries: [(key: String, node: Node)] = [] }
@@ -34,6 +34,15 @@ enum JSONLineWriter {
             var s = d.description
             if s.hasSuffix(".0") { s.removeLast(2) }
             out.append(contentsOf: s.utf8)
+        case .doubles(let values):
+            out.append(UInt8(ascii: "["))
+            for (i, d) in values.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                var s = d.description
+                if s.hasSuffix(".0") { s.removeLast(2) }
+                out.append(contentsOf: s.utf8)
+            }
+            out.append(UInt8(ascii: "]"))
         case .float(let f):
             var s = f.description
             if s.hasSuffix(".0") { s.removeLast(2) }
@@ -92,6 +101,11 @@ enum JSONLineWriter {
     /// The node of a value encoded on its own (fast for the scalar types).
     static func node<T: Encodable>(_ value: T, codingPath: [CodingKey]) throws -> Node {
         if let d = exactly(value, Double.self) { return try finite(d, codingPath) }
+        if let values = exactly(value, [Double].self) {
+            // Most of a round's bytes: written in one pass, no node per number.
+            if let bad = values.firstIndex(where: { !$0.isFinite }) { _ = try finite(values[bad], codingPath + [IndexKey(bad)]) }
+            return .doubles(values)
+        }
         if let i = exactly(value, Int.self) { return .int(Int64(i)) }
         if let s = exactly(value, String.self) { return .string(s) }
         if let b = exactly(value, Bool.self) { return .bool(b) }
