@@ -195,7 +195,7 @@ public struct CellCounts: Sendable, Equatable {
                 guard !keys.isEmpty else { return 0 }
                 let negativeZero = (-0.0).bitPattern
                 for i in keys.indices where keys[i] == negativeZero { keys[i] = 0 }
-                keys.sort()
+                RadixSort.sort(keys)
                 var top = 0, run = 0, previous = keys[0]
                 for k in keys {
                     if k == previous { run += 1 } else { top = max(top, run); run = 1; previous = k }

@@ -281,10 +281,11 @@ public final class SiteService: Sendable {
     /// continuous column of 10 million rows needs 80 MB here, not a table of
     /// 10 million entries (several hundred MB).
     static func numericCounts(_ v: NumericValues, listLimit: Int) -> (missing: Int, distinct: Int, listed: [(value: Double, count: Int)]?) {
-        var present: [Double] = []
-        present.reserveCapacity(v.count)
-        for x in v { if let x { present.append(x == 0 ? 0 : x) } }
-        present.sort()
+        var keys: [UInt64] = []
+        keys.reserveCapacity(v.count)
+        for x in v { if let x { keys.append(RadixSort.orderedKey(x == 0 ? 0 : x)) } }
+        RadixSort.sort(&keys)
+        let present = keys.map(RadixSort.double(orderedKey:))
         var runs: [(value: Double, count: Int)] = []
         var distinct = 0, k = 0
         while k < present.count {

@@ -209,6 +209,47 @@ final class StreamedLinearDesignTests: XCTestCase {
     }
 }
 
+extension StreamedLinearDesignTests {
+    /// The radix sort the counts use, against Swift's sort, beyond its
+    /// small-array cut-over: random bits, doubles of both signs with ±0,
+    /// infinities and heavy ties, keys sharing most bytes.
+    func testRadixSortOrdersAsSwiftSortDoes() {
+        var rng = StreamTestRandom(seed: 11)
+        for (trial, n) in [257, 1_000, 4_096, 50_000].enumerated() {
+            var bits = (0..<n).map { _ in rng.next() }
+            var expected = bits.sorted()
+            RadixSort.sort(&bits)
+            XCTAssertEqual(bits, expected, "random bits, n = \(n)")
+            let doubles: [Double] = (0..<n).map { i in
+                switch (i + trial) % 7 {
+                case 0: return -0.0
+                case 1: return 0.0
+                case 2: return Double(rng.next() % 5) - 2
+                case 3: return i % 2 == 0 ? .infinity : -.infinity
+                default: return rng.normal() * pow(10, Double(Int(rng.next() % 40)) - 20)
+                }
+            }
+            var keys = doubles.map(RadixSort.orderedKey)
+            RadixSort.sort(&keys)
+            let back = keys.map(RadixSort.double(orderedKey:))
+            expected = doubles.sorted { $0 < $1 || ($0 == $1 && $0.sign == .minus && $1.sign == .plus) }.map(\.bitPattern)
+            XCTAssertEqual(back.map(\.bitPattern), expected, "doubles, n = \(n)")
+            var shared = (0..<n).map { _ in 0xABCD_EF00_0000_0000 | (rng.next() % 300) }
+            let sharedExpected = shared.sorted()
+            RadixSort.sort(&shared)
+            XCTAssertEqual(shared, sharedExpected, "keys sharing their top bytes, n = \(n)")
+            // And the counts built on it, beyond the cut-over.
+            let present = doubles.filter { $0.isFinite }
+            XCTAssertEqual(CellCounts.minority(present), Self.minorityByDictionary(present))
+            var dict: [Double: Int] = [:]
+            for x in present { dict[x == 0 ? 0 : x, default: 0] += 1 }
+            let c = SiteService.numericCounts(NumericValues(present.map { Optional($0) }), listLimit: 1_000_000)
+            XCTAssertEqual(c.distinct, dict.count)
+            XCTAssertEqual(c.listed?.map { "\($0.value):\($0.count)" }, dict.sorted { $0.key < $1.key }.map { "\($0.key):\($0.value)" })
+        }
+    }
+}
+
 /// A small deterministic generator for the tests' rows.
 private struct StreamTestRandom {
     var state: UInt64
