@@ -195,6 +195,15 @@ public struct CellCounts: Sendable, Equatable {
                 guard !keys.isEmpty else { return 0 }
                 let negativeZero = (-0.0).bitPattern
                 for i in keys.indices where keys[i] == negativeZero { keys[i] = 0 }
+                // A value held by more than half the rows (an intercept, an
+                // indicator) is the most common one: found by majority vote
+                // and counted in two passes, no sort.
+                var candidate = keys[0], lead = 0
+                for k in keys {
+                    if lead == 0 { candidate = k; lead = 1 } else if k == candidate { lead += 1 } else { lead -= 1 }
+                }
+                let held = keys.reduce(0) { $0 + ($1 == candidate ? 1 : 0) }
+                if 2 * held > keys.count { return keys.count - held }
                 RadixSort.sort(keys)
                 var top = 0, run = 0, previous = keys[0]
                 for k in keys {
