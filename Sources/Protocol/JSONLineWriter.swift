@@ -30,23 +30,15 @@ enum JSONLineWriter {
 
     static func write(_ node: Node, into out: inout [UInt8]) {
         switch node {
-        case .double(let d):
-            var s = d.description
-            if s.hasSuffix(".0") { s.removeLast(2) }
-            out.append(contentsOf: s.utf8)
+        case .double(let d): writeNumber(d.description, into: &out)
         case .doubles(let values):
             out.append(UInt8(ascii: "["))
             for (i, d) in values.enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
-                var s = d.description
-                if s.hasSuffix(".0") { s.removeLast(2) }
-                out.append(contentsOf: s.utf8)
+                writeNumber(d.description, into: &out)
             }
             out.append(UInt8(ascii: "]"))
-        case .float(let f):
-            var s = f.description
-            if s.hasSuffix(".0") { s.removeLast(2) }
-            out.append(contentsOf: s.utf8)
+        case .float(let f): writeNumber(f.description, into: &out)
         case .int(let i): out.append(contentsOf: String(i).utf8)
         case .uint(let u): out.append(contentsOf: String(u).utf8)
         case .string(let s): writeString(s, into: &out)
@@ -76,6 +68,14 @@ enum JSONLineWriter {
             }
             out.append(UInt8(ascii: "}"))
         }
+    }
+
+    /// A floating-point number's shortest round-trip form, without the
+    /// ".0" of an integral value (as JSONEncoder writes it).
+    static func writeNumber(_ description: String, into out: inout [UInt8]) {
+        var s = description
+        if s.hasSuffix(".0") { s.removeLast(2) }
+        out.append(contentsOf: s.utf8)
     }
 
     static func writeString(_ s: String, into out: inout [UInt8]) {
