@@ -15,7 +15,7 @@ import Glibc
 
 /// One parsed line.
 final class JSONLineDocument {
-    indirect enum Node {
+    enum Node {
         case object([(key: String, node: Node)])
         case array([Node])
         /// A number's bytes in `bytes` (validated against JSON's grammar).

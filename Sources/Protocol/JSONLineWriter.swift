@@ -20,7 +20,7 @@ enum JSONLineWriter {
 
     // MARK: the tree, filled by the encoder and written once at the end
 
-    indirect enum Node {
+    enum Node {
         case double(Double), float(Float), int(Int64), doubles([Double]), uint(UInt64), string(String), bool(Bool), null
         case object(ObjectBox), array(ArrayBox)
     }
