@@ -265,6 +265,8 @@ public final class AgentServer: Sendable {
         live.withLock { $0[ObjectIdentifier(conn)] = conn }
         defer { conn.close(); live.withLock { $0[ObjectIdentifier(conn)] = nil } }
         let peer = PeerIdentity(subject: conn.peerSubject, fingerprint: conn.peerFingerprintSHA256)
+        let worker = RequestWorker()
+        defer { worker.stop() }
         log.event("connection", ["peer": conn.peerSubject, "peer_address": conn.peerAddress, "tls": conn.protocolVersion])
         do {
             try send(Hello(role: "agent", site: service.site, software: fedmixAgentVersion, maxLineBytes: maxLineBytes), conn, peer)
@@ -294,7 +296,7 @@ public final class AgentServer: Sendable {
                     continue
                 }
                 if LineCodec.peekType(line) == "batch", case .batch(let batch)? = try? LineCodec.decodeRequest(line).request {
-                    guard try answer(batch, line: line, conn, peer) else { break }
+                    guard try answer(batch, line: line, conn, peer, worker: worker) else { break }
                     continue
                 }
                 try audit?.record(direction: .received, peer: peer, line: line)
@@ -303,7 +305,7 @@ public final class AgentServer: Sendable {
                     log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection before this request was answered; it was not processed"])
                     break
                 }
-                guard var answer = handleWatchingPeer(line, peer: peer, conn: conn) else {
+                guard var answer = handleWatchingPeer(line, peer: peer, conn: conn, worker: worker) else {
                     log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection while its request was being answered; the answer was not computed further, logged or sent"])
                     break
                 }
@@ -329,13 +331,13 @@ public final class AgentServer: Sendable {
     /// its own received and sent entries, its answer with its own receipt;
     /// the batched line (the sub-answers as sent) is noted, not stored twice.
     /// False when the peer left mid-batch.
-    private func answer(_ batch: BatchRequest, line: String, _ conn: TLSConnection, _ peer: PeerIdentity) throws -> Bool {
+    private func answer(_ batch: BatchRequest, line: String, _ conn: TLSConnection, _ peer: PeerIdentity, worker: RequestWorker) throws -> Bool {
         try audit?.recordNote(peer: peer, text: Self.note("batch_received", bytes: line.utf8.count + 1, sha256: SHA256Digest.hex(Array(line.utf8)),
                                                           reason: "\(batch.requests.count) requests, each logged as its own entry"))
         let answers = try SiteService.answerBatch(batch.requests, maxBytes: service.batchAnswerBudget) { sub -> String? in
             try audit?.record(direction: .received, peer: peer, line: sub)
             if conn.peerHasClosed { return nil }
-            guard let answer = handleWatchingPeer(sub, peer: peer, conn: conn) else { return nil }
+            guard let answer = handleWatchingPeer(sub, peer: peer, conn: conn, worker: worker) else { return nil }
             return try receipted(try withinAnswerLimit(answer, to: sub), peer, conn.context)
         }
         guard let answers else {
@@ -382,18 +384,16 @@ public final class AgentServer: Sendable {
     /// Answers `line` on a worker thread while this thread watches the
     /// connection: if the peer closes, the work is cancelled at its next
     /// check and nil is returned.
-    private func handleWatchingPeer(_ line: String, peer: PeerIdentity, conn: TLSConnection) -> String? {
+    private func handleWatchingPeer(_ line: String, peer: PeerIdentity, conn: TLSConnection, worker: RequestWorker) -> String? {
         let cancelled = CancelFlag()
         let result = Mutex<String?>(nil)
         let done = DispatchSemaphore(value: 0)
         let service = self.service
-        let worker = Thread {
+        worker.run {
             let answer = service.handle(line: line, peer: peer, isCancelled: { cancelled.isSet })
             result.withLock { $0 = answer }
             done.signal()
         }
-        worker.stackSize = 1 << 22
-        worker.start()
         while done.wait(timeout: .now() + 0.05) == .timedOut {
             if !cancelled.isSet && conn.peerHasClosed { cancelled.set() }
         }
