@@ -1,0 +1,58 @@
+import Foundation
+import XCTest
+import Coordinator
+import Protocol
+import SiteAgent
+import Math
+
+/// Crossed GLMMs in the level form (GLMMCrossedLevelForm, CrossedGLMMLevelSystem;
+/// issue 17 at thousands of crossed levels): the same fits as the dense form
+/// on the crossed-glmm fixtures, in process; and 300 surgeons at 2-4 of 20
+/// hospitals against glmer refitted tightly on the pooled rows
+/// (Tests/Fixtures/tools/crossed-glmm-references.R), through agents over TLS.
+final class CrossedGLMMLevelFormFitTests: XCTestCase {
+    static let pki: TestPKI = try! TestPKI("crossed-glmm-level")
+    override class func tearDown() { pki.remove() }
+
+    static let directory = Fixtures.root.deletingLastPathComponent().appendingPathComponent("crossed-glmm")
+
+    func options(_ ref: [String: Any], form: CrossedGLMMForm?) -> FitOptions {
+        var o = FitOptions(family: ref["family"] as! String == "binomial" ? .binomial : .poisson)
+        o.crossedGLMMForm = form
+        return o
+    }
+
+    /// Both forms on the same rows: the deviance within 1e-10 relative and
+    /// every crossed level's mode and conditional SD within 1e-9 (relative
+    /// to the SD); β, SEs, variance components and the sites' effects within
+    /// 1e-6 relative. The two forms round differently (~1e-15 of F ≈ 3,000),
+    /// and the SEs are second differences of F with step 2e-4, which turn
+    /// that rounding into ~1e-7 of an SE (measured: 3.7e-7 at worst, for the
+    /// Poisson intercept; 7e-9 for binomial). Each result's message names its form.
+    func testLevelFormEqualsDenseFormOnTheFixtures() throws {
+        let files = try Fixtures.csvFiles(in: Self.directory.appendingPathComponent("surgeons"))
+        let references = Fixtures.references("crossed-glmm")
+        for key in references.keys.sorted() where key != CrossedGLMMTests.severalCrossed {
+            let ref = references[key]!
+            let formula = ref["formula"] as! String
+            let dense = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: formula, options: options(ref, form: .dense))
+            let level = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: formula, options: options(ref, form: .level))
+            XCTAssertTrue(dense.messages.contains { $0.contains("dense form") }, key)
+            XCTAssertTrue(level.messages.contains { $0.contains("level form") }, key)
+            XCTAssertLessThanOrEqual(abs(level.objective - dense.objective) / abs(dense.objective), 1e-10, "\(key) deviance")
+            let worst = assertSameFit(level, dense, tol: 1e-6, key)
+            var worstCrossed = 0.0
+            for (a, b) in zip(level.crossedEffects ?? [], dense.crossedEffects ?? []) {
+                XCTAssertEqual([a.group, a.level], [b.group, b.level])
+                for (k, v) in b.condSD {
+                    let e = abs(a.condSD[k]! - v) / v
+                    let m = abs(a.effects[k]! - b.effects[k]!) / v
+                    worstCrossed = max(worstCrossed, e, m)
+                }
+            }
+            XCTAssertEqual(level.crossedEffects?.count, dense.crossedEffects?.count)
+            XCTAssertLessThanOrEqual(worstCrossed, 1e-9, "\(key) crossed modes and conditional SDs")
+            print("crossed GLMM level vs dense form \(key): deviance \(level.objective - dense.objective), worst relative \(worst), crossed \(worstCrossed); rounds \(level.rounds) vs \(dense.rounds)")
+        }
+    }
+}
