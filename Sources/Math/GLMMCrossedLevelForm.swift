@@ -139,7 +139,8 @@ extension GLMMCrossedSite {
         let own = ownEffects(site, thetaL: thetaL), m = own.m
         var gradient = [Double](repeating: 0, count: q)
         // A's upper entries per column (row → value), G = Z_GᵀWZ_L (q × m), K = Z_LᵀWZ_L.
-        var columnsOfA = [[Int: Double]](repeating: [:], count: q)
+        // Per column of A: its rows and values so far (a few per column: linear search beats hashing).
+        var rowsOfA = [[Int]](repeating: [], count: q), valuesOfA = [[Double]](repeating: [], count: q)
         var g = [Double](repeating: 0, count: q * m)
         var k = Matrix(rows: m, cols: m)
         var cols: [Int] = [], zs: [Double] = []
@@ -155,7 +156,8 @@ extension GLMMCrossedSite {
                 let wb = w * zs[b]
                 for a in 0...b {
                     let (lo, hi) = cols[a] <= cols[b] ? (cols[a], cols[b]) : (cols[b], cols[a])
-                    columnsOfA[hi][lo, default: 0] += zs[a] * wb
+                    let v = zs[a] * wb
+                    if let at = rowsOfA[hi].firstIndex(of: lo) { valuesOfA[hi][at] += v } else { rowsOfA[hi].append(lo); valuesOfA[hi].append(v) }
                 }
             }
             for (e, fa) in own.factorOf.enumerated() {
@@ -178,9 +180,11 @@ extension GLMMCrossedSite {
         let canonical = CanonicalCoupling.lowerTrapezoidal(v, rows: q, cols: m)
         var start = [Int](repeating: 0, count: q), values: [Double] = []
         for j in 0..<q {
-            let s = columnsOfA[j].keys.min().map { min($0, j) } ?? j
+            let s = rowsOfA[j].min().map { min($0, j) } ?? j
             start[j] = s
-            for i in s...j { values.append(columnsOfA[j][i] ?? 0) }
+            var column = [Double](repeating: 0, count: j - s + 1)
+            for (i, v) in zip(rowsOfA[j], valuesOfA[j]) { column[i - s] = v }
+            values += column
         }
         return (gradient, start, values, canonical.coupling, canonical.rotation, m, lss)
     }
