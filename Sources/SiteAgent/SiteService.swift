@@ -746,10 +746,14 @@ public final class SiteService: Sendable {
             }
         }
         let form = try crossedForm(r, site: site, model: s.model)
+        let crossedWidth = site.crossed.factors.reduce(0) { $0 + $1.dimension }, own = site.ownEffectCount
         let one = RequestCost.glmmEvaluate(site.local, order: 0, nAGQ: 1)
         let cost = form == .level
-            ? RequestCost(work: Double(points.count) * (one.work + Double(site.local.rows) * Double(q + 1) * 4),
-                          answerBytes: Double(points.count) * Double(q * (2 + 2 * ProtocolLimits.maxCrossedOwnEffects / 10) + q + 2) * RequestCost.bytesPerNumber + 256)
+            // Per point: per row the products of its Σr crossed and m own z values; per level V's m² solve.
+            // Answer: the gradient, A's profile (about Σr per column), V' (m per column) and the profile's starts.
+            ? RequestCost(work: Double(points.count) * (one.work + Double(site.local.rows) * Double((crossedWidth + own + 1) * (crossedWidth + own + 1))
+                                                            + Double(q * (own + 1) * (own + 1))),
+                          answerBytes: Double(points.count) * Double(q * (crossedWidth + own + 2) + 2) * RequestCost.bytesPerNumber + 256)
             : RequestCost(work: Double(points.count) * (one.work + Double(site.local.rows) * Double((q + 1) * (q + 1)) * 2),
                           answerBytes: Double(points.count) * Double(q * (q + 1) / 2 + q + 2) * RequestCost.bytesPerNumber + 256)
         if let refusal = cost.refusal(limits, what: "crossed GLMM round") { throw refusal }
@@ -783,11 +787,11 @@ public final class SiteService: Sendable {
     func crossedForm(_ r: EvaluateRequest, site: GLMMCrossedSite, model: ModelSpec) throws -> CrossedGLMMForm {
         guard let name = r.crossedForm else { return .dense }
         guard let form = CrossedGLMMForm(rawValue: name) else {
-            throw SiteError.invalid("crossed_form \"\(name)\" is not a form this site answers; it answers \(CrossedGLMMForm.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: " or "))")
+            throw SiteError.invalid("crossed_form \"\(name)\" is not a form this site answers; it answers \(CrossedGLMMForm.allCases.map(\.rawValue).joined(separator: " or "))")
         }
         if form == .level {
             guard model.localModel.factorGroupings.allSatisfy({ $0 == .site }), site.hasLevelForm else {
-                throw SiteError.invalid("crossed_form \"level\" needs every random-effects term that is not crossed to be grouped by the site, e.g. (1 | site); this model has a term grouped within the site, so ask for \"dense\"")
+                throw SiteError.invalid("crossed_form level needs every random-effects term that is not crossed to be grouped by the site, e.g. (1 | site); this model has a term grouped within the site, so ask for the dense form")
             }
         }
         return form

@@ -88,4 +88,66 @@ final class CrossedGLMMLevelFormFitTests: XCTestCase {
         let sent = federation.bytesSent, received = federation.bytesReceived
         print("crossed GLMM level form over TLS, 300 surgeons: worst relative error \(worst), deviance − glmer's \(overTLS.objective - (ref["objective"] as! Double)), \(overTLS.rounds) rounds, \(overTLS.evaluations) evaluations, \(String(format: "%.1f", seconds)) s; per site sent \(sent.min()!)-\(sent.max()!) B, received \(received.min()!)-\(received.max()!) B")
     }
+
+    /// What a site answers to `crossed_form` at the default rules: an
+    /// unknown form refused by name; the level form refused for a model
+    /// with a within-site term (`(1 | site:year)`); for
+    /// `(1 | site) + (1 | surgeon)` the level form, whose 2(A − V'V'ᵀ) is the
+    /// dense form's Hessian at the same point (1e-12), round-tripping exactly.
+    func testSiteAnswersTheFormAskedFor() throws {
+        let services = try Fixtures.csvFiles(in: Self.directory.appendingPathComponent("surgeons")).map { f in
+            SiteService(site: f.deletingPathExtension().lastPathComponent, datasets: ["data": .csv(path: f.path, types: [:])],
+                        siteColumn: "site", policy: DisclosurePolicy())
+        }
+        // Every site's description: the formula's surgeon is crossed because its codes recur across sites.
+        let descriptions = try services.map { s -> SiteDescription in
+            guard case .described(let d) = try CrossedGLMMTests.ask(s, .describe(DescribeRequest(dataset: "data"))) else { throw FitFailure("describe") }
+            return d
+        }
+        let service = services[0]
+        func message(_ r: Reply) -> String { if case .error(let e) = r { return e.message }; return "answered" }
+        let theta = [0.5, 0.5], beta = [-1.5, 0.5]
+        func request(_ session: String, _ q: Int, form: String?) -> Request {
+            var r = EvaluateRequest(session: session, theta: theta, order: 0)
+            r.crossed = [CrossedGLMMPoint(theta: theta, beta: beta, effects: (0..<q).map { 0.1 * Double($0 % 5) - 0.2 })]
+            r.crossedForm = form
+            return .evaluate(r)
+        }
+        // A within-site term: the level form does not apply.
+        let nested = try Analysis.resolve(formula: "died ~ age + (1 | site:year) + (1 | surgeon)", descriptions: descriptions, family: .binomial)
+        let preparedNested = try CrossedGLMMTests.ask(service, .prepare(PrepareRequest(session: "w", dataset: "data", model: nested)))
+        guard case .prepared(let pn) = preparedNested, let ln = pn.summary.crossedLevels?.first else { return XCTFail("prepare (1 | site:year): \(message(preparedNested))") }
+        let refused = message(try CrossedGLMMTests.ask(service, request("w", ln.count, form: "level")))
+        XCTAssertTrue(refused.contains("needs every random-effects term that is not crossed to be grouped by the site"), refused)
+
+        let spec = try Analysis.resolve(formula: "died ~ age + (1 | site) + (1 | surgeon)", descriptions: descriptions, family: .binomial)
+        guard case .prepared(let p) = try CrossedGLMMTests.ask(service, .prepare(PrepareRequest(session: "c", dataset: "data", model: spec))),
+              let levels = p.summary.crossedLevels?.first else { return XCTFail("prepare") }
+        let q = levels.count
+        let unknown = message(try CrossedGLMMTests.ask(service, request("c", q, form: "sparse")))
+        XCTAssertTrue(unknown.contains("crossed_form \"sparse\" is not a form this site answers"), unknown)
+        guard case .glmmCrossed(let dense) = try CrossedGLMMTests.ask(service, request("c", q, form: nil)),
+              case .glmmCrossed(let level) = try CrossedGLMMTests.ask(service, request("c", q, form: "level")) else { return XCTFail("an honest point was refused") }
+        let a = dense.pieces[0], b = level.pieces[0]
+        XCTAssertTrue(b.hessian.isEmpty)
+        XCTAssertEqual(b.ownEffects, 1)
+        XCTAssertEqual(b.value, a.value, accuracy: 1e-12 * abs(a.value))
+        XCTAssertEqual(b.logDet, a.logDet, accuracy: 1e-12 * abs(a.logDet))
+        let start = try XCTUnwrap(b.aStart), values = try XCTUnwrap(b.a), v = try XCTUnwrap(b.coupling)
+        var t = 0, upper = 0, worst = 0.0
+        let scale = a.hessian.map(abs).max()!
+        for j in 0..<q {
+            var column = [Double](repeating: 0, count: j + 1)
+            for i in start[j]...j { column[i] = 2 * values[t]; t += 1 }
+            for i in 0...j {
+                let h = column[i] - 2 * v[i] * v[j]
+                worst = max(worst, abs(h - a.hessian[upper]) / scale)
+                upper += 1
+            }
+        }
+        XCTAssertLessThanOrEqual(worst, 1e-12, "2(A − V'V'ᵀ) is the dense Hessian")
+        let line = try LineCodec.encode(Reply.glmmCrossed(level), id: 7)
+        XCTAssertEqual(try LineCodec.decodeReply(line).reply, .glmmCrossed(level), "round-trips exactly")
+        XCTAssertFalse(line.contains("\"hessian\""), "the level form sends no upper triangle")
+    }
 }
