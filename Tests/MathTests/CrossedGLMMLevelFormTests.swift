@@ -74,9 +74,8 @@ final class CrossedGLMMLevelFormTests: XCTestCase {
             let u = (0..<q).map { 0.3 * sin(Double($0)) }
             // b_G = Λ_G u.
             var b = [Double](repeating: 0, count: q)
-            for (ci, fac) in f.layout.factors.enumerated() {
+            for fac in f.layout.factors {
                 let t = f.structure.factorMatrix(fac.factor, theta: f.theta), r = t.rows
-                _ = ci
                 for l in 0..<fac.levels { for i in 0..<r { for k in 0...i { b[fac.offset + l * r + i] += t[i, k] * u[fac.offset + l * r + k] } } }
             }
             var dense = Matrix(rows: q, cols: q)
