@@ -43,6 +43,9 @@ struct CrossedModes {
     /// coordinator holds the sites' θ-free sums (`withSiteTerms`); sent
     /// instead of P at the site's levels (q_k² numbers).
     var siteTerms: [[Double]]? = nil
+    /// P's diagonal, when P itself was not formed (a crossed GLMM's level
+    /// form, CrossedGLMMLevelSystem); `covariance` is then empty.
+    var variances: [Double]? = nil
 
     /// P at site k's leading columns (column-major).
     func covariance(site k: Int) -> [Double] {
@@ -84,7 +87,7 @@ struct CrossedModes {
                 var e: [String: Double] = [:], sd: [String: Double] = [:]
                 for a in 0..<r {
                     e[names[a]] = effects[o + a]
-                    sd[names[a]] = sigma * covariance[o + a, o + a].squareRoot()
+                    sd[names[a]] = sigma * (variances?[o + a] ?? covariance[o + a, o + a]).squareRoot()
                 }
                 out.append(.init(group: term, level: level, effects: e, condSD: sd))
             }

@@ -15,13 +15,45 @@ import Protocol
 struct CrossedGLMMModes {
     let session: FitSession
     let layout: CrossedLayout
+    /// How the sites send their Hessians in b_G: the upper triangle (dense,
+    /// factored here as a q_G × q_G Cholesky) or the level form (factored
+    /// level by level, CrossedGLMMLevelSystem).
+    let form: CrossedGLMMForm
+
+    /// The level form when every own term is grouped by the site and,
+    /// unless `forced`, it costs less than the dense Cholesky.
+    static func form(_ session: FitSession, layout: CrossedLayout, forced: CrossedGLMMForm?) -> CrossedGLMMForm {
+        let spec = session.spec
+        guard spec.localModel.factorGroupings.allSatisfy({ $0 == .site }) else { return .dense }
+        if let forced { return forced }
+        return CrossedGLMMLevelSystem.cheaper(layout: layout, structure: session.structure,
+                                              localDimensions: [Int](repeating: ownEffects(spec), count: layout.siteColumns.count)) ? .level : .dense
+    }
+
+    /// m_k: a site's own effects when all are grouped by the site.
+    static func ownEffects(_ spec: ModelSpec) -> Int {
+        let s = spec.localModel.covarianceStructure
+        return (0..<s.factorCount).reduce(0) { $0 + s.factorDimension($1) }
+    }
+
+    /// The sites' Hessians at one point, summed (dense) or as sent (level form).
+    enum Hessian {
+        case dense(Matrix)
+        case level([CrossedLevelHessian])
+    }
+
+    /// S = ½∇²Φ at a point, factored.
+    enum Factor {
+        case dense(Matrix)
+        case level(CrossedGLMMLevelSystem, [CrossedLevelHessian])
+    }
 
     /// One point's joint mode and Laplace deviance.
     struct Solution {
         var deviance: Double
         var u: [Double]
-        /// S = ½∇²Φ at the mode (its Cholesky factor).
-        var schurFactor: Matrix
+        /// S = ½∇²Φ at the mode, factored.
+        var schurFactor: Factor
         var rounds: Int
     }
 
@@ -76,32 +108,46 @@ struct CrossedGLMMModes {
 
     /// The sites' pieces for each point, summed in site order into u_G's index.
     func round(_ points: [(theta: [Double], beta: [Double], u: [Double])]) throws
-        -> [(value: Double, gradient: [Double], hessian: Matrix, logDet: Double)] {
-        let q = layout.dimension, layout = self.layout, id = session.id, sites = session.sites
+        -> [(value: Double, gradient: [Double], hessian: Hessian, logDet: Double)] {
+        let q = layout.dimension, layout = self.layout, id = session.id, sites = session.sites, form = self.form
+        let own = form == .level ? Self.ownEffects(session.spec) : 0
         let effects = points.map { lambda($0.theta, $0.u) }
         let replies = try session.federation.round({ k in
             var r = EvaluateRequest(session: id, theta: points[0].theta, order: 0)
             r.crossed = zip(points, effects).map { p, b in
                 CrossedGLMMPoint(theta: p.theta, beta: p.beta, effects: layout.siteColumns[k].map { b[$0] })
             }
+            if form == .level { r.crossedForm = form.rawValue }
             return .evaluate(r)
         }) { reply, site in
             guard case .glmmCrossed(let c) = reply else { throw unexpected(reply, site, expected: "glmm_crossed") }
             guard c.pieces.count == points.count else { throw SiteFailure(site: site, message: "answered \(c.pieces.count) crossed points of \(points.count)") }
             let qk = layout.siteColumns[sites.firstIndex(of: site)!].count
             guard c.pieces.allSatisfy({ $0.gradient.count == qk }) else { throw SiteFailure(site: site, message: "answered crossed pieces of the wrong size (its levels have \(qk) effects)") }
+            guard c.pieces.allSatisfy({ ($0.aStart != nil) == (form == .level) && (form == .dense || $0.ownEffects == own) }) else {
+                throw SiteFailure(site: site, message: "answered crossed pieces in another form than the \(form.rawValue) form asked for (or with another count of own effects than its \(own))")
+            }
             return c.pieces
         }
         return points.indices.map { i in
             var value = 0.0, logDet = 0.0
             var g = [Double](repeating: 0, count: q)
+            for (k, pieces) in replies.enumerated() {
+                let piece = pieces[i], cols = layout.siteColumns[k]
+                value += piece.value; logDet += piece.logDet
+                for b in cols.indices { g[cols[b]] += piece.gradient[b] }
+            }
+            if form == .level {
+                return (value, g, .level(replies.map { pieces in
+                    let p = pieces[i]
+                    return CrossedLevelHessian(start: p.aStart!, values: p.a!, coupling: p.coupling!, localDimension: p.ownEffects!)
+                }), logDet)
+            }
             var h = Matrix(rows: q, cols: q)
             for (k, pieces) in replies.enumerated() {
                 let piece = pieces[i], cols = layout.siteColumns[k], qk = cols.count
-                value += piece.value; logDet += piece.logDet
                 var t = 0
                 for b in 0..<qk {
-                    g[cols[b]] += piece.gradient[b]
                     for a in 0...b {
                         h[cols[a], cols[b]] += piece.hessian[t]
                         if a != b { h[cols[b], cols[a]] += piece.hessian[t] }
@@ -109,7 +155,28 @@ struct CrossedGLMMModes {
                     }
                 }
             }
-            return (value, g, h, logDet)
+            return (value, g, .dense(h), logDet)
+        }
+    }
+
+    /// S factored, log|S|, and S⁻¹x.
+    func factor(_ theta: [Double], _ hessian: Hessian) throws -> (factor: Factor, logDet: Double) {
+        switch hessian {
+        case .dense(let h):
+            let factor = try Dense.cholesky(schur(theta, h.scaled(0.5)))
+            var logDet = 0.0
+            for k in 0..<layout.dimension { logDet += 2 * Foundation.log(factor[k, k]) }
+            return (.dense(factor), logDet)
+        case .level(let sites):
+            let system = try CrossedGLMMLevelSystem(layout: layout, structure: session.structure, theta: theta, sites: sites)
+            return (.level(system, sites), system.logDet)
+        }
+    }
+
+    func solve(_ factor: Factor, _ x: [Double]) -> [Double] {
+        switch factor {
+        case .dense(let l): return Dense.solveLowerTranspose(l, Dense.solveLower(l, x))
+        case .level(let system, _): return system.solve(x)
         }
     }
 
@@ -122,7 +189,7 @@ struct CrossedGLMMModes {
         struct State {
             var u: [Double]; var trial: [Double]; var phi = Double.infinity
             var direction: [Double] = []; var scale = 1.0; var lastStep = Double.infinity
-            var done: Solution? = nil; var accepted: (deviance: Double, factor: Matrix)? = nil
+            var done: Solution? = nil; var accepted: (deviance: Double, factor: Factor)? = nil
         }
         var states = starts.map { State(u: $0, trial: $0) }
         var rounds = 0
@@ -152,10 +219,7 @@ struct CrossedGLMMModes {
                 }
                 s.lastStep = s.phi.isFinite ? s.scale * s.direction.reduce(0) { max($0, abs($1)) } : .infinity
                 s.u = s.trial; s.phi = phi
-                let sMatrix = schur(theta, ans.hessian.scaled(0.5))
-                let factor = try Dense.cholesky(sMatrix)
-                var logDetS = 0.0
-                for k in 0..<q { logDetS += 2 * Foundation.log(factor[k, k]) }
+                let (factor, logDetS) = try self.factor(theta, ans.hessian)
                 let deviance = phi + ans.logDet + logDetS
                 s.accepted = (deviance, factor)
                 if s.lastStep <= 1e-6 * size || q == 0 {
@@ -165,7 +229,7 @@ struct CrossedGLMMModes {
                 }
                 // Newton: Δ = −(2S)⁻¹ ∇Φ.
                 let grad = zip(lambdaTransposed(theta, ans.gradient), s.u).map { $0 + 2 * $1 }
-                let y = Dense.solveLowerTranspose(factor, Dense.solveLower(factor, grad))
+                let y = solve(factor, grad)
                 s.direction = y.map { -0.5 * $0 }
                 let stepSize = s.direction.reduce(0) { max($0, abs($1)) }
                 if stepSize <= 1e-13 * size {
@@ -181,20 +245,28 @@ struct CrossedGLMMModes {
     }
 
     /// The crossed effects at a solution: b_G = Λ_G ũ_G and P = Λ_G S⁻¹ Λ_Gᵀ
-    /// (their conditional covariance, lme4's condVar).
+    /// (their conditional covariance, lme4's condVar). In the level form only
+    /// P's diagonal is formed, and each site gets N_k = V'ᵀPV' (m_k × m_k)
+    /// for its own effects instead of P at its levels.
     func modes(_ s: Solution, theta: [Double]) -> CrossedModes {
         let q = layout.dimension
-        let inverse = Dense.inverseFromCholesky(s.schurFactor)
-        var p = Matrix(rows: q, cols: q)
-        for j in 0..<q {
-            let col = lambda(theta, (0..<q).map { inverse[$0, j] })
-            for i in 0..<q { p[i, j] = col[i] }
+        switch s.schurFactor {
+        case .level(let system, let sites):
+            return CrossedModes(layout: layout, effects: lambda(theta, s.u), covariance: Matrix(rows: 0, cols: 0),
+                                siteTerms: system.siteTerms(sites), variances: system.conditionalVariances())
+        case .dense(let factor):
+            let inverse = Dense.inverseFromCholesky(factor)
+            var p = Matrix(rows: q, cols: q)
+            for j in 0..<q {
+                let col = lambda(theta, (0..<q).map { inverse[$0, j] })
+                for i in 0..<q { p[i, j] = col[i] }
+            }
+            for i in 0..<q {
+                let row = lambda(theta, (0..<q).map { p[i, $0] })
+                for j in 0..<q { p[i, j] = row[j] }
+            }
+            return CrossedModes(layout: layout, effects: lambda(theta, s.u), covariance: p)
         }
-        for i in 0..<q {
-            let row = lambda(theta, (0..<q).map { p[i, $0] })
-            for j in 0..<q { p[i, j] = row[j] }
-        }
-        return CrossedModes(layout: layout, effects: lambda(theta, s.u), covariance: p)
     }
 }
 

@@ -44,7 +44,8 @@ struct CrossedGLMMObjective: FitObjective {
     init(_ session: FitSession, options: FitOptions) throws {
         self.session = session
         guard let layout = try session.crossedLayout() else { throw FitFailure("the model has no crossed factor") }
-        solver = CrossedGLMMModes(session: session, layout: layout)
+        solver = CrossedGLMMModes(session: session, layout: layout,
+                                  form: CrossedGLMMModes.form(session, layout: layout, forced: options.crossedGLMMForm))
         scale = ColumnScale(prepared: session.prepared, names: session.spec.fixed.map(\.name))
         standard = Standardization(scale: scale, p: session.spec.fixedCount)
         warmU = [Double](repeating: 0, count: layout.dimension)
@@ -171,6 +172,12 @@ struct CrossedGLMMObjective: FitObjective {
     func complete(_ r: inout FitResult, optimum: BoundedNewton.Result, finals: [FinalizeReply]) {
         r.model.method = "Laplace"
         r.nAGQ = 1
+        switch solver.form {
+        case .level:
+            r.messages.append("crossed factors: the sites sent their Hessians in the crossed effects in the level form (a block per crossed level and a rank-\(CrossedGLMMModes.ownEffects(session.spec)) term for each site's own effects), and the Newton steps and log-determinant came from eliminating \(session.spec.crossedFactors[CrossedGLMMLevelSystem.firstFactor(solver.layout, structure: session.structure)].variable) level by level")
+        case .dense:
+            r.messages.append("crossed factors: the sites sent their Hessians in the crossed effects in the dense form, factored as one matrix of all \(solver.layout.dimension) crossed effects")
+        }
         r.messages.append("crossed factors (\(session.spec.crossedFactors.map(\.variable).joined(separator: ", "))): the Laplace deviance is exact at the joint conditional mode, found by Newton steps on the crossed effects over rounds; its derivatives in (θ, β) are central finite differences of it (step \(Self.step) in θ and in β per SD of its column), so the standard errors come from a finite-difference Hessian, as lme4's do for glmer")
     }
 }

@@ -36,6 +36,11 @@ public struct FitOptions: Sendable {
     /// proportion response, or Poisson log-likelihood multipliers).
     public var weights: String? = nil
     public var maxEvaluations = 100
+    /// GLMMs with crossed factors: the form of the sites' Hessians in the
+    /// crossed effects (nil: the level form when every own term is grouped
+    /// by the site and it is cheaper; a model with within-site terms always
+    /// takes the dense form).
+    public var crossedGLMMForm: CrossedGLMMForm? = nil
     /// Confidence intervals to add (`confint` in the result): nil for none.
     public var confint: ConfidenceIntervalMethod? = nil
     /// A row filter (`age >= 50 & sex == "F"`; RowFilterParser), or nil for every row.

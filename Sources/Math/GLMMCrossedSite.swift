@@ -72,7 +72,8 @@ public final class GLMMCrossedSite: Sendable {
     public let crossed: CrossedRowColumns
     /// The model's θ index of each θ of the local structure.
     public let localTheta: [Int]
-    private let warm = Mutex<[Double]?>(nil)
+    /// The last own modes, to start the next PIRLS from.
+    let warm = Mutex<[Double]?>(nil)
 
     public init(local: GLMMSiteData, crossed: CrossedRowColumns, localTheta: [Int]) {
         self.local = local; self.crossed = crossed; self.localTheta = localTheta

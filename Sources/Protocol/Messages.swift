@@ -124,7 +124,10 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// GLMMs with crossed factors: the points (θ, β, b_G) the site answers
     /// with `glmm_crossed` (CrossedGLMMMessages.swift).
     public var crossed: [CrossedGLMMPoint]?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed }
+    /// With `crossed`: the form of the sites' Hessians in b_G, "dense"
+    /// (absent: the upper triangle) or "level" (CrossedGLMMForm).
+    public var crossedForm: String?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed, crossedForm = "crossed_form" }
     public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
                 thetas: [[Double]]? = nil, gee: GEEPoint? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
@@ -142,6 +145,7 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
         thetas = try c.decodeIfPresent([[Double]].self, forKey: .thetas)
         gee = try c.decodeIfPresent(GEEPoint.self, forKey: .gee)
         crossed = try c.decodeIfPresent([CrossedGLMMPoint].self, forKey: .crossed)
+        crossedForm = try c.decodeIfPresent(String.self, forKey: .crossedForm)
         if let why = problem {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
         }

@@ -26,6 +26,9 @@ public enum ProtocolLimits {
     /// Extra θ points one evaluate request may carry (`thetas`, linear
     /// models): a profile-likelihood search evaluates many points per round.
     public static let maxExtraThetaPoints = 63
+    /// A site's own effects in a crossed GLMM piece's level form (its
+    /// site-grouped terms' columns).
+    public static let maxCrossedOwnEffects = 100
     /// Levels of one grouping factor at one site.
     public static let maxGroupLevels = 100_000_000
 

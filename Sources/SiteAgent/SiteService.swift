@@ -746,10 +746,29 @@ public final class SiteService: Sendable {
                 throw SiteError.invalid("each crossed point needs beta with one value per fixed effect (\(s.model.fixedCount)) and effects with one value per crossed effect at this site's levels (\(q))")
             }
         }
+        let form = try crossedForm(r, site: site, model: s.model)
+        let crossedWidth = site.crossed.factors.reduce(0) { $0 + $1.dimension }, own = site.ownEffectCount
         let one = RequestCost.glmmEvaluate(site.local, order: 0, nAGQ: 1)
-        let cost = RequestCost(work: Double(points.count) * (one.work + Double(site.local.rows) * Double((q + 1) * (q + 1)) * 2),
-                               answerBytes: Double(points.count) * Double(q * (q + 1) / 2 + q + 2) * RequestCost.bytesPerNumber + 256)
+        let cost = form == .level
+            // Per point: per row the products of its Σr crossed and m own z values; per level V's m² solve.
+            // Answer: the gradient, A's profile (about Σr per column), V' (m per column) and the profile's starts.
+            ? RequestCost(work: Double(points.count) * (one.work + Double(site.local.rows) * Double((crossedWidth + own + 1) * (crossedWidth + own + 1))
+                                                            + Double(q * (own + 1) * (own + 1))),
+                          answerBytes: Double(points.count) * Double(q * (crossedWidth + own + 2) + 2) * RequestCost.bytesPerNumber + 256)
+            : RequestCost(work: Double(points.count) * (one.work + Double(site.local.rows) * Double((q + 1) * (q + 1)) * 2),
+                          answerBytes: Double(points.count) * Double(q * (q + 1) / 2 + q + 2) * RequestCost.bytesPerNumber + 256)
         if let refusal = cost.refusal(limits, what: "crossed GLMM round") { throw refusal }
+        if form == .level {
+            let pieces = try points.map { point -> CrossedGLMMPiece in
+                try refuseDominatedWeights(site.largestWeightShare(beta: point.beta, effects: point.effects))
+                guard let p = try site.levelPiece(theta: point.theta, beta: point.beta, effects: point.effects) else { throw GLMMError.nonFinite }
+                try refuseDominatedWeights(p.largestRowShare)
+                return CrossedGLMMPiece(value: p.value, gradient: p.gradient, aStart: p.start, a: p.values, coupling: p.coupling,
+                                        ownEffects: p.localDimension, logDet: p.logDet)
+            }
+            guard pieces.allSatisfy(\.isWellFormed) else { throw GLMMError.nonFinite }
+            return .glmmCrossed(CrossedGLMMReply(session: r.session, rows: s.fit.used, pieces: pieces))
+        }
         let pieces = try points.map { point in
             try refuseDominatedWeights(site.largestWeightShare(beta: point.beta, effects: point.effects))
             let p = try site.piece(theta: point.theta, beta: point.beta, effects: point.effects)
@@ -760,6 +779,23 @@ public final class SiteService: Sendable {
         }
         guard pieces.allSatisfy({ ([$0.value, $0.logDet] + $0.gradient + $0.hessian).allSatisfy(\.isFinite) }) else { throw GLMMError.nonFinite }
         return .glmmCrossed(CrossedGLMMReply(session: r.session, rows: s.fit.used, pieces: pieces))
+    }
+
+    /// The form asked for a crossed GLMM round's Hessians: dense when absent;
+    /// the level form only for a model whose own terms are all grouped by
+    /// the site (its own effects are then a few numbers); an unknown form is
+    /// refused by name.
+    func crossedForm(_ r: EvaluateRequest, site: GLMMCrossedSite, model: ModelSpec) throws -> CrossedGLMMForm {
+        guard let name = r.crossedForm else { return .dense }
+        guard let form = CrossedGLMMForm(rawValue: name) else {
+            throw SiteError.invalid("crossed_form \"\(name)\" is not a form this site answers; it answers \(CrossedGLMMForm.allCases.map(\.rawValue).joined(separator: " or "))")
+        }
+        if form == .level {
+            guard model.localModel.factorGroupings.allSatisfy({ $0 == .site }), site.hasLevelForm else {
+                throw SiteError.invalid("crossed_form level needs every random-effects term that is not crossed to be grouped by the site, e.g. (1 | site); this model has a term grouped within the site, so ask for the dense form")
+            }
+        }
+        return form
     }
 
     /// One GEE round: the site's sums over its clusters at (β, α, φ)
@@ -845,11 +881,21 @@ public final class SiteService: Sendable {
                 // Given the crossed effects at this site's levels, as for LMMs.
                 let q = crossedSite.crossed.width
                 guard r.marginal == nil else { throw SiteError.invalid("marginal effects are not available for GLMMs with factors crossed with the sites") }
+                // With the level form, crossed_term is N = V'ᵀPV' (m×m, GLMMCrossedLevelForm) instead of P.
+                let m = crossedSite.hasLevelForm ? crossedSite.ownEffectCount : nil
                 guard let b = r.crossedEffects, b.count == q, b.allSatisfy(\.isFinite),
-                      let v = r.crossedCovariance, v.count == q * q, v.allSatisfy(\.isFinite) else {
-                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and crossed_covariance (\(q)×\(q)) to finalize")
+                      (r.crossedCovariance == nil) != (r.crossedTerm == nil) else {
+                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and crossed_covariance (\(q)×\(q))\(m.map { " or crossed_term (\($0)×\($0))" } ?? "") to finalize")
                 }
-                e = try crossedSite.siteEffects(theta: r.theta, beta: r.beta, effects: b, crossedCovariance: Matrix(rows: q, cols: q, data: v))
+                if let v = r.crossedCovariance {
+                    guard v.count == q * q, v.allSatisfy(\.isFinite) else { throw SiteError.invalid("crossed_covariance must have \(q)×\(q) finite values (this site's levels)") }
+                    e = try crossedSite.siteEffects(theta: r.theta, beta: r.beta, effects: b, crossedCovariance: Matrix(rows: q, cols: q, data: v))
+                } else {
+                    guard let m, let v = r.crossedTerm, v.count == m * m, v.allSatisfy(\.isFinite) else {
+                        throw SiteError.invalid("crossed_term must have m×m finite values (m: this site's own effects) and applies when every own term is grouped by the site")
+                    }
+                    e = try crossedSite.siteEffects(theta: r.theta, beta: r.beta, effects: b, levelTerm: Matrix(rows: m, cols: m, data: v))
+                }
             } else {
                 e = try site.siteEffects(theta: r.theta, beta: r.beta)
             }

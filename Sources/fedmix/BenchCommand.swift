@@ -25,6 +25,8 @@ enum BenchCommand {
         case nested
         /// 2,000 surgeons crossed with 20 hospitals (BenchSurgeons.swift).
         case surgeons
+        /// The same surgeons with a binary outcome, a crossed GLMM (BenchSurgeonsGLMM.swift).
+        case surgeonsGLMM = "surgeons-glmm"
         var formula: String {
             switch self {
             case .slope: return BenchmarkData.slopeFormula
@@ -34,22 +36,23 @@ enum BenchCommand {
             case .egsingle: return EgsingleData.formula
             case .nested: return NestedVisitsData.formula
             case .surgeons: return SurgeonsData.formula
+            case .surgeonsGLMM: return SurgeonsGLMMData.formula
             }
         }
         var options: FitOptions {
             switch self {
-            case .binary: return FitOptions(family: .binomial)
+            case .binary, .surgeonsGLMM: return FitOptions(family: .binomial)
             case .ohio: return FitOptions(family: .binomial, nAGQ: OhioData.nAGQ)
             case .slope, .patient, .egsingle, .nested, .surgeons: return FitOptions(method: .reml)
             }
         }
-        var isGLMM: Bool { self == .binary || self == .ohio }
+        var isGLMM: Bool { self == .binary || self == .ohio || self == .surgeonsGLMM }
         /// A data set of its own (its rows and sites, not --rows and --sites): measured once.
-        var hasOwnRows: Bool { self == .ohio || self == .egsingle || self == .nested || self == .surgeons }
+        var hasOwnRows: Bool { self == .ohio || self == .egsingle || self == .nested || self == .surgeons || self == .surgeonsGLMM }
         /// The models `fedmix bench` runs without --models.
         static let defaults: [Model] = [.slope, .patient, .binary]
         /// lme4's time at 100 000 rows on the reference machine (seconds).
-        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle, .nested, .surgeons: return .nan } }
+        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle, .nested, .surgeons, .surgeonsGLMM: return .nan } }
     }
 
     enum Mode: String, CaseIterable, Codable {
@@ -99,6 +102,8 @@ enum BenchCommand {
         var runs: Int?
         /// The optimizer's path (objective and Newton decrement per iteration), to read rounds against.
         var trace: [FitResult.TracePoint]?
+        /// surgeons-glmm: its surgeons (--surgeons).
+        var surgeons: Int?
 
         var designSeconds: Double { describeSeconds + prepareSeconds }
         /// What lme4's timing covers: model frame and design from in-memory rows, and the fit.
@@ -110,8 +115,8 @@ enum BenchCommand {
     static let rowsOption = Option<[Int]>("rows", value: "N[,N...]", help: "rows of each configuration (default 100000,1000000)",
                                           .list(of: .integer(in: 1...Int.max), what: "numbers of rows"))
     static let sitesOption = Option<Int>("sites", value: "K", help: "sites the rows are split over (default 50)", .integer(in: 1...Int.max))
-    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle,nested,surgeons (default slope,patient,binary)",
-                                              .list(of: .cases, what: "slope, patient, binary, ohio, egsingle, nested or surgeons"))
+    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle,nested,surgeons,surgeons-glmm (default slope,patient,binary)",
+                                              .list(of: .cases, what: "slope, patient, binary, ohio, egsingle, nested, surgeons or surgeons-glmm"))
     static let modesOption = Option<[Mode]>("modes", value: "LIST", help: "in-process, federated, federated-audit (default in-process,federated)",
                                             .list(of: .cases, what: "in-process, federated or federated-audit"))
     static let repeatOption = Option<Int>("repeat", value: "R", help: "keep the fastest of R runs of each configuration (default 1)", .integer(in: 1...Int.max))
@@ -119,6 +124,7 @@ enum BenchCommand {
     static let json = Flag("json", help: "also print every measurement as one JSON line")
     static let lme4 = Flag("lme4", help: "also time lme4 (lmer or glmer) on the same rows and print the ratio (needs Rscript with lme4)")
     static let noIsolate = Flag("no-isolate", help: "run every configuration in this process (peak memory is then cumulative)")
+    static let surgeonsOption = Option<Int>("surgeons", value: "N", help: "surgeons of the surgeons-glmm model (default 2000), each at 2–4 of 20 hospitals", .integer(in: 40...100_000))
     static let single = Option<String>("single", value: "ROWS:SITES:MODEL:MODE",
                                        help: "internal: measure one configuration and print its result line (what each child process runs)")
 
@@ -134,17 +140,19 @@ enum BenchCommand {
         ohio (geepack's, one child per site, nAGQ 12) and egsingle (mlmRev's growth model, one school per site,
         children nested) and nested (\(NestedVisitsData.formula), \(NestedVisitsData.patientsPerSite) patients at each of
         \(NestedVisitsData.sites) sites, 1–3 episodes of 1–3 visits each) and surgeons (\(SurgeonsData.formula), \(SurgeonsData.surgeons) surgeons
-        crossed with \(SurgeonsData.hospitals) hospitals, each at 2–4 of them) are data sets of their own, ohio and egsingle read through Rscript (simulated alike without R), measured once
+        crossed with \(SurgeonsData.hospitals) hospitals, each at 2–4 of them; surgeons-glmm the same design with \(SurgeonsGLMMData.formula),
+        binomial) are data sets of their own, ohio and egsingle read through Rscript (simulated alike without R), measured once
         whatever --rows and --sites say. --lme4 times lmer or glmer on the same rows and prints the ratio.
         Federated runs split the start-up into certificates, agents and handshakes; in-process runs print the
         agents' CSV reading rate (MB/s) on the same rows.
         FEDMIX_BENCH_CHILD=/path/to/fedmix measures another build with this one's report.
         """,
-        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, json, noIsolate, single, lme4],
+        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, surgeonsOption, json, noIsolate, single, lme4],
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
         let seed = a.value(seedOption, default: 20260101)
+        let surgeons = a.value(surgeonsOption, default: SurgeonsGLMMData.surgeons)
         if let single = a.value(single) {
             // Child: one configuration, one result line.
             try a.refuse([rowsOption, sitesOption, modelsOption, modesOption, repeatOption, json, noIsolate, lme4],
@@ -154,7 +162,7 @@ enum BenchCommand {
                   let model = Model(rawValue: parts[2]), let mode = Mode(rawValue: parts[3]) else {
                 throw ArgumentError("--single ROWS:SITES:MODEL:MODE")
             }
-            let m = try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: true)
+            let m = try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: true, surgeons: surgeons)
             let data = try JSONEncoder().encode(m)
             print(resultPrefix + String(decoding: data, as: UTF8.self))
             return 0
@@ -184,8 +192,8 @@ enum BenchCommand {
                     var runs: [Measurement] = []
                     for _ in 0..<repeats {
                         runs.append(isolate
-                            ? try runChild(rows: rows, sites: sites, model: model, mode: mode, seed: seed)
-                            : try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: false))
+                            ? try runChild(rows: rows, sites: sites, model: model, mode: mode, seed: seed, surgeons: surgeons)
+                            : try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: false, surgeons: surgeons))
                     }
                     var m = runs.min { $0.generateSeconds + $0.analysisSeconds < $1.generateSeconds + $1.analysisSeconds }!
                     m.peakRSSBytes = runs.map(\.peakRSSBytes).max()!
@@ -208,13 +216,15 @@ enum BenchCommand {
 
     // MARK: one configuration
 
-    static func measure(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, isolated: Bool) throws -> Measurement {
+    static func measure(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, isolated: Bool,
+                        surgeons: Int = SurgeonsGLMMData.surgeons) throws -> Measurement {
         let t0 = monotonicSeconds(), c0 = cpuSeconds()
         let tables: [(site: String, table: DataTable)] = {
             if model == .ohio { return OhioData.load(seed: seed).tables }
             if model == .egsingle { return EgsingleData.load(seed: seed).tables }
             if model == .nested { return NestedVisitsData.load(seed: seed) }
             if model == .surgeons { return SurgeonsData.load(seed: seed) }
+            if model == .surgeonsGLMM { return SurgeonsGLMMData.load(seed: seed, surgeons: surgeons) }
             let data = BenchmarkData.generate(rows: rows, sites: sites, seed: seed)
             return data.sites.map { ($0.name, table($0)) }
         }()
@@ -227,7 +237,7 @@ enum BenchCommand {
         // rows (the parameter-per-rows rule): the data sets are fitted whole, as with `fedmix local`.
         var policy = model == .ohio || model == .egsingle ? DisclosurePolicy.off : DisclosurePolicy()
         // A crossed factor's levels must be listed by the sites (about 300 surgeons at each hospital).
-        if model == .surgeons { policy.maxListedLevels = SurgeonsData.surgeons }
+        if model == .surgeons || model == .surgeonsGLMM { policy.maxListedLevels = max(SurgeonsData.surgeons, surgeons) }
         let base: Federation
         var setupParts: [Double]? = nil
         switch mode {
@@ -269,7 +279,7 @@ enum BenchCommand {
             bytesReceived: federation.bytesReceived.reduce(0, +) - received0,
             peakRSSBytes: peakRSS(), cpuSeconds: [cGenerated - c0, c2 - c1, c3 - c2, cp - c3, c4 - cp], peakRSSByPhase: peaks + [clock.peakAtPrepare ?? 0], objective: result.objective, theta: result.theta,
             beta: result.fixedEffects.map(\.estimate), sigma: result.sigma, converged: result.converged,
-            messages: result.messages, isolated: isolated, trace: result.trace)
+            messages: result.messages, isolated: isolated, trace: result.trace, surgeons: model == .surgeonsGLMM ? surgeons : nil)
     }
 
     /// A site's rows as the table an agent would have read.
@@ -280,12 +290,12 @@ enum BenchCommand {
 
     /// Runs one configuration in a child process (`fedmix bench --single …`).
     /// FEDMIX_BENCH_CHILD names another fedmix build to measure (to compare builds).
-    static func runChild(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64) throws -> Measurement {
+    static func runChild(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, surgeons: Int) throws -> Measurement {
         let p = Process()
         let executable = ProcessInfo.processInfo.environment["FEDMIX_BENCH_CHILD"]
             ?? Bundle.main.executablePath ?? CommandLine.arguments[0]
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["bench", "--single", "\(rows):\(sites):\(model.rawValue):\(mode.rawValue)", "--seed", String(seed)]
+        p.arguments = ["bench", "--single", "\(rows):\(sites):\(model.rawValue):\(mode.rawValue)", "--seed", String(seed), "--surgeons", String(surgeons)]
         let out = Pipe()
         p.standardOutput = out
         try p.run()

@@ -48,6 +48,29 @@ extension ExecutableTests {
         try assertNotAboveLme4(line, m)
     }
 
+    /// `fedmix bench --models surgeons-glmm --surgeons 200 --lme4`: the crossed
+    /// GLMM `died ~ age + (1 | site) + (1 | surgeon)` (binomial, Laplace) with
+    /// 200 surgeons at 2-4 of 20 hospitals (2,000 by default, which a debug
+    /// build takes minutes for), in the level form; beside glmer (nAGQ = 1)
+    /// on the same rows when R is present: −2 log L never above glmer's by
+    /// more than 1e-8 relative, β within 1e-4.
+    func benchSurgeonsGLMMBesideGlmer() throws {
+        let r = try fedmix(["bench", "--models", "surgeons-glmm", "--surgeons", "200", "--modes", "in-process", "--no-isolate", "--json", "--lme4"])
+        XCTAssertTrue(r.out.contains("[1/1] died ~ age + (1 | site) + (1 | surgeon)"), r.out)
+        XCTAssertTrue(r.out.contains("sites 20"), r.out)
+        let m = try XCTUnwrap(benchLines(r.out).first)
+        XCTAssertEqual(m["model"] as? String, "surgeons-glmm")
+        XCTAssertEqual(m["surgeons"] as? Int, 200)
+        XCTAssertEqual(m["converged"] as? Bool, true)
+        XCTAssertTrue((m["messages"] as? [String] ?? []).contains { $0.contains("level form") }, "\(m["messages"] ?? "")")
+        let line = r.out.split(separator: "\n").first { $0.contains("−2 log L lme4 ") }.map(String.init)
+        guard let line else {
+            XCTAssertTrue(r.out.contains("      lme4     not available"), r.out)
+            return
+        }
+        try assertNotAboveLme4(line, m)
+    }
+
     /// A bench line "REML criterion lme4 C, fedmix …; β lme4 [b, …]" against
     /// the measurement: the criterion never above lme4's by more than 1e-8
     /// relative (lme4 stops short of the optimum, fedmix must not), β within 1e-4.

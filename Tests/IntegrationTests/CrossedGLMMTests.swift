@@ -26,59 +26,9 @@ final class CrossedGLMMTests: XCTestCase {
         FitOptions(family: ref["family"] as! String == "binomial" ? .binomial : .poisson)
     }
 
-    /// DESIGN.md's GLMM tolerances against glmer refitted tightly: the
-    /// deviance never worse than glmer's by more than 1e-6; estimates, SEs,
-    /// θ and variance components within 1e-4 relative; the conditional modes
-    /// of the surgeons and sites within 1e-4 of their conditional SD and the
-    /// conditional SDs within 1e-4 relative. Returns the worst relative error.
     @discardableResult
     func assertMatchesR(_ r: FitResult, _ key: String, file: StaticString = #filePath, line: UInt = #line) -> Double {
-        let ref = Self.references[key]!
-        let objective = ref["objective"] as! Double
-        XCTAssertLessThanOrEqual(r.objective - objective, 1e-6, "\(key): deviance worse than glmer's", file: file, line: line)
-        XCTAssertEqual(r.nObs, ref["n_obs"] as! Int, file: file, line: line)
-        var worst = 0.0
-        func check(_ a: Double, _ b: Double, _ what: String, floor: Double = 1e-8) {
-            let e = abs(a - b) / max(abs(b), floor)
-            worst = max(worst, e)
-            XCTAssertLessThanOrEqual(e, 1e-4, "\(key) \(what): \(a) vs glmer \(b)", file: file, line: line)
-        }
-        let fixed = ref["fixed"] as! [String: Any]
-        XCTAssertEqual(r.fixedEffects.map(\.name), fixed["names"] as! [String], file: file, line: line)
-        for (k, f) in r.fixedEffects.enumerated() {
-            check(f.estimate, (fixed["estimates"] as! [Double])[k], "\(f.name) estimate", floor: f.stdError)
-            check(f.stdError, (fixed["std_errors"] as! [Double])[k], "\(f.name) SE")
-        }
-        let components = ref["variance_components"] as! [[String: Any]]
-        XCTAssertEqual(r.varianceComponents.count, components.count, file: file, line: line)
-        for c in components {
-            // Scalar terms' references name the group only; vector terms' name var1 and var2 too.
-            let mine = r.varianceComponents.first {
-                $0.group == c["group"] as! String && $0.var2 == c["var2"] as? String && (c["var1"] == nil || $0.var1 == c["var1"] as? String)
-            }
-            check(mine?.vcov ?? .nan, c["vcov"] as! Double, "vcov \(c["group"]!) \(c["var1"] ?? "") \(c["var2"] ?? "")")
-        }
-        var compared = 0
-        for g in ref["ranef"] as! [[String: Any]] {
-            let group = g["group"] as! String, columns = g["columns"] as! [String]
-            for (i, level) in (g["levels"] as! [String]).enumerated() {
-                let modes = (g["modes"] as! [[Double]])[i], sds = (g["cond_sd"] as! [[Double]])[i]
-                let mine: (effects: [String: Double], sd: [String: Double])?
-                if let e = r.crossedEffects?.first(where: { $0.group == group && $0.level == level }) { mine = (e.effects, e.condSD) }
-                else if group == "site", let s = r.sites.first(where: { $0.site == level }) { mine = (s.effects, s.condSD) }
-                else { mine = nil }
-                XCTAssertNotNil(mine, "\(key): \(group) \(level) missing", file: file, line: line)
-                guard let mine else { continue }
-                for (a, column) in columns.enumerated() {
-                    check(mine.effects[column] ?? .nan, modes[a], "mode \(group) \(level) \(column)", floor: sds[a])
-                    check(mine.sd[column] ?? .nan, sds[a], "cond SD \(group) \(level) \(column)")
-                    compared += 1
-                }
-            }
-        }
-        XCTAssertEqual(compared, (ref["ranef"] as! [[String: Any]]).reduce(0) { $0 + ($1["levels"] as! [String]).count * ($1["columns"] as! [String]).count },
-                       file: file, line: line)
-        return worst
+        assertCrossedGLMMMatchesR(r, key, references: Self.references, file: file, line: line)
     }
 
     /// Every reference fit through agents over loopback TLS, under the
@@ -235,4 +185,60 @@ extension ExecutableTests {
         XCTAssertEqual(Set(crossed.map { $0["group"] as! String }), ["surgeon"])
         XCTAssertTrue((fit["messages"] as? [String] ?? []).contains { $0.contains("finite differences") })
     }
+}
+
+/// DESIGN.md's GLMM tolerances against glmer refitted tightly: the
+/// deviance never worse than glmer's by more than 1e-6; estimates, SEs,
+/// θ and variance components within 1e-4 relative; the conditional modes
+/// of the surgeons and sites within 1e-4 of their conditional SD and the
+/// conditional SDs within 1e-4 relative. Returns the worst relative error.
+@discardableResult
+func assertCrossedGLMMMatchesR(_ r: FitResult, _ key: String, references: [String: [String: Any]],
+                               file: StaticString = #filePath, line: UInt = #line) -> Double {
+    let ref = references[key]!
+    let objective = ref["objective"] as! Double
+    XCTAssertLessThanOrEqual(r.objective - objective, 1e-6, "\(key): deviance worse than glmer's", file: file, line: line)
+    XCTAssertEqual(r.nObs, ref["n_obs"] as! Int, file: file, line: line)
+    var worst = 0.0
+    func check(_ a: Double, _ b: Double, _ what: String, floor: Double = 1e-8) {
+        let e = abs(a - b) / max(abs(b), floor)
+        worst = max(worst, e)
+        XCTAssertLessThanOrEqual(e, 1e-4, "\(key) \(what): \(a) vs glmer \(b)", file: file, line: line)
+    }
+    let fixed = ref["fixed"] as! [String: Any]
+    XCTAssertEqual(r.fixedEffects.map(\.name), fixed["names"] as! [String], file: file, line: line)
+    for (k, f) in r.fixedEffects.enumerated() {
+        check(f.estimate, (fixed["estimates"] as! [Double])[k], "\(f.name) estimate", floor: f.stdError)
+        check(f.stdError, (fixed["std_errors"] as! [Double])[k], "\(f.name) SE")
+    }
+    let components = ref["variance_components"] as! [[String: Any]]
+    XCTAssertEqual(r.varianceComponents.count, components.count, file: file, line: line)
+    for c in components {
+        // Scalar terms' references name the group only; vector terms' name var1 and var2 too.
+        let mine = r.varianceComponents.first {
+            $0.group == c["group"] as! String && $0.var2 == c["var2"] as? String && (c["var1"] == nil || $0.var1 == c["var1"] as? String)
+        }
+        check(mine?.vcov ?? .nan, c["vcov"] as! Double, "vcov \(c["group"]!) \(c["var1"] ?? "") \(c["var2"] ?? "")")
+    }
+    var compared = 0
+    for g in ref["ranef"] as! [[String: Any]] {
+        let group = g["group"] as! String, columns = g["columns"] as! [String]
+        for (i, level) in (g["levels"] as! [String]).enumerated() {
+            let modes = (g["modes"] as! [[Double]])[i], sds = (g["cond_sd"] as! [[Double]])[i]
+            let mine: (effects: [String: Double], sd: [String: Double])?
+            if let e = r.crossedEffects?.first(where: { $0.group == group && $0.level == level }) { mine = (e.effects, e.condSD) }
+            else if group == "site", let s = r.sites.first(where: { $0.site == level }) { mine = (s.effects, s.condSD) }
+            else { mine = nil }
+            XCTAssertNotNil(mine, "\(key): \(group) \(level) missing", file: file, line: line)
+            guard let mine else { continue }
+            for (a, column) in columns.enumerated() {
+                check(mine.effects[column] ?? .nan, modes[a], "mode \(group) \(level) \(column)", floor: sds[a])
+                check(mine.sd[column] ?? .nan, sds[a], "cond SD \(group) \(level) \(column)")
+                compared += 1
+            }
+        }
+    }
+    XCTAssertEqual(compared, (ref["ranef"] as! [[String: Any]]).reduce(0) { $0 + ($1["levels"] as! [String]).count * ($1["columns"] as! [String]).count },
+                   file: file, line: line)
+    return worst
 }
