@@ -116,10 +116,15 @@ public enum LMMSite {
         var contribution: LMMContribution
         var tailFactor: JetMatrix
         var tailCross: JetMatrix
+        /// With `keepLevelRows`: each first-factor level's rows of
+        /// L_ss⁻¹ΛᵀZᵀ[X y] (r × width, in that factor's own θ), in level order.
+        var levelRows: [JetMatrix] = []
+        /// The first factor's θ indices (what `levelRows` are jets in).
+        var levelMap: [Int] = []
     }
 
     static func factorize(_ b: SiteBlocks, structure: CovarianceStructure,
-                          theta: [Double], order: Int) throws -> Factorization {
+                          theta: [Double], order: Int, keepLevelRows: Bool = false) throws -> Factorization {
         let m = structure.thetaCount
         let global = JetSpace(parameters: m, order: order)
         let width = b.width, td = b.tailDimension
@@ -128,12 +133,13 @@ public enum LMMSite {
         // 1. The per-level blocks of the first factor, in its own θ only.
         var mtt: JetMatrix? = nil, mtw: JetMatrix? = nil, mww: JetMatrix? = nil
         var localMap: [Int] = []
+        var levelRows: [JetMatrix] = []
         if let lb = b.first {
             localMap = structure.factorParameters(lb.factor)
             let local = JetSpace(parameters: localMap.count, order: order)
             let t1 = structure.factorJet(lb.factor, theta: theta, space: local, parameterMap: localMap)
-            let sums = try accumulateLevels(lb, t1: t1, width: width, tailDimension: td)
-            mtt = sums.tt; mtw = sums.tw; mww = sums.ww
+            let sums = try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, keepRows: keepLevelRows)
+            mtt = sums.tt; mtw = sums.tw; mww = sums.ww; levelRows = sums.rows
             logDet.addLifted(sums.logDet, map: localMap)
         } else if let chain = b.nested {
             // Nested factors, eliminated level by level in all of θ (NestedElimination).
@@ -179,7 +185,7 @@ public enum LMMSite {
         let tl = btt.sumLogDiagonal(scale: 2)
         for q in 0..<global.width { logDet.storage[q] += tl.storage[q] }
         return Factorization(contribution: LMMContribution(schur: sww, logDet: logDet, rows: b.rows),
-                             tailFactor: btt, tailCross: btw)
+                             tailFactor: btt, tailCross: btw, levelRows: levelRows, levelMap: localMap)
     }
 
     /// The first factor's sums, in its local θ: see `accumulateLevels`.
@@ -188,6 +194,8 @@ public enum LMMSite {
         var tw: JetMatrix
         var ww: JetMatrix
         var logDet: ScalarJet
+        /// XW per level, when asked for (`keepRows`).
+        var rows: [JetMatrix] = []
     }
 
     /// The first factor's levels, one after another, in its local θ: for each
@@ -196,23 +204,25 @@ public enum LMMSite {
     /// and for the tail columns C_l the level meets, with Y = F⁻¹ T₁ᵀ ZT_l,
     ///     tt[C_l, C_l] += YᵀY,  tw[C_l, :] += YᵀXW.
     /// Every level reuses one workspace.
-    static func accumulateLevels(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int) throws -> LevelSums {
+    static func accumulateLevels(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int,
+                                 keepRows: Bool = false) throws -> LevelSums {
         let local = t1.space
         if local.parameters == 1 && local.order == 2 {
-            return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: OneParameterJet())
+            return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: OneParameterJet(), keepRows: keepRows)
         }
-        return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: JetKernel(local))
+        return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: JetKernel(local), keepRows: keepRows)
     }
 
     @inline(__always)
     static func accumulateLevels<K: JetArithmetic>(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int,
-                                                   kernel: K) throws -> LevelSums {
+                                                   kernel: K, keepRows: Bool = false) throws -> LevelSums {
         let space = t1.space, w = space.width, r = lb.dimension
         let arena = JetArena(width: w)
         let ops = arena.ops(kernel)
         let T1 = arena.block(copying: t1)
         let TT = arena.block(td, td), TW = arena.block(td, width), WW = arena.block(width, width)
         let logDet = arena.scalar(), levelLogDet = arena.scalar()
+        var kept: [JetMatrix] = []
         try lb.withView(width: width) { v in
             let ncMax = v.maxCrossing(levels: lb.levels)
             let work = arena.block(r, r), F = arena.block(r, r), XW = arena.block(r, width)
@@ -227,6 +237,7 @@ public enum LMMSite {
                 // XW = F⁻¹ T₁ᵀ ZW;  ww += XWᵀ XW
                 LevelStep.reduce(XW, v.zw(l), t1: T1, factor: F, ops)
                 WW.addProduct(XW, transposed: true, XW, ops)
+                if keepRows { kept.append(JetMatrix(XW, space: space)) }
                 let cross = v.crossing(l), nc = cross.count
                 guard nc > 0 else { continue }
 
@@ -243,6 +254,6 @@ public enum LMMSite {
             }
         }
         return LevelSums(tt: JetMatrix(TT, space: space), tw: JetMatrix(TW, space: space), ww: JetMatrix(WW, space: space),
-                         logDet: ScalarJet(logDet, space: space))
+                         logDet: ScalarJet(logDet, space: space), rows: kept)
     }
 }

@@ -1,0 +1,87 @@
+// A site's Schur complement onto [Z_G X y] as a θ-free part minus a low-rank
+// part (DESIGN.md, "Crossed factors"): with the site's own effects u_L
+// (L_ss L_ssᵀ = Λ_LᵀZ_LᵀZ_LΛ_L + I) eliminated,
+//     S_k = A_k − V_k V_kᵀ,  A_k = [Z_G X y]ᵀ[Z_G X y]  (θ-free),
+//     V_kᵀ = L_ss⁻¹ Λ_Lᵀ Z_Lᵀ [Z_G X y]                (m_k × width),
+// where m_k is the number of the site's own effects (a ward intercept per
+// ward and the site's own, say). A_k is what the site-grouped path's sums
+// already hold (SiteBlocks.ww); V_kᵀ is the site factorization's own cross
+// rows (LMMSite.factorize), with jets in the site's θ. When m_k is far
+// smaller than the site's crossed levels, V_k is far fewer numbers than S_k,
+// and the coordinator can eliminate the crossed levels one by one with the
+// site's effects as columns of their own (CrossedLevelElimination, `virtual`).
+
+/// V_kᵀ and log|L_ss|² at one θ, as jets in the site's local θ.
+public struct LMMLowRankContribution: Sendable, Equatable {
+    /// V_kᵀ: one row per own effect of the site (m_k × width).
+    public var factor: JetMatrix
+    /// log|L_ss|² with derivatives.
+    public var logDet: ScalarJet
+    /// Rows used.
+    public var rows: Int
+    public init(factor: JetMatrix, logDet: ScalarJet, rows: Int) { self.factor = factor; self.logDet = logDet; self.rows = rows }
+
+    /// A_k − V_k V_kᵀ: the dense contribution the same rows give (for checks).
+    public func schur(sums ww: [Double]) -> LMMContribution {
+        let w = factor.cols
+        var s = JetMatrix(constant: Matrix(rows: w, cols: w, data: ww), space: factor.space)
+        s.addProduct(factor, transposeA: true, factor, sign: -1)
+        return LMMContribution(schur: s, logDet: logDet, rows: rows)
+    }
+}
+
+extension LMMSite {
+    /// The site's V_kᵀ and log|L_ss|² at θ (its local model's), or nil when
+    /// its within-site factors are held as a nested chain (NestedElimination
+    /// keeps no per-level rows).
+    public static func lowRank(_ b: SiteBlocks, structure: CovarianceStructure, theta: [Double],
+                               order: Int) throws -> LMMLowRankContribution? {
+        guard b.nested == nil else { return nil }
+        let fz = try factorize(b, structure: structure, theta: theta, order: order, keepLevelRows: true)
+        let space = fz.contribution.logDet.space, jw = space.width
+        let r = b.first?.dimension ?? 0, td = b.tailDimension, width = b.width
+        let m = fz.levelRows.count * r + td
+        var v = JetMatrix(rows: m, cols: width, space: space)
+        for (l, rows) in fz.levelRows.enumerated() {
+            let lifted = rows.lifted(to: space, map: fz.levelMap)
+            for j in 0..<width { for i in 0..<r {
+                let s = lifted.offset(i, j), d = v.offset(l * r + i, j)
+                for x in 0..<jw { v.storage[d + x] = lifted.storage[s + x] }
+            } }
+        }
+        let tail = fz.tailCross, o = fz.levelRows.count * r
+        for j in 0..<width { for i in 0..<td {
+            let s = tail.offset(i, j), d = v.offset(o + i, j)
+            for x in 0..<jw { v.storage[d + x] = tail.storage[s + x] }
+        } }
+        return LMMLowRankContribution(factor: v, logDet: fz.contribution.logDet, rows: b.rows)
+    }
+}
+
+extension JetMatrix {
+    /// Columns `cols` ← columns `cols` · t (t square, cols.count wide).
+    mutating func scaleColumns(_ cols: Range<Int>, by t: JetMatrix, kernel: JetKernel) {
+        let r = cols.count, jw = space.width
+        var tmp = [Double](repeating: 0, count: r * jw)
+        storage.withUnsafeMutableBufferPointer { sp in
+            t.storage.withUnsafeBufferPointer { tp in
+                tmp.withUnsafeMutableBufferPointer { wp in
+                    let S = sp.baseAddress!, T = tp.baseAddress!, W = wp.baseAddress!
+                    for i in 0..<rows {
+                        for x in 0..<(r * jw) { W[x] = 0 }
+                        for b in 0..<r { for a in 0..<r {
+                            kernel.mulAdd(W + b * jw, S + (i + (cols.lowerBound + a) * rows) * jw, T + (a + b * r) * jw, 1)
+                        } }
+                        for b in 0..<r { for x in 0..<jw { S[(i + (cols.lowerBound + b) * rows) * jw + x] = W[b * jw + x] } }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds `m`'s entry at `from` to this matrix at `at` and at its mirror.
+    mutating func add(_ m: JetMatrix, from: (Int, Int), symmetricAt at: (Int, Int)) {
+        let s = m.offset(from.0, from.1), d1 = offset(at.0, at.1), d2 = offset(at.1, at.0)
+        for x in 0..<space.width { storage[d1 + x] += m.storage[s + x]; storage[d2 + x] += m.storage[s + x] }
+    }
+}
