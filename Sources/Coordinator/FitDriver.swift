@@ -44,6 +44,10 @@ public struct FitOptions: Sendable {
     /// decrement), for progress reports on a terminal (Analysis.fit sets it
     /// when the federation has an enabled ProgressReporter).
     public var progress: (@Sendable (Int, Double, Double?) -> Void)? = nil
+    /// Crossed LMMs: take (true) or avoid (false) the level-by-level
+    /// elimination wherever the sites allow it, instead of the cost rule
+    /// (nil). For tests that compare the two paths on the same fit.
+    var crossedByLevel: Bool? = nil
     public init(method: EstimationMethod = .reml, family: Family = .gaussian, link: Link? = nil, nAGQ: Int = 1) {
         self.method = method; self.family = family; self.link = link; self.nAGQ = nAGQ
     }

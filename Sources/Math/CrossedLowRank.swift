@@ -85,3 +85,21 @@ extension JetMatrix {
         for x in 0..<space.width { storage[d1 + x] += m.storage[s + x]; storage[d2 + x] += m.storage[s + x] }
     }
 }
+
+extension CrossedLevelElimination {
+    /// `cheaper` for sites with within-site terms: their own effects
+    /// (`ownEffects[k]`, m_k) become R's columns, coupled to each crossed
+    /// level they share rows with; the dense path factors all q_G + w.
+    public static func cheaper(ownEffects: [Int], layout: CrossedLayout, structure: CovarianceStructure, width w: Int) -> Bool {
+        guard !layout.factors.isEmpty else { return false }
+        let f = layout.factors.max { $0.levels * structure.factorDimension($0.factor) < $1.levels * structure.factorDimension($1.factor) }!
+        let q1 = Double(f.levels * structure.factorDimension(f.factor)), q = Double(layout.dimension), w = Double(w)
+        let own = Double(ownEffects.reduce(0, +))
+        let sitesPerLevel = Double(layout.siteColumns.reduce(0) { $0 + $1.count }) / max(1, q)
+        let coupling = sitesPerLevel * own / Double(max(1, ownEffects.count)) + (q - q1) + w
+        let rest = q - q1 + own + w
+        let byLevel = q1 * coupling * coupling + rest * rest * rest / 3
+        let dense = (q + w) * (q + w) * (q + w) / 3
+        return byLevel < dense
+    }
+}

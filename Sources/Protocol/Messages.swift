@@ -124,11 +124,15 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// GLMMs with crossed factors: the points (θ, β, b_G) the site answers
     /// with `glmm_crossed` (CrossedGLMMMessages.swift).
     public var crossed: [CrossedGLMMPoint]?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed }
+    /// LMMs with crossed factors and within-site terms, from a site that
+    /// sent `crossed_sums`: answer V_kᵀ (`low_rank_contribution`), not the
+    /// dense Schur complement (CrossedLowRankMessages.swift).
+    public var lowRank: Bool?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed, lowRank = "low_rank" }
     public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
-                thetas: [[Double]]? = nil, gee: GEEPoint? = nil) {
+                thetas: [[Double]]? = nil, gee: GEEPoint? = nil, lowRank: Bool? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
-        self.thetas = thetas; self.gee = gee
+        self.thetas = thetas; self.gee = gee; self.lowRank = lowRank
     }
     /// Refuses more extra points than `ProtocolLimits.maxExtraThetaPoints`,
     /// an empty list, and points of another length than `theta`.
@@ -142,6 +146,7 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
         thetas = try c.decodeIfPresent([[Double]].self, forKey: .thetas)
         gee = try c.decodeIfPresent(GEEPoint.self, forKey: .gee)
         crossed = try c.decodeIfPresent([CrossedGLMMPoint].self, forKey: .crossed)
+        lowRank = try c.decodeIfPresent(Bool.self, forKey: .lowRank)
         if let why = problem {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
         }
@@ -394,7 +399,11 @@ public struct PrepareReply: Codable, Sendable, Equatable {
     /// The θ-free sums, sent only when every term is grouped by the site
     /// (then the coordinator iterates alone and the fit needs one round).
     public var blocks: SiteBlocks?
-    enum CodingKeys: String, CodingKey { case session, summary, blocks }
+    /// LMMs with crossed factors and within-site terms: A_k =
+    /// [Z_G X y]ᵀ[Z_G X y] (as blocks without own effects), when the site
+    /// offers the low-rank evaluation (CrossedLowRankMessages.swift).
+    public var crossedSums: SiteBlocks? = nil
+    enum CodingKeys: String, CodingKey { case session, summary, blocks, crossedSums = "crossed_sums" }
     public init(session: String, summary: SiteSummary, blocks: SiteBlocks?) {
         self.session = session; self.summary = summary; self.blocks = blocks
     }
@@ -404,12 +413,18 @@ public struct PrepareReply: Codable, Sendable, Equatable {
         session = try c.decode(String.self, forKey: .session)
         summary = try c.decode(SiteSummary.self, forKey: .summary)
         blocks = try c.decodeIfPresent(WireSiteBlocks.self, forKey: .blocks)?.blocks
+        crossedSums = try c.decodeIfPresent(WireSiteBlocks.self, forKey: .crossedSums)?.blocks
+        if let s = crossedSums, s.first != nil || s.tailDimension != 0 {
+            throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.crossedSums]),
+                                             reason: "must hold [Z_G X y]ᵀ[Z_G X y] only (no first factor, no tail)")
+        }
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(session, forKey: .session)
         try c.encode(summary, forKey: .summary)
         try c.encodeIfPresent(blocks.map(WireSiteBlocks.init), forKey: .blocks)
+        try c.encodeIfPresent(crossedSums.map(WireSiteBlocks.init), forKey: .crossedSums)
     }
 }
 
@@ -692,6 +707,7 @@ public enum Reply: Sendable, Equatable {
     case glmStep(GLMStepReply)
     case geeStep(GEEStepReply)
     case glmmCrossed(CrossedGLMMReply)
+    case lowRankContribution(LowRankContributionReply)
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
@@ -706,6 +722,7 @@ public enum Reply: Sendable, Equatable {
         case .glmStep: return "glm_step"
         case .geeStep: return "gee_step"
         case .glmmCrossed: return "glmm_crossed"
+        case .lowRankContribution: return "low_rank_contribution"
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"
