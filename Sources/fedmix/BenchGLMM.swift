@@ -104,6 +104,9 @@ enum Lme4Timing {
         case .surgeons:
             fit = "lmer(\(SurgeonsData.formula), data = d, REML = TRUE)"
             csv = SurgeonsData.csv(seed: seed)
+        case .surgeonWards:
+            fit = "lmer(\(SurgeonWardsData.formula), data = d, REML = TRUE)"
+            csv = SurgeonWardsData.csv(seed: seed)
         case .binary, .slope, .patient:
             fit = m.model == .binary ? "glmer(\(m.model.formula), family = binomial, data = d)" : "lmer(\(m.model.formula), data = d, REML = TRUE)"
             let data = BenchmarkData.generate(rows: m.rows, sites: m.sites, seed: seed)
