@@ -139,7 +139,7 @@ struct LMMObjective: FitObjective {
                       part.rows == session.prepared[k].summary.used else {
                     throw SiteFailure(site: site, message: "sent a low-rank contribution of the wrong shape")
                 }
-                try ReplyChecks.check(part.schur(sums: session.prepared[k].crossedSums!.ww), site: site)
+                try ReplyChecks.check(part.values.schur(sums: session.prepared[k].crossedSums!.ww), site: site)
                 return part
             }
             let r = try CrossedLevelElimination.combine(lowRankSums, virtual: virtual, layout: crossed, structure: session.structure,

@@ -21,6 +21,14 @@ public struct LMMLowRankContribution: Sendable, Equatable {
     public var rows: Int
     public init(factor: JetMatrix, logDet: ScalarJet, rows: Int) { self.factor = factor; self.logDet = logDet; self.rows = rows }
 
+    /// The same at order 0 (values only): what a check of the product reads.
+    public var values: LMMLowRankContribution {
+        let space = JetSpace(parameters: factor.space.parameters, order: 0), jw = factor.space.width
+        var f = JetMatrix(rows: factor.rows, cols: factor.cols, space: space)
+        for k in 0..<(factor.rows * factor.cols) { f.storage[k] = factor.storage[k * jw] }
+        return LMMLowRankContribution(factor: f, logDet: ScalarJet(space: space, value: logDet.value), rows: rows)
+    }
+
     /// A_k − V_k V_kᵀ: the dense contribution the same rows give (for checks).
     public func schur(sums ww: [Double]) -> LMMContribution {
         let w = factor.cols
