@@ -104,6 +104,7 @@ struct FitSession {
             // Crossed factors: the site's own effects are taken given the crossed ones at its levels.
             if let parts = crossed?.finalizeParts(site: k) {
                 request.crossedEffects = parts.effects; request.crossedCovariance = parts.covariance; request.crossedTerm = parts.term
+                request.crossedProduct = crossed?.siteProducts?[k]
             }
             return .finalize(request)
         }) { reply, site in

@@ -128,24 +128,7 @@ struct LMMObjective: FitObjective {
                                                         localStructure: structure, theta: theta, order: order)
             return (r.totals, .byLevel(r))
         }
-        if let lowRankSums, let crossed {
-            let thetaCount = structure.thetaCount, sites = session.sites, width = spec.fixedCount + 1
-            let virtual = try session.evaluate(EvaluateRequest(session: session.id, theta: theta, order: order, lowRank: true)) { reply, site in
-                guard case .lowRankContribution(let c) = reply else { throw unexpected(reply, site, expected: "low_rank_contribution") }
-                let part = try c.contribution()
-                let k = sites.firstIndex(of: site)!, lead = crossed.siteColumns[k].count
-                guard part.factor.rows == lowRankSums.plan.virtualWidths[k], part.factor.cols == lead + width,
-                      part.factor.space.parameters == thetaCount, part.factor.space.order == order,
-                      part.rows == session.prepared[k].summary.used else {
-                    throw SiteFailure(site: site, message: "sent a low-rank contribution of the wrong shape")
-                }
-                try ReplyChecks.check(part.values.schur(sums: session.prepared[k].crossedSums!.ww), site: site)
-                return part
-            }
-            let r = try CrossedLevelElimination.combine(lowRankSums, virtual: virtual, layout: crossed, structure: session.structure,
-                                                        localStructure: structure, theta: theta, order: order)
-            return (r.totals, .byLevel(r))
-        }
+        if let low = try lowRankTotals(theta, order: order) { return (low.result.totals, .byLevel(low.result)) }
         let parts: [LMMContribution]
         if let blocks {
             let local = spec.localTheta(theta)
@@ -164,6 +147,29 @@ struct LMMObjective: FitObjective {
         guard let crossed else { return (LMMTotals(summing: parts), nil) }
         let r = try CrossedElimination.combine(parts, layout: crossed, structure: session.structure, theta: theta, order: order)
         return (r.totals, .dense(r))
+    }
+
+    /// With within-site terms on the level path: one round for each
+    /// site's V_kᵀ at θ, and the elimination (nil on the other paths).
+    func lowRankTotals(_ theta: [Double], order: Int) throws -> (result: CrossedLevelElimination.Result, virtual: [LMMLowRankContribution])? {
+        guard let lowRankSums, let crossed else { return nil }
+        let spec = session.spec, structure = spec.localModel.covarianceStructure
+        let thetaCount = structure.thetaCount, sites = session.sites, width = spec.fixedCount + 1
+        let virtual = try session.evaluate(EvaluateRequest(session: session.id, theta: theta, order: order, lowRank: true)) { reply, site in
+            guard case .lowRankContribution(let c) = reply else { throw unexpected(reply, site, expected: "low_rank_contribution") }
+            let part = try c.contribution()
+            let k = sites.firstIndex(of: site)!, lead = crossed.siteColumns[k].count
+            guard part.factor.rows == lowRankSums.plan.virtualWidths[k], part.factor.cols == lead + width,
+                  part.factor.space.parameters == thetaCount, part.factor.space.order == order,
+                  part.rows == session.prepared[k].summary.used else {
+                throw SiteFailure(site: site, message: "sent a low-rank contribution of the wrong shape")
+            }
+            try ReplyChecks.check(part.values.schur(sums: session.prepared[k].crossedSums!.ww), site: site)
+            return part
+        }
+        let r = try CrossedLevelElimination.combine(lowRankSums, virtual: virtual, layout: crossed, structure: session.structure,
+                                                    localStructure: structure, theta: theta, order: order)
+        return (r, virtual)
     }
 
     /// A site's contribution must have the model's shape, finite numbers,
@@ -246,11 +252,19 @@ struct LMMObjective: FitObjective {
         var modes: CrossedModes? = nil
         if let crossed {
             let m: (effects: [Double], covariance: Matrix)
-            switch try crossedTotals(theta, order: 0).crossed! {
-            case .dense(let r): m = CrossedElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
-            case .byLevel(let r): m = CrossedLevelElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+            if let low = try lowRankTotals(theta, order: 0) {
+                m = CrossedLevelElimination.modes(low.result, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+                // The sites are sent X P Xᵀ (r × r), not P at their levels.
+                let local = session.spec.localModel
+                let r = local.siteFactorIndex.map { local.covarianceStructure.factorDimension($0) } ?? 0
+                modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance).withSiteProducts(low.virtual, siteDimension: r)
+            } else {
+                switch try crossedTotals(theta, order: 0).crossed! {
+                case .dense(let r): m = CrossedElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+                case .byLevel(let r): m = CrossedLevelElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+                }
+                modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance)
             }
-            modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance)
             // Holding the sites' sums, the coordinator sends each its r × r term, not P at its levels.
             if let blocks {
                 let spec = session.spec

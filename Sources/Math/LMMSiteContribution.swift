@@ -41,9 +41,11 @@ public enum LMMSite {
     /// joint inverse, as lme4's condVar takes it over all factors).
     /// `crossedTerm`, when given instead of `crossedCovariance`, is that
     /// L_ss⁻ᵀ X_G P X_Gᵀ L_ss⁻¹ already formed (`crossedCovarianceTerm`), r × r.
+    /// `crossedProduct`, instead of either, is X_G P X_Gᵀ (r × r), whose
+    /// term the site forms with its own L_ss.
     public static func siteEffects(_ b: SiteBlocks, structure: CovarianceStructure, theta: [Double],
                                    beta: [Double], sigma: Double, crossedCovariance: Matrix? = nil,
-                                   crossedTerm: Matrix? = nil) throws -> SiteLevelEffects? {
+                                   crossedTerm: Matrix? = nil, crossedProduct: Matrix? = nil) throws -> SiteLevelEffects? {
         guard let sf = b.siteFactor, let tf = b.tail.last, tf.factor == sf else { return nil }
         let fz = try factorize(b, structure: structure, theta: theta, order: 0)
         let lt = fz.tailFactor.valueMatrix
@@ -65,7 +67,14 @@ public enum LMMSite {
         var lss = Matrix(rows: r, cols: r)
         for j in 0..<r { for i in 0..<r { lss[i, j] = lt[o + i, o + j] } }
         var inv = Dense.inverseFromCholesky(lss)
-        if let extra = try crossedTerm ?? crossedCovariance.map({ try crossedCovarianceTerm(lss: lss, cross: xt, offset: o, crossedCovariance: $0) }) {
+        let fromProduct = crossedProduct.map { product -> Matrix in
+            // L_ss⁻ᵀ M L_ss⁻¹ for symmetric M: N = L_ss⁻ᵀ M, then (L_ss⁻ᵀ Nᵀ)ᵀ.
+            var n = Matrix(rows: r, cols: r), out = Matrix(rows: r, cols: r)
+            for j in 0..<r { let c = Dense.solveLowerTranspose(lss, (0..<r).map { product[$0, j] }); for i in 0..<r { n[i, j] = c[i] } }
+            for j in 0..<r { let c = Dense.solveLowerTranspose(lss, (0..<r).map { n[j, $0] }); for i in 0..<r { out[j, i] = c[i] } }
+            return out
+        }
+        if let extra = try crossedTerm ?? fromProduct ?? crossedCovariance.map({ try crossedCovarianceTerm(lss: lss, cross: xt, offset: o, crossedCovariance: $0) }) {
             precondition(extra.rows == r && extra.cols == r, "the crossed term is r × r")
             for k in 0..<inv.data.count { inv.data[k] += extra.data[k] }
         }

@@ -8,36 +8,69 @@
 import Math
 
 /// `low_rank_contribution`: V_kᵀ and log|L_ss|² at the request's θ.
+/// V_kᵀ travels as its nonzero numbers: a ward's row is zero at the crossed
+/// levels without rows in the ward, and its jets have no derivatives in the
+/// other factors' θ (the same numbers, bit for bit, checked on decoding).
 public struct LowRankContributionReply: Codable, Sendable, Equatable {
     public var session: String
     public var rows: Int
-    /// V_kᵀ: m_k × width, jets in the site's local θ.
-    public var factor: WireJetMatrix
+    /// V_kᵀ's shape: m_k × width, jets in the site's local θ to `order`.
+    public var factorRows: Int
+    public var factorCols: Int
+    public var parameters: Int
+    public var order: Int
+    /// Positions (ascending) in the column-major jet storage, and their numbers.
+    public var at: [Int]
+    public var values: [Double]
     public var logDet: [Double]
-    enum CodingKeys: String, CodingKey { case session, rows, factor, logDet = "log_det" }
-    public init(session: String, contribution c: LMMLowRankContribution) {
-        self.session = session; rows = c.rows; factor = WireJetMatrix(c.factor); logDet = c.logDet.storage
+    enum CodingKeys: String, CodingKey {
+        case session, rows, factorRows = "factor_rows", factorCols = "factor_cols", parameters, order, at, values, logDet = "log_det"
     }
-    /// Refuses a row count out of range and a log_det that is not one finite
-    /// jet of the factor's shape (the factor checks its own shape).
+    public init(session: String, contribution c: LMMLowRankContribution) {
+        self.session = session; rows = c.rows
+        factorRows = c.factor.rows; factorCols = c.factor.cols; parameters = c.factor.space.parameters; order = c.factor.space.order
+        let nonzero = c.factor.storage.indices.filter { c.factor.storage[$0].bitPattern != 0 }   // −0 is sent as itself
+        at = nonzero; values = nonzero.map { c.factor.storage[$0] }
+        logDet = c.logDet.storage
+    }
+    /// Refuses a row count or shape out of range, positions that are not
+    /// ascending within the shape with one finite value each, and a log_det
+    /// that is not one finite jet.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         session = try c.decode(String.self, forKey: .session)
         rows = try c.decode(Int.self, forKey: .rows)
-        factor = try c.decode(WireJetMatrix.self, forKey: .factor)
+        factorRows = try c.decode(Int.self, forKey: .factorRows)
+        factorCols = try c.decode(Int.self, forKey: .factorCols)
+        parameters = try c.decode(Int.self, forKey: .parameters)
+        order = try c.decode(Int.self, forKey: .order)
+        at = try c.decode([Int].self, forKey: .at)
+        values = try c.decode([Double].self, forKey: .values)
         logDet = try c.decode([Double].self, forKey: .logDet)
         if let (key, why) = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [key]), reason: why) }
     }
     var problem: (CodingKeys, String)? {
         guard (0...ProtocolLimits.maxRows).contains(rows) else { return (.rows, "is out of range") }
-        let width = JetSpace.width(parameters: factor.parameters, order: factor.order)
+        guard ProtocolLimits.derivativeOrders.contains(order), (0...ProtocolLimits.maxJetParameters).contains(parameters) else {
+            return (.order, "or parameters out of range")
+        }
+        guard (0...ProtocolLimits.maxJetDimension).contains(factorRows), (0...ProtocolLimits.maxJetDimension).contains(factorCols) else {
+            return (.factorRows, "or factor_cols out of range")
+        }
+        let width = JetSpace.width(parameters: parameters, order: order), cells = factorRows * factorCols * width
+        guard at.count == values.count, zip(at, at.dropFirst()).allSatisfy({ $0 < $1 }), at.allSatisfy({ (0..<cells).contains($0) }) else {
+            return (.at, "needs ascending positions within the factor's \(cells) numbers, one value each")
+        }
+        guard values.allSatisfy(\.isFinite) else { return (.values, "holds a non-finite number") }
         guard logDet.count == width, logDet.allSatisfy(\.isFinite) else { return (.logDet, "is not one finite jet of the factor's shape (\(width) values)") }
         return nil
     }
     public func contribution() throws -> LMMLowRankContribution {
-        let f = try factor.jetMatrix()
         if let (key, why) = problem { throw ProtocolError.inconsistent(field: key.stringValue, reason: why) }
-        var l = ScalarJet(space: f.space)
+        let space = JetSpace(parameters: parameters, order: order)
+        var f = JetMatrix(rows: factorRows, cols: factorCols, space: space)
+        for (k, v) in zip(at, values) { f.storage[k] = v }
+        var l = ScalarJet(space: space)
         l.storage = logDet
         return LMMLowRankContribution(factor: f, logDet: l, rows: rows)
     }

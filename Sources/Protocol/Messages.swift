@@ -186,9 +186,14 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     /// θ-free sums (every own term grouped by the site): what P adds to the
     /// site effects' conditional covariance, r × r (LMMSite.crossedCovarianceTerm).
     public var crossedTerm: [Double]?
+    /// Instead of either, when the site answered `low_rank`: X P Xᵀ, r × r,
+    /// X being the site effects' rows of its V_kᵀ at its crossed levels; the
+    /// site forms its term L_ss⁻ᵀ X P Xᵀ L_ss⁻¹ (LMMSite.siteEffects).
+    public var crossedProduct: [Double]?
     enum CodingKeys: String, CodingKey {
         case session, theta, beta, sigma, weightsAt = "weights_at", marginal
         case crossedEffects = "crossed_effects", crossedCovariance = "crossed_covariance", crossedTerm = "crossed_term"
+        case crossedProduct = "crossed_product"
     }
     public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
                 marginal: MarginalRequest? = nil) {

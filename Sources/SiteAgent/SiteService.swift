@@ -846,8 +846,11 @@ public final class SiteService: Sendable {
                 let q = blocks.width - 1 - s.model.fixedCount
                 let d = blocks.siteFactor.map { structure.factorDimension($0) } ?? 0
                 guard let b = r.crossedEffects, b.count == q, b.allSatisfy(\.isFinite),
-                      (r.crossedCovariance == nil) != (r.crossedTerm == nil) else {
-                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and either crossed_covariance (\(q)×\(q)) or crossed_term (\(d)×\(d)) to finalize")
+                      [r.crossedCovariance, r.crossedTerm, r.crossedProduct].compactMap({ $0 }).count == 1 else {
+                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and one of crossed_covariance (\(q)×\(q)), crossed_term or crossed_product (\(d)×\(d)) to finalize")
+                }
+                if let v = r.crossedProduct, !(v.count == d * d && v.allSatisfy(\.isFinite)) {
+                    throw SiteError.invalid("crossed_product must have \(d)×\(d) finite values (this site's own effects)")
                 }
                 if let v = r.crossedCovariance, !(v.count == q * q && v.allSatisfy(\.isFinite)) {
                     throw SiteError.invalid("crossed_covariance must have \(q)×\(q) finite values (this site's levels)")
@@ -857,7 +860,8 @@ public final class SiteService: Sendable {
                 }
                 e = try LMMSite.siteEffects(blocks, structure: structure, theta: s.model.localTheta(r.theta), beta: b + r.beta, sigma: r.sigma,
                                             crossedCovariance: r.crossedCovariance.map { Matrix(rows: q, cols: q, data: $0) },
-                                            crossedTerm: r.crossedTerm.map { Matrix(rows: d, cols: d, data: $0) })
+                                            crossedTerm: r.crossedTerm.map { Matrix(rows: d, cols: d, data: $0) },
+                                            crossedProduct: r.crossedProduct.map { Matrix(rows: d, cols: d, data: $0) })
             } else {
                 e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
             }

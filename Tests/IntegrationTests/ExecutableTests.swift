@@ -138,6 +138,7 @@ final class ExecutableTests: XCTestCase {
             Entry("bench", ["--models", "--lme4"], ExecutableTests.benchOhioBesideLme4),
             Entry("bench", ["--models", "--modes", "--lme4"], ExecutableTests.benchEgsingleAndSlopeFederatedBesideLme4),
             Entry("bench", ["--models", "--lme4"], ExecutableTests.benchSurgeonsCrossedBesideLme4),
+            Entry("bench", ["--models", "--lme4"], ExecutableTests.benchSurgeonWardsBesideLme4),
             Entry("bench", ["--models", "--modes", "--rows"], ExecutableTests.benchCSVIngest),
             Entry("bench-network", ["--agents", "--rows", "--seed", "--serve-agents"], ExecutableTests.benchNetworkSmall),
             Entry("bench-network", ["--analysts", "--agents", "--rows"], ExecutableTests.benchNetworkAnalysts),
