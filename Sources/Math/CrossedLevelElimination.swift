@@ -379,7 +379,11 @@ public enum CrossedLevelElimination {
                 } }
                 ownAt += vt.rows
             }
-            if !columns.isEmpty {
+            if !columns.isEmpty && virtual != nil {
+                // With the sites' own effects as columns, levels meet ~50 columns: the upper triangle, by a fixed-width kernel.
+                v.solveLowerInPlace(dl)
+                subtractGramUpper(&c.storage, v.storage, columns: columns, r: r1, n: dR, space: space)
+            } else if !columns.isEmpty {
                 v.solveLowerInPlace(dl)
                 // C[cols, cols] −= VᵀV.
                 v.storage.withUnsafeBufferPointer { vp in
@@ -397,6 +401,7 @@ public enum CrossedLevelElimination {
             levels.append(Level(columns: columns, factor: dl, coupling: v))
         }
 
+        if virtual != nil { mirrorUpper(&c) }
         var cuu = JetMatrix(rows: du, cols: du, space: space)
         var cuw = JetMatrix(rows: du, cols: plan.width, space: space)
         var cww = JetMatrix(rows: plan.width, cols: plan.width, space: space)

@@ -175,10 +175,12 @@ public enum LMMSite {
         }
         var ktt = JetMatrix(constant: Matrix(rows: td, cols: td, data: b.tt), space: global)
         var ktw = JetMatrix(constant: Matrix(rows: td, cols: width, data: b.tw), space: global)
-        var sww = JetMatrix(constant: Matrix(rows: width, cols: width, data: b.ww), space: global)
+        // With kept level rows (LMMSite.lowRank) the Schur complement is not formed.
+        var sww = keepLevelRows ? JetMatrix(rows: 0, cols: 0, space: global)
+                                : JetMatrix(constant: Matrix(rows: width, cols: width, data: b.ww), space: global)
         if let mtt { ktt.addLifted(mtt, map: localMap, sign: -1) }
         if let mtw { ktw.addLifted(mtw, map: localMap, sign: -1) }
-        if let mww { sww.addLifted(mww, map: localMap, sign: -1) }
+        if let mww, !keepLevelRows { sww.addLifted(mww, map: localMap, sign: -1) }
 
         var tmp = JetMatrix(rows: td, cols: td, space: global)
         tmp.addProduct(ktt, lambda)
@@ -190,7 +192,7 @@ public enum LMMSite {
 
         try btt.choleskyInPlace()
         btw.solveLowerInPlace(btt)
-        sww.addProduct(btw, transposeA: true, btw, sign: -1)
+        if !keepLevelRows { sww.addProduct(btw, transposeA: true, btw, sign: -1) }
         let tl = btt.sumLogDiagonal(scale: 2)
         for q in 0..<global.width { logDet.storage[q] += tl.storage[q] }
         return Factorization(contribution: LMMContribution(schur: sww, logDet: logDet, rows: b.rows),
@@ -245,8 +247,8 @@ public enum LMMSite {
 
                 // XW = F⁻¹ T₁ᵀ ZW;  ww += XWᵀ XW
                 LevelStep.reduce(XW, v.zw(l), t1: T1, factor: F, ops)
-                WW.addProduct(XW, transposed: true, XW, ops)
-                if keepRows { kept.append(JetMatrix(XW, space: space)) }
+                // Kept rows are V_kᵀ's (LMMSite.lowRank), which needs no ww.
+                if keepRows { kept.append(JetMatrix(XW, space: space)) } else { WW.addProduct(XW, transposed: true, XW, ops) }
                 let cross = v.crossing(l), nc = cross.count
                 guard nc > 0 else { continue }
 
