@@ -90,3 +90,58 @@ final class CrossedWithinSiteTests: XCTestCase {
         }
     }
 }
+
+extension CrossedWithinSiteTests {
+    /// A site with a ward below min_cell rows does not offer the low-rank
+    /// form (its V_k rows would be that ward's sums): it sends no
+    /// `crossed_sums`, so the coordinator keeps the dense path even when
+    /// asked for the level path, and the fit is the dense one; a `low_rank`
+    /// request to that site is refused naming the rule.
+    func testSiteWithASmallWardKeepsTheDensePath() throws {
+        let key = "nested_and_year"
+        let ref = CrossedFactorTests.references[key]!
+        let files = try CrossedFactorTests.files(ref["case"] as! String)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("crossed-small-ward-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var edited: [URL] = []
+        for f in files {
+            var lines = try String(contentsOf: f, encoding: .utf8).split(separator: "\n").map(String.init)
+            if f.lastPathComponent == "H01.csv" {
+                // Three rows of H01 in a ward of their own (W9): below min_cell = 5.
+                let header = lines[0].split(separator: ",").map(String.init), w = header.firstIndex(of: "ward")!
+                for i in 1...3 { var c = lines[i].split(separator: ",", omittingEmptySubsequences: false).map(String.init); c[w] = "W9"; lines[i] = c.joined(separator: ",") }
+            }
+            let url = dir.appendingPathComponent(f.lastPathComponent)
+            try (lines.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+            edited.append(url)
+        }
+        var policy = DisclosurePolicy.off
+        policy.minCell = 5
+        let agents = try edited.map { try LoopbackAgent(file: $0, pki: Self.pki, policy: policy) }
+        let federation = try tlsFederation(agents, pki: Self.pki)
+        defer { federation.close(); agents.forEach { $0.stop() } }
+        let forced = try Analysis.fit(federation, dataset: "data", formula: ref["formula"] as! String, options: Self.options(key, byLevel: true))
+        let dense = try Analysis.fit(inProcessFederation(files: edited, policy: policy), dataset: "data", formula: ref["formula"] as! String,
+                                     options: Self.options(key, byLevel: false))
+        assertSameFit(forced, dense, tol: 1e-10, key)
+        for agent in agents {
+            XCTAssertNil(agent.audit.types(.sent)["low_rank_contribution"], agent.site)
+            XCTAssertGreaterThan(agent.audit.types(.sent)["contribution"] ?? 0, 0, agent.site)
+        }
+        // The site itself refuses a low_rank evaluation of that session.
+        let h01 = agents.first { $0.site == "H01" }!
+        let prepared = try XCTUnwrap(h01.audit.all.last { $0.direction == .sent && $0.type == "prepared" })
+        XCTAssertFalse(prepared.line.contains("crossed_sums"), "H01 offered the low-rank form")
+        let other = try XCTUnwrap(agents.first { $0.site == "H02" }?.audit.all.last { $0.direction == .sent && $0.type == "prepared" })
+        XCTAssertTrue(other.line.contains("crossed_sums"), "H02's wards all have min_cell rows")
+        let service = SiteService(site: "H01", datasets: ["data": .csv(path: edited.first { $0.lastPathComponent == "H01.csv" }!.path, types: [:])], policy: policy)
+        let session = "small-ward"
+        let spec = try XCTUnwrap(h01.audit.all.first { $0.direction == .received && $0.type == "prepare" })
+        let prepareLine = spec.line.replacingOccurrences(of: #""session":"[^"]*""#, with: "\"session\":\"\(session)\"", options: .regularExpression)
+        XCTAssertTrue(service.handle(line: prepareLine).contains("\"prepared\""))
+        let theta = forced.theta.map { String($0) }.joined(separator: ",")
+        let answer = service.handle(line: "{\"id\":9,\"type\":\"evaluate\",\"session\":\"\(session)\",\"theta\":[\(theta)],\"order\":0,\"low_rank\":true}")
+        XCTAssertTrue(answer.contains("\"error\"") && answer.contains("min_cell"), answer)
+    }
+}
