@@ -1003,7 +1003,7 @@ final class ExecutableTests: XCTestCase {
         XCTAssertTrue(benchLines(try fedmix(["bench", "--rows", "200", "--sites", "4", "--models", "slope", "--modes", "in-process", "--no-isolate"]).out).isEmpty,
                       "no JSON without --json")
         try fedmixUsageError(["bench", "--rows", "30", "--sites", "4"], "every --rows must be at least 10 rows per site (--sites 4)")
-        try fedmixUsageError(["bench", "--models", "slpoe"], "--models takes slope, patient, binary, ohio, egsingle, nested or surgeons, separated by commas")
+        try fedmixUsageError(["bench", "--models", "slpoe"], "--models takes slope, patient, binary, ohio, egsingle, nested, surgeons or surgeon-wards, separated by commas")
         try fedmixUsageError(["bench", "--modes", "federated,"], "--modes takes in-process, federated or federated-audit, separated by commas")
         try fedmixUsageError(["bench", "--rows", "1e5"], "--rows takes numbers of rows, separated by commas")
     }
