@@ -145,3 +145,35 @@ extension CrossedWithinSiteTests {
         XCTAssertTrue(answer.contains("\"error\"") && answer.contains("min_cell"), answer)
     }
 }
+
+extension CrossedWithinSiteTests {
+    /// On the fixtures' rows, at θ inside and on a bound: the level path's
+    /// pooled totals (Schur complement onto [X y] and log-determinant, with
+    /// gradient and Hessian in θ) equal the dense path's entry by entry to
+    /// 1e-10 of their scale, and the level path ran (`eliminatesByLevel`).
+    func testTotalsEqualTheDensePathEntryByEntry() throws {
+        for key in Self.keys {
+            let ref = CrossedFactorTests.references[key]!
+            let formula = ref["formula"] as! String
+            let federation = inProcessFederation(files: try CrossedFactorTests.files(ref["case"] as! String))
+            let descriptions = try Analysis.describe(federation, dataset: "data", hashingLevelsOf: Analysis.groupingVariables(formula))
+            let spec = try Analysis.model(federation, dataset: "data", formula: formula, descriptions: descriptions,
+                                          options: Self.options(key, byLevel: nil), missingData: MissingDataStrategy())
+            let session = try FitSession.prepare(federation, dataset: "data", spec: spec)
+            let level = try LMMObjective(session, options: Self.options(key, byLevel: true))
+            let dense = try LMMObjective(session, options: Self.options(key, byLevel: false))
+            XCTAssertTrue(level.eliminatesByLevel, key)
+            XCTAssertFalse(dense.eliminatesByLevel, key)
+            let initial = session.structure.initialTheta
+            for theta in [initial.map { 0.8 * $0 + 0.1 }, [0] + initial.dropFirst().map { 1.2 * $0 }] {
+                let a = try level.totals(theta, order: 2), b = try dense.totals(theta, order: 2)
+                XCTAssertEqual(a.rows, b.rows)
+                let scale = b.schur.storage.map(abs).max()!
+                for (x, y) in zip(a.schur.storage, b.schur.storage) { XCTAssertEqual(x, y, accuracy: 1e-10 * scale, "\(key) θ \(theta): Schur complement") }
+                for (x, y) in zip(a.logDet.storage, b.logDet.storage) {
+                    XCTAssertEqual(x, y, accuracy: 1e-10 * max(1, abs(b.logDet.value)), "\(key) θ \(theta): log-determinant")
+                }
+            }
+        }
+    }
+}
