@@ -46,6 +46,9 @@ struct CrossedModes {
     /// P's diagonal, when P itself was not formed (a crossed GLMM's level
     /// form, CrossedGLMMLevelSystem); `covariance` is then empty.
     var variances: [Double]? = nil
+    /// Per site, X P Xᵀ (r × r, X its site effects' rows of V_kᵀ), when the
+    /// sites answered `low_rank` (`withSiteProducts`); sent instead of P.
+    var siteProducts: [[Double]]? = nil
 
     /// P at site k's leading columns (column-major).
     func covariance(site k: Int) -> [Double] {
@@ -61,7 +64,24 @@ struct CrossedModes {
     func finalizeParts(site k: Int) -> (effects: [Double], covariance: [Double]?, term: [Double]?) {
         let b = layout.siteColumns[k].map { effects[$0] }
         if let siteTerms { return (b, nil, siteTerms[k]) }
+        if siteProducts != nil { return (b, nil, nil) }
         return (b, covariance(site: k), nil)
+    }
+
+    /// The same modes with each site's X P Xᵀ formed here from its V_kᵀ at
+    /// the optimum: the site effects' rows are its last r (the site's own
+    /// factor is last in its elimination, SiteBlocksBuilder), r = `siteDimension`.
+    func withSiteProducts(_ virtual: [LMMLowRankContribution], siteDimension r: Int) -> CrossedModes {
+        var out = self
+        out.siteProducts = virtual.enumerated().map { k, v in
+            let q = layout.siteColumns[k].count, p = covariance(site: k), x = v.factor, o = x.rows - r
+            var xp = [Double](repeating: 0, count: r * q)   // X P, r × q
+            for j in 0..<q { for c in 0..<q { let pcj = p[c + j * q]; for i in 0..<r { xp[i + j * r] += x.value(o + i, c) * pcj } } }
+            var out = [Double](repeating: 0, count: r * r)
+            for j in 0..<r { for i in 0..<r { for c in 0..<q { out[i + j * r] += xp[i + c * r] * x.value(o + j, c) } } }
+            return out
+        }
+        return out
     }
 
     /// The same modes with each site's term formed here from its sums (LMMSite.crossedCovarianceTerm).

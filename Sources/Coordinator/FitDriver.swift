@@ -49,6 +49,10 @@ public struct FitOptions: Sendable {
     /// decrement), for progress reports on a terminal (Analysis.fit sets it
     /// when the federation has an enabled ProgressReporter).
     public var progress: (@Sendable (Int, Double, Double?) -> Void)? = nil
+    /// Crossed LMMs: take (true) or avoid (false) the level-by-level
+    /// elimination wherever the sites allow it, instead of the cost rule
+    /// (nil). For tests that compare the two paths on the same fit.
+    var crossedByLevel: Bool? = nil
     public init(method: EstimationMethod = .reml, family: Family = .gaussian, link: Link? = nil, nAGQ: Int = 1) {
         self.method = method; self.family = family; self.link = link; self.nAGQ = nAGQ
     }
@@ -105,6 +109,7 @@ struct FitSession {
             // Crossed factors: the site's own effects are taken given the crossed ones at its levels.
             if let parts = crossed?.finalizeParts(site: k) {
                 request.crossedEffects = parts.effects; request.crossedCovariance = parts.covariance; request.crossedTerm = parts.term
+                request.crossedProduct = crossed?.siteProducts?[k]
             }
             return .finalize(request)
         }) { reply, site in

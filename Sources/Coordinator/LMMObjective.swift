@@ -19,6 +19,11 @@ struct LMMObjective: FitObjective {
     /// The sites' sums in the order of the level-by-level elimination, when
     /// it is taken (`CrossedLevelElimination.cheaper`); nil otherwise.
     let levelSums: CrossedLevelElimination.Sums?
+    /// With within-site terms, the level-by-level elimination's sums when
+    /// every site sent A_k (`crossed_sums`) and it is taken: each
+    /// evaluation then asks the sites for V_kᵀ (`low_rank`), not their
+    /// dense Schur complements (Math/CrossedLowRank.swift).
+    let lowRankSums: CrossedLevelElimination.Sums?
     private(set) var evaluations = 0
     private var last: (theta: [Double], totals: LMMTotals)? = nil
 
@@ -54,13 +59,46 @@ struct LMMObjective: FitObjective {
         method = options.method
         blocks = try Self.siteBlocks(session)
         crossed = try session.crossedLayout()
-        if let blocks, let crossed, CrossedLevelElimination.cheaper(blocks, layout: crossed, structure: session.structure) {
+        if let blocks, let crossed, options.crossedByLevel ?? CrossedLevelElimination.cheaper(blocks, layout: crossed, structure: session.structure) {
             levelSums = CrossedLevelElimination.sums(blocks, layout: crossed, structure: session.structure,
                                                      localStructure: session.spec.localModel.covarianceStructure)
         } else {
             levelSums = nil
         }
+        lowRankSums = try crossed.flatMap { try Self.lowRankSums(session, layout: $0, choose: options.crossedByLevel) }
         logWeightSum = session.prepared.reduce(0.0) { $0 + ($1.summary.logWeightSum ?? 0) }
+    }
+
+    /// Each site's own effects: Σ over its within-site factors of levels × r.
+    static func ownEffects(_ session: FitSession, site k: Int) -> Int {
+        let spec = session.spec, local = spec.localModel.covarianceStructure
+        return spec.localModel.factorGroupings.enumerated().reduce(0) { sum, fg in
+            let t = spec.terms.firstIndex { $0.grouping == fg.element }!
+            return sum + session.prepared[k].summary.groups[t] * local.factorDimension(fg.offset)
+        }
+    }
+
+    /// The sums of the level-by-level elimination with the sites' own
+    /// effects as columns (nil when some site did not send A_k, when every
+    /// term is grouped by the site, or when the dense path costs less).
+    static func lowRankSums(_ session: FitSession, layout: CrossedLayout, choose: Bool?) throws -> CrossedLevelElimination.Sums? {
+        let spec = session.spec
+        guard !spec.localModel.allTermsGroupedBySite, choose != false,
+              session.prepared.allSatisfy({ $0.crossedSums != nil }) else { return nil }
+        let widths = session.sites.indices.map { ownEffects(session, site: $0) }
+        var sums: [SiteBlocks] = []
+        for (k, p) in session.prepared.enumerated() {
+            let a = p.crossedSums!, site = session.sites[k]
+            if let why = a.inconsistency(structure: spec.localModel.covarianceStructure, width: layout.siteColumns[k].count + spec.fixedCount + 1) {
+                throw SiteFailure(site: site, message: "sent inconsistent crossed sums (\(why))")
+            }
+            try ReplyChecks.check(a, spec: spec, used: p.summary.used, site: site)
+            sums.append(a)
+        }
+        guard choose ?? CrossedLevelElimination.cheaper(ownEffects: widths, layout: layout, structure: session.structure,
+                                                        width: spec.fixedCount + 1) else { return nil }
+        return CrossedLevelElimination.sums(crossedSums: sums, virtualWidths: widths, layout: layout, structure: session.structure,
+                                            localStructure: spec.localModel.covarianceStructure)
     }
 
     var parameterNames: [String] { session.spec.thetaLabels }
@@ -80,7 +118,7 @@ struct LMMObjective: FitObjective {
     /// Whether the crossed effects are eliminated level by level
     /// (CrossedLevelElimination): the coordinator holds the sites' θ-free
     /// sums and that costs less than the dense elimination.
-    var eliminatesByLevel: Bool { levelSums != nil }
+    var eliminatesByLevel: Bool { levelSums != nil || lowRankSums != nil }
 
     /// The totals, and with crossed factors the elimination of their effects.
     func crossedTotals(_ theta: [Double], order: Int) throws -> (totals: LMMTotals, crossed: CrossedFactorization?) {
@@ -90,6 +128,7 @@ struct LMMObjective: FitObjective {
                                                         localStructure: structure, theta: theta, order: order)
             return (r.totals, .byLevel(r))
         }
+        if let low = try lowRankTotals(theta, order: order) { return (low.result.totals, .byLevel(low.result)) }
         let parts: [LMMContribution]
         if let blocks {
             let local = spec.localTheta(theta)
@@ -108,6 +147,29 @@ struct LMMObjective: FitObjective {
         guard let crossed else { return (LMMTotals(summing: parts), nil) }
         let r = try CrossedElimination.combine(parts, layout: crossed, structure: session.structure, theta: theta, order: order)
         return (r.totals, .dense(r))
+    }
+
+    /// With within-site terms on the level path: one round for each
+    /// site's V_kᵀ at θ, and the elimination (nil on the other paths).
+    func lowRankTotals(_ theta: [Double], order: Int) throws -> (result: CrossedLevelElimination.Result, virtual: [LMMLowRankContribution])? {
+        guard let lowRankSums, let crossed else { return nil }
+        let spec = session.spec, structure = spec.localModel.covarianceStructure
+        let thetaCount = structure.thetaCount, sites = session.sites, width = spec.fixedCount + 1
+        let virtual = try session.evaluate(EvaluateRequest(session: session.id, theta: theta, order: order, lowRank: true)) { reply, site in
+            guard case .lowRankContribution(let c) = reply else { throw unexpected(reply, site, expected: "low_rank_contribution") }
+            let part = try c.contribution()
+            let k = sites.firstIndex(of: site)!, lead = crossed.siteColumns[k].count
+            guard part.factor.rows == lowRankSums.plan.virtualWidths[k], part.factor.cols == lead + width,
+                  part.factor.space.parameters == thetaCount, part.factor.space.order == order,
+                  part.rows == session.prepared[k].summary.used else {
+                throw SiteFailure(site: site, message: "sent a low-rank contribution of the wrong shape")
+            }
+            try ReplyChecks.check(part.values.schur(sums: session.prepared[k].crossedSums!.ww), site: site)
+            return part
+        }
+        let r = try CrossedLevelElimination.combine(lowRankSums, virtual: virtual, layout: crossed, structure: session.structure,
+                                                    localStructure: structure, theta: theta, order: order)
+        return (r, virtual)
     }
 
     /// A site's contribution must have the model's shape, finite numbers,
@@ -190,11 +252,19 @@ struct LMMObjective: FitObjective {
         var modes: CrossedModes? = nil
         if let crossed {
             let m: (effects: [Double], covariance: Matrix)
-            switch try crossedTotals(theta, order: 0).crossed! {
-            case .dense(let r): m = CrossedElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
-            case .byLevel(let r): m = CrossedLevelElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+            if let low = try lowRankTotals(theta, order: 0) {
+                m = CrossedLevelElimination.modes(low.result, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+                // The sites are sent X P Xᵀ (r × r), not P at their levels.
+                let local = session.spec.localModel
+                let r = local.siteFactorIndex.map { local.covarianceStructure.factorDimension($0) } ?? 0
+                modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance).withSiteProducts(low.virtual, siteDimension: r)
+            } else {
+                switch try crossedTotals(theta, order: 0).crossed! {
+                case .dense(let r): m = CrossedElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+                case .byLevel(let r): m = CrossedLevelElimination.modes(r, layout: crossed, structure: session.structure, theta: theta, beta: e.beta)
+                }
+                modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance)
             }
-            modes = CrossedModes(layout: crossed, effects: m.effects, covariance: m.covariance)
             // Holding the sites' sums, the coordinator sends each its r × r term, not P at its levels.
             if let blocks {
                 let spec = session.spec

@@ -145,6 +145,8 @@ public enum CrossedElimination {
             try choleskyRowwise(&a.storage, n: n, w: w, kernel: OneParameterJet())
         } else if a.space.parameters == 2 && a.space.order == 2 {
             try choleskyRowwise(&a.storage, n: n, w: w, kernel: TwoParameterJet(JetKernel(a.space)))
+        } else if a.space.parameters == 3 && a.space.order == 2 {
+            try choleskyRowwise(&a.storage, n: n, w: w, kernel: ThreeParameterJet(JetKernel(a.space)))
         } else {
             try choleskyRowwise(&a.storage, n: n, w: w, kernel: JetKernel(a.space))
         }

@@ -55,6 +55,10 @@ public enum CrossedLevelElimination {
         public var groups: [(start: Int, width: Int, block: Block?)]
         public enum Block: Sendable { case crossed(Int), local(Int) }
         public var groupOfColumn: [Int]
+        /// Per site, its own effects as columns of R whose couplings the
+        /// site sends at each θ (`virtualSums`); empty when every site's
+        /// own effects come from its θ-free sums.
+        public var virtualWidths: [Int] = []
     }
 
     /// Whether every site's sums are a dense tail (all local terms grouped by
@@ -82,7 +86,7 @@ public enum CrossedLevelElimination {
     }
 
     static func plan(_ blocks: [SiteBlocks], layout: CrossedLayout, structure: CovarianceStructure,
-                     localStructure: CovarianceStructure) -> Plan {
+                     localStructure: CovarianceStructure, virtualWidths: [Int] = []) -> Plan {
         let firstIndex = layout.factors.indices.max { a, b in
             let fa = layout.factors[a], fb = layout.factors[b]
             return fa.levels * structure.factorDimension(fa.factor) < fb.levels * structure.factorDimension(fb.factor)
@@ -101,8 +105,14 @@ public enum CrossedLevelElimination {
             }
         }
         var siteTailStart: [Int] = []
-        for b in blocks {
+        for (k, b) in blocks.enumerated() {
             siteTailStart.append(next)
+            if !virtualWidths.isEmpty {
+                // Identity-scaled: the site's couplings come already scaled.
+                groups.append((next, virtualWidths[k], nil))
+                next += virtualWidths[k]
+                continue
+            }
             for t in b.tail {
                 let r = localStructure.factorDimension(t.factor)
                 for l in 0..<t.levels { groups.append((next + t.offset + l * r, r, .local(t.factor))) }
@@ -114,7 +124,7 @@ public enum CrossedLevelElimination {
         var groupOfColumn = [Int](repeating: 0, count: next + w)
         for (g, grp) in groups.enumerated() { for j in grp.start..<(grp.start + grp.width) { groupOfColumn[j] = g } }
         return Plan(first: firstIndex, firstDimension: r1, restIndexOfG: restIndexOfG, siteTailStart: siteTailStart,
-                    randomDimension: next, width: w, groups: groups, groupOfColumn: groupOfColumn)
+                    randomDimension: next, width: w, groups: groups, groupOfColumn: groupOfColumn, virtualWidths: virtualWidths)
     }
 
     /// The sites' θ-free sums in the elimination's order, taken once per fit.
@@ -136,8 +146,24 @@ public enum CrossedLevelElimination {
     /// a row has one level), so the dense path must be taken.
     public static func sums(_ blocks: [SiteBlocks], layout: CrossedLayout, structure: CovarianceStructure,
                             localStructure: CovarianceStructure) -> Sums? {
+        sums(blocks, layout: layout, structure: structure, localStructure: localStructure, virtualWidths: [])
+    }
+
+    /// The sums of models with within-site terms: each site's θ-free
+    /// A_k = [Z_G X y]ᵀ[Z_G X y] (`blocks`, no tail), its m_k own effects
+    /// (`virtualWidths`) left as columns whose couplings V_k each
+    /// evaluation brings (CrossedLowRank.swift, `combine(_:virtual:…)`).
+    public static func sums(crossedSums blocks: [SiteBlocks], virtualWidths: [Int], layout: CrossedLayout,
+                            structure: CovarianceStructure, localStructure: CovarianceStructure) -> Sums? {
+        precondition(virtualWidths.count == blocks.count && blocks.allSatisfy { $0.tailDimension == 0 && $0.first == nil },
+                     "a site's A_k has no own effects; one width per site")
+        return sums(blocks, layout: layout, structure: structure, localStructure: localStructure, virtualWidths: virtualWidths)
+    }
+
+    static func sums(_ blocks: [SiteBlocks], layout: CrossedLayout, structure: CovarianceStructure,
+                     localStructure: CovarianceStructure, virtualWidths: [Int]) -> Sums? {
         precondition(blocks.count == layout.siteColumns.count, "one set of sums per site")
-        let plan = plan(blocks, layout: layout, structure: structure, localStructure: localStructure)
+        let plan = plan(blocks, layout: layout, structure: structure, localStructure: localStructure, virtualWidths: virtualWidths)
         let first = layout.factors[plan.first], r1 = plan.firstDimension
         let dR = plan.randomDimension + plan.width
         // The unscaled sums in the new order, site by site (in site order).
@@ -231,6 +257,20 @@ public enum CrossedLevelElimination {
     /// The pooled totals at θ from sums taken once.
     public static func combine(_ sums: Sums, layout: CrossedLayout, structure: CovarianceStructure,
                                localStructure: CovarianceStructure, theta: [Double], order: Int) throws -> Result {
+        try combine(sums, virtual: nil, layout: layout, structure: structure, localStructure: localStructure, theta: theta, order: order)
+    }
+
+    /// The pooled totals at θ from sums taken once and, for a model with
+    /// within-site terms, each site's V_kᵀ at θ (its own effects' rows,
+    /// jets in the local θ; LMMSite.lowRank), in site order: the site's own
+    /// effects are then R's columns with an identity block and couplings
+    /// Λ_GᵀV_k to its crossed levels and V_k to [X y]. Eliminating them
+    /// first would give each site's A_k − V_kV_kᵀ, the dense path's input,
+    /// so the totals are the dense path's.
+    public static func combine(_ sums: Sums, virtual: [LMMLowRankContribution]?, layout: CrossedLayout,
+                               structure: CovarianceStructure, localStructure: CovarianceStructure,
+                               theta: [Double], order: Int) throws -> Result {
+        precondition((virtual?.count ?? 0) == sums.plan.virtualWidths.count, "one V_k per site exactly when the sums have virtual columns")
         let plan = sums.plan
         let first = layout.factors[plan.first], r1 = plan.firstDimension
         let dR = plan.randomDimension + plan.width, du = plan.randomDimension
@@ -270,9 +310,36 @@ public enum CrossedLevelElimination {
         for i in 0..<du { c.storage[c.offset(i, i)] += 1 }
 
         var logDet = ScalarJet(space: space)
+        let kernel = JetKernel(space)
+        // The sites' own effects as columns: V_kᵀ in all of θ with its
+        // crossed columns scaled (V_kᵀΛ_G); they couple to R here and to F's
+        // levels in the loop below (`levelSites`).
+        var virtualRows: [JetMatrix] = []
+        var levelSites = [[(site: Int, column: Int)]](repeating: [], count: first.levels)
+        for (k, part) in (virtual ?? []).enumerated() {
+            var vt = part.factor.lifted(to: space, map: layout.localTheta)
+            logDet.addLifted(part.logDet, map: layout.localTheta)
+            let cols = layout.siteColumns[k], lead = cols.count, mk = vt.rows, start = plan.siteTailStart[k]
+            precondition(mk == plan.virtualWidths[k] && vt.cols == lead + plan.width, "V_k of the site's shape")
+            var a = 0
+            while a < lead {
+                let g = cols[a]
+                let f = layout.factors.first { g >= $0.offset && g < $0.offset + $0.levels * structure.factorDimension($0.factor) }!
+                let r = structure.factorDimension(f.factor)
+                vt.scaleColumns(a..<(a + r), by: jet(.crossed(f.factor)), kernel: kernel)
+                if f.offset == first.offset { levelSites[(g - first.offset) / r1].append((k, a)) }
+                a += r
+            }
+            for e in 0..<mk {
+                for a in 0..<lead where plan.restIndexOfG[cols[a]] >= 0 {
+                    c.add(vt, from: (e, a), symmetricAt: (start + e, plan.restIndexOfG[cols[a]]))
+                }
+                for j in 0..<plan.width { c.add(vt, from: (e, lead + j), symmetricAt: (start + e, du + j)) }
+            }
+            virtualRows.append(vt)
+        }
         var levels: [Level] = []
         levels.reserveCapacity(first.levels)
-        let kernel = JetKernel(space)
         for l in 0..<first.levels {
             var dl = scale(sums.diagonal[l], left: t1, right: t1, space: space)
             dl.addToDiagonal(1)
@@ -283,6 +350,12 @@ public enum CrossedLevelElimination {
             let coupled = sums.coupledGroups[l], block = sums.coupling[l]
             var columns: [Int] = []
             for g in coupled { let grp = plan.groups[g]; columns.append(contentsOf: grp.start..<(grp.start + grp.width)) }
+            // The sites' own effects this level meets go before [X y], in site order.
+            let wAt = columns.firstIndex { $0 >= du } ?? columns.count
+            var own: [Int] = []
+            for (k, _) in levelSites[l] { own.append(contentsOf: plan.siteTailStart[k]..<(plan.siteTailStart[k] + plan.virtualWidths[k])) }
+            columns.insert(contentsOf: own, at: wAt)
+            func position(_ j: Int) -> Int { j < wAt ? j : j + own.count }
             var v = JetMatrix(rows: r1, cols: columns.count, space: space)
             var at = 0
             for g in coupled {
@@ -291,12 +364,26 @@ public enum CrossedLevelElimination {
                 for j in 0..<grp.width { for a in 0..<r1 { part[a, j] = block[a, at + j] } }
                 let scaled = scale(part, left: t1, right: grp.block.map(jet), space: space)
                 for j in 0..<grp.width { for a in 0..<r1 {
-                    let s = scaled.offset(a, j), d = v.offset(a, at + j)
+                    let s = scaled.offset(a, j), d = v.offset(a, position(at + j))
                     for x in 0..<jw { v.storage[d + x] = scaled.storage[s + x] }
                 } }
                 at += grp.width
             }
-            if !columns.isEmpty {
+            // (T_Fᵀ V_k) at the level's rows: the scaled V_kᵀ, transposed.
+            var ownAt = wAt
+            for (k, column) in levelSites[l] {
+                let vt = virtualRows[k]
+                for e in 0..<vt.rows { for a in 0..<r1 {
+                    let s = vt.offset(e, column + a), d = v.offset(a, ownAt + e)
+                    for x in 0..<jw { v.storage[d + x] = vt.storage[s + x] }
+                } }
+                ownAt += vt.rows
+            }
+            if !columns.isEmpty && virtual != nil {
+                // With the sites' own effects as columns, levels meet ~50 columns: the upper triangle, by a fixed-width kernel.
+                v.solveLowerInPlace(dl)
+                subtractGramUpper(&c.storage, v.storage, columns: columns, r: r1, n: dR, space: space)
+            } else if !columns.isEmpty {
                 v.solveLowerInPlace(dl)
                 // C[cols, cols] −= VᵀV.
                 v.storage.withUnsafeBufferPointer { vp in
@@ -314,6 +401,7 @@ public enum CrossedLevelElimination {
             levels.append(Level(columns: columns, factor: dl, coupling: v))
         }
 
+        if virtual != nil { mirrorUpper(&c) }
         var cuu = JetMatrix(rows: du, cols: du, space: space)
         var cuw = JetMatrix(rows: du, cols: plan.width, space: space)
         var cww = JetMatrix(rows: plan.width, cols: plan.width, space: space)

@@ -41,9 +41,11 @@ public enum LMMSite {
     /// joint inverse, as lme4's condVar takes it over all factors).
     /// `crossedTerm`, when given instead of `crossedCovariance`, is that
     /// L_ss⁻ᵀ X_G P X_Gᵀ L_ss⁻¹ already formed (`crossedCovarianceTerm`), r × r.
+    /// `crossedProduct`, instead of either, is X_G P X_Gᵀ (r × r), whose
+    /// term the site forms with its own L_ss.
     public static func siteEffects(_ b: SiteBlocks, structure: CovarianceStructure, theta: [Double],
                                    beta: [Double], sigma: Double, crossedCovariance: Matrix? = nil,
-                                   crossedTerm: Matrix? = nil) throws -> SiteLevelEffects? {
+                                   crossedTerm: Matrix? = nil, crossedProduct: Matrix? = nil) throws -> SiteLevelEffects? {
         guard let sf = b.siteFactor, let tf = b.tail.last, tf.factor == sf else { return nil }
         let fz = try factorize(b, structure: structure, theta: theta, order: 0)
         let lt = fz.tailFactor.valueMatrix
@@ -65,7 +67,14 @@ public enum LMMSite {
         var lss = Matrix(rows: r, cols: r)
         for j in 0..<r { for i in 0..<r { lss[i, j] = lt[o + i, o + j] } }
         var inv = Dense.inverseFromCholesky(lss)
-        if let extra = try crossedTerm ?? crossedCovariance.map({ try crossedCovarianceTerm(lss: lss, cross: xt, offset: o, crossedCovariance: $0) }) {
+        let fromProduct = crossedProduct.map { product -> Matrix in
+            // L_ss⁻ᵀ M L_ss⁻¹ for symmetric M: N = L_ss⁻ᵀ M, then (L_ss⁻ᵀ Nᵀ)ᵀ.
+            var n = Matrix(rows: r, cols: r), out = Matrix(rows: r, cols: r)
+            for j in 0..<r { let c = Dense.solveLowerTranspose(lss, (0..<r).map { product[$0, j] }); for i in 0..<r { n[i, j] = c[i] } }
+            for j in 0..<r { let c = Dense.solveLowerTranspose(lss, (0..<r).map { n[j, $0] }); for i in 0..<r { out[j, i] = c[i] } }
+            return out
+        }
+        if let extra = try crossedTerm ?? fromProduct ?? crossedCovariance.map({ try crossedCovarianceTerm(lss: lss, cross: xt, offset: o, crossedCovariance: $0) }) {
             precondition(extra.rows == r && extra.cols == r, "the crossed term is r × r")
             for k in 0..<inv.data.count { inv.data[k] += extra.data[k] }
         }
@@ -116,10 +125,15 @@ public enum LMMSite {
         var contribution: LMMContribution
         var tailFactor: JetMatrix
         var tailCross: JetMatrix
+        /// With `keepLevelRows`: each first-factor level's rows of
+        /// L_ss⁻¹ΛᵀZᵀ[X y] (r × width, in that factor's own θ), in level order.
+        var levelRows: [JetMatrix] = []
+        /// The first factor's θ indices (what `levelRows` are jets in).
+        var levelMap: [Int] = []
     }
 
     static func factorize(_ b: SiteBlocks, structure: CovarianceStructure,
-                          theta: [Double], order: Int) throws -> Factorization {
+                          theta: [Double], order: Int, keepLevelRows: Bool = false) throws -> Factorization {
         let m = structure.thetaCount
         let global = JetSpace(parameters: m, order: order)
         let width = b.width, td = b.tailDimension
@@ -128,12 +142,13 @@ public enum LMMSite {
         // 1. The per-level blocks of the first factor, in its own θ only.
         var mtt: JetMatrix? = nil, mtw: JetMatrix? = nil, mww: JetMatrix? = nil
         var localMap: [Int] = []
+        var levelRows: [JetMatrix] = []
         if let lb = b.first {
             localMap = structure.factorParameters(lb.factor)
             let local = JetSpace(parameters: localMap.count, order: order)
             let t1 = structure.factorJet(lb.factor, theta: theta, space: local, parameterMap: localMap)
-            let sums = try accumulateLevels(lb, t1: t1, width: width, tailDimension: td)
-            mtt = sums.tt; mtw = sums.tw; mww = sums.ww
+            let sums = try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, keepRows: keepLevelRows)
+            mtt = sums.tt; mtw = sums.tw; mww = sums.ww; levelRows = sums.rows
             logDet.addLifted(sums.logDet, map: localMap)
         } else if let chain = b.nested {
             // Nested factors, eliminated level by level in all of θ (NestedElimination).
@@ -160,10 +175,12 @@ public enum LMMSite {
         }
         var ktt = JetMatrix(constant: Matrix(rows: td, cols: td, data: b.tt), space: global)
         var ktw = JetMatrix(constant: Matrix(rows: td, cols: width, data: b.tw), space: global)
-        var sww = JetMatrix(constant: Matrix(rows: width, cols: width, data: b.ww), space: global)
+        // With kept level rows (LMMSite.lowRank) the Schur complement is not formed.
+        var sww = keepLevelRows ? JetMatrix(rows: 0, cols: 0, space: global)
+                                : JetMatrix(constant: Matrix(rows: width, cols: width, data: b.ww), space: global)
         if let mtt { ktt.addLifted(mtt, map: localMap, sign: -1) }
         if let mtw { ktw.addLifted(mtw, map: localMap, sign: -1) }
-        if let mww { sww.addLifted(mww, map: localMap, sign: -1) }
+        if let mww, !keepLevelRows { sww.addLifted(mww, map: localMap, sign: -1) }
 
         var tmp = JetMatrix(rows: td, cols: td, space: global)
         tmp.addProduct(ktt, lambda)
@@ -175,11 +192,11 @@ public enum LMMSite {
 
         try btt.choleskyInPlace()
         btw.solveLowerInPlace(btt)
-        sww.addProduct(btw, transposeA: true, btw, sign: -1)
+        if !keepLevelRows { sww.addProduct(btw, transposeA: true, btw, sign: -1) }
         let tl = btt.sumLogDiagonal(scale: 2)
         for q in 0..<global.width { logDet.storage[q] += tl.storage[q] }
         return Factorization(contribution: LMMContribution(schur: sww, logDet: logDet, rows: b.rows),
-                             tailFactor: btt, tailCross: btw)
+                             tailFactor: btt, tailCross: btw, levelRows: levelRows, levelMap: localMap)
     }
 
     /// The first factor's sums, in its local θ: see `accumulateLevels`.
@@ -188,6 +205,8 @@ public enum LMMSite {
         var tw: JetMatrix
         var ww: JetMatrix
         var logDet: ScalarJet
+        /// XW per level, when asked for (`keepRows`).
+        var rows: [JetMatrix] = []
     }
 
     /// The first factor's levels, one after another, in its local θ: for each
@@ -196,23 +215,25 @@ public enum LMMSite {
     /// and for the tail columns C_l the level meets, with Y = F⁻¹ T₁ᵀ ZT_l,
     ///     tt[C_l, C_l] += YᵀY,  tw[C_l, :] += YᵀXW.
     /// Every level reuses one workspace.
-    static func accumulateLevels(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int) throws -> LevelSums {
+    static func accumulateLevels(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int,
+                                 keepRows: Bool = false) throws -> LevelSums {
         let local = t1.space
         if local.parameters == 1 && local.order == 2 {
-            return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: OneParameterJet())
+            return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: OneParameterJet(), keepRows: keepRows)
         }
-        return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: JetKernel(local))
+        return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: JetKernel(local), keepRows: keepRows)
     }
 
     @inline(__always)
     static func accumulateLevels<K: JetArithmetic>(_ lb: SiteBlocks.LevelBlocks, t1: JetMatrix, width: Int, tailDimension td: Int,
-                                                   kernel: K) throws -> LevelSums {
+                                                   kernel: K, keepRows: Bool = false) throws -> LevelSums {
         let space = t1.space, w = space.width, r = lb.dimension
         let arena = JetArena(width: w)
         let ops = arena.ops(kernel)
         let T1 = arena.block(copying: t1)
         let TT = arena.block(td, td), TW = arena.block(td, width), WW = arena.block(width, width)
         let logDet = arena.scalar(), levelLogDet = arena.scalar()
+        var kept: [JetMatrix] = []
         try lb.withView(width: width) { v in
             let ncMax = v.maxCrossing(levels: lb.levels)
             let work = arena.block(r, r), F = arena.block(r, r), XW = arena.block(r, width)
@@ -226,7 +247,8 @@ public enum LMMSite {
 
                 // XW = F⁻¹ T₁ᵀ ZW;  ww += XWᵀ XW
                 LevelStep.reduce(XW, v.zw(l), t1: T1, factor: F, ops)
-                WW.addProduct(XW, transposed: true, XW, ops)
+                // Kept rows are V_kᵀ's (LMMSite.lowRank), which needs no ww.
+                if keepRows { kept.append(JetMatrix(XW, space: space)) } else { WW.addProduct(XW, transposed: true, XW, ops) }
                 let cross = v.crossing(l), nc = cross.count
                 guard nc > 0 else { continue }
 
@@ -243,6 +265,6 @@ public enum LMMSite {
             }
         }
         return LevelSums(tt: JetMatrix(TT, space: space), tw: JetMatrix(TW, space: space), ww: JetMatrix(WW, space: space),
-                         logDet: ScalarJet(logDet, space: space))
+                         logDet: ScalarJet(logDet, space: space), rows: kept)
     }
 }

@@ -127,11 +127,15 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// With `crossed`: the form of the sites' Hessians in b_G, "dense"
     /// (absent: the upper triangle) or "level" (CrossedGLMMForm).
     public var crossedForm: String?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed, crossedForm = "crossed_form" }
+    /// LMMs with crossed factors and within-site terms, from a site that
+    /// sent `crossed_sums`: answer V_kᵀ (`low_rank_contribution`), not the
+    /// dense Schur complement (CrossedLowRankMessages.swift).
+    public var lowRank: Bool?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed, crossedForm = "crossed_form", lowRank = "low_rank" }
     public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
-                thetas: [[Double]]? = nil, gee: GEEPoint? = nil) {
+                thetas: [[Double]]? = nil, gee: GEEPoint? = nil, lowRank: Bool? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
-        self.thetas = thetas; self.gee = gee
+        self.thetas = thetas; self.gee = gee; self.lowRank = lowRank
     }
     /// Refuses more extra points than `ProtocolLimits.maxExtraThetaPoints`,
     /// an empty list, and points of another length than `theta`.
@@ -146,6 +150,7 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
         gee = try c.decodeIfPresent(GEEPoint.self, forKey: .gee)
         crossed = try c.decodeIfPresent([CrossedGLMMPoint].self, forKey: .crossed)
         crossedForm = try c.decodeIfPresent(String.self, forKey: .crossedForm)
+        lowRank = try c.decodeIfPresent(Bool.self, forKey: .lowRank)
         if let why = problem {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
         }
@@ -185,9 +190,14 @@ public struct FinalizeRequest: Codable, Sendable, Equatable {
     /// θ-free sums (every own term grouped by the site): what P adds to the
     /// site effects' conditional covariance, r × r (LMMSite.crossedCovarianceTerm).
     public var crossedTerm: [Double]?
+    /// Instead of either, when the site answered `low_rank`: X P Xᵀ, r × r,
+    /// X being the site effects' rows of its V_kᵀ at its crossed levels; the
+    /// site forms its term L_ss⁻ᵀ X P Xᵀ L_ss⁻¹ (LMMSite.siteEffects).
+    public var crossedProduct: [Double]?
     enum CodingKeys: String, CodingKey {
         case session, theta, beta, sigma, weightsAt = "weights_at", marginal
         case crossedEffects = "crossed_effects", crossedCovariance = "crossed_covariance", crossedTerm = "crossed_term"
+        case crossedProduct = "crossed_product"
     }
     public init(session: String, theta: [Double], beta: [Double], sigma: Double, weightsAt: [Double]? = nil,
                 marginal: MarginalRequest? = nil) {
@@ -398,7 +408,11 @@ public struct PrepareReply: Codable, Sendable, Equatable {
     /// The θ-free sums, sent only when every term is grouped by the site
     /// (then the coordinator iterates alone and the fit needs one round).
     public var blocks: SiteBlocks?
-    enum CodingKeys: String, CodingKey { case session, summary, blocks }
+    /// LMMs with crossed factors and within-site terms: A_k =
+    /// [Z_G X y]ᵀ[Z_G X y] (as blocks without own effects), when the site
+    /// offers the low-rank evaluation (CrossedLowRankMessages.swift).
+    public var crossedSums: SiteBlocks? = nil
+    enum CodingKeys: String, CodingKey { case session, summary, blocks, crossedSums = "crossed_sums" }
     public init(session: String, summary: SiteSummary, blocks: SiteBlocks?) {
         self.session = session; self.summary = summary; self.blocks = blocks
     }
@@ -408,12 +422,18 @@ public struct PrepareReply: Codable, Sendable, Equatable {
         session = try c.decode(String.self, forKey: .session)
         summary = try c.decode(SiteSummary.self, forKey: .summary)
         blocks = try c.decodeIfPresent(WireSiteBlocks.self, forKey: .blocks)?.blocks
+        crossedSums = try c.decodeIfPresent(WireSiteBlocks.self, forKey: .crossedSums)?.blocks
+        if let s = crossedSums, s.first != nil || s.tailDimension != 0 {
+            throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.crossedSums]),
+                                             reason: "must hold [Z_G X y]ᵀ[Z_G X y] only (no first factor, no tail)")
+        }
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(session, forKey: .session)
         try c.encode(summary, forKey: .summary)
         try c.encodeIfPresent(blocks.map(WireSiteBlocks.init), forKey: .blocks)
+        try c.encodeIfPresent(crossedSums.map(WireSiteBlocks.init), forKey: .crossedSums)
     }
 }
 
@@ -696,6 +716,7 @@ public enum Reply: Sendable, Equatable {
     case glmStep(GLMStepReply)
     case geeStep(GEEStepReply)
     case glmmCrossed(CrossedGLMMReply)
+    case lowRankContribution(LowRankContributionReply)
     case finalized(FinalizeReply)
     case pong
     case error(ErrorReply)
@@ -710,6 +731,7 @@ public enum Reply: Sendable, Equatable {
         case .glmStep: return "glm_step"
         case .geeStep: return "gee_step"
         case .glmmCrossed: return "glmm_crossed"
+        case .lowRankContribution: return "low_rank_contribution"
         case .finalized: return "finalized"
         case .pong: return "pong"
         case .error: return "error"

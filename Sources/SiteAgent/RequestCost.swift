@@ -91,6 +91,15 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
         return RequestCost(work: work, answerBytes: answer)
     }
 
+    /// A low-rank evaluation (LMMSite.lowRank): the same factorization,
+    /// answering V_kᵀ (own effects × width) instead of width².
+    public static func lmmLowRank(_ b: SiteBlocks, structure: CovarianceStructure, order: Int) -> RequestCost {
+        let dense = lmmEvaluate(b, structure: structure, order: order)
+        let own = Double((b.first.map { $0.levels * $0.dimension } ?? 0) + b.tailDimension)
+        let answer = (own * Double(b.width) + 1) * jetWidth(structure.thetaCount, order: order) * bytesPerNumber + 256
+        return RequestCost(work: dense.work, answerBytes: answer)
+    }
+
     /// One GLMM evaluation with derivatives up to `order` in (θ, β): one
     /// PIRLS solve, then the exact derivatives' passes over the rows.
     public static func glmmEvaluate(_ d: GLMMSiteData, order: Int, nAGQ: Int) -> RequestCost {

@@ -81,6 +81,11 @@ public struct SiteDesign: Sendable {
     /// GLMMs with crossed factors: the rows as GLMMCrossedSite answers them
     /// (`model` then holds the site-local part alone). Nil otherwise.
     public private(set) var crossedGLMM: GLMMCrossedSite? = nil
+    /// LMMs with crossed factors: the fewest used rows any level of a
+    /// within-site factor has (a ward, say; the site's own factor aside),
+    /// which decides whether the site offers V_k (docs/PRIVACY.md). Nil
+    /// without crossed factors or within-site factors.
+    public private(set) var smallestOwnLevel: Int? = nil
 
     /// What a session keeps between rounds.
     public enum Model: Sendable {
@@ -225,6 +230,11 @@ public struct SiteDesign: Sendable {
                                                 levelCounts: local.map { levelCounts[$0] }, siteFactor: localSpec.siteFactorIndex)
                 crossed.add(to: &builder, w: wcols, levels: levels, z: z)
                 model = .linear(builder.finish(), logWeightSum: logWeightSum)
+                smallestOwnLevel = local.filter { spec.factorGroupings[$0] != .site }.compactMap { f -> Int? in
+                    var counts = [Int](repeating: 0, count: levelCounts[f])
+                    for l in levels[f] { counts[l] += 1 }
+                    return counts.min()
+                }.min()
             } else if let chain = nestedChain {
                 cells = measured
                 model = .linear(SiteBlocks.nested(structure: spec.covarianceStructure, width: wcols.count, levelCounts: levelCounts,

@@ -620,8 +620,13 @@ public final class SiteService: Sendable {
                                       patterns: patterns)
             if frame.spec.weights != nil { summary.logWeightSum = logWeightSum }
             summary.crossedLevels = frame.crossedLevels
-            return PrepareReply(session: session, summary: summary,
-                                blocks: frame.spec.localModel.allTermsGroupedBySite ? blocks : nil)
+            var out = PrepareReply(session: session, summary: summary,
+                                   blocks: frame.spec.localModel.allTermsGroupedBySite ? blocks : nil)
+            if offersLowRank(frame) {
+                out.crossedSums = SiteBlocks(width: blocks.width, rows: blocks.rows, first: nil, siteFactor: nil, tail: [],
+                                             tailDimension: 0, tt: [], tw: [], ww: blocks.ww)
+            }
+            return out
         case .generalized(let site):
             let data = site.data, p = data.p
             var sums = [Double](repeating: 0, count: p), squares = sums
@@ -653,6 +658,17 @@ public final class SiteService: Sendable {
             throw SiteError.disclosure("session has used its \(policy.maxRoundsPerSession) rounds (rule max_rounds_per_session)")
         }
         return s
+    }
+
+    /// Whether a crossed LMM with within-site terms is answered in the
+    /// low-rank form (A_k at prepare, V_kᵀ per θ): only when every level of
+    /// every within-site factor has at least min_cell rows, since V_k's rows
+    /// are per-level sums (docs/PRIVACY.md, "Crossed factors with
+    /// within-site terms"); otherwise the dense Schur complement, as before.
+    func offersLowRank(_ frame: SiteDesign) -> Bool {
+        guard frame.spec.hasCrossedTerms, !frame.spec.localModel.allTermsGroupedBySite, let b = frame.blocks,
+              b.nested == nil, let smallest = frame.smallestOwnLevel else { return false }
+        return smallest >= max(1, policy.minCell)
     }
 
     func evaluate(_ r: EvaluateRequest) throws -> Reply {
@@ -692,6 +708,17 @@ public final class SiteService: Sendable {
             let points = r.points
             if points.count > 1, Double(points.count) * cost.answerBytes > Double(limits.maxAnswerBytes) {
                 throw SiteError.invalid(String(format: "the %d points of this evaluation would need an answer of about %.0f bytes; this site sends at most %d (limits.max_answer_bytes). Ask for fewer points per request", points.count, Double(points.count) * cost.answerBytes, limits.maxAnswerBytes))
+            }
+            if r.lowRank == true {
+                guard offersLowRank(s.fit) else {
+                    throw SiteError.invalid("low_rank applies to a linear mixed model with factors crossed with the sites and within-site terms whose every level has at least min_cell rows here, for which this site sent crossed_sums; ask for the Schur complement instead (no low_rank)")
+                }
+                guard r.thetas == nil else { throw SiteError.invalid("low_rank answers one θ per request; leave out thetas") }
+                if let refusal = RequestCost.lmmLowRank(blocks, structure: structure, order: r.order).refusal(limits, what: "evaluation") { throw refusal }
+                guard let v = try LMMSite.lowRank(blocks, structure: structure, theta: s.model.localTheta(r.theta), order: r.order) else {
+                    throw SiteError.invalid("low_rank is not available for this site's within-site factors")
+                }
+                return .lowRankContribution(LowRankContributionReply(session: r.session, contribution: v))
             }
             let c = try points.map { try LMMSite.evaluate(blocks, structure: structure, theta: s.model.localTheta($0), order: r.order) }
             return .contribution(ContributionReply(session: r.session, contributions: c))
@@ -856,8 +883,11 @@ public final class SiteService: Sendable {
                 let q = blocks.width - 1 - s.model.fixedCount
                 let d = blocks.siteFactor.map { structure.factorDimension($0) } ?? 0
                 guard let b = r.crossedEffects, b.count == q, b.allSatisfy(\.isFinite),
-                      (r.crossedCovariance == nil) != (r.crossedTerm == nil) else {
-                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and either crossed_covariance (\(q)×\(q)) or crossed_term (\(d)×\(d)) to finalize")
+                      [r.crossedCovariance, r.crossedTerm, r.crossedProduct].compactMap({ $0 }).count == 1 else {
+                    throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and one of crossed_covariance (\(q)×\(q)), crossed_term or crossed_product (\(d)×\(d)) to finalize")
+                }
+                if let v = r.crossedProduct, !(v.count == d * d && v.allSatisfy(\.isFinite)) {
+                    throw SiteError.invalid("crossed_product must have \(d)×\(d) finite values (this site's own effects)")
                 }
                 if let v = r.crossedCovariance, !(v.count == q * q && v.allSatisfy(\.isFinite)) {
                     throw SiteError.invalid("crossed_covariance must have \(q)×\(q) finite values (this site's levels)")
@@ -867,7 +897,8 @@ public final class SiteService: Sendable {
                 }
                 e = try LMMSite.siteEffects(blocks, structure: structure, theta: s.model.localTheta(r.theta), beta: b + r.beta, sigma: r.sigma,
                                             crossedCovariance: r.crossedCovariance.map { Matrix(rows: q, cols: q, data: $0) },
-                                            crossedTerm: r.crossedTerm.map { Matrix(rows: d, cols: d, data: $0) })
+                                            crossedTerm: r.crossedTerm.map { Matrix(rows: d, cols: d, data: $0) },
+                                            crossedProduct: r.crossedProduct.map { Matrix(rows: d, cols: d, data: $0) })
             } else {
                 e = try LMMSite.siteEffects(blocks, structure: structure, theta: r.theta, beta: r.beta, sigma: r.sigma)
             }

@@ -27,6 +27,8 @@ enum BenchCommand {
         case surgeons
         /// The same surgeons with a binary outcome, a crossed GLMM (BenchSurgeonsGLMM.swift).
         case surgeonsGLMM = "surgeons-glmm"
+        /// The same surgeons with 10–20 wards per hospital, `(1 | site/ward)` (BenchSurgeons.swift).
+        case surgeonWards = "surgeon-wards"
         var formula: String {
             switch self {
             case .slope: return BenchmarkData.slopeFormula
@@ -37,22 +39,23 @@ enum BenchCommand {
             case .nested: return NestedVisitsData.formula
             case .surgeons: return SurgeonsData.formula
             case .surgeonsGLMM: return SurgeonsGLMMData.formula
+            case .surgeonWards: return SurgeonWardsData.formula
             }
         }
         var options: FitOptions {
             switch self {
             case .binary, .surgeonsGLMM: return FitOptions(family: .binomial)
             case .ohio: return FitOptions(family: .binomial, nAGQ: OhioData.nAGQ)
-            case .slope, .patient, .egsingle, .nested, .surgeons: return FitOptions(method: .reml)
+            case .slope, .patient, .egsingle, .nested, .surgeons, .surgeonWards: return FitOptions(method: .reml)
             }
         }
         var isGLMM: Bool { self == .binary || self == .ohio || self == .surgeonsGLMM }
         /// A data set of its own (its rows and sites, not --rows and --sites): measured once.
-        var hasOwnRows: Bool { self == .ohio || self == .egsingle || self == .nested || self == .surgeons || self == .surgeonsGLMM }
+        var hasOwnRows: Bool { self == .ohio || self == .egsingle || self == .nested || self == .surgeons || self == .surgeonsGLMM || self == .surgeonWards }
         /// The models `fedmix bench` runs without --models.
         static let defaults: [Model] = [.slope, .patient, .binary]
         /// lme4's time at 100 000 rows on the reference machine (seconds).
-        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle, .nested, .surgeons, .surgeonsGLMM: return .nan } }
+        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle, .nested, .surgeons, .surgeonsGLMM, .surgeonWards: return .nan } }
     }
 
     enum Mode: String, CaseIterable, Codable {
@@ -115,8 +118,8 @@ enum BenchCommand {
     static let rowsOption = Option<[Int]>("rows", value: "N[,N...]", help: "rows of each configuration (default 100000,1000000)",
                                           .list(of: .integer(in: 1...Int.max), what: "numbers of rows"))
     static let sitesOption = Option<Int>("sites", value: "K", help: "sites the rows are split over (default 50)", .integer(in: 1...Int.max))
-    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle,nested,surgeons,surgeons-glmm (default slope,patient,binary)",
-                                              .list(of: .cases, what: "slope, patient, binary, ohio, egsingle, nested, surgeons or surgeons-glmm"))
+    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle,nested,surgeons,surgeons-glmm,surgeon-wards (default slope,patient,binary)",
+                                              .list(of: .cases, what: "slope, patient, binary, ohio, egsingle, nested, surgeons, surgeons-glmm or surgeon-wards"))
     static let modesOption = Option<[Mode]>("modes", value: "LIST", help: "in-process, federated, federated-audit (default in-process,federated)",
                                             .list(of: .cases, what: "in-process, federated or federated-audit"))
     static let repeatOption = Option<Int>("repeat", value: "R", help: "keep the fastest of R runs of each configuration (default 1)", .integer(in: 1...Int.max))
@@ -141,7 +144,8 @@ enum BenchCommand {
         children nested) and nested (\(NestedVisitsData.formula), \(NestedVisitsData.patientsPerSite) patients at each of
         \(NestedVisitsData.sites) sites, 1–3 episodes of 1–3 visits each) and surgeons (\(SurgeonsData.formula), \(SurgeonsData.surgeons) surgeons
         crossed with \(SurgeonsData.hospitals) hospitals, each at 2–4 of them; surgeons-glmm the same design with \(SurgeonsGLMMData.formula),
-        binomial) are data sets of their own, ohio and egsingle read through Rscript (simulated alike without R), measured once
+        binomial; surgeon-wards the same rows with
+        \(SurgeonWardsData.wardsPerHospital.lowerBound)–\(SurgeonWardsData.wardsPerHospital.upperBound) wards per hospital, \(SurgeonWardsData.formula)) are data sets of their own, ohio and egsingle read through Rscript (simulated alike without R), measured once
         whatever --rows and --sites say. --lme4 times lmer or glmer on the same rows and prints the ratio.
         Federated runs split the start-up into certificates, agents and handshakes; in-process runs print the
         agents' CSV reading rate (MB/s) on the same rows.
@@ -225,6 +229,7 @@ enum BenchCommand {
             if model == .nested { return NestedVisitsData.load(seed: seed) }
             if model == .surgeons { return SurgeonsData.load(seed: seed) }
             if model == .surgeonsGLMM { return SurgeonsGLMMData.load(seed: seed, surgeons: surgeons) }
+            if model == .surgeonWards { return SurgeonWardsData.load(seed: seed) }
             let data = BenchmarkData.generate(rows: rows, sites: sites, seed: seed)
             return data.sites.map { ($0.name, table($0)) }
         }()
@@ -237,7 +242,7 @@ enum BenchCommand {
         // rows (the parameter-per-rows rule): the data sets are fitted whole, as with `fedmix local`.
         var policy = model == .ohio || model == .egsingle ? DisclosurePolicy.off : DisclosurePolicy()
         // A crossed factor's levels must be listed by the sites (about 300 surgeons at each hospital).
-        if model == .surgeons || model == .surgeonsGLMM { policy.maxListedLevels = max(SurgeonsData.surgeons, surgeons) }
+        if model == .surgeons || model == .surgeonsGLMM || model == .surgeonWards { policy.maxListedLevels = max(SurgeonsData.surgeons, surgeons) }
         let base: Federation
         var setupParts: [Double]? = nil
         switch mode {

@@ -58,3 +58,55 @@ enum SurgeonsData {
         "site,surgeon,x,y\n" + rows(seed: seed).map { String(format: "H%02d,S%04d,", $0.site + 1, $0.surgeon) + "\($0.x),\($0.y)" }.joined(separator: "\n") + "\n"
     }
 }
+
+/// The crossed case with within-site terms, `fedmix bench --models
+/// surgeon-wards`: the surgeons' rows with 10–20 wards per hospital,
+/// `y ~ x + (1 | site/ward) + (1 | surgeon)`. The sites' sums then depend on
+/// θ (every evaluation is a round); the coordinator still eliminates the
+/// surgeons level by level, with each hospital's own effects (its wards and
+/// itself) as columns whose couplings the site sends per θ (Math/CrossedLowRank.swift).
+enum SurgeonWardsData {
+    static let formula = "y ~ x + (1 | site/ward) + (1 | surgeon)"
+    static let wardsPerHospital = 10...20
+
+    struct Row { var base: SurgeonsData.Row; var ward: Int }
+
+    /// The surgeons' rows unchanged, then from a stream of their own each
+    /// hospital's ward count, each ward's effect (SD 0.4, added to y) and
+    /// each row's ward (at random among its hospital's).
+    static func rows(seed: UInt64) -> [Row] {
+        let base = SurgeonsData.rows(seed: seed)
+        var rng = SeededRandom(seed: seed &+ 0x5741_5244)
+        let span = wardsPerHospital.count
+        let wards = (0..<SurgeonsData.hospitals).map { _ in wardsPerHospital.lowerBound + min(span - 1, Int(rng.uniform() * Double(span))) }
+        let effect = wards.map { (0..<$0).map { _ in 0.4 * rng.normal() } }
+        return base.map { r in
+            let w = min(wards[r.site] - 1, Int(rng.uniform() * Double(wards[r.site])))
+            var b = r
+            b.y += effect[r.site][w]
+            return Row(base: b, ward: w)
+        }
+    }
+
+    /// One table per hospital (columns surgeon, ward, x, y).
+    static func load(seed: UInt64) -> [(site: String, table: DataTable)] {
+        var bySite: [Int: [Row]] = [:]
+        for r in rows(seed: seed) { bySite[r.base.site, default: []].append(r) }
+        return bySite.keys.sorted().map { h in
+            let rs = bySite[h]!
+            return (String(format: "H%02d", h + 1), DataTable(columns: [
+                .init(name: "surgeon", data: .text(rs.map { Optional(String(format: "S%04d", $0.base.surgeon)) })),
+                .init(name: "ward", data: .text(rs.map { Optional(String(format: "W%02d", $0.ward + 1)) })),
+                .init(name: "x", data: .numeric(rs.map { Optional($0.base.x) })),
+                .init(name: "y", data: .numeric(rs.map { Optional($0.base.y) })),
+            ], rowCount: rs.count))
+        }
+    }
+
+    /// The rows as CSV (site, surgeon, ward, x, y), for lme4.
+    static func csv(seed: UInt64) -> String {
+        "site,surgeon,ward,x,y\n" + rows(seed: seed).map {
+            String(format: "H%02d,S%04d,W%02d,", $0.base.site + 1, $0.base.surgeon, $0.ward + 1) + "\($0.base.x),\($0.base.y)"
+        }.joined(separator: "\n") + "\n"
+    }
+}

@@ -6,8 +6,12 @@
 #   registry:   simulated (seed 17): 8 hospitals, years 2011-2020 at every
 #               hospital, 3 wards per hospital (codes W1-W3 at each), 12
 #               surgeons who operate at 2-3 hospitals each.
-#   surgeons:   simulated (seed 23): 20 hospitals, 300 surgeons at 2-4 each.
+#   surgeons:   simulated (seed 23): 20 hospitals, 300 surgeons at 2-4 each;
+#               3-6 wards per hospital (codes W1.. at each) for yw.
 # Run from the repository root: Rscript Tests/Fixtures/tools/crossed-references.R
+# (A rerun on another machine refits every case; lmer's bobyqa then reproduces the
+# stored references to about 1e-6 only, so surgeons_wards was added to the stored
+# file alone, the others kept as they were.)
 # REML fits also carry lmerTest's Satterthwaite df and pbkrtest's
 # Kenward-Roger SEs and df. Needs R, lme4, lmerTest, pbkrtest and jsonlite (not the tests).
 suppressMessages({ library(lme4); library(jsonlite); library(lmerTest); library(pbkrtest) })
@@ -69,6 +73,15 @@ a20 <- rnorm(20, 0, 0.7); names(a20) <- hosp20
 s20 <- rnorm(20, 0, 0.2); names(s20) <- hosp20
 g300 <- rnorm(300, 0, 0.5); names(g300) <- sprintf("S%03d", 1:300)
 sur$y <- round(1 + 0.6 * sur$x + a20[sur$site] + s20[sur$site] * sur$x + g300[sur$surgeon] + rnorm(nrow(sur)), 4)
+# Wards within the hospitals (the level path beside within-site terms,
+# Math/CrossedLowRank.swift), drawn after every column above, which with its
+# references is unchanged: 3-6 wards per hospital (codes W1.. at each), each
+# row in one at random, and yw = y plus the ward's effect.
+nw <- sample(3:6, 20, replace = TRUE); names(nw) <- hosp20
+sur$ward <- paste0("W", vapply(sur$site, function(h) sample.int(nw[[h]], 1), 1L))
+w_eff <- rnorm(sum(nw), 0, 0.4)
+names(w_eff) <- unlist(lapply(hosp20, function(h) paste(h, paste0("W", seq_len(nw[[h]])))))
+sur$yw <- round(sur$y + w_eff[paste(sur$site, sur$ward)], 4)
 sur <- sur[order(sur$site), ]
 rownames(sur) <- NULL
 write_sites(sur, "surgeons")
@@ -94,7 +107,9 @@ fits <- list(
   surgeons_reml = list(data = sur, case = "surgeons", reml = TRUE, inference = FALSE,
                        fedmix = "y ~ x + (1 | site) + (1 | surgeon)", r = y ~ x + (1 | site) + (1 | surgeon)),
   surgeons_slope = list(data = sur, case = "surgeons", reml = TRUE, inference = FALSE,
-                        fedmix = "y ~ x + (1 + x | site) + (1 | surgeon)", r = y ~ x + (1 + x | site) + (1 | surgeon))
+                        fedmix = "y ~ x + (1 + x | site) + (1 | surgeon)", r = y ~ x + (1 + x | site) + (1 | surgeon)),
+  surgeons_wards = list(data = sur, case = "surgeons", reml = TRUE, inference = FALSE,
+                        fedmix = "yw ~ x + (1 | site/ward) + (1 | surgeon)", r = yw ~ x + (1 | site/ward) + (1 | surgeon))
 )
 ranef_table <- function(m) {
   re <- ranef(m, condVar = TRUE)
