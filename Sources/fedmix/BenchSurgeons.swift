@@ -17,19 +17,25 @@ enum SurgeonsData {
 
     /// y = 1 + 0.6 x + hospital (SD 0.7) + surgeon (SD 0.5) + N(0, 1); each
     /// surgeon at 2–4 distinct hospitals with 6 rows at each (min_cell holds).
+    /// The 2–4 distinct hospitals a surgeon operates at, in the order drawn
+    /// (the surgeons-glmm rows draw theirs the same way).
+    static func hospitalsOfASurgeon(_ rng: inout SeededRandom) -> [Int] {
+        var at: [Int] = []
+        let count = 2 + Int(rng.uniform() * 3)
+        while at.count < count {
+            let h = Int(rng.uniform() * Double(hospitals))
+            if !at.contains(h) { at.append(h) }
+        }
+        return at
+    }
+
     static func rows(seed: UInt64) -> [Row] {
         var rng = SeededRandom(seed: seed)
         let hospital = (0..<hospitals).map { _ in 0.7 * rng.normal() }
         var out: [Row] = []
         for s in 0..<surgeons {
             let us = 0.5 * rng.normal()
-            var at: [Int] = []
-            let count = 2 + Int(rng.uniform() * 3)
-            while at.count < count {
-                let h = Int(rng.uniform() * Double(hospitals))
-                if !at.contains(h) { at.append(h) }
-            }
-            for h in at {
+            for h in hospitalsOfASurgeon(&rng) {
                 for _ in 0..<rowsPerCell {
                     let x = rng.normal()
                     out.append(Row(site: h, surgeon: s, x: x, y: 1 + 0.6 * x + hospital[h] + us + rng.normal()))

@@ -24,13 +24,7 @@ enum SurgeonsGLMMData {
         var out: [Row] = []
         for s in 0..<surgeons {
             let us = 0.4 * rng.normal()
-            var at: [Int] = []
-            let count = 2 + Int(rng.uniform() * 3)
-            while at.count < count {
-                let h = Int(rng.uniform() * Double(hospitals))
-                if !at.contains(h) { at.append(h) }
-            }
-            for h in at {
+            for h in SurgeonsData.hospitalsOfASurgeon(&rng) {
                 for _ in 0..<rowsPerCell {
                     let age = (1000 * rng.normal()).rounded() / 1000
                     let eta = -1.3 + 0.5 * age + hospital[h] + us
