@@ -88,19 +88,27 @@ struct CrossedGLMMModes {
         return out
     }
 
+    /// A M Aᵀ for a square M and a linear map A given on vectors: A on each
+    /// column, then on each row of the result.
+    static func onBothSides(_ m: Matrix, _ apply: ([Double]) -> [Double]) -> Matrix {
+        let q = m.rows
+        var out = m
+        for j in 0..<q {
+            let col = apply((0..<q).map { out[$0, j] })
+            for i in 0..<q { out[i, j] = col[i] }
+        }
+        for i in 0..<q {
+            let row = apply((0..<q).map { out[i, $0] })
+            for j in 0..<q { out[i, j] = row[j] }
+        }
+        return out
+    }
+
     /// Λ_Gᵀ K Λ_G + I.
     func schur(_ theta: [Double], _ k: Matrix) -> Matrix {
         let q = layout.dimension
-        var m = k
-        // Columns then rows, each via Λ_Gᵀ on a vector (K is symmetric).
-        for j in 0..<q {
-            let col = lambdaTransposed(theta, (0..<q).map { m[$0, j] })
-            for i in 0..<q { m[i, j] = col[i] }
-        }
-        for i in 0..<q {
-            let row = lambdaTransposed(theta, (0..<q).map { m[i, $0] })
-            for j in 0..<q { m[i, j] = row[j] }
-        }
+        // K is symmetric: Λ_Gᵀ on its columns, then on its rows.
+        var m = Self.onBothSides(k) { lambdaTransposed(theta, $0) }
         for i in 0..<q { m[i, i] += 1 }
         for j in 0..<q { for i in 0..<j { let v = 0.5 * (m[i, j] + m[j, i]); m[i, j] = v; m[j, i] = v } }
         return m
@@ -249,22 +257,12 @@ struct CrossedGLMMModes {
     /// P's diagonal is formed, and each site gets N_k = V'ᵀPV' (m_k × m_k)
     /// for its own effects instead of P at its levels.
     func modes(_ s: Solution, theta: [Double]) -> CrossedModes {
-        let q = layout.dimension
         switch s.schurFactor {
         case .level(let system, let sites):
             return CrossedModes(layout: layout, effects: lambda(theta, s.u), covariance: Matrix(rows: 0, cols: 0),
                                 siteTerms: system.siteTerms(sites), variances: system.conditionalVariances())
         case .dense(let factor):
-            let inverse = Dense.inverseFromCholesky(factor)
-            var p = Matrix(rows: q, cols: q)
-            for j in 0..<q {
-                let col = lambda(theta, (0..<q).map { inverse[$0, j] })
-                for i in 0..<q { p[i, j] = col[i] }
-            }
-            for i in 0..<q {
-                let row = lambda(theta, (0..<q).map { p[i, $0] })
-                for j in 0..<q { p[i, j] = row[j] }
-            }
+            let p = Self.onBothSides(Dense.inverseFromCholesky(factor)) { lambda(theta, $0) }
             return CrossedModes(layout: layout, effects: lambda(theta, s.u), covariance: p)
         }
     }
