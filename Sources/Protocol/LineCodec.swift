@@ -87,7 +87,20 @@ public enum LineCodec {
 
     /// Decodes a request line. Errors carry the request id when it could be read.
     public static func decodeRequest(_ line: String) throws -> (id: Int, request: Request) {
-        let line = try Parsed(line)
+        try decodeRequest(Parsed(line))
+    }
+
+    /// A request line read once (an agent routes, answers and addresses
+    /// errors from one parse): the line's id when it has one, and the
+    /// request or the error that refuses it.
+    public static func readRequest(_ line: String) -> (id: Int?, request: Result<Request, any Error>) {
+        let parsed: Parsed
+        do { parsed = try Parsed(line) } catch { return (nil, .failure(error)) }
+        let id = (try? decode(Header.self, parsed))?.id
+        return (id, Result { try decodeRequest(parsed).request })
+    }
+
+    private static func decodeRequest(_ line: Parsed) throws -> (id: Int, request: Request) {
         let h = try decode(Header.self, line)
         guard let id = h.id else { throw ProtocolError.missingField("id") }
         switch h.type {

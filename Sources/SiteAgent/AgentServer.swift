@@ -295,7 +295,8 @@ public final class AgentServer: Sendable {
                         message: "a request of \(line.utf8.count) bytes exceeds the \(limits.maxAuditEntryBytes) bytes this agent logs in full (limits.max_audit_entry_bytes); it was not processed"), id: 0, conn, peer)
                     continue
                 }
-                if LineCodec.peekType(line) == "batch", case .batch(let batch)? = try? LineCodec.decodeRequest(line).request {
+                let read = LineCodec.readRequest(line)
+                if case .success(.batch(let batch)) = read.request {
                     guard try answer(batch, line: line, conn, peer, worker: worker) else { break }
                     continue
                 }
@@ -305,7 +306,7 @@ public final class AgentServer: Sendable {
                     log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection before this request was answered; it was not processed"])
                     break
                 }
-                guard var answer = handleWatchingPeer(line, peer: peer, conn: conn, worker: worker) else {
+                guard var answer = handleWatchingPeer(read, peer: peer, conn: conn, worker: worker) else {
                     log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection while its request was being answered; the answer was not computed further, logged or sent"])
                     break
                 }
@@ -337,7 +338,7 @@ public final class AgentServer: Sendable {
         let answers = try SiteService.answerBatch(batch.requests, maxBytes: service.batchAnswerBudget) { sub -> String? in
             try audit?.record(direction: .received, peer: peer, line: sub)
             if conn.peerHasClosed { return nil }
-            guard let answer = handleWatchingPeer(sub, peer: peer, conn: conn, worker: worker) else { return nil }
+            guard let answer = handleWatchingPeer(LineCodec.readRequest(sub), peer: peer, conn: conn, worker: worker) else { return nil }
             return try receipted(try withinAnswerLimit(answer, to: sub), peer, conn.context)
         }
         guard let answers else {
@@ -381,16 +382,17 @@ public final class AgentServer: Sendable {
         return text + ",\"bytes\":\(bytes)}"
     }
 
-    /// Answers `line` on a worker thread while this thread watches the
-    /// connection: if the peer closes, the work is cancelled at its next
-    /// check and nil is returned.
-    private func handleWatchingPeer(_ line: String, peer: PeerIdentity, conn: TLSConnection, worker: RequestWorker) -> String? {
+    /// Answers a request line (read once) on a worker thread while this
+    /// thread watches the connection: if the peer closes, the work is
+    /// cancelled at its next check and nil is returned.
+    private func handleWatchingPeer(_ read: (id: Int?, request: Result<Request, any Error>), peer: PeerIdentity, conn: TLSConnection,
+                                    worker: RequestWorker) -> String? {
         let cancelled = CancelFlag()
         let result = Mutex<String?>(nil)
         let done = DispatchSemaphore(value: 0)
         let service = self.service
         worker.run {
-            let answer = service.handle(line: line, peer: peer, isCancelled: { cancelled.isSet })
+            let answer = service.handle(read: read, peer: peer, isCancelled: { cancelled.isSet })
             result.withLock { $0 = answer }
             done.signal()
         }

@@ -129,10 +129,15 @@ public final class SiteService: Sendable {
     /// it when the peer closed the connection, so nobody's abandoned
     /// request keeps the agent busy.
     public func handle(line: String, peer: PeerIdentity = .inProcess, isCancelled: @Sendable () -> Bool) -> String? {
-        let id = LineCodec.peekID(line) ?? 0
+        handle(read: LineCodec.readRequest(line), peer: peer, isCancelled: isCancelled)
+    }
+
+    /// As `handle(line:peer:isCancelled:)` for a line already read (LineCodec.readRequest).
+    func handle(read: (id: Int?, request: Result<Request, any Error>), peer: PeerIdentity, isCancelled: @Sendable () -> Bool) -> String? {
+        let id = read.id ?? 0
         var reply: Reply
         do {
-            let (_, request) = try LineCodec.decodeRequest(line)
+            let request = try read.request.get()
             if isCancelled() { return nil }
             if case .batch(let b) = request {
                 guard let r = answerInProcess(b, peer: peer, isCancelled: isCancelled) else { return nil }

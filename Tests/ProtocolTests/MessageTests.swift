@@ -8,6 +8,9 @@ import Protocol
 /// magnitudes), under its documented type name; the shapes a peer declares are
 /// checked before numbers are used; and a model specification that is not
 /// well formed is refused naming the field.
+/// A subnormal double (2e-310, written exactly: a decimal literal this small draws a compiler warning).
+private let subnormal = 0x0.024d116e1cc56p-1022
+
 final class MessageTests: XCTestCase {
     typealias Numbers = LineCodecTests
 
@@ -31,22 +34,22 @@ final class MessageTests: XCTestCase {
                                                                                           variables: ["ward", "patient"]))),
             .prepare(PrepareRequest(session: "s1", dataset: "registry", model: model)),
             .evaluate(EvaluateRequest(session: "s1", theta: [0.5, -0.0, 1e-300], order: 2)),
-            .evaluate(EvaluateRequest(session: "s1", theta: [0.8], order: 1, beta: [-1.25, 5e-324], nAGQ: 9)),
+            .evaluate(EvaluateRequest(session: "s1", theta: [0.8], order: 1, beta: [-1.25, Double.leastNonzeroMagnitude], nAGQ: 9)),
             .evaluate({
                 var r = EvaluateRequest(session: "s1", theta: [0.5, 0.25], order: 0)
-                r.crossed = [CrossedGLMMPoint(theta: [0.5, 0.25], beta: [-1.25, 5e-324], effects: [0.1, -0.0, 2e-310]),
+                r.crossed = [CrossedGLMMPoint(theta: [0.5, 0.25], beta: [-1.25, Double.leastNonzeroMagnitude], effects: [0.1, -0.0, subnormal]),
                              CrossedGLMMPoint(theta: [0.5002, 0.25], beta: [-1.25, 0.5], effects: [0.1, 0.2, 0.3])]
                 return r
             }()),
             .finalize(FinalizeRequest(session: "s1", theta: [0.5], beta: [1, 2], sigma: 25.5)),
             .evaluate(EvaluateRequest(session: "s1", theta: [], order: 0, beta: [0.25, -1e-300],
-                                      gee: GEEPoint(alpha: -0.0, scale: 1.5, bread: [2, 0.5, 0.5, 3e-310]))),
+                                      gee: GEEPoint(alpha: -0.0, scale: 1.5, bread: [2, 0.5, 0.5, 1.5 * subnormal]))),
             .finalize(FinalizeRequest(session: "s1", theta: [0.5], beta: [1, 2], sigma: 1, marginal: MarginalRequest(points: 40, discrete: [false, true]))),
             .prepare(PrepareRequest(session: "s2", dataset: "registry", model: crossedModel)),
             .finalize({
                 var f = FinalizeRequest(session: "s2", theta: [0.5, 1.25], beta: [1, 2], sigma: 2)
                 f.crossedEffects = [0.25, -0.0]
-                f.crossedCovariance = [1, 0.5, 0.5, 2e-310]
+                f.crossedCovariance = [1, 0.5, 0.5, subnormal]
                 return f
             }()),
             .ping,
@@ -65,7 +68,7 @@ final class MessageTests: XCTestCase {
     static var everyReply: [Reply] {
         let space = JetSpace(parameters: 2, order: 2)
         var objective = ScalarJet(space: space)
-        objective.storage = [123.25, -0.5, 2e-310, 4, -0.0, 1e300]
+        objective.storage = [123.25, -0.5, subnormal, 4, -0.0, 1e300]
         var schur = JetMatrix(rows: 2, cols: 2, space: space)
         schur.storage = (0..<schur.storage.count).map { Double($0) * 0.1 - 1 }
         var logDet = ScalarJet(space: space)
@@ -86,20 +89,20 @@ final class MessageTests: XCTestCase {
             .prepared(PrepareReply(session: "s2", summary: { var c = summary; c.crossedLevels = [[0, 2]]; return c }(), blocks: nil)),
             .contribution(ContributionReply(session: "s1", contribution: LMMContribution(schur: schur, logDet: logDet, rows: 117))),
             .glmmContribution(GLMMContributionReply(session: "s1", rows: 117, objective: objective)),
-            .glmStep(GLMStepReply(session: "s1", rows: 117, deviance: 93.5, information: [4, 1.5, 1.5, 2e-310], working: [-0.25, 7])),
+            .glmStep(GLMStepReply(session: "s1", rows: 117, deviance: 93.5, information: [4, 1.5, 1.5, subnormal], working: [-0.25, 7])),
             .glmmCrossed(CrossedGLMMReply(session: "s1", rows: 117, pieces: [
-                CrossedGLMMPiece(value: 93.5, gradient: [-0.25, 7], hessian: [4, 1.5, 2e-310], logDet: 1e-300)])),
+                CrossedGLMMPiece(value: 93.5, gradient: [-0.25, 7], hessian: [4, 1.5, subnormal], logDet: 1e-300)])),
             .finalized(FinalizeReply(session: "s1", effects: [0.5], conditionalCovariance: [0.01], ownEffects: [-0.0],
                                      saturatedDeviance: 12.5)),
             .geeStep(GEEStepReply(session: "s1", sums: {
-                var g = GEESums(rows: 117, clusters: 30, information: [4, 1.5, 1.5, 2e-310], score: [-0.25, 7], meat: [1, -0.0, -0.0, 5e-324])
+                var g = GEESums(rows: 117, clusters: 30, information: [4, 1.5, 1.5, subnormal], score: [-0.25, 7], meat: [1, -0.0, -0.0, Double.leastNonzeroMagnitude])
                 g.pearsonSquares = 116.5; g.alphaInformation = 240; g.alphaCross = -3.75; g.alphaFitted = 1e-300
                 g.meatMD = [1.5, 0.25, 0.25, 2]; g.meatKC = [1.25, 0.125, 0.125, 1.75]
                 return g
             }())),
             .finalized({
                 var f = FinalizeReply(session: "s1", effects: [0.5], conditionalCovariance: [0.01], saturatedDeviance: 3)
-                f.marginal = MarginalReply(GLMMMarginalSums(rows: 117, values: [45.5, -0.0, 2e-310], gradients: [1, 2, 3, 4, 5, 6]))
+                f.marginal = MarginalReply(GLMMMarginalSums(rows: 117, values: [45.5, -0.0, subnormal], gradients: [1, 2, 3, 4, 5, 6]))
                 return f
             }()),
             .pong,
@@ -122,6 +125,30 @@ final class MessageTests: XCTestCase {
             kinds.insert(request.typeName)
         }
         XCTAssertEqual(kinds, ["describe", "prepare", "evaluate", "finalize", "ping"])
+    }
+
+    /// The agent reads a request line once: what it routes and answers, and
+    /// the id it addresses an error to, are decodeRequest's and peekID's.
+    func testReadingARequestOnceGivesDecodeAndPeekIDsAnswers() throws {
+        for (id, request) in Self.everyRequest.enumerated() {
+            let line = try LineCodec.encode(request, id: 7 + id)
+            let read = LineCodec.readRequest(line)
+            XCTAssertEqual(read.id, 7 + id)
+            XCTAssertEqual(try read.request.get(), request, line)
+        }
+        // A body that does not decode keeps its id (the error answer is addressed to it) ...
+        let refused = LineCodec.readRequest(#"{"id":42,"type":"evaluate","session":5}"#)
+        XCTAssertEqual(refused.id, 42)
+        XCTAssertEqual(refused.id, LineCodec.peekID(#"{"id":42,"type":"evaluate","session":5}"#))
+        XCTAssertThrowsError(try refused.request.get())
+        // ... an unknown type too; a line that is not JSON has none.
+        XCTAssertEqual(LineCodec.readRequest(#"{"id":3,"type":"teleport"}"#).id, 3)
+        XCTAssertThrowsError(try LineCodec.readRequest(#"{"id":3,"type":"teleport"}"#).request.get()) { error in
+            XCTAssertEqual((error as? ProtocolError)?.code, ProtocolError.unknownType("teleport").code)
+        }
+        let garbage = LineCodec.readRequest("{\"id\":3,")
+        XCTAssertNil(garbage.id)
+        XCTAssertThrowsError(try garbage.request.get())
     }
 
     func testEveryReplyKindRoundTripsUnderItsTypeName() throws {
