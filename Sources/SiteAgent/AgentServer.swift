@@ -265,8 +265,6 @@ public final class AgentServer: Sendable {
         live.withLock { $0[ObjectIdentifier(conn)] = conn }
         defer { conn.close(); live.withLock { $0[ObjectIdentifier(conn)] = nil } }
         let peer = PeerIdentity(subject: conn.peerSubject, fingerprint: conn.peerFingerprintSHA256)
-        let worker = RequestWorker()
-        defer { worker.stop() }
         log.event("connection", ["peer": conn.peerSubject, "peer_address": conn.peerAddress, "tls": conn.protocolVersion])
         do {
             try send(Hello(role: "agent", site: service.site, software: fedmixAgentVersion, maxLineBytes: maxLineBytes), conn, peer)
@@ -297,7 +295,7 @@ public final class AgentServer: Sendable {
                 }
                 let read = LineCodec.readRequest(line)
                 if case .success(.batch(let batch)) = read.request {
-                    guard try answer(batch, line: line, conn, peer, worker: worker) else { break }
+                    guard try answer(batch, line: line, conn, peer) else { break }
                     continue
                 }
                 try audit?.record(direction: .received, peer: peer, line: line)
@@ -306,7 +304,7 @@ public final class AgentServer: Sendable {
                     log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection before this request was answered; it was not processed"])
                     break
                 }
-                guard var answer = handleWatchingPeer(read, peer: peer, conn: conn, worker: worker) else {
+                guard var answer = answerUnlessPeerLeft(read, peer: peer, conn: conn) else {
                     log.event("request_abandoned", ["peer": conn.peerSubject, "reason": "the peer closed the connection while its request was being answered; the answer was not computed further, logged or sent"])
                     break
                 }
@@ -332,13 +330,13 @@ public final class AgentServer: Sendable {
     /// its own received and sent entries, its answer with its own receipt;
     /// the batched line (the sub-answers as sent) is noted, not stored twice.
     /// False when the peer left mid-batch.
-    private func answer(_ batch: BatchRequest, line: String, _ conn: TLSConnection, _ peer: PeerIdentity, worker: RequestWorker) throws -> Bool {
+    private func answer(_ batch: BatchRequest, line: String, _ conn: TLSConnection, _ peer: PeerIdentity) throws -> Bool {
         try audit?.recordNote(peer: peer, text: Self.note("batch_received", bytes: line.utf8.count + 1, sha256: SHA256Digest.hex(Array(line.utf8)),
                                                           reason: "\(batch.requests.count) requests, each logged as its own entry"))
         let answers = try SiteService.answerBatch(batch.requests, maxBytes: service.batchAnswerBudget) { sub -> String? in
             try audit?.record(direction: .received, peer: peer, line: sub)
             if conn.peerHasClosed { return nil }
-            guard let answer = handleWatchingPeer(LineCodec.readRequest(sub), peer: peer, conn: conn, worker: worker) else { return nil }
+            guard let answer = answerUnlessPeerLeft(LineCodec.readRequest(sub), peer: peer, conn: conn) else { return nil }
             return try receipted(try withinAnswerLimit(answer, to: sub), peer, conn.context)
         }
         guard let answers else {
@@ -382,25 +380,14 @@ public final class AgentServer: Sendable {
         return text + ",\"bytes\":\(bytes)}"
     }
 
-    /// Answers a request line (read once) on a worker thread while this
-    /// thread watches the connection: if the peer closes, the work is
-    /// cancelled at its next check and nil is returned.
-    private func handleWatchingPeer(_ read: (id: Int?, request: Result<Request, any Error>), peer: PeerIdentity, conn: TLSConnection,
-                                    worker: RequestWorker) -> String? {
-        let cancelled = CancelFlag()
-        let result = Mutex<String?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let service = self.service
-        worker.run {
-            let answer = service.handle(read: read, peer: peer, isCancelled: { cancelled.isSet })
-            result.withLock { $0 = answer }
-            done.signal()
-        }
-        while done.wait(timeout: .now() + 0.05) == .timedOut {
-            if !cancelled.isSet && conn.peerHasClosed { cancelled.set() }
-        }
-        if cancelled.isSet { return nil }
-        return result.withLock { $0 }
+    /// Answers a request line (read once) on the connection's own thread;
+    /// nil when the peer has closed by the time the work would start or its
+    /// answer be encoded (then nothing more is computed, logged or sent).
+    /// Those two checks are the only points the service can stop at, so a
+    /// second thread watching the connection meanwhile would learn nothing
+    /// sooner; it cost two thread wake-ups per request.
+    private func answerUnlessPeerLeft(_ read: (id: Int?, request: Result<Request, any Error>), peer: PeerIdentity, conn: TLSConnection) -> String? {
+        service.handle(read: read, peer: peer, isCancelled: { conn.peerHasClosed })
     }
 
     private func send(_ hello: Hello, _ conn: TLSConnection, _ peer: PeerIdentity) throws {
@@ -427,13 +414,6 @@ public final class AgentServer: Sendable {
         let receipt = try Receipt.sign(site: service.site, seq: head.seq, hash: head.hash, context: context)
         return try receipt.appended(to: line)
     }
-}
-
-/// A flag one thread sets and another reads.
-final class CancelFlag: Sendable {
-    private let value = Atomic<Bool>(false)
-    var isSet: Bool { value.load(ordering: .relaxed) }
-    func set() { value.store(true, ordering: .relaxed) }
 }
 
 /// The agent's software version (reported in its hello and by --version).

@@ -452,7 +452,7 @@ final class DeployExampleTests: XCTestCase {
                     "datasets.NAME.sqlite", "datasets.NAME.table", "datasets.NAME.query", "datasets.NAME.types", "site_column",
                     "allowed_variables", "denied_variables", "audit_log", "audit_retention_days", "disclosure.min_rows", "disclosure.min_cell",
                     "disclosure.max_params_per_row", "disclosure.max_rounds_per_session", "disclosure.max_sessions_per_day",
-                    "disclosure.max_listed_levels", "session_timeout_seconds", "max_line_bytes"] + AgentLimits.keys.map { "limits." + $0 } {
+                    "disclosure.max_listed_levels", "session_timeout_seconds", "max_line_bytes"] + AgentLimits.keys.map({ "limits." + $0 }) {
             XCTAssertTrue(readme.contains("| `\(key)` |"), "deploy/README.md has no row for \(key)")
         }
     }
