@@ -20,21 +20,20 @@ struct CrossedGLMMModes {
     /// level by level, CrossedGLMMLevelSystem).
     let form: CrossedGLMMForm
 
-    /// The level form when every own term is grouped by the site and,
-    /// unless `forced`, it costs less than the dense Cholesky.
+    /// The level form when every site offered it at prepare
+    /// (`crossed_level_form`: always for own terms grouped by the site; with
+    /// within-site terms only where each of their levels has min_cell rows)
+    /// and, unless `forced`, it costs less than the dense Cholesky. One site
+    /// without the offer keeps the whole fit dense.
     static func form(_ session: FitSession, layout: CrossedLayout, forced: CrossedGLMMForm?) -> CrossedGLMMForm {
-        let spec = session.spec
-        guard spec.localModel.factorGroupings.allSatisfy({ $0 == .site }) else { return .dense }
+        let offered = session.prepared.compactMap(\.crossedLevelForm)
+        guard offered.count == session.prepared.count else { return .dense }
         if let forced { return forced }
-        return CrossedGLMMLevelSystem.cheaper(layout: layout, structure: session.structure,
-                                              localDimensions: [Int](repeating: ownEffects(spec), count: layout.siteColumns.count)) ? .level : .dense
+        return CrossedGLMMLevelSystem.cheaper(layout: layout, structure: session.structure, localDimensions: offered) ? .level : .dense
     }
 
-    /// m_k: a site's own effects when all are grouped by the site.
-    static func ownEffects(_ spec: ModelSpec) -> Int {
-        let s = spec.localModel.covarianceStructure
-        return (0..<s.factorCount).reduce(0) { $0 + s.factorDimension($1) }
-    }
+    /// m_k per site in the level form: its own effects, as it offered at prepare (0 without the offer).
+    var ownEffects: [Int] { session.prepared.map { $0.crossedLevelForm ?? 0 } }
 
     /// The sites' Hessians at one point, summed (dense) or as sent (level form).
     enum Hessian {
@@ -118,7 +117,7 @@ struct CrossedGLMMModes {
     func round(_ points: [(theta: [Double], beta: [Double], u: [Double])]) throws
         -> [(value: Double, gradient: [Double], hessian: Hessian, logDet: Double)] {
         let q = layout.dimension, layout = self.layout, id = session.id, sites = session.sites, form = self.form
-        let own = form == .level ? Self.ownEffects(session.spec) : 0
+        let own = ownEffects
         let effects = points.map { lambda($0.theta, $0.u) }
         let replies = try session.federation.round({ k in
             var r = EvaluateRequest(session: id, theta: points[0].theta, order: 0)
@@ -130,10 +129,10 @@ struct CrossedGLMMModes {
         }) { reply, site in
             guard case .glmmCrossed(let c) = reply else { throw unexpected(reply, site, expected: "glmm_crossed") }
             guard c.pieces.count == points.count else { throw SiteFailure(site: site, message: "answered \(c.pieces.count) crossed points of \(points.count)") }
-            let qk = layout.siteColumns[sites.firstIndex(of: site)!].count
+            let k = sites.firstIndex(of: site)!, qk = layout.siteColumns[k].count
             guard c.pieces.allSatisfy({ $0.gradient.count == qk }) else { throw SiteFailure(site: site, message: "answered crossed pieces of the wrong size (its levels have \(qk) effects)") }
-            guard c.pieces.allSatisfy({ ($0.aStart != nil) == (form == .level) && (form == .dense || $0.ownEffects == own) }) else {
-                throw SiteFailure(site: site, message: "answered crossed pieces in another form than the \(form.rawValue) form asked for (or with another count of own effects than its \(own))")
+            guard c.pieces.allSatisfy({ ($0.aStart != nil) == (form == .level) && (form == .dense || $0.ownEffects == own[k]) }) else {
+                throw SiteFailure(site: site, message: "answered crossed pieces in another form than the \(form.rawValue) form asked for (or with another count of own effects than the \(own[k]) it offered at prepare)")
             }
             return c.pieces
         }

@@ -174,7 +174,8 @@ struct CrossedGLMMObjective: FitObjective {
         r.nAGQ = 1
         switch solver.form {
         case .level:
-            r.messages.append("crossed factors: the sites sent their Hessians in the crossed effects in the level form (a block per crossed level and a rank-\(CrossedGLMMModes.ownEffects(session.spec)) term for each site's own effects), and the Newton steps and log-determinant came from eliminating \(session.spec.crossedFactors[CrossedGLMMLevelSystem.firstFactor(solver.layout, structure: session.structure)].variable) level by level")
+            let own = solver.ownEffects, rank = own.min() == own.max() ? "\(own[0])" : "\(own.min()!)–\(own.max()!)"
+            r.messages.append("crossed factors: the sites sent their Hessians in the crossed effects in the level form (a block per crossed level and a rank-\(rank) term for each site's own effects), and the Newton steps and log-determinant came from eliminating \(session.spec.crossedFactors[CrossedGLMMLevelSystem.firstFactor(solver.layout, structure: session.structure)].variable) level by level")
         case .dense:
             r.messages.append("crossed factors: the sites sent their Hessians in the crossed effects in the dense form, factored as one matrix of all \(solver.layout.dimension) crossed effects")
         }

@@ -1,17 +1,21 @@
 // The "level form" of a site's crossed GLMM piece (README, "Crossed factors
 // in GLMMs"; DESIGN.md, "Crossed factors"). The dense piece sends the
 // Hessian in b_G, q_k²/2 numbers, which caps a site at a few hundred crossed
-// levels. When every own term of the model is grouped by the site (its own
-// effects u_L are m_k = r numbers), that Hessian has structure:
+// levels. That Hessian has structure, through the site's own effects u_L
+// (m_k of them: r for terms grouped by the site, plus r per level of a
+// within-site factor such as its wards, which are then ~20–40 numbers):
 //     ½∇²P_k = A_k − V_k V_kᵀ,
 //     A_k = Z_GᵀWZ_G               (block diagonal by level of a crossed factor,
 //                                   plus couplings between crossed factors'
 //                                   levels that share rows),
-//     V_k = Z_GᵀWZ_LΛ_L L_ss⁻ᵀ     (q_k × m_k, L_ss L_ssᵀ = H_ss).
+//     V_k = Z_GᵀWZ_LΛ_L L_ss⁻ᵀ     (q_k × m_k, L_ss L_ssᵀ = H_ss, the site's
+//                                   blocked own-effects matrix, here dense m_k × m_k).
 // The site sends A_k's nonzero profile and V_k in a canonical form that is a
 // function of V_kV_kᵀ alone (V' = V Q lower trapezoidal with a nonnegative
-// diagonal: the pivotless Cholesky factor of V_kV_kᵀ), so the answer holds
-// nothing the dense Hessian does not (docs/PRIVACY.md).
+// diagonal: the pivotless Cholesky factor of V_kV_kᵀ). With own terms grouped
+// by the site alone the answer holds nothing the dense Hessian does not; with
+// within-site terms V_kV_kᵀ separates their levels' sums, so a site offers the
+// form only when each such level has min_cell rows (docs/PRIVACY.md).
 
 import Foundation
 
@@ -89,36 +93,42 @@ public enum CanonicalCoupling {
 }
 
 extension GLMMCrossedSite {
-    /// Whether the level form applies: every own random effect belongs to a
-    /// factor with one level here (the model's own terms are grouped by the
-    /// site), so the site has m_k = Σ r of them.
-    public var hasLevelForm: Bool { local.levelCounts.allSatisfy { $0 == 1 } }
-
-    /// m_k in the level form: the own factors' effects, one level each.
-    public var ownEffectCount: Int { (0..<local.structure.factorCount).reduce(0) { $0 + local.structure.factorDimension($1) } }
-
-    /// The site's own effects: (u index, factor, component) and Λ_L, dense m × m.
-    func ownEffects(_ site: GLMMSite, thetaL: [Double]) -> (m: Int, lambda: Matrix, factorOf: [(f: Int, a: Int)]) {
-        let s = local.structure
-        var index: [(f: Int, a: Int)] = []
-        for f in 0..<s.factorCount { for a in 0..<s.factorDimension(f) { index.append((f, a)) } }
-        var order = [Int](repeating: 0, count: index.count)
-        for (e, fa) in index.enumerated() { order[e] = site.uOffset(fa.f) + fa.a }
-        let m = index.count
-        var lambda = Matrix(rows: m, cols: m)
-        for f in 0..<s.factorCount {
-            let t = s.factorMatrix(f, theta: thetaL), o = site.uOffset(f)
-            for j in 0..<t.cols { for i in 0..<t.rows { lambda[o + i, o + j] = t[i, j] } }
-        }
-        var byU = [(f: Int, a: Int)](repeating: (0, 0), count: m)
-        for (e, u) in order.enumerated() { byU[u] = index[e] }
-        return (m, lambda, byU)
+    /// m_k in the level form: all the site's own effects (its own factors'
+    /// r per level: one level for a factor grouped by the site, one per ward
+    /// for a within-site factor).
+    public var ownEffectCount: Int {
+        (0..<local.structure.factorCount).reduce(0) { $0 + local.levelCounts[$1] * local.structure.factorDimension($1) }
     }
 
-    /// The level-form piece at (θ, β) and b_G at the site's levels; nil when
-    /// the level form does not apply (`hasLevelForm`).
-    public func levelPiece(theta: [Double], beta: [Double], effects: [Double]) throws -> CrossedLevelPiece? {
-        guard hasLevelForm else { return nil }
+    /// The fewest rows any level of a factor not grouped by the site has here
+    /// (nil when every own factor is grouped by the site): what the site's
+    /// offer of the level form is decided on (docs/PRIVACY.md).
+    public func smallestWithinSiteLevel(groupedBySite: [Bool]) -> Int? {
+        (0..<local.structure.factorCount).filter { !groupedBySite[$0] }.compactMap { f -> Int? in
+            var counts = [Int](repeating: 0, count: local.levelCounts[f])
+            for l in local.levels[f] { counts[l] += 1 }
+            return counts.min()
+        }.min()
+    }
+
+    /// Λ_L over the site's own effects in u's order (GLMMSite: factor by
+    /// factor, level by level), dense m × m.
+    func ownLambda(_ site: GLMMSite, thetaL: [Double]) -> Matrix {
+        let s = local.structure, m = ownEffectCount
+        var lambda = Matrix(rows: m, cols: m)
+        for f in 0..<s.factorCount {
+            let t = s.factorMatrix(f, theta: thetaL), r = t.rows
+            for l in 0..<local.levelCounts[f] {
+                let o = site.uOffset(f) + l * r
+                for j in 0..<t.cols { for i in 0..<t.rows { lambda[o + i, o + j] = t[i, j] } }
+            }
+        }
+        return lambda
+    }
+
+    /// The level-form piece at (θ, β) and b_G at the site's levels. Whether
+    /// the site may send it is the site's rule (SiteService.offersLevelForm).
+    public func levelPiece(theta: [Double], beta: [Double], effects: [Double]) throws -> CrossedLevelPiece {
         precondition(effects.count == crossed.width, "one crossed effect per leading column")
         let thetaL = localTheta.map { theta[$0] }
         let site = shifted(effects)
@@ -135,8 +145,10 @@ extension GLMMCrossedSite {
     /// A's profile, V' and its rotation Q, and L_ss.
     func levelParts(_ site: GLMMSite, thetaL: [Double], eta: [Double]) throws
         -> (gradient: [Double], start: [Int], values: [Double], coupling: [Double], rotation: [Double], m: Int, lss: Matrix) {
-        let q = crossed.width, n = local.rows
-        let own = ownEffects(site, thetaL: thetaL), m = own.m
+        let q = crossed.width, n = local.rows, s = local.structure
+        let lambda = ownLambda(site, thetaL: thetaL), m = lambda.rows
+        // Per row, its own effects' u indices in ascending order (one level per factor).
+        let factorOrder = (0..<s.factorCount).sorted { site.uOffset($0) < site.uOffset($1) }
         var gradient = [Double](repeating: 0, count: q)
         // A's upper entries per column (row → value), G = Z_GᵀWZ_L (q × m), K = Z_LᵀWZ_L.
         // Per column of A: its rows and values so far (a few per column: linear search beats hashing).
@@ -144,7 +156,7 @@ extension GLMMCrossedSite {
         var g = [Double](repeating: 0, count: q * m)
         var k = Matrix(rows: m, cols: m)
         var cols: [Int] = [], zs: [Double] = []
-        var zl = [Double](repeating: 0, count: m)
+        var ownCols: [Int] = [], zl: [Double] = []
         for i in 0..<n {
             let (w, r, _) = local.family.weightAndResidual(y: local.y[i], n: local.n[i], eta: eta[i])
             cols.removeAll(keepingCapacity: true); zs.removeAll(keepingCapacity: true)
@@ -160,18 +172,19 @@ extension GLMMCrossedSite {
                     if let at = rowsOfA[hi].firstIndex(of: lo) { valuesOfA[hi][at] += v } else { rowsOfA[hi].append(lo); valuesOfA[hi].append(v) }
                 }
             }
-            for (e, fa) in own.factorOf.enumerated() {
-                let r = local.structure.factorDimension(fa.f)
-                zl[e] = local.z[fa.f][i * r + fa.a]
+            ownCols.removeAll(keepingCapacity: true); zl.removeAll(keepingCapacity: true)
+            for f in factorOrder {
+                let r = s.factorDimension(f), base = site.uOffset(f) + local.levels[f][i] * r
+                for a in 0..<r { ownCols.append(base + a); zl.append(local.z[f][i * r + a]) }
             }
-            for (c, z) in zip(cols, zs) { let wz = w * z; for e in 0..<m { g[c + e * q] += wz * zl[e] } }
-            for b in 0..<m { let wb = w * zl[b]; for a in 0..<m { k[a, b] += zl[a] * wb } }
+            for (c, z) in zip(cols, zs) { let wz = w * z; for (e, v) in zip(ownCols, zl) { g[c + e * q] += wz * v } }
+            for (b, vb) in zip(ownCols, zl) { let wb = w * vb; for (a, va) in zip(ownCols, zl) { k[a, b] += va * wb } }
         }
         // H_ss = Λ_LᵀKΛ_L + I = L_ss L_ssᵀ; V = G Λ_L L_ss⁻ᵀ.
-        var h = Dense.multiply(Dense.multiply(Dense.transpose(own.lambda), k), own.lambda)
+        var h = Dense.multiply(Dense.multiply(Dense.transpose(lambda), k), lambda)
         for e in 0..<m { h[e, e] += 1 }
         let lss = try Dense.cholesky(h)
-        let gl = Dense.multiply(Matrix(rows: q, cols: m, data: g), own.lambda)
+        let gl = Dense.multiply(Matrix(rows: q, cols: m, data: g), lambda)
         var v = [Double](repeating: 0, count: q * m)
         for i in 0..<q {
             let row = Dense.solveLower(lss, (0..<m).map { gl[i, $0] })
@@ -191,18 +204,20 @@ extension GLMMCrossedSite {
 
     /// The site-level effects at the optimum in the level form: given b_G
     /// and N = V'ᵀ P V' (m × m, P = Λ_G S⁻¹ Λ_Gᵀ at the site's levels, sent
-    /// by the coordinator instead of P), their mode and conditional
-    /// covariance T(H_ss⁻¹ + L_ss⁻ᵀ Q N Qᵀ L_ss⁻¹)Tᵀ, the same as
-    /// `siteEffects` with P (V = V'Qᵀ).
+    /// by the coordinator instead of P), the site factor's mode and
+    /// conditional covariance: its block of
+    /// Λ_L(H_ss⁻¹ + L_ss⁻ᵀ Q N Qᵀ L_ss⁻¹)Λ_Lᵀ over all own effects (wards
+    /// too), the same as `siteEffects` with P (V = V'Qᵀ, and
+    /// H_ss⁻¹H_sG S⁻¹ H_Gs H_ss⁻¹ = L_ss⁻ᵀVᵀPVL_ss⁻¹).
     public func siteEffects(theta: [Double], beta: [Double], effects: [Double], levelTerm: Matrix) throws -> SiteLevelEffects? {
-        guard let sf = local.siteFactor, hasLevelForm, local.structure.factorCount == 1 else { return nil }
+        guard let sf = local.siteFactor else { return nil }
         let thetaL = localTheta.map { theta[$0] }
         let site = shifted(effects)
         let modes = try site.modes(theta: thetaL, beta: beta, start: warm.withLock { $0 })
-        let t = local.structure.factorMatrix(sf, theta: thetaL), m = t.rows
+        let t = local.structure.factorMatrix(sf, theta: thetaL), r = t.rows, m = ownEffectCount
         precondition(levelTerm.rows == m && levelTerm.cols == m, "the level term is m × m")
         let o = site.uOffset(sf)
-        let own = Dense.multiply(t, Array(modes.u[o..<(o + m)]))
+        let own = Dense.multiply(t, Array(modes.u[o..<(o + r)]))
         let parts = try levelParts(site, thetaL: thetaL, eta: modes.eta)
         let rot = Matrix(rows: m, cols: m, data: parts.rotation)
         let inner = Dense.multiply(Dense.multiply(rot, levelTerm), Dense.transpose(rot))
@@ -219,7 +234,9 @@ extension GLMMCrossedSite {
         }
         let inv = Dense.inverseFromCholesky(parts.lss)
         for i in 0..<(m * m) { cov.data[i] += inv.data[i] }
-        let full = Dense.multiply(Dense.multiply(t, cov), Dense.transpose(t))
+        var block = Matrix(rows: r, cols: r)
+        for j in 0..<r { for i in 0..<r { block[i, j] = cov[o + i, o + j] } }
+        let full = Dense.multiply(Dense.multiply(t, block), Dense.transpose(t))
         return SiteLevelEffects(effects: own, conditionalCovariance: full)
     }
 }

@@ -412,7 +412,11 @@ public struct PrepareReply: Codable, Sendable, Equatable {
     /// [Z_G X y]ᵀ[Z_G X y] (as blocks without own effects), when the site
     /// offers the low-rank evaluation (CrossedLowRankMessages.swift).
     public var crossedSums: SiteBlocks? = nil
-    enum CodingKeys: String, CodingKey { case session, summary, blocks, crossedSums = "crossed_sums" }
+    /// GLMMs with crossed factors: m_k, the site's own effects, when it
+    /// answers `crossed_form: "level"` (CrossedGLMMMessages.swift); absent
+    /// when it answers the dense form only.
+    public var crossedLevelForm: Int? = nil
+    enum CodingKeys: String, CodingKey { case session, summary, blocks, crossedSums = "crossed_sums", crossedLevelForm = "crossed_level_form" }
     public init(session: String, summary: SiteSummary, blocks: SiteBlocks?) {
         self.session = session; self.summary = summary; self.blocks = blocks
     }
@@ -427,6 +431,10 @@ public struct PrepareReply: Codable, Sendable, Equatable {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.crossedSums]),
                                              reason: "must hold [Z_G X y]ᵀ[Z_G X y] only (no first factor, no tail)")
         }
+        crossedLevelForm = try c.decodeIfPresent(Int.self, forKey: .crossedLevelForm)
+        if let m = crossedLevelForm, !(0...ProtocolLimits.maxCrossedOwnEffects).contains(m) {
+            throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.crossedLevelForm]), reason: "is out of range")
+        }
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -434,6 +442,7 @@ public struct PrepareReply: Codable, Sendable, Equatable {
         try c.encode(summary, forKey: .summary)
         try c.encodeIfPresent(blocks.map(WireSiteBlocks.init), forKey: .blocks)
         try c.encodeIfPresent(crossedSums.map(WireSiteBlocks.init), forKey: .crossedSums)
+        try c.encodeIfPresent(crossedLevelForm, forKey: .crossedLevelForm)
     }
 }
 

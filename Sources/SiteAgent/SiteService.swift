@@ -643,7 +643,9 @@ public final class SiteService: Sendable {
                                       patterns: patterns, columnSums: sums)
             summary.columnSquareSums = squares
             summary.crossedLevels = frame.crossedLevels
-            return PrepareReply(session: session, summary: summary, blocks: nil)
+            var out = PrepareReply(session: session, summary: summary, blocks: nil)
+            out.crossedLevelForm = offersLevelForm(frame)
+            return out
         }
     }
 
@@ -674,6 +676,23 @@ public final class SiteService: Sendable {
         guard frame.spec.hasCrossedTerms, !frame.spec.localModel.allTermsGroupedBySite, let b = frame.blocks,
               b.nested == nil, let smallest = frame.smallestOwnLevel else { return false }
         return smallest >= max(1, policy.minCell)
+    }
+
+    /// Whether a crossed GLMM is answered in the level form (A_k and V',
+    /// GLMMCrossedLevelForm), and with how many own effects m_k (sent at
+    /// prepare as `crossed_level_form`): always when every own term is
+    /// grouped by the site; with within-site terms (wards) only when every
+    /// level of every within-site factor has at least min_cell rows, since
+    /// V'V'ᵀ then separates the levels' sums, as V_k does for LMMs
+    /// (docs/PRIVACY.md, "GLMMs, level form"); and at most
+    /// ProtocolLimits.maxCrossedOwnEffects of them. Nil: the dense form.
+    func offersLevelForm(_ frame: SiteDesign) -> Int? {
+        guard let site = frame.crossedGLMM else { return nil }
+        let m = site.ownEffectCount
+        guard m <= ProtocolLimits.maxCrossedOwnEffects else { return nil }
+        let bySite = frame.spec.localModel.factorGroupings.map { $0 == .site }
+        if let smallest = site.smallestWithinSiteLevel(groupedBySite: bySite), smallest < max(1, policy.minCell) { return nil }
+        return m
     }
 
     func evaluate(_ r: EvaluateRequest) throws -> Reply {
@@ -778,7 +797,7 @@ public final class SiteService: Sendable {
                 throw SiteError.invalid("each crossed point needs beta with one value per fixed effect (\(s.model.fixedCount)) and effects with one value per crossed effect at this site's levels (\(q))")
             }
         }
-        let form = try crossedForm(r, site: site, model: s.model)
+        let form = try crossedForm(r, frame: s.fit)
         let crossedWidth = site.crossed.factors.reduce(0) { $0 + $1.dimension }, own = site.ownEffectCount
         let one = RequestCost.glmmEvaluate(site.local, order: 0, nAGQ: 1)
         let cost = form == .level
@@ -793,7 +812,7 @@ public final class SiteService: Sendable {
         if form == .level {
             let pieces = try points.map { point -> CrossedGLMMPiece in
                 try refuseDominatedWeights(site.largestWeightShare(beta: point.beta, effects: point.effects))
-                guard let p = try site.levelPiece(theta: point.theta, beta: point.beta, effects: point.effects) else { throw GLMMError.nonFinite }
+                let p = try site.levelPiece(theta: point.theta, beta: point.beta, effects: point.effects)
                 try refuseDominatedWeights(p.largestRowShare)
                 return CrossedGLMMPiece(value: p.value, gradient: p.gradient, aStart: p.start, a: p.values, coupling: p.coupling,
                                         ownEffects: p.localDimension, logDet: p.logDet)
@@ -814,18 +833,19 @@ public final class SiteService: Sendable {
     }
 
     /// The form asked for a crossed GLMM round's Hessians: dense when absent;
-    /// the level form only for a model whose own terms are all grouped by
-    /// the site (its own effects are then a few numbers); an unknown form is
-    /// refused by name.
-    func crossedForm(_ r: EvaluateRequest, site: GLMMCrossedSite, model: ModelSpec) throws -> CrossedGLMMForm {
+    /// the level form when the site offers it (`offersLevelForm`); an
+    /// unknown form is refused by name, the level form otherwise naming the
+    /// rule that withholds it.
+    func crossedForm(_ r: EvaluateRequest, frame: SiteDesign) throws -> CrossedGLMMForm {
         guard let name = r.crossedForm else { return .dense }
         guard let form = CrossedGLMMForm(rawValue: name) else {
             throw SiteError.invalid("crossed_form \"\(name)\" is not a form this site answers; it answers \(CrossedGLMMForm.allCases.map(\.rawValue).joined(separator: " or "))")
         }
-        if form == .level {
-            guard model.localModel.factorGroupings.allSatisfy({ $0 == .site }), site.hasLevelForm else {
-                throw SiteError.invalid("crossed_form level needs every random-effects term that is not crossed to be grouped by the site, e.g. (1 | site); this model has a term grouped within the site, so ask for the dense form")
+        if form == .level, offersLevelForm(frame) == nil {
+            if let site = frame.crossedGLMM, site.ownEffectCount > ProtocolLimits.maxCrossedOwnEffects {
+                throw SiteError.invalid("crossed_form level answers at most \(ProtocolLimits.maxCrossedOwnEffects) own random effects per site; this model has \(site.ownEffectCount) here (its within-site terms' levels), so ask for the dense form")
             }
+            throw SiteError.disclosure("crossed_form level with a random-effects term grouped within the site needs every level of that grouping (a ward, say) to have at least \(policy.minCell) rows here, since the answer would separate each level's sums (rule min_cell); this site did not offer it at prepare (no crossed_level_form), so ask for the dense form")
         }
         return form
     }
@@ -918,7 +938,7 @@ public final class SiteService: Sendable {
                 let q = crossedSite.crossed.width
                 guard r.marginal == nil else { throw SiteError.invalid("marginal effects are not available for GLMMs with factors crossed with the sites") }
                 // With the level form, crossed_term is N = V'ᵀPV' (m×m, GLMMCrossedLevelForm) instead of P.
-                let m = crossedSite.hasLevelForm ? crossedSite.ownEffectCount : nil
+                let m = offersLevelForm(s.fit)
                 guard let b = r.crossedEffects, b.count == q, b.allSatisfy(\.isFinite),
                       (r.crossedCovariance == nil) != (r.crossedTerm == nil) else {
                     throw SiteError.invalid("a model with crossed factors needs crossed_effects (\(q) finite values, this site's levels) and crossed_covariance (\(q)×\(q))\(m.map { " or crossed_term (\($0)×\($0))" } ?? "") to finalize")
@@ -928,7 +948,7 @@ public final class SiteService: Sendable {
                     e = try crossedSite.siteEffects(theta: r.theta, beta: r.beta, effects: b, crossedCovariance: Matrix(rows: q, cols: q, data: v))
                 } else {
                     guard let m, let v = r.crossedTerm, v.count == m * m, v.allSatisfy(\.isFinite) else {
-                        throw SiteError.invalid("crossed_term must have m×m finite values (m: this site's own effects) and applies when every own term is grouped by the site")
+                        throw SiteError.invalid("crossed_term must have m×m finite values (m: this site's own effects) and applies when the site offered the level form at prepare (crossed_level_form)")
                     }
                     e = try crossedSite.siteEffects(theta: r.theta, beta: r.beta, effects: b, levelTerm: Matrix(rows: m, cols: m, data: v))
                 }

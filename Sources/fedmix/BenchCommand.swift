@@ -29,6 +29,8 @@ enum BenchCommand {
         case surgeonsGLMM = "surgeons-glmm"
         /// The same surgeons with 10–20 wards per hospital, `(1 | site/ward)` (BenchSurgeons.swift).
         case surgeonWards = "surgeon-wards"
+        /// The surgeons-glmm rows with 10–20 wards per hospital, `(1 | site/ward)` (BenchSurgeonsGLMM.swift).
+        case surgeonWardsGLMM = "surgeon-wards-glmm"
         var formula: String {
             switch self {
             case .slope: return BenchmarkData.slopeFormula
@@ -40,22 +42,25 @@ enum BenchCommand {
             case .surgeons: return SurgeonsData.formula
             case .surgeonsGLMM: return SurgeonsGLMMData.formula
             case .surgeonWards: return SurgeonWardsData.formula
+            case .surgeonWardsGLMM: return SurgeonWardsGLMMData.formula
             }
         }
         var options: FitOptions {
             switch self {
-            case .binary, .surgeonsGLMM: return FitOptions(family: .binomial)
+            case .binary, .surgeonsGLMM, .surgeonWardsGLMM: return FitOptions(family: .binomial)
             case .ohio: return FitOptions(family: .binomial, nAGQ: OhioData.nAGQ)
             case .slope, .patient, .egsingle, .nested, .surgeons, .surgeonWards: return FitOptions(method: .reml)
             }
         }
-        var isGLMM: Bool { self == .binary || self == .ohio || self == .surgeonsGLMM }
+        var isGLMM: Bool { self == .binary || self == .ohio || self == .surgeonsGLMM || self == .surgeonWardsGLMM }
+        /// Its surgeons are --surgeons.
+        var takesSurgeons: Bool { self == .surgeonsGLMM || self == .surgeonWardsGLMM }
         /// A data set of its own (its rows and sites, not --rows and --sites): measured once.
-        var hasOwnRows: Bool { self == .ohio || self == .egsingle || self == .nested || self == .surgeons || self == .surgeonsGLMM || self == .surgeonWards }
+        var hasOwnRows: Bool { self == .ohio || self == .egsingle || self == .nested || self == .surgeons || self == .surgeonsGLMM || self == .surgeonWards || self == .surgeonWardsGLMM }
         /// The models `fedmix bench` runs without --models.
         static let defaults: [Model] = [.slope, .patient, .binary]
         /// lme4's time at 100 000 rows on the reference machine (seconds).
-        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle, .nested, .surgeons, .surgeonsGLMM, .surgeonWards: return .nan } }
+        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle, .nested, .surgeons, .surgeonsGLMM, .surgeonWards, .surgeonWardsGLMM: return .nan } }
     }
 
     enum Mode: String, CaseIterable, Codable {
@@ -105,7 +110,7 @@ enum BenchCommand {
         var runs: Int?
         /// The optimizer's path (objective and Newton decrement per iteration), to read rounds against.
         var trace: [FitResult.TracePoint]?
-        /// surgeons-glmm: its surgeons (--surgeons).
+        /// surgeons-glmm, surgeon-wards-glmm: its surgeons (--surgeons).
         var surgeons: Int?
 
         var designSeconds: Double { describeSeconds + prepareSeconds }
@@ -118,8 +123,8 @@ enum BenchCommand {
     static let rowsOption = Option<[Int]>("rows", value: "N[,N...]", help: "rows of each configuration (default 100000,1000000)",
                                           .list(of: .integer(in: 1...Int.max), what: "numbers of rows"))
     static let sitesOption = Option<Int>("sites", value: "K", help: "sites the rows are split over (default 50)", .integer(in: 1...Int.max))
-    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle,nested,surgeons,surgeons-glmm,surgeon-wards (default slope,patient,binary)",
-                                              .list(of: .cases, what: "slope, patient, binary, ohio, egsingle, nested, surgeons, surgeons-glmm or surgeon-wards"))
+    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle,nested,surgeons,surgeons-glmm,surgeon-wards,surgeon-wards-glmm (default slope,patient,binary)",
+                                              .list(of: .cases, what: "slope, patient, binary, ohio, egsingle, nested, surgeons, surgeons-glmm, surgeon-wards or surgeon-wards-glmm"))
     static let modesOption = Option<[Mode]>("modes", value: "LIST", help: "in-process, federated, federated-audit (default in-process,federated)",
                                             .list(of: .cases, what: "in-process, federated or federated-audit"))
     static let repeatOption = Option<Int>("repeat", value: "R", help: "keep the fastest of R runs of each configuration (default 1)", .integer(in: 1...Int.max))
@@ -127,7 +132,7 @@ enum BenchCommand {
     static let json = Flag("json", help: "also print every measurement as one JSON line")
     static let lme4 = Flag("lme4", help: "also time lme4 (lmer or glmer) on the same rows and print the ratio (needs Rscript with lme4)")
     static let noIsolate = Flag("no-isolate", help: "run every configuration in this process (peak memory is then cumulative)")
-    static let surgeonsOption = Option<Int>("surgeons", value: "N", help: "surgeons of the surgeons-glmm model (default 2000), each at 2–4 of 20 hospitals", .integer(in: 40...100_000))
+    static let surgeonsOption = Option<Int>("surgeons", value: "N", help: "surgeons of the surgeons-glmm and surgeon-wards-glmm models (default 2000), each at 2–4 of 20 hospitals", .integer(in: 40...100_000))
     static let single = Option<String>("single", value: "ROWS:SITES:MODEL:MODE",
                                        help: "internal: measure one configuration and print its result line (what each child process runs)")
 
@@ -145,7 +150,8 @@ enum BenchCommand {
         \(NestedVisitsData.sites) sites, 1–3 episodes of 1–3 visits each) and surgeons (\(SurgeonsData.formula), \(SurgeonsData.surgeons) surgeons
         crossed with \(SurgeonsData.hospitals) hospitals, each at 2–4 of them; surgeons-glmm the same design with \(SurgeonsGLMMData.formula),
         binomial; surgeon-wards the same rows with
-        \(SurgeonWardsData.wardsPerHospital.lowerBound)–\(SurgeonWardsData.wardsPerHospital.upperBound) wards per hospital, \(SurgeonWardsData.formula)) are data sets of their own, ohio and egsingle read through Rscript (simulated alike without R), measured once
+        \(SurgeonWardsData.wardsPerHospital.lowerBound)–\(SurgeonWardsData.wardsPerHospital.upperBound) wards per hospital, \(SurgeonWardsData.formula); surgeon-wards-glmm
+        the surgeons-glmm rows with as many wards, \(SurgeonWardsGLMMData.formula)) are data sets of their own, ohio and egsingle read through Rscript (simulated alike without R), measured once
         whatever --rows and --sites say. --lme4 times lmer or glmer on the same rows and prints the ratio.
         Federated runs split the start-up into certificates, agents and handshakes; in-process runs print the
         agents' CSV reading rate (MB/s) on the same rows.
@@ -230,6 +236,7 @@ enum BenchCommand {
             if model == .surgeons { return SurgeonsData.load(seed: seed) }
             if model == .surgeonsGLMM { return SurgeonsGLMMData.load(seed: seed, surgeons: surgeons) }
             if model == .surgeonWards { return SurgeonWardsData.load(seed: seed) }
+            if model == .surgeonWardsGLMM { return SurgeonWardsGLMMData.load(seed: seed, surgeons: surgeons) }
             let data = BenchmarkData.generate(rows: rows, sites: sites, seed: seed)
             return data.sites.map { ($0.name, table($0)) }
         }()
@@ -242,7 +249,7 @@ enum BenchCommand {
         // rows (the parameter-per-rows rule): the data sets are fitted whole, as with `fedmix local`.
         var policy = model == .ohio || model == .egsingle ? DisclosurePolicy.off : DisclosurePolicy()
         // A crossed factor's levels must be listed by the sites (about 300 surgeons at each hospital).
-        if model == .surgeons || model == .surgeonsGLMM || model == .surgeonWards { policy.maxListedLevels = max(SurgeonsData.surgeons, surgeons) }
+        if model == .surgeons || model == .surgeonsGLMM || model == .surgeonWards || model == .surgeonWardsGLMM { policy.maxListedLevels = max(SurgeonsData.surgeons, surgeons) }
         let base: Federation
         var setupParts: [Double]? = nil
         switch mode {
@@ -284,7 +291,7 @@ enum BenchCommand {
             bytesReceived: federation.bytesReceived.reduce(0, +) - received0,
             peakRSSBytes: peakRSS(), cpuSeconds: [cGenerated - c0, c2 - c1, c3 - c2, cp - c3, c4 - cp], peakRSSByPhase: peaks + [clock.peakAtPrepare ?? 0], objective: result.objective, theta: result.theta,
             beta: result.fixedEffects.map(\.estimate), sigma: result.sigma, converged: result.converged,
-            messages: result.messages, isolated: isolated, trace: result.trace, surgeons: model == .surgeonsGLMM ? surgeons : nil)
+            messages: result.messages, isolated: isolated, trace: result.trace, surgeons: model.takesSurgeons ? surgeons : nil)
     }
 
     /// A site's rows as the table an agent would have read.

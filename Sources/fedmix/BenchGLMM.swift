@@ -110,6 +110,9 @@ enum Lme4Timing {
         case .surgeonWards:
             fit = "lmer(\(SurgeonWardsData.formula), data = d, REML = TRUE)"
             csv = SurgeonWardsData.csv(seed: seed)
+        case .surgeonWardsGLMM:
+            fit = "glmer(\(SurgeonWardsGLMMData.formula), family = binomial, data = d)"
+            csv = SurgeonWardsGLMMData.csv(seed: seed, surgeons: m.surgeons ?? SurgeonsGLMMData.surgeons)
         case .binary, .slope, .patient:
             fit = m.model == .binary ? "glmer(\(m.model.formula), family = binomial, data = d)" : "lmer(\(m.model.formula), data = d, REML = TRUE)"
             let data = BenchmarkData.generate(rows: m.rows, sites: m.sites, seed: seed)

@@ -90,8 +90,10 @@ final class CrossedGLMMLevelFormFitTests: XCTestCase {
     }
 
     /// What a site answers to `crossed_form` at the default rules: an
-    /// unknown form refused by name; the level form refused for a model
-    /// with a within-site term (`(1 | site:year)`); for
+    /// unknown form refused by name; the level form offered at prepare and
+    /// answered for a model with a within-site term (`(1 | site:year)`, every
+    /// year with min_cell rows here: its own effects are its years';
+    /// CrossedGLMMWardsFitTests has the refusal for a small level); for
     /// `(1 | site) + (1 | surgeon)` the level form, whose 2(A − V'V'ᵀ) is the
     /// dense form's Hessian at the same point (1e-12), round-tripping exactly.
     func testSiteAnswersTheFormAskedFor() throws {
@@ -113,12 +115,14 @@ final class CrossedGLMMLevelFormFitTests: XCTestCase {
             r.crossedForm = form
             return .evaluate(r)
         }
-        // A within-site term: the level form does not apply.
+        // A within-site term whose every level has min_cell rows here: the level form, one own effect per year.
         let nested = try Analysis.resolve(formula: "died ~ age + (1 | site:year) + (1 | surgeon)", descriptions: descriptions, family: .binomial)
         let preparedNested = try CrossedGLMMTests.ask(service, .prepare(PrepareRequest(session: "w", dataset: "data", model: nested)))
         guard case .prepared(let pn) = preparedNested, let ln = pn.summary.crossedLevels?.first else { return XCTFail("prepare (1 | site:year): \(message(preparedNested))") }
-        let refused = message(try CrossedGLMMTests.ask(service, request("w", ln.count, form: "level")))
-        XCTAssertTrue(refused.contains("needs every random-effects term that is not crossed to be grouped by the site"), refused)
+        let years = try XCTUnwrap(pn.crossedLevelForm, "the site offers the level form")
+        XCTAssertGreaterThan(years, 1)
+        guard case .glmmCrossed(let byYear) = try CrossedGLMMTests.ask(service, request("w", ln.count, form: "level")) else { return XCTFail("level form with years") }
+        XCTAssertEqual(byYear.pieces[0].ownEffects, years)
 
         let spec = try Analysis.resolve(formula: "died ~ age + (1 | site) + (1 | surgeon)", descriptions: descriptions, family: .binomial)
         guard case .prepared(let p) = try CrossedGLMMTests.ask(service, .prepare(PrepareRequest(session: "c", dataset: "data", model: spec))),
