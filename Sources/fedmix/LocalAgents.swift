@@ -46,7 +46,7 @@ final class LocalAgents {
             try Certificates.issue(caDirectory: ca, name: "coordinator", outDirectory: directory + "/coordinator", days: 1)
             if let a = auditDirectory { try FileManager.default.createDirectory(atPath: a, withIntermediateDirectories: true) }
             // The agents' certificates on every core (each is a key, a signature and two files).
-            try FanOutPool.map(services.count, width: ProcessInfo.processInfo.activeProcessorCount, name: "certificates") { i in
+            _ = try FanOutPool.map(services.count, width: ProcessInfo.processInfo.activeProcessorCount, name: "certificates") { i in
                 try Certificates.issue(caDirectory: ca, name: "agent-\(i)", outDirectory: directory + "/agent-\(i)", days: 1)
             }
             startup.certificates += lap()
