@@ -106,7 +106,12 @@ public struct GLMFamily: Sendable, Equatable {
 
     /// Prior-weighted Fisher weight n (dμ/dη)² / V(μ) and working residual (y/n − μ)/(dμ/dη).
     @inline(__always) public func weightAndResidual(y: Double, n: Double, eta: Double) -> (w: Double, r: Double, mu: Double) {
-        let m = mu(eta), d = muEta(eta)
+        weightAndResidual(y: y, n: n, mu: mu(eta), muEta: muEta(eta))
+    }
+
+    /// The same from μ = `mu(η)` and dμ/dη = `muEta(η)` already at hand (PIRLS
+    /// keeps them from its step's deviance; the exact derivatives reuse them).
+    @inline(__always) func weightAndResidual(y: Double, n: Double, mu m: Double, muEta d: Double) -> (w: Double, r: Double, mu: Double) {
         switch distribution {
         case .gaussian: preconditionFailure("the gaussian family is fitted as a linear mixed model")
         case .binomial:

@@ -32,10 +32,9 @@ struct RowEtaDerivatives {
 }
 
 extension GLMFamily {
-    /// μ and dμ/dη as `mu` and `muEta` give them, with the second and third
-    /// derivatives of the inverse link in closed form.
-    @inline(__always) func muDerivatives(_ eta: Double) -> (m: Double, m1: Double, m2: Double, m3: Double) {
-        let m = mu(eta), m1 = muEta(eta)
+    /// μ and dμ/dη (as `mu` and `muEta` give them at η), with the second and
+    /// third derivatives of the inverse link in closed form.
+    @inline(__always) func muDerivatives(_ eta: Double, mu m: Double, muEta m1: Double) -> (m: Double, m1: Double, m2: Double, m3: Double) {
         switch link {
         case .logit:
             let s = 1 - 2 * m, m2 = m1 * s
@@ -55,9 +54,15 @@ extension GLMFamily {
     /// Row derivatives in η (the values are those of `minusTwoLogLik` and
     /// `weightAndResidual`, so they agree with PIRLS to the bit).
     @inline(__always) func etaDerivatives(y: Double, n: Double, eta: Double) -> RowEtaDerivatives {
-        let (m, m1, m2, m3) = muDerivatives(eta)
-        let dev = minusTwoLogLik(y: y, n: n, mu: m)
-        let w = weightAndResidual(y: y, n: n, eta: eta).w
+        let m = mu(eta)
+        return etaDerivatives(y: y, n: n, eta: eta, mu: m, muEta: muEta(eta), deviance: minusTwoLogLik(y: y, n: n, mu: m))
+    }
+
+    /// The same from μ, dμ/dη and the row's deviance at η already at hand
+    /// (PIRLS's last pass, GLMMSite.Modes): no exp or log again.
+    @inline(__always) func etaDerivatives(y: Double, n: Double, eta: Double, mu: Double, muEta: Double, deviance dev: Double) -> RowEtaDerivatives {
+        let (m, m1, m2, m3) = muDerivatives(eta, mu: mu, muEta: muEta)
+        let w = weightAndResidual(y: y, n: n, mu: m, muEta: m1).w
         switch distribution {
         case .gaussian: preconditionFailure("the gaussian family is fitted as a linear mixed model")
         case .binomial:
@@ -141,7 +146,10 @@ extension GLMMSite {
         let pairI = space.pairFirst, pairJ = space.pairSecond
         var rd: [RowEtaDerivatives] = []
         rd.reserveCapacity(rows)
-        for i in 0..<rows { rd.append(data.family.etaDerivatives(y: data.y[i], n: data.n[i], eta: m.eta[i])) }
+        for i in 0..<rows {
+            rd.append(data.family.etaDerivatives(y: data.y[i], n: data.n[i], eta: m.eta[i], mu: m.rows.mu[i], muEta: m.rows.muEta[i],
+                                                 deviance: m.rows.deviance[i]))
+        }
 
         let buffer = Scratch()
         defer { buffer.free() }

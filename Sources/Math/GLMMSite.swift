@@ -104,6 +104,16 @@ public final class GLMMSite: Sendable {
         var factor: BlockedFactor
         var eta: [Double]
         var weights: [Double]
+        /// Per row at `eta`: μ, dμ/dη and −2 log p(y | μ), which the exact
+        /// derivatives reuse (GLMFamily.etaDerivatives) instead of recomputing.
+        var rows: RowMeans
+    }
+
+    /// μ_i, dμ/dη_i and each row's deviance term at one η.
+    struct RowMeans {
+        var mu: [Double]
+        var muEta: [Double]
+        var deviance: [Double]
     }
 
     /// b = Λu per factor and level (flat per factor: levels × r_f).
@@ -137,10 +147,17 @@ public final class GLMMSite: Sendable {
         return eta
     }
 
-    func deviance(_ eta: [Double]) -> Double {
+    /// Σ −2 log p(y_i | μ_i) at η (summed in row order), with μ_i and each
+    /// row's term: a PIRLS step's trial, whose means the next pass reuses.
+    func deviance(_ eta: [Double]) -> (total: Double, mu: [Double], rows: [Double]) {
         var d = 0.0
-        for i in 0..<data.rows { d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.mu(eta[i])) }
-        return d
+        var mu = [Double](repeating: 0, count: data.rows), rows = mu
+        for i in 0..<data.rows {
+            let m = data.family.mu(eta[i]), di = data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: m)
+            mu[i] = m; rows[i] = di
+            d += di
+        }
+        return (d, mu, rows)
     }
 
     /// The conditional modes û at (θ, β) by PIRLS with step halving.
@@ -152,11 +169,13 @@ public final class GLMMSite: Sendable {
         let nf = s.factorCount
         let dims = (0..<nf).map { s.factorDimension($0) }
         var iteration = 0
-        var nextEta: [Double]? = nil
+        // The accepted step's η with its deviance pass (Σ, μ_i, terms): not computed twice.
+        var next: (eta: [Double], deviance: (total: Double, mu: [Double], rows: [Double]))? = nil
         while true {
             iteration += 1
-            let eta = nextEta ?? linearPredictor(u, theta: theta, beta: beta)
-            var dev = 0.0
+            let eta = next?.eta ?? linearPredictor(u, theta: theta, beta: beta)
+            let (dev, means, rowDeviances) = next?.deviance ?? deviance(eta)
+            var muEtas = [Double](repeating: 0, count: data.rows)
             var weights = [Double](repeating: 0, count: data.rows)
             let blocks: SiteBlocks
             if layout.first == nil {
@@ -168,8 +187,9 @@ public final class GLMMSite: Sendable {
                 var cols = [Int](repeating: 0, count: width), vals = [Double](repeating: 0, count: width)
                 let offsets = (0..<nf).map { tailOffset($0) }
                 for i in 0..<data.rows {
-                    let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
-                    dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
+                    let d = data.family.muEta(eta[i])
+                    let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
+                    muEtas[i] = d
                     weights[i] = w
                     var k = 0
                     for f in 0..<nf {
@@ -189,8 +209,9 @@ public final class GLMMSite: Sendable {
                 var rootWeights = [Double](repeating: 0, count: data.rows)
                 var responses = [Double](repeating: 0, count: data.rows)
                 for i in 0..<data.rows {
-                    let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
-                    dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
+                    let d = data.family.muEta(eta[i])
+                    let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
+                    muEtas[i] = d
                     weights[i] = w
                     let sw = w.squareRoot()
                     rootWeights[i] = sw
@@ -216,8 +237,9 @@ public final class GLMMSite: Sendable {
             }
             let delta = factor.solve(c)
             let size = delta.reduce(0) { max($0, abs($1)) }
+            let rows = RowMeans(mu: means, muEta: muEtas, deviance: rowDeviances)
             if size <= modeTolerance * max(1, u.reduce(0) { max($0, abs($1)) }) || q == 0 {
-                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights)
+                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights, rows: rows)
             }
             guard iteration < maxIterations else { throw GLMMError.modesDidNotConverge(iterations: iteration) }
             // Step halving on the penalized deviance.
@@ -226,13 +248,14 @@ public final class GLMMSite: Sendable {
             for _ in 0..<30 {
                 let trial = zip(u, delta).map { $0 + step * $1 }
                 let trialEta = linearPredictor(trial, theta: theta, beta: beta)
-                let d = deviance(trialEta) + trial.reduce(0) { $0 + $1 * $1 }
-                if d.isFinite && d <= pen + 1e-10 * abs(pen) { u = trial; nextEta = trialEta; accepted = true; break }
+                let trialDeviance = deviance(trialEta)
+                let d = trialDeviance.total + trial.reduce(0) { $0 + $1 * $1 }
+                if d.isFinite && d <= pen + 1e-10 * abs(pen) { u = trial; next = (trialEta, trialDeviance); accepted = true; break }
                 step *= 0.5
             }
             if !accepted {
                 // No decrease possible: we are at the mode to rounding.
-                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights)
+                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights, rows: rows)
             }
         }
     }
