@@ -130,19 +130,26 @@ public final class GLMMSite: Sendable {
         }
     }
 
+    /// η = o + Xβ + Σ_f Z_f b_f, each row's terms added in that order (the
+    /// fixed part first, then factor by factor), one pass per factor.
     func linearPredictor(_ u: [Double], theta: [Double], beta: [Double]) -> [Double] {
         let b = effects(u, theta: theta)
-        let p = data.p
-        var eta = [Double](repeating: 0, count: data.rows)
-        for i in 0..<data.rows {
-            var e = data.offset[i]
-            for j in 0..<p { e += data.x[i * p + j] * beta[j] }
-            for f in 0..<b.count {
-                let r = data.z[f].count / max(data.rows, 1)
-                let l = data.levels[f][i]
-                for a in 0..<r { e += data.z[f][i * r + a] * b[f][l * r + a] }
+        var eta = GLMFamily.linearPredictor(x: data.x, p: data.p, beta: beta, offset: data.offset)
+        let rows = data.rows
+        for f in 0..<b.count {
+            let r = data.z[f].count / max(rows, 1)
+            data.z[f].withUnsafeBufferPointer { z in
+                data.levels[f].withUnsafeBufferPointer { levels in
+                    b[f].withUnsafeBufferPointer { bf in
+                        eta.withUnsafeMutableBufferPointer { e in
+                            for i in 0..<rows {
+                                let l = levels[i]
+                                for a in 0..<r { e[i] += z[i * r + a] * bf[l * r + a] }
+                            }
+                        }
+                    }
+                }
             }
-            eta[i] = e
         }
         return eta
     }
@@ -184,23 +191,36 @@ public final class GLMMSite: Sendable {
                 let td = layout.tailDimension
                 var tt = [Double](repeating: 0, count: td * td), tw = [Double](repeating: 0, count: td)
                 let width = dims.reduce(0, +)
-                var cols = [Int](repeating: 0, count: width), vals = [Double](repeating: 0, count: width)
                 let offsets = (0..<nf).map { tailOffset($0) }
+                var residuals = [Double](repeating: 0, count: data.rows)
                 for i in 0..<data.rows {
                     let d = data.family.muEta(eta[i])
                     let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
                     muEtas[i] = d
                     weights[i] = w
-                    var k = 0
-                    for f in 0..<nf {
-                        let base = offsets[f] + data.levels[f][i] * dims[f]
-                        for a in 0..<dims[f] { cols[k] = base + a; vals[k] = data.z[f][i * dims[f] + a]; k += 1 }
-                    }
-                    for b in 0..<width {
-                        let wb = w * vals[b]
-                        if wb == 0 { continue }
-                        tw[cols[b]] += wb * r
-                        for a in 0..<width { tt[cols[a] + cols[b] * td] += vals[a] * wb }
+                    residuals[i] = r
+                }
+                // Row by row, in order: each row's z entries and their positions in the tail.
+                let scratch = Scratch()
+                defer { scratch.free() }
+                let cols = scratch.ints(max(width, 1)), vals = scratch.doubles(max(width, 1))
+                let zs = data.z, lvs = data.levels
+                tt.withUnsafeMutableBufferPointer { tt in
+                    tw.withUnsafeMutableBufferPointer { tw in
+                        for i in 0..<data.rows {
+                            let w = weights[i], r = residuals[i]
+                            var k = 0
+                            for f in 0..<nf {
+                                let df = dims[f], base = offsets[f] + lvs[f][i] * df
+                                for a in 0..<df { cols[k] = base + a; vals[k] = zs[f][i * df + a]; k += 1 }
+                            }
+                            for b in 0..<width {
+                                let wb = w * vals[b]
+                                if wb == 0 { continue }
+                                tw[cols[b]] += wb * r
+                                for a in 0..<width { tt[cols[a] + cols[b] * td] += vals[a] * wb }
+                            }
+                        }
                     }
                 }
                 blocks = SiteBlocks(width: 1, rows: data.rows, first: nil, siteFactor: data.siteFactor, tail: layout.tail,
