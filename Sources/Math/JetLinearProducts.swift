@@ -19,17 +19,15 @@ extension JetKernel {
         if order == 1 { return }
         var k = 1 + n
         for j in 1...max(n, 1) where j <= n {
-            for i in 1...j {
-                // mulAdd's a_ij b + a_i b_j + a_j b_i + a b_ij, with a_ij = 0, and a_i = 0 (i > m), a_j = 0 (j > m)
-                if j <= m {
-                    c[k] += a[i] * b[j] + a[j] * b[i] + a0 * b[k]
-                } else if i <= m {
-                    c[k] += a[i] * b[j] + a0 * b[k]
-                } else {
-                    c[k] += a0 * b[k]
-                }
-                k += 1
+            // mulAdd's a_ij b + a_i b_j + a_j b_i + a b_ij, with a_ij = 0, and a_i = 0 (i > m), a_j = 0 (j > m)
+            if j <= m {
+                for i in 1...j { c[k] += a[i] * b[j] + a[j] * b[i] + a0 * b[k]; k += 1 }
+                continue
             }
+            let bj = b[j], linear = min(m, j)
+            for i in stride(from: 1, through: linear, by: 1) { c[k] += a[i] * bj + a0 * b[k]; k += 1 }
+            for t in 0..<(j - linear) { c[k + t] += a0 * b[k + t] }
+            k += j - linear
         }
     }
 
@@ -43,17 +41,15 @@ extension JetKernel {
         if order == 1 { return }
         var k = 1 + n
         for j in 1...max(n, 1) where j <= n {
-            for i in 1...j {
-                // mulAdd's a_ij b + a_i b_j + a_j b_i + a b_ij, with b_ij = 0, and b_j = 0 (j > m), b_i = 0 (i > m)
-                if j <= m {
-                    c[k] += a[k] * b0 + a[i] * b[j] + a[j] * b[i]
-                } else if i <= m {
-                    c[k] += a[k] * b0 + a[j] * b[i]
-                } else {
-                    c[k] += a[k] * b0
-                }
-                k += 1
+            // mulAdd's a_ij b + a_i b_j + a_j b_i + a b_ij, with b_ij = 0, and b_j = 0 (j > m), b_i = 0 (i > m)
+            if j <= m {
+                for i in 1...j { c[k] += a[k] * b0 + a[i] * b[j] + a[j] * b[i]; k += 1 }
+                continue
             }
+            let aj = a[j], linear = min(m, j)
+            for i in stride(from: 1, through: linear, by: 1) { c[k] += a[k] * b0 + aj * b[i]; k += 1 }
+            for t in 0..<(j - linear) { c[k + t] += a[k + t] * b0 }
+            k += j - linear
         }
     }
 }
