@@ -3,6 +3,7 @@ import Coordinator
 import SiteAgent
 import Protocol
 import Math
+import Synchronization
 
 /// The GLM start's rounds (`evaluate` with `derivatives: "beta"`): a site
 /// answers D_k(0, β) in β alone, the β block of the full answer at θ = 0 to
@@ -100,5 +101,29 @@ final class GLMStartRoundTests: XCTestCase {
             XCTAssertEqual(evaluations.count, remote.evaluations, agent.site)
         }
         print("GLM start over TLS: \(remote.evaluations) evaluations, \(remote.rounds) rounds")
+    }
+
+    /// An agent that predates `derivatives` ignores it and answers in (θ, β):
+    /// the coordinator takes the β block, and the fit is the same to the bit.
+    func testAnAgentThatIgnoresDerivativesGivesTheSameFit() throws {
+        let files = try siteFiles()
+        let seen = Mutex(0)
+        let older = Federation(channels: files.map { url in
+            let site = url.deletingPathExtension().lastPathComponent
+            let service = SiteService(site: site, datasets: ["data": .csv(path: url.path, types: [:])], siteColumn: "site", policy: .off)
+            return InProcessChannel(site: site) { line in
+                let stripped = line.replacingOccurrences(of: "\"derivatives\":\"beta\",", with: "")
+                if stripped != line { seen.withLock { $0 += 1 } }
+                return service.handle(line: stripped)
+            }
+        })
+        let options = FitOptions(family: .binomial)
+        let old = try Analysis.fit(older, dataset: "data", formula: "y ~ x + (1 | site)", options: options)
+        let new = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | site)", options: options)
+        XCTAssertGreaterThan(seen.withLock { $0 }, 0, "the start's requests carried derivatives")
+        XCTAssertEqual(old.objective.bitPattern, new.objective.bitPattern)
+        XCTAssertEqual(old.fixedEffects.map(\.estimate), new.fixedEffects.map(\.estimate))
+        XCTAssertEqual(old.fixedEffects.map(\.stdError), new.fixedEffects.map(\.stdError))
+        XCTAssertEqual(old.evaluations, new.evaluations)
     }
 }
