@@ -142,11 +142,9 @@ extension GLMMSite {
         let lambdas = (0..<nf).map { s.factorMatrix($0, theta: theta) }
         let entries = (0..<nf).map { s.factorEntries($0) }
         let rowWidth = dims.reduce(0, +)
-        var rd: [RowEtaDerivatives] = []
-        rd.reserveCapacity(rows)
-        for i in 0..<rows {
-            rd.append(data.family.etaDerivatives(y: data.y[i], n: data.n[i], eta: m.eta[i], mu: m.rows.mu[i], muEta: m.rows.muEta[i],
-                                                 deviance: m.rows.deviance[i]))
+        let rd = (0..<rows).map { i in
+            data.family.etaDerivatives(y: data.y[i], n: data.n[i], eta: m.eta[i], mu: m.rows.mu[i], muEta: m.rows.muEta[i],
+                                       deviance: m.rows.deviance[i])
         }
 
         let buffer = Scratch()

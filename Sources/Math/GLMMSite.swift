@@ -193,12 +193,18 @@ public final class GLMMSite: Sendable {
                 let width = dims.reduce(0, +)
                 let offsets = (0..<nf).map { tailOffset($0) }
                 var residuals = [Double](repeating: 0, count: data.rows)
-                for i in 0..<data.rows {
-                    let d = data.family.muEta(eta[i])
-                    let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
-                    muEtas[i] = d
-                    weights[i] = w
-                    residuals[i] = r
+                muEtas.withUnsafeMutableBufferPointer { muEtas in
+                    weights.withUnsafeMutableBufferPointer { weights in
+                        residuals.withUnsafeMutableBufferPointer { residuals in
+                            for i in 0..<data.rows {
+                                let d = data.family.muEta(eta[i])
+                                let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
+                                muEtas[i] = d
+                                weights[i] = w
+                                residuals[i] = r
+                            }
+                        }
+                    }
                 }
                 // Row by row, in order: each row's z entries and their positions in the tail.
                 let scratch = Scratch()
