@@ -14,8 +14,6 @@ struct GLMMObjective: FitObjective {
     let scale: ColumnScale?
     let standard: Standardization
     private(set) var evaluations = 0
-    /// The GLM fit at θ = 0: β's start and the boundary candidate.
-    private var glmEvaluated: [([Double], BoundedNewton.Evaluation)] = []
     /// Separation is an estimate running off while the likelihood flattens;
     /// sizes are judged on the link scale per SD of the column, so an
     /// uncentred covariate's large intercept is not it.
@@ -52,18 +50,44 @@ struct GLMMObjective: FitObjective {
 
     /// The objective in the optimizer's coordinates (θ, β̃), β = Tβ̃.
     mutating func evaluate(_ par: [Double]) throws -> BoundedNewton.Evaluation {
+        let m = thetaCount
+        let total = try siteSum(theta: Array(par[0..<m]), betaTilde: Array(par[m...]), derivatives: .all)
+        let n = m + fixedCount
+        return standard.transformed(.init(value: total.value, gradient: total.gradient, hessian: Matrix(rows: n, cols: n, data: total.hessian)),
+                                    thetaCount: m)
+    }
+
+    /// The GLM at θ = 0 in the optimizer's β̃ alone: the sites answer the β
+    /// block only (`derivatives: beta`, GLMMStart.swift), one pass over their
+    /// rows; the numbers are those of the full evaluation's β block.
+    mutating func glmEvaluate(_ betaTilde: [Double]) throws -> BoundedNewton.Evaluation {
+        let p = fixedCount
+        let total = try siteSum(theta: [Double](repeating: 0, count: thetaCount), betaTilde: betaTilde, derivatives: .beta)
+        return standard.transformed(.init(value: total.value, gradient: total.gradient, hessian: Matrix(rows: p, cols: p, data: total.hessian)),
+                                    thetaCount: 0)
+    }
+
+    /// One evaluate round: the sites' jets, summed in site order, in (θ, β)
+    /// or, for `.beta`, in β alone.
+    private mutating func siteSum(theta: [Double], betaTilde: [Double], derivatives: GLMMDerivatives) throws -> ScalarJet {
         evaluations += 1
         let m = thetaCount, p = fixedCount, spec = session.spec
-        let theta = Array(par[0..<m]), beta = standard.beta(Array(par[m...]))
+        let beta = standard.beta(betaTilde)
         if let scale, let j = scale.linkScaleSizes(beta).firstIndex(where: { $0 > Self.runningOff }) {
             throw FitFailure(Separation.message(term: spec.fixed[j].name, scale: scale, j: j, beta: beta, stdError: nil))
         }
+        var request = EvaluateRequest(session: session.id, theta: theta, order: 2, beta: beta, nAGQ: nAGQ)
+        if derivatives != .all { request.derivatives = derivatives.rawValue }
+        let width = derivatives == .all ? m + p : p
         let parts: [ScalarJet]
         do {
-            parts = try session.evaluate(EvaluateRequest(session: session.id, theta: theta, order: 2, beta: beta, nAGQ: nAGQ)) { reply, site in
+            parts = try session.evaluate(request) { reply, site in
                 guard case .glmmContribution(let c) = reply else { throw unexpected(reply, site, expected: "glmm_contribution") }
-                let j = try c.jet()
-                guard j.space.parameters == m + p, j.space.order == 2, j.storage.allSatisfy(\.isFinite) else {
+                var j = try c.jet()
+                if derivatives == .beta, j.space.parameters == m + p, j.space.order == 2 {
+                    j = Self.betaBlock(j, thetaCount: m)   // an agent that predates `derivatives` answers in (θ, β)
+                }
+                guard j.space.parameters == width, j.space.order == 2, j.storage.allSatisfy(\.isFinite) else {
                     throw SiteFailure(site: site, message: "sent an objective of the wrong shape")
                 }
                 try ReplyChecks.check(j, site: site)
@@ -73,10 +97,18 @@ struct GLMMObjective: FitObjective {
             // A trial step too far (e.g. probabilities at 0 or 1 at a site): step back.
             throw InfeasiblePoint(f.description)
         }
-        let total = parts.dropFirst().reduce(parts[0], +)
-        let n = m + p
-        return standard.transformed(.init(value: total.value, gradient: total.gradient, hessian: Matrix(rows: n, cols: n, data: total.hessian)),
-                                    thetaCount: m)
+        return parts.dropFirst().reduce(parts[0], +)
+    }
+
+    /// A jet in (θ, β) restricted to β.
+    static func betaBlock(_ j: ScalarJet, thetaCount m: Int) -> ScalarJet {
+        let p = j.space.parameters - m, space = JetSpace(parameters: p, order: j.space.order)
+        var b = ScalarJet(space: space, value: j.value)
+        for a in 0..<p { b.storage[1 + a] = j.storage[1 + m + a] }
+        for k in 0..<space.pairFirst.count {
+            b.storage[1 + p + k] = j.storage[j.space.secondIndex(m + space.pairFirst[k], m + space.pairSecond[k])]
+        }
+        return b
     }
 
     /// lme4's start: β from the GLM (θ = 0), θ = 1. The GLM is also the
@@ -85,17 +117,11 @@ struct GLMMObjective: FitObjective {
     mutating func minimize(_ optimizer: BoundedNewton) throws -> BoundedNewton.Result {
         let m = thetaCount, p = fixedCount
         let zeroTheta = [Double](repeating: 0, count: m)
-        let glm = try optimizer.glmStart(names: betaNames).minimize(from: [Double](repeating: 0, count: p)) { b in
-            let full = try evaluate(zeroTheta + b)
-            glmEvaluated.append((b, full))
-            var h = Matrix(rows: p, cols: p)
-            for j in 0..<p { for i in 0..<p { h[i, j] = full.hessian[m + i, m + j] } }
-            return .init(value: full.value, gradient: Array(full.gradient[m...]), hessian: h)
-        }
+        let glm = try optimizer.glmStart(names: betaNames).minimize(from: [Double](repeating: 0, count: p)) { try glmEvaluate($0) }
         var result = try optimizer.minimize(from: session.structure.initialTheta + glm.x) { try evaluate($0) }
         if result.isAboveBoundary(glm, noise: optimizer.relativeNoise) {
-            // The GLM's point, with its full (θ, β) derivatives for the covariance.
-            result.takeBoundary(glm, at: try glmEvaluated.last(where: { $0.0 == glm.x })?.1 ?? evaluate(zeroTheta + glm.x), thetaCount: m)
+            // The GLM's point, with its full (θ, β) derivatives for the covariance: one more round.
+            result.takeBoundary(glm, at: try evaluate(zeroTheta + glm.x), thetaCount: m)
         }
         return result
     }

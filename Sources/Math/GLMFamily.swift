@@ -106,7 +106,12 @@ public struct GLMFamily: Sendable, Equatable {
 
     /// Prior-weighted Fisher weight n (dμ/dη)² / V(μ) and working residual (y/n − μ)/(dμ/dη).
     @inline(__always) public func weightAndResidual(y: Double, n: Double, eta: Double) -> (w: Double, r: Double, mu: Double) {
-        let m = mu(eta), d = muEta(eta)
+        weightAndResidual(y: y, n: n, mu: mu(eta), muEta: muEta(eta))
+    }
+
+    /// The same from μ = `mu(η)` and dμ/dη = `muEta(η)` already at hand (PIRLS
+    /// keeps them from its step's deviance; the exact derivatives reuse them).
+    @inline(__always) func weightAndResidual(y: Double, n: Double, mu m: Double, muEta d: Double) -> (w: Double, r: Double, mu: Double) {
         switch distribution {
         case .gaussian: preconditionFailure("the gaussian family is fitted as a linear mixed model")
         case .binomial:
@@ -136,14 +141,16 @@ extension GLMFamily {
     public func largestWeightShare(y: [Double], n: [Double], eta: [Double], groups: [[Int]] = []) -> Double {
         var total = [[Double]](repeating: [0], count: 1), largest = total
         for g in groups { let k = (g.max() ?? -1) + 1; total.append([Double](repeating: 0, count: k)); largest.append(total.last!) }
+        var all = 0.0, top = 0.0   // over all rows: kept apart from the per-group arrays, the loop's one hot sum
         for i in eta.indices {
             let w = weightAndResidual(y: y[i], n: n[i], eta: eta[i]).w
-            total[0][0] += w; largest[0][0] = max(largest[0][0], w)
+            all += w; top = max(top, w)
             for (g, grouping) in groups.enumerated() {
                 let c = grouping[i]
                 total[g + 1][c] += w; largest[g + 1][c] = max(largest[g + 1][c], w)
             }
         }
+        total[0][0] = all; largest[0][0] = top
         if !eta.isEmpty && !(total[0][0] > 0) { return 1 }
         var share = 0.0
         for (t, l) in zip(total, largest) { for (a, b) in zip(t, l) where a > 0 { share = max(share, b / a) } }

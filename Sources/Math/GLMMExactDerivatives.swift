@@ -32,10 +32,9 @@ struct RowEtaDerivatives {
 }
 
 extension GLMFamily {
-    /// μ and dμ/dη as `mu` and `muEta` give them, with the second and third
-    /// derivatives of the inverse link in closed form.
-    @inline(__always) func muDerivatives(_ eta: Double) -> (m: Double, m1: Double, m2: Double, m3: Double) {
-        let m = mu(eta), m1 = muEta(eta)
+    /// μ and dμ/dη (as `mu` and `muEta` give them at η), with the second and
+    /// third derivatives of the inverse link in closed form.
+    @inline(__always) func muDerivatives(_ eta: Double, mu m: Double, muEta m1: Double) -> (m: Double, m1: Double, m2: Double, m3: Double) {
         switch link {
         case .logit:
             let s = 1 - 2 * m, m2 = m1 * s
@@ -55,9 +54,15 @@ extension GLMFamily {
     /// Row derivatives in η (the values are those of `minusTwoLogLik` and
     /// `weightAndResidual`, so they agree with PIRLS to the bit).
     @inline(__always) func etaDerivatives(y: Double, n: Double, eta: Double) -> RowEtaDerivatives {
-        let (m, m1, m2, m3) = muDerivatives(eta)
-        let dev = minusTwoLogLik(y: y, n: n, mu: m)
-        let w = weightAndResidual(y: y, n: n, eta: eta).w
+        let m = mu(eta)
+        return etaDerivatives(y: y, n: n, eta: eta, mu: m, muEta: muEta(eta), deviance: minusTwoLogLik(y: y, n: n, mu: m))
+    }
+
+    /// The same from μ, dμ/dη and the row's deviance at η already at hand
+    /// (PIRLS's last pass, GLMMSite.Modes): no exp or log again.
+    @inline(__always) func etaDerivatives(y: Double, n: Double, eta: Double, mu: Double, muEta: Double, deviance dev: Double) -> RowEtaDerivatives {
+        let (m, m1, m2, m3) = muDerivatives(eta, mu: mu, muEta: muEta)
+        let w = weightAndResidual(y: y, n: n, mu: m, muEta: m1).w
         switch distribution {
         case .gaussian: preconditionFailure("the gaussian family is fitted as a linear mixed model")
         case .binomial:
@@ -137,11 +142,10 @@ extension GLMMSite {
         let lambdas = (0..<nf).map { s.factorMatrix($0, theta: theta) }
         let entries = (0..<nf).map { s.factorEntries($0) }
         let rowWidth = dims.reduce(0, +)
-        let pairs = space.pairFirst.count
-        let pairI = space.pairFirst, pairJ = space.pairSecond
-        var rd: [RowEtaDerivatives] = []
-        rd.reserveCapacity(rows)
-        for i in 0..<rows { rd.append(data.family.etaDerivatives(y: data.y[i], n: data.n[i], eta: m.eta[i])) }
+        let rd = (0..<rows).map { i in
+            data.family.etaDerivatives(y: data.y[i], n: data.n[i], eta: m.eta[i], mu: m.rows.mu[i], muEta: m.rows.muEta[i],
+                                       deviance: m.rows.deviance[i])
+        }
 
         let buffer = Scratch()
         defer { buffer.free() }
@@ -158,8 +162,9 @@ extension GLMMSite {
             for f in 0..<nf {
                 let r = dims[f], base = uOffset(f) + data.levels[f][i] * r, zrow = i * r, k0 = k
                 for c in 0..<r {
+                    // z̃ is linear in θ: only its value and θ slots are ever written (the rest stay 0).
                     let dst = zt + k * W
-                    dst.update(repeating: 0, count: W)
+                    dst.update(repeating: 0, count: 1 + nt)
                     var v = 0.0
                     for a in c..<r { v += lambdas[f][a, c] * data.z[f][zrow + a] }
                     dst[0] = v
@@ -174,7 +179,7 @@ extension GLMMSite {
         func etaJet(_ i: Int, _ kernel: JetKernel) {
             E.update(repeating: 0, count: W)
             for j in 0..<p { E[1 + nt + j] = data.x[i * p + j] }
-            for k in 0..<rowWidth { kernel.mulAdd(E, zt + k * W, U + cols[k] * W, 1) }
+            for k in 0..<rowWidth { kernel.mulAdd(E, linear: zt + k * W, m: nt, U + cols[k] * W) }
         }
         /// c = f∘a given f, f′, f″ at a's value (c may alias a).
         func compose(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ f0: Double, _ f1: Double, _ f2: Double) {
@@ -183,8 +188,8 @@ extension GLMMSite {
         func compose(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ f0: Double, _ f1: Double, _ f2: Double,
                      order: Int) {
             if order >= 2 {
-                let b = 1 + np
-                for k in 0..<pairs { c[b + k] = f2 * a[1 + pairI[k]] * a[1 + pairJ[k]] + f1 * a[b + k] }
+                var k = 1 + np   // the pairs (i ≤ j) in the jet's order
+                for j in 1...np { let aj = a[j]; for i in 1...j { c[k] = f2 * a[i] * aj + f1 * a[k]; k += 1 } }
             }
             for k in 1...np { c[k] = f1 * a[k] }
             c[0] = f0
@@ -201,7 +206,7 @@ extension GLMMSite {
                 loadRow(i)
                 etaJet(i, k2)
                 compose(T1, E, rd[i].d1, rd[i].d2, rd[i].d3, order: stage)
-                for k in 0..<rowWidth { k2.mulAdd(Phi + cols[k] * W, T1, zt + k * W, 1) }
+                for k in 0..<rowWidth { k2.mulAdd(Phi + cols[k] * W, T1, linear: zt + k * W, m: nt) }
             }
             for t in 0..<(q * W) { Phi[t] += 2 * U[t] }
         }

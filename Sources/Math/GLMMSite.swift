@@ -104,6 +104,16 @@ public final class GLMMSite: Sendable {
         var factor: BlockedFactor
         var eta: [Double]
         var weights: [Double]
+        /// Per row at `eta`: μ, dμ/dη and −2 log p(y | μ), which the exact
+        /// derivatives reuse (GLMFamily.etaDerivatives) instead of recomputing.
+        var rows: RowMeans
+    }
+
+    /// μ_i, dμ/dη_i and each row's deviance term at one η.
+    struct RowMeans {
+        var mu: [Double]
+        var muEta: [Double]
+        var deviance: [Double]
     }
 
     /// b = Λu per factor and level (flat per factor: levels × r_f).
@@ -120,27 +130,41 @@ public final class GLMMSite: Sendable {
         }
     }
 
+    /// η = o + Xβ + Σ_f Z_f b_f, each row's terms added in that order (the
+    /// fixed part first, then factor by factor), one pass per factor.
     func linearPredictor(_ u: [Double], theta: [Double], beta: [Double]) -> [Double] {
         let b = effects(u, theta: theta)
-        let p = data.p
-        var eta = [Double](repeating: 0, count: data.rows)
-        for i in 0..<data.rows {
-            var e = data.offset[i]
-            for j in 0..<p { e += data.x[i * p + j] * beta[j] }
-            for f in 0..<b.count {
-                let r = data.z[f].count / max(data.rows, 1)
-                let l = data.levels[f][i]
-                for a in 0..<r { e += data.z[f][i * r + a] * b[f][l * r + a] }
+        var eta = GLMFamily.linearPredictor(x: data.x, p: data.p, beta: beta, offset: data.offset)
+        let rows = data.rows
+        for f in 0..<b.count {
+            let r = data.z[f].count / max(rows, 1)
+            data.z[f].withUnsafeBufferPointer { z in
+                data.levels[f].withUnsafeBufferPointer { levels in
+                    b[f].withUnsafeBufferPointer { bf in
+                        eta.withUnsafeMutableBufferPointer { e in
+                            for i in 0..<rows {
+                                let l = levels[i]
+                                for a in 0..<r { e[i] += z[i * r + a] * bf[l * r + a] }
+                            }
+                        }
+                    }
+                }
             }
-            eta[i] = e
         }
         return eta
     }
 
-    func deviance(_ eta: [Double]) -> Double {
+    /// Σ −2 log p(y_i | μ_i) at η (summed in row order), with μ_i and each
+    /// row's term: a PIRLS step's trial, whose means the next pass reuses.
+    func deviance(_ eta: [Double]) -> (total: Double, mu: [Double], rows: [Double]) {
         var d = 0.0
-        for i in 0..<data.rows { d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.mu(eta[i])) }
-        return d
+        var mu = [Double](repeating: 0, count: data.rows), rows = mu
+        for i in 0..<data.rows {
+            let m = data.family.mu(eta[i]), di = data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: m)
+            mu[i] = m; rows[i] = di
+            d += di
+        }
+        return (d, mu, rows)
     }
 
     /// The conditional modes û at (θ, β) by PIRLS with step halving.
@@ -152,11 +176,13 @@ public final class GLMMSite: Sendable {
         let nf = s.factorCount
         let dims = (0..<nf).map { s.factorDimension($0) }
         var iteration = 0
-        var nextEta: [Double]? = nil
+        // The accepted step's η with its deviance pass (Σ, μ_i, terms): not computed twice.
+        var next: (eta: [Double], deviance: (total: Double, mu: [Double], rows: [Double]))? = nil
         while true {
             iteration += 1
-            let eta = nextEta ?? linearPredictor(u, theta: theta, beta: beta)
-            var dev = 0.0
+            let eta = next?.eta ?? linearPredictor(u, theta: theta, beta: beta)
+            let (dev, means, rowDeviances) = next?.deviance ?? deviance(eta)
+            var muEtas = [Double](repeating: 0, count: data.rows)
             var weights = [Double](repeating: 0, count: data.rows)
             let blocks: SiteBlocks
             if layout.first == nil {
@@ -165,22 +191,42 @@ public final class GLMMSite: Sendable {
                 let td = layout.tailDimension
                 var tt = [Double](repeating: 0, count: td * td), tw = [Double](repeating: 0, count: td)
                 let width = dims.reduce(0, +)
-                var cols = [Int](repeating: 0, count: width), vals = [Double](repeating: 0, count: width)
                 let offsets = (0..<nf).map { tailOffset($0) }
-                for i in 0..<data.rows {
-                    let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
-                    dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
-                    weights[i] = w
-                    var k = 0
-                    for f in 0..<nf {
-                        let base = offsets[f] + data.levels[f][i] * dims[f]
-                        for a in 0..<dims[f] { cols[k] = base + a; vals[k] = data.z[f][i * dims[f] + a]; k += 1 }
+                var residuals = [Double](repeating: 0, count: data.rows)
+                muEtas.withUnsafeMutableBufferPointer { muEtas in
+                    weights.withUnsafeMutableBufferPointer { weights in
+                        residuals.withUnsafeMutableBufferPointer { residuals in
+                            for i in 0..<data.rows {
+                                let d = data.family.muEta(eta[i])
+                                let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
+                                muEtas[i] = d
+                                weights[i] = w
+                                residuals[i] = r
+                            }
+                        }
                     }
-                    for b in 0..<width {
-                        let wb = w * vals[b]
-                        if wb == 0 { continue }
-                        tw[cols[b]] += wb * r
-                        for a in 0..<width { tt[cols[a] + cols[b] * td] += vals[a] * wb }
+                }
+                // Row by row, in order: each row's z entries and their positions in the tail.
+                let scratch = Scratch()
+                defer { scratch.free() }
+                let cols = scratch.ints(max(width, 1)), vals = scratch.doubles(max(width, 1))
+                let zs = data.z, lvs = data.levels
+                tt.withUnsafeMutableBufferPointer { tt in
+                    tw.withUnsafeMutableBufferPointer { tw in
+                        for i in 0..<data.rows {
+                            let w = weights[i], r = residuals[i]
+                            var k = 0
+                            for f in 0..<nf {
+                                let df = dims[f], base = offsets[f] + lvs[f][i] * df
+                                for a in 0..<df { cols[k] = base + a; vals[k] = zs[f][i * df + a]; k += 1 }
+                            }
+                            for b in 0..<width {
+                                let wb = w * vals[b]
+                                if wb == 0 { continue }
+                                tw[cols[b]] += wb * r
+                                for a in 0..<width { tt[cols[a] + cols[b] * td] += vals[a] * wb }
+                            }
+                        }
                     }
                 }
                 blocks = SiteBlocks(width: 1, rows: data.rows, first: nil, siteFactor: data.siteFactor, tail: layout.tail,
@@ -189,8 +235,9 @@ public final class GLMMSite: Sendable {
                 var rootWeights = [Double](repeating: 0, count: data.rows)
                 var responses = [Double](repeating: 0, count: data.rows)
                 for i in 0..<data.rows {
-                    let (w, r, mu) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], eta: eta[i])
-                    dev += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: mu)
+                    let d = data.family.muEta(eta[i])
+                    let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
+                    muEtas[i] = d
                     weights[i] = w
                     let sw = w.squareRoot()
                     rootWeights[i] = sw
@@ -216,8 +263,9 @@ public final class GLMMSite: Sendable {
             }
             let delta = factor.solve(c)
             let size = delta.reduce(0) { max($0, abs($1)) }
+            let rows = RowMeans(mu: means, muEta: muEtas, deviance: rowDeviances)
             if size <= modeTolerance * max(1, u.reduce(0) { max($0, abs($1)) }) || q == 0 {
-                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights)
+                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights, rows: rows)
             }
             guard iteration < maxIterations else { throw GLMMError.modesDidNotConverge(iterations: iteration) }
             // Step halving on the penalized deviance.
@@ -226,13 +274,14 @@ public final class GLMMSite: Sendable {
             for _ in 0..<30 {
                 let trial = zip(u, delta).map { $0 + step * $1 }
                 let trialEta = linearPredictor(trial, theta: theta, beta: beta)
-                let d = deviance(trialEta) + trial.reduce(0) { $0 + $1 * $1 }
-                if d.isFinite && d <= pen + 1e-10 * abs(pen) { u = trial; nextEta = trialEta; accepted = true; break }
+                let trialDeviance = deviance(trialEta)
+                let d = trialDeviance.total + trial.reduce(0) { $0 + $1 * $1 }
+                if d.isFinite && d <= pen + 1e-10 * abs(pen) { u = trial; next = (trialEta, trialDeviance); accepted = true; break }
                 step *= 0.5
             }
             if !accepted {
                 // No decrease possible: we are at the mode to rounding.
-                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights)
+                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights, rows: rows)
             }
         }
     }

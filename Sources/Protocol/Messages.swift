@@ -131,7 +131,10 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     /// sent `crossed_sums`: answer V_kᵀ (`low_rank_contribution`), not the
     /// dense Schur complement (CrossedLowRankMessages.swift).
     public var lowRank: Bool?
-    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed, crossedForm = "crossed_form", lowRank = "low_rank" }
+    /// GLMMs: which derivatives to answer (GLMMDerivatives): absent, all of
+    /// (θ, β); "beta", the GLM at θ = 0 in β alone (the start's rounds).
+    public var derivatives: String?
+    enum CodingKeys: String, CodingKey { case session, theta, order, beta, nAGQ = "nagq", thetas, gee, crossed, crossedForm = "crossed_form", lowRank = "low_rank", derivatives }
     public init(session: String, theta: [Double], order: Int, beta: [Double]? = nil, nAGQ: Int? = nil,
                 thetas: [[Double]]? = nil, gee: GEEPoint? = nil, lowRank: Bool? = nil) {
         self.session = session; self.theta = theta; self.order = order; self.beta = beta; self.nAGQ = nAGQ
@@ -151,6 +154,7 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
         crossed = try c.decodeIfPresent([CrossedGLMMPoint].self, forKey: .crossed)
         crossedForm = try c.decodeIfPresent(String.self, forKey: .crossedForm)
         lowRank = try c.decodeIfPresent(Bool.self, forKey: .lowRank)
+        derivatives = try c.decodeIfPresent(String.self, forKey: .derivatives)
         if let why = problem {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.thetas]), reason: why)
         }
@@ -166,6 +170,16 @@ public struct EvaluateRequest: Codable, Sendable, Equatable {
     }
     /// Every point of the request: `theta`, then `thetas`.
     public var points: [[Double]] { [theta] + (thetas ?? []) }
+}
+
+/// Which derivatives a GLMM evaluation answers (EvaluateRequest.derivatives).
+public enum GLMMDerivatives: String, Sendable, CaseIterable {
+    /// In (θ, β): the default.
+    case all
+    /// In β alone, at θ = 0, where the objective is the GLM's deviance
+    /// Σ dev_i(x_iβ + o_i): no modes, one pass over the rows. The answer is
+    /// the β block of the full answer at θ = 0 (GLMMObjective's start).
+    case beta
 }
 
 public struct FinalizeRequest: Codable, Sendable, Equatable {

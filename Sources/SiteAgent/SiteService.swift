@@ -702,6 +702,11 @@ public final class SiteService: Sendable {
         let structure = s.model.localModel.covarianceStructure
         guard (0...2).contains(r.order) else { throw SiteError.invalid("order must be 0, 1 or 2") }
         if let why = r.problem { throw SiteError.invalid("thetas \(why)") }
+        if r.derivatives != nil {
+            guard case .generalized = s.fit.model, s.fit.crossedGLMM == nil, s.fit.flat?.family == nil, r.gee == nil, r.crossed == nil else {
+                throw SiteError.invalid("derivatives applies to the evaluations of a GLMM without crossed factors; leave it out of this request")
+            }
+        }
         if let point = r.gee { return try geeStep(r, point: point, session: s) }
         if let points = r.crossed { return try crossedGLMMStep(r, points: points, session: s) }
         if let flat = s.fit.flat, flat.family != nil {
@@ -760,11 +765,27 @@ public final class SiteService: Sendable {
             }
             if let refusal = RequestCost.glmmEvaluate(site.data, order: r.order, nAGQ: nAGQ)
                 .refusal(limits, what: "evaluation") { throw refusal }
+            let derivatives = try glmmDerivatives(r)
             let d = site.data
             try refuseDominatedWeights(d.family.largestWeightShare(y: d.y, n: d.n, eta: GLMFamily.linearPredictor(x: d.x, p: d.p, beta: beta, offset: d.offset)))
-            let jet = try site.evaluate(theta: r.theta, beta: beta, order: r.order, nAGQ: nAGQ)
+            let jet = derivatives == .beta ? try site.glmJet(beta: beta, order: r.order)
+                                           : try site.evaluate(theta: r.theta, beta: beta, order: r.order, nAGQ: nAGQ)
             return .glmmContribution(GLMMContributionReply(session: r.session, rows: s.fit.used, objective: jet))
         }
+    }
+
+    /// The derivatives a GLMM evaluation asks for: all of (θ, β) when
+    /// absent; `beta` (the GLM start's) only at θ = 0, where the answer is
+    /// the β block of the full one; an unknown choice is refused by name.
+    func glmmDerivatives(_ r: EvaluateRequest) throws -> GLMMDerivatives {
+        guard let name = r.derivatives else { return .all }
+        guard let choice = GLMMDerivatives(rawValue: name) else {
+            throw SiteError.invalid("derivatives \"\(name)\" is not a choice this site answers; it answers \(GLMMDerivatives.allCases.map(\.rawValue).joined(separator: " or "))")
+        }
+        if choice == .beta, !r.theta.allSatisfy({ $0 == 0 }) {
+            throw SiteError.invalid("derivatives beta is answered at θ = 0 only (the GLM that starts a GLMM fit); send theta as zeros, or leave out derivatives for the derivatives in (θ, β)")
+        }
+        return choice
     }
 
     /// Refuses an answer at a β under which one row would hold more than
