@@ -28,7 +28,8 @@ public enum CrossedGLMMForm: String, Sendable, CaseIterable {
     /// The upper triangle of ∇²P_k: q_k(q_k+1)/2 numbers.
     case dense
     /// ½∇²P_k = A_k − V'V'ᵀ: A_k's nonzero column profile and V' (q_k × m_k),
-    /// for models whose own terms are all grouped by the site (GLMMCrossedLevelForm).
+    /// from a site that offered it at prepare (PrepareReply.crossedLevelForm;
+    /// GLMMCrossedLevelForm).
     case level
 }
 

@@ -191,7 +191,7 @@ public struct CellCounts: Sendable, Equatable {
     static func minority(sorting values: inout [Double]) -> Int {
         values.withUnsafeMutableBufferPointer { b in
             b.withMemoryRebound(to: UInt64.self) { rebound -> Int in
-                var keys = rebound
+                let keys = rebound
                 guard !keys.isEmpty else { return 0 }
                 let negativeZero = (-0.0).bitPattern
                 for i in keys.indices where keys[i] == negativeZero { keys[i] = 0 }

@@ -4,10 +4,14 @@ extension ExecutableTests {
     /// `fedmix bench --models surgeon-wards-glmm --surgeons 200 --lme4`: the
     /// surgeons-glmm rows with 10–20 wards per hospital,
     /// `died ~ age + (1 | site/ward) + (1 | surgeon)`, through the built
-    /// executable. Every ward has min_cell rows, so the sites answer in the
-    /// level form (the result says so); −2 log L is never above glmer's by
-    /// more than 1e-8 relative and β agrees to 1e-4 (`assertNotAboveLme4`)
-    /// when R is present.
+    /// executable. Every ward has min_cell rows, so every site offers the
+    /// level form, but at 200 surgeons (and ~320 own effects over the sites)
+    /// the cost rule takes the dense form (the result says which ran; the
+    /// level form's agreement is CrossedGLMMWardsFitTests'). −2 log L is
+    /// never above glmer's by more than 1e-8 relative when R is present.
+    /// β is not compared: glmer at its default tolerances stops 0.007 above
+    /// our deviance here, with β 4e-4 away (measured), beyond
+    /// assertNotAboveLme4's 1e-4.
     func benchSurgeonWardsGLMMBesideGlmer() throws {
         let r = try fedmix(["bench", "--models", "surgeon-wards-glmm", "--surgeons", "200", "--modes", "in-process", "--no-isolate", "--json", "--lme4"])
         XCTAssertTrue(r.out.contains("[1/1] died ~ age + (1 | site/ward) + (1 | surgeon)"), r.out)
@@ -16,12 +20,15 @@ extension ExecutableTests {
         XCTAssertEqual(m["model"] as? String, "surgeon-wards-glmm")
         XCTAssertEqual(m["surgeons"] as? Int, 200)
         XCTAssertEqual(m["converged"] as? Bool, true)
-        XCTAssertTrue((m["messages"] as? [String] ?? []).contains { $0.contains("level form") }, "\(m["messages"] ?? "")")
+        XCTAssertTrue((m["messages"] as? [String] ?? []).contains { $0.contains("dense form") }, "\(m["messages"] ?? "")")
         let line = r.out.split(separator: "\n").first { $0.contains("−2 log L lme4 ") }.map(String.init)
         guard let line else {
             XCTAssertTrue(r.out.contains("      lme4     not available"), r.out)
             return
         }
-        try assertNotAboveLme4(line, m)
+        let words = line.split(separator: " ").map(String.init)
+        let theirs = try XCTUnwrap(words.firstIndex(of: "lme4").flatMap { Double(words[$0 + 1].trimmingCharacters(in: CharacterSet(charactersIn: ","))) })
+        let ours = try XCTUnwrap(m["objective"] as? Double)
+        XCTAssertLessThanOrEqual(ours, theirs + 1e-8 * abs(theirs), line)
     }
 }
