@@ -28,9 +28,6 @@ public final class AgentReloader: Sendable {
     private let server: AgentServer
     /// The configuration the running context was made from.
     private let current: Mutex<AgentConfig>
-    /// The SIGHUP source, kept alive as long as the reloader (made inside
-    /// the lock, so the compiler sees that no other thread holds it).
-    private let signalSource = Mutex<DispatchSourceSignal?>(nil)
 
     /// `config` is what the server runs with; reloads read `configPath`
     /// (default: the file `config` was loaded from).
@@ -102,19 +99,11 @@ public final class AgentReloader: Sendable {
         return out
     }
 
-    /// Reloads on every SIGHUP (from now until the process ends: the signal
-    /// source and this reloader keep each other alive on purpose).
+    /// Reloads on every SIGHUP from now until the process ends.
     public func reloadOnSIGHUP() {
-        signal(SIGHUP, SIG_IGN)
-        signalSource.withLock { held in
-            held?.cancel()
-            let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "fedmix-agent.reload"))
-            source.setEventHandler { [self] in
-                server.log.event("signal", ["signal": "HUP"])
-                reload()
-            }
-            source.resume()
-            held = source
+        SignalWatcher.handle(SIGHUP) { [self] in
+            server.log.event("signal", ["signal": "HUP"])
+            reload()
         }
     }
 }

@@ -26,13 +26,10 @@ enum AgentCommand {
         let config = try AgentConfig.load(path: try a.require(config))
         let server = try AgentServer(config: config)
         AgentReloader(server: server, config: config).reloadOnSIGHUP()
-        // SIGTERM / SIGINT: stop accepting, let the accept loop end.
-        signal(SIGTERM, SIG_IGN); signal(SIGINT, SIG_IGN)
-        let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { server.log.event("signal", ["signal": sig == SIGTERM ? "TERM" : "INT"]); server.stop() }
-            s.resume()
-            return s
+        // SIGTERM / SIGINT: stop accepting, let the accept loop end. Handled
+        // from here on, before the "listening" line below.
+        for sig in [SIGTERM, SIGINT] {
+            SignalWatcher.handle(sig) { server.log.event("signal", ["signal": sig == SIGTERM ? "TERM" : "INT"]); server.stop() }
         }
         if let log = server.auditLog {
             server.log.event("audit_log", ["path": log.path, "entries": String(log.count),
@@ -42,9 +39,7 @@ enum AgentCommand {
         }
         // With the other logs, on stderr (journald keeps both; stdout stays empty).
         FileHandle.standardError.write(Data("fedmix-agent: site \(config.site) listening on \(config.host):\(server.port)\n".utf8))
-        // Keeps the signal sources alive while serving (`_ = sources` after
-        // serve() let optimized builds release them early: SIGTERM was lost).
-        withExtendedLifetime(sources) { server.serve() }
+        server.serve()
         server.auditLog?.close()
         return 0
     }
