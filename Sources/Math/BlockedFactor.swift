@@ -11,12 +11,19 @@ public struct BlockedFactor {
     /// L₂₁ before Λt: per level Y_l = F_l⁻¹T₁ᵀ ZT_l, r₁ values per crossing
     /// entry, laid out like the blocks' crossValues.
     var crossing: [Double] = []
+    /// A nested chain's per-level F and Y (NestedBlockedFactor.swift), and its factors' T.
+    var chainFactors: [[Double]] = []
+    var chainCross: [[Double]] = []
+    var chainT: [Matrix] = []
     var lambdaT: Matrix          // tail Λ
     var lt: Matrix               // tail factor
     public private(set) var logDet = 0.0
 
     /// Number of random effects at the site.
-    public var dimension: Int { (blocks.first.map { $0.levels * $0.dimension } ?? 0) + blocks.tailDimension }
+    public var dimension: Int {
+        (blocks.first.map { $0.levels * $0.dimension } ?? 0) + (blocks.nested?.factors.reduce(0) { $0 + $1.levels * $1.dimension } ?? 0)
+            + blocks.tailDimension
+    }
 
     public init(_ b: SiteBlocks, structure: CovarianceStructure, theta: [Double]) throws {
         blocks = b
@@ -65,12 +72,19 @@ public struct BlockedFactor {
             diagonal = diag
             crossing = cross
             for k in 0..<(td * td) { mtt.data[k] = MTT.base[k] }
+        } else if let chain = b.nested {
+            let c = try Self.chainFactor(chain, structure: structure, theta: theta, tailDimension: td)
+            chainFactors = c.factors
+            chainCross = c.cross
+            chainT = chain.factors.map { structure.factorMatrix($0.factor, theta: theta) }
+            mtt.data = c.tailUpdate
+            ld += c.logDet
         }
         let gtt = Matrix(rows: td, cols: td, data: b.tt)
         var btt = Dense.multiply(Dense.transpose(lam), Dense.multiply(gtt, lam))
         for i in 0..<td { btt[i, i] += 1 }
         // the first block's crossings enter after Λt: Y = L⁻¹T1ᵀG1t, so subtract Λtᵀ(YᵀY)Λt
-        if b.first != nil {
+        if b.first != nil || b.nested != nil {
             let corr = Dense.multiply(Dense.transpose(lam), Dense.multiply(mtt, lam))
             for k in 0..<btt.data.count { btt.data[k] -= corr.data[k] }
         }
@@ -110,6 +124,7 @@ public struct BlockedFactor {
 
     /// Solves M x = c (c and x in the blocks' random-effects order).
     public func solve(_ c: [Double]) -> [Double] {
+        if blocks.nested != nil { return chainSolve(c) }
         let td = blocks.tailDimension
         let n1 = dimension - td
         var x = c
@@ -154,6 +169,7 @@ public struct BlockedFactor {
     /// tail (`tail`, dense). Returns the two parts of L⁻¹x (the other levels'
     /// parts are zero): per-row leverages and traces cost O(r1² + td²).
     public func solveLower(level l: Int?, first v1: [Double], tail vt: [Double]) -> (first: [Double], tail: [Double]) {
+        precondition(blocks.nested == nil, "solveLower(level:) is for the first-factor layout; a nested chain solves with solve(_:)")
         var rhs = vt
         var y: [Double] = []
         if let l, let lb = blocks.first {

@@ -261,6 +261,14 @@ extension GLMMSite {
         let tcols = buffer.ints(max(tailWidth, 1))
         let tvals = buffer.doubles(max(tailWidth, 1))
         let firstFactor = fb?.factor
+        // A nested chain's per-level sums as jets (NestedChain.Factor's layouts), in an arena for NestedElimination.
+        let chain = m.factor.blocks.nested?.factors ?? []
+        let arena = JetArena(width: W)
+        let chainZZ = chain.map { arena.doubles($0.levels * $0.dimension * $0.dimension * W) }
+        let chainCross = chain.map { arena.doubles($0.levels * $0.dimension * $0.crossWidth * W) }
+        var coarserOffset = [0]          // a row's coarser values: the chain factors' z, then the tail
+        for f in chain { coarserOffset.append(coarserOffset[coarserOffset.count - 1] + f.dimension) }
+        let coarser = buffer.doubles(max(coarserOffset.last! + td, 1))
         try tt.storage.withUnsafeMutableBufferPointer { ttp in
             let TT = ttp.baseAddress!
             for i in 0..<data.rows {
@@ -282,6 +290,30 @@ extension GLMMSite {
                         if f == 0 { continue }
                         let dst = TT + (tcols[a] + tcols[b] * td) * W
                         for k in 0..<W { dst[k] += f * T2[k] }
+                    }
+                }
+                if !chain.isEmpty {
+                    let vt = coarserOffset[chain.count]
+                    for (k, f) in chain.enumerated() {
+                        for a in 0..<f.dimension { coarser[coarserOffset[k] + a] = data.z[f.factor][i * f.dimension + a] }
+                    }
+                    for q in 0..<td { coarser[vt + q] = 0 }
+                    for b in 0..<nt2 { coarser[vt + tcols[b]] = tvals[b] }
+                    for (k, f) in chain.enumerated() {
+                        let r = f.dimension, c = f.crossWidth, l = data.levels[f.factor][i], zk = coarser + coarserOffset[k]
+                        let zzl = chainZZ[k] + l * r * r * W, crl = chainCross[k] + l * r * c * W, co = coarser + coarserOffset[k + 1]
+                        for b in 0..<r { for a in 0..<r {
+                            let f = zk[a] * zk[b]
+                            if f == 0 { continue }
+                            let dst = zzl + (a + b * r) * W
+                            for q in 0..<W { dst[q] += f * T2[q] }
+                        } }
+                        for b in 0..<c { for a in 0..<r {
+                            let f = zk[a] * co[b]
+                            if f == 0 { continue }
+                            let dst = crl + (a + b * r) * W
+                            for q in 0..<W { dst[q] += f * T2[q] }
+                        } }
                     }
                 }
                 guard let f1 = firstFactor, let fb else { continue }
@@ -351,6 +383,17 @@ extension GLMMSite {
                         } }
                     }
                 }
+            }
+        }
+        if !chain.isEmpty {
+            // log|M|, level by level over the chain (finest first), leaving Σ YᵀY to subtract from the tail.
+            let T = chain.map { arena.block(copying: s.factorJet($0.factor, theta: theta, space: space, parameterMap: thetaMap)) }
+            let sums = NestedElimination.Sums(zz: chainZZ, zw: chain.map { _ in arena.doubles(0) }, cross: chainCross)
+            let r = try NestedElimination.eliminate(chain, sums: sums, factorJets: T, width: 0, tailDimension: td, arena: arena,
+                                                    ops: arena.ops(kernel))
+            for k in 0..<W { out[k] += r.logDet[k] }
+            tt.storage.withUnsafeMutableBufferPointer { ttp in
+                for k in 0..<(td * td * W) { ttp[k] -= r.tt.base[k] }
             }
         }
         guard td > 0 else { return }

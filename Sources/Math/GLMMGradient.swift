@@ -52,6 +52,7 @@ extension GLMMSite {
 
     /// The exact gradient of D_k in (θ…, β…) at the modes `m` (Laplace only).
     func laplaceGradient(theta: [Double], beta: [Double], modes m: Modes) throws -> [Double] {
+        precondition(data.chain == nil, "the adjoint gradient is for the first-factor layout; a nested chain's comes from exactJet")
         if firstFactorIndex == nil { return try tailOnlyGradient(theta: theta, beta: beta, modes: m) }
         let s = data.structure
         let nt = theta.count, p = data.p

@@ -31,12 +31,16 @@ public struct GLMMSiteData: Sendable {
     public var levelCounts: [Int]
     /// Per factor: rows × r_f random-effects values, row-major.
     public var z: [[Double]]
+    /// The within-site factors, finest first, when they are nested and held
+    /// level by level (NestedChain.order; SiteDesign's rule); nil for the
+    /// first-factor layout (one factor per level, the rest dense).
+    public var chain: [Int]?
 
     public init(family: GLMFamily, structure: CovarianceStructure, siteFactor: Int?, p: Int, x: [Double], y: [Double],
-                n: [Double], offset: [Double], levels: [[Int]], levelCounts: [Int], z: [[Double]]) {
+                n: [Double], offset: [Double], levels: [[Int]], levelCounts: [Int], z: [[Double]], chain: [Int]? = nil) {
         self.family = family; self.structure = structure; self.siteFactor = siteFactor
         rows = y.count; self.p = p; self.x = x; self.y = y; self.n = n; self.offset = offset
-        self.levels = levels; self.levelCounts = levelCounts; self.z = z
+        self.levels = levels; self.levelCounts = levelCounts; self.z = z; self.chain = chain
     }
 }
 
@@ -81,17 +85,24 @@ public final class GLMMSite: Sendable {
 
     public init(_ data: GLMMSiteData) {
         self.data = data
-        let b = SiteBlocksBuilder(structure: data.structure, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor).finish()
+        let b = data.chain.map { Self.chainLayout(data, chain: $0) }
+            ?? SiteBlocksBuilder(structure: data.structure, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor).finish()
         layout = b
         var offsets = [Int](repeating: 0, count: data.structure.factorCount)
-        let n1 = b.first.map { $0.levels * $0.dimension } ?? 0
+        var n1 = b.first.map { $0.levels * $0.dimension } ?? 0
         if let f = b.first { offsets[f.factor] = 0 }
+        for f in b.nested?.factors ?? [] { offsets[f.factor] = n1; n1 += f.levels * f.dimension }
         for t in b.tail { offsets[t.factor] = n1 + t.offset }
         uOffsets = offsets
     }
 
     /// Number of random effects at the site.
-    public var dimension: Int { (layout.first.map { $0.levels * $0.dimension } ?? 0) + layout.tailDimension }
+    public var dimension: Int {
+        (layout.first.map { $0.levels * $0.dimension } ?? 0) + (layout.nested?.factors.reduce(0) { $0 + $1.levels * $1.dimension } ?? 0)
+            + layout.tailDimension
+    }
+    /// The chain's shape (levels, dimensions, parents), when the site holds one.
+    public var chainLayout: NestedChain? { layout.nested }
     var firstDimension: Int { layout.first.map { $0.levels * $0.dimension } ?? 0 }
     var firstFactorIndex: Int? { layout.first?.factor }
     var layoutTailDimension: Int { layout.tailDimension }
@@ -185,7 +196,7 @@ public final class GLMMSite: Sendable {
             var muEtas = [Double](repeating: 0, count: data.rows)
             var weights = [Double](repeating: 0, count: data.rows)
             let blocks: SiteBlocks
-            if layout.first == nil {
+            if layout.first == nil && layout.nested == nil {
                 // Only few-level factors (the site itself): accumulate the dense
                 // tail directly, without per-row work beyond the sums.
                 let td = layout.tailDimension
@@ -251,7 +262,11 @@ public final class GLMMSite: Sendable {
             // c = Λᵀ ZᵀW r − u
             var zwr = [Double](repeating: 0, count: q)
             if let lb = blocks.first { for k in 0..<(lb.levels * lb.dimension) { zwr[k] = lb.zw[k] } }
-            let n1 = blocks.first.map { $0.levels * $0.dimension } ?? 0
+            var n1 = blocks.first.map { $0.levels * $0.dimension } ?? 0
+            for f in blocks.nested?.factors ?? [] {
+                for k in 0..<(f.levels * f.dimension) { zwr[n1 + k] = f.zw[k] }
+                n1 += f.levels * f.dimension
+            }
             for k in 0..<blocks.tailDimension { zwr[n1 + k] = blocks.tw[k] }
             var c = [Double](repeating: 0, count: q)
             for f in 0..<nf {
@@ -286,11 +301,28 @@ public final class GLMMSite: Sendable {
         }
     }
 
+    /// The chain layout's shape: the chain's factors with their parents
+    /// (from the rows' levels), and the dense tail; no sums.
+    static func chainLayout(_ data: GLMMSiteData, chain: [Int]) -> SiteBlocks {
+        var b = SiteBlocks.nested(structure: data.structure, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor,
+                                  chain: chain, w: [[]], levels: data.levels, z: [])
+        for k in 0..<(chain.count - 1) {
+            for (l, a) in zip(data.levels[chain[k]], data.levels[chain[k + 1]]) { b.nested!.factors[k].parent[l] = a }
+        }
+        for k in b.nested!.factors.indices { b.nested!.factors[k].zz = []; b.nested!.factors[k].zw = []; b.nested!.factors[k].cross = [] }
+        return b
+    }
+
     /// The blocks of ZᵀWZ and ZᵀW r in the site's layout: row i enters with
     /// √w_i z_i and the response √w_i r_i (`responses`; zero when nil).
     func weightedBlocks(rootWeights: [Double], responses: [Double]?) -> SiteBlocks {
         let s = data.structure, nf = s.factorCount
         let dims = (0..<nf).map { s.factorDimension($0) }
+        if let chain = data.chain {
+            let z = (0..<nf).map { f in (0..<dims[f]).map { a in (0..<data.rows).map { i in data.z[f][i * dims[f] + a] * rootWeights[i] } } }
+            return SiteBlocks.nested(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor, chain: chain,
+                                     w: [responses ?? [Double](repeating: 0, count: data.rows)], levels: data.levels, z: z)
+        }
         var builder = SiteBlocksBuilder(structure: s, width: 1, levelCounts: data.levelCounts, siteFactor: data.siteFactor)
         var zrow: [[Double]] = dims.map { [Double](repeating: 0, count: $0) }
         var lv = [Int](repeating: 0, count: nf)

@@ -37,7 +37,33 @@ enum NestedElimination {
             for (i, x) in values.enumerated() { p[i * w] = x }
             return p
         }
-        let kzz = fs.map { jets($0.zz) }, kzw = fs.map { jets($0.zw) }, kc = fs.map { jets($0.cross) }
+        let sums = Sums(zz: fs.map { jets($0.zz) }, zw: fs.map { jets($0.zw) }, cross: fs.map { jets($0.cross) })
+        let r = try eliminate(fs, sums: sums, factorJets: T, width: width, tailDimension: td, arena: arena, ops: ops)
+        return LMMSite.LevelSums(tt: JetMatrix(r.tt, space: space), tw: JetMatrix(r.tw, space: space),
+                                 ww: JetMatrix(r.ww, space: space), logDet: ScalarJet(r.logDet, space: space))
+    }
+
+    /// Per chain factor, its levels' sums as jets (K, K_w, K_coarser in
+    /// NestedChain.Factor's layouts, `arena.width` numbers an entry); the
+    /// elimination overwrites the coarser factors' sums.
+    struct Sums {
+        var zz: [UnsafeMutablePointer<Double>]
+        var zw: [UnsafeMutablePointer<Double>]
+        var cross: [UnsafeMutablePointer<Double>]
+    }
+
+    /// The elimination on jet-valued sums (the LMM's are θ-free values; a
+    /// GLMM's depend on (θ, β) through the weights). `factors` supplies the
+    /// chain's shape (levels, dimension, parent, crossWidth) only, and
+    /// `factorJets` each chain factor's T as a jet. Returns the sums to
+    /// subtract from the tail (tt, tw), those to add to ww, and log|L|².
+    /// With `keep` (per factor: levels·r² and levels·r·crossWidth jets), each
+    /// level's F and Y are copied there, for solves with the factor.
+    static func eliminate<Kn: JetArithmetic>(_ fs: [NestedChain.Factor], sums: Sums, factorJets T: [JetBlock], width: Int,
+                                             tailDimension td: Int, arena: JetArena, ops: JetOps<Kn>,
+                                             keep: [(factor: UnsafeMutablePointer<Double>, cross: UnsafeMutablePointer<Double>)]? = nil) throws -> (tt: JetBlock, tw: JetBlock, ww: JetBlock, logDet: UnsafeMutablePointer<Double>) {
+        let w = arena.width
+        let kzz = sums.zz, kzw = sums.zw, kc = sums.cross
         let TT = arena.block(td, td), TW = arena.block(td, width), WW = arena.block(width, width)
         let logDet = arena.scalar()
         for (k, f) in fs.enumerated() {
@@ -56,6 +82,7 @@ enum NestedElimination {
                 F.addToDiagonal(1)
                 try F.cholesky(ops)
                 F.addLogDiagonal(into: logDet, scale: 2, ops)
+                if let keep { (keep[k].factor + l * r * r * w).update(from: F.base, count: r * r * w) }
                 // XW = F⁻¹ T_kᵀ K_w;  ww += XWᵀXW
                 XW.setZero()
                 XW.addProduct(T[k], transposed: true, Kw, ops)
@@ -66,6 +93,7 @@ enum NestedElimination {
                 Y.setZero()
                 Y.addProduct(T[k], transposed: true, Kc, ops)
                 Y.solveLower(F, ops)
+                if let keep { (keep[k].cross + l * r * c * w).update(from: Y.base, count: r * c * w) }
                 YY.setZero()
                 YY.addProduct(Y, transposed: true, Y, ops)
                 YW.setZero()
@@ -84,8 +112,7 @@ enum NestedElimination {
                 add(YW, rows: o, cols: 0, into: TW.base, td, width, w)
             }
         }
-        return LMMSite.LevelSums(tt: JetMatrix(TT, space: space), tw: JetMatrix(TW, space: space),
-                                 ww: JetMatrix(WW, space: space), logDet: ScalarJet(logDet, space: space))
+        return (TT, TW, WW, logDet)
     }
 
     /// dst (m×n) −= src[i0..<i0+m, j0..<j0+n].

@@ -142,8 +142,8 @@ public struct SiteDesign: Sendable {
             return crossed.present(factor: f)?.count ?? levelCounts[f]
         }
         let local = crossed.isEmpty ? nil : crossed.localFactors
-        // An LMM's nested within-site factors beyond the dense tail's cap are held level by level (NestedChain).
-        let nestedChain = family == nil && crossed.isEmpty ? Self.nestedChain(spec, levelCounts: levelCounts, levels: levels) : nil
+        // Nested within-site factors beyond the dense tail's cap are held level by level (NestedChain), LMM or GLMM.
+        let nestedChain = crossed.isEmpty ? Self.nestedChain(spec, levelCounts: levelCounts, levels: levels) : nil
         if nestedChain == nil {
             try Self.checkTail(spec.localModel, levelCounts: local.map { $0.map { levelCounts[$0] } } ?? levelCounts)
         }
@@ -196,7 +196,7 @@ public struct SiteDesign: Sendable {
             model = .generalized(GLMMSite(GLMMSiteData(
                 family: family, structure: spec.covarianceStructure, siteFactor: spec.siteFactorIndex, p: fixed.count,
                 x: Self.rowMajor(fixed, rows: rowCount), y: g.y, n: g.n, offset: offset ?? [Double](repeating: 0, count: rowCount),
-                levels: levels, levelCounts: levelCounts, z: z.map { Self.rowMajor($0, rows: rowCount) })))
+                levels: levels, levelCounts: levelCounts, z: z.map { Self.rowMajor($0, rows: rowCount) }, chain: nestedChain)))
         } else {
             // [X y]; the offset is subtracted from the response, and prior
             // weights scale every row of [X y] and Z by √w (DESIGN.md).
@@ -370,7 +370,7 @@ extension SiteDesign {
     static func checkTail(_ spec: ModelSpec, levelCounts: [Int]) throws {
         let td = SiteBlocksBuilder.tailDimension(structure: spec.covarianceStructure, levelCounts: levelCounts, siteFactor: spec.siteFactorIndex)
         guard td <= ProtocolLimits.maxTailDimension else {
-            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site and are not nested in one another (or the model is a GLMM); at most \(ProtocolLimits.maxTailDimension) such effects are supported (they are held densely). Nest the within-site factors (e.g. site/patient/episode), or group the second factor more coarsely")
+            throw ModelFrameError.unsupported("the model's grouping factors other than the one with the most groups have \(td) random effects together at this site and are not nested in one another; at most \(ProtocolLimits.maxTailDimension) such effects are supported (they are held densely). Nest the within-site factors (e.g. site/patient/episode), or group the second factor more coarsely")
         }
     }
 
@@ -380,10 +380,20 @@ extension SiteDesign {
     /// the cap keep the dense layout, so those fits are unchanged.
     static func nestedChain(_ spec: ModelSpec, levelCounts: [Int], levels: [[Int]]) -> [Int]? {
         let s = spec.covarianceStructure, sf = spec.siteFactorIndex
-        guard SiteBlocksBuilder.tailDimension(structure: s, levelCounts: levelCounts, siteFactor: sf) > ProtocolLimits.maxTailDimension,
+        guard SiteBlocksBuilder.tailDimension(structure: s, levelCounts: levelCounts, siteFactor: sf) > nestedTailThreshold,
               let chain = NestedChain.order(structure: s, levelCounts: levelCounts, siteFactor: sf, levels: levels) else { return nil }
         let rest = (0..<s.factorCount).filter { !chain.contains($0) }.reduce(0) { $0 + levelCounts[$1] * s.factorDimension($1) }
         return rest <= ProtocolLimits.maxTailDimension ? chain : nil
+    }
+
+    /// The dense tail's size above which nested factors are held level by
+    /// level: ProtocolLimits.maxTailDimension, or lower when the environment
+    /// sets FEDMIX_NESTED_TAIL_THRESHOLD (tests and benchmarks use it to run
+    /// the chain on small data; the answer is the same either way).
+    static var nestedTailThreshold: Int {
+        let cap = ProtocolLimits.maxTailDimension
+        guard let v = ProcessInfo.processInfo.environment["FEDMIX_NESTED_TAIL_THRESHOLD"].flatMap(Int.init) else { return cap }
+        return min(max(v, 0), cap)
     }
 
     /// Variables the design reads through a level indicator (factors), in first-use order.
