@@ -23,6 +23,8 @@ enum BenchCommand {
         case egsingle
         /// Visits in episodes in patients, 20,000 patients at each of 3 sites (BenchNested.swift).
         case nested
+        /// The same design with a binary outcome, a GLMM through the nested chain (BenchNested.swift).
+        case nestedGLMM = "nested-glmm"
         /// 2,000 surgeons crossed with 20 hospitals (BenchSurgeons.swift).
         case surgeons
         /// The same surgeons with a binary outcome, a crossed GLMM (BenchSurgeonsGLMM.swift).
@@ -39,6 +41,7 @@ enum BenchCommand {
             case .ohio: return OhioData.formula
             case .egsingle: return EgsingleData.formula
             case .nested: return NestedVisitsData.formula
+            case .nestedGLMM: return NestedVisitsData.glmmFormula
             case .surgeons: return SurgeonsData.formula
             case .surgeonsGLMM: return SurgeonsGLMMData.formula
             case .surgeonWards: return SurgeonWardsData.formula
@@ -47,20 +50,22 @@ enum BenchCommand {
         }
         var options: FitOptions {
             switch self {
-            case .binary, .surgeonsGLMM, .surgeonWardsGLMM: return FitOptions(family: .binomial)
+            case .binary, .surgeonsGLMM, .surgeonWardsGLMM, .nestedGLMM: return FitOptions(family: .binomial)
             case .ohio: return FitOptions(family: .binomial, nAGQ: OhioData.nAGQ)
             case .slope, .patient, .egsingle, .nested, .surgeons, .surgeonWards: return FitOptions(method: .reml)
             }
         }
-        var isGLMM: Bool { self == .binary || self == .ohio || self == .surgeonsGLMM || self == .surgeonWardsGLMM }
+        var isGLMM: Bool { self == .binary || self == .ohio || self == .surgeonsGLMM || self == .surgeonWardsGLMM || self == .nestedGLMM }
+        /// Its patients per site are --patients.
+        var takesPatients: Bool { self == .nested || self == .nestedGLMM }
         /// Its surgeons are --surgeons.
         var takesSurgeons: Bool { self == .surgeonsGLMM || self == .surgeonWardsGLMM }
         /// A data set of its own (its rows and sites, not --rows and --sites): measured once.
-        var hasOwnRows: Bool { self == .ohio || self == .egsingle || self == .nested || self == .surgeons || self == .surgeonsGLMM || self == .surgeonWards || self == .surgeonWardsGLMM }
+        var hasOwnRows: Bool { self == .ohio || self == .egsingle || self == .nested || self == .surgeons || self == .surgeonsGLMM || self == .surgeonWards || self == .surgeonWardsGLMM || self == .nestedGLMM }
         /// The models `fedmix bench` runs without --models.
         static let defaults: [Model] = [.slope, .patient, .binary]
         /// lme4's time at 100 000 rows on the reference machine (seconds).
-        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle, .nested, .surgeons, .surgeonsGLMM, .surgeonWards, .surgeonWardsGLMM: return .nan } }
+        var lme4Seconds100k: Double { switch self { case .slope: return 6.5; case .patient: return 5.3; case .binary: return 20; case .ohio, .egsingle, .nested, .nestedGLMM, .surgeons, .surgeonsGLMM, .surgeonWards, .surgeonWardsGLMM: return .nan } }
     }
 
     enum Mode: String, CaseIterable, Codable {
@@ -112,6 +117,8 @@ enum BenchCommand {
         var trace: [FitResult.TracePoint]?
         /// surgeons-glmm, surgeon-wards-glmm: its surgeons (--surgeons).
         var surgeons: Int?
+        /// nested, nested-glmm: patients per site (--patients).
+        var patients: Int?
 
         var designSeconds: Double { describeSeconds + prepareSeconds }
         /// What lme4's timing covers: model frame and design from in-memory rows, and the fit.
@@ -123,8 +130,8 @@ enum BenchCommand {
     static let rowsOption = Option<[Int]>("rows", value: "N[,N...]", help: "rows of each configuration (default 100000,1000000)",
                                           .list(of: .integer(in: 1...Int.max), what: "numbers of rows"))
     static let sitesOption = Option<Int>("sites", value: "K", help: "sites the rows are split over (default 50)", .integer(in: 1...Int.max))
-    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle,nested,surgeons,surgeons-glmm,surgeon-wards,surgeon-wards-glmm (default slope,patient,binary)",
-                                              .list(of: .cases, what: "slope, patient, binary, ohio, egsingle, nested, surgeons, surgeons-glmm, surgeon-wards or surgeon-wards-glmm"))
+    static let modelsOption = Option<[Model]>("models", value: "LIST", help: "which models: slope,patient,binary,ohio,egsingle,nested,nested-glmm,surgeons,surgeons-glmm,surgeon-wards,surgeon-wards-glmm (default slope,patient,binary)",
+                                              .list(of: .cases, what: "slope, patient, binary, ohio, egsingle, nested, nested-glmm, surgeons, surgeons-glmm, surgeon-wards or surgeon-wards-glmm"))
     static let modesOption = Option<[Mode]>("modes", value: "LIST", help: "in-process, federated, federated-audit (default in-process,federated)",
                                             .list(of: .cases, what: "in-process, federated or federated-audit"))
     static let repeatOption = Option<Int>("repeat", value: "R", help: "keep the fastest of R runs of each configuration (default 1)", .integer(in: 1...Int.max))
@@ -132,6 +139,7 @@ enum BenchCommand {
     static let json = Flag("json", help: "also print every measurement as one JSON line")
     static let lme4 = Flag("lme4", help: "also time lme4 (lmer or glmer) on the same rows and print the ratio (needs Rscript with lme4)")
     static let noIsolate = Flag("no-isolate", help: "run every configuration in this process (peak memory is then cumulative)")
+    static let patientsOption = Option<Int>("patients", value: "N", help: "patients per site of the nested and nested-glmm models (default 20000)", .integer(in: 10...1_000_000))
     static let surgeonsOption = Option<Int>("surgeons", value: "N", help: "surgeons of the surgeons-glmm and surgeon-wards-glmm models (default 2000), each at 2–4 of 20 hospitals", .integer(in: 40...100_000))
     static let single = Option<String>("single", value: "ROWS:SITES:MODEL:MODE",
                                        help: "internal: measure one configuration and print its result line (what each child process runs)")
@@ -147,7 +155,8 @@ enum BenchCommand {
         Each configuration runs in a child process so that its peak memory (getrusage ru_maxrss) is its own.
         ohio (geepack's, one child per site, nAGQ 12) and egsingle (mlmRev's growth model, one school per site,
         children nested) and nested (\(NestedVisitsData.formula), \(NestedVisitsData.patientsPerSite) patients at each of
-        \(NestedVisitsData.sites) sites, 1–3 episodes of 1–3 visits each) and surgeons (\(SurgeonsData.formula), \(SurgeonsData.surgeons) surgeons
+        \(NestedVisitsData.sites) sites, 1–3 episodes of 1–3 visits each; nested-glmm the same design with \(NestedVisitsData.glmmFormula),
+        binomial; --patients sets the patients per site of both) and surgeons (\(SurgeonsData.formula), \(SurgeonsData.surgeons) surgeons
         crossed with \(SurgeonsData.hospitals) hospitals, each at 2–4 of them; surgeons-glmm the same design with \(SurgeonsGLMMData.formula),
         binomial; surgeon-wards the same rows with
         \(SurgeonWardsData.wardsPerHospital.lowerBound)–\(SurgeonWardsData.wardsPerHospital.upperBound) wards per hospital, \(SurgeonWardsData.formula); surgeon-wards-glmm
@@ -157,12 +166,13 @@ enum BenchCommand {
         agents' CSV reading rate (MB/s) on the same rows.
         FEDMIX_BENCH_CHILD=/path/to/fedmix measures another build with this one's report.
         """,
-        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, surgeonsOption, json, noIsolate, single, lme4],
+        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, surgeonsOption, patientsOption, json, noIsolate, single, lme4],
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
         let seed = a.value(seedOption, default: 20260101)
         let surgeons = a.value(surgeonsOption, default: SurgeonsGLMMData.surgeons)
+        let patients = a.value(patientsOption, default: NestedVisitsData.patientsPerSite)
         if let single = a.value(single) {
             // Child: one configuration, one result line.
             try a.refuse([rowsOption, sitesOption, modelsOption, modesOption, repeatOption, json, noIsolate, lme4],
@@ -172,7 +182,7 @@ enum BenchCommand {
                   let model = Model(rawValue: parts[2]), let mode = Mode(rawValue: parts[3]) else {
                 throw ArgumentError("--single ROWS:SITES:MODEL:MODE")
             }
-            let m = try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: true, surgeons: surgeons)
+            let m = try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: true, surgeons: surgeons, patients: patients)
             let data = try JSONEncoder().encode(m)
             print(resultPrefix + String(decoding: data, as: UTF8.self))
             return 0
@@ -202,8 +212,9 @@ enum BenchCommand {
                     var runs: [Measurement] = []
                     for _ in 0..<repeats {
                         runs.append(isolate
-                            ? try runChild(rows: rows, sites: sites, model: model, mode: mode, seed: seed, surgeons: surgeons)
-                            : try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: false, surgeons: surgeons))
+                            ? try runChild(rows: rows, sites: sites, model: model, mode: mode, seed: seed, surgeons: surgeons, patients: patients)
+                            : try measure(rows: rows, sites: sites, model: model, mode: mode, seed: seed, isolated: false, surgeons: surgeons,
+                                          patients: patients))
                     }
                     var m = runs.min { $0.generateSeconds + $0.analysisSeconds < $1.generateSeconds + $1.analysisSeconds }!
                     m.peakRSSBytes = runs.map(\.peakRSSBytes).max()!
@@ -227,12 +238,13 @@ enum BenchCommand {
     // MARK: one configuration
 
     static func measure(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, isolated: Bool,
-                        surgeons: Int = SurgeonsGLMMData.surgeons) throws -> Measurement {
+                        surgeons: Int = SurgeonsGLMMData.surgeons, patients: Int = NestedVisitsData.patientsPerSite) throws -> Measurement {
         let t0 = monotonicSeconds(), c0 = cpuSeconds()
         let tables: [(site: String, table: DataTable)] = {
             if model == .ohio { return OhioData.load(seed: seed).tables }
             if model == .egsingle { return EgsingleData.load(seed: seed).tables }
-            if model == .nested { return NestedVisitsData.load(seed: seed) }
+            if model == .nested { return NestedVisitsData.load(seed: seed, patients: patients) }
+            if model == .nestedGLMM { return NestedVisitsData.load(seed: seed, patients: patients, binary: true) }
             if model == .surgeons { return SurgeonsData.load(seed: seed) }
             if model == .surgeonsGLMM { return SurgeonsGLMMData.load(seed: seed, surgeons: surgeons) }
             if model == .surgeonWards { return SurgeonWardsData.load(seed: seed) }
@@ -291,7 +303,8 @@ enum BenchCommand {
             bytesReceived: federation.bytesReceived.reduce(0, +) - received0,
             peakRSSBytes: peakRSS(), cpuSeconds: [cGenerated - c0, c2 - c1, c3 - c2, cp - c3, c4 - cp], peakRSSByPhase: peaks + [clock.peakAtPrepare ?? 0], objective: result.objective, theta: result.theta,
             beta: result.fixedEffects.map(\.estimate), sigma: result.sigma, converged: result.converged,
-            messages: result.messages, isolated: isolated, trace: result.trace, surgeons: model.takesSurgeons ? surgeons : nil)
+            messages: result.messages, isolated: isolated, trace: result.trace, surgeons: model.takesSurgeons ? surgeons : nil,
+            patients: model.takesPatients ? patients : nil)
     }
 
     /// A site's rows as the table an agent would have read.
@@ -302,12 +315,13 @@ enum BenchCommand {
 
     /// Runs one configuration in a child process (`fedmix bench --single …`).
     /// FEDMIX_BENCH_CHILD names another fedmix build to measure (to compare builds).
-    static func runChild(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, surgeons: Int) throws -> Measurement {
+    static func runChild(rows: Int, sites: Int, model: Model, mode: Mode, seed: UInt64, surgeons: Int, patients: Int) throws -> Measurement {
         let p = Process()
         let executable = ProcessInfo.processInfo.environment["FEDMIX_BENCH_CHILD"]
             ?? Bundle.main.executablePath ?? CommandLine.arguments[0]
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["bench", "--single", "\(rows):\(sites):\(model.rawValue):\(mode.rawValue)", "--seed", String(seed), "--surgeons", String(surgeons)]
+        p.arguments = ["bench", "--single", "\(rows):\(sites):\(model.rawValue):\(mode.rawValue)", "--seed", String(seed), "--surgeons", String(surgeons),
+                       "--patients", String(patients)]
         let out = Pipe()
         p.standardOutput = out
         try p.run()
@@ -342,7 +356,7 @@ enum BenchCommand {
         if let c = m.cpuSeconds, c.count == 5 {
             out += "      CPU      generation \(secs(c[0])), describe \(secs(c[2])), prepare \(secs(c[3])), fitting \(secs(c[4])) (all threads)\n"
         }
-        out += "      fit      \(m.evaluations) criterion evaluations, \(m.rounds) rounds (+1 describe), \(m.model == .binary ? "Laplace objective (−2 log L)" : m.model == .ohio ? "AGQ objective (−2 log L)" : "REML criterion") \(String(format: "%.6f", m.objective))\(m.converged ? "" : ", NOT CONVERGED")\n"
+        out += "      fit      \(m.evaluations) criterion evaluations, \(m.rounds) rounds (+1 describe), \(m.model == .ohio ? "AGQ objective (−2 log L)" : m.model.isGLMM ? "Laplace objective (−2 log L)" : "REML criterion") \(String(format: "%.6f", m.objective))\(m.converged ? "" : ", NOT CONVERGED")\n"
         for msg in m.messages { out += "               \(msg)\n" }
         out += "               β = [\(m.beta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], θ = [\(m.theta.map { String(format: "%.4f", $0) }.joined(separator: ", "))], σ = \(String(format: "%.4f", m.sigma))\n"
         out += "      traffic  sent \(bytes(m.bytesSent)), received \(bytes(m.bytesReceived)) (coordinator side, describe to finalize)\n"

@@ -100,7 +100,10 @@ enum Lme4Timing {
             csv = "schoolid,childid,year,math\n" + EgsingleData.load(seed: seed).rows.map { "\($0.school),\($0.child),\($0.year),\($0.math)" }.joined(separator: "\n") + "\n"
         case .nested:
             fit = "lmer(y ~ x + (1 | site/patient/episode), data = d, REML = TRUE)"
-            csv = NestedVisitsData.csv(seed: seed)
+            csv = NestedVisitsData.csv(seed: seed, patients: m.patients ?? NestedVisitsData.patientsPerSite)
+        case .nestedGLMM:
+            fit = "glmer(\(NestedVisitsData.glmmFormula), family = binomial, data = d)"
+            csv = NestedVisitsData.csv(seed: seed, patients: m.patients ?? NestedVisitsData.patientsPerSite, binary: true)
         case .surgeons:
             fit = "lmer(\(SurgeonsData.formula), data = d, REML = TRUE)"
             csv = SurgeonsData.csv(seed: seed)

@@ -141,6 +141,7 @@ final class ExecutableTests: XCTestCase {
             Entry("bench", ["--models", "--surgeons", "--lme4"], ExecutableTests.benchSurgeonsGLMMBesideGlmer),
             Entry("bench", ["--models", "--lme4"], ExecutableTests.benchSurgeonWardsBesideLme4),
             Entry("bench", ["--models", "--surgeons", "--lme4"], ExecutableTests.benchSurgeonWardsGLMMBesideGlmer),
+            Entry("bench", ["--models", "--patients", "--lme4"], ExecutableTests.benchNestedGLMMBesideGlmer),
             Entry("bench", ["--models", "--modes", "--rows"], ExecutableTests.benchCSVIngest),
             Entry("bench-network", ["--agents", "--rows", "--seed", "--serve-agents"], ExecutableTests.benchNetworkSmall),
             Entry("bench-network", ["--analysts", "--agents", "--rows"], ExecutableTests.benchNetworkAnalysts),
@@ -1005,7 +1006,7 @@ final class ExecutableTests: XCTestCase {
         XCTAssertTrue(benchLines(try fedmix(["bench", "--rows", "200", "--sites", "4", "--models", "slope", "--modes", "in-process", "--no-isolate"]).out).isEmpty,
                       "no JSON without --json")
         try fedmixUsageError(["bench", "--rows", "30", "--sites", "4"], "every --rows must be at least 10 rows per site (--sites 4)")
-        try fedmixUsageError(["bench", "--models", "slpoe"], "--models takes slope, patient, binary, ohio, egsingle, nested, surgeons, surgeons-glmm, surgeon-wards or surgeon-wards-glmm, separated by commas")
+        try fedmixUsageError(["bench", "--models", "slpoe"], "--models takes slope, patient, binary, ohio, egsingle, nested, nested-glmm, surgeons, surgeons-glmm, surgeon-wards or surgeon-wards-glmm, separated by commas")
         try fedmixUsageError(["bench", "--modes", "federated,"], "--modes takes in-process, federated or federated-audit, separated by commas")
         try fedmixUsageError(["bench", "--rows", "1e5"], "--rows takes numbers of rows, separated by commas")
     }
