@@ -30,6 +30,9 @@
 //     factor (q r + td² each);
 //   - the objective as a jet: R · w · (r² + r + 4), and its log-determinant
 //     w · (4 Σ_f levels_f r_f³ + td³); with nAGQ > 1, R · nAGQ · 3w more.
+//   A nested chain (GLMMSiteData.chain) leaves only the factors outside it
+//   in td, and its elimination costs Σ_chain levels · r (r + C)² (C: the
+//   coarser effects a level meets) wherever td³ is counted.
 //   answer: w numbers.
 // Prepare: rows · (p + 1 + Σr)² to build the sums.
 // Finalize: one evaluation at order 0.
@@ -110,16 +113,25 @@ public struct RequestCost: Sendable, Equatable, CustomStringConvertible {
         let sizes = (0..<s.factorCount).map { Double(d.levelCounts[$0]) * dims[$0] }
         let largest = sizes.max() ?? 0
         let q = sizes.reduce(0, +)
-        let td = q - largest
+        var td = q - largest, dense = td * td * td
+        if let chain = d.chain {
+            td = q - chain.reduce(0) { $0 + sizes[$1] }
+            dense = td * td * td
+            var coarser = td
+            for f in chain.reversed() {
+                dense += Double(d.levelCounts[f]) * dims[f] * (dims[f] + coarser) * (dims[f] + coarser)
+                coarser += dims[f]
+            }
+        }
         var levelWork = 0.0
         for f in 0..<s.factorCount { levelWork += Double(d.levelCounts[f]) * dims[f] * dims[f] * dims[f] }
         let p = Double(d.p), rows = Double(d.rows), k = p + r + 1
-        var work = 10 * (rows * k * k + td * td * td + levelWork) + rows * Double(max(nAGQ, 1)) * k
+        var work = 10 * (rows * k * k + dense + levelWork) + rows * Double(max(nAGQ, 1)) * k
         if order >= 1 {
             let w = 4 * jetWidth(n, order: order), w1 = 4 * jetWidth(n, order: 1)
             let solve = q * max(dims.max() ?? 1, 1) + td * td
             work += rows * 2 * r * w1 + (order >= 2 ? rows * 2 * r * w : 0) + jetWidth(n, order: order) * solve
-            work += rows * w * (r * r + r + 4) + w * (4 * levelWork + td * td * td)
+            work += rows * w * (r * r + r + 4) + w * (4 * levelWork + dense)
             if nAGQ > 1 { work += rows * Double(nAGQ) * 3 * w }
         }
         let answer = jetWidth(n, order: order) * bytesPerNumber + 256

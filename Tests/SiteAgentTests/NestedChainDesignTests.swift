@@ -52,6 +52,13 @@ final class NestedChainDesignTests: XCTestCase {
         XCTAssertEqual(glmm.data.chain, [0, 1])
         XCTAssertEqual(glmm.chainLayout?.factors.map(\.levels), [4400, 2200])
         XCTAssertEqual(glmm.dimension, 4400 + 2200 + 1)
+        // The cost counts the chain's levels, not a dense tail of 2,201 (about 1e13 multiply-adds):
+        // far below the default budget (1e10).
+        let cost = RequestCost.glmmEvaluate(glmm.data, order: 2, nAGQ: 1).work
+        XCTAssertLessThan(cost, 1e9, "\(cost)")
+        var dense = glmm.data
+        dense.chain = nil
+        XCTAssertGreaterThan(RequestCost.glmmEvaluate(dense, order: 2, nAGQ: 1).work, 1e10)
         // Within the cap the dense layout is kept (those fits are unchanged).
         let small = try XCTUnwrap(try design(a: Array(a[0..<400]), b: Array(b[0..<400]), family: .poisson).glmm)
         XCTAssertNil(small.data.chain)
