@@ -456,6 +456,15 @@ final class TimedChannel: SiteChannel {
         if case .prepare = request { clock.markPrepared() }
         return reply
     }
+    /// FEDMIX_BENCH_UNPIPELINED=1 measures rounds with a thread per site
+    /// (as before pipelined rounds), for comparison in the same build.
+    var pipelines: Bool { inner.pipelines && ProcessInfo.processInfo.environment["FEDMIX_BENCH_UNPIPELINED"] != "1" }
+    func start(_ request: Request, round: Int?) -> PendingCall { inner.start(request, round: round) }
+    func finish(_ pending: PendingCall) throws -> Reply {
+        let reply = try inner.finish(pending)
+        if case .prepare = pending.request { clock.markPrepared() }
+        return reply
+    }
     var bytesSent: Int { inner.bytesSent }
     var bytesReceived: Int { inner.bytesReceived }
     func close() { inner.close() }
