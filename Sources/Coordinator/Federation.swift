@@ -137,11 +137,16 @@ public final class Federation: Sendable {
     private func pipelined<T: Sendable>(_ requests: [Request], number: Int, tick: Double, whileWaiting: @escaping ([Int]) -> Void,
                                         _ answer: @escaping @Sendable (Int, () throws -> Reply) throws -> T) -> [Result<T, any Error>] {
         let channels = self.channels
-        let read = Mutex(0)
-        let outcome = pool.results(1, tick: tick, whileWaiting: { _ in whileWaiting(Array(read.withLock { $0 }..<channels.count)) }) { (_: Int) throws(Never) -> [Result<T, any Error>] in
+        // The sites not read yet, and their calls once started (for the notices: those whose answer has not begun to arrive).
+        let progress = Mutex<(read: Int, pending: [PendingCall])>((0, []))
+        let outcome = pool.results(1, tick: tick, whileWaiting: { _ in
+            let (read, pending) = progress.withLock { ($0.read, $0.pending) }
+            whileWaiting((read..<channels.count).filter { i in i >= pending.count || !channels[i].answerArriving(pending[i]) })
+        }) { (_: Int) throws(Never) -> [Result<T, any Error>] in
             let pending = channels.indices.map { channels[$0].start(requests[$0], round: number) }
+            progress.withLock { $0.pending = pending }
             return channels.indices.map { i in
-                defer { read.withLock { $0 = i + 1 } }
+                defer { progress.withLock { $0.read = i + 1 } }
                 return Result { try answer(i) { try channels[i].finish(pending[i]) } }
             }
         }

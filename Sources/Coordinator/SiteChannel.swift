@@ -39,6 +39,9 @@ public protocol SiteChannel: AnyObject, Sendable {
     /// The answer to a started call; the same answer, failures and
     /// recoveries as `call(request, round:)`.
     func finish(_ pending: PendingCall) throws -> Reply
+    /// Whether the answer to a started call has begun to arrive (for the
+    /// notices of a long round; callable from another thread).
+    func answerArriving(_ pending: PendingCall) -> Bool
 }
 
 /// A request `SiteChannel.start` began: `sent` is nil when nothing was sent
@@ -61,6 +64,7 @@ extension SiteChannel {
     public var pipelines: Bool { false }
     public func start(_ request: Request, round: Int?) -> PendingCall { PendingCall(request: request, round: round) }
     public func finish(_ pending: PendingCall) throws -> Reply { try call(pending.request, round: pending.round) }
+    public func answerArriving(_ pending: PendingCall) -> Bool { false }
 
     /// One batch line through `call`, its sub-requests numbered 1, 2, ….
     public func call(batch requests: [Request], round: Int?) throws -> [Reply] {

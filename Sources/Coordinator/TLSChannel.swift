@@ -156,6 +156,12 @@ public final class TLSChannel: SiteChannel, Sendable {
         return PendingCall(request: request, round: round, sent: Result { try transmit(request, round: round) })
     }
 
+    /// Bytes wait on the connection of a started call (its answer, a sent
+    /// request having been answered before it was started).
+    public func answerArriving(_ pending: PendingCall) -> Bool {
+        link.withLock { $0.connection.hasInputWaiting }
+    }
+
     /// Reads the answer to a started call (see `call(_:round:)`), and lets the channel go.
     public func finish(_ pending: PendingCall) throws -> Reply {
         defer { calling.unlock() }

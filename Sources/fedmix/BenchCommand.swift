@@ -460,6 +460,7 @@ final class TimedChannel: SiteChannel {
     /// (as before pipelined rounds), for comparison in the same build.
     var pipelines: Bool { inner.pipelines && ProcessInfo.processInfo.environment["FEDMIX_BENCH_UNPIPELINED"] != "1" }
     func start(_ request: Request, round: Int?) -> PendingCall { inner.start(request, round: round) }
+    func answerArriving(_ pending: PendingCall) -> Bool { inner.answerArriving(pending) }
     func finish(_ pending: PendingCall) throws -> Reply {
         let reply = try inner.finish(pending)
         if case .prepare = pending.request { clock.markPrepared() }

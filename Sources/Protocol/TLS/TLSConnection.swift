@@ -460,6 +460,15 @@ public final class TLSConnection: @unchecked Sendable {
         return p.revents & (rdhup | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)) != 0
     }
 
+    /// Whether bytes wait in the socket, seen without reading (poll): safe to
+    /// call from another thread while this one waits for something else.
+    public var hasInputWaiting: Bool {
+        let descriptor = fd
+        guard descriptor >= 0 else { return false }
+        var p = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) > 0 && p.revents & Int16(POLLIN) != 0
+    }
+
     /// Runs `body` with the SSL handle (nil once closed).
     func withSSL<T>(_ body: (OpaquePointer?) -> T) -> T { body(ssl) }
 }
