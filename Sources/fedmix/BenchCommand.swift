@@ -458,7 +458,8 @@ final class TimedChannel: SiteChannel {
     }
     /// FEDMIX_BENCH_UNPIPELINED=1 measures rounds with a thread per site
     /// (as before pipelined rounds), for comparison in the same build.
-    var pipelines: Bool { inner.pipelines && ProcessInfo.processInfo.environment["FEDMIX_BENCH_UNPIPELINED"] != "1" }
+    var pipelines: Bool { inner.pipelines && !Self.unpipelined }
+    static let unpipelined = ProcessInfo.processInfo.environment["FEDMIX_BENCH_UNPIPELINED"] == "1"
     func start(_ request: Request, round: Int?) -> PendingCall { inner.start(request, round: round) }
     func answerArriving(_ pending: PendingCall) -> Bool { inner.answerArriving(pending) }
     func finish(_ pending: PendingCall) throws -> Reply {
