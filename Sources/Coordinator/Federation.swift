@@ -98,26 +98,59 @@ public final class Federation: Sendable {
         let started = monotonicNow()
         let every = outstandingReportSeconds
         var nextReport = started + every
-        let all = pool.results(channels.count, tick: min(0.5, every), whileWaiting: { pending in
+        let report: ([Int]) -> Void = { pending in
             guard let reporter = self.reporter, reporter.enabled, monotonicNow() >= nextReport else { return }
             nextReport += every
             let outstanding = pending.map { channels[$0].site }
             guard !outstanding.isEmpty else { return }
             let shown = outstanding.prefix(10).joined(separator: ", ") + (outstanding.count > 10 ? " and \(outstanding.count - 10) more" : "")
             reporter.say("round \(number) (\(requests.first?.typeName ?? "request")): waiting for \(shown) (\(Int(monotonicNow() - started)) s)")
-        }) { i -> T in
+        }
+        let answer: @Sendable (Int, () throws -> Reply) throws -> T = { i, reply in
             defer { let took = monotonicNow() - started; times.withLock { $0[i] = took } }
             let site = channels[i].site
             do {
-                return try Self.settle(try channels[i].call(requests[i], round: number), site: site, unwrap)
+                return try Self.settle(try reply(), site: site, unwrap)
             } catch let f as SiteFailure {
                 throw f
             } catch {
                 throw SiteFailure(site: site, message: "\(error)")
             }
         }
+        let all: [Result<T, any Error>]
+        if channels.allSatisfy(\.pipelines) {
+            all = pipelined(requests, number: number, tick: min(0.5, every), whileWaiting: report, answer)
+        } else {
+            all = pool.results(channels.count, tick: min(0.5, every), whileWaiting: report) { i -> T in
+                try answer(i) { try channels[i].call(requests[i], round: number) }
+            }
+        }
         lastTimes.withLock { $0 = times.withLock { $0 } }
         return try settled(all, requests: requests, number: number)
+    }
+
+    /// A round on one thread of the pool: every site's request is sent, then
+    /// the answers are read in site order (those of later sites wait in their
+    /// sockets meanwhile). Over TLS this replaces a thread per site, woken to
+    /// send and again to read, by one thread that rarely waits: per round,
+    /// not per site, a wake-up on the coordinator's side.
+    private func pipelined<T: Sendable>(_ requests: [Request], number: Int, tick: Double, whileWaiting: @escaping ([Int]) -> Void,
+                                        _ answer: @escaping @Sendable (Int, () throws -> Reply) throws -> T) -> [Result<T, any Error>] {
+        let channels = self.channels
+        // The sites not read yet, and their calls once started (for the notices: those whose answer has not begun to arrive).
+        let progress = Mutex<(read: Int, pending: [PendingCall])>((0, []))
+        let outcome = pool.results(1, tick: tick, whileWaiting: { _ in
+            let (read, pending) = progress.withLock { ($0.read, $0.pending) }
+            whileWaiting((read..<channels.count).filter { i in i >= pending.count || !channels[i].answerArriving(pending[i]) })
+        }) { (_: Int) throws(Never) -> [Result<T, any Error>] in
+            let pending = channels.indices.map { channels[$0].start(requests[$0], round: number) }
+            progress.withLock { $0.pending = pending }
+            return channels.indices.map { i in
+                defer { progress.withLock { $0.read = i + 1 } }
+                return Result { try answer(i) { try channels[i].finish(pending[i]) } }
+            }
+        }
+        return outcome[0].get()
     }
 
     /// A site's answer as the caller's type; an error answer as the site's failure.

@@ -27,12 +27,44 @@ public protocol SiteChannel: AnyObject, Sendable {
     /// Sends several describe/prepare/evaluate/finalize requests as one batch line
     /// and returns their answers in order (BatchMessages.swift).
     func call(batch requests: [Request], round: Int?) throws -> [Reply]
+    /// Whether `start` sends at once and `finish` reads later (TLSChannel):
+    /// then one thread sends a round's requests to every site before reading
+    /// any answer (Federation.round), instead of a thread per site waking
+    /// for each exchange.
+    var pipelines: Bool { get }
+    /// Begins `call(request, round:)`: sends the request if the channel
+    /// pipelines. Every `start` must be followed by one `finish` of its
+    /// result, on the same thread, before any other call on this channel.
+    func start(_ request: Request, round: Int?) -> PendingCall
+    /// The answer to a started call; the same answer, failures and
+    /// recoveries as `call(request, round:)`.
+    func finish(_ pending: PendingCall) throws -> Reply
+    /// Whether the answer to a started call has begun to arrive (for the
+    /// notices of a long round; callable from another thread).
+    func answerArriving(_ pending: PendingCall) -> Bool
+}
+
+/// A request `SiteChannel.start` began: `sent` is nil when nothing was sent
+/// (a channel that does not pipeline: `finish` then makes the whole call).
+public struct PendingCall: Sendable {
+    public var request: Request
+    public var round: Int?
+    /// The request's id and when it went out, or why sending it failed
+    /// (`finish` handles that failure as a call would).
+    public var sent: Result<(id: Int, started: Double), any Error>?
+    public init(request: Request, round: Int?, sent: Result<(id: Int, started: Double), any Error>? = nil) {
+        self.request = request; self.round = round; self.sent = sent
+    }
 }
 
 extension SiteChannel {
     public var receipts: [Receipt] { [] }
     public var recoveries: [String] { [] }
     public func call(_ request: Request, round: Int?) throws -> Reply { try call(request) }
+    public var pipelines: Bool { false }
+    public func start(_ request: Request, round: Int?) -> PendingCall { PendingCall(request: request, round: round) }
+    public func finish(_ pending: PendingCall) throws -> Reply { try call(pending.request, round: pending.round) }
+    public func answerArriving(_ pending: PendingCall) -> Bool { false }
 
     /// One batch line through `call`, its sub-requests numbered 1, 2, ….
     public func call(batch requests: [Request], round: Int?) throws -> [Reply] {

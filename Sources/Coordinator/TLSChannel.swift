@@ -44,8 +44,15 @@ public final class TLSChannel: SiteChannel, Sendable {
         var previousBytes = (sent: 0, received: 0)
     }
     private var connection: TLSConnection { link.withLock { $0.connection } }
-    /// Held for the whole of a call (request, answer, reconnects): one call at a time.
-    private let calling = Mutex(())
+    /// Held for the whole of a call (request, answer, reconnects): one call
+    /// at a time. A lock, not a Mutex, so that a pipelined call can hold it
+    /// from `start` to `finish`.
+    private let calling = NSLock()
+    private func serialized<T>(_ body: () throws -> T) rethrows -> T {
+        calling.lock()
+        defer { calling.unlock() }
+        return try body()
+    }
     /// What calls keep between them; changed only while `calling` is held.
     private let memory = Mutex(Memory())
     private struct Memory {
@@ -55,6 +62,8 @@ public final class TLSChannel: SiteChannel, Sendable {
         /// What the channel did to keep a fit going (reconnects, re-prepares), for the result's messages.
         var events: [String] = []
         var kept: [Receipt] = []
+        /// Bytes of the last answer read (see `pipelines`).
+        var lastAnswerBytes = 0
     }
     private let maxLineBytes: Int
     private let endpoint: (host: String, port: Int, context: TLSContext, serverName: String)
@@ -126,7 +135,37 @@ public final class TLSChannel: SiteChannel, Sendable {
     /// again (an evaluation at the same parameters gives the same bits), so a
     /// fit that survives a fault ends with the result it would have had.
     public func call(_ request: Request, round: Int?) throws -> Reply {
-        try calling.withLock { _ in try serializedCall(request, round: round) }
+        try serialized { try serializedCall(request, round: round) }
+    }
+
+    /// True while the site's last answer was small (at most
+    /// `pipelinedAnswerBytes`). A pipelined round reads answers in site
+    /// order, so an answer larger than the sockets' buffers would hold its
+    /// agent in its write until the sites before it have answered; rounds
+    /// with such answers are few and long, and keep a thread per site.
+    public var pipelines: Bool { memory.withLock { $0.lastAnswerBytes } <= Self.pipelinedAnswerBytes }
+    /// Half the receive buffer Linux gives a TCP socket by default
+    /// (tcp_rmem, 128 KiB): such an answer fits in this side's socket.
+    static let pipelinedAnswerBytes = 64 << 10
+
+    /// Sends `request` and returns without reading its answer, holding the
+    /// channel until `finish`; a failure to send is kept for `finish`, which
+    /// handles it as `call` would (reconnecting, resending).
+    public func start(_ request: Request, round: Int?) -> PendingCall {
+        calling.lock()
+        return PendingCall(request: request, round: round, sent: Result { try transmit(request, round: round) })
+    }
+
+    /// Bytes wait on the connection of a started call (its answer, a sent
+    /// request having been answered before it was started).
+    public func answerArriving(_ pending: PendingCall) -> Bool {
+        link.withLock { $0.connection.hasInputWaiting }
+    }
+
+    /// Reads the answer to a started call (see `call(_:round:)`), and lets the channel go.
+    public func finish(_ pending: PendingCall) throws -> Reply {
+        defer { calling.unlock() }
+        return try serializedCall(pending.request, round: pending.round, first: pending.sent)
     }
 
     /// A batch over this connection (BatchMessages.swift): the same
@@ -134,7 +173,7 @@ public final class TLSChannel: SiteChannel, Sendable {
     /// and kept under its own session, and a sub-request whose session the
     /// agent lost (a restart) is answered again as `call` would, alone.
     public func call(batch requests: [Request], round: Int?) throws -> [Reply] {
-        try calling.withLock { _ in
+        try serialized {
             var replies = try reconnecting(what: "batch of \(requests.count)\(round.map { " (round \($0))" } ?? "")") {
                 try exchange(batch: requests, round: round)
             }
@@ -177,12 +216,23 @@ public final class TLSChannel: SiteChannel, Sendable {
         }
     }
 
-    private func serializedCall(_ request: Request, round: Int?) throws -> Reply {
+    /// A call under the channel's lock; `first`, when given, is the
+    /// outcome of sending the request already (`start`), whose answer is
+    /// read in place of a first exchange.
+    private func serializedCall(_ request: Request, round: Int?, first: Result<(id: Int, started: Double), any Error>? = nil) throws -> Reply {
         var outageStarted: Double? = nil
         var resends = 0
+        var first = first
         while true {
             do {
-                var reply = try exchange(request, round: round)
+                var reply: Reply
+                if let sent = first {
+                    first = nil
+                    let (id, started) = try sent.get()
+                    reply = try receive(request, round: round, id: id, started: started)
+                } else {
+                    reply = try exchange(request, round: round)
+                }
                 if case .error(let e) = reply, e.code == .unknownSession, let session = request.session,
                    let original = memory.withLock({ $0.prepared[session] }), request.typeName != "prepare" {
                     // The agent restarted and lost the session: prepare it again, then resend.
@@ -206,7 +256,7 @@ public final class TLSChannel: SiteChannel, Sendable {
     }
 
     /// What the channel did to keep a fit going (reconnects, re-prepares), for the result's messages.
-    public var recoveries: [String] { calling.withLock { _ in memory.withLock { $0.events } } }
+    public var recoveries: [String] { serialized { memory.withLock { $0.events } } }
     private func record(_ event: String) { memory.withLock { $0.events.append(event) } }
 
     /// Opens a new connection in place of a lost one, retrying with
@@ -250,13 +300,17 @@ public final class TLSChannel: SiteChannel, Sendable {
     /// One request and its answer on the current connection, within the
     /// round deadline and the minimum transfer rate.
     private func exchange(_ request: Request, round: Int?, id given: Int? = nil, timeout: Double? = nil) throws -> Reply {
+        let (id, started) = try transmit(request, round: round, id: given, timeout: timeout)
+        return try receive(request, round: round, id: id, started: started, timeout: timeout)
+    }
+
+    /// Sends one request line on the current connection; its id and when it went out.
+    private func transmit(_ request: Request, round: Int?, id given: Int? = nil, timeout: Double? = nil) throws -> (id: Int, started: Double) {
         let id = given ?? memory.withLock { $0.nextID += 1; return $0.nextID }
         let timeout = timeout ?? policy.roundTimeout
         let connection = self.connection
         let started = monotonicNow()
-        let deadline = started + timeout
-        do {
-            setReadTimeout(max(0.001, timeout))
+        try transportFailures(of: request, round: round) {
             connection.writeTimeout = max(0.001, timeout)
             do { try connection.writeLine(LineCodec.encode(request, id: id)) } catch let e as TLSError {
                 // The agent may have refused the request (e.g. its line limit) and
@@ -268,23 +322,39 @@ public final class TLSChannel: SiteChannel, Sendable {
                 }
                 throw e
             }
+        }
+        return (id, started)
+    }
+
+    /// Reads and checks the answer to request `id`, sent at `started`, within
+    /// `timeout` seconds of then (the round timeout unless given).
+    private func receive(_ request: Request, round: Int?, id: Int, started: Double, timeout: Double? = nil) throws -> Reply {
+        let deadline = started + (timeout ?? policy.roundTimeout)
+        return try transportFailures(of: request, round: round) {
             let line = try readAnswer(started: started, deadline: deadline, what: Self.what(request, round))
             guard let line else {
                 throw SiteFailure(site: site, message: "the agent closed the connection (the site disappeared mid-fit)", code: .connectionLost)
             }
+            memory.withLock { $0.lastAnswerBytes = line.utf8.count }
             let (rid, reply) = try LineCodec.decodeReply(line)
             try keepReceipt(of: line, for: request)
             if case .error(let e) = reply, e.fatal { return reply }
             guard rid == id else { throw SiteFailure(site: site, message: "answered request \(rid) instead of \(id)") }
             return reply
-        } catch let f as SiteFailure { throw f } catch let e as TLSError {
+        }
+    }
+
+    /// A transport error as the site's failure (lost, timed out).
+    private func transportFailures<T>(of request: Request, round: Int?, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let f as SiteFailure { throw f } catch let e as TLSError {
             if case .timeout = e { throw SiteFailure(site: site, message: "the agent stopped taking data while sent \(Self.what(request, round)): \(e)", code: .timeout) }
             throw SiteFailure(site: site, message: "connection lost: \(e)", code: isTransient(e) ? "connection_lost" : "transport_error")
         }
     }
 
     /// Reads one answer line. The socket wait is cut into slices of at most
-    /// a second, and the watchdog interrupts a read that keeps receiving
+    /// a second (the timeout is set only when it changes: one system call
+    /// less per exchange), and the watchdog interrupts a read that keeps receiving
     /// bytes, so that between slices the deadline and the transfer rate are
     /// checked even against a peer that sends a byte now and then; a partly
     /// read line stays buffered across slices.
@@ -295,6 +365,10 @@ public final class TLSChannel: SiteChannel, Sendable {
         let ticket = DeadlineWatchdog.shared.watch(every: 1) { [weak self] in self?.interruptRead() }
         defer { DeadlineWatchdog.shared.unwatch(ticket) }
         while true {
+            // Read first: an answer already here counts even if it is read
+            // late (a pipelined round reads its sites' answers in order).
+            setReadTimeout(max(0.001, min(1, deadline - monotonicNow())))
+            do { return try connection.readLine(maxBytes: maxLineBytes) } catch TLSError.timeout(.read) {}
             let now = monotonicNow()
             let received = connection.bytesRead - before
             if received > 0 && firstByteAt == nil { firstByteAt = now }
@@ -312,8 +386,6 @@ public final class TLSChannel: SiteChannel, Sendable {
                 throw SiteFailure(site: site, message: "its answer to \(what) arrives at \(String(format: "%.0f", Double(received) / (now - first))) bytes/s (\(received) bytes in \(seconds(now - first))), below the minimum of \(String(format: "%.0f", policy.minimumBytesPerSecond)) bytes/s; the agent or the link is stalling",
                                   code: .timeout)
             }
-            setReadTimeout(max(0.001, min(1, deadline - now)))
-            do { return try connection.readLine(maxBytes: maxLineBytes) } catch TLSError.timeout(.read) { continue }
         }
     }
 
@@ -349,10 +421,10 @@ public final class TLSChannel: SiteChannel, Sendable {
     }
 
     /// Every verified receipt this channel received, in order.
-    public var receipts: [Receipt] { calling.withLock { _ in memory.withLock { $0.kept } } }
+    public var receipts: [Receipt] { serialized { memory.withLock { $0.kept } } }
 
-    public var bytesSent: Int { calling.withLock { _ in link.withLock { $0.connection.bytesWritten + $0.previousBytes.sent } } }
-    public var bytesReceived: Int { calling.withLock { _ in link.withLock { $0.connection.bytesRead + $0.previousBytes.received } } }
+    public var bytesSent: Int { serialized { link.withLock { $0.connection.bytesWritten + $0.previousBytes.sent } } }
+    public var bytesReceived: Int { serialized { link.withLock { $0.connection.bytesRead + $0.previousBytes.received } } }
     public func close() {
         link.withLock { $0.connection.close() }
     }

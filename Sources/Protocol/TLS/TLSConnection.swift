@@ -33,12 +33,13 @@ public final class TLSConnection: @unchecked Sendable {
     public private(set) var bytesWritten = 0
 
     /// Seconds a read may wait for data (SO_RCVTIMEO); <= 0: no limit.
+    /// Setting the value it has makes no system call (callers set it per exchange).
     public var readTimeout: Double {
-        didSet { if fd >= 0 { Socket.setTimeout(fd, option: SO_RCVTIMEO, seconds: readTimeout) } }
+        didSet { if fd >= 0 && readTimeout != oldValue { Socket.setTimeout(fd, option: SO_RCVTIMEO, seconds: readTimeout) } }
     }
-    /// Seconds a write may wait for the peer to take data (SO_SNDTIMEO).
+    /// Seconds a write may wait for the peer to take data (SO_SNDTIMEO); likewise.
     public var writeTimeout: Double {
-        didSet { if fd >= 0 { Socket.setTimeout(fd, option: SO_SNDTIMEO, seconds: writeTimeout) } }
+        didSet { if fd >= 0 && writeTimeout != oldValue { Socket.setTimeout(fd, option: SO_SNDTIMEO, seconds: writeTimeout) } }
     }
 
     /// The context the connection was made with (kept alive with it).
@@ -457,6 +458,15 @@ public final class TLSConnection: @unchecked Sendable {
         let rc = poll(&p, 1, 0)
         guard rc > 0 else { return false }
         return p.revents & (rdhup | Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)) != 0
+    }
+
+    /// Whether bytes wait in the socket, seen without reading (poll): safe to
+    /// call from another thread while this one waits for something else.
+    public var hasInputWaiting: Bool {
+        let descriptor = fd
+        guard descriptor >= 0 else { return false }
+        var p = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) > 0 && p.revents & Int16(POLLIN) != 0
     }
 
     /// Runs `body` with the SSL handle (nil once closed).
