@@ -55,7 +55,7 @@ extension ExecutableTests {
     /// on the same rows when R is present: −2 log L never above glmer's by
     /// more than 1e-8 relative, β within 1e-4.
     func benchSurgeonsGLMMBesideGlmer() throws {
-        let r = try fedmix(["bench", "--models", "surgeons-glmm", "--surgeons", "200", "--modes", "in-process", "--no-isolate", "--json", "--lme4"])
+        let r = try fedmix(["bench", "--models", "surgeons-glmm", "--surgeons", "200", "--modes", "in-process", "--no-isolate", "--json", "--lme4"], timeout: 300)
         XCTAssertTrue(r.out.contains("[1/1] died ~ age + (1 | site) + (1 | surgeon)"), r.out)
         XCTAssertTrue(r.out.contains("sites 20"), r.out)
         let m = try XCTUnwrap(benchLines(r.out).first)

@@ -13,7 +13,7 @@ extension ExecutableTests {
     /// our deviance at 200 surgeons (0.006 at 100), with β 4e-4 away, beyond
     /// assertNotAboveLme4's 1e-4.
     func benchSurgeonWardsGLMMBesideGlmer() throws {
-        let r = try fedmix(["bench", "--models", "surgeon-wards-glmm", "--surgeons", "100", "--modes", "in-process", "--no-isolate", "--json", "--lme4"])
+        let r = try fedmix(["bench", "--models", "surgeon-wards-glmm", "--surgeons", "100", "--modes", "in-process", "--no-isolate", "--json", "--lme4"], timeout: 300)
         XCTAssertTrue(r.out.contains("[1/1] died ~ age + (1 | site/ward) + (1 | surgeon)"), r.out)
         XCTAssertTrue(r.out.contains("sites 20"), r.out)
         let m = try XCTUnwrap(benchLines(r.out).first)

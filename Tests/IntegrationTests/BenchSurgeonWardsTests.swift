@@ -9,7 +9,7 @@ extension ExecutableTests {
     /// The REML criterion is never above lmer's by more than 1e-8 relative
     /// and β agrees to 1e-4 (`assertNotAboveLme4`) when R is present.
     func benchSurgeonWardsBesideLme4() throws {
-        let r = try fedmix(["bench", "--models", "surgeon-wards", "--modes", "in-process", "--no-isolate", "--json", "--lme4"])
+        let r = try fedmix(["bench", "--models", "surgeon-wards", "--modes", "in-process", "--no-isolate", "--json", "--lme4"], timeout: 300)
         XCTAssertTrue(r.out.contains("[1/1] y ~ x + (1 | site/ward) + (1 | surgeon)"), r.out)
         XCTAssertTrue(r.out.contains("rows 36,174, sites 20"), r.out)
         let m = try XCTUnwrap(benchLines(r.out).first)

@@ -269,9 +269,12 @@ final class ExecutableTests: XCTestCase {
 
     /// `fedmix ARGS`: exit status 0 expected, and no internal error.
     @discardableResult
-    func fedmix(_ args: [String], status: Int32 = 0, environment: [String: String] = [:], stdin: String? = nil,
+    /// `timeout`: the run's limit (a hang fails the test rather than CI's job);
+    /// longer only for the few bench runs that fit thousands of effects in the
+    /// debug build, which a loaded machine slows past the default.
+    func fedmix(_ args: [String], status: Int32 = 0, environment: [String: String] = [:], stdin: String? = nil, timeout: Double = 120,
                 file: StaticString = #filePath, line: UInt = #line) throws -> Executables.Run {
-        try run(try Executables.fedmix(), args, status: status, environment: environment, stdin: stdin, file: file, line: line)
+        try run(try Executables.fedmix(), args, status: status, environment: environment, stdin: stdin, timeout: timeout, file: file, line: line)
     }
 
     @discardableResult
@@ -280,8 +283,8 @@ final class ExecutableTests: XCTestCase {
     }
 
     func run(_ binary: URL, _ args: [String], status: Int32, environment: [String: String] = [:], stdin: String? = nil,
-             file: StaticString, line: UInt) throws -> Executables.Run {
-        let r = try Executables.run(binary, args, environment: environment, stdin: stdin)
+             timeout: Double = 120, file: StaticString, line: UInt) throws -> Executables.Run {
+        let r = try Executables.run(binary, args, environment: environment, stdin: stdin, timeout: timeout)
         XCTAssertEqual(r.status, status, "\(r)", file: file, line: line)
         XCTAssertFalse(r.err.contains("internal error"), "\(r)", file: file, line: line)
         return r
