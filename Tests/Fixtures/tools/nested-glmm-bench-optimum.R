@@ -97,7 +97,7 @@ if (!is.null(fedmix_point)) {
   # Can lme4's own function be pushed lower from fedmix's point? bobyqa on it.
   t0 <- Sys.time()
   polish <- minqa::bobyqa(fedmix_point, at, lower = c(0, 0, 0, -Inf, -Inf),
-                          control = list(rhobeg = 0.01, rhoend = 1e-7, maxfun = 200))
+                          control = list(rhobeg = 0.01, rhoend = 1e-7, maxfun = 500))
   message(sprintf("bobyqa on lme4's deviance from fedmix's point: %.6f after %d evaluations (%s) at %s",
                   polish$fval, polish$feval, format(Sys.time() - t0), paste(sprintf("%.6f", polish$par), collapse = ", ")))
   result$fedmix <- list(theta = fedmix_point[1:3], beta = fedmix_point[4:5])
@@ -105,6 +105,13 @@ if (!is.null(fedmix_point)) {
                                glmer_minus_fedmix = dev_glmer - dev_fedmix)
   result$gradient_at_fedmix <- list(step = h, value = grad)
   result$episode_sd_profile <- list(episode_sd = episode_sd, deviance = along)
+  # The same function at lme4's default PIRLS tolerance (1e-7), as glmer's own
+  # fit evaluates it: how much of glmer's reported -2 log L is PIRLS stopping early.
+  environment(dev)$tolPwrss <- 1e-7; environment(dev)$maxit <- 100L
+  loose <- c(at_fedmix = at(fedmix_point), at_glmer = if (is.null(g)) NA else at(c(unname(g$theta), unname(g$beta))))
+  environment(dev)$tolPwrss <- 1e-13; environment(dev)$maxit <- 1000L
+  message(sprintf("at lme4's default tolPwrss 1e-7: %.6f at fedmix's point, %.6f at glmer's", loose[[1]], loose[[2]]))
+  result$lme4_deviance_default_tolPwrss <- as.list(loose)
   result$glmmTMB_objective <- list(at_fedmix = tmb_fedmix, at_glmer = tmb_glmer)
   result$bobyqa_from_fedmix <- list(deviance = polish$fval, par = polish$par, evaluations = polish$feval)
 }
