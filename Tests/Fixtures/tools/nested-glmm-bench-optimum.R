@@ -2,7 +2,8 @@
 # "A nested GLMM beyond the dense tail".) `fedmix bench --models nested-glmm
 # --lme4` printed −2 log L 240606.564538 for fedmix and 240609.243843 for glmer
 # at its defaults: 2.68 apart. Here both points are put into lme4's own Laplace
-# deviance function (glmer(..., devFunOnly = TRUE), nAGQ = 1; stage 2 takes
+# deviance function (the one glmer(..., devFunOnly = TRUE) returns, built as
+# glmer builds it, PIRLS converged tightly: see below; nAGQ = 1; stage 2 takes
 # c(theta, beta), theta = relative SDs in lme4's order episode:(patient:site),
 # patient:site, site — checked with getME(, "theta") on a small fit), so the
 # two fits are judged by one function, not each by its own.
@@ -23,7 +24,10 @@
 # With it: the deviance at both points, their difference, glmer's convergence
 # messages, a finite-difference gradient at fedmix's point (one-sided for an SD
 # within the step of its bound 0), and the deviance along the episode SD
-# at fedmix's other values, to show whether 0 is where that SD belongs.
+# at fedmix's other values, to show whether 0 is where that SD belongs; the
+# same function at lme4's default PIRLS tolerance; glmmTMB's Laplace objective
+# at both points; bobyqa on lme4's function started at fedmix's point.
+# Result (2026-11-30): Tests/Fixtures/nested-glmm-bench-optimum.json, BENCHMARKS.md.
 suppressMessages({ library(lme4); library(glmmTMB); library(jsonlite) })
 args <- commandArgs(trailingOnly = TRUE)
 stopifnot(length(args) >= 3)
