@@ -10,8 +10,9 @@
 #
 # Inputs: the bench's rows as CSV (site, patient, episode, x, died; the bench
 # writes the same columns for R: NestedVisitsData.csv in BenchNested.swift,
-# seed 20260101, 20,000 patients per site: 239,824 rows; nested-glmm-bench-rows.swift
-# writes them), and fedmix's point (theta and fixed_effects of `fedmix local
+# seed 20260101, 20,000 patients per site: 239,824 rows; they were written
+# once by a copy of that generator, not kept in the repository so that the
+# generator has one copy), and fedmix's point (theta and fixed_effects of `fedmix local
 # ROWS.csv --split-by site --formula ... --family binomial --format json`).
 # glmer at its defaults takes ~16 minutes on these rows; its fit is cached in
 # an .rds so the evaluation can be rerun without refitting.
