@@ -75,15 +75,22 @@ extension ExecutableTests {
     /// the measurement: the criterion never above lme4's by more than 1e-8
     /// relative (lme4 stops short of the optimum, fedmix must not), β within 1e-4.
     func assertNotAboveLme4(_ line: String, _ m: [String: Any]) throws {
-        let words = line.split(separator: " ").map(String.init)
-        let theirs = try XCTUnwrap(words.firstIndex(of: "lme4").flatMap { Double(words[$0 + 1].trimmingCharacters(in: CharacterSet(charactersIn: ","))) })
-        let ours = try XCTUnwrap(m["objective"] as? Double)
-        XCTAssertLessThanOrEqual(ours, theirs + 1e-8 * abs(theirs), line)
+        try assertCriterionNotAboveLme4(line, m)
         let open = try XCTUnwrap(line.range(of: "β lme4 ["))
         let beta = line[open.upperBound...].prefix { $0 != "]" }.split(separator: ",").compactMap { Double($0) }
         let ourBeta = try XCTUnwrap(m["beta"] as? [Double])
         XCTAssertEqual(beta.count, ourBeta.count, line)
         for (a, b) in zip(ourBeta, beta) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(b)), line) }
+    }
+
+    /// The criterion alone: never above lme4's by more than 1e-8 relative
+    /// (for fits where glmer at its defaults stops far enough short that β
+    /// differs by more than 1e-4).
+    func assertCriterionNotAboveLme4(_ line: String, _ m: [String: Any]) throws {
+        let words = line.split(separator: " ").map(String.init)
+        let theirs = try XCTUnwrap(words.firstIndex(of: "lme4").flatMap { Double(words[$0 + 1].trimmingCharacters(in: CharacterSet(charactersIn: ","))) })
+        let ours = try XCTUnwrap(m["objective"] as? Double)
+        XCTAssertLessThanOrEqual(ours, theirs + 1e-8 * abs(theirs), line)
     }
 
     /// `fedmix bench --models egsingle,slope --modes federated --lme4`: the

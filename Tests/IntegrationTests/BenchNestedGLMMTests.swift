@@ -21,9 +21,6 @@ extension ExecutableTests {
             XCTAssertTrue(r.out.contains("      lme4     not available"), r.out)
             return
         }
-        let words = line.split(separator: " ").map(String.init)
-        let theirs = try XCTUnwrap(words.firstIndex(of: "lme4").flatMap { Double(words[$0 + 1].trimmingCharacters(in: CharacterSet(charactersIn: ","))) })
-        let ours = try XCTUnwrap(m["objective"] as? Double)
-        XCTAssertLessThanOrEqual(ours, theirs + 1e-8 * abs(theirs), line)
+        try assertCriterionNotAboveLme4(line, m)
     }
 }
