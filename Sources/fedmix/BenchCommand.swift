@@ -193,6 +193,13 @@ enum BenchCommand {
             throw ArgumentError("every --rows must be at least 10 rows per site (--sites \(sites))")
         }
         let models = a.value(modelsOption, default: Model.defaults)
+        // A size no chosen model uses would be read and silently dropped.
+        if a.value(patientsOption) != nil, !models.contains(where: \.takesPatients) {
+            throw ArgumentError("--patients sets the patients per site of the nested and nested-glmm models; add one of them to --models, or drop --patients")
+        }
+        if a.value(surgeonsOption) != nil, !models.contains(where: \.takesSurgeons) {
+            throw ArgumentError("--surgeons sets the surgeons of the surgeons-glmm and surgeon-wards-glmm models; add one of them to --models, or drop --surgeons")
+        }
         let withLme4 = a.flag(lme4)
         let modes = a.value(modesOption, default: [.inProcess, .federated])
         let isolate = !a.flag(noIsolate)

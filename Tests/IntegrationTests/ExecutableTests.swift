@@ -1009,6 +1009,8 @@ final class ExecutableTests: XCTestCase {
         XCTAssertTrue(benchLines(try fedmix(["bench", "--rows", "200", "--sites", "4", "--models", "slope", "--modes", "in-process", "--no-isolate"]).out).isEmpty,
                       "no JSON without --json")
         try fedmixUsageError(["bench", "--rows", "30", "--sites", "4"], "every --rows must be at least 10 rows per site (--sites 4)")
+        try fedmixUsageError(["bench", "--models", "slope", "--patients", "300"], "--patients sets the patients per site of the nested and nested-glmm models")
+        try fedmixUsageError(["bench", "--surgeons", "300"], "--surgeons sets the surgeons of the surgeons-glmm and surgeon-wards-glmm models")
         try fedmixUsageError(["bench", "--models", "slpoe"], "--models takes slope, patient, binary, ohio, egsingle, nested, nested-glmm, surgeons, surgeons-glmm, surgeon-wards or surgeon-wards-glmm, separated by commas")
         try fedmixUsageError(["bench", "--modes", "federated,"], "--modes takes in-process, federated or federated-audit, separated by commas")
         try fedmixUsageError(["bench", "--rows", "1e5"], "--rows takes numbers of rows, separated by commas")
