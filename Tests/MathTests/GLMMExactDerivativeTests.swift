@@ -60,18 +60,7 @@ final class GLMMExactDerivativeTests: XCTestCase {
                 z[f].append(1); for _ in 1..<max(r, 1) { z[f].append(Double.random(in: -1...1, using: &rng)) }
             }
             let eta = -0.3 + 0.5 * x[i * p + 1] + 0.4 * Double(g % 3 - 1)
-            if family.distribution == .binomial {
-                let prob = 1 / (1 + exp(-eta))
-                var k = 0.0
-                for _ in 0..<Int(trials) where Double.random(in: 0..<1, using: &rng) < prob { k += 1 }
-                y.append(k)
-            } else {
-                let mu = exp(eta)
-                var k = 0, prob = exp(-mu), sum = prob
-                let u = Double.random(in: 0..<1, using: &rng)
-                while u > sum && k < 30 { k += 1; prob *= mu / Double(k); sum += prob }
-                y.append(Double(k))
-            }
+            y.append(GLMMResponseDraw.draw(family, eta: eta, trials: trials, &rng))
         }
         let counts = (0..<s.factorCount).map { Set(levels[$0]).count }
         return GLMMSiteData(family: family, structure: s, siteFactor: kind.siteFactor, p: p, x: x, y: y, n: n,

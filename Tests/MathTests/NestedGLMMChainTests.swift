@@ -59,18 +59,7 @@ final class NestedGLMMChainTests: XCTestCase {
                         if s.factorDimension(f) == 2 { z[f].append(x1) }
                     }
                     let eta = -0.2 + 0.5 * x1 + pe + ee
-                    if family.distribution == .binomial {
-                        let prob = 1 / (1 + exp(-eta))
-                        var k = 0.0
-                        for _ in 0..<Int(trials) where Double.random(in: 0..<1, using: &rng) < prob { k += 1 }
-                        y.append(k)
-                    } else {
-                        let mu = exp(eta)
-                        var k = 0, prob = exp(-mu), sum = prob
-                        let u = Double.random(in: 0..<1, using: &rng)
-                        while u > sum && k < 30 { k += 1; prob *= mu / Double(k); sum += prob }
-                        y.append(Double(k))
-                    }
+                    y.append(GLMMResponseDraw.draw(family, eta: eta, trials: trials, &rng))
                 }
                 episode += 1
             }
