@@ -46,7 +46,7 @@ final class NestedChainDesignTests: XCTestCase {
         }
     }
 
-    func testGLMMWithNestedFactorsBeyondTheCapIsHeldLevelByLevel() throws {
+    func testGLMMWithNestedFactorsIsHeldLevelByLevelAtAnySize() throws {
         let a = (0..<4400).map(Double.init), b = a.map { Double(Int($0) / 2) }
         let glmm = try XCTUnwrap(try design(a: a, b: b, family: .poisson).glmm)
         XCTAssertEqual(glmm.data.chain, [0, 1])
@@ -59,8 +59,9 @@ final class NestedChainDesignTests: XCTestCase {
         var dense = glmm.data
         dense.chain = nil
         XCTAssertGreaterThan(RequestCost.glmmEvaluate(dense, order: 2, nAGQ: 1).work, 1e10)
-        // Within the cap the dense layout is kept (those fits are unchanged).
+        // Within the cap a GLMM site takes the chain too (its layout never leaves the site); an LMM keeps the dense tail.
         let small = try XCTUnwrap(try design(a: Array(a[0..<400]), b: Array(b[0..<400]), family: .poisson).glmm)
-        XCTAssertNil(small.data.chain)
+        XCTAssertEqual(small.data.chain, [0, 1])
+        XCTAssertEqual(small.chainLayout?.factors.map(\.levels), [400, 200])
     }
 }
