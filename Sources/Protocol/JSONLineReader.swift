@@ -3,8 +3,9 @@
 // Foundation's decoder spent 15–20% of all fitting CPU on them (ohio,
 // egsingle profiles); a line was also parsed twice (its header, then its
 // body). Here a line is parsed once into a small tree, and numbers are
-// converted only when a field asks for them, with strtod as Foundation does,
-// so every double reads back bit for bit. The JSON grammar is RFC 8259's;
+// converted only when a field asks for them, with strtod as Foundation does
+// (or, where that is exact, Clinger's fast path: exactDouble), so every
+// double reads back bit for bit. The JSON grammar is RFC 8259's;
 // the decoding errors are the ones Foundation throws (same kinds, same
 // coding paths), which LineCodec turns into protocol errors.
 

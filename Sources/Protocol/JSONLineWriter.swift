@@ -85,11 +85,11 @@ enum JSONLineWriter {
     /// String on the heap; most of a round's bytes are such numbers. The
     /// digits come from the function `description` itself calls
     /// (`swift_float64ToString`, a stable entry point of the Swift runtime);
-    /// JSONLineCodecTests checks the two agree on millions of bit patterns.
+    /// JSONLineCodecTests checks the two agree on 200,000 random bit patterns.
     @inline(__always) static func writeDouble(_ d: Double, into out: inout [UInt8]) {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
-            // Swift 6.2's formatter expects a buffer of "0"s (it writes only
-            // the digits that differ, e.g. not the 0 of "0.5").
+            // Swift 6.2's formatter expects its buffer filled with "0"s (it
+            // leaves some in place, e.g. the 0 of "0.5").
             buffer.initialize(repeating: UInt8(ascii: "0"))
             var n = Int(truncatingIfNeeded: swiftFloat64ToString(buffer.baseAddress!, 32, d, false))
             if n >= 2, buffer[n - 2] == UInt8(ascii: "."), buffer[n - 1] == UInt8(ascii: "0") { n -= 2 }
