@@ -138,6 +138,7 @@ enum BenchCommand {
     static let seedOption = Option<UInt64>("seed", value: "S", help: "the random seed of the simulated rows (default 20260101)", .unsigned)
     static let json = Flag("json", help: "also print every measurement as one JSON line")
     static let lme4 = Flag("lme4", help: "also time lme4 (lmer or glmer) on the same rows and print the ratio (needs Rscript with lme4)")
+    static let codec = Flag("codec", help: "time only the protocol codec: µs per encode and decode of an evaluate request, a GLMM answer and an LMM contribution answer")
     static let noIsolate = Flag("no-isolate", help: "run every configuration in this process (peak memory is then cumulative)")
     static let patientsOption = Option<Int>("patients", value: "N", help: "patients per site of the nested and nested-glmm models (default 20000)", .integer(in: 10...1_000_000))
     static let surgeonsOption = Option<Int>("surgeons", value: "N", help: "surgeons of the surgeons-glmm and surgeon-wards-glmm models (default 2000), each at 2–4 of 20 hospitals", .integer(in: 40...100_000))
@@ -166,13 +167,19 @@ enum BenchCommand {
         agents' CSV reading rate (MB/s) on the same rows.
         FEDMIX_BENCH_CHILD=/path/to/fedmix measures another build with this one's report.
         """,
-        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, surgeonsOption, patientsOption, json, noIsolate, single, lme4],
+        options: [rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, surgeonsOption, patientsOption, json, noIsolate, single, lme4, codec],
         run: run)
 
     static func run(_ a: ParsedArguments) throws -> Int32 {
         let seed = a.value(seedOption, default: 20260101)
         let surgeons = a.value(surgeonsOption, default: SurgeonsGLMMData.surgeons)
         let patients = a.value(patientsOption, default: NestedVisitsData.patientsPerSite)
+        if a.flag(codec) {
+            try a.refuse([rowsOption, sitesOption, modelsOption, modesOption, repeatOption, seedOption, surgeonsOption, patientsOption, json, noIsolate, single, lme4],
+                         "with --codec (it times the codec alone, on fixed messages)")
+            try BenchCodec.run()
+            return 0
+        }
         if let single = a.value(single) {
             // Child: one configuration, one result line.
             try a.refuse([rowsOption, sitesOption, modelsOption, modesOption, repeatOption, json, noIsolate, lme4],

@@ -135,6 +135,7 @@ final class ExecutableTests: XCTestCase {
             Entry("bench", ["--rows", "--sites", "--models", "--modes", "--seed", "--json", "--no-isolate"], ExecutableTests.benchInProcess),
             Entry("bench", ["--repeat", "--modes"], ExecutableTests.benchRepeatIsolatedAndFederated),
             Entry("bench", ["--single", "--seed"], ExecutableTests.benchSingle),
+            Entry("bench", ["--codec"], ExecutableTests.benchCodec),
             Entry("bench", ["--models", "--lme4"], ExecutableTests.benchOhioBesideLme4),
             Entry("bench", ["--models", "--modes", "--lme4"], ExecutableTests.benchEgsingleAndSlopeFederatedBesideLme4),
             Entry("bench", ["--models", "--lme4"], ExecutableTests.benchSurgeonsCrossedBesideLme4),
@@ -1039,6 +1040,17 @@ final class ExecutableTests: XCTestCase {
         try fedmixUsageError(["bench", "--single", "200:4:slope:in-process", "--rows", "300"],
                              "--rows cannot be used with --single (it measures the one configuration it names)")
         try fedmixUsageError(["bench", "--single", "200:4:slope"], "--single ROWS:SITES:MODEL:MODE")
+    }
+
+    func benchCodec() throws {
+        let r = try fedmix(["bench", "--codec"])
+        for name in ["evaluate request", "glmm_contribution answer", "contribution answer"] {
+            let row = try XCTUnwrap(r.out.split(separator: "\n").first { $0.hasPrefix(name + " ") }, r.out)
+            let figures = row.dropFirst(name.count).split(separator: " ").compactMap { Double($0) }
+            XCTAssertEqual(figures.count, 3, String(row))
+            XCTAssertTrue(figures.allSatisfy { $0 > 0 }, "bytes, encode µs and decode µs: \(row)")
+        }
+        try fedmixUsageError(["bench", "--codec", "--models", "ohio"], "--models cannot be used with --codec (it times the codec alone, on fixed messages)")
     }
 
     // MARK: - fedmix-agent

@@ -123,6 +123,55 @@ final class JSONLineCodecTests: XCTestCase {
         }
     }
 
+    /// The writer spells a double itself (JSONLineWriter.writeDouble), not
+    /// through `description`: the same bytes on every bit pattern tried.
+    func testWriterSpellsEveryDoubleAsDescriptionDoes() {
+        var rng = SystemRandomNumberGenerator()
+        var doubles = awkward + awkward.map { -$0 } + [Double.greatestFiniteMagnitude, -Double.leastNormalMagnitude, 0.5, 1e21, 1e-4, 123e16]
+        for _ in 0..<200_000 {
+            let d = Double(bitPattern: UInt64.random(in: 0...UInt64.max, using: &rng))
+            if d.isFinite { doubles.append(d) }
+        }
+        for e in -30...30 { doubles.append(Double(sign: .plus, exponent: e, significand: 1)); doubles.append(Double("1e\(e)")!) }
+        for d in doubles {
+            var out: [UInt8] = []
+            JSONLineWriter.writeDouble(d, into: &out)
+            var reference = d.description
+            if reference.hasSuffix(".0") { reference.removeLast(2) }
+            XCTAssertEqual(String(decoding: out, as: UTF8.self), reference, "bits \(d.bitPattern)")
+        }
+    }
+
+    /// The reader converts a number without strtod when that is exact
+    /// (JSONLineDocument.exactDouble): where it answers, strtod's Double bit
+    /// for bit; where it does not, strtod is asked. Both kinds occur.
+    func testNumbersReadWithoutStrtodAreStrtodsDoubles() {
+        var rng = SystemRandomNumberGenerator()
+        var texts = ["0", "-0", "0.0", "-0.000", "0e400", "-0E-400", "1", "-1", "1e22", "1e23", "1e-22", "1e-23", "9007199254740992",
+                     "9007199254740993", "9007199254740991e-22", "9007199254740993e-5", "4.35e-2", "123.456e-5", "0.1", "0.3",
+                     "1.7976931348623157e308", "5e-324", "2.2250738585072014e-308", "1e0005", "1E+5", "12345678901234567890",
+                     "0.00000000000000000000000001", "100000000000000000000000", "3.0", "25e-1", "-7.5e+21"]
+        for _ in 0..<50_000 {
+            let d = Double(bitPattern: UInt64.random(in: 0...UInt64.max, using: &rng))
+            if d.isFinite { texts.append("\(d)") }
+            let r = Double.random(in: -1e4...1e4, using: &rng) * [1, 1e-3, 1e-9, 1e12][Int.random(in: 0..<4, using: &rng)]
+            texts.append("\(r)")
+            texts.append(String(format: "%.\(Int.random(in: 0...17, using: &rng))g", r))
+            texts.append("\(Int.random(in: -99_999...99_999, using: &rng))e\(Int.random(in: -25...25, using: &rng))")
+        }
+        var fast = 0, slow = 0
+        for t in texts {
+            let bytes = Array(t.utf8) + [0]
+            let ours = bytes.withUnsafeBufferPointer { JSONLineDocument.exactDouble($0, 0, bytes.count - 1) }
+            guard let ours else { slow += 1; continue }
+            fast += 1
+            let reference = t.withCString { strtod($0, nil) }
+            XCTAssertEqual(ours.bitPattern, reference.bitPattern, t)
+        }
+        XCTAssertGreaterThan(fast, 50_000)
+        XCTAssertGreaterThan(slow, 10_000)
+    }
+
     func testDeepNestingIsRefusedNotACrash() {
         let line = "{\"a\":" + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"
         XCTAssertThrowsError(try LineCodec.decodeRequest(line)) { error in
@@ -143,7 +192,10 @@ final class JSONLineFuzzTests: XCTestCase {
         var schur = JetMatrix(rows: 3, cols: 3, space: space)
         schur.storage = schur.storage.indices.map { Double($0) * 0.37 - 2.5e-3 }
         let reply = ContributionReply(session: "s-1", contribution: LMMContribution(schur: schur, logDet: ScalarJet(space: space, value: 3.5), rows: 12))
-        let seeds = [try LineCodec.encode(.contribution(reply), id: 3),
+        // Numbers at the edges of the reader's exact conversion (2^53, 10^±22, −0, out of range).
+        let edges = #"{"id":4,"type":"glmm_contribution","session":"s","rows":9,"parameters":1,"order":2,"#
+            + #""objective":[9007199254740993,1e22,-0,1e-22,4.5e-23,1e400]}"#
+        let seeds = [try LineCodec.encode(.contribution(reply), id: 3), edges,
                      #"{"id":1,"type":"evaluate","session":"abc","theta":[0.5,1e-3],"order":2,"beta":[1,-2.5]}"#,
                      #"{"id":2,"type":"error","code":"wrong_field_type","fatal":false,"message":"a \"quoted\" \\ message é"}"#]
         var state: UInt64 = 0x1234_5678
