@@ -199,6 +199,13 @@ extension GLMMSite {
         let mObs = isCanonical ? m.factor : try factor(weights: rd.map { 0.5 * $0.d2 }, theta: theta)
         // Stage 1 needs first derivatives only: the same storage, a first-order kernel.
         let firstOrder = JetKernel(JetSpace(parameters: np, order: 1))
+        // Laplace at order 2 outside a nested chain: û_ab is not solved for. D depends on û_ab only
+        // through G_uᵀû_ab, G_u = Φ + ∂log|M|/∂u (Φ ≈ 0 at the mode), and û_ab = −(2M_obs)⁻¹Φ_ab, so
+        // G_uᵀû_ab = −½ vᵀΦ_ab with the adjoint v = M_obs⁻¹G_u; vᵀΦ_ab is summed in the Laplace pass from
+        // the η jets it forms anyway (with û_ab = 0, as stage 2 would): one pass over the rows fewer.
+        let adjoint = order >= 2 && nAGQ <= 1 && data.chain == nil && q > 0
+        let gU = buffer.doubles(max(q, 1))                     // ∂log|M|/∂u = Σ_i w′_i (z̃_iᵀM⁻¹z̃_i) z̃_i
+        let leverage = adjoint ? rowLeverage(m.factor) : nil
         func modeEquation(order stage: Int) {
             let k2 = stage >= 2 ? kernel : firstOrder
             Phi.update(repeating: 0, count: max(q, 1) * W)
@@ -207,6 +214,10 @@ extension GLMMSite {
                 etaJet(i, k2)
                 compose(T1, E, rd[i].d1, rd[i].d2, rd[i].d3, order: stage)
                 for k in 0..<rowWidth { k2.mulAdd(Phi + cols[k] * W, T1, linear: zt + k * W, m: nt) }
+                if let leverage {
+                    let c = rd[i].w1 * leverage(zt, cols, rowWidth, W)
+                    for k in 0..<rowWidth { gU[cols[k]] += c * zt[k * W] }
+                }
             }
             for t in 0..<(q * W) { Phi[t] += 2 * U[t] }
         }
@@ -218,18 +229,36 @@ extension GLMMSite {
                 for c in 0..<q { U[c * W + slot] = -0.5 * x[c] }
             }
         }
+        let adjointV = buffer.doubles(max(q, 1))
         if q > 0 {
             modeEquation(order: 1); solveSlots(1..<(1 + np))
-            if order >= 2 { modeEquation(order: 2); solveSlots((1 + np)..<W) }
+            if adjoint {
+                for c in 0..<q { gU[c] += Phi[c * W] }
+                let v = mObs.solve((0..<q).map { gU[$0] })
+                for c in 0..<q { adjointV[c] = v[c] }
+            } else if order >= 2 { modeEquation(order: 2); solveSlots((1 + np)..<W) }
         }
 
         let acc = buffer.doubles(W)
+        let vPhi = buffer.doubles(W), T3 = buffer.doubles(W), S = buffer.doubles(1 + nt)
+        /// vᵀΦ's row term at the current row's η jet (after loadRow and etaJet): dev′(η)·(vᵀz̃_i).
+        func adjointRow(_ i: Int) {
+            compose(T3, E, rd[i].d1, rd[i].d2, rd[i].d3)
+            S.update(repeating: 0, count: 1 + nt)
+            for k in 0..<rowWidth {
+                let vc = adjointV[cols[k]], z = zt + k * W
+                for t in 0...nt { S[t] += vc * z[t] }
+            }
+            kernel.mulAdd(vPhi, T3, linear: S, m: nt)
+        }
         if nAGQ > 1 {
             try quadratureJet(theta: theta, modes: m, nAGQ: nAGQ, rd: rd, space: space, kernel: kernel, U: U,
                               loadRow: loadRow, etaJet: etaJet, compose: compose, zt: zt, E: E, into: acc)
         } else {
             try laplaceJet(theta: theta, modes: m, rd: rd, space: space, kernel: kernel, U: U,
-                           loadRow: loadRow, etaJet: etaJet, compose: compose, E: E, T1: T1, T2: T2, into: acc)
+                           loadRow: loadRow, etaJet: etaJet, compose: compose, E: E, T1: T1, T2: T2,
+                           adjointRow: adjoint ? adjointRow : nil, into: acc)
+            if adjoint { for k in (1 + np)..<W { acc[k] -= 0.5 * vPhi[k] } }
         }
         for k in 1..<W { out.storage[k] = acc[k] }
         guard out.storage.allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
@@ -242,7 +271,7 @@ extension GLMMSite {
                             U: UnsafeMutablePointer<Double>, loadRow: (Int) -> Void, etaJet: (Int) -> Void,
                             compose: (UnsafeMutablePointer<Double>, UnsafePointer<Double>, Double, Double, Double) -> Void,
                             E: UnsafeMutablePointer<Double>, T1: UnsafeMutablePointer<Double>, T2: UnsafeMutablePointer<Double>,
-                            into out: UnsafeMutablePointer<Double>) throws {
+                            adjointRow: ((Int) -> Void)?, into out: UnsafeMutablePointer<Double>) throws {
         let s = data.structure, nf = s.factorCount, nt = theta.count
         let W = space.width, q = dimension
         let dims = (0..<nf).map { s.factorDimension($0) }
@@ -274,6 +303,7 @@ extension GLMMSite {
             for i in 0..<data.rows {
                 loadRow(i)
                 etaJet(i)
+                adjointRow?(i)
                 compose(T1, E, rd[i].dev, rd[i].d1, rd[i].d2)
                 for k in 1..<W { out[k] += T1[k] }
                 compose(T2, E, rd[i].w, rd[i].w1, rd[i].w2)
@@ -448,6 +478,36 @@ extension GLMMSite {
         }
         let ld = btt.sumLogDiagonal(scale: 2)
         for k in 1..<W { out[k] += ld.storage[k] }
+    }
+
+    /// z̃ᵀM⁻¹z̃ for one row's z̃ (the value slots of `zt`, width-`W` jets, at u positions `cols`), with M
+    /// the factored first-factor or tail-only layout: M⁻¹ itself when only the small tail exists, else
+    /// ‖L⁻¹z̃‖² through one level's block and the tail.
+    func rowLeverage(_ factor: BlockedFactor) -> (UnsafePointer<Double>, UnsafePointer<Int>, Int, Int) -> Double {
+        let n1 = firstDimension, td = layoutTailDimension
+        guard let lb = factor.blocks.first else {
+            let inv = factor.trailingInverse(size: td)
+            return { zt, cols, width, W in
+                var h = 0.0
+                for b in 0..<width {
+                    var t = 0.0
+                    for a in 0..<width { t += inv[cols[a], cols[b]] * zt[a * W] }
+                    h += t * zt[b * W]
+                }
+                return h
+            }
+        }
+        let r1 = lb.dimension
+        return { zt, cols, width, W in
+            var first = [Double](repeating: 0, count: r1), tail = [Double](repeating: 0, count: td)
+            var level = 0
+            for k in 0..<width {
+                let c = cols[k]
+                if c < n1 { level = c / r1; first[c % r1] = zt[k * W] } else { tail[c - n1] = zt[k * W] }
+            }
+            let y = factor.solveLower(level: level, first: first, tail: tail)
+            return y.first.reduce(0) { $0 + $1 * $1 } + y.tail.reduce(0) { $0 + $1 * $1 }
+        }
     }
 
     /// JetBlas.cholesky, skipping products with entries that are zero in
