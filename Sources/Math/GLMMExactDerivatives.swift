@@ -53,9 +53,11 @@ extension GLMFamily {
 
     /// Row derivatives in η (the values are those of `minusTwoLogLik` and
     /// `weightAndResidual`, so they agree with PIRLS to the bit).
+    /// μ and dμ/dη come from `meanAndSlope`, as PIRLS takes them, so the GLM start agrees with the full
+    /// evaluation at θ = 0 to the bit.
     @inline(__always) func etaDerivatives(y: Double, n: Double, eta: Double) -> RowEtaDerivatives {
-        let m = mu(eta)
-        return etaDerivatives(y: y, n: n, eta: eta, mu: m, muEta: muEta(eta), deviance: minusTwoLogLik(y: y, n: n, mu: m))
+        let (m, d) = meanAndSlope(eta)
+        return etaDerivatives(y: y, n: n, eta: eta, mu: m, muEta: d, deviance: minusTwoLogLik(y: y, n: n, mu: m))
     }
 
     /// The same from μ, dμ/dη and the row's deviance at η already at hand
@@ -110,7 +112,7 @@ extension GLMMSite {
                 var d = u * u
                 for i in rowsOf[g] {
                     let e = m.eta[i] + data.z[0][i] * th * (u - ug)
-                    d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.mu(e))
+                    d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.meanAndSlope(e).mu)
                 }
                 return d
             }
