@@ -242,16 +242,26 @@ extension GLMMSite {
         }
 
         let acc = buffer.doubles(W)
-        let vPhi = buffer.doubles(W), T3 = buffer.doubles(W), S = buffer.doubles(1 + nt)
-        /// vᵀΦ's row term at the current row's η jet (after loadRow and etaJet): dev′(η)·(vᵀz̃_i).
+        let S = buffer.doubles(1 + nt)
+        /// Adds −½ vᵀ(row i's term of Φ)'s second-order slots to T1 (row i's deviance jet, just composed from
+        /// the η jet E): with s = vᵀz̃_i (linear in θ) and Φ's row term dev′(η)·z̃_i, the pair (a, b) gets
+        /// −½[s₀(dev‴E_aE_b + dev″E_ab) + dev″(s_aE_b + s_bE_a)].
         func adjointRow(_ i: Int) {
-            compose(T3, E, rd[i].d1, rd[i].d2, rd[i].d3)
             S.update(repeating: 0, count: 1 + nt)
             for k in 0..<rowWidth {
                 let vc = adjointV[cols[k]], z = zt + k * W
                 for t in 0...nt { S[t] += vc * z[t] }
             }
-            kernel.mulAdd(vPhi, T3, linear: S, m: nt)
+            let s0 = S[0], d2 = rd[i].d2, f2 = -0.5 * s0 * rd[i].d3, f1 = -0.5 * s0 * d2, h = -0.5 * d2
+            var k = 1 + np
+            for b in 1...np {
+                let eb = E[b], sb = b <= nt ? S[b] : 0
+                for a in 1...b {
+                    let sa = a <= nt ? S[a] : 0
+                    T1[k] += f2 * E[a] * eb + f1 * E[k] + h * (sa * eb + sb * E[a])
+                    k += 1
+                }
+            }
         }
         if nAGQ > 1 {
             try quadratureJet(theta: theta, modes: m, nAGQ: nAGQ, rd: rd, space: space, kernel: kernel, U: U,
@@ -260,7 +270,6 @@ extension GLMMSite {
             try laplaceJet(theta: theta, modes: m, rd: rd, space: space, kernel: kernel, U: U,
                            loadRow: loadRow, etaJet: etaJet, compose: compose, E: E, T1: T1, T2: T2,
                            adjointRow: adjoint ? adjointRow : nil, into: acc)
-            if adjoint { for k in (1 + np)..<W { acc[k] -= 0.5 * vPhi[k] } }
         }
         for k in 1..<W { out.storage[k] = acc[k] }
         guard out.storage.allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
@@ -305,8 +314,8 @@ extension GLMMSite {
             for i in 0..<data.rows {
                 loadRow(i)
                 etaJet(i)
-                adjointRow?(i)
                 compose(T1, E, rd[i].dev, rd[i].d1, rd[i].d2)
+                adjointRow?(i)
                 for k in 1..<W { out[k] += T1[k] }
                 compose(T2, E, rd[i].w, rd[i].w1, rd[i].w2)
                 var nt2 = 0
