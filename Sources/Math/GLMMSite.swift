@@ -143,7 +143,8 @@ public final class GLMMSite: Sendable {
 
     /// The conditional modes û at (θ, β) by PIRLS with step halving. Each
     /// point (the start, every trial step) costs one pass over the rows
-    /// (`rowPass`) and each iteration one more for the blocks of ZᵀWZ.
+    /// (`rowPass`), which sums ZᵀWZ too when the site has only a dense tail;
+    /// other layouts take one more pass per iteration for their blocks.
     func modes(theta: [Double], beta: [Double], start: [Double]?) throws -> Modes {
         let q = dimension
         var u = start ?? [Double](repeating: 0, count: q)
@@ -152,49 +153,19 @@ public final class GLMMSite: Sendable {
         let nf = s.factorCount
         let dims = (0..<nf).map { s.factorDimension($0) }
         let fixed = GLMFamily.linearPredictor(x: data.x, p: data.p, beta: beta, offset: data.offset)
-        var current = PIRLSRows(rows: data.rows), trial = PIRLSRows(rows: data.rows)
-        rowPass(u, theta: theta, fixed: fixed, into: &current)
+        // Only few-level factors (the site itself): the row pass sums the dense tail too.
+        let tailOffsets = layout.first == nil && layout.nested == nil ? (0..<nf).map { tailOffset($0) } : nil
+        let td = tailOffsets == nil ? 0 : layout.tailDimension
+        var current = PIRLSRows(rows: data.rows, tailDimension: td), trial = PIRLSRows(rows: data.rows, tailDimension: td)
+        rowPass(u, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &current)
         var iteration = 0
         var zwr = [Double](repeating: 0, count: q), c = zwr, trialU = zwr
         while true {
             iteration += 1
             let blocks: SiteBlocks
-            if layout.first == nil && layout.nested == nil {
-                // Only few-level factors (the site itself): accumulate the dense
-                // tail directly, without per-row work beyond the sums.
-                let td = layout.tailDimension
-                var tt = [Double](repeating: 0, count: td * td), tw = [Double](repeating: 0, count: td)
-                let width = dims.reduce(0, +)
-                let offsets = (0..<nf).map { tailOffset($0) }
-                // Row by row, in order: each row's z entries and their positions in the tail.
-                let scratch = Scratch()
-                defer { scratch.free() }
-                let cols = scratch.ints(max(width, 1)), vals = scratch.doubles(max(width, 1))
-                let zs = data.z, lvs = data.levels
-                tt.withUnsafeMutableBufferPointer { tt in
-                    tw.withUnsafeMutableBufferPointer { tw in
-                        current.weights.withUnsafeBufferPointer { weights in
-                            current.residuals.withUnsafeBufferPointer { residuals in
-                                for i in 0..<data.rows {
-                                    let w = weights[i], r = residuals[i]
-                                    var k = 0
-                                    for f in 0..<nf {
-                                        let df = dims[f], base = offsets[f] + lvs[f][i] * df
-                                        for a in 0..<df { cols[k] = base + a; vals[k] = zs[f][i * df + a]; k += 1 }
-                                    }
-                                    for b in 0..<width {
-                                        let wb = w * vals[b]
-                                        if wb == 0 { continue }
-                                        tw[cols[b]] += wb * r
-                                        for a in 0..<width { tt[cols[a] + cols[b] * td] += vals[a] * wb }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+            if tailOffsets != nil {
                 blocks = SiteBlocks(width: 1, rows: data.rows, first: nil, siteFactor: data.siteFactor, tail: layout.tail,
-                                    tailDimension: td, tt: tt, tw: tw, ww: [0])
+                                    tailDimension: layout.tailDimension, tt: current.tt, tw: current.tw, ww: [0])
             } else {
                 let rootWeights = current.weights.map { $0.squareRoot() }
                 let responses = (0..<data.rows).map { rootWeights[$0] * current.residuals[$0] }
@@ -229,7 +200,7 @@ public final class GLMMSite: Sendable {
             var accepted = false
             for _ in 0..<30 {
                 for k in 0..<q { trialU[k] = u[k] + step * delta[k] }
-                rowPass(trialU, theta: theta, fixed: fixed, into: &trial)
+                rowPass(trialU, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &trial)
                 let d = trial.total + trialU.reduce(0) { $0 + $1 * $1 }
                 if d.isFinite && d <= pen + 1e-10 * abs(pen) {
                     swap(&u, &trialU); swap(&current, &trial); accepted = true; break
