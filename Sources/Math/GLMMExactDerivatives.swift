@@ -11,7 +11,12 @@
 //     û_a  = −(2M_obs)⁻¹ Φ_a          (Φ evaluated with û's derivatives set to 0)
 //     û_ab = −(2M_obs)⁻¹ Φ_ab         (Φ evaluated with û_a known and û_ab set to 0):
 // one pass over the rows and dim(p) (then dim(p)(dim(p)+1)/2) solves with the
-// blocked factor each. With û as a full jet, η_i, every row's deviance and
+// blocked factor each. The Laplace objective outside a nested chain skips the
+// second stage: D depends on û_ab only through G_uᵀû_ab (G = F + log|M|), which
+// is −½vᵀΦ_ab with v = M_obs⁻¹G_u, G_u = Φ + Σ_i w′_i (z̃_iᵀM⁻¹z̃_i) z̃_i taken
+// in stage 1's pass; vᵀΦ_ab is added row by row in the Laplace pass, from the
+// η jets it forms anyway (with û_ab = 0, as stage 2 would). A nested chain and
+// quadrature keep the two stages. With û as a full jet, η_i, every row's deviance and
 // Fisher weight are jets by the chain rule, and so is
 //     Laplace:  D = Σ dev_i + ‖û‖² + log|ΛᵀZᵀW(û)ZΛ + I|,
 // whose log-determinant is taken through the same blocked Cholesky as the
