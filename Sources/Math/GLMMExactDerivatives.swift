@@ -135,7 +135,10 @@ extension GLMMSite {
 
     /// D_k with its exact gradient (order 1) and Hessian (order 2) in
     /// (θ…, β…) at the modes `m`; the value slot holds `value`.
-    func exactJet(theta: [Double], beta: [Double], modes m: Modes, order: Int, nAGQ: Int, value: Double) throws -> ScalarJet {
+    /// `modeSlopes`, when given, receives dû/d(θ, β) (q × dim(p), row-major)
+    /// once the first-order solves have them (GLMMModeSlope.swift).
+    func exactJet(theta: [Double], beta: [Double], modes m: Modes, order: Int, nAGQ: Int, value: Double,
+                  modeSlopes: (([Double]) -> Void)? = nil) throws -> ScalarJet {
         let s = data.structure, nf = s.factorCount
         let nt = theta.count, p = data.p, np = nt + p
         let space = JetSpace(parameters: np, order: order)
@@ -239,6 +242,11 @@ extension GLMMSite {
         let adjointV = buffer.doubles(max(q, 1))
         if q > 0 {
             modeEquation(order: 1); solveSlots(1..<(1 + np))
+            if let modeSlopes {
+                var du = [Double](repeating: 0, count: q * np)
+                for c in 0..<q { for a in 0..<np { du[c * np + a] = U[c * W + 1 + a] } }
+                modeSlopes(du)
+            }
             if adjoint {
                 for c in 0..<q { gU[c] += Phi[c * W] }
                 let v = mObs.solve((0..<q).map { gU[$0] })

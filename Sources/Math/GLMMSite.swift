@@ -67,8 +67,9 @@ public final class GLMMSite: Sendable {
     public let data: GLMMSiteData
     private let layout: SiteBlocks
     private let uOffsets: [Int]         // per factor: offset of level 0 in u
-    /// The last modes and the PIRLS settings: a session's requests may run on different threads.
-    private let state = Mutex<(warmModes: [Double]?, modeTolerance: Double, maxIterations: Int)>((nil, 1e-11, 200))
+    /// The last modes (with their slopes, when an evaluation gave them) and
+    /// the PIRLS settings: a session's requests may run on different threads.
+    private let state = Mutex<(warmModes: [Double]?, slope: ModeSlope?, modeTolerance: Double, maxIterations: Int)>((nil, nil, 1e-11, 200))
     private var warmModes: [Double]? {
         get { state.withLock { $0.warmModes } }
         set { state.withLock { $0.warmModes = newValue } }
@@ -118,6 +119,8 @@ public final class GLMMSite: Sendable {
         /// Per row at `eta`: μ, dμ/dη and −2 log p(y | μ), which the exact
         /// derivatives reuse (GLMFamily.etaDerivatives) instead of recomputing.
         var rows: RowMeans
+        /// PIRLS iterations taken (each a blocks solve; all but the last also a trial row pass).
+        var iterations = 0
     }
 
     /// μ_i, dμ/dη_i and each row's deviance term at one η.
@@ -192,7 +195,7 @@ public final class GLMMSite: Sendable {
             let delta = factor.solve(c)
             let size = delta.reduce(0) { max($0, abs($1)) }
             if size <= modeTolerance * max(1, u.reduce(0) { max($0, abs($1)) }) || q == 0 {
-                return modesAt(u, penalizedDeviance: pen, factor: factor, current)
+                return modesAt(u, penalizedDeviance: pen, factor: factor, current, iterations: iteration)
             }
             guard iteration < maxIterations else { throw GLMMError.modesDidNotConverge(iterations: iteration) }
             // Step halving on the penalized deviance.
@@ -209,14 +212,14 @@ public final class GLMMSite: Sendable {
             }
             if !accepted {
                 // No decrease possible: we are at the mode to rounding.
-                return modesAt(u, penalizedDeviance: pen, factor: factor, current)
+                return modesAt(u, penalizedDeviance: pen, factor: factor, current, iterations: iteration)
             }
         }
     }
 
-    private func modesAt(_ u: [Double], penalizedDeviance: Double, factor: BlockedFactor, _ rows: PIRLSRows) -> Modes {
+    private func modesAt(_ u: [Double], penalizedDeviance: Double, factor: BlockedFactor, _ rows: PIRLSRows, iterations: Int) -> Modes {
         Modes(u: u, penalizedDeviance: penalizedDeviance, factor: factor, eta: rows.eta, weights: rows.weights,
-              rows: RowMeans(mu: rows.mu, muEta: rows.muEta, deviance: rows.deviance))
+              rows: RowMeans(mu: rows.mu, muEta: rows.muEta, deviance: rows.deviance), iterations: iterations)
     }
 
     /// The chain layout's shape: the chain's factors with their parents
@@ -276,11 +279,24 @@ public final class GLMMSite: Sendable {
             let s = data.structure
             guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm }
         }
-        let m = try modes(theta: theta, beta: beta, start: warmModes)
-        warmModes = m.u
+        let point = theta + beta
+        let m: Modes
+        if let slope = modeSlope, let predicted = predictedModes(slope, theta: theta, point: point),
+           let found = try? modes(theta: theta, beta: beta, start: predicted) {
+            m = found
+        } else {
+            m = try modes(theta: theta, beta: beta, start: warmModes)
+        }
+        var slope: ModeSlope? = nil
+        defer { state.withLock { $0.warmModes = m.u; $0.slope = slope } }
         let value = try objectiveValue(theta: theta, modes: m, nAGQ: nAGQ)
-        return try exactJet(theta: theta, beta: beta, modes: m, order: order, nAGQ: nAGQ, value: value)
+        return try exactJet(theta: theta, beta: beta, modes: m, order: order, nAGQ: nAGQ, value: value) { du in
+            slope = self.modeSlope(theta: theta, point: point, u: m.u, du: du)
+        }
     }
+
+    /// The slope of the modes recorded by the last evaluation (nil before one, or after order 0).
+    var modeSlope: ModeSlope? { state.withLock { $0.slope } }
 
     /// Conditional modes and conditional covariance of the site-level effects.
     public func siteEffects(theta: [Double], beta: [Double]) throws -> SiteLevelEffects? {
