@@ -11,7 +11,12 @@
 //     û_a  = −(2M_obs)⁻¹ Φ_a          (Φ evaluated with û's derivatives set to 0)
 //     û_ab = −(2M_obs)⁻¹ Φ_ab         (Φ evaluated with û_a known and û_ab set to 0):
 // one pass over the rows and dim(p) (then dim(p)(dim(p)+1)/2) solves with the
-// blocked factor each. With û as a full jet, η_i, every row's deviance and
+// blocked factor each. The Laplace objective outside a nested chain skips the
+// second stage: D depends on û_ab only through G_uᵀû_ab (G = F + log|M|), which
+// is −½vᵀΦ_ab with v = M_obs⁻¹G_u, G_u = Φ + Σ_i w′_i (z̃_iᵀM⁻¹z̃_i) z̃_i taken
+// in stage 1's pass; vᵀΦ_ab is added row by row in the Laplace pass, from the
+// η jets it forms anyway (with û_ab = 0, as stage 2 would). A nested chain and
+// quadrature keep the two stages. With û as a full jet, η_i, every row's deviance and
 // Fisher weight are jets by the chain rule, and so is
 //     Laplace:  D = Σ dev_i + ‖û‖² + log|ΛᵀZᵀW(û)ZΛ + I|,
 // whose log-determinant is taken through the same blocked Cholesky as the
@@ -53,9 +58,11 @@ extension GLMFamily {
 
     /// Row derivatives in η (the values are those of `minusTwoLogLik` and
     /// `weightAndResidual`, so they agree with PIRLS to the bit).
+    /// μ and dμ/dη come from `meanAndSlope`, as PIRLS takes them, so the GLM start agrees with the full
+    /// evaluation at θ = 0 to the bit.
     @inline(__always) func etaDerivatives(y: Double, n: Double, eta: Double) -> RowEtaDerivatives {
-        let m = mu(eta)
-        return etaDerivatives(y: y, n: n, eta: eta, mu: m, muEta: muEta(eta), deviance: minusTwoLogLik(y: y, n: n, mu: m))
+        let (m, d) = meanAndSlope(eta)
+        return etaDerivatives(y: y, n: n, eta: eta, mu: m, muEta: d, deviance: minusTwoLogLik(y: y, n: n, mu: m))
     }
 
     /// The same from μ, dμ/dη and the row's deviance at η already at hand
@@ -110,7 +117,7 @@ extension GLMMSite {
                 var d = u * u
                 for i in rowsOf[g] {
                     let e = m.eta[i] + data.z[0][i] * th * (u - ug)
-                    d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.mu(e))
+                    d += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.meanAndSlope(e).mu)
                 }
                 return d
             }
@@ -128,7 +135,10 @@ extension GLMMSite {
 
     /// D_k with its exact gradient (order 1) and Hessian (order 2) in
     /// (θ…, β…) at the modes `m`; the value slot holds `value`.
-    func exactJet(theta: [Double], beta: [Double], modes m: Modes, order: Int, nAGQ: Int, value: Double) throws -> ScalarJet {
+    /// `modeSlopes`, when given, receives dû/d(θ, β) (q × dim(p), row-major)
+    /// once the first-order solves have them (GLMMModeSlope.swift).
+    func exactJet(theta: [Double], beta: [Double], modes m: Modes, order: Int, nAGQ: Int, value: Double,
+                  modeSlopes: (([Double]) -> Void)? = nil) throws -> ScalarJet {
         let s = data.structure, nf = s.factorCount
         let nt = theta.count, p = data.p, np = nt + p
         let space = JetSpace(parameters: np, order: order)
@@ -199,6 +209,13 @@ extension GLMMSite {
         let mObs = isCanonical ? m.factor : try factor(weights: rd.map { 0.5 * $0.d2 }, theta: theta)
         // Stage 1 needs first derivatives only: the same storage, a first-order kernel.
         let firstOrder = JetKernel(JetSpace(parameters: np, order: 1))
+        // Laplace at order 2 outside a nested chain: û_ab is not solved for. D depends on û_ab only
+        // through G_uᵀû_ab, G_u = Φ + ∂log|M|/∂u (Φ ≈ 0 at the mode), and û_ab = −(2M_obs)⁻¹Φ_ab, so
+        // G_uᵀû_ab = −½ vᵀΦ_ab with the adjoint v = M_obs⁻¹G_u; vᵀΦ_ab is summed in the Laplace pass from
+        // the η jets it forms anyway (with û_ab = 0, as stage 2 would): one pass over the rows fewer.
+        let adjoint = order >= 2 && nAGQ <= 1 && data.chain == nil && q > 0
+        let gU = buffer.doubles(max(q, 1))                     // ∂log|M|/∂u = Σ_i w′_i (z̃_iᵀM⁻¹z̃_i) z̃_i
+        let leverage = adjoint ? rowLeverage(m.factor) : nil
         func modeEquation(order stage: Int) {
             let k2 = stage >= 2 ? kernel : firstOrder
             Phi.update(repeating: 0, count: max(q, 1) * W)
@@ -207,6 +224,10 @@ extension GLMMSite {
                 etaJet(i, k2)
                 compose(T1, E, rd[i].d1, rd[i].d2, rd[i].d3, order: stage)
                 for k in 0..<rowWidth { k2.mulAdd(Phi + cols[k] * W, T1, linear: zt + k * W, m: nt) }
+                if let leverage {
+                    let c = rd[i].w1 * leverage(zt, cols, rowWidth, W)
+                    for k in 0..<rowWidth { gU[cols[k]] += c * zt[k * W] }
+                }
             }
             for t in 0..<(q * W) { Phi[t] += 2 * U[t] }
         }
@@ -218,18 +239,50 @@ extension GLMMSite {
                 for c in 0..<q { U[c * W + slot] = -0.5 * x[c] }
             }
         }
+        let adjointV = buffer.doubles(max(q, 1))
         if q > 0 {
             modeEquation(order: 1); solveSlots(1..<(1 + np))
-            if order >= 2 { modeEquation(order: 2); solveSlots((1 + np)..<W) }
+            if let modeSlopes {
+                var du = [Double](repeating: 0, count: q * np)
+                for c in 0..<q { for a in 0..<np { du[c * np + a] = U[c * W + 1 + a] } }
+                modeSlopes(du)
+            }
+            if adjoint {
+                for c in 0..<q { gU[c] += Phi[c * W] }
+                let v = mObs.solve((0..<q).map { gU[$0] })
+                for c in 0..<q { adjointV[c] = v[c] }
+            } else if order >= 2 { modeEquation(order: 2); solveSlots((1 + np)..<W) }
         }
 
         let acc = buffer.doubles(W)
+        let S = buffer.doubles(1 + nt)
+        /// Adds −½ vᵀ(row i's term of Φ)'s second-order slots to T1 (row i's deviance jet, just composed from
+        /// the η jet E): with s = vᵀz̃_i (linear in θ) and Φ's row term dev′(η)·z̃_i, the pair (a, b) gets
+        /// −½[s₀(dev‴E_aE_b + dev″E_ab) + dev″(s_aE_b + s_bE_a)].
+        func adjointRow(_ i: Int) {
+            S.update(repeating: 0, count: 1 + nt)
+            for k in 0..<rowWidth {
+                let vc = adjointV[cols[k]], z = zt + k * W
+                for t in 0...nt { S[t] += vc * z[t] }
+            }
+            let s0 = S[0], d2 = rd[i].d2, f2 = -0.5 * s0 * rd[i].d3, f1 = -0.5 * s0 * d2, h = -0.5 * d2
+            var k = 1 + np
+            for b in 1...np {
+                let eb = E[b], sb = b <= nt ? S[b] : 0
+                for a in 1...b {
+                    let sa = a <= nt ? S[a] : 0
+                    T1[k] += f2 * E[a] * eb + f1 * E[k] + h * (sa * eb + sb * E[a])
+                    k += 1
+                }
+            }
+        }
         if nAGQ > 1 {
             try quadratureJet(theta: theta, modes: m, nAGQ: nAGQ, rd: rd, space: space, kernel: kernel, U: U,
                               loadRow: loadRow, etaJet: etaJet, compose: compose, zt: zt, E: E, into: acc)
         } else {
             try laplaceJet(theta: theta, modes: m, rd: rd, space: space, kernel: kernel, U: U,
-                           loadRow: loadRow, etaJet: etaJet, compose: compose, E: E, T1: T1, T2: T2, into: acc)
+                           loadRow: loadRow, etaJet: etaJet, compose: compose, E: E, T1: T1, T2: T2,
+                           adjointRow: adjoint ? adjointRow : nil, into: acc)
         }
         for k in 1..<W { out.storage[k] = acc[k] }
         guard out.storage.allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
@@ -242,7 +295,7 @@ extension GLMMSite {
                             U: UnsafeMutablePointer<Double>, loadRow: (Int) -> Void, etaJet: (Int) -> Void,
                             compose: (UnsafeMutablePointer<Double>, UnsafePointer<Double>, Double, Double, Double) -> Void,
                             E: UnsafeMutablePointer<Double>, T1: UnsafeMutablePointer<Double>, T2: UnsafeMutablePointer<Double>,
-                            into out: UnsafeMutablePointer<Double>) throws {
+                            adjointRow: ((Int) -> Void)?, into out: UnsafeMutablePointer<Double>) throws {
         let s = data.structure, nf = s.factorCount, nt = theta.count
         let W = space.width, q = dimension
         let dims = (0..<nf).map { s.factorDimension($0) }
@@ -275,6 +328,7 @@ extension GLMMSite {
                 loadRow(i)
                 etaJet(i)
                 compose(T1, E, rd[i].dev, rd[i].d1, rd[i].d2)
+                adjointRow?(i)
                 for k in 1..<W { out[k] += T1[k] }
                 compose(T2, E, rd[i].w, rd[i].w1, rd[i].w2)
                 var nt2 = 0
@@ -448,6 +502,36 @@ extension GLMMSite {
         }
         let ld = btt.sumLogDiagonal(scale: 2)
         for k in 1..<W { out[k] += ld.storage[k] }
+    }
+
+    /// z̃ᵀM⁻¹z̃ for one row's z̃ (the value slots of `zt`, width-`W` jets, at u positions `cols`), with M
+    /// the factored first-factor or tail-only layout: M⁻¹ itself when only the small tail exists, else
+    /// ‖L⁻¹z̃‖² through one level's block and the tail.
+    func rowLeverage(_ factor: BlockedFactor) -> (UnsafePointer<Double>, UnsafePointer<Int>, Int, Int) -> Double {
+        let n1 = firstDimension, td = layoutTailDimension
+        guard let lb = factor.blocks.first else {
+            let inv = factor.trailingInverse(size: td)
+            return { zt, cols, width, W in
+                var h = 0.0
+                for b in 0..<width {
+                    var t = 0.0
+                    for a in 0..<width { t += inv[cols[a], cols[b]] * zt[a * W] }
+                    h += t * zt[b * W]
+                }
+                return h
+            }
+        }
+        let r1 = lb.dimension
+        return { zt, cols, width, W in
+            var first = [Double](repeating: 0, count: r1), tail = [Double](repeating: 0, count: td)
+            var level = 0
+            for k in 0..<width {
+                let c = cols[k]
+                if c < n1 { level = c / r1; first[c % r1] = zt[k * W] } else { tail[c - n1] = zt[k * W] }
+            }
+            let y = factor.solveLower(level: level, first: first, tail: tail)
+            return y.first.reduce(0) { $0 + $1 * $1 } + y.tail.reduce(0) { $0 + $1 * $1 }
+        }
     }
 
     /// JetBlas.cholesky, skipping products with entries that are zero in

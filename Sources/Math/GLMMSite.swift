@@ -67,8 +67,9 @@ public final class GLMMSite: Sendable {
     public let data: GLMMSiteData
     private let layout: SiteBlocks
     private let uOffsets: [Int]         // per factor: offset of level 0 in u
-    /// The last modes and the PIRLS settings: a session's requests may run on different threads.
-    private let state = Mutex<(warmModes: [Double]?, modeTolerance: Double, maxIterations: Int)>((nil, 1e-11, 200))
+    /// The last modes (with their slopes, when an evaluation gave them) and
+    /// the PIRLS settings: a session's requests may run on different threads.
+    private let state = Mutex<(warmModes: [Double]?, slope: ModeSlope?, modeTolerance: Double, maxIterations: Int)>((nil, nil, 1e-11, 200))
     private var warmModes: [Double]? {
         get { state.withLock { $0.warmModes } }
         set { state.withLock { $0.warmModes = newValue } }
@@ -118,6 +119,8 @@ public final class GLMMSite: Sendable {
         /// Per row at `eta`: μ, dμ/dη and −2 log p(y | μ), which the exact
         /// derivatives reuse (GLMFamily.etaDerivatives) instead of recomputing.
         var rows: RowMeans
+        /// PIRLS iterations taken (each a blocks solve; all but the last also a trial row pass).
+        var iterations = 0
     }
 
     /// μ_i, dμ/dη_i and each row's deviance term at one η.
@@ -141,44 +144,10 @@ public final class GLMMSite: Sendable {
         }
     }
 
-    /// η = o + Xβ + Σ_f Z_f b_f, each row's terms added in that order (the
-    /// fixed part first, then factor by factor), one pass per factor.
-    func linearPredictor(_ u: [Double], theta: [Double], beta: [Double]) -> [Double] {
-        let b = effects(u, theta: theta)
-        var eta = GLMFamily.linearPredictor(x: data.x, p: data.p, beta: beta, offset: data.offset)
-        let rows = data.rows
-        for f in 0..<b.count {
-            let r = data.z[f].count / max(rows, 1)
-            data.z[f].withUnsafeBufferPointer { z in
-                data.levels[f].withUnsafeBufferPointer { levels in
-                    b[f].withUnsafeBufferPointer { bf in
-                        eta.withUnsafeMutableBufferPointer { e in
-                            for i in 0..<rows {
-                                let l = levels[i]
-                                for a in 0..<r { e[i] += z[i * r + a] * bf[l * r + a] }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return eta
-    }
-
-    /// Σ −2 log p(y_i | μ_i) at η (summed in row order), with μ_i and each
-    /// row's term: a PIRLS step's trial, whose means the next pass reuses.
-    func deviance(_ eta: [Double]) -> (total: Double, mu: [Double], rows: [Double]) {
-        var d = 0.0
-        var mu = [Double](repeating: 0, count: data.rows), rows = mu
-        for i in 0..<data.rows {
-            let m = data.family.mu(eta[i]), di = data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: m)
-            mu[i] = m; rows[i] = di
-            d += di
-        }
-        return (d, mu, rows)
-    }
-
-    /// The conditional modes û at (θ, β) by PIRLS with step halving.
+    /// The conditional modes û at (θ, β) by PIRLS with step halving. Each
+    /// point (the start, every trial step) costs one pass over the rows
+    /// (`rowPass`), which sums ZᵀWZ too when the site has only a dense tail;
+    /// other layouts take one more pass per iteration for their blocks.
     func modes(theta: [Double], beta: [Double], start: [Double]?) throws -> Modes {
         let q = dimension
         var u = start ?? [Double](repeating: 0, count: q)
@@ -186,81 +155,29 @@ public final class GLMMSite: Sendable {
         let s = data.structure
         let nf = s.factorCount
         let dims = (0..<nf).map { s.factorDimension($0) }
+        let fixed = GLMFamily.linearPredictor(x: data.x, p: data.p, beta: beta, offset: data.offset)
+        // Only few-level factors (the site itself): the row pass sums the dense tail too.
+        let tailOffsets = layout.first == nil && layout.nested == nil ? (0..<nf).map { tailOffset($0) } : nil
+        let td = tailOffsets == nil ? 0 : layout.tailDimension
+        var current = PIRLSRows(rows: data.rows, tailDimension: td), trial = PIRLSRows(rows: data.rows, tailDimension: td)
+        rowPass(u, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &current)
         var iteration = 0
-        // The accepted step's η with its deviance pass (Σ, μ_i, terms): not computed twice.
-        var next: (eta: [Double], deviance: (total: Double, mu: [Double], rows: [Double]))? = nil
+        var zwr = [Double](repeating: 0, count: q), c = zwr, trialU = zwr
         while true {
             iteration += 1
-            let eta = next?.eta ?? linearPredictor(u, theta: theta, beta: beta)
-            let (dev, means, rowDeviances) = next?.deviance ?? deviance(eta)
-            var muEtas = [Double](repeating: 0, count: data.rows)
-            var weights = [Double](repeating: 0, count: data.rows)
             let blocks: SiteBlocks
-            if layout.first == nil && layout.nested == nil {
-                // Only few-level factors (the site itself): accumulate the dense
-                // tail directly, without per-row work beyond the sums.
-                let td = layout.tailDimension
-                var tt = [Double](repeating: 0, count: td * td), tw = [Double](repeating: 0, count: td)
-                let width = dims.reduce(0, +)
-                let offsets = (0..<nf).map { tailOffset($0) }
-                var residuals = [Double](repeating: 0, count: data.rows)
-                muEtas.withUnsafeMutableBufferPointer { muEtas in
-                    weights.withUnsafeMutableBufferPointer { weights in
-                        residuals.withUnsafeMutableBufferPointer { residuals in
-                            for i in 0..<data.rows {
-                                let d = data.family.muEta(eta[i])
-                                let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
-                                muEtas[i] = d
-                                weights[i] = w
-                                residuals[i] = r
-                            }
-                        }
-                    }
-                }
-                // Row by row, in order: each row's z entries and their positions in the tail.
-                let scratch = Scratch()
-                defer { scratch.free() }
-                let cols = scratch.ints(max(width, 1)), vals = scratch.doubles(max(width, 1))
-                let zs = data.z, lvs = data.levels
-                tt.withUnsafeMutableBufferPointer { tt in
-                    tw.withUnsafeMutableBufferPointer { tw in
-                        for i in 0..<data.rows {
-                            let w = weights[i], r = residuals[i]
-                            var k = 0
-                            for f in 0..<nf {
-                                let df = dims[f], base = offsets[f] + lvs[f][i] * df
-                                for a in 0..<df { cols[k] = base + a; vals[k] = zs[f][i * df + a]; k += 1 }
-                            }
-                            for b in 0..<width {
-                                let wb = w * vals[b]
-                                if wb == 0 { continue }
-                                tw[cols[b]] += wb * r
-                                for a in 0..<width { tt[cols[a] + cols[b] * td] += vals[a] * wb }
-                            }
-                        }
-                    }
-                }
+            if tailOffsets != nil {
                 blocks = SiteBlocks(width: 1, rows: data.rows, first: nil, siteFactor: data.siteFactor, tail: layout.tail,
-                                    tailDimension: td, tt: tt, tw: tw, ww: [0])
+                                    tailDimension: layout.tailDimension, tt: current.tt, tw: current.tw, ww: [0])
             } else {
-                var rootWeights = [Double](repeating: 0, count: data.rows)
-                var responses = [Double](repeating: 0, count: data.rows)
-                for i in 0..<data.rows {
-                    let d = data.family.muEta(eta[i])
-                    let (w, r, _) = data.family.weightAndResidual(y: data.y[i], n: data.n[i], mu: means[i], muEta: d)
-                    muEtas[i] = d
-                    weights[i] = w
-                    let sw = w.squareRoot()
-                    rootWeights[i] = sw
-                    responses[i] = sw * r
-                }
+                let rootWeights = current.weights.map { $0.squareRoot() }
+                let responses = (0..<data.rows).map { rootWeights[$0] * current.residuals[$0] }
                 blocks = weightedBlocks(rootWeights: rootWeights, responses: responses)
             }
             let factor = try BlockedFactor(blocks, structure: s, theta: theta)
-            let pen = dev + u.reduce(0) { $0 + $1 * $1 }
+            let pen = current.total + u.reduce(0) { $0 + $1 * $1 }
             guard pen.isFinite else { throw GLMMError.nonFinite }
             // c = Λᵀ ZᵀW r − u
-            var zwr = [Double](repeating: 0, count: q)
             if let lb = blocks.first { for k in 0..<(lb.levels * lb.dimension) { zwr[k] = lb.zw[k] } }
             var n1 = blocks.first.map { $0.levels * $0.dimension } ?? 0
             for f in blocks.nested?.factors ?? [] {
@@ -268,7 +185,6 @@ public final class GLMMSite: Sendable {
                 n1 += f.levels * f.dimension
             }
             for k in 0..<blocks.tailDimension { zwr[n1 + k] = blocks.tw[k] }
-            var c = [Double](repeating: 0, count: q)
             for f in 0..<nf {
                 let t = s.factorMatrix(f, theta: theta), r = dims[f]
                 for l in 0..<data.levelCounts[f] {
@@ -278,27 +194,32 @@ public final class GLMMSite: Sendable {
             }
             let delta = factor.solve(c)
             let size = delta.reduce(0) { max($0, abs($1)) }
-            let rows = RowMeans(mu: means, muEta: muEtas, deviance: rowDeviances)
             if size <= modeTolerance * max(1, u.reduce(0) { max($0, abs($1)) }) || q == 0 {
-                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights, rows: rows)
+                return modesAt(u, penalizedDeviance: pen, factor: factor, current, iterations: iteration)
             }
             guard iteration < maxIterations else { throw GLMMError.modesDidNotConverge(iterations: iteration) }
             // Step halving on the penalized deviance.
             var step = 1.0
             var accepted = false
             for _ in 0..<30 {
-                let trial = zip(u, delta).map { $0 + step * $1 }
-                let trialEta = linearPredictor(trial, theta: theta, beta: beta)
-                let trialDeviance = deviance(trialEta)
-                let d = trialDeviance.total + trial.reduce(0) { $0 + $1 * $1 }
-                if d.isFinite && d <= pen + 1e-10 * abs(pen) { u = trial; next = (trialEta, trialDeviance); accepted = true; break }
+                for k in 0..<q { trialU[k] = u[k] + step * delta[k] }
+                rowPass(trialU, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &trial)
+                let d = trial.total + trialU.reduce(0) { $0 + $1 * $1 }
+                if d.isFinite && d <= pen + 1e-10 * abs(pen) {
+                    swap(&u, &trialU); swap(&current, &trial); accepted = true; break
+                }
                 step *= 0.5
             }
             if !accepted {
                 // No decrease possible: we are at the mode to rounding.
-                return Modes(u: u, penalizedDeviance: pen, factor: factor, eta: eta, weights: weights, rows: rows)
+                return modesAt(u, penalizedDeviance: pen, factor: factor, current, iterations: iteration)
             }
         }
+    }
+
+    private func modesAt(_ u: [Double], penalizedDeviance: Double, factor: BlockedFactor, _ rows: PIRLSRows, iterations: Int) -> Modes {
+        Modes(u: u, penalizedDeviance: penalizedDeviance, factor: factor, eta: rows.eta, weights: rows.weights,
+              rows: RowMeans(mu: rows.mu, muEta: rows.muEta, deviance: rows.deviance), iterations: iterations)
     }
 
     /// The chain layout's shape: the chain's factors with their parents
@@ -358,11 +279,24 @@ public final class GLMMSite: Sendable {
             let s = data.structure
             guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm }
         }
-        let m = try modes(theta: theta, beta: beta, start: warmModes)
-        warmModes = m.u
+        let point = theta + beta
+        let m: Modes
+        if let slope = modeSlope, let predicted = predictedModes(slope, theta: theta, point: point),
+           let found = try? modes(theta: theta, beta: beta, start: predicted) {
+            m = found
+        } else {
+            m = try modes(theta: theta, beta: beta, start: warmModes)
+        }
+        var slope: ModeSlope? = nil
+        defer { state.withLock { $0.warmModes = m.u; $0.slope = slope } }
         let value = try objectiveValue(theta: theta, modes: m, nAGQ: nAGQ)
-        return try exactJet(theta: theta, beta: beta, modes: m, order: order, nAGQ: nAGQ, value: value)
+        return try exactJet(theta: theta, beta: beta, modes: m, order: order, nAGQ: nAGQ, value: value) { du in
+            slope = self.modeSlope(theta: theta, point: point, u: m.u, du: du)
+        }
     }
+
+    /// The slope of the modes recorded by the last evaluation (nil before one, or after order 0).
+    var modeSlope: ModeSlope? { state.withLock { $0.slope } }
 
     /// Conditional modes and conditional covariance of the site-level effects.
     public func siteEffects(theta: [Double], beta: [Double]) throws -> SiteLevelEffects? {

@@ -26,7 +26,7 @@ extension GLMMSite {
             for i in 0..<data.rows {
                 let x = i * p
                 guard order >= 1 else {
-                    value += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.mu(eta[i]))
+                    value += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.meanAndSlope(eta[i]).mu)
                     continue
                 }
                 let d = data.family.etaDerivatives(y: data.y[i], n: data.n[i], eta: eta[i])
