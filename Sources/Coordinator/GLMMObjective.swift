@@ -9,12 +9,11 @@ import Math
 import Protocol
 
 struct GLMMObjective: FitObjective {
-    /// (Var only so that the overlapped start's lanes can each send on their own federation.)
-    var session: FitSession
+    let session: FitSession
     let nAGQ: Int
     let scale: ColumnScale?
     let standard: Standardization
-    var evaluations = 0
+    private(set) var evaluations = 0
     /// Separation is an estimate running off while the likelihood flattens;
     /// sizes are judged on the link scale per SD of the column, so an
     /// uncentred covariate's large intercept is not it.
@@ -115,22 +114,11 @@ struct GLMMObjective: FitObjective {
     /// lme4's start: β from the GLM (θ = 0), θ = 1. The GLM is also the
     /// boundary candidate: a Laplace objective can have a local minimum
     /// inside while its lowest point is θ = 0, so the lower of the two wins.
-    /// The full fit needs only a rough β to start from, so the GLM runs alone
-    /// only until it is rough (`isRoughEnough`); its remaining evaluations ride in
-    /// the full fit's rounds (GLMMOverlappedStart.swift).
     mutating func minimize(_ optimizer: BoundedNewton) throws -> BoundedNewton.Result {
         let m = thetaCount, p = fixedCount
         let zeroTheta = [Double](repeating: 0, count: m)
-        let glmOptimizer = optimizer.glmStart(names: betaNames)
-        let rough = try glmOptimizer.minimize(from: [Double](repeating: 0, count: p), until: Self.isRoughEnough) { try glmEvaluate($0) }
-        let start = session.structure.initialTheta + rough.x
-        var result: BoundedNewton.Result, glm: BoundedNewton.Result
-        if rough.converged || rough.evaluations >= glmOptimizer.maxEvaluations {
-            glm = rough
-            result = try optimizer.minimize(from: start) { try evaluate($0) }
-        } else {
-            (result, glm) = try sideBySide(optimizer, from: start, glm: glmOptimizer, resuming: rough)
-        }
+        let glm = try optimizer.glmStart(names: betaNames).minimize(from: [Double](repeating: 0, count: p)) { try glmEvaluate($0) }
+        var result = try optimizer.minimize(from: session.structure.initialTheta + glm.x) { try evaluate($0) }
         if result.isAboveBoundary(glm, noise: optimizer.relativeNoise) {
             // The GLM's point, with its full (θ, β) derivatives for the covariance: one more round.
             result.takeBoundary(glm, at: try evaluate(zeroTheta + glm.x), thetaCount: m)

@@ -40,7 +40,7 @@ public struct InfeasiblePoint: Error, Sendable {
     public init(_ reason: String) { self.reason = reason }
 }
 
-public struct BoundedNewton: Sendable {
+public struct BoundedNewton {
     /// Value, gradient and Hessian at a point.
     public struct Evaluation: Sendable {
         public var value: Double
@@ -107,20 +107,14 @@ public struct BoundedNewton: Sendable {
     public var parameterNames: [String] = []
     /// Called at each iteration with (iteration, criterion, Newton
     /// decrement), for progress reports.
-    public var progress: (@Sendable (Int, Double, Double?) -> Void)? = nil
+    public var progress: ((Int, Double, Double?) -> Void)? = nil
 
     public init(lower: [Double]) { self.lower = lower }
 
-    /// Minimizes from `start`. `known` is the evaluation at `start` when the
-    /// caller has it already (a minimization resumed: no evaluation repeated).
-    /// `until(decrement)` ends it early, unconverged, at the first iteration
-    /// where it says so (e.g. a start that needs only to be rough); a point
-    /// that meets the convergence rule ends it converged as usual.
-    public func minimize(from start: [Double], at known: Evaluation? = nil, until stop: ((Double?) -> Bool)? = nil,
-                         evaluate: ([Double]) throws -> Evaluation) throws -> Result {
+    public func minimize(from start: [Double], evaluate: ([Double]) throws -> Evaluation) throws -> Result {
         var x = project(start)
-        var e = try known ?? evaluate(x)
-        var evaluations = known == nil ? 1 : 0, iterations = 0
+        var e = try evaluate(x)
+        var evaluations = 1, iterations = 0
         var radius = initialRadius
         var message = "maximum number of evaluations (\(maxEvaluations)) reached"
         var converged = false
@@ -146,10 +140,6 @@ public struct BoundedNewton: Sendable {
                     } catch is InfeasiblePoint {}
                 }
                 converged = true; message = verdict; break
-            }
-            if let stop, stop(local.decrement) {
-                message = "stopped early at the caller's request; " + local.figures
-                break
             }
             var (raw, isNewton) = local.step(radius: radius)
             // Never jump from well inside onto a bound: a step that would

@@ -22,11 +22,6 @@ final class GLMMFederationTests: XCTestCase {
         assertSameFit(remote, local, tol: 1e-10, "cbpp over TLS")
         print(try assertGLMM(remote, ref: ref, tight: try GLMMReferenceTests.tight("cbpp", "laplace"), nAGQ: 1, label: "cbpp/laplace over TLS"))
         XCTAssertLessThanOrEqual(remote.rounds, 25)
-        // The GLM start's last evaluations ride in the full fit's rounds
-        // (GLMMOverlappedStart.swift): fewer rounds than evaluations plus
-        // prepare and finalize (measured: 13 rounds for 14 evaluations; 16 before).
-        XCTAssertLessThan(remote.rounds, remote.evaluations + 2)
-        XCTAssertEqual(remote.rounds, local.rounds)
     }
 
     /// Writes sites with `rows(site)` rows of (y, x, ward).

@@ -21,8 +21,6 @@ final class PipelinedRoundTests: XCTestCase {
         var site: String { inner.site }
         func call(_ request: Request) throws -> Reply { try inner.call(request, round: nil) }
         func call(_ request: Request, round: Int?) throws -> Reply { try inner.call(request, round: round) }
-        // Batch lines too (a GLMM's overlapped start sends them), so that only pipelining differs.
-        func call(batch requests: [Request], round: Int?) throws -> [Reply] { try inner.call(batch: requests, round: round) }
         var bytesSent: Int { inner.bytesSent }
         var bytesReceived: Int { inner.bytesReceived }
         func close() {}

@@ -14,29 +14,6 @@ final class BoundedNewtonTests: XCTestCase {
         }
     }
 
-    /// A minimization stopped early (`until`) and resumed from its point with
-    /// the evaluation it had (`at`) repeats no evaluation, takes the same
-    /// Newton steps and so ends where the uninterrupted one does (the
-    /// GLMM's overlapped GLM start relies on this).
-    func testStoppedEarlyAndResumedEndsAtTheSameOptimum() throws {
-        // f(x) = Σ exp(x_i) − 2x_i + 0.1·x_0·x_1: smooth, convex near its minimum, not quadratic.
-        let f: ([Double]) -> BoundedNewton.Evaluation = { x in
-            let v = exp(x[0]) - 2 * x[0] + exp(x[1]) - 2 * x[1] + 0.1 * x[0] * x[1]
-            return .init(value: v, gradient: [exp(x[0]) - 2 + 0.1 * x[1], exp(x[1]) - 2 + 0.1 * x[0]],
-                         hessian: Matrix(rows: 2, cols: 2, data: [exp(x[0]), 0.1, 0.1, exp(x[1])]))
-        }
-        let optimizer = BoundedNewton(lower: [-.infinity, -.infinity])
-        let whole = try optimizer.minimize(from: [-1, 2], evaluate: f)
-        let rough = try optimizer.minimize(from: [-1, 2], until: { ($0 ?? .infinity) < 1e-2 }, evaluate: f)
-        XCTAssertFalse(rough.converged)
-        XCTAssertTrue(rough.message.hasPrefix("stopped early"), rough.message)
-        XCTAssertLessThan(rough.evaluations, whole.evaluations)
-        let rest = try optimizer.minimize(from: rough.x, at: .init(value: rough.value, gradient: rough.gradient, hessian: rough.hessian), evaluate: f)
-        XCTAssertTrue(rest.converged, rest.message)
-        XCTAssertEqual(rough.evaluations + rest.evaluations, whole.evaluations)
-        for i in 0..<2 { XCTAssertEqual(rest.x[i], whole.x[i], accuracy: 1e-12) }
-    }
-
     /// f(θ) = θ⁴ − 2cθ²: zero slope at θ = 0 with negative curvature; the
     /// minimum is at θ = √c, inside.
     func testZeroSlopeWithNegativeCurvatureAtTheBoundMovesInside() throws {
