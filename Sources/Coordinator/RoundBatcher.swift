@@ -164,68 +164,16 @@ extension Federation {
         -> (results: [Result<[Reply], SiteFailure>], unbatched: [String]) {
         let number = rounds + 1
         let channels = self.channels
-        let outcomes: [Result<(replies: [Reply], exchanges: Int, unbatched: Bool), SiteFailure>]
-        if channelIndices.allSatisfy({ channels[$0].pipelines }), Self.fitOneBatchLine(requests) {
-            outcomes = pipelinedBatches(requests, on: channelIndices, number: number)
-        } else {
-            outcomes = pool.results(channelIndices.count) {
-                (j: Int) throws(SiteFailure) -> (replies: [Reply], exchanges: Int, unbatched: Bool) in
-                let channel = channels[channelIndices[j]]
-                do { return try channel.answers(to: requests[j], round: number) }
-                catch let f as SiteFailure { throw f }
-                catch { throw SiteFailure(site: channel.site, message: "\(error)") }
-            }
+        let outcomes = pool.results(channelIndices.count) {
+            (j: Int) throws(SiteFailure) -> (replies: [Reply], exchanges: Int, unbatched: Bool) in
+            let channel = channels[channelIndices[j]]
+            do { return try channel.answers(to: requests[j], round: number) }
+            catch let f as SiteFailure { throw f }
+            catch { throw SiteFailure(site: channel.site, message: "\(error)") }
         }
         let exchanges = outcomes.map { (try? $0.get().exchanges) ?? 1 }.max() ?? 1
         countRounds(exchanges)
         return (outcomes.map { $0.map(\.replies) },
                 zip(channelIndices, outcomes).compactMap { c, o in (try? o.get().unbatched) == true ? channels[c].site : nil })
-    }
-}
-
-extension Federation {
-    /// Whether each site's requests fit one batch line (else
-    /// `SiteChannel.answers` splits them, on a thread per site).
-    static func fitOneBatchLine(_ requests: [[Request]]) -> Bool {
-        requests.allSatisfy { site in
-            !site.isEmpty && site.count <= ProtocolLimits.maxBatchRequests
-                && ((try? site.reduce(0) { $0 + (try LineCodec.encode($1, id: 0)).utf8.count + 16 }) ?? .max) <= ProtocolLimits.maxLineBytes / 4
-        }
-    }
-
-    /// A batch round as `Federation.round` pipelines a plain one: one thread
-    /// sends every site its batch line (`start(batch:)`), then reads the
-    /// answers in site order. What a site left for later
-    /// (`batch_not_answered`), or an agent that does not know batches,
-    /// continues as `SiteChannel.answers` would.
-    private func pipelinedBatches(_ requests: [[Request]], on channelIndices: [Int], number: Int)
-        -> [Result<(replies: [Reply], exchanges: Int, unbatched: Bool), SiteFailure>] {
-        let channels = channelIndices.map { self.channels[$0] }
-        let outcome = pool.results(1) { (_: Int) throws(Never) -> [Result<(replies: [Reply], exchanges: Int, unbatched: Bool), SiteFailure>] in
-            let pending = channels.indices.map { channels[$0].start(batch: requests[$0], round: number) }
-            return channels.indices.map { j in
-                let channel = channels[j]
-                do {
-                    let got: [Reply]
-                    do { got = try channel.finish(pending[j]) } catch let f as SiteFailure where f.code == .unknownType {
-                        return .success((try requests[j].map { try channel.call($0, round: number) }, requests[j].count, true))
-                    }
-                    let later = got.indices.filter { if case .error(let e) = got[$0], e.code == .batchNotAnswered { return true }; return false }
-                    guard later.count < got.count else {
-                        throw SiteFailure(site: channel.site, message: "answered none of a batch's \(got.count) requests (batch_not_answered); its answer limit is too small for one answer")
-                    }
-                    guard !later.isEmpty else { return .success((got, 1, false)) }
-                    var replies = got
-                    let rest = try channel.answers(to: later.map { requests[j][$0] }, round: number)
-                    for (k, r) in zip(later, rest.replies) { replies[k] = r }
-                    return .success((replies, 1 + rest.exchanges, false))
-                } catch let f as SiteFailure {
-                    return .failure(f)
-                } catch {
-                    return .failure(SiteFailure(site: channel.site, message: "\(error)"))
-                }
-            }
-        }
-        return outcome[0].get()
     }
 }

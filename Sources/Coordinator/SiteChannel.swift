@@ -42,21 +42,6 @@ public protocol SiteChannel: AnyObject, Sendable {
     /// Whether the answer to a started call has begun to arrive (for the
     /// notices of a long round; callable from another thread).
     func answerArriving(_ pending: PendingCall) -> Bool
-    /// `start` and `finish` for `call(batch:round:)`: a pipelined batch round.
-    func start(batch requests: [Request], round: Int?) -> PendingBatch
-    func finish(_ pending: PendingBatch) throws -> [Reply]
-}
-
-/// A batch `SiteChannel.start(batch:round:)` began: `ids` are the batch
-/// line's id then its sub-requests', `sent` nil when nothing was sent.
-public struct PendingBatch: Sendable {
-    public var requests: [Request]
-    public var round: Int?
-    public var ids: [Int] = []
-    public var sent: Result<(id: Int, started: Double), any Error>?
-    public init(requests: [Request], round: Int?, ids: [Int] = [], sent: Result<(id: Int, started: Double), any Error>? = nil) {
-        self.requests = requests; self.round = round; self.ids = ids; self.sent = sent
-    }
 }
 
 /// A request `SiteChannel.start` began: `sent` is nil when nothing was sent
@@ -80,8 +65,6 @@ extension SiteChannel {
     public func start(_ request: Request, round: Int?) -> PendingCall { PendingCall(request: request, round: round) }
     public func finish(_ pending: PendingCall) throws -> Reply { try call(pending.request, round: pending.round) }
     public func answerArriving(_ pending: PendingCall) -> Bool { false }
-    public func start(batch requests: [Request], round: Int?) -> PendingBatch { PendingBatch(requests: requests, round: round) }
-    public func finish(_ pending: PendingBatch) throws -> [Reply] { try call(batch: pending.requests, round: pending.round) }
 
     /// One batch line through `call`, its sub-requests numbered 1, 2, ….
     public func call(batch requests: [Request], round: Int?) throws -> [Reply] {

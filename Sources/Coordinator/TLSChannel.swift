@@ -173,67 +173,29 @@ public final class TLSChannel: SiteChannel, Sendable {
     /// and kept under its own session, and a sub-request whose session the
     /// agent lost (a restart) is answered again as `call` would, alone.
     public func call(batch requests: [Request], round: Int?) throws -> [Reply] {
-        try serialized { try batchCall(requests, round: round) }
-    }
-
-    /// Sends a batch line and returns without reading its answer, holding
-    /// the channel until `finish`, as `start` does for one request.
-    public func start(batch requests: [Request], round: Int?) -> PendingBatch {
-        calling.lock()
-        let ids = memory.withLock { m in (0...requests.count).map { _ in m.nextID += 1; return m.nextID } }
-        return PendingBatch(requests: requests, round: round, ids: ids, sent: Result {
-            let lines = try zip(requests, ids.dropFirst()).map { try LineCodec.encode($0, id: $1) }
-            return try transmit(.batch(BatchRequest(requests: lines)), round: round, id: ids[0],
-                                timeout: policy.roundTimeout * Double(requests.count))
-        })
-    }
-
-    /// Reads the answer to a started batch (see `call(batch:round:)`), and lets the channel go.
-    public func finish(_ pending: PendingBatch) throws -> [Reply] {
-        defer { calling.unlock() }
-        return try batchCall(pending.requests, round: pending.round, first: pending.sent.map { ($0, pending.ids) })
-    }
-
-    /// `call(batch:round:)` with the channel held; `first`, when given, is the
-    /// batch line already sent (its outcome and ids), whose answer is read in
-    /// place of a first exchange.
-    private func batchCall(_ requests: [Request], round: Int?,
-                           first: (sent: Result<(id: Int, started: Double), any Error>, ids: [Int])? = nil) throws -> [Reply] {
-        var first = first
-        var replies = try reconnecting(what: "batch of \(requests.count)\(round.map { " (round \($0))" } ?? "")") {
-            if let f = first {
-                first = nil
-                let (id, started) = try f.sent.get()
-                return try receive(batch: requests, round: round, id: id, started: started, subIds: Array(f.ids.dropFirst()))
+        try serialized {
+            var replies = try reconnecting(what: "batch of \(requests.count)\(round.map { " (round \($0))" } ?? "")") {
+                try exchange(batch: requests, round: round)
             }
-            return try exchange(batch: requests, round: round)
-        }
-        for k in requests.indices {
-            if case .error(let e) = replies[k], e.code == .unknownSession, let session = requests[k].session,
-               memory.withLock({ $0.prepared[session] }) != nil, requests[k].typeName != "prepare" {
-                replies[k] = try serializedCall(requests[k], round: round)
-            } else if case .prepare(let p) = requests[k], case .prepared = replies[k] {
-                memory.withLock { $0.prepared[p.session] = (p, replies[k]) }
+            for k in requests.indices {
+                if case .error(let e) = replies[k], e.code == .unknownSession, let session = requests[k].session,
+                   memory.withLock({ $0.prepared[session] }) != nil, requests[k].typeName != "prepare" {
+                    replies[k] = try serializedCall(requests[k], round: round)
+                } else if case .prepare(let p) = requests[k], case .prepared = replies[k] {
+                    memory.withLock { $0.prepared[p.session] = (p, replies[k]) }
+                }
             }
+            return replies
         }
-        return replies
     }
 
     /// One batch line and its answer; the deadline is the round timeout per sub-request.
     private func exchange(batch requests: [Request], round: Int?) throws -> [Reply] {
         let ids = memory.withLock { m in (0...requests.count).map { _ in m.nextID += 1; return m.nextID } }
         let lines = try zip(requests, ids.dropFirst()).map { try LineCodec.encode($0, id: $1) }
-        let (id, started) = try transmit(.batch(BatchRequest(requests: lines)), round: round, id: ids[0],
-                                         timeout: policy.roundTimeout * Double(requests.count))
-        return try receive(batch: requests, round: round, id: id, started: started, subIds: Array(ids.dropFirst()))
-    }
-
-    /// Reads and checks the answer to batch line `id` (sub-requests `subIds`), keeping each sub-answer's receipt.
-    private func receive(batch requests: [Request], round: Int?, id: Int, started: Double, subIds: [Int]) throws -> [Reply] {
-        // The batch line's own request matters to `receive` only for its name (a batch has no session).
-        let reply = try receive(.batch(BatchRequest(requests: [])), round: round, id: id, started: started,
-                                timeout: policy.roundTimeout * Double(requests.count))
-        return try zip(batchAnswers(reply, ids: subIds), requests).map { answer, request in
+        let reply = try exchange(.batch(BatchRequest(requests: lines)), round: round, id: ids[0],
+                                 timeout: policy.roundTimeout * Double(requests.count))
+        return try zip(batchAnswers(reply, ids: Array(ids.dropFirst())), requests).map { answer, request in
             try keepReceipt(of: answer.line, for: request)
             return answer.reply
         }
