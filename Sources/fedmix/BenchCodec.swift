@@ -7,6 +7,7 @@
 // easier to see here, on a quiet measure, than in a fit's wall time.
 
 import Foundation
+import Coordinator
 import Math
 import Protocol
 
@@ -21,7 +22,7 @@ enum BenchCodec {
     /// Doubles with full-precision shortest forms (16–17 digits), of the
     /// magnitudes a fit sends, from a fixed seed.
     static func values(_ n: Int, seed: UInt64) -> [Double] {
-        var g = SplitMix(seed)
+        var g = SeededRandom(seed: seed)
         return (0..<n).map { _ in
             let u = Double(g.next() >> 11) / Double(1 << 53)
             let scale = [1e-6, 1e-3, 1.0, 1e2, 1e4][Int(g.next() % 5)]
@@ -76,19 +77,6 @@ enum BenchCodec {
             let d = try median { try c.decode(c.line) }
             print(c.name.padding(toLength: 26, withPad: " ", startingAt: 0)
                   + String(format: "%7d  %10.2f  %10.2f", c.line.utf8.count, e, d))
-        }
-    }
-
-    /// A small seeded generator (SplitMix64), so the messages are the same on every run.
-    struct SplitMix {
-        var state: UInt64
-        init(_ seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
         }
     }
 }
