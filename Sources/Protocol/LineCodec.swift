@@ -5,7 +5,7 @@
 import Foundation
 
 public enum LineCodec {
-    private struct Header: Decodable { var id: Int?; var type: String }
+    private struct Header: Decodable, Equatable { var id: Int?; var type: String }
 
     private struct Envelope<Body: Encodable>: Encodable {
         var id: Int
@@ -49,6 +49,17 @@ public enum LineCodec {
     /// once this way (JSONLineCodecTests explains).
     static let checksCodec = ProcessInfo.processInfo.environment["FEDMIX_CODEC_CHECK"] == "1"
 
+    /// A line the direct writer made (DirectLineCoding.swift), or, when it
+    /// made none, the Codable path's; under FEDMIX_CODEC_CHECK both, compared.
+    static func encode<B: Encodable>(id: Int, type: String, body: B, direct: String?) throws -> String {
+        guard let direct else { return try encode(id: id, type: type, body: body) }
+        if checksCodec {
+            let reference = try encode(id: id, type: type, body: body)
+            precondition(direct == reference, "DirectLineWriter and JSONLineWriter differ:\n\(direct.prefix(2000))\n\(reference.prefix(2000))")
+        }
+        return direct
+    }
+
     public static func encode(_ hello: Hello) throws -> String { string(try makeEncoder().encode(hello)) }
 
     public static func decodeHello(_ line: String) throws -> Hello {
@@ -61,7 +72,7 @@ public enum LineCodec {
         switch request {
         case .describe(let b): return try encode(id: id, type: request.typeName, body: b)
         case .prepare(let b): return try encode(id: id, type: request.typeName, body: b)
-        case .evaluate(let b): return try encode(id: id, type: request.typeName, body: b)
+        case .evaluate(let b): return try encode(id: id, type: request.typeName, body: b, direct: DirectLineWriter.evaluate(b, id: id))
         case .finalize(let b): return try encode(id: id, type: request.typeName, body: b)
         case .ping: return try encode(id: id, type: request.typeName, body: Empty?.none)
         case .batch(let b): return try encode(id: id, type: request.typeName, body: b)
@@ -72,8 +83,8 @@ public enum LineCodec {
         switch reply {
         case .described(let b): return try encode(id: id, type: reply.typeName, body: b)
         case .prepared(let b): return try encode(id: id, type: reply.typeName, body: b)
-        case .contribution(let b): return try encode(id: id, type: reply.typeName, body: b)
-        case .glmmContribution(let b): return try encode(id: id, type: reply.typeName, body: b)
+        case .contribution(let b): return try encode(id: id, type: reply.typeName, body: b, direct: DirectLineWriter.contribution(b, id: id))
+        case .glmmContribution(let b): return try encode(id: id, type: reply.typeName, body: b, direct: DirectLineWriter.glmmContribution(b, id: id))
         case .glmStep(let b): return try encode(id: id, type: reply.typeName, body: b)
         case .geeStep(let b): return try encode(id: id, type: reply.typeName, body: b)
         case .glmmCrossed(let b): return try encode(id: id, type: reply.typeName, body: b)
@@ -96,17 +107,17 @@ public enum LineCodec {
     public static func readRequest(_ line: String) -> (id: Int?, request: Result<Request, any Error>) {
         let parsed: Parsed
         do { parsed = try Parsed(line) } catch { return (nil, .failure(error)) }
-        let id = (try? decode(Header.self, parsed))?.id
+        let id = (try? header(parsed))?.id
         return (id, Result { try decodeRequest(parsed).request })
     }
 
     private static func decodeRequest(_ line: Parsed) throws -> (id: Int, request: Request) {
-        let h = try decode(Header.self, line)
+        let h = try header(line)
         guard let id = h.id else { throw ProtocolError.missingField("id") }
         switch h.type {
         case "describe": return (id, .describe(try decode(DescribeRequest.self, line)))
         case "prepare": return (id, .prepare(try decode(PrepareRequest.self, line)))
-        case "evaluate": return (id, .evaluate(try decode(EvaluateRequest.self, line)))
+        case "evaluate": return (id, .evaluate(try decode(EvaluateRequest.self, line, direct: DirectLineReader.evaluate)))
         case "finalize": return (id, .finalize(try decode(FinalizeRequest.self, line)))
         case "ping": return (id, .ping)
         case "batch": return (id, .batch(try decode(BatchRequest.self, line)))
@@ -115,23 +126,23 @@ public enum LineCodec {
     }
 
     /// The id of a line, if it has one (to address an error answer).
-    public static func peekID(_ line: String) -> Int? { try? decode(Header.self, line).id }
+    public static func peekID(_ line: String) -> Int? { try? header(Parsed(line)).id }
 
     /// The type of a line with an id, if it has both (to route a batch before decoding it).
     public static func peekType(_ line: String) -> String? {
-        guard let h = try? decode(Header.self, line), h.id != nil else { return nil }
+        guard let h = try? header(Parsed(line)), h.id != nil else { return nil }
         return h.type
     }
 
     public static func decodeReply(_ line: String) throws -> (id: Int, reply: Reply) {
         let line = try Parsed(line)
-        let h = try decode(Header.self, line)
+        let h = try header(line)
         guard let id = h.id else { throw ProtocolError.missingField("id") }
         switch h.type {
         case "described": return (id, .described(try decode(SiteDescription.self, line)))
         case "prepared": return (id, .prepared(try decode(PrepareReply.self, line)))
-        case "contribution": return (id, .contribution(try decode(ContributionReply.self, line)))
-        case "glmm_contribution": return (id, .glmmContribution(try decode(GLMMContributionReply.self, line)))
+        case "contribution": return (id, .contribution(try decode(ContributionReply.self, line, direct: DirectLineReader.contribution)))
+        case "glmm_contribution": return (id, .glmmContribution(try decode(GLMMContributionReply.self, line, direct: DirectLineReader.glmmContribution)))
         case "glm_step": return (id, .glmStep(try decode(GLMStepReply.self, line)))
         case "gee_step": return (id, .geeStep(try decode(GEEStepReply.self, line)))
         case "glmm_crossed": return (id, .glmmCrossed(try decode(CrossedGLMMReply.self, line)))
@@ -155,6 +166,23 @@ public enum LineCodec {
             text = line
             do { document = try JSONLineDocument(line) } catch let e as DecodingError { throw LineCodec.protocolError(e) }
         }
+    }
+
+    /// A line's id and type.
+    private static func header(_ line: Parsed) throws -> Header {
+        try decode(Header.self, line) { document in DirectLineReader.header(document).map { Header(id: $0.id, type: $0.type) } }
+    }
+
+    /// The value the direct reader found (DirectLineCoding.swift), or, when
+    /// it found none, the Codable path's value or error; under
+    /// FEDMIX_CODEC_CHECK both, compared.
+    static func decode<T: Decodable & Equatable>(_ type: T.Type, _ line: Parsed, direct: (JSONLineDocument) -> T?) throws -> T {
+        guard let value = direct(line.document) else { return try decode(type, line) }
+        if checksCodec {
+            let reference = try? decode(type, line)
+            precondition(reference == value, "DirectLineReader and the Codable path differ on \(T.self):\n\(line.text.prefix(2000))")
+        }
+        return value
     }
 
     static func decode<T: Decodable>(_ type: T.Type, _ line: String) throws -> T {
