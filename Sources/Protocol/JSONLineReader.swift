@@ -381,21 +381,21 @@ private struct Scalars {
         return .typeMismatch(t, .init(codingPath: path, debugDescription: "Expected to decode \(t) but found \(kindName(node)) instead."))
     }
 
-    func bool(_ node: Node, _ path: [CodingKey]) throws -> Bool {
-        guard case .bool(let b) = node else { throw mismatch(Bool.self, node, path) }
+    func bool(_ node: Node, _ path: @autoclosure () -> [CodingKey]) throws -> Bool {
+        guard case .bool(let b) = node else { throw mismatch(Bool.self, node, path()) }
         return b
     }
-    func string(_ node: Node, _ path: [CodingKey]) throws -> String {
-        guard case .string(let s) = node else { throw mismatch(String.self, node, path) }
+    func string(_ node: Node, _ path: @autoclosure () -> [CodingKey]) throws -> String {
+        guard case .string(let s) = node else { throw mismatch(String.self, node, path()) }
         return s
     }
-    func double(_ node: Node, _ path: [CodingKey]) throws -> Double {
-        guard case .number(let s, let e) = node else { throw mismatch(Double.self, node, path) }
+    func double(_ node: Node, _ path: @autoclosure () -> [CodingKey]) throws -> Double {
+        guard case .number(let s, let e) = node else { throw mismatch(Double.self, node, path()) }
         guard let d = document.double(s, e) else { throw JSONLineDocument.corrupted() }
         return d
     }
-    func integer<I: FixedWidthInteger>(_ t: I.Type, _ node: Node, _ path: [CodingKey]) throws -> I {
-        guard case .number(let s, let e) = node else { throw mismatch(t, node, path) }
+    func integer<I: FixedWidthInteger>(_ t: I.Type, _ node: Node, _ path: @autoclosure () -> [CodingKey]) throws -> I {
+        guard case .number(let s, let e) = node else { throw mismatch(t, node, path()) }
         if let v = document.integer(s, e), let exact = I(exactly: v) { return exact }
         // Beyond Int64 (UInt64's upper half) or not an integer.
         if I.self == UInt64.self || I.self == UInt.self,
@@ -430,9 +430,15 @@ private struct LineDecoder: Decoder {
 }
 
 /// The value of a node as T (fast for the scalar types).
-private func decodeNode<T: Decodable>(_ type: T.Type, _ node: Node, _ document: JSONLineDocument, _ path: [CodingKey]) throws -> T {
+/// The coding path is built only when needed (an error, a nested
+/// decoder): most fields are scalars, and an array per field was a large
+/// part of reading a message.
+private func decodeNode<T: Decodable>(_ type: T.Type, _ node: Node, _ document: JSONLineDocument, _ path: @autoclosure () -> [CodingKey]) throws -> T {
     let s = Scalars(document: document)
-    if T.self == Double.self { return try unsafeBitCast(s.double(node, path), to: T.self) }
+    if T.self == Double.self {
+        if case .number(let start, let end) = node, let d = document.double(start, end) { return unsafeBitCast(d, to: T.self) }
+        return try unsafeBitCast(s.double(node, path()), to: T.self)
+    }
     if T.self == [Double].self, case .array(let items) = node {
         // Most of a round's numbers: read in one pass, no decoder per number.
         var values: [Double] = []
@@ -440,14 +446,23 @@ private func decodeNode<T: Decodable>(_ type: T.Type, _ node: Node, _ document: 
         for (i, item) in items.enumerated() {
             // The element's coding path is built only for an error.
             if case .number(let start, let end) = item, let d = document.double(start, end) { values.append(d); continue }
-            values.append(try s.double(item, path + [ReaderIndexKey(i)]))
+            values.append(try s.double(item, path() + [ReaderIndexKey(i)]))
         }
         return withUnsafePointer(to: values) { UnsafeRawPointer($0).load(as: T.self) }
     }
-    if T.self == Int.self { return try unsafeBitCast(s.integer(Int.self, node, path), to: T.self) }
-    if T.self == String.self { let v = try s.string(node, path); return withUnsafePointer(to: v) { UnsafeRawPointer($0).load(as: T.self) } }
-    if T.self == Bool.self { return try unsafeBitCast(s.bool(node, path), to: T.self) }
-    return try T(from: LineDecoder(document: document, node: node, codingPath: path))
+    if T.self == Int.self {
+        if case .number(let start, let end) = node, let v = document.integer(start, end), let i = Int(exactly: v) { return unsafeBitCast(i, to: T.self) }
+        return try unsafeBitCast(s.integer(Int.self, node, path()), to: T.self)
+    }
+    if T.self == String.self {
+        if case .string(let v) = node { return withUnsafePointer(to: v) { UnsafeRawPointer($0).load(as: T.self) } }
+        let v = try s.string(node, path()); return withUnsafePointer(to: v) { UnsafeRawPointer($0).load(as: T.self) }
+    }
+    if T.self == Bool.self {
+        if case .bool(let b) = node { return unsafeBitCast(b, to: T.self) }
+        return try unsafeBitCast(s.bool(node, path()), to: T.self)
+    }
+    return try T(from: LineDecoder(document: document, node: node, codingPath: path()))
 }
 
 private struct KeyedLineReader<Key: CodingKey>: KeyedDecodingContainerProtocol {

@@ -118,18 +118,21 @@ enum JSONLineWriter {
     }
 
     /// The node of a value encoded on its own (fast for the scalar types).
-    static func node<T: Encodable>(_ value: T, codingPath: [CodingKey]) throws -> Node {
-        if let d = exactly(value, Double.self) { return try finite(d, codingPath) }
+    /// The coding path is built only when needed (an error, a nested
+    /// encoder): most fields are scalars, and an array per field was a
+    /// large part of encoding a message.
+    static func node<T: Encodable>(_ value: T, codingPath: @autoclosure () -> [CodingKey]) throws -> Node {
+        if let d = exactly(value, Double.self) { return try finite(d, codingPath()) }
         if let values = exactly(value, [Double].self) {
             // Most of a round's bytes: written in one pass, no node per number.
-            if let bad = values.firstIndex(where: { !$0.isFinite }) { _ = try finite(values[bad], codingPath + [IndexKey(bad)]) }
+            if let bad = values.firstIndex(where: { !$0.isFinite }) { _ = try finite(values[bad], codingPath() + [IndexKey(bad)]) }
             return .doubles(values)
         }
         if let i = exactly(value, Int.self) { return .int(Int64(i)) }
         if let s = exactly(value, String.self) { return .string(s) }
         if let b = exactly(value, Bool.self) { return .bool(b) }
         let slot = Slot()
-        try value.encode(to: LineEncoder(slot: slot, codingPath: codingPath))
+        try value.encode(to: LineEncoder(slot: slot, codingPath: codingPath()))
         return slot.node ?? .object(ObjectBox())
     }
 
@@ -139,16 +142,16 @@ enum JSONLineWriter {
         T.self == U.self ? withUnsafePointer(to: value) { UnsafeRawPointer($0).load(as: U.self) } : nil
     }
 
-    static func finite(_ f: Float, _ codingPath: [CodingKey]) throws -> Node {
+    static func finite(_ f: Float, _ codingPath: @autoclosure () -> [CodingKey]) throws -> Node {
         guard f.isFinite else {
-            throw EncodingError.invalidValue(f, .init(codingPath: codingPath, debugDescription: "Unable to encode \(f) directly in JSON."))
+            throw EncodingError.invalidValue(f, .init(codingPath: codingPath(), debugDescription: "Unable to encode \(f) directly in JSON."))
         }
         return .float(f)
     }
 
-    static func finite(_ d: Double, _ codingPath: [CodingKey]) throws -> Node {
+    static func finite(_ d: Double, _ codingPath: @autoclosure () -> [CodingKey]) throws -> Node {
         guard d.isFinite else {
-            throw EncodingError.invalidValue(d, .init(codingPath: codingPath, debugDescription: "Unable to encode \(d) directly in JSON."))
+            throw EncodingError.invalidValue(d, .init(codingPath: codingPath(), debugDescription: "Unable to encode \(d) directly in JSON."))
         }
         return .double(d)
     }
