@@ -111,18 +111,26 @@ extension Receipt {
     /// The receipt an answer line carries as its last key, if any. Reads
     /// only the end of the line (answers can be megabytes).
     public static func carried(by line: String) -> Receipt? {
-        let tail = Array(line.utf8.suffix(4096))
-        let key = Array("\"receipt\":{".utf8)
-        guard tail.count > key.count, tail.last == UInt8(ascii: "}") else { return nil }
-        var i = tail.count - key.count
-        while i >= 0 {
-            if tail[i] == key[0], Array(tail[i..<(i + key.count)]) == key {
-                let object = tail[(i + key.count - 1)..<(tail.count - 1)]
-                return try? JSONDecoder().decode(Receipt.self, from: Data(object))
+        var line = line
+        return line.withUTF8 { all -> Receipt? in
+            // The last 4 KiB, scanned backwards without copying (an answer
+            // without a receipt is scanned to that depth every time).
+            let tail = UnsafeBufferPointer(rebasing: all[max(0, all.count - 4096)...])
+            let key: StaticString = "\"receipt\":{"
+            let k = key.utf8CodeUnitCount
+            guard tail.count > k, tail.last == UInt8(ascii: "}") else { return nil }
+            return key.withUTF8Buffer { key -> Receipt? in
+                var i = tail.count - k
+                while i >= 0 {
+                    if tail[i] == key[0], memcmp(tail.baseAddress! + i, key.baseAddress!, k) == 0 {
+                        let object = Data(UnsafeBufferPointer(rebasing: tail[(i + k - 1)..<(tail.count - 1)]))
+                        return try? JSONDecoder().decode(Receipt.self, from: object)
+                    }
+                    i -= 1
+                }
+                return nil
             }
-            i -= 1
         }
-        return nil
     }
 
     /// Signs the chain head (`seq`, `hash`) of `site` with `context`'s key.
