@@ -153,6 +153,14 @@ public final class Federation: Sendable {
         return outcome[0].get()
     }
 
+    /// Answers that came without a round of their own (a prepare's first
+    /// evaluation, FitSession), in site order, settled as `round` settles its
+    /// answers: every failure at once, a GLMM step too far as itself.
+    func settle<T>(_ replies: [Reply], request: Request, _ unwrap: (Reply, String) throws -> T) throws -> [T] {
+        let all = zip(replies, channels).map { reply, channel in Result { try Self.settle(reply, site: channel.site, unwrap) } }
+        return try settled(all, requests: Array(repeating: request, count: replies.count), number: rounds)
+    }
+
     /// A site's answer as the caller's type; an error answer as the site's failure.
     private static func settle<T>(_ reply: Reply, site: String, _ unwrap: (Reply, String) throws -> T) throws -> T {
         do {

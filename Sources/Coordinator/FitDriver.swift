@@ -66,6 +66,8 @@ struct FitSession {
     let spec: ModelSpec
     let id: String
     let prepared: [PrepareReply]
+    /// The fit's first evaluate round, answered with the prepare round.
+    var prefetched: PrefetchedEvaluation? = nil
 
     var structure: CovarianceStructure { spec.covarianceStructure }
     var sites: [String] { federation.sites }
@@ -74,12 +76,20 @@ struct FitSession {
 
     /// The prepare round, its replies checked, and lme4's level-count rules
     /// on the rows the sites will use.
+    /// `first`, given the session id, is the fit's first evaluate request:
+    /// the sites answer it with the prepare (PrepareRequest.firstEvaluate),
+    /// and the first `evaluate` that asks exactly it takes those answers
+    /// instead of a round. Sites that do not answer it (older agents, sites
+    /// sending θ-free sums) leave it to a round of its own.
     static func prepare(_ federation: Federation, dataset: String, spec: ModelSpec,
-                        imputations: [ImputationDraw]? = nil, observed: [String]? = nil) throws -> FitSession {
+                        imputations: [ImputationDraw]? = nil, observed: [String]? = nil,
+                        first: ((String) -> EvaluateRequest?)? = nil) throws -> FitSession {
         let id = UUID().uuidString.lowercased()
+        let firstRequest = first?(id)
         let prepared = try federation.round({ _ in
             var r = PrepareRequest(session: id, dataset: dataset, model: spec, imputations: imputations)
             r.observed = observed
+            r.firstEvaluate = firstRequest
             return .prepare(r)
         }) { reply, site in
             guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }
@@ -90,13 +100,19 @@ struct FitSession {
         for (site, p) in zip(federation.sites, prepared) where p.summary.groups.count != spec.terms.count {
             throw SiteFailure(site: site, message: "reported group counts for \(p.summary.groups.count) terms, the model has \(spec.terms.count)")
         }
-        return FitSession(federation: federation, dataset: dataset, spec: spec, id: id, prepared: prepared)
+        var session = FitSession(federation: federation, dataset: dataset, spec: spec, id: id, prepared: prepared)
+        if let firstRequest {
+            let answers = prepared.compactMap { p in p.firstAnswer.flatMap { try? LineCodec.decodeReply($0).reply } }
+            if answers.count == prepared.count { session.prefetched = PrefetchedEvaluation(firstRequest, answers: answers) }
+        }
+        return session
     }
 
     /// One evaluate round; `accept` checks and converts each site's reply.
     func evaluate<T: Sendable>(_ request: EvaluateRequest,
                                accept: @escaping @Sendable (Reply, String) throws -> T) throws -> [T] {
-        try federation.round({ _ in .evaluate(request) }, accept)
+        if let answers = prefetched?.take(request) { return try federation.settle(answers, request: .evaluate(request), accept) }
+        return try federation.round({ _ in .evaluate(request) }, accept)
     }
 
     /// The finalize round: each site's partially pooled site-level effects at
@@ -144,9 +160,30 @@ struct FitEstimates {
 /// A model kind, as the driver sees it: the objective over the summed site
 /// contributions, the strategy to minimize it, and the estimates at the
 /// optimum. Conformers are small: the sites compute, the driver orchestrates.
+/// A fit's first evaluate round, answered with its prepare round
+/// (FitSession.prepare): taken by the first evaluation that asks exactly the
+/// same request (the same bytes on the wire), once.
+final class PrefetchedEvaluation: Sendable {
+    private let line: String?
+    private let answers: Mutex<[Reply]?>
+    init(_ request: EvaluateRequest, answers: [Reply]) {
+        line = try? LineCodec.encode(.evaluate(request), id: 0)
+        self.answers = Mutex(answers)
+    }
+    /// The sites' answers to `request`, if it is the prefetched one and they were not taken yet.
+    func take(_ request: EvaluateRequest) -> [Reply]? {
+        guard let line, (try? LineCodec.encode(.evaluate(request), id: 0)) == line else { return nil }
+        return answers.withLock { a in defer { a = nil }; return a }
+    }
+}
+
 protocol FitObjective {
     /// Refuses options the kind cannot honour, before any round.
     static func validate(_ spec: ModelSpec, options: FitOptions) throws
+    /// The fit's first evaluate request, known before the prepare round
+    /// (its start), so that the sites answer it with the prepare; nil when
+    /// it depends on what the sites answer to the prepare.
+    static func firstEvaluation(_ spec: ModelSpec, options: FitOptions, session: String) -> EvaluateRequest?
     /// An exact reparameterization to fit instead, chosen from the first
     /// preparation (the LMM's centring); nil for none.
     static func recoding(_ session: FitSession) throws -> Centring?
@@ -169,6 +206,7 @@ protocol FitObjective {
 
 extension FitObjective {
     static func validate(_ spec: ModelSpec, options: FitOptions) throws {}
+    static func firstEvaluation(_ spec: ModelSpec, options: FitOptions, session: String) -> EvaluateRequest? { nil }
     static func recoding(_ session: FitSession) throws -> Centring? { nil }
     func tune(_ optimizer: inout BoundedNewton) {}
     func complete(_ result: inout FitResult, optimum: BoundedNewton.Result, finals: [FinalizeReply]) {}
@@ -201,10 +239,13 @@ public enum FitDriver {
         let started = Date()
         let roundsBefore = federation.rounds
         try Objective.validate(spec, options: options)
-        var session = try FitSession.prepare(federation, dataset: dataset, spec: spec, imputations: options.imputations, observed: options.observedOnly)
+        var session = try FitSession.prepare(federation, dataset: dataset, spec: spec, imputations: options.imputations, observed: options.observedOnly,
+                                             first: { Objective.firstEvaluation(spec, options: options, session: $0) })
         let recoding = try Objective.recoding(session)
         if let recoding {
-            session = try FitSession.prepare(federation, dataset: dataset, spec: recoding.apply(spec), imputations: options.imputations, observed: options.observedOnly)
+            let recoded = recoding.apply(spec)
+            session = try FitSession.prepare(federation, dataset: dataset, spec: recoded, imputations: options.imputations, observed: options.observedOnly,
+                                             first: { Objective.firstEvaluation(recoded, options: options, session: $0) })
         }
         var objective = try Objective(session, options: options)
         var optimizer = BoundedNewton(lower: objective.lowerBounds)

@@ -30,6 +30,14 @@ struct GLMMObjective: FitObjective {
         }
     }
 
+    /// The GLM start's first point: β = 0 at θ = 0, in β alone (`glmEvaluate`).
+    static func firstEvaluation(_ spec: ModelSpec, options: FitOptions, session: String) -> EvaluateRequest? {
+        var r = EvaluateRequest(session: session, theta: [Double](repeating: 0, count: spec.covarianceStructure.thetaCount), order: 2,
+                                beta: [Double](repeating: 0, count: spec.fixedCount), nAGQ: options.nAGQ)
+        r.derivatives = GLMMDerivatives.beta.rawValue
+        return r
+    }
+
     init(_ session: FitSession, options: FitOptions) throws {
         self.session = session
         nAGQ = options.nAGQ

@@ -45,6 +45,12 @@ struct LMMObjective: FitObjective {
         }
     }
 
+    /// lme4's start, at second order (`criterion`); with crossed factors the
+    /// first round depends on the sums the sites prepare.
+    static func firstEvaluation(_ spec: ModelSpec, options: FitOptions, session: String) -> EvaluateRequest? {
+        spec.hasCrossedTerms ? nil : EvaluateRequest(session: session, theta: spec.covarianceStructure.initialTheta, order: 2)
+    }
+
     /// Centring (Centring.swift), chosen from the site-grouped sums when
     /// their digits would otherwise be lost: the sites then prepare the
     /// shifted model, one more round.

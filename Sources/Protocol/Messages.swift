@@ -97,7 +97,12 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
     /// completes them: the chained-equation fit of their own imputation
     /// model, on the rows where they are observed. Absent when nil.
     public var observed: [String]? = nil
-    enum CodingKeys: String, CodingKey { case session, dataset, model, imputations, observed }
+    /// The fit's first evaluate request (same session), answered with the
+    /// prepare (`PrepareReply.firstAnswer`) to save a round: it is known
+    /// before the prepare (lme4's start), and the site answers it exactly as
+    /// if it came alone. Absent when nil; an agent that predates it ignores it.
+    public var firstEvaluate: EvaluateRequest? = nil
+    enum CodingKeys: String, CodingKey { case session, dataset, model, imputations, observed, firstEvaluate = "first_evaluate" }
     public init(session: String, dataset: String, model: ModelSpec, imputations: [ImputationDraw]? = nil) {
         self.session = session; self.dataset = dataset; self.model = model; self.imputations = imputations
     }
@@ -430,7 +435,13 @@ public struct PrepareReply: Codable, Sendable, Equatable {
     /// answers `crossed_form: "level"` (CrossedGLMMMessages.swift); absent
     /// when it answers the dense form only.
     public var crossedLevelForm: Int? = nil
-    enum CodingKeys: String, CodingKey { case session, summary, blocks, crossedSums = "crossed_sums", crossedLevelForm = "crossed_level_form" }
+    /// The answer line to the request's `first_evaluate`, as the site would
+    /// have sent it alone (an error answer included); absent when the
+    /// request had none, or when the site sends θ-free sums (`blocks`,
+    /// `crossed_sums`, `crossed_level_form`: then the fit asks differently),
+    /// or when it would not fit the site's answer limit.
+    public var firstAnswer: String? = nil
+    enum CodingKeys: String, CodingKey { case session, summary, blocks, crossedSums = "crossed_sums", crossedLevelForm = "crossed_level_form", firstAnswer = "first_answer" }
     public init(session: String, summary: SiteSummary, blocks: SiteBlocks?) {
         self.session = session; self.summary = summary; self.blocks = blocks
     }
@@ -449,6 +460,7 @@ public struct PrepareReply: Codable, Sendable, Equatable {
         if let m = crossedLevelForm, !(0...ProtocolLimits.maxCrossedOwnEffects).contains(m) {
             throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath + [CodingKeys.crossedLevelForm]), reason: "is out of range")
         }
+        firstAnswer = try c.decodeIfPresent(String.self, forKey: .firstAnswer)
     }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
@@ -457,6 +469,7 @@ public struct PrepareReply: Codable, Sendable, Equatable {
         try c.encodeIfPresent(blocks.map(WireSiteBlocks.init), forKey: .blocks)
         try c.encodeIfPresent(crossedSums.map(WireSiteBlocks.init), forKey: .crossedSums)
         try c.encodeIfPresent(crossedLevelForm, forKey: .crossedLevelForm)
+        try c.encodeIfPresent(firstAnswer, forKey: .firstAnswer)
     }
 }
 

@@ -152,7 +152,15 @@ public final class SiteService: Sendable {
         }
         if isCancelled() { return nil }
         if case .error(var e) = reply { e.message = Self.bounded(e.message); reply = .error(e) }
-        do { return try LineCodec.encode(reply, id: id) } catch {
+        do {
+            let line = try LineCodec.encode(reply, id: id)
+            // A first evaluation that would take the prepare's answer over the limits goes in a round of its own.
+            if case .prepared(var p) = reply, p.firstAnswer != nil, line.utf8.count > min(limits.maxAnswerBytes, limits.maxAuditEntryBytes) {
+                p.firstAnswer = nil
+                return try LineCodec.encode(.prepared(p), id: id)
+            }
+            return line
+        } catch {
             return (try? LineCodec.encode(Reply.error(ErrorReply(code: .internal, fatal: false,
                 message: "the answer could not be encoded (a non-finite number)")), id: id)) ?? "{}"
         }
@@ -163,7 +171,10 @@ public final class SiteService: Sendable {
             switch request {
             case .ping: return .pong
             case .describe(let r): return .described(try describe(r))
-            case .prepare(let r): return .prepared(try prepare(r, peer: peer))
+            case .prepare(let r):
+                var p = try prepare(r, peer: peer)
+                if let first = r.firstEvaluate { p.firstAnswer = firstAnswer(first, prepared: p, session: r.session, peer: peer) }
+                return .prepared(p)
             case .evaluate(let r): return try evaluate(r)
             case .finalize(let r): return .finalized(try finalize(r))
             case .batch:
@@ -183,6 +194,25 @@ public final class SiteService: Sendable {
             log.event("request_failed", ["site": site, "request": request.typeName, "error": "\(error)"])
             return .error(ErrorReply(code: .internal, fatal: false, message: "site \"\(site)\": the \(request.typeName) request failed at the site; the site's administrator can see why in the agent's log"))
         }
+    }
+
+    /// The answer line to a prepare's `first_evaluate`, exactly what the
+    /// request would get alone (the same checks, limits and session state;
+    /// an error answer included); nil when the site sends θ-free sums (the
+    /// fit then asks differently) or when the line would take more than a
+    /// quarter of the answer limit (it then comes in a round of its own).
+    func firstAnswer(_ first: EvaluateRequest, prepared p: PrepareReply, session: String, peer: PeerIdentity) -> String? {
+        guard p.blocks == nil, p.crossedSums == nil, p.crossedLevelForm == nil else { return nil }
+        var reply: Reply
+        if first.session == session {
+            reply = handle(.evaluate(first), peer: peer)
+        } else {
+            reply = .error(ErrorReply(code: .invalidRequest, fatal: false, message: "first_evaluate must name the session of the prepare that carries it"))
+        }
+        if case .error(var e) = reply { e.message = Self.bounded(e.message); reply = .error(e) }
+        guard let line = try? LineCodec.encode(reply, id: 0),
+              line.utf8.count <= min(limits.maxAnswerBytes, limits.maxAuditEntryBytes) / 4 else { return nil }
+        return line
     }
 
     /// A protocol error's text for the peer, without echoing what it sent

@@ -46,7 +46,8 @@ final class DeadlineTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(elapsed, 2, "not before the deadline")
         let waiting = captured.all.filter { $0.contains("waiting for north (") }
         XCTAssertFalse(waiting.isEmpty, "the long round said whom it waits for: \(captured.all)")
-        XCTAssertTrue(captured.all.allSatisfy { !$0.contains("central") && !$0.contains("south") }, "only the outstanding site: \(captured.all)")
+        // (Progress lines may name the slowest site of an earlier round: the prepare's, which carried the first evaluation.)
+        XCTAssertTrue(waiting.allSatisfy { !$0.contains("central") && !$0.contains("south") }, "only the outstanding site: \(captured.all)")
         print("silent site: \(failure) after \(String(format: "%.2f", elapsed)) s; notices: \(waiting.first ?? "")")
     }
 
