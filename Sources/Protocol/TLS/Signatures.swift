@@ -118,7 +118,8 @@ extension Receipt {
             let tail = UnsafeBufferPointer(rebasing: all[max(0, all.count - 4096)...])
             let key: StaticString = "\"receipt\":{"
             let k = key.utf8CodeUnitCount
-            guard tail.count > k, tail.last == UInt8(ascii: "}") else { return nil }
+            // A receipt is an object closing the line: the line ends "}}".
+            guard tail.count > k, tail[tail.count - 1] == UInt8(ascii: "}"), tail[tail.count - 2] == UInt8(ascii: "}") else { return nil }
             return key.withUTF8Buffer { key -> Receipt? in
                 var i = tail.count - k
                 while i >= 0 {
