@@ -143,7 +143,8 @@ extension GLMFamily {
         for g in groups { let k = (g.max() ?? -1) + 1; total.append([Double](repeating: 0, count: k)); largest.append(total.last!) }
         var all = 0.0, top = 0.0   // over all rows: kept apart from the per-group arrays, the loop's one hot sum
         for i in eta.indices {
-            let w = weightAndResidual(y: y[i], n: n[i], eta: eta[i]).w
+            let (m, d) = meanAndSlope(eta[i])   // one exp for the logit (PIRLS's μ and dμ/dη)
+            let w = weightAndResidual(y: y[i], n: n[i], mu: m, muEta: d).w
             all += w; top = max(top, w)
             for (g, grouping) in groups.enumerated() {
                 let c = grouping[i]

@@ -136,15 +136,19 @@ extension GLMMSite {
     /// D_k with its exact gradient (order 1) and Hessian (order 2) in
     /// (θ…, β…) at the modes `m`; the value slot holds `value`.
     /// `modeSlopes`, when given, receives dû/d(θ, β) (q × dim(p), row-major)
-    /// once the first-order solves have them (GLMMModeSlope.swift).
+    /// once the first-order solves have them (GLMMModeSlope.swift). With only site-level effects the jet
+    /// comes from the site-level sums (GLMMSiteLevelJet.swift) unless `siteLevelSums` is false (tests compare).
     func exactJet(theta: [Double], beta: [Double], modes m: Modes, order: Int, nAGQ: Int, value: Double,
-                  modeSlopes: (([Double]) -> Void)? = nil) throws -> ScalarJet {
+                  modeSlopes: (([Double]) -> Void)? = nil, siteLevelSums: Bool = true) throws -> ScalarJet {
         let s = data.structure, nf = s.factorCount
         let nt = theta.count, p = data.p, np = nt + p
         let space = JetSpace(parameters: np, order: order)
         var out = ScalarJet(space: space, value: value)
         guard order >= 1 else { return out }
         if nAGQ > 1 { guard s.terms.count == 1, s.terms[0].dimension == 1 else { throw GLMMError.quadratureNeedsOneScalarTerm } }
+        if siteLevelSums && usesSiteLevelJet(nAGQ: nAGQ) {
+            return try siteLevelJet(theta: theta, modes: m, order: order, value: value, modeSlopes: modeSlopes)
+        }
         let W = space.width
         let kernel = JetKernel(space)
         let q = dimension, rows = data.rows
@@ -451,6 +455,19 @@ extension GLMMSite {
             }
         }
         guard td > 0 else { return }
+        try addTailLogDet(tt, tail: tailFactors, theta: theta, space: space, kernel: kernel, into: out)
+    }
+
+    /// Adds the derivative slots of log|ΛtᵀTTΛt + I| to `out`, TT (td × td jets, both triangles) being the
+    /// tail's sums less what the levels before it took (the Laplace pass's, or the site-level sums' of
+    /// GLMMSiteLevelJet.swift).
+    func addTailLogDet(_ tt: JetMatrix, tail tailFactors: [SiteBlocks.TailFactor], theta: [Double], space: JetSpace,
+                       kernel: JetKernel, into out: UnsafeMutablePointer<Double>) throws {
+        let s = data.structure, nf = s.factorCount, nt = theta.count, W = space.width, td = tt.rows
+        let dims = (0..<nf).map { s.factorDimension($0) }
+        let thetaMap = Array(0..<nt)
+        let buffer = Scratch()
+        defer { buffer.free() }
         // Λtᵀ TT Λt block by block: Λt is block diagonal (one T per level of
         // each tail factor), so block (I, J) is T_Iᵀ TT[I, J] T_J, and blocks
         // of TT that are zero (wards that share no row) are skipped.

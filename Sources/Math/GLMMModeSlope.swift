@@ -58,20 +58,32 @@ extension GLMMSite {
     /// point, that is predicted; beyond it the last modes are the start.
     static let longStep = 0.5
 
-    /// u = T(θ)⁻¹(b + (db/dp)(p − point)) at p = (θ…, β…); nil when the
-    /// shapes differ, the step in θ is long, T is singular at θ (a bound), or
-    /// the result is not finite.
+    /// u = T(θ)⁻¹(b + (db/dp)(p − point)) at p = (θ…, β…), or for scalar terms the rational prediction
+    /// (`scalarPrediction`); nil when the shapes differ, the step in θ is long and a term is a vector, T is
+    /// singular at θ (a bound), or the result is not finite.
     func predictedModes(_ slope: ModeSlope, theta: [Double], point p: [Double]) -> [Double]? {
         let s = data.structure, np = slope.point.count, q = slope.b.count
         guard p.count == np, q == dimension, slope.db.count == q * np, theta.count <= np else { return nil }
+        let scalar = (0..<s.factorCount).allSatisfy { s.factorDimension($0) == 1 }
+        var long = false
         for a in 0..<theta.count where !(abs(theta[a] - slope.point[a]) <= Self.longStep * max(abs(slope.point[a]), 0.05)) {
-            return nil
+            long = true
         }
+        if long && !scalar { return nil }
         var b = slope.b
         for c in 0..<q {
             var v = b[c]
             for a in 0..<np { v += slope.db[c * np + a] * (p[a] - slope.point[a]) }
             b[c] = v
+        }
+        if scalar {
+            for f in 0..<s.factorCount {
+                let k = s.factorEntries(f)[0].theta
+                for l in 0..<data.levelCounts[f] {
+                    let o = uOffset(f) + l
+                    b[o] = scalarPrediction(slope, level: o, theta: k, to: p, linear: long ? nil : b[o])
+                }
+            }
         }
         var u = b
         for f in 0..<s.factorCount {
@@ -87,5 +99,22 @@ extension GLMMSite {
             }
         }
         return u.allSatisfy(\.isFinite) ? u : nil
+    }
+
+    /// A scalar term's effect b at p, predicted along θ as a linear mixed model's would move:
+    /// b(θ) = θ²c/(1 + θ²A) per level, A (the level's information) read from the slope at the last point,
+    /// 1 + θ₀²A = 2b/(θ₀ ∂b/∂θ), and c moving linearly with the other parameters. It agrees with the linear
+    /// prediction to first order, and stays right over long steps in θ where the information is large (b then
+    /// barely moves, where u = b/θ does). Where A cannot be read (θ₀ = 0, b ≈ 0, a slope of the wrong sign):
+    /// `linear`, or for a long step the last u (b scaled with θ).
+    func scalarPrediction(_ slope: ModeSlope, level o: Int, theta k: Int, to p: [Double], linear: Double?) -> Double {
+        let np = slope.point.count
+        let t0 = slope.point[k], t1 = p[k], b0 = slope.b[o], bt = slope.db[o * np + k]
+        let kappa = 2 * b0 / (t0 * bt)
+        guard t0 != 0, kappa.isFinite, kappa >= 1 else { return linear ?? b0 * t1 / t0 }
+        var rest = 0.0
+        for a in 0..<np where a != k { rest += slope.db[o * np + a] * (p[a] - slope.point[a]) }
+        let rho = (t1 * t1) / (t0 * t0)
+        return rho * kappa / (1 + rho * (kappa - 1)) * (b0 + rest)
     }
 }

@@ -54,6 +54,35 @@ extension GLMMSite {
         out.deviance.withUnsafeMutableBufferPointer { dev in
         out.weights.withUnsafeMutableBufferPointer { w in
         out.residuals.withUnsafeMutableBufferPointer { res in
+            if nf == 1 && (tailOffsets == nil || width == 1) {
+                // One factor: the same row terms in the same order, from raw pointers (no nested-array access per row).
+                let r = dims[0], to = tailOffsets?[0] ?? 0
+                zs[0].withUnsafeBufferPointer { z in
+                lvs[0].withUnsafeBufferPointer { lv in
+                b[0].withUnsafeBufferPointer { b0 in
+                fixed.withUnsafeBufferPointer { fx in
+                ys.withUnsafeBufferPointer { y in
+                ns.withUnsafeBufferPointer { n in
+                    for i in 0..<rows {
+                        var e = fx[i]
+                        let l = lv[i]
+                        for a in 0..<r { e += z[i * r + a] * b0[l * r + a] }
+                        let (m, d) = family.meanAndSlope(e)
+                        let di = family.minusTwoLogLik(y: y[i], n: n[i], mu: m)
+                        let (wi, ri, _) = family.weightAndResidual(y: y[i], n: n[i], mu: m, muEta: d)
+                        eta[i] = e; mu[i] = m; muEta[i] = d; dev[i] = di; w[i] = wi; res[i] = ri
+                        total += di
+                        guard tailOffsets != nil else { continue }
+                        // width 1: row i's single tail entry, as the general loop below sums it
+                        let col = to + l, v = z[i]
+                        let wb = wi * v
+                        if wb == 0 { continue }
+                        tw[col] += wb * ri
+                        tt[col + col * td] += v * wb
+                    }
+                } } } } } }
+                return
+            }
             for i in 0..<rows {
                 var e = fixed[i]
                 for f in 0..<nf {

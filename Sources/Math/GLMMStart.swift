@@ -22,23 +22,30 @@ extension GLMMSite {
         let eta = GLMFamily.linearPredictor(x: data.x, p: p, beta: beta, offset: data.offset)
         let pairI = space.pairFirst, pairJ = space.pairSecond, second = 1 + p
         var value = 0.0
+        let family = data.family
+        // Raw pointers over the rows (the same sums in the same order, without per-row array access).
         try out.storage.withUnsafeMutableBufferPointer { o in
+        try data.x.withUnsafeBufferPointer { xs in
+        try data.y.withUnsafeBufferPointer { ys in
+        try data.n.withUnsafeBufferPointer { ns in
+        try pairI.withUnsafeBufferPointer { pi in
+        try pairJ.withUnsafeBufferPointer { pj in
             for i in 0..<data.rows {
                 let x = i * p
                 guard order >= 1 else {
-                    value += data.family.minusTwoLogLik(y: data.y[i], n: data.n[i], mu: data.family.meanAndSlope(eta[i]).mu)
+                    value += family.minusTwoLogLik(y: ys[i], n: ns[i], mu: family.meanAndSlope(eta[i]).mu)
                     continue
                 }
-                let d = data.family.etaDerivatives(y: data.y[i], n: data.n[i], eta: eta[i])
+                let d = family.etaDerivatives(y: ys[i], n: ns[i], eta: eta[i])
                 value += d.dev
-                for j in 0..<p { o[1 + j] += d.d1 * data.x[x + j] }
+                for j in 0..<p { o[1 + j] += d.d1 * xs[x + j] }
                 if order >= 2 {
-                    for k in 0..<pairI.count { o[second + k] += d.d2 * data.x[x + pairI[k]] * data.x[x + pairJ[k]] }
+                    for k in 0..<pi.count { o[second + k] += d.d2 * xs[x + pi[k]] * xs[x + pj[k]] }
                 }
             }
             guard value.isFinite else { throw GLMMError.nonFinite }
             o[0] = value
-        }
+        } } } } } }
         guard out.storage.allSatisfy(\.isFinite) else { throw GLMMError.nonFinite }
         return out
     }

@@ -46,17 +46,28 @@ final class GLMMModeSlopeTests: XCTestCase {
     }
 
     /// A long step in θ (0.1 to 0.8, as an outer trust region's first steps
-    /// take) is not predicted: how u moves with θ then depends on each
-    /// group's information, and the last modes are the start. A step within
-    /// half of θ is predicted, and PIRLS from the prediction takes no more
-    /// iterations than from the last modes.
-    func testOnlyStepsWithinHalfOfThetaArePredicted() throws {
+    /// take) is predicted for scalar terms by the rational rule
+    /// (`scalarPrediction`: each level's b moves as a linear mixed model's,
+    /// with the information read from the slope), and PIRLS from it takes no
+    /// more iterations than from the last modes and finds the same modes; for
+    /// a vector term, how u moves then depends on each group's information
+    /// matrix, and the last modes are the start. A step within half of θ is
+    /// predicted either way.
+    func testLongStepsArePredictedForScalarTermsOnly() throws {
         var rng = SeededGenerator(seed: 77)
         let data = GLMMExactDerivativeTests.site(&rng, family: GLMFamily(.binomial, .logit), kind: .groupsOnly, rows: 400, groups: 12, p: 3)
         let beta = [-0.2, 0.4, -0.1]
         let site = GLMMSite(data)
         _ = try site.evaluate(theta: [0.1], beta: beta, order: 2)
-        XCTAssertNil(site.predictedModes(try XCTUnwrap(site.modeSlope), theta: [0.8], point: [0.8] + beta))
+        let long = try XCTUnwrap(site.predictedModes(try XCTUnwrap(site.modeSlope), theta: [0.8], point: [0.8] + beta))
+        let lastAtShortTheta = try site.modes(theta: [0.1], beta: beta, start: nil).u
+        let fromPrediction = try site.modes(theta: [0.8], beta: beta, start: long)
+        let fromLast = try site.modes(theta: [0.8], beta: beta, start: lastAtShortTheta)
+        XCTAssertLessThanOrEqual(fromPrediction.iterations, fromLast.iterations)
+        for (a, b) in zip(fromPrediction.u, fromLast.u) { XCTAssertEqual(a, b, accuracy: 1e-10 * max(1, abs(b))) }
+        let vector = GLMMSite(GLMMExactDerivativeTests.site(&rng, family: GLMFamily(.binomial, .logit), kind: .siteVector, rows: 200, groups: 12, p: 3))
+        _ = try vector.evaluate(theta: [0.1, 0, 0.1], beta: beta, order: 2)
+        XCTAssertNil(vector.predictedModes(try XCTUnwrap(vector.modeSlope), theta: [0.8, 0, 0.8], point: [0.8, 0, 0.8] + beta))
         _ = try site.evaluate(theta: [0.8], beta: beta, order: 2)   // from the last modes
         _ = try site.evaluate(theta: [0.6], beta: beta, order: 2)
         let slope = try XCTUnwrap(site.modeSlope)
