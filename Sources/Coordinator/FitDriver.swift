@@ -90,6 +90,11 @@ struct FitSession {
             var r = PrepareRequest(session: id, dataset: dataset, model: spec, imputations: imputations)
             r.observed = observed
             r.firstEvaluate = firstRequest
+            // Linear mixed models: Schur complements as the lower triangle the
+            // coordinator reads (ProfiledCriterion: the jets' Cholesky; their
+            // values are symmetric). Not with crossed factors, whose
+            // elimination reads both.
+            if spec.family == .gaussian && !spec.isFlat && !spec.hasCrossedTerms { r.schurForm = WireJetMatrix.lowerForm }
             return .prepare(r)
         }) { reply, site in
             guard case .prepared(let p) = reply else { throw unexpected(reply, site, expected: "prepared") }

@@ -85,6 +85,7 @@ enum DirectLineWriter {
     private static func schur(_ m: WireJetMatrix, into out: inout [UInt8]) {
         var o = ObjectWriter(taking: &out)
         o.int("cols", m.cols)
+        if let form = m.form { o.string("form", form) }
         o.int("order", m.order)
         o.int("parameters", m.parameters)
         o.int("rows", m.rows)
@@ -222,8 +223,9 @@ enum DirectLineReader {
 
     private static func matrix(_ node: Node, _ document: JSONLineDocument) -> WireJetMatrix? {
         guard let f = Fields(node, document), let rows = f.int("rows"), let cols = f.int("cols"), let parameters = f.int("parameters"),
-              let order = f.int("order"), let values = f.doubles("values") else { return nil }
-        let m = WireJetMatrix(rows: rows, cols: cols, parameters: parameters, order: order, values: values)
+              let order = f.int("order"), let values = f.doubles("values"), let form = f.optional("form", f.string) else { return nil }
+        var m = WireJetMatrix(rows: rows, cols: cols, parameters: parameters, order: order, values: values)
+        m.form = form
         return m.problem == nil ? m : nil
     }
 

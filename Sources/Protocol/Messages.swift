@@ -102,7 +102,13 @@ public struct PrepareRequest: Codable, Sendable, Equatable {
     /// before the prepare (lme4's start), and the site answers it exactly as
     /// if it came alone. Absent when nil; an agent that predates it ignores it.
     public var firstEvaluate: EvaluateRequest? = nil
-    enum CodingKeys: String, CodingKey { case session, dataset, model, imputations, observed, firstEvaluate = "first_evaluate" }
+    /// LMMs: "lower" asks the session's `contribution` answers to send each
+    /// Schur complement as its lower triangle (WireJetMatrix.form), the
+    /// entries the coordinator reads (it mirrors them). Asked once here, not
+    /// in every evaluate request. Any other value is ignored, as an agent
+    /// that predates the field ignores it (it answers in full, read as before).
+    public var schurForm: String? = nil
+    enum CodingKeys: String, CodingKey { case session, dataset, model, imputations, observed, firstEvaluate = "first_evaluate", schurForm = "schur_form" }
     public init(session: String, dataset: String, model: ModelSpec, imputations: [ImputationDraw]? = nil) {
         self.session = session; self.dataset = dataset; self.model = model; self.imputations = imputations
     }
@@ -479,12 +485,30 @@ public struct WireJetMatrix: Codable, Sendable, Equatable {
     public var cols: Int
     public var parameters: Int
     public var order: Int
+    /// The entries' jets as sent: every entry column-major, or with `form`
+    /// "lower" the entries (i, j), i ≥ j, column by column.
     public var values: [Double]
-    enum CodingKeys: String, CodingKey { case rows, cols, parameters, order, values }
+    /// Absent: every entry. "lower": a square matrix sent as its lower
+    /// triangle, read back with each entry (j, i) equal to (i, j) (a Schur
+    /// complement, whose lower triangle is what the coordinator reads).
+    public var form: String? = nil
+    enum CodingKeys: String, CodingKey { case rows, cols, parameters, order, values, form }
+    public static let lowerForm = "lower"
     public init(_ m: JetMatrix) {
         rows = m.rows; cols = m.cols; parameters = m.space.parameters; order = m.space.order; values = m.storage
     }
-    /// Refuses a shape outside `ProtocolLimits` or values that do not fill it.
+    /// With `lower`, a square matrix goes as its lower triangle.
+    public init(_ m: JetMatrix, lower: Bool) {
+        self.init(m)
+        guard lower, rows == cols else { return }
+        let w = m.space.width
+        var packed: [Double] = []
+        packed.reserveCapacity(rows * (rows + 1) / 2 * w)
+        for j in 0..<cols { packed.append(contentsOf: m.storage[m.offset(j, j)..<m.offset(0, j + 1)]) }
+        values = packed
+        form = Self.lowerForm
+    }
+    /// Refuses a shape outside `ProtocolLimits`, an unknown form, or values that do not fill the shape.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         rows = try c.decode(Int.self, forKey: .rows)
@@ -492,23 +516,39 @@ public struct WireJetMatrix: Codable, Sendable, Equatable {
         parameters = try c.decode(Int.self, forKey: .parameters)
         order = try c.decode(Int.self, forKey: .order)
         values = try c.decode([Double].self, forKey: .values)
+        form = try c.decodeIfPresent(String.self, forKey: .form)
         if let why = problem { throw ProtocolError.inconsistent(field: LineCodec.path(decoder.codingPath), reason: why) }
     }
-    /// Why the shape and values do not fit, if they do not.
+    /// Why the shape, form and values do not fit, if they do not.
     var problem: String? {
         guard ProtocolLimits.derivativeOrders.contains(order), (0...ProtocolLimits.maxJetParameters).contains(parameters),
               (0...ProtocolLimits.maxJetDimension).contains(rows), (0...ProtocolLimits.maxJetDimension).contains(cols) else {
             return "has a shape out of range"
         }
-        let needed = rows * cols * JetSpace.width(parameters: parameters, order: order)
+        if let form {
+            guard form == Self.lowerForm else { return "has form \"\(form.prefix(40))\"; the forms are \"lower\" or none" }
+            guard rows == cols else { return "is sent as a lower triangle but is not square" }
+        }
+        let entries = form == nil ? rows * cols : rows * (rows + 1) / 2
+        let needed = entries * JetSpace.width(parameters: parameters, order: order)
         guard values.count == needed else { return "has \(values.count) values; its shape needs \(needed)" }
         guard values.allSatisfy(\.isFinite) else { return "holds a non-finite number" }
         return nil
     }
+    /// The full matrix (a lower triangle mirrored).
     public func jetMatrix() throws -> JetMatrix {
         if let why = problem { throw ProtocolError.inconsistent(field: "schur", reason: why) }
         var m = JetMatrix(rows: rows, cols: cols, space: JetSpace(parameters: parameters, order: order))
-        m.storage = values
+        guard form != nil else { m.storage = values; return m }
+        let w = m.space.width
+        var k = 0
+        for j in 0..<cols {
+            for i in j..<rows {
+                let a = m.offset(i, j), b = m.offset(j, i)
+                for t in 0..<w { m.storage[a + t] = values[k + t]; m.storage[b + t] = values[k + t] }
+                k += w
+            }
+        }
         return m
     }
 }
@@ -520,7 +560,7 @@ public struct ContributionReply: Codable, Sendable, Equatable {
         public var schur: WireJetMatrix
         public var logDet: [Double]
         enum CodingKeys: String, CodingKey { case schur, logDet = "log_det" }
-        public init(_ c: LMMContribution) { schur = WireJetMatrix(c.schur); logDet = c.logDet.storage }
+        public init(_ c: LMMContribution, lower: Bool = false) { schur = WireJetMatrix(c.schur, lower: lower); logDet = c.logDet.storage }
     }
     public var session: String
     public var rows: Int
@@ -529,13 +569,14 @@ public struct ContributionReply: Codable, Sendable, Equatable {
     /// The answers at a batched request's extra points (absent otherwise).
     public var points: [Point]?
     enum CodingKeys: String, CodingKey { case session, rows, schur, logDet = "log_det", points }
-    public init(session: String, contribution c: LMMContribution) {
-        self.session = session; rows = c.rows; schur = WireJetMatrix(c.schur); logDet = c.logDet.storage
+    /// `lower`: the Schur complements go as their lower triangles (the prepare's `schur_form`).
+    public init(session: String, contribution c: LMMContribution, lower: Bool = false) {
+        self.session = session; rows = c.rows; schur = WireJetMatrix(c.schur, lower: lower); logDet = c.logDet.storage
     }
     /// The first contribution answers `theta`, the others each of `thetas`.
-    public init(session: String, contributions c: [LMMContribution]) {
-        self.init(session: session, contribution: c[0])
-        if c.count > 1 { points = c.dropFirst().map(Point.init) }
+    public init(session: String, contributions c: [LMMContribution], lower: Bool = false) {
+        self.init(session: session, contribution: c[0], lower: lower)
+        if c.count > 1 { points = c.dropFirst().map { Point($0, lower: lower) } }
     }
     /// Refuses a row count out of range, a log_det that is not one jet of the
     /// Schur complement's shape, and extra points of another shape or more
@@ -558,7 +599,7 @@ public struct ContributionReply: Codable, Sendable, Equatable {
             guard (1...ProtocolLimits.maxExtraThetaPoints).contains(points.count) else { return (.points, "has \(points.count) points; between 1 and \(ProtocolLimits.maxExtraThetaPoints) are allowed") }
             for p in points {
                 guard p.schur.rows == schur.rows, p.schur.cols == schur.cols, p.schur.parameters == schur.parameters,
-                      p.schur.order == schur.order else { return (.points, "holds a point of another shape than schur") }
+                      p.schur.order == schur.order, p.schur.form == schur.form else { return (.points, "holds a point of another shape than schur") }
                 guard p.logDet.count == width, p.logDet.allSatisfy(\.isFinite) else { return (.points, "holds a log_det that is not one finite jet") }
             }
         }

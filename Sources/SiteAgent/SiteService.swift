@@ -93,6 +93,8 @@ public final class SiteService: Sendable {
         var observed: [String]? = nil
         var imputed: [String: Int]? = nil
         var imputedMeans: [String: ImputedMeans]? = nil
+        /// The prepare asked for Schur complements as their lower triangle (`schur_form`).
+        var lowerSchur = false
     }
 
     public init(site: String, datasets: [String: DatasetSource], siteColumn: String? = "site",
@@ -477,7 +479,8 @@ public final class SiteService: Sendable {
         sessions.withLock { s in
             s = s.filter { now.timeIntervalSince($0.value.lastUsed) < sessionTimeout }
             s[r.session] = Session(dataset: r.dataset, model: r.model, fit: fit, patterns: patterns, rounds: 1, lastUsed: now,
-                                   imputations: r.imputations, observed: r.observed, imputed: imputed, imputedMeans: imputedMeans)
+                                   imputations: r.imputations, observed: r.observed, imputed: imputed, imputedMeans: imputedMeans,
+                                   lowerSchur: r.schurForm == WireJetMatrix.lowerForm)
         }
         return reply(for: r.session, fit, patterns: patterns, imputed: imputed, imputedMeans: imputedMeans)
     }
@@ -780,7 +783,7 @@ public final class SiteService: Sendable {
                 return .lowRankContribution(LowRankContributionReply(session: r.session, contribution: v))
             }
             let c = try points.map { try LMMSite.evaluate(blocks, structure: structure, theta: s.model.localTheta($0), order: r.order) }
-            return .contribution(ContributionReply(session: r.session, contributions: c))
+            return .contribution(ContributionReply(session: r.session, contributions: c, lower: s.lowerSchur))
         case .generalized(let site):
             guard s.fit.crossedGLMM == nil else {
                 throw SiteError.invalid("this GLMM has factors crossed with the sites: its rounds send points (θ, β, crossed effects) as `crossed`, answered by glmm_crossed")

@@ -124,6 +124,30 @@ final class FirstEvaluationTests: XCTestCase {
         XCTAssertNil(grouped.firstAnswer)
     }
 
+    /// An LMM's Schur complements travel as their lower triangle (the prepare's
+    /// `schur_form`): the same fit to the bit as agents that send them in full.
+    func testLowerTriangleSchurComplementsGiveTheSameFitInFewerBytes() throws {
+        let files = try siteFiles()
+        let full = Federation(channels: files.map { url in
+            let site = url.deletingPathExtension().lastPathComponent
+            let service = SiteService(site: site, datasets: ["data": .csv(path: url.path, types: [:])], siteColumn: "site", policy: .off)
+            return InProcessChannel(site: site) { line in
+                guard let (id, request) = try? LineCodec.decodeRequest(line), case .prepare(var p) = request else { return service.handle(line: line) }
+                XCTAssertEqual(p.schurForm, "lower")
+                p.schurForm = nil
+                return service.handle(line: try! LineCodec.encode(.prepare(p), id: id))
+            }
+        })
+        let formula = "y ~ x + (1 | site) + (1 | site:patient)"
+        let old = try Analysis.fit(full, dataset: "data", formula: formula, options: FitOptions())
+        let new = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: formula, options: FitOptions())
+        XCTAssertEqual(new.objective.bitPattern, old.objective.bitPattern)
+        XCTAssertEqual(new.theta.map(\.bitPattern), old.theta.map(\.bitPattern))
+        XCTAssertEqual(new.fixedEffects.map { $0.stdError.bitPattern }, old.fixedEffects.map { $0.stdError.bitPattern })
+        XCTAssertEqual(new.rounds, old.rounds)
+        XCTAssertLessThan(new.bytesReceived, old.bytesReceived, "the lower triangles are shorter")
+    }
+
     func testOverTLSTheAuditLogHoldsTheFirstEvaluationAndItsAnswer() throws {
         let files = try siteFiles()
         let pki = try TestPKI("first")
