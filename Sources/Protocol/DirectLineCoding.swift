@@ -29,15 +29,7 @@ enum DirectLineWriter {
         o.int("order", r.order)
         o.string("session", r.session)
         o.doubles("theta", r.theta)
-        if let thetas = r.thetas {
-            o.key("thetas")
-            o.out.append(UInt8(ascii: "["))
-            for (k, t) in thetas.enumerated() {
-                if k > 0 { o.out.append(UInt8(ascii: ",")) }
-                ObjectWriter.doubles(t, into: &o.out)
-            }
-            o.out.append(UInt8(ascii: "]"))
-        }
+        if let thetas = r.thetas { o.array("thetas", thetas) { t, out in ObjectWriter.doubles(t, into: &out) } }
         o.string("type", "evaluate")
         return o.finish()
     }
@@ -62,17 +54,13 @@ enum DirectLineWriter {
         o.int("id", id)
         o.doubles("log_det", r.logDet)
         if let points = r.points {
-            o.key("points")
-            o.out.append(UInt8(ascii: "["))
-            for (k, p) in points.enumerated() {
-                if k > 0 { o.out.append(UInt8(ascii: ",")) }
-                var inner = ObjectWriter(taking: &o.out)
+            o.array("points", points) { p, out in
+                var inner = ObjectWriter(taking: &out)
                 inner.doubles("log_det", p.logDet)
                 inner.key("schur")
                 schur(p.schur, into: &inner.out)
-                o.out = inner.close()
+                out = inner.close()
             }
-            o.out.append(UInt8(ascii: "]"))
         }
         o.int("rows", r.rows)
         o.key("schur")
@@ -133,6 +121,16 @@ enum DirectLineWriter {
         mutating func doubles(_ name: StaticString, _ values: [Double]) {
             key(name)
             Self.doubles(values, into: &out)
+        }
+        /// An array of `items`, each written by `element`.
+        mutating func array<T>(_ name: StaticString, _ items: [T], _ element: (T, inout [UInt8]) -> Void) {
+            key(name)
+            out.append(UInt8(ascii: "["))
+            for (k, item) in items.enumerated() {
+                if k > 0 { out.append(UInt8(ascii: ",")) }
+                element(item, &out)
+            }
+            out.append(UInt8(ascii: "]"))
         }
         mutating func close() -> [UInt8] {
             out.append(UInt8(ascii: "}"))

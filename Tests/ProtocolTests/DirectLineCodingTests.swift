@@ -12,10 +12,10 @@ final class DirectLineCodingTests: XCTestCase {
     private var rng = LineCodecTests.SplitMix64(state: 20261130)
 
     private func foundation<B: Encodable>(_ id: Int, _ type: String, _ body: B) throws -> String {
-        String(decoding: try LineCodec.makeEncoder().encode(Envelope(id: id, type: type, body: body)), as: UTF8.self)
+        String(decoding: try LineCodec.makeEncoder().encode(JSONLineCodecTests.Envelope(id: id, type: type, body: body)), as: UTF8.self)
     }
     private func codable<B: Encodable>(_ id: Int, _ type: String, _ body: B) throws -> String {
-        try JSONLineWriter.encode(Envelope(id: id, type: type, body: body))
+        try JSONLineWriter.encode(JSONLineCodecTests.Envelope(id: id, type: type, body: body))
     }
 
     private func doubles(_ n: Int) -> [Double] {
@@ -242,17 +242,6 @@ final class DirectLineCodingTests: XCTestCase {
                 XCTAssertNil(reference, "\(line): the Codable path reads it, so the direct reader should too")
             }
             XCTAssertEqual(LineCodec.peekID(line), reference?.id, line)
-        }
-    }
-
-    /// LineCodec's envelope, spelled out.
-    private struct Envelope<B: Encodable>: Encodable {
-        var id: Int, type: String, body: B
-        enum K: String, CodingKey { case id, type }
-        func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: K.self)
-            try c.encode(id, forKey: .id); try c.encode(type, forKey: .type)
-            try body.encode(to: encoder)
         }
     }
 }

@@ -71,8 +71,8 @@ final class JSONLineCodecTests: XCTestCase {
         XCTAssertEqual(back, reply)
     }
 
-    /// LineCodec's envelope, spelled out for Foundation.
-    private struct Envelope<B: Encodable>: Encodable {
+    /// LineCodec's envelope, spelled out for Foundation (the other codec tests use it too).
+    struct Envelope<B: Encodable>: Encodable {
         var id: Int, type: String, body: B
         enum K: String, CodingKey { case id, type }
         func encode(to encoder: Encoder) throws {

@@ -42,9 +42,9 @@ final class SchurLowerFormTests: XCTestCase {
         for c in [Array(contributions.prefix(1)), contributions] {
             let reply = ContributionReply(session: "s", contributions: c, lower: true)
             let direct = try XCTUnwrap(DirectLineWriter.contribution(reply, id: 4))
-            let codable = try JSONLineWriter.encode(Envelope(id: 4, type: "contribution", body: reply))
+            let codable = try JSONLineWriter.encode(JSONLineCodecTests.Envelope(id: 4, type: "contribution", body: reply))
             XCTAssertEqual(direct, codable)
-            XCTAssertEqual(direct, String(decoding: try LineCodec.makeEncoder().encode(Envelope(id: 4, type: "contribution", body: reply)), as: UTF8.self))
+            XCTAssertEqual(direct, String(decoding: try LineCodec.makeEncoder().encode(JSONLineCodecTests.Envelope(id: 4, type: "contribution", body: reply)), as: UTF8.self))
             XCTAssertTrue(direct.contains("\"form\":\"lower\""))
             let read = try XCTUnwrap(DirectLineReader.contribution(JSONLineDocument(direct)))
             XCTAssertEqual(read, reply)
@@ -62,16 +62,6 @@ final class SchurLowerFormTests: XCTestCase {
                                 (line.replacingOccurrences(of: "\"form\":\"lower\",", with: ""), "its shape needs 18"),
                                 (line.replacingOccurrences(of: "\"cols\":3", with: "\"cols\":2"), "not square")] {
             XCTAssertThrowsError(try LineCodec.decodeReply(bad), bad) { e in XCTAssertTrue("\(e)".contains(expected), "\(e)") }
-        }
-    }
-
-    private struct Envelope<B: Encodable>: Encodable {
-        var id: Int, type: String, body: B
-        enum K: String, CodingKey { case id, type }
-        func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: K.self)
-            try c.encode(id, forKey: .id); try c.encode(type, forKey: .type)
-            try body.encode(to: encoder)
         }
     }
 }
