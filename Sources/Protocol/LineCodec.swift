@@ -107,12 +107,13 @@ public enum LineCodec {
     public static func readRequest(_ line: String) -> (id: Int?, request: Result<Request, any Error>) {
         let parsed: Parsed
         do { parsed = try Parsed(line) } catch { return (nil, .failure(error)) }
-        let id = (try? header(parsed))?.id
-        return (id, Result { try decodeRequest(parsed).request })
+        let known = try? header(parsed)
+        return (known?.id, Result { try decodeRequest(parsed, header: known).request })
     }
 
-    private static func decodeRequest(_ line: Parsed) throws -> (id: Int, request: Request) {
-        let h = try header(line)
+    /// `header`: the line's header when already read.
+    private static func decodeRequest(_ line: Parsed, header known: Header? = nil) throws -> (id: Int, request: Request) {
+        let h = try known ?? header(line)
         guard let id = h.id else { throw ProtocolError.missingField("id") }
         switch h.type {
         case "describe": return (id, .describe(try decode(DescribeRequest.self, line)))

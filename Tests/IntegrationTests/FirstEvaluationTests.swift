@@ -150,26 +150,22 @@ final class FirstEvaluationTests: XCTestCase {
 
     func testOverTLSTheAuditLogHoldsTheFirstEvaluationAndItsAnswer() throws {
         let files = try siteFiles()
-        let pki = try TestPKI("first")
-        defer { pki.remove() }
-        let agents = try files.map { try LoopbackAgent(file: $0, pki: pki) }
-        defer { agents.forEach { $0.stop() } }
-        let federation = try tlsFederation(agents, pki: pki)
-        defer { federation.close() }
-        let options = FitOptions(family: .binomial)
-        let remote = try Analysis.fit(federation, dataset: "data", formula: "yb ~ x + (1 | site)", options: options)
-        let local = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "yb ~ x + (1 | site)", options: options)
-        XCTAssertEqual(remote.objective.bitPattern, local.objective.bitPattern)
-        XCTAssertEqual(remote.rounds, local.rounds)
-        for agent in agents {
-            let entries = agent.audit.all
-            let prepares = entries.filter { $0.direction == .received && $0.type == "prepare" }
-            XCTAssertEqual(prepares.count, 1, agent.site)
-            XCTAssertTrue(prepares[0].line.contains("\"first_evaluate\":{"), "\(agent.site): the embedded request is logged in full")
-            let prepared = entries.filter { $0.direction == .sent && $0.type == "prepared" }
-            XCTAssertTrue(prepared.first?.line.contains("\"first_answer\":\"{") == true, "\(agent.site): and its answer")
-            let evaluations = entries.filter { $0.direction == .received && $0.type == "evaluate" }
-            XCTAssertEqual(evaluations.count + 1, remote.evaluations, "\(agent.site): every evaluation but the first came in its own round")
+        try withLoopbackAgents(files, pki: "first") { agents, federation in
+            let options = FitOptions(family: .binomial)
+            let remote = try Analysis.fit(federation, dataset: "data", formula: "yb ~ x + (1 | site)", options: options)
+            let local = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "yb ~ x + (1 | site)", options: options)
+            XCTAssertEqual(remote.objective.bitPattern, local.objective.bitPattern)
+            XCTAssertEqual(remote.rounds, local.rounds)
+            for agent in agents {
+                let entries = agent.audit.all
+                let prepares = entries.filter { $0.direction == .received && $0.type == "prepare" }
+                XCTAssertEqual(prepares.count, 1, agent.site)
+                XCTAssertTrue(prepares[0].line.contains("\"first_evaluate\":{"), "\(agent.site): the embedded request is logged in full")
+                let prepared = entries.filter { $0.direction == .sent && $0.type == "prepared" }
+                XCTAssertTrue(prepared.first?.line.contains("\"first_answer\":\"{") == true, "\(agent.site): and its answer")
+                let evaluations = entries.filter { $0.direction == .received && $0.type == "evaluate" }
+                XCTAssertEqual(evaluations.count + 1, remote.evaluations, "\(agent.site): every evaluation but the first came in its own round")
+            }
         }
     }
 }

@@ -81,27 +81,23 @@ final class GLMStartRoundTests: XCTestCase {
 
     func testFitStartsWithBetaRoundsOverTLS() throws {
         let files = try siteFiles()
-        let pki = try TestPKI("glmstart")
-        defer { pki.remove() }
-        let agents = try files.map { try LoopbackAgent(file: $0, pki: pki) }
-        defer { agents.forEach { $0.stop() } }
-        let federation = try tlsFederation(agents, pki: pki)
-        defer { federation.close() }
-        let options = FitOptions(family: .binomial)
-        let remote = try Analysis.fit(federation, dataset: "data", formula: "y ~ x + (1 | site)", options: options)
-        let local = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | site)", options: options)
-        XCTAssertTrue(remote.converged)
-        XCTAssertEqual(remote.objective.bitPattern, local.objective.bitPattern)
-        XCTAssertEqual(remote.fixedEffects.map(\.estimate), local.fixedEffects.map(\.estimate))
-        for agent in agents {
-            let evaluations = agent.audit.all.filter { $0.direction == .received && $0.type == "evaluate" }
-            let start = evaluations.filter { $0.line.contains("\"derivatives\":\"beta\"") }
-            XCTAssertGreaterThan(start.count, 0, "\(agent.site): the GLM start's rounds ask for β alone")
-            XCTAssertLessThan(start.count, evaluations.count, agent.site)
-            // The first of them (the start's, at β = 0) rides with the prepare (FirstEvaluationTests).
-            XCTAssertEqual(evaluations.count + 1, remote.evaluations, agent.site)
+        try withLoopbackAgents(files, pki: "glmstart") { agents, federation in
+            let options = FitOptions(family: .binomial)
+            let remote = try Analysis.fit(federation, dataset: "data", formula: "y ~ x + (1 | site)", options: options)
+            let local = try Analysis.fit(inProcessFederation(files: files), dataset: "data", formula: "y ~ x + (1 | site)", options: options)
+            XCTAssertTrue(remote.converged)
+            XCTAssertEqual(remote.objective.bitPattern, local.objective.bitPattern)
+            XCTAssertEqual(remote.fixedEffects.map(\.estimate), local.fixedEffects.map(\.estimate))
+            for agent in agents {
+                let evaluations = agent.audit.all.filter { $0.direction == .received && $0.type == "evaluate" }
+                let start = evaluations.filter { $0.line.contains("\"derivatives\":\"beta\"") }
+                XCTAssertGreaterThan(start.count, 0, "\(agent.site): the GLM start's rounds ask for β alone")
+                XCTAssertLessThan(start.count, evaluations.count, agent.site)
+                // The first of them (the start's, at β = 0) rides with the prepare (FirstEvaluationTests).
+                XCTAssertEqual(evaluations.count + 1, remote.evaluations, agent.site)
+            }
+            print("GLM start over TLS: \(remote.evaluations) evaluations, \(remote.rounds) rounds")
         }
-        print("GLM start over TLS: \(remote.evaluations) evaluations, \(remote.rounds) rounds")
     }
 
     /// An agent that predates `derivatives` ignores it and answers in (θ, β):

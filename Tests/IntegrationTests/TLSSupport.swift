@@ -138,6 +138,19 @@ func tlsFederation(_ agents: [LoopbackAgent], pki: TestPKI, identity: TLSIdentit
     try SitesFile(identity: identity ?? pki.coordinator, sites: agents.map(\.sitesFileEntry)).connect(timeout: 10)
 }
 
+/// Runs `body` with loopback agents serving `files` (one site each, dataset
+/// "data", certificates from a throwaway PKI named `pki`) and a federation
+/// connected to them; everything is stopped and removed afterwards.
+func withLoopbackAgents<T>(_ files: [URL], pki name: String, _ body: ([LoopbackAgent], Federation) throws -> T) throws -> T {
+    let pki = try TestPKI(name)
+    defer { pki.remove() }
+    let agents = try files.map { try LoopbackAgent(file: $0, pki: pki) }
+    defer { agents.forEach { $0.stop() } }
+    let federation = try tlsFederation(agents, pki: pki)
+    defer { federation.close() }
+    return try body(agents, federation)
+}
+
 // MARK: - Speaking the protocol by hand
 
 /// A coordinator that speaks the line protocol itself over a mutual-TLS
