@@ -17,13 +17,15 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        // glibc's allocator settings (mallopt), for both executables.
+        .systemLibrary(name: "CAllocator", path: "Sources/CAllocator"),
 
         // Linear algebra, per-site contributions, optimizers. No I/O.
         .target(name: "Math", path: "Sources/Math"),
         // Messages, JSON lines, model specification, TLS transport.
         .target(name: "Protocol", dependencies: ["Math", "COpenSSL"], path: "Sources/Protocol"),
         // Site agent: data sources, design matrices, disclosure, audit log, server.
-        .target(name: "SiteAgent", dependencies: ["Math", "Protocol", "CSQLite"], path: "Sources/SiteAgent"),
+        .target(name: "SiteAgent", dependencies: ["Math", "Protocol", "CSQLite", "CAllocator"], path: "Sources/SiteAgent"),
         // Coordinator: formulas, fitting rounds, results and reports.
         .target(name: "Coordinator", dependencies: ["Math", "Protocol"], path: "Sources/Coordinator"),
 

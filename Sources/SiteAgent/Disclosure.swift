@@ -119,7 +119,7 @@ public struct CellCounts: Sendable, Equatable {
     }
 
     /// The cells of one column evaluated on the used rows. The values are
-    /// consumed: the minority count sorts them in place.
+    /// consumed: the minority count may sort them in place.
     static func cells(of name: String, values: consuming [Double], usedRows: [Int]) -> ColumnCells {
         var column = values   // owned here, so sorting it below copies nothing
         var ones = 0, zeros = 0, binary = true
@@ -133,7 +133,7 @@ public struct CellCounts: Sendable, Equatable {
         } else {
             c.dominance = largestRowShare(column)
         }
-        c.minority = minority(sorting: &column)
+        c.minority = minority(inPlace: &column)
         return c
     }
 
@@ -181,35 +181,18 @@ public struct CellCounts: Sendable, Equatable {
     /// Rows that differ from the most common value of `values` (−0 counted as 0).
     static func minority(_ values: [Double]) -> Int {
         var copy = values
-        return minority(sorting: &copy)
+        return minority(inPlace: &copy)
     }
 
-    /// `minority`, sorting the values' bit patterns in place (−0 as 0) and
-    /// counting the longest run: no dictionary of 10 million entries for a
-    /// continuous column of 10 million rows, and no copy of the column.
-    /// Leaves `values` permuted.
-    static func minority(sorting values: inout [Double]) -> Int {
+    /// `minority`, tallying the values' bit patterns in place (−0 as 0):
+    /// no dictionary of 10 million entries for a continuous column of 10
+    /// million rows, and no copy of the column. Leaves `values` permuted.
+    static func minority(inPlace values: inout [Double]) -> Int {
         values.withUnsafeMutableBufferPointer { b in
-            b.withMemoryRebound(to: UInt64.self) { rebound -> Int in
-                let keys = rebound
-                guard !keys.isEmpty else { return 0 }
+            b.withMemoryRebound(to: UInt64.self) { keys -> Int in
                 let negativeZero = (-0.0).bitPattern
                 for i in keys.indices where keys[i] == negativeZero { keys[i] = 0 }
-                // A value held by more than half the rows (an intercept, an
-                // indicator) is the most common one: found by majority vote
-                // and counted in two passes, no sort.
-                var candidate = keys[0], lead = 0
-                for k in keys {
-                    if lead == 0 { candidate = k; lead = 1 } else if k == candidate { lead += 1 } else { lead -= 1 }
-                }
-                let held = keys.reduce(0) { $0 + ($1 == candidate ? 1 : 0) }
-                if 2 * held > keys.count { return keys.count - held }
-                RadixSort.sort(keys)
-                var top = 0, run = 0, previous = keys[0]
-                for k in keys {
-                    if k == previous { run += 1 } else { top = max(top, run); run = 1; previous = k }
-                }
-                return keys.count - max(top, run)
+                return keys.count - ValueTally.tally(keys, listLimit: 0).largest
             }
         }
     }
@@ -219,7 +202,13 @@ public struct CellCounts: Sendable, Equatable {
         guard values.count > 1 else { return nil }
         let mean = values.reduce(0, +) / Double(values.count)
         var total = 0.0, largest = 0.0
-        for x in values { let d = (x - mean) * (x - mean); total += d; largest = max(largest, d) }
+        values.withUnsafeBufferPointer { v in
+            for x in v {
+                let d = (x - mean) * (x - mean)
+                total += d
+                largest = d > largest ? d : largest   // a NaN leaves total NaN, refused below
+            }
+        }
         guard total > 1e-300, total.isFinite else { return nil }
         return largest / total
     }

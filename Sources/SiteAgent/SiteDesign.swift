@@ -534,7 +534,8 @@ struct ExpressionEvaluator {
             return [Double](repeating: x, count: rows.count)
         case .variable(let v):
             guard case .numeric(let data) = columns[v]!.data else { throw ModelFrameError.notNumeric(v) }
-            return rows.map { data[$0]! }
+            // The rows are complete in v; were one not, its NaN would be refused as non-finite.
+            return data.storage.withUnsafeBufferPointer { values in rows.map { values[$0] } }
         case .indicator(let v, let level):
             switch columns[v]!.data {
             case .text(let data): return rows.map { data[$0]! == level ? 1 : 0 }

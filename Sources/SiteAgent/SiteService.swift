@@ -314,25 +314,16 @@ public final class SiteService: Sendable {
 
     /// A numeric column's missing values, its distinct values (−0 is 0) and,
     /// when there are at most `listLimit`, each with its count in increasing
-    /// order. From the sorted values rather than a dictionary of counts: a
-    /// continuous column of 10 million rows needs 80 MB here, not a table of
-    /// 10 million entries (several hundred MB).
+    /// order. Tallied over the values' ordered keys (ValueTally) rather than
+    /// in a dictionary of counts: a continuous column of 10 million rows
+    /// needs 160 MB here, not a table of 10 million entries (several hundred MB).
     static func numericCounts(_ v: NumericValues, listLimit: Int) -> (missing: Int, distinct: Int, listed: [(value: Double, count: Int)]?) {
         var keys: [UInt64] = []
         keys.reserveCapacity(v.count)
         for x in v { if let x { keys.append(RadixSort.orderedKey(x == 0 ? 0 : x)) } }
-        RadixSort.sort(&keys)
-        let present = keys.map(RadixSort.double(orderedKey:))
-        var runs: [(value: Double, count: Int)] = []
-        var distinct = 0, k = 0
-        while k < present.count {
-            var end = k + 1
-            while end < present.count && present[end] == present[k] { end += 1 }
-            distinct += 1
-            if distinct <= listLimit { runs.append((present[k], end - k)) }
-            k = end
-        }
-        return (v.count - present.count, distinct, distinct <= listLimit ? runs : nil)
+        let tally = keys.withUnsafeMutableBufferPointer { ValueTally.tally($0, listLimit: listLimit) }
+        return (v.count - keys.count, tally.distinct,
+                tally.listed?.map { (RadixSort.double(orderedKey: $0.key), $0.count) })
     }
 
     struct NumericMoments { var n: Int; var mean: Double?; var sd: Double?; var withheld: String? }
@@ -631,12 +622,28 @@ public final class SiteService: Sendable {
     /// Counts of each combination of missing model variables, smallest counts suppressed.
     func missingPatterns(_ table: DataTable, variables: [String]) -> [MissingPattern] {
         let columns = variables.compactMap { table.column(named: $0) }
+        // Rows missing anything are found column by column; only they are
+        // keyed one by one (the complete rows, usually nearly all, are one pattern).
+        var incomplete = [Bool](repeating: false, count: table.rowCount)
+        for c in columns {
+            switch c.data {
+            case .numeric(let v):
+                v.storage.withUnsafeBufferPointer { values in
+                    for i in values.indices where values[i].isNaN { incomplete[i] = true }
+                }
+            case .text(let v):
+                for i in v.indices where v[i] == nil { incomplete[i] = true }
+            }
+        }
         var counts: [[Bool]: Int] = [:]
         var key = [Bool](repeating: false, count: columns.count)
-        for i in 0..<table.rowCount {
+        var complete = table.rowCount
+        for i in 0..<table.rowCount where incomplete[i] {
             for (k, c) in columns.enumerated() { key[k] = c.isMissing(i) }
             counts[key, default: 0] += 1
+            complete -= 1
         }
+        if complete > 0 { counts[[Bool](repeating: false, count: columns.count)] = complete }
         return counts.map { k, n in
             MissingPattern(missing: zip(columns, k).filter(\.1).map(\.0.name), count: disclosed(n))
         }.sorted { ($0.missing.count, $0.missing.joined(separator: ",")) < ($1.missing.count, $1.missing.joined(separator: ",")) }

@@ -3,4 +3,5 @@ import SiteAgent
 import Protocol
 
 initializeOpenSSL()
+tuneAllocatorForSiteWork()
 exit(AgentCommand.run(Array(CommandLine.arguments.dropFirst())))
