@@ -2,8 +2,9 @@
 // the rows: η = o + Xβ + Z b (the fixed part taken once per evaluation, as it
 // does not change while the modes move), μ and dμ/dη (from one exp for the
 // logit), each row's deviance term and its Fisher weight and working
-// residual. PIRLS keeps two of these (the accepted point and a trial) and
-// swaps them, so no iteration allocates per-row arrays.
+// residual. PIRLS keeps one of these for the whole solve: a trial point
+// writes over the accepted one (GLMMSite.modes), so no iteration allocates
+// per-row arrays.
 
 import Foundation
 

@@ -159,7 +159,10 @@ public final class GLMMSite: Sendable {
         // Only few-level factors (the site itself): the row pass sums the dense tail too.
         let tailOffsets = layout.first == nil && layout.nested == nil ? (0..<nf).map { tailOffset($0) } : nil
         let td = tailOffsets == nil ? 0 : layout.tailDimension
-        var current = PIRLSRows(rows: data.rows, tailDimension: td), trial = PIRLSRows(rows: data.rows, tailDimension: td)
+        // One set of per-row arrays: a trial point overwrites the accepted
+        // one's, which are made again only if every trial fails (rare), so a
+        // site of 10 million rows holds six arrays, not twelve.
+        var current = PIRLSRows(rows: data.rows, tailDimension: td)
         rowPass(u, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &current)
         var iteration = 0
         var zwr = [Double](repeating: 0, count: q), c = zwr, trialU = zwr
@@ -203,15 +206,18 @@ public final class GLMMSite: Sendable {
             var accepted = false
             for _ in 0..<30 {
                 for k in 0..<q { trialU[k] = u[k] + step * delta[k] }
-                rowPass(trialU, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &trial)
-                let d = trial.total + trialU.reduce(0) { $0 + $1 * $1 }
+                rowPass(trialU, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &current)
+                let d = current.total + trialU.reduce(0) { $0 + $1 * $1 }
                 if d.isFinite && d <= pen + 1e-10 * abs(pen) {
-                    swap(&u, &trialU); swap(&current, &trial); accepted = true; break
+                    swap(&u, &trialU); accepted = true; break
                 }
                 step *= 0.5
             }
             if !accepted {
-                // No decrease possible: we are at the mode to rounding.
+                // No decrease possible: we are at the mode to rounding. Its
+                // rows again (the trials overwrote them): the same pass at the
+                // same u, so the same values to the bit.
+                rowPass(u, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &current)
                 return modesAt(u, penalizedDeviance: pen, factor: factor, current, iterations: iteration)
             }
         }

@@ -75,3 +75,38 @@ final class GLMMSiteLevelJetTests: XCTestCase {
         print("site-level sums: worst relative difference from the per-row jet pass \(worst) over \(checked) slots")
     }
 }
+
+/// PIRLS keeps one set of per-row arrays and lets each trial point write
+/// over it (GLMMSite.modes): whatever the trials rejected on the way, the
+/// modes' rows are those of a fresh pass at the modes' u, to the bit.
+final class PIRLSOneRowSetTests: XCTestCase {
+    func testModesRowsAreThoseOfAFreshPassAtTheirModes() throws {
+        var rng = SeededGenerator(seed: 77)
+        var starts = 0
+        for family in GLMMSiteLevelJetTests.canonical {
+            for (s, _) in GLMMSiteLevelJetTests.structures {
+                let site = GLMMSite(GLMMSiteLevelJetTests.site(&rng, family: family, structure: s, rows: 120, p: 3))
+                let q = site.dimension
+                // From 0, and from far away so that full steps overshoot and are halved.
+                for start in [nil, [Double](repeating: 8, count: q), [Double](repeating: -12, count: q)] {
+                    for theta in GLMMExactDerivativeTests.thetas(s) {
+                        let beta = [-0.2, 0.4, -0.1]
+                        let m = try site.modes(theta: theta, beta: beta, start: start)
+                        let fixed = GLMFamily.linearPredictor(x: site.data.x, p: site.data.p, beta: beta, offset: site.data.offset)
+                        var fresh = PIRLSRows(rows: site.data.rows, tailDimension: 0)
+                        site.rowPass(m.u, theta: theta, fixed: fixed, tailOffsets: nil, into: &fresh)
+                        let label = "\(family) \(s.terms.map(\.dimension)) θ=\(theta) start \(start?.first ?? 0)"
+                        XCTAssertEqual(m.eta.map(\.bitPattern), fresh.eta.map(\.bitPattern), label)
+                        XCTAssertEqual(m.weights.map(\.bitPattern), fresh.weights.map(\.bitPattern), label)
+                        XCTAssertEqual(m.rows.mu.map(\.bitPattern), fresh.mu.map(\.bitPattern), label)
+                        XCTAssertEqual(m.rows.muEta.map(\.bitPattern), fresh.muEta.map(\.bitPattern), label)
+                        XCTAssertEqual(m.rows.deviance.map(\.bitPattern), fresh.deviance.map(\.bitPattern), label)
+                        XCTAssertEqual(m.penalizedDeviance, fresh.total + m.u.reduce(0) { $0 + $1 * $1 }, label)
+                        starts += 1
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThan(starts, 20)
+    }
+}
