@@ -81,28 +81,32 @@ final class JSONLineDocument {
     private static let exactPowersOfTen: [Double] = (0...22).map { e in (0..<e).reduce(1.0) { a, _ in a * 10 } }
 
     /// The number at `start..<end` (grammar-checked) without strtod, when
-    /// that is exact: its significand's digits make an integer m ≤ 2^53 and
-    /// its decimal exponent e is within ±22, so m and 10^|e| are both exact
-    /// Doubles and one IEEE multiply or divide rounds m·10^e correctly
-    /// (Clinger's fast path; the same Double strtod returns). Zero, with
-    /// its sign, is exact too. nil otherwise: strtod decides. Why: strtod
-    /// was the largest single cost of reading an answer.
+    /// that is exact. Its significand's digits make an integer m and its
+    /// decimal exponent e:
+    /// - m ≤ 2^53 and |e| ≤ 22: m and 10^|e| are exact Doubles, and one IEEE
+    ///   multiply or divide rounds m·10^e correctly (Clinger's fast path);
+    /// - else, on x86-64, m < 2^64 and |e| ≤ 27: see `extendedDouble`
+    ///   (the 17 digits of a Double's shortest form, as written here, land here).
+    /// Zero, with its sign, is exact too. nil otherwise: strtod decides, and
+    /// gives the same Double. Why: strtod was the largest single cost of
+    /// reading an answer.
     static func exactDouble(_ p: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> Double? {
         var i = start
         let negative = p[i] == UInt8(ascii: "-")
         if negative { i += 1 }
         var m: UInt64 = 0, e = 0
-        let limit: UInt64 = 1 << 53
+        // Digits beyond 19 could overflow m: strtod decides.
+        let limit: UInt64 = 999_999_999_999_999_999
         while i < end, p[i] &- 0x30 < 10 {
+            guard m <= limit / 10 else { return nil }
             m = m &* 10 &+ UInt64(p[i] &- 0x30)
-            guard m <= limit else { return nil }
             i += 1
         }
         if i < end, p[i] == UInt8(ascii: ".") {
             i += 1
             while i < end, p[i] &- 0x30 < 10 {
+                guard m <= limit / 10 else { return nil }
                 m = m &* 10 &+ UInt64(p[i] &- 0x30)
-                guard m <= limit else { return nil }
                 e -= 1
                 i += 1
             }
@@ -119,11 +123,37 @@ final class JSONLineDocument {
         }
         let v: Double
         if m == 0 { v = 0 }
-        else if e == 0 { v = Double(m) }
-        else if e > 0 && e <= 22 { v = Double(m) * exactPowersOfTen[e] }
-        else if e < 0 && e >= -22 { v = Double(m) / exactPowersOfTen[-e] }
+        else if m <= 1 << 53 && e == 0 { v = Double(m) }
+        else if m <= 1 << 53 && e > 0 && e <= 22 { v = Double(m) * exactPowersOfTen[e] }
+        else if m <= 1 << 53 && e < 0 && e >= -22 { v = Double(m) / exactPowersOfTen[-e] }
+        else if let x = extendedDouble(m, e) { v = x }
         else { return nil }
         return negative ? -v : v
+    }
+
+    #if arch(x86_64) && !os(Windows)
+    /// Powers of ten Float80 holds exactly (5^27 < 2^64).
+    private static let exactPowersOfTen80: [Float80] = (0...27).map { e in (0..<e).reduce(Float80(1)) { a, _ in a * 10 } }
+    #endif
+
+    /// m·10^e for m < 2^64 and |e| ≤ 27 through x86's 64-bit-significand
+    /// Float80, where m and 10^|e| are exact, so one multiply or divide rounds
+    /// m·10^e correctly to 64 bits. Rounding that to a Double's 53 bits gives
+    /// the correctly rounded Double, except when the 64-bit result lies within
+    /// one of its units of a midpoint between two Doubles (its 11 extra bits
+    /// 0x3FF–0x401): the exact value may be on the midpoint's other side, and
+    /// nil lets strtod decide. nil also where there is no Float80 (arm64).
+    static func extendedDouble(_ m: UInt64, _ e: Int) -> Double? {
+        #if arch(x86_64) && !os(Windows)
+        guard e >= -27 && e <= 27 else { return nil }
+        let x = Float80(m)
+        let q = e >= 0 ? x * exactPowersOfTen80[e] : x / exactPowersOfTen80[-e]
+        let extra = q.significandBitPattern & 0x7FF
+        guard extra < 0x3FF || extra > 0x401 else { return nil }
+        return Double(q)
+        #else
+        return nil
+        #endif
     }
 
     /// The number at a node's bytes as an Int64 when it is an integer (an

@@ -172,6 +172,50 @@ final class JSONLineCodecTests: XCTestCase {
         XCTAssertGreaterThan(slow, 10_000)
     }
 
+    /// The 64-bit path (JSONLineDocument.extendedDouble) where rounding
+    /// twice could bite: decimals of 17 to 19 digits at and within a few
+    /// units of the midpoint between two Doubles, and a Double's shortest
+    /// form, against strtod bit for bit; it must answer most shortest forms
+    /// and leave the midpoints themselves to strtod.
+    func testNumbersNearMidpointsAreStrtodsDoubles() {
+        #if arch(x86_64) && !os(Windows)
+        var rng = SystemRandomNumberGenerator()
+        var texts: [String] = []
+        var shortest = 0, shortestFast = 0
+        for _ in 0..<20_000 {
+            let d = Double.random(in: 1...10, using: &rng) * pow(10, Double(Int.random(in: -12...12, using: &rng)))
+            let midpoint = (Float80(d) + Float80(d.nextUp)) / 2   // exact: 54 bits
+            for digits in [16, 17, 18] {
+                let t = String(format: "%.\(digits)Le", midpoint)
+                texts.append(t)
+                // The same digits, nudged by one in the last place either way.
+                let parts = t.split(separator: "e")
+                if let mantissa = Decimal(string: String(parts[0])) {
+                    let step = pow(Decimal(10), -digits)
+                    texts.append("\(mantissa + step)e\(parts[1])")
+                    texts.append("\(mantissa - step)e\(parts[1])")
+                }
+            }
+            let bytes = Array("\(d)".utf8) + [0]
+            shortest += 1
+            if bytes.withUnsafeBufferPointer({ JSONLineDocument.exactDouble($0, 0, bytes.count - 1) }) != nil { shortestFast += 1 }
+            texts.append("\(d)")
+        }
+        var fast = 0, refused = 0
+        for t in texts {
+            let bytes = Array(t.utf8) + [0]
+            let ours = bytes.withUnsafeBufferPointer { JSONLineDocument.exactDouble($0, 0, bytes.count - 1) }
+            guard let ours else { refused += 1; continue }
+            fast += 1
+            XCTAssertEqual(ours.bitPattern, t.withCString { strtod($0, nil) }.bitPattern, t)
+        }
+        XCTAssertGreaterThan(fast, texts.count / 2)
+        XCTAssertGreaterThan(refused, 1_000, "exact midpoints (18 digits and more) go to strtod")
+        // All but those below about 1e-11, whose 17 digits need 10^-28 or less.
+        XCTAssertGreaterThan(Double(shortestFast), 0.95 * Double(shortest), "a Double's shortest form is read without strtod")
+        #endif
+    }
+
     func testDeepNestingIsRefusedNotACrash() {
         let line = "{\"a\":" + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000) + "}"
         XCTAssertThrowsError(try LineCodec.decodeRequest(line)) { error in
