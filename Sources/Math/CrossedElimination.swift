@@ -146,7 +146,7 @@ public enum CrossedElimination {
         } else if a.space.parameters == 2 && a.space.order == 2 {
             try choleskyRowwise(&a.storage, n: n, w: w, kernel: TwoParameterJet(JetKernel(a.space)))
         } else if a.space.parameters == 3 && a.space.order == 2 {
-            try choleskyRowwise(&a.storage, n: n, w: w, kernel: ThreeParameterJet(JetKernel(a.space)))
+            try choleskyRowwise(&a.storage, n: n, w: w, kernel: ThreeParameterJet())
         } else {
             try choleskyRowwise(&a.storage, n: n, w: w, kernel: JetKernel(a.space))
         }

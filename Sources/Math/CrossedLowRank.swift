@@ -112,38 +112,6 @@ extension CrossedLevelElimination {
     }
 }
 
-/// JetKernel for three parameters to second order (width 10: value, three
-/// first derivatives, second derivatives (0,0), (0,1), (1,1), (0,2), (1,2),
-/// (2,2)) with the product written out, JetKernel's expression term by term
-/// (the same numbers): `(1 | site/ward) + (1 | surgeon)`, whose level-by-level
-/// elimination and dense rest are the inner loops of a fit.
-struct ThreeParameterJet: JetArithmetic {
-    let general: JetKernel
-    init(_ general: JetKernel) { self.general = general }
-    var order: Int { 2 }
-
-    @inline(__always)
-    func mulAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ sign: Double) {
-        let a0 = a[0], b0 = b[0], a1 = a[1], a2 = a[2], a3 = a[3], b1 = b[1], b2 = b[2], b3 = b[3]
-        c[0] += sign * a0 * b0
-        c[1] += sign * (a1 * b0 + a0 * b1)
-        c[2] += sign * (a2 * b0 + a0 * b2)
-        c[3] += sign * (a3 * b0 + a0 * b3)
-        c[4] += sign * (a[4] * b0 + a1 * b1 + a1 * b1 + a0 * b[4])
-        c[5] += sign * (a[5] * b0 + a1 * b2 + a2 * b1 + a0 * b[5])
-        c[6] += sign * (a[6] * b0 + a2 * b2 + a2 * b2 + a0 * b[6])
-        c[7] += sign * (a[7] * b0 + a1 * b3 + a3 * b1 + a0 * b[7])
-        c[8] += sign * (a[8] * b0 + a2 * b3 + a3 * b2 + a0 * b[8])
-        c[9] += sign * (a[9] * b0 + a3 * b3 + a3 * b3 + a0 * b[9])
-    }
-    @inline(__always)
-    func sqrt(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>) { general.sqrt(c, a) }
-    @inline(__always)
-    func divide(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>) { general.divide(c, a, b) }
-    @inline(__always)
-    func logAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ sign: Double) { general.logAdd(c, a, sign) }
-}
-
 extension CrossedLevelElimination {
     /// C[cols, cols] −= VᵀV for one level (V: r × cols, column-major jets),
     /// upper triangle only (C's lower one is mirrored once after all levels).
@@ -151,7 +119,7 @@ extension CrossedLevelElimination {
         let general = JetKernel(space)
         if space.order == 2 && space.parameters == 1 { subtractGramUpper(&c, v, columns: columns, r: r, n: n, w: space.width, kernel: OneParameterJet()) }
         else if space.order == 2 && space.parameters == 2 { subtractGramUpper(&c, v, columns: columns, r: r, n: n, w: space.width, kernel: TwoParameterJet(general)) }
-        else if space.order == 2 && space.parameters == 3 { subtractGramUpper(&c, v, columns: columns, r: r, n: n, w: space.width, kernel: ThreeParameterJet(general)) }
+        else if space.order == 2 && space.parameters == 3 { subtractGramUpper(&c, v, columns: columns, r: r, n: n, w: space.width, kernel: ThreeParameterJet()) }
         else { subtractGramUpper(&c, v, columns: columns, r: r, n: n, w: space.width, kernel: general) }
     }
 

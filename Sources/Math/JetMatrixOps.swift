@@ -76,6 +76,81 @@ struct OneParameterJet: JetArithmetic {
     }
 }
 
+/// JetKernel for three parameters to second order (width 10), written out:
+/// the local θ of a 2×2 term such as `(1 + year | child)`, the most common
+/// vector term, whose levels are most of a within-site site's work, and
+/// `(1 | site/ward) + (1 | surgeon)`'s level-by-level elimination. Every
+/// expression is JetKernel's with n = 3 and the pairs in JetSpace's order
+/// (0,0), (0,1), (1,1), (0,2), (1,2), (2,2), in the same order of operations
+/// and of reads and writes (so the same aliasing rules hold): the same
+/// numbers to the bit, without the pair tables' loads and bounds checks.
+struct ThreeParameterJet: JetArithmetic {
+    var order: Int { 2 }
+
+    @inline(__always)
+    func mulAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>, _ sign: Double) {
+        let a0 = a[0], b0 = b[0]
+        c[0] += sign * a0 * b0
+        c[1] += sign * (a[1] * b0 + a0 * b[1])
+        c[2] += sign * (a[2] * b0 + a0 * b[2])
+        c[3] += sign * (a[3] * b0 + a0 * b[3])
+        c[4] += sign * (a[4] * b0 + a[1] * b[1] + a[1] * b[1] + a0 * b[4])
+        c[5] += sign * (a[5] * b0 + a[1] * b[2] + a[2] * b[1] + a0 * b[5])
+        c[6] += sign * (a[6] * b0 + a[2] * b[2] + a[2] * b[2] + a0 * b[6])
+        c[7] += sign * (a[7] * b0 + a[1] * b[3] + a[3] * b[1] + a0 * b[7])
+        c[8] += sign * (a[8] * b0 + a[2] * b[3] + a[3] * b[2] + a0 * b[8])
+        c[9] += sign * (a[9] * b0 + a[3] * b[3] + a[3] * b[3] + a0 * b[9])
+    }
+
+    @inline(__always)
+    func sqrt(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>) {
+        let s0 = a[0].squareRoot()
+        let h = 0.5 / s0
+        let s1 = a[1] * h, s2 = a[2] * h, s3 = a[3] * h
+        c[4] = (a[4] - 2 * s1 * s1) * h
+        c[5] = (a[5] - 2 * s1 * s2) * h
+        c[6] = (a[6] - 2 * s2 * s2) * h
+        c[7] = (a[7] - 2 * s1 * s3) * h
+        c[8] = (a[8] - 2 * s2 * s3) * h
+        c[9] = (a[9] - 2 * s3 * s3) * h
+        c[1] = a[1] * h
+        c[2] = a[2] * h
+        c[3] = a[3] * h
+        c[0] = s0
+    }
+
+    @inline(__always)
+    func divide(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ b: UnsafePointer<Double>) {
+        let b0 = b[0]
+        let c0 = a[0] / b0
+        c[1] = (a[1] - c0 * b[1]) / b0
+        c[2] = (a[2] - c0 * b[2]) / b0
+        c[3] = (a[3] - c0 * b[3]) / b0
+        c[4] = (a[4] - c[1] * b[1] - c[1] * b[1] - c0 * b[4]) / b0
+        c[5] = (a[5] - c[1] * b[2] - c[2] * b[1] - c0 * b[5]) / b0
+        c[6] = (a[6] - c[2] * b[2] - c[2] * b[2] - c0 * b[6]) / b0
+        c[7] = (a[7] - c[1] * b[3] - c[3] * b[1] - c0 * b[7]) / b0
+        c[8] = (a[8] - c[2] * b[3] - c[3] * b[2] - c0 * b[8]) / b0
+        c[9] = (a[9] - c[3] * b[3] - c[3] * b[3] - c0 * b[9]) / b0
+        c[0] = c0
+    }
+
+    @inline(__always)
+    func logAdd(_ c: UnsafeMutablePointer<Double>, _ a: UnsafePointer<Double>, _ sign: Double) {
+        let a0 = a[0]
+        c[0] += sign * _log(a0)
+        c[1] += sign * a[1] / a0
+        c[2] += sign * a[2] / a0
+        c[3] += sign * a[3] / a0
+        c[4] += sign * (a[4] / a0 - a[1] * a[1] / (a0 * a0))
+        c[5] += sign * (a[5] / a0 - a[1] * a[2] / (a0 * a0))
+        c[6] += sign * (a[6] / a0 - a[2] * a[2] / (a0 * a0))
+        c[7] += sign * (a[7] / a0 - a[1] * a[3] / (a0 * a0))
+        c[8] += sign * (a[8] / a0 - a[2] * a[3] / (a0 * a0))
+        c[9] += sign * (a[9] / a0 - a[3] * a[3] / (a0 * a0))
+    }
+}
+
 /// JetKernel at order 0 (plain values), written out: a values-only
 /// factorization is the order-0 case of the jet one, with JetKernel's (and
 /// Dense's) expressions in the same order.

@@ -221,6 +221,9 @@ public enum LMMSite {
         if local.parameters == 1 && local.order == 2 {
             return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: OneParameterJet(), keepRows: keepRows)
         }
+        if local.parameters == 3 && local.order == 2 {
+            return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: ThreeParameterJet(), keepRows: keepRows)
+        }
         return try accumulateLevels(lb, t1: t1, width: width, tailDimension: td, kernel: JetKernel(local), keepRows: keepRows)
     }
 
