@@ -694,11 +694,13 @@ public final class SiteService: Sendable {
     /// coordinator latency, not the site's answer budget).
     private func session(_ id: String, rounds charged: Int = 1) throws -> Session {
         let now = Date()
+        // Charged in place: a session (its model, its design) is not copied out and back in.
         let s: Session? = sessions.withLock { all in
-            guard var s = all[id], now.timeIntervalSince(s.lastUsed) < sessionTimeout else { all[id] = nil; return nil }
-            s.rounds += charged; s.lastUsed = now
-            all[id] = s
-            return s
+            guard let i = all.index(forKey: id) else { return nil }
+            guard now.timeIntervalSince(all.values[i].lastUsed) < sessionTimeout else { all.remove(at: i); return nil }
+            all.values[i].rounds += charged
+            all.values[i].lastUsed = now
+            return all.values[i]
         }
         guard let s else { throw SiteError.unknownSession(id) }
         guard s.rounds <= policy.maxRoundsPerSession else {
