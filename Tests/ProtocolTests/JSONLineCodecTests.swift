@@ -159,17 +159,23 @@ final class JSONLineCodecTests: XCTestCase {
             texts.append(String(format: "%.\(Int.random(in: 0...17, using: &rng))g", r))
             texts.append("\(Int.random(in: -99_999...99_999, using: &rng))e\(Int.random(in: -25...25, using: &rng))")
         }
-        var fast = 0, slow = 0
+        let (fast, slow) = readAgainstStrtod(texts)
+        XCTAssertGreaterThan(fast, 50_000)
+        XCTAssertGreaterThan(slow, 10_000)
+    }
+
+    /// Reads each text as the reader does without strtod and, where that
+    /// answers, asserts strtod's Double bit for bit: (answered, left to strtod).
+    private func readAgainstStrtod(_ texts: [String]) -> (fast: Int, refused: Int) {
+        var fast = 0, refused = 0
         for t in texts {
             let bytes = Array(t.utf8) + [0]
             let ours = bytes.withUnsafeBufferPointer { JSONLineDocument.exactDouble($0, 0, bytes.count - 1) }
-            guard let ours else { slow += 1; continue }
+            guard let ours else { refused += 1; continue }
             fast += 1
-            let reference = t.withCString { strtod($0, nil) }
-            XCTAssertEqual(ours.bitPattern, reference.bitPattern, t)
+            XCTAssertEqual(ours.bitPattern, t.withCString { strtod($0, nil) }.bitPattern, t)
         }
-        XCTAssertGreaterThan(fast, 50_000)
-        XCTAssertGreaterThan(slow, 10_000)
+        return (fast, refused)
     }
 
     /// The 64-bit path (JSONLineDocument.extendedDouble) where rounding
@@ -201,14 +207,7 @@ final class JSONLineCodecTests: XCTestCase {
             if bytes.withUnsafeBufferPointer({ JSONLineDocument.exactDouble($0, 0, bytes.count - 1) }) != nil { shortestFast += 1 }
             texts.append("\(d)")
         }
-        var fast = 0, refused = 0
-        for t in texts {
-            let bytes = Array(t.utf8) + [0]
-            let ours = bytes.withUnsafeBufferPointer { JSONLineDocument.exactDouble($0, 0, bytes.count - 1) }
-            guard let ours else { refused += 1; continue }
-            fast += 1
-            XCTAssertEqual(ours.bitPattern, t.withCString { strtod($0, nil) }.bitPattern, t)
-        }
+        let (fast, refused) = readAgainstStrtod(texts)
         XCTAssertGreaterThan(fast, texts.count / 2)
         XCTAssertGreaterThan(refused, 1_000, "exact midpoints (18 digits and more) go to strtod")
         // All but those below about 1e-11, whose 17 digits need 10^-28 or less.

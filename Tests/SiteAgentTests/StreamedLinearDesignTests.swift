@@ -251,7 +251,8 @@ extension StreamedLinearDesignTests {
 }
 
 /// A small deterministic generator for the tests' rows.
-private struct StreamTestRandom {
+/// A small seeded generator (SplitMix64) for the site tests' random columns.
+struct StreamTestRandom {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

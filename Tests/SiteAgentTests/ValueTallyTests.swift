@@ -24,7 +24,7 @@ final class ValueTallyTests: XCTestCase {
     }
 
     func testBothWaysEqualDictionaryCounts() {
-        var rng = SplitMix(seed: 3)
+        var rng = StreamTestRandom(seed: 3)
         for trial in 0..<400 {
             let n = [0, 1, 2, 5, 31, 33, 100, 257, 1_000, 4_000][trial % 10] + Int(rng.next() % 3)
             let spread: UInt64 = [1, 2, 3, 20, 1_000, .max][trial % 6]
@@ -46,7 +46,7 @@ final class ValueTallyTests: XCTestCase {
     /// Keys chosen to share one slot of the table: long probe chains that
     /// wrap around its end, among copies of a few keys and distinct ones.
     func testCollidingKeysCountExactly() {
-        var rng = SplitMix(seed: 5)
+        var rng = StreamTestRandom(seed: 5)
         let n = 2_000
         var bits = 4
         while (1 << bits) < 2 * n { bits += 1 }
@@ -71,7 +71,7 @@ final class ValueTallyTests: XCTestCase {
 
     /// Above the hashing limit the radix sort answers, with the same counts.
     func testLargeColumnsTakeTheSortAndAgree() {
-        var rng = SplitMix(seed: 9)
+        var rng = StreamTestRandom(seed: 9)
         let n = ValueTally.hashedLimit + 1_000
         let keys = (0..<n).map { i in i % 3 == 0 ? 42 : rng.next() % 50_000 }
         let expected = dictionaryTally(keys, listLimit: 20)
@@ -94,17 +94,5 @@ final class ValueTallyTests: XCTestCase {
         XCTAssertEqual(c.distinct, 2)
         XCTAssertEqual(c.listed?.map { "\($0.value):\($0.count)" }, ["0.0:2", "2.5:3"])
         XCTAssertNil(SiteService.numericCounts(NumericValues([1, 2, 3]), listLimit: 2).listed)
-    }
-}
-
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
