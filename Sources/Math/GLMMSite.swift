@@ -162,7 +162,7 @@ public final class GLMMSite: Sendable {
         // One set of per-row arrays: a trial point overwrites the accepted
         // one's, which are made again only if every trial fails (rare), so a
         // site of 10 million rows holds six arrays, not twelve.
-        var current = PIRLSRows(rows: data.rows, tailDimension: td)
+        var current = PIRLSRows(rows: data.rows, tailDimension: td, keepResiduals: tailOffsets == nil)
         rowPass(u, theta: theta, fixed: fixed, tailOffsets: tailOffsets, into: &current)
         var iteration = 0
         var zwr = [Double](repeating: 0, count: q), c = zwr, trialU = zwr

@@ -85,7 +85,7 @@ final class JSONLineDocument {
     /// decimal exponent e:
     /// - m ≤ 2^53 and |e| ≤ 22: m and 10^|e| are exact Doubles, and one IEEE
     ///   multiply or divide rounds m·10^e correctly (Clinger's fast path);
-    /// - else, on x86-64, m < 2^64 and |e| ≤ 27: see `extendedDouble`
+    /// - else, on x86-64, m < 1.8·10^19 (< 2^64) and |e| ≤ 27: see `extendedDouble`
     ///   (the 17 digits of a Double's shortest form, as written here, land here).
     /// Zero, with its sign, is exact too. nil otherwise: strtod decides, and
     /// gives the same Double. Why: strtod was the largest single cost of
@@ -95,17 +95,17 @@ final class JSONLineDocument {
         let negative = p[i] == UInt8(ascii: "-")
         if negative { i += 1 }
         var m: UInt64 = 0, e = 0
-        // Digits beyond 19 could overflow m: strtod decides.
-        let limit: UInt64 = 999_999_999_999_999_999
+        // A digit that could overflow m (past about 1.8·10^19): strtod decides.
+        let limit = (UInt64.max - 9) / 10
         while i < end, p[i] &- 0x30 < 10 {
-            guard m <= limit / 10 else { return nil }
+            guard m <= limit else { return nil }
             m = m &* 10 &+ UInt64(p[i] &- 0x30)
             i += 1
         }
         if i < end, p[i] == UInt8(ascii: ".") {
             i += 1
             while i < end, p[i] &- 0x30 < 10 {
-                guard m <= limit / 10 else { return nil }
+                guard m <= limit else { return nil }
                 m = m &* 10 &+ UInt64(p[i] &- 0x30)
                 e -= 1
                 i += 1
@@ -134,6 +134,17 @@ final class JSONLineDocument {
     #if arch(x86_64) && !os(Windows)
     /// Powers of ten Float80 holds exactly (5^27 < 2^64).
     private static let exactPowersOfTen80: [Float80] = (0...27).map { e in (0..<e).reduce(Float80(1)) { a, _ in a * 10 } }
+
+    /// Whether Float80 arithmetic rounds to nearest with a 64-bit
+    /// significand here (x87's default precision control and rounding mode;
+    /// a library that changed either would make `extendedDouble` wrong, so
+    /// it is checked once, on a value the compiler cannot fold).
+    static let float80RoundsToNearest64: Bool = {
+        let one = Float80(ProcessInfo.processInfo.processorCount > 0 ? 1 : 2)
+        let unit = Float80(sign: .plus, exponent: -63, significand: 1)      // one unit in the last place of 1
+        let quarter = Float80(sign: .plus, exponent: -65, significand: 1)
+        return one + unit != one && one + 3 * quarter == one + unit && one + quarter == one
+    }()
     #endif
 
     /// m·10^e for m < 2^64 and |e| ≤ 27 through x86's 64-bit-significand
@@ -145,7 +156,7 @@ final class JSONLineDocument {
     /// nil lets strtod decide. nil also where there is no Float80 (arm64).
     static func extendedDouble(_ m: UInt64, _ e: Int) -> Double? {
         #if arch(x86_64) && !os(Windows)
-        guard e >= -27 && e <= 27 else { return nil }
+        guard e >= -27 && e <= 27, float80RoundsToNearest64 else { return nil }
         let x = Float80(m)
         let q = e >= 0 ? x * exactPowersOfTen80[e] : x / exactPowersOfTen80[-e]
         let extra = q.significandBitPattern & 0x7FF

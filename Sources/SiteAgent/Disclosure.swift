@@ -133,7 +133,8 @@ public struct CellCounts: Sendable, Equatable {
         } else {
             c.dominance = largestRowShare(column)
         }
-        c.minority = minority(inPlace: &column)
+        // A 0/1 column's minority is its smaller class (−0 counted as 0, as x == 0 does): no tally.
+        c.minority = binary ? min(ones, zeros) : minority(inPlace: &column)
         return c
     }
 

@@ -694,7 +694,7 @@ public final class SiteService: Sendable {
     /// coordinator latency, not the site's answer budget).
     private func session(_ id: String, rounds charged: Int = 1) throws -> Session {
         let now = Date()
-        // Charged in place: a session (its model, its design) is not copied out and back in.
+        // Charged in place, not copied out and written back (a session holds its model and design).
         let s: Session? = sessions.withLock { all in
             guard let i = all.index(forKey: id) else { return nil }
             guard now.timeIntervalSince(all.values[i].lastUsed) < sessionTimeout else { all.remove(at: i); return nil }

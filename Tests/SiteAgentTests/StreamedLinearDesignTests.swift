@@ -250,7 +250,6 @@ extension StreamedLinearDesignTests {
     }
 }
 
-/// A small deterministic generator for the tests' rows.
 /// A small seeded generator (SplitMix64) for the site tests' random columns.
 struct StreamTestRandom {
     var state: UInt64

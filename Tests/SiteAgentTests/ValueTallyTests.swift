@@ -82,8 +82,7 @@ final class ValueTallyTests: XCTestCase {
         XCTAssertGreaterThan(got.chosen.largest, n / 3)
     }
 
-    /// The minority rule and describe's counts read the tally; −0 is 0 and
-    /// a majority value short-cuts the tally with the same answer.
+    /// The minority rule and describe's counts read the tally; −0 is 0.
     func testMinorityAndNumericCountsReadTheTally() {
         XCTAssertEqual(CellCounts.minority([]), 0)
         XCTAssertEqual(CellCounts.minority([-0.0, 0.0, 1, 2]), 2)
