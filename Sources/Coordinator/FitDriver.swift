@@ -162,9 +162,6 @@ struct FitEstimates {
     var crossed: CrossedModes? = nil
 }
 
-/// A model kind, as the driver sees it: the objective over the summed site
-/// contributions, the strategy to minimize it, and the estimates at the
-/// optimum. Conformers are small: the sites compute, the driver orchestrates.
 /// A fit's first evaluate round, answered with its prepare round
 /// (FitSession.prepare): taken by the first evaluation that asks exactly the
 /// same request (the same bytes on the wire), once.
@@ -175,13 +172,20 @@ final class PrefetchedEvaluation: Sendable {
         line = try? LineCodec.encode(.evaluate(request), id: 0)
         self.answers = Mutex(answers)
     }
-    /// The sites' answers to `request`, if it is the prefetched one and they were not taken yet.
+    /// The sites' answers to `request`, if it is the prefetched one and they
+    /// were not taken yet (once taken, later requests are not encoded to compare).
     func take(_ request: EvaluateRequest) -> [Reply]? {
-        guard let line, (try? LineCodec.encode(.evaluate(request), id: 0)) == line else { return nil }
-        return answers.withLock { a in defer { a = nil }; return a }
+        answers.withLock { a in
+            guard a != nil, let line, (try? LineCodec.encode(.evaluate(request), id: 0)) == line else { return nil }
+            defer { a = nil }
+            return a
+        }
     }
 }
 
+/// A model kind, as the driver sees it: the objective over the summed site
+/// contributions, the strategy to minimize it, and the estimates at the
+/// optimum. Conformers are small: the sites compute, the driver orchestrates.
 protocol FitObjective {
     /// Refuses options the kind cannot honour, before any round.
     static func validate(_ spec: ModelSpec, options: FitOptions) throws

@@ -58,6 +58,18 @@ extension GLMMSite {
         out.weights.withUnsafeMutableBufferPointer { w in
         out.residuals.withUnsafeMutableBufferPointer { res in
             let keepResiduals = res.count == rows
+            /// Row i at η = e: its mean, slope, deviance, weight and residual
+            /// stored and its deviance summed; the weight and residual returned
+            /// for the tail's sums. The one place both loops below finish a row.
+            @inline(__always) func finish(_ i: Int, _ e: Double, y: Double, n: Double) -> (w: Double, r: Double) {
+                let (m, d) = family.meanAndSlope(e)
+                let di = family.minusTwoLogLik(y: y, n: n, mu: m)
+                let (wi, ri, _) = family.weightAndResidual(y: y, n: n, mu: m, muEta: d)
+                eta[i] = e; mu[i] = m; muEta[i] = d; dev[i] = di; w[i] = wi
+                if keepResiduals { res[i] = ri }
+                total += di
+                return (wi, ri)
+            }
             if nf == 1 && (tailOffsets == nil || width == 1) {
                 // One factor: the same row terms in the same order, from raw pointers (no nested-array access per row).
                 let r = dims[0], to = tailOffsets?[0] ?? 0
@@ -71,12 +83,7 @@ extension GLMMSite {
                         var e = fx[i]
                         let l = lv[i]
                         for a in 0..<r { e += z[i * r + a] * b0[l * r + a] }
-                        let (m, d) = family.meanAndSlope(e)
-                        let di = family.minusTwoLogLik(y: y[i], n: n[i], mu: m)
-                        let (wi, ri, _) = family.weightAndResidual(y: y[i], n: n[i], mu: m, muEta: d)
-                        eta[i] = e; mu[i] = m; muEta[i] = d; dev[i] = di; w[i] = wi
-                        if keepResiduals { res[i] = ri }
-                        total += di
+                        let (wi, ri) = finish(i, e, y: y[i], n: n[i])
                         guard tailOffsets != nil else { continue }
                         // width 1: row i's single tail entry, as the general loop below sums it
                         let col = to + l, v = z[i]
@@ -94,12 +101,7 @@ extension GLMMSite {
                     let r = dims[f], l = lvs[f][i]
                     for a in 0..<r { e += zs[f][i * r + a] * b[f][l * r + a] }
                 }
-                let (m, d) = family.meanAndSlope(e)
-                let di = family.minusTwoLogLik(y: ys[i], n: ns[i], mu: m)
-                let (wi, ri, _) = family.weightAndResidual(y: ys[i], n: ns[i], mu: m, muEta: d)
-                eta[i] = e; mu[i] = m; muEta[i] = d; dev[i] = di; w[i] = wi
-                if keepResiduals { res[i] = ri }
-                total += di
+                let (wi, ri) = finish(i, e, y: ys[i], n: ns[i])
                 guard let tailOffsets else { continue }
                 // Row i's z entries and their positions in the tail, then its terms of ZᵀWZ and ZᵀW r.
                 var k = 0

@@ -171,7 +171,7 @@ extension GLMMSite {
             if a < nt { addSlope(a, U + b * q, into: gab + p) }
             if b < nt { addSlope(b, U + a * q, into: gab + p) }
         }
-        try tt.storage.withUnsafeMutableBufferPointer { ttp in
+        tt.storage.withUnsafeMutableBufferPointer { ttp in
             let TT = ttp.baseAddress!
             var k = 0
             for c in 0..<q {

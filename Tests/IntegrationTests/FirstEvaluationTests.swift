@@ -13,10 +13,8 @@ import Synchronization
 final class FirstEvaluationTests: XCTestCase {
     /// Three sites of 40 patients with 3 rows each: y = 1 + 0.5x + b_site + b_patient + e, and a binary yb.
     private func siteFiles() throws -> [URL] {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fedmix-first-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var rng = SeededRandom(seed: 2611)
-        return try (0..<3).map { s in
+        return try writeSiteCSVs("fedmix-first", header: "y,yb,x,patient", sites: 3) { _ in
             let siteEffect = 0.6 * rng.normal()
             var rows: [String] = []
             for p in 0..<40 {
@@ -28,9 +26,7 @@ final class FirstEvaluationTests: XCTestCase {
                     rows.append("\(y),\(rng.uniform() < 1 / (1 + exp(-eta)) ? 1 : 0),\(x),p\(p)")
                 }
             }
-            let url = dir.appendingPathComponent("s\(s).csv")
-            try ("y,yb,x,patient\n" + rows.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
-            return url
+            return rows
         }
     }
 

@@ -13,18 +13,13 @@ import Synchronization
 final class GLMStartRoundTests: XCTestCase {
     /// Three sites of 80 rows (y, x): y ~ Bernoulli(logit⁻¹(−0.4 + 0.8x + b_site)).
     private func siteFiles() throws -> [URL] {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fedmix-glmstart-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         var rng = SeededRandom(seed: 1919)
-        return try (0..<3).map { s in
+        return try writeSiteCSVs("fedmix-glmstart", header: "y,x", sites: 3) { _ in
             let effect = 0.7 * rng.normal()
-            let rows = (0..<80).map { _ -> String in
+            return (0..<80).map { _ -> String in
                 let x = (rng.normal() * 1000).rounded() / 1000
                 return "\(rng.uniform() < 1 / (1 + exp(-(-0.4 + 0.8 * x + effect))) ? 1 : 0),\(x)"
             }
-            let url = dir.appendingPathComponent("s\(s).csv")
-            try ("y,x\n" + rows.joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
-            return url
         }
     }
 

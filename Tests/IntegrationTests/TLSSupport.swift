@@ -138,6 +138,18 @@ func tlsFederation(_ agents: [LoopbackAgent], pki: TestPKI, identity: TLSIdentit
     try SitesFile(identity: identity ?? pki.coordinator, sites: agents.map(\.sitesFileEntry)).connect(timeout: 10)
 }
 
+/// One CSV file per site in a new temporary folder ("s0.csv", …): the
+/// header, then `rows(site)`'s lines. The rows are generated in site order.
+func writeSiteCSVs(_ prefix: String, header: String, sites: Int, rows: (Int) throws -> [String]) throws -> [URL] {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return try (0..<sites).map { s in
+        let url = dir.appendingPathComponent("s\(s).csv")
+        try (header + "\n" + rows(s).joined(separator: "\n") + "\n").write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+}
+
 /// Runs `body` with loopback agents serving `files` (one site each, dataset
 /// "data", certificates from a throwaway PKI named `pki`) and a federation
 /// connected to them; everything is stopped and removed afterwards.

@@ -113,8 +113,7 @@ extension Receipt {
     public static func carried(by line: String) -> Receipt? {
         var line = line
         return line.withUTF8 { all -> Receipt? in
-            // The last 4 KiB, scanned backwards without copying (an answer
-            // without a receipt is scanned to that depth every time).
+            // The last 4 KiB, scanned backwards without copying.
             let tail = UnsafeBufferPointer(rebasing: all[max(0, all.count - 4096)...])
             let key: StaticString = "\"receipt\":{"
             let k = key.utf8CodeUnitCount
